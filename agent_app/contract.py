@@ -1,0 +1,193 @@
+"""The process contract between Skyfleet's infrastructure and the agent app.
+
+This module is the single source of truth for how a platform runs the app: the commands,
+the port, the health paths, the user it runs as, and every ``AGENT_*`` environment
+variable. ``infra/`` builds container specs from it and ``agent_app.config`` reads its
+settings through it, so the two can never drift apart. It imports nothing but the standard
+library, because both the image and the Pulumi program load it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+DEFAULT_PORT = 8080
+API_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.api")
+WORKER_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.worker")
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+# The image's non-root user; platforms enforce it with runAsUser / runAsNonRoot.
+RUN_AS_UID = 10001
+RUN_AS_GID = 10001
+# The only writable path; the root filesystem is read-only everywhere.
+SCRATCH_DIR = "/tmp"
+# Where platforms that can mount secrets as files (Kubernetes, Cloud Run) put the API keys.
+API_KEYS_MOUNT_DIR = "/var/run/secrets/skyfleet"
+API_KEYS_FILE_NAME = "api-keys"
+# Response header naming the site that served a request; drills attribute traffic by it.
+SITE_HEADER = "X-Skyfleet-Site"
+INSTANCE_HEADER = "X-Skyfleet-Instance"
+REQUEST_ID_HEADER = "X-Request-Id"
+# Redis key prefix for all data that must survive a site loss (replicated across sites).
+REPLICATED_KEY_PREFIX = "skyfleet:"
+
+
+class Env(StrEnum):
+    """Every environment variable the app reads. Nothing else configures it."""
+
+    PORT = "AGENT_PORT"
+    SITE = "AGENT_SITE"
+    INSTANCE = "AGENT_INSTANCE"
+    LOG_LEVEL = "AGENT_LOG_LEVEL"
+    # State: redis:// or rediss:// (TLS). The password never rides in the URL.
+    REDIS_URL = "AGENT_REDIS_URL"
+    REDIS_PASSWORD = "AGENT_REDIS_PASSWORD"
+    REDIS_CA_FILE = "AGENT_REDIS_CA_FILE"
+    # Optional Sentinel discovery ("host:port,host:port" and the primary's name): the lab's
+    # stand-in for a managed cache's failover endpoint.
+    REDIS_SENTINELS = "AGENT_REDIS_SENTINELS"
+    REDIS_SENTINEL_MASTER = "AGENT_REDIS_SENTINEL_MASTER"
+    # How long a request may wait for the cache to fail over before it answers 503.
+    REDIS_FAILOVER_WAIT_SECONDS = "AGENT_REDIS_FAILOVER_WAIT_SECONDS"
+    # Replicas that must acknowledge a session write before the turn is acknowledged (RPO 0).
+    REDIS_WAIT_REPLICAS = "AGENT_REDIS_WAIT_REPLICAS"
+    REDIS_WAIT_TIMEOUT_MS = "AGENT_REDIS_WAIT_TIMEOUT_MS"
+    # Async work: the scheme picks the adapter (sqs://, pubsub://, nats://).
+    QUEUE_URL = "AGENT_QUEUE_URL"
+    QUEUE_CA_FILE = "AGENT_QUEUE_CA_FILE"
+    # Client API keys: a file mounted from the secret store, or (ECS, which injects
+    # secrets only as variables) the secret's value itself.
+    API_KEYS_FILE = "AGENT_API_KEYS_FILE"
+    API_KEYS = "AGENT_API_KEYS"
+    RATE_LIMIT_PER_MINUTE = "AGENT_RATE_LIMIT_PER_MINUTE"
+    SESSION_TTL_SECONDS = "AGENT_SESSION_TTL_SECONDS"
+    SESSION_MAX_TURNS = "AGENT_SESSION_MAX_TURNS"
+    SHUTDOWN_GRACE_SECONDS = "AGENT_SHUTDOWN_GRACE_SECONDS"
+    # Model backend: the built-in offline model, or an OpenAI-compatible endpoint.
+    MODEL_BACKEND = "AGENT_MODEL_BACKEND"
+    MODEL_BASE_URL = "AGENT_MODEL_BASE_URL"
+    MODEL_NAME = "AGENT_MODEL_NAME"
+    MODEL_API_KEY = "AGENT_MODEL_API_KEY"
+
+
+# Variables whose values come only from a secret store, never from plain configuration.
+SECRET_ENV: frozenset[Env] = frozenset({Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY})
+# Variables the platform sets; a stack's free-form ``app.env`` may not override them.
+PLATFORM_ENV: frozenset[Env] = frozenset(
+    {Env.PORT, Env.SITE, Env.REDIS_URL, Env.QUEUE_URL, Env.API_KEYS_FILE, Env.REDIS_CA_FILE}
+)
+
+
+class ContractError(ValueError):
+    """A value does not fit the contract; the message names the variable."""
+
+
+# --- Queue URLs -------------------------------------------------------------------------
+# One format per broker, built by infra and parsed by the app's adapters.
+
+
+@dataclass(frozen=True)
+class SqsQueue:
+    queue_url: str  # the https:// (or endpoint) URL boto3 takes
+    region: str
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PubSubQueue:
+    project: str
+    topic: str
+    subscription: str
+
+
+@dataclass(frozen=True)
+class NatsQueue:
+    servers: tuple[str, ...]  # nats://host:port or tls://host:port, local node first
+    stream: str
+    subject: str
+    dlq_subject: str
+    max_deliver: int
+
+
+QueueTarget = SqsQueue | PubSubQueue | NatsQueue
+
+
+def sqs_queue_url(https_url: str, *, endpoint: str | None = None, region: str | None = None) -> str:
+    """``sqs://`` form of an SQS queue URL (``https://sqs.<region>.amazonaws.com/<acct>/<name>``)."""
+    parts = urlsplit(https_url)
+    query = {k: v for k, v in (("region", region), ("endpoint", endpoint)) if v}
+    return f"sqs://{parts.netloc}{parts.path}" + (f"?{urlencode(query)}" if query else "")
+
+
+def pubsub_queue_url(project: str, topic: str, subscription: str) -> str:
+    return f"pubsub://{project}/{topic}?{urlencode({'subscription': subscription})}"
+
+
+def nats_queue_url(
+    hosts: str,
+    *,
+    stream: str,
+    subject: str,
+    dlq_subject: str,
+    max_deliver: int,
+    tls: bool = False,
+) -> str:
+    query = urlencode(
+        {"subject": subject, "dlq": dlq_subject, "max_deliver": max_deliver, "tls": str(tls).lower()}
+    )
+    return f"nats://{hosts}/{quote(stream)}?{query}"
+
+
+def parse_queue_url(url: str) -> QueueTarget:
+    """Parse ``AGENT_QUEUE_URL``; raise ContractError naming what is wrong."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    name = Env.QUEUE_URL.value
+    if parts.scheme == "sqs":
+        segments = [s for s in parts.path.split("/") if s]
+        if not parts.netloc or len(segments) != 2:
+            raise ContractError(f"{name}: expected sqs://<host>/<account>/<queue>, got {url!r}")
+        endpoint = query.get("endpoint")
+        region = query.get("region")
+        if region is None:
+            host_bits = parts.netloc.split(".")
+            region = host_bits[1] if len(host_bits) > 2 and host_bits[0] == "sqs" else "us-east-1"
+        base = endpoint.rstrip("/") if endpoint else f"https://{parts.netloc}"
+        return SqsQueue(queue_url=f"{base}{parts.path}", region=region, endpoint_url=endpoint)
+    if parts.scheme == "pubsub":
+        topic = parts.path.strip("/")
+        subscription = query.get("subscription", "")
+        if not parts.netloc or not topic or not subscription:
+            raise ContractError(
+                f"{name}: expected pubsub://<project>/<topic>?subscription=<name>, got {url!r}"
+            )
+        return PubSubQueue(project=parts.netloc, topic=topic, subscription=subscription)
+    if parts.scheme == "nats":
+        stream = parts.path.strip("/")
+        hosts = [h for h in parts.netloc.split(",") if h]
+        if not hosts or not stream:
+            raise ContractError(
+                f"{name}: expected nats://<host>:<port>[,<host>:<port>...]/<stream>?subject=..., got {url!r}"
+            )
+        try:
+            max_deliver = int(query.get("max_deliver", "5"))
+        except ValueError:
+            raise ContractError(f"{name}: max_deliver must be an integer, got {url!r}") from None
+        if max_deliver < 1:
+            raise ContractError(f"{name}: max_deliver must be at least 1, got {max_deliver}")
+        tls = query.get("tls", "false").lower() in ("1", "true", "yes")
+        scheme = "tls" if tls else "nats"
+        subject = query.get("subject", "agent.tasks")
+        return NatsQueue(
+            servers=tuple(f"{scheme}://{h if ':' in h else h + ':4222'}" for h in hosts),
+            stream=stream,
+            subject=subject,
+            dlq_subject=query.get("dlq", f"{subject}.dlq"),
+            max_deliver=max_deliver,
+        )
+    raise ContractError(
+        f"{name}: unsupported scheme {parts.scheme!r} in {url!r}; expected sqs://, pubsub:// or nats://"
+    )
