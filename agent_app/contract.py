@@ -66,6 +66,11 @@ class Env(StrEnum):
     SESSION_TTL_SECONDS = "AGENT_SESSION_TTL_SECONDS"
     SESSION_MAX_TURNS = "AGENT_SESSION_MAX_TURNS"
     SHUTDOWN_GRACE_SECONDS = "AGENT_SHUTDOWN_GRACE_SECONDS"
+    # Worker: how long a received task stays hidden from other workers before redelivery
+    # (SQS visibility, NATS ack_wait, Pub/Sub ack deadline; extended while it runs), and
+    # how many tasks one worker runs at once.
+    TASK_LEASE_SECONDS = "AGENT_TASK_LEASE_SECONDS"
+    WORKER_CONCURRENCY = "AGENT_WORKER_CONCURRENCY"
     # Model backend: the built-in offline model, or an OpenAI-compatible endpoint.
     MODEL_BACKEND = "AGENT_MODEL_BACKEND"
     MODEL_BASE_URL = "AGENT_MODEL_BASE_URL"

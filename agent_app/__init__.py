@@ -1,0 +1,1 @@
+"""The containerised AI-agent service that every Skyfleet site runs."""

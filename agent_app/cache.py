@@ -1,0 +1,133 @@
+"""The Redis connection and the one rule for using it: fail fast, never hang.
+
+Every cache call goes through :meth:`Cache.run`, which retries connection, timeout and
+READONLY errors only for ``AGENT_REDIS_FAILOVER_WAIT_SECONDS`` (the window in which
+Sentinel or a managed cache promotes a replica) and then raises
+:class:`~agent_app.errors.DependencyDown`, which the api answers with 503. The client's own
+retries are switched off so that this window is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from agent_app.config import Settings
+from agent_app.errors import DependencyDown
+
+log = logging.getLogger("agent_app.cache")
+T = TypeVar("T")
+
+# Errors that mean "the cache is not reachable or not the primary right now".
+TRANSIENT: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    asyncio.TimeoutError,
+    OSError,
+)
+CONNECT_TIMEOUT_SECONDS = 1.0
+PING_TIMEOUT_SECONDS = 0.5
+
+
+def connect(settings: Settings) -> Redis:
+    """A client for the primary: direct from the URL, or discovered through Sentinel."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    tls = settings.redis_url.startswith("rediss://")
+    common: dict[str, Any] = {
+        "password": password,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        # WAIT blocks for up to its own timeout, so reads must outlast it.
+        "socket_timeout": CONNECT_TIMEOUT_SECONDS + settings.redis_wait_timeout_ms / 1000,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": True,
+        "health_check_interval": 0,
+    }
+    if tls and settings.redis_ca_file:
+        common["ssl_ca_certs"] = str(settings.redis_ca_file)
+    if settings.sentinel_hosts:
+        if tls:
+            common["ssl"] = True
+        sentinel = Sentinel(
+            settings.sentinel_hosts,
+            sentinel_kwargs={k: v for k, v in common.items() if k != "decode_responses"},
+            **common,
+        )
+        return sentinel.master_for(settings.redis_sentinel_master, redis_class=Redis)
+    return Redis.from_url(settings.redis_url, **common)
+
+
+class Cache:
+    """The shared Redis client plus the bounded-retry policy around it."""
+
+    def __init__(self, redis: Redis, *, failover_wait: float, wait_replicas: int, wait_timeout_ms: int) -> None:
+        self.redis = redis
+        self.failover_wait = failover_wait
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Cache:
+        return cls(
+            connect(settings),
+            failover_wait=settings.redis_failover_wait_seconds,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
+
+    async def run(self, op: Callable[[Redis], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.failover_wait
+        delay = 0.05
+        while True:
+            try:
+                return await op(self.redis)
+            except TRANSIENT as exc:
+                if isinstance(exc, rexc.ReadOnlyError):
+                    # A promoted replica took the old primary's address: drop stale connections.
+                    await self.redis.connection_pool.disconnect()
+                if loop.time() + delay > deadline:
+                    log.warning("cache unavailable", extra={"error": repr(exc)})
+                    raise DependencyDown("the session cache is unavailable; retry shortly", retry_after=1) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    async def write(self, stage: Callable[[Pipeline], object]) -> list[Any]:
+        """Run staged commands on one connection, then WAIT for replicas when configured.
+
+        WAIT only covers writes made on its own connection, hence the single pipeline. A write
+        that did not reach ``AGENT_REDIS_WAIT_REPLICAS`` replicas is not acknowledged (503).
+        """
+
+        async def op(redis: Redis) -> list[Any]:
+            pipe = redis.pipeline(transaction=False)
+            stage(pipe)
+            if self.wait_replicas:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            results = await pipe.execute()
+            if not self.wait_replicas:
+                return results
+            acked = int(results[-1])
+            if acked < self.wait_replicas:
+                raise DependencyDown(
+                    f"write reached {acked} of {self.wait_replicas} replicas in {self.wait_timeout_ms} ms",
+                    retry_after=1,
+                )
+            return results[:-1]
+
+        return await self.run(op)
+
+    async def ping(self) -> None:
+        await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,168 @@
+"""Settings of the agent app, read once from ``AGENT_*`` variables.
+
+Every field is bound to its name in :class:`agent_app.contract.Env`, so the variable names
+exist in exactly one place and infra can never set a name the app does not read. Start-up
+turns any validation error into a one-line-per-variable message and exit code 2, because
+an orchestrator shows the last lines of stderr and a traceback would bury the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Annotated, Literal, NoReturn
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent_app.contract import DEFAULT_PORT, ContractError, Env, QueueTarget, parse_queue_url
+
+EXIT_CONFIG = 2
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("expected redis://host:port[/db] or rediss://host:port[/db] (TLS)")
+    if parts.password:
+        raise ValueError(f"the password must not ride in the URL; set {Env.REDIS_PASSWORD.value} instead")
+    return value
+
+
+def _queue_url(value: str) -> str:
+    try:
+        parse_queue_url(value)
+    except ContractError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _sentinels(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    for item in value.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+QueueUrl = Annotated[str, AfterValidator(_queue_url)]
+Sentinels = Annotated[str | None, AfterValidator(_sentinels)]
+
+
+def _env(name: Env) -> str:
+    return name.value
+
+
+class Settings(BaseSettings):
+    """What one api or worker process needs; unknown variables are ignored by design."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False, frozen=True)
+
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias=_env(Env.PORT))
+    site: str = Field("local", min_length=1, max_length=64, validation_alias=_env(Env.SITE))
+    instance: str = Field(
+        default_factory=_default_instance, min_length=1, max_length=128, validation_alias=_env(Env.INSTANCE)
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env(Env.LOG_LEVEL)
+    )
+
+    redis_url: RedisUrl = Field(validation_alias=_env(Env.REDIS_URL))
+    redis_password: SecretStr | None = Field(None, validation_alias=_env(Env.REDIS_PASSWORD))
+    redis_ca_file: FilePath | None = Field(None, validation_alias=_env(Env.REDIS_CA_FILE))
+    redis_sentinels: Sentinels = Field(None, validation_alias=_env(Env.REDIS_SENTINELS))
+    redis_sentinel_master: str = Field(
+        "skyfleet", min_length=1, validation_alias=_env(Env.REDIS_SENTINEL_MASTER)
+    )
+    redis_failover_wait_seconds: float = Field(
+        0.5, ge=0, le=30, validation_alias=_env(Env.REDIS_FAILOVER_WAIT_SECONDS)
+    )
+    redis_wait_replicas: int = Field(0, ge=0, le=16, validation_alias=_env(Env.REDIS_WAIT_REPLICAS))
+    redis_wait_timeout_ms: int = Field(500, ge=1, le=10_000, validation_alias=_env(Env.REDIS_WAIT_TIMEOUT_MS))
+
+    queue_url: QueueUrl = Field(validation_alias=_env(Env.QUEUE_URL))
+    queue_ca_file: FilePath | None = Field(None, validation_alias=_env(Env.QUEUE_CA_FILE))
+
+    api_keys_file: FilePath | None = Field(None, validation_alias=_env(Env.API_KEYS_FILE))
+    api_keys: SecretStr | None = Field(None, validation_alias=_env(Env.API_KEYS))
+    rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, validation_alias=_env(Env.RATE_LIMIT_PER_MINUTE))
+
+    session_ttl_seconds: int = Field(
+        86_400, ge=60, le=30 * 86_400, validation_alias=_env(Env.SESSION_TTL_SECONDS)
+    )
+    session_max_turns: int = Field(50, ge=1, le=1000, validation_alias=_env(Env.SESSION_MAX_TURNS))
+    shutdown_grace_seconds: float = Field(20, ge=0, le=3600, validation_alias=_env(Env.SHUTDOWN_GRACE_SECONDS))
+    task_lease_seconds: int = Field(30, ge=2, le=43_200, validation_alias=_env(Env.TASK_LEASE_SECONDS))
+    worker_concurrency: int = Field(4, ge=1, le=256, validation_alias=_env(Env.WORKER_CONCURRENCY))
+
+    model_backend: Literal["offline", "openai"] = Field("offline", validation_alias=_env(Env.MODEL_BACKEND))
+    model_base_url: str | None = Field(None, validation_alias=_env(Env.MODEL_BASE_URL))
+    model_name: str = Field("gpt-4o-mini", min_length=1, validation_alias=_env(Env.MODEL_NAME))
+    model_api_key: SecretStr | None = Field(None, validation_alias=_env(Env.MODEL_API_KEY))
+
+    @model_validator(mode="after")
+    def _model_backend_complete(self) -> Settings:
+        if self.model_backend == "openai":
+            url = self.model_base_url or ""
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(
+                    f"{Env.MODEL_BASE_URL.value}: expected an http(s):// base URL when "
+                    f"{Env.MODEL_BACKEND.value}=openai, got {url!r}"
+                )
+        return self
+
+    @property
+    def queue(self) -> QueueTarget:
+        return parse_queue_url(self.queue_url)
+
+    @property
+    def sentinel_hosts(self) -> list[tuple[str, int]]:
+        if not self.redis_sentinels:
+            return []
+        hosts = []
+        for item in self.redis_sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            hosts.append((host, int(port)))
+        return hosts
+
+
+class ConfigError(Exception):
+    """Configuration that passed type checks but cannot work (e.g. no API keys)."""
+
+
+def describe(exc: ValidationError) -> list[str]:
+    """One line per bad variable: its name, what is wrong and what is expected."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "configuration"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required but not set"
+        given = err.get("input")
+        shown = "" if err["type"] == "missing" or "PASSWORD" in loc or "KEY" in loc else f" (got {given!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return lines
+
+
+def fail(lines: list[str]) -> NoReturn:
+    print("agent_app: invalid configuration", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def load_settings() -> Settings:
+    """Read the environment or exit 2 with a message naming every bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        fail(describe(exc))

@@ -1,0 +1,54 @@
+"""Errors that map to an HTTP status and a stable machine-readable code.
+
+Domain code raises these; the api turns them into the JSON error body. The worker uses the
+same classes to decide whether a failure is worth a retry.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class NotFound(AgentError):
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(AgentError):
+    status = 401
+    code = "unauthorized"
+
+
+class TooLarge(AgentError):
+    status = 413
+    code = "too_large"
+
+
+class RateLimited(AgentError):
+    status = 429
+    code = "rate_limited"
+
+
+class Conflict(AgentError):
+    status = 409
+    code = "conflict"
+
+
+class DependencyDown(AgentError):
+    """A dependency (cache, queue, model) did not answer in time; callers may retry."""
+
+    status = 503
+    code = "dependency_unavailable"
+
+
+class Draining(AgentError):
+    status = 503
+    code = "draining"

@@ -1,0 +1,32 @@
+"""Prometheus metrics shared by the api and the worker.
+
+Label values are bounded (route templates, outcome words), never ids, so the series count
+stays fixed however much traffic a site takes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Request latency per route template; the buckets resolve the 20 ms p99 target.
+REQUEST_SECONDS = Histogram(
+    "agent_http_request_duration_seconds",
+    "HTTP request latency by route template and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TURNS = Counter("agent_turns_total", "Agent turns by outcome", ["outcome"])
+TASKS = Counter(
+    "agent_tasks_total",
+    "Queue task deliveries by outcome (succeeded, failed, retried, dead_lettered, duplicate, released)",
+    ["outcome"],
+)
+TASKS_ENQUEUED = Counter("agent_tasks_enqueued_total", "Tasks accepted and published to the queue")
+QUEUE_LAG = Histogram(
+    "agent_queue_lag_seconds",
+    "Time from enqueue to a worker starting the task",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+ERRORS = Counter("agent_errors_total", "Error responses and internal errors by code", ["code"])
+IN_FLIGHT = Gauge("agent_in_flight", "Requests or tasks being processed now")
+DRAINING = Gauge("agent_draining", "1 while the process drains after SIGTERM")

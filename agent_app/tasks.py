@@ -1,0 +1,166 @@
+"""Task records in Redis: status, result, and the claim that makes delivery idempotent.
+
+Queues deliver at least once, so a worker must *claim* a task before running it. The claim
+is a Lua script on the task's hash: a finished task is reported as done (the delivery is a
+duplicate: ack it), a task another worker holds a live lease on is busy (hand the delivery
+back until that lease ends), anything else is claimed with a lease the worker renews while
+it runs. A killed worker's lease simply expires, so its redelivered message is claimed
+again. Records live under the replicated prefix, like sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agent_app.cache import Cache
+from agent_app.contract import REPLICATED_KEY_PREFIX
+from agent_app.errors import NotFound
+from agent_app.schemas import Task, TaskStatus, ToolUse
+
+_NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+
+# KEYS[1] task; ARGV: owner, lease ms, updated_at. Returns {outcome, detail}.
+_CLAIM = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {{'missing', ''}} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'succeeded' or status == 'failed' then return {{'done', status}} end
+{_NOW}
+local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+if status == 'running' and lease_until > now then return {{'busy', tostring(lease_until - now)}} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
+  'updated_at', ARGV[3])
+return {{'claimed', tostring(redis.call('HINCRBY', KEYS[1], 'attempts', 1))}}
+"""
+
+# KEYS[1] task; ARGV: owner, lease ms. Returns 1 while the caller still holds the lease.
+_RENEW = f"""
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+{_NOW}
+redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+return 1
+"""
+
+# KEYS[1] task; ARGV: owner, then field/value pairs. Applies them only for the lease holder
+# and drops the lease. Returns 1 when applied.
+_SETTLE = """
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+def task_key(task_id: str) -> str:
+    return f"{REPLICATED_KEY_PREFIX}task:{{{task_id}}}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: Literal["claimed", "done", "busy", "missing"]
+    attempts: int = 0
+    busy_seconds: float = 0.0
+
+
+class TaskStore:
+    def __init__(self, cache: Cache, *, ttl_seconds: int) -> None:
+        self.cache = cache
+        self.ttl = ttl_seconds
+        self._claim = cache.redis.register_script(_CLAIM)
+        self._renew = cache.redis.register_script(_RENEW)
+        self._settle = cache.redis.register_script(_SETTLE)
+
+    async def create(self, task_id: str, session_id: str, text: str) -> Task:
+        now = time.time()
+        task = Task(
+            id=task_id, session_id=session_id, status=TaskStatus.QUEUED, input=text, created_at=now, updated_at=now
+        )
+        key = task_key(task_id)
+        fields = {
+            "id": task_id, "session_id": session_id, "status": task.status.value, "input": text,
+            "attempts": 0, "created_at": now, "updated_at": now,
+        }
+
+        def stage(pipe: Any) -> None:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, self.ttl)
+
+        await self.cache.write(stage)
+        return task
+
+    async def delete(self, task_id: str) -> None:
+        await self.cache.run(lambda r: r.delete(task_key(task_id)))
+
+    async def get(self, task_id: str) -> Task:
+        raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]
+        if not raw or "status" not in raw:
+            raise NotFound(f"task {task_id!r} does not exist or has expired")
+        return Task(
+            id=raw["id"],
+            session_id=raw["session_id"],
+            status=TaskStatus(raw["status"]),
+            input=raw["input"],
+            result=raw.get("result"),
+            tool_calls=[ToolUse.model_validate(t) for t in json.loads(raw.get("tool_calls", "[]"))],
+            error=raw.get("error"),
+            attempts=int(raw.get("attempts", 0)),
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw["updated_at"]),
+        )
+
+    async def claim(self, task_id: str, owner: str, lease_seconds: float) -> Claim:
+        out = await self.cache.run(
+            lambda r: self._claim(keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000), time.time()])
+        )
+        outcome, detail = str(out[0]), str(out[1])
+        if outcome == "claimed":
+            return Claim("claimed", attempts=int(detail))
+        if outcome == "busy":
+            return Claim("busy", busy_seconds=int(detail) / 1000)
+        return Claim("done" if outcome == "done" else "missing")
+
+    async def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
+        out = await self.cache.run(
+            lambda r: self._renew(keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000)])
+        )
+        return int(out) == 1
+
+    async def _settle_fields(self, task_id: str, owner: str, fields: dict[str, Any]) -> bool:
+        args: list[Any] = [owner]
+        for name, value in {**fields, "updated_at": time.time()}.items():
+            args += [name, value]
+        result = await self.cache.write(
+            lambda pipe: self._settle(keys=[task_key(task_id)], args=args, client=pipe)
+        )
+        return int(result[0]) == 1
+
+    async def succeed(self, task_id: str, owner: str, result: str, tool_calls: list[ToolUse]) -> bool:
+        return await self._settle_fields(
+            task_id,
+            owner,
+            {
+                "status": TaskStatus.SUCCEEDED.value,
+                "result": result,
+                "tool_calls": json.dumps([t.model_dump() for t in tool_calls]),
+                "error": "",
+            },
+        )
+
+    async def fail(self, task_id: str, owner: str, error: str, *, final: bool) -> bool:
+        status = TaskStatus.FAILED if final else TaskStatus.RETRYING
+        return await self._settle_fields(task_id, owner, {"status": status.value, "error": error})
+
+    async def release(self, task_id: str, owner: str) -> bool:
+        """Give the task back untouched (shutdown): the next delivery may claim it at once."""
+        return await self._settle_fields(task_id, owner, {"status": TaskStatus.QUEUED.value})
+
+    async def fail_unclaimed(self, task_id: str, error: str) -> None:
+        """Mark a task failed when its message is dead-lettered without a live claim."""
+
+        async def op(r: Any) -> None:
+            if await r.hget(task_key(task_id), "status") not in (None, TaskStatus.SUCCEEDED.value):
+                await r.hset(task_key(task_id), mapping={"status": TaskStatus.FAILED.value, "error": error})
+
+        await self.cache.run(op)

@@ -1,0 +1,57 @@
+"""The stack outputs every target exports: the contract between the site stacks, the edge
+stack (which reads them through StackReference) and the drills (which act on real stacks
+from them). Pure pydantic, no Pulumi import, so the drill runner can load it anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Outputs(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class SiteOutputs(_Outputs):
+    """What every site stack (aws, gcp, onprem) exports, whatever its cloud."""
+
+    target: Literal["aws", "gcp", "onprem"]
+    environment: Literal["dev", "prod"]
+    site: str = Field(description="the site's name, as the edge and the drills call it")
+    endpoint: str = Field(description="public HTTPS URL of the site's load balancer")
+    endpoint_host: str = Field(alias="endpointHost", description="DNS name the edge health-checks")
+    health_check_path: str = Field(alias="healthCheckPath")
+    region: str | None = None
+    # AWS
+    cluster_name: str | None = Field(default=None, alias="clusterName")
+    api_service_name: str | None = Field(default=None, alias="apiServiceName")
+    worker_service_name: str | None = Field(default=None, alias="workerServiceName")
+    task_security_group_id: str | None = Field(default=None, alias="taskSecurityGroupId")
+    # GCP
+    project: str | None = None
+    # Kubernetes
+    namespace: str | None = None
+    kube_context: str | None = Field(default=None, alias="kubeContext")
+    api_deployment: str | None = Field(default=None, alias="apiDeployment")
+    worker_deployment: str | None = Field(default=None, alias="workerDeployment")
+
+
+class EdgeOutputs(_Outputs):
+    """What the edge stack exports."""
+
+    target: Literal["edge"]
+    environment: Literal["dev", "prod"]
+    fqdn: str = Field(description="the global name clients use")
+    routing: Literal["failover", "weighted"]
+    health_check_ids: dict[str, str] = Field(alias="healthCheckIds", description="site name -> id")
+
+
+# Output names, for code that exports them (the infra targets) without repeating strings.
+SITE_OUTPUT_KEYS: frozenset[str] = frozenset(
+    f.alias or name for name, f in SiteOutputs.model_fields.items()
+)
+EDGE_OUTPUT_KEYS: frozenset[str] = frozenset(
+    f.alias or name for name, f in EdgeOutputs.model_fields.items()
+)

@@ -1,0 +1,45 @@
+"""The Pulumi program body: validate the stack's spec, then deploy its target.
+
+Kept apart from ``__main__`` so the offline plan and the real engine run the same function.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+
+from infra.config import SpecError, load_spec, stack_file
+from infra.spec import StackSpec
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def spec_from_engine() -> StackSpec:
+    """The stack's spec from the config the engine (or the offline plan) handed us."""
+    from pulumi.runtime.config import get_config_env, get_config_secret_keys_env
+
+    stack = pulumi.get_stack()
+    path = stack_file(stack, PROJECT_DIR)
+    text = path.read_text() if path.exists() else None
+    return load_spec(
+        get_config_env(),
+        set(get_config_secret_keys_env()),
+        source=str(path.relative_to(PROJECT_DIR)),
+        yaml_text=text,
+    )
+
+
+def run() -> None:
+    try:
+        spec = spec_from_engine()
+    except SpecError as exc:
+        # RunError prints the message without a Python traceback, and nothing is registered.
+        raise pulumi.RunError(str(exc)) from None
+    target = importlib.import_module(f"infra.{spec.target.value}")
+    outputs: dict[str, Any] = target.deploy(spec)
+    for key, value in outputs.items():
+        pulumi.export(key, value)

@@ -1,0 +1,443 @@
+"""The typed stack spec: everything a stack's ``skyfleet:`` config may say, validated before
+any resource is registered.
+
+One model serves every target. Keys are camelCase in ``Pulumi.<stack>.yaml`` (Pulumi's
+convention) and snake_case in code. Unknown keys are errors, so a typo never silently falls
+back to a default. Dev and prod get different defaults; an explicit value always wins, but
+prod refuses values that would make it fragile (one replica, no HA cache).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from agent_app.contract import PLATFORM_ENV, SECRET_ENV, Env
+
+NAMESPACE = "skyfleet"
+
+# Config keys (top level, in the skyfleet: namespace) that must be Pulumi secrets.
+SECRET_KEYS: frozenset[str] = frozenset({"apiKeys", "modelApiKey"})
+
+
+class Target(StrEnum):
+    AWS = "aws"
+    GCP = "gcp"
+    ONPREM = "onprem"
+    EDGE = "edge"
+
+
+SITE_TARGETS = (Target.AWS, Target.GCP, Target.ONPREM)
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class Routing(StrEnum):
+    """How the edge (and the lab's front door) spreads traffic over sites."""
+
+    FAILOVER = "failover"  # active-passive: the lowest priority healthy site takes all
+    WEIGHTED = "weighted"  # active-active: healthy sites share by weight
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True
+    )
+
+
+# --- App -------------------------------------------------------------------------------
+
+# Immutable references only: a digest, or a tag that is not a moving one.
+_IMAGE_RE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_MOVING_TAGS = {"latest", "main", "master", "stable", "edge", "dev", "prod", "nightly"}
+_SECRET_NAME_RE = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+
+
+class Replicas(_Model):
+    min: int = Field(ge=0, le=100)
+    max: int = Field(ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class Autoscaling(_Model):
+    cpu_target_percent: int = Field(default=60, ge=10, le=95)
+    requests_per_target: int = Field(default=200, ge=1, le=100_000)
+    queue_messages_per_worker: int = Field(default=20, ge=1, le=10_000)
+
+
+class AppSpec(_Model):
+    image: str = Field(description="container image pinned by digest or an immutable tag")
+    cpu: int = Field(default=512, ge=256, le=4096, description="millicores (Fargate units)")
+    memory: int = Field(default=1024, ge=512, le=30720, description="MiB")
+    replicas: Replicas
+    worker_replicas: Replicas
+    autoscaling: Autoscaling = Autoscaling()
+    env: dict[str, str] = Field(default_factory=dict)
+    # env var name -> name of a secret config key (one of SECRET_KEYS)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        m = _IMAGE_RE.match(v)
+        if not m:
+            raise ValueError("not a valid image reference (registry/repo[:tag][@sha256:<64 hex>])")
+        tag, digest = m.group("tag"), m.group("digest")
+        if not digest and not tag:
+            raise ValueError("image must be pinned by digest (@sha256:...) or an immutable tag")
+        if not digest and tag in _MOVING_TAGS:
+            raise ValueError(f"tag {tag!r} moves; pin by digest or an immutable (version) tag")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _plain_env(cls, v: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in v if k in {e.value for e in PLATFORM_ENV | SECRET_ENV})
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} is set by the platform; remove it from app.env")
+        secretish = sorted(k for k in v if _SECRET_NAME_RE.search(k))
+        if secretish:
+            raise ValueError(
+                f"{', '.join(secretish)} looks like a secret; put it in a secret config key and "
+                "reference it from app.secrets"
+            )
+        bad = sorted(k for k in v if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", k))
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: env names must be UPPER_SNAKE_CASE")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_refs(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(f"{k}={s}" for k, s in v.items() if s not in SECRET_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: secrets must name one of {sorted(SECRET_KEYS)}"
+            )
+        return v
+
+
+# --- Cache and queue ---------------------------------------------------------------------
+
+
+class CacheSpec(_Model):
+    size_gb: float = Field(default=1, ge=0.5, le=300)
+    node_type: str | None = Field(default=None, description="AWS node type; derived from size if unset")
+    ha: bool
+    tls: Literal[True] = Field(default=True, description="always on; a plain-text cache is refused")
+    engine_version: str = "7.1"
+    snapshot_retention_days: int = Field(default=1, ge=0, le=35)
+
+
+class QueueSpec(_Model):
+    max_delivery_attempts: int = Field(default=5, ge=1, le=100)
+    retention_seconds: int = Field(default=4 * 24 * 3600, ge=600, le=14 * 24 * 3600)
+    dlq_retention_seconds: int = Field(default=14 * 24 * 3600, ge=600, le=14 * 24 * 3600)
+    visibility_timeout_seconds: int = Field(default=60, ge=10, le=600)
+
+
+# --- Network, domain, tags, policy --------------------------------------------------------
+
+
+class NetworkSpec(_Model):
+    vpc_cidr: str = "10.40.0.0/16"
+    public_subnet_cidrs: list[str] = ["10.40.0.0/22", "10.40.4.0/22"]
+    private_subnet_cidrs: list[str] = ["10.40.64.0/19", "10.40.96.0/19"]
+    # GCP: the private services range Memorystore peers into.
+    services_cidr: str = "10.41.0.0/20"
+
+    @field_validator("vpc_cidr", "services_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        ipaddress.ip_network(v, strict=True)
+        return v
+
+    @field_validator("public_subnet_cidrs", "private_subnet_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            ipaddress.ip_network(c, strict=True)
+        return v
+
+    @model_validator(mode="after")
+    def _inside_vpc(self) -> NetworkSpec:
+        vpc = ipaddress.ip_network(self.vpc_cidr)
+        subnets = [ipaddress.ip_network(c) for c in self.public_subnet_cidrs + self.private_subnet_cidrs]
+        outside = [str(s) for s in subnets if not s.subnet_of(vpc)]  # type: ignore[arg-type]
+        if outside:
+            raise ValueError(f"subnets {outside} are not inside vpcCidr {self.vpc_cidr}")
+        for i, a in enumerate(subnets):
+            for b in subnets[i + 1 :]:
+                if a.overlaps(b):
+                    raise ValueError(f"subnets {a} and {b} overlap")
+        return self
+
+
+class DomainSpec(_Model):
+    name: str = Field(description="the site's public host name, e.g. aws.agents.example.com")
+    zone_id: str | None = Field(default=None, description="Route 53 zone for DNS validation (aws)")
+    certificate_arn: str | None = Field(default=None, description="an existing ACM certificate (aws)")
+
+    @field_validator("name")
+    @classmethod
+    def _fqdn(cls, v: str) -> str:
+        if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", v):
+            raise ValueError("must be a lower-case fully qualified domain name")
+        return v
+
+
+class Tags(_Model):
+    owner: str = Field(min_length=1)
+    cost_center: str = Field(min_length=1)
+    app: str = "agent-app"
+
+
+class Exclusion(_Model):
+    rule: str
+    resource: str = Field(description="glob over resource names")
+    justification: str = Field(min_length=10)
+
+
+class PolicySpec(_Model):
+    profile: Environment | None = Field(default=None, description="defaults to the environment")
+    overrides: dict[str, Literal["advisory", "mandatory", "disabled"]] = Field(default_factory=dict)
+    exclusions: list[Exclusion] = Field(default_factory=list)
+
+
+# --- Targets --------------------------------------------------------------------------------
+
+
+class ClusterSpec(_Model):
+    """An on-prem Kubernetes cluster, reached through a kubeconfig context."""
+
+    context: str
+    kubeconfig: str | None = Field(default=None, description="path; defaults to KUBECONFIG")
+    namespace: str = "agent-app"
+    ingress_class: str = "nginx"
+    storage_class: str | None = None
+    cert_issuer: str = Field(default="skyfleet-ca", description="cert-manager ClusterIssuer for TLS")
+    # Name of the zone/topology label the scheduler spreads across.
+    topology_key: str = "topology.kubernetes.io/zone"
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        if v == "default":
+            raise ValueError("the default namespace is not allowed; name one for the app")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", v):
+            raise ValueError("must be a DNS-1123 label")
+        return v
+
+
+class EdgeSite(_Model):
+    name: str
+    stack: str = Field(description="fully qualified stack reference: org/skyfleet/<stack>")
+    weight: int = Field(default=100, ge=0, le=255)
+    priority: int = Field(default=1, ge=1, le=10, description="failover order; 1 is primary")
+
+
+class HealthCheck(_Model):
+    path: str = "/readyz"
+    interval_seconds: Literal[10, 30] = 10  # the values Route 53 accepts
+    failure_threshold: int = Field(default=3, ge=1, le=10)
+
+
+class EdgeSpec(_Model):
+    zone_id: str
+    record_name: str
+    routing: Routing = Routing.FAILOVER
+    ttl: int = Field(default=30, ge=1, le=60)
+    health_check: HealthCheck = HealthCheck()
+    sites: list[EdgeSite] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _unique(self) -> EdgeSpec:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"site names must be unique, got {names}")
+        if self.routing is Routing.FAILOVER and not any(s.priority == 1 for s in self.sites):
+            raise ValueError("failover routing needs one site with priority 1 (the primary)")
+        return self
+
+
+# Environment profiles: what an unset value means in dev and in prod.
+PROFILES: dict[Environment, dict[str, Any]] = {
+    Environment.DEV: {
+        "replicas": {"min": 1, "max": 3},
+        "workerReplicas": {"min": 1, "max": 2},
+        "cache": {"ha": False, "sizeGb": 1, "snapshotRetentionDays": 0},
+        "deletionProtection": False,
+        "logRetentionDays": 14,
+    },
+    Environment.PROD: {
+        "replicas": {"min": 2, "max": 20},
+        "workerReplicas": {"min": 2, "max": 10},
+        "cache": {"ha": True, "sizeGb": 5, "snapshotRetentionDays": 7},
+        "deletionProtection": True,
+        "logRetentionDays": 365,
+    },
+}
+
+
+class StackSpec(_Model):
+    target: Target
+    environment: Environment
+    site: str | None = Field(default=None, description="site name; defaults to the target")
+    region: str | None = None
+    project: str | None = Field(default=None, description="GCP project id")
+    account_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{12}$",
+        description="AWS account id; the aws provider refuses to deploy into any other account",
+    )
+    cluster: ClusterSpec | None = None
+    app: AppSpec | None = None
+    cache: CacheSpec | None = None
+    queue: QueueSpec | None = None
+    domain: DomainSpec | None = None
+    network: NetworkSpec = NetworkSpec()
+    tags: Tags
+    policy: PolicySpec = PolicySpec()
+    deletion_protection: bool
+    log_retention_days: int = Field(ge=1, le=3653)
+    cloud_armor: bool = Field(default=False, description="GCP: attach a Cloud Armor policy")
+    edge: EdgeSpec | None = None
+    # Secrets (Pulumi secrets; see SECRET_KEYS). Values are wrapped, never printed.
+    api_keys: str | None = Field(default=None, repr=False)
+    model_api_key: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """Fill unset values from the environment's profile before validation."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            profile = PROFILES[Environment(data.get("environment"))]
+        except (ValueError, KeyError):
+            return data  # the field validator reports the bad environment
+        out = dict(data)
+        out.setdefault("deletionProtection", profile["deletionProtection"])
+        out.setdefault("logRetentionDays", profile["logRetentionDays"])
+        if out.get("target") in ("aws", "gcp", "onprem"):
+            app = out.get("app")
+            if isinstance(app, dict):
+                app = dict(app)
+                app.setdefault("replicas", profile["replicas"])
+                app.setdefault("workerReplicas", profile["workerReplicas"])
+                out["app"] = app
+            cache = out.get("cache", {})
+            if isinstance(cache, dict):
+                out["cache"] = {**profile["cache"], **cache}
+            out.setdefault("queue", {})
+        return out
+
+    @model_validator(mode="after")
+    def _per_target(self) -> StackSpec:
+        problems: list[str] = []
+
+        def need(field: str, why: str) -> None:
+            if getattr(self, field) is None:
+                problems.append(f"{to_camel(field)} is required {why}")
+
+        if self.target is Target.EDGE:
+            need("edge", "for the edge target")
+        else:
+            need("app", f"for the {self.target} target")
+            need("domain", f"for the {self.target} target")
+            need("api_keys", "(a Pulumi secret: pulumi config set --secret skyfleet:apiKeys ...)")
+            if self.target in (Target.AWS, Target.GCP):
+                need("region", f"for the {self.target} target")
+            if self.target is Target.GCP:
+                need("project", "for the gcp target")
+            if self.target is Target.AWS:
+                need("account_id", "for the aws target (the 12-digit account the stack deploys into)")
+                if self.domain and not (self.domain.zone_id or self.domain.certificate_arn):
+                    problems.append(
+                        "domain needs zoneId (a DNS-validated certificate is issued) or certificateArn "
+                        "for the aws target"
+                    )
+            if self.target is Target.ONPREM:
+                need("cluster", "for the onprem target")
+        if self.environment is Environment.PROD:
+            if self.app and self.app.replicas.min < 2:
+                problems.append(f"app.replicas.min is {self.app.replicas.min}; prod needs >= 2")
+            if self.cache and not self.cache.ha:
+                problems.append("cache.ha is false; prod needs an HA cache")
+            if not self.deletion_protection:
+                problems.append("deletionProtection is false; prod needs it")
+        if self.app:
+            for env_name, key in self.app.secrets.items():
+                if getattr(self, to_snake(key)) is None:
+                    problems.append(f"app.secrets.{env_name} names {key}, which is not set")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived values the targets share -------------------------------------------------
+
+    @property
+    def site_name(self) -> str:
+        return self.site or self.target.value
+
+    @property
+    def policy_profile(self) -> Environment:
+        return self.policy.profile or self.environment
+
+    def labels(self) -> dict[str, str]:
+        """Tags/labels for every taggable resource, in the form every cloud accepts."""
+        return {
+            "owner": self.tags.owner,
+            "cost-center": self.tags.cost_center,
+            "environment": self.environment.value,
+            "app": self.tags.app,
+            "managed-by": "skyfleet",
+        }
+
+
+def to_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+__all__ = [
+    "NAMESPACE",
+    "PROFILES",
+    "SECRET_KEYS",
+    "SITE_TARGETS",
+    "AppSpec",
+    "CacheSpec",
+    "ClusterSpec",
+    "DomainSpec",
+    "EdgeSpec",
+    "Environment",
+    "Env",
+    "NetworkSpec",
+    "PolicySpec",
+    "QueueSpec",
+    "Routing",
+    "StackSpec",
+    "Target",
+]

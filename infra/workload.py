@@ -1,0 +1,112 @@
+"""What every target runs, independent of cloud: the two processes of the agent app and the
+environment they get. Targets translate a ``Workload`` into an ECS task definition, a Cloud
+Run service or a Kubernetes Deployment; they never restate commands, ports or env names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent_app import contract
+from agent_app.contract import Env
+from infra.spec import StackSpec
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One process of the app (``api`` or ``worker``) as every platform must run it."""
+
+    role: str
+    command: tuple[str, ...]
+    serves_http: bool
+    cpu: int  # millicores
+    memory: int  # MiB
+    min_replicas: int
+    max_replicas: int
+    # Plain settings (never secrets): values may be pulumi Outputs resolved by the target.
+    env: Mapping[str, object] = field(default_factory=dict)
+    # env var -> logical secret name (a key of ``secret_values``) the platform injects from its
+    # secret store.
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.role
+
+    @property
+    def port(self) -> int:
+        return contract.DEFAULT_PORT
+
+
+# Logical secrets every site keeps in its secret store. Targets create one store entry each.
+API_KEYS = "api-keys"
+REDIS_AUTH = "redis-auth"
+MODEL_API_KEY = "model-api-key"
+
+
+def workloads(
+    spec: StackSpec,
+    *,
+    redis_url: object,
+    queue_url: object,
+    api_keys_as_file: bool,
+    extra_env: Mapping[str, object] | None = None,
+) -> tuple[Workload, Workload]:
+    """The api and worker processes for a site.
+
+    ``redis_url`` and ``queue_url`` come from the target's cache and queue components (they
+    may be Outputs). ``api_keys_as_file`` says whether the platform mounts secrets as files
+    (Kubernetes, Cloud Run) or only injects them as variables (ECS).
+    """
+    assert spec.app is not None
+    app = spec.app
+    env: dict[str, object] = {
+        Env.SITE.value: spec.site_name,
+        Env.REDIS_URL.value: redis_url,
+        Env.QUEUE_URL.value: queue_url,
+        Env.RATE_LIMIT_PER_MINUTE.value: str(app.rate_limit_per_minute),
+        Env.LOG_LEVEL.value: "info",
+        **app.env,
+        **(extra_env or {}),
+    }
+    secret_env: dict[str, str] = {Env.REDIS_PASSWORD.value: REDIS_AUTH}
+    if api_keys_as_file:
+        env[Env.API_KEYS_FILE.value] = f"{contract.API_KEYS_MOUNT_DIR}/{contract.API_KEYS_FILE_NAME}"
+    else:
+        secret_env[Env.API_KEYS.value] = API_KEYS
+    for var, key in app.secrets.items():
+        secret_env[var] = MODEL_API_KEY if key == "modelApiKey" else API_KEYS
+    if spec.model_api_key is not None and Env.MODEL_API_KEY.value not in secret_env:
+        secret_env[Env.MODEL_API_KEY.value] = MODEL_API_KEY
+    api = Workload(
+        role="api",
+        command=contract.API_COMMAND,
+        serves_http=True,
+        cpu=app.cpu,
+        memory=app.memory,
+        min_replicas=app.replicas.min,
+        max_replicas=app.replicas.max,
+        env={**env, Env.PORT.value: str(contract.DEFAULT_PORT)},
+        secret_env=secret_env,
+    )
+    worker = Workload(
+        role="worker",
+        command=contract.WORKER_COMMAND,
+        serves_http=False,
+        cpu=app.cpu,
+        memory=app.memory,
+        min_replicas=app.worker_replicas.min,
+        max_replicas=app.worker_replicas.max,
+        env=env,
+        secret_env=secret_env,
+    )
+    return api, worker
+
+
+def secret_values(spec: StackSpec) -> dict[str, str]:
+    """The secrets this stack's config provides (Pulumi secrets), by logical name."""
+    values = {API_KEYS: spec.api_keys or ""}
+    if spec.model_api_key is not None:
+        values[MODEL_API_KEY] = spec.model_api_key
+    return values

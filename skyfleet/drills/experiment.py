@@ -1,0 +1,263 @@
+"""Loading and validating drill files.
+
+A drill file is a Chaos Toolkit experiment (YAML or JSON). chaoslib validates the parts it
+knows, but its messages do not say where the problem is; Skyfleet validates the parts it relies
+on first, with pydantic, so that every error names the file and the field (for example
+``drills/site-loss.yaml: method[0].provider.func: ...``), and then hands the document to
+chaoslib's own validation so the file also runs under ``chaos run``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Names of the report.json metrics a drill may set a target on; every target is an upper bound.
+TARGET_METRICS: frozenset[str] = frozenset(
+    {
+        "failed_requests",
+        "error_window_seconds",
+        "detection_seconds",
+        "recovery_seconds",
+        "sessions_lost",
+        "turns_lost",
+        "tasks_lost",
+        "tasks_duplicated",
+        "replication_lag_p99_ms",
+        "latency_during_p99_ms",
+        "latency_after_p99_ms",
+    }
+)
+SKYFLEET_EXTENSION = "skyfleet"
+# Modules whose functions a drill may call; anything else is a typo or someone else's code.
+ACTIVITY_MODULES = frozenset(
+    {
+        "skyfleet.drills.activity",
+        "skyfleet.drills.hypothesis",
+        "skyfleet.lab.faults",
+    }
+)
+
+
+class DrillFileError(ValueError):
+    """A drill file is unreadable or invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Open(BaseModel):
+    # Chaos Toolkit keys Skyfleet does not use (controls, secrets, pauses...) pass through.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class PythonProvider(_Open):
+    type: Literal["python"]
+    module: str = Field(min_length=1)
+    func: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OtherProvider(_Open):
+    """http/process providers: chaoslib validates them; Skyfleet only needs the type."""
+
+    type: Literal["http", "process"]
+
+
+Provider = Annotated[PythonProvider | OtherProvider, Field(discriminator="type")]
+
+
+class Activity(_Open):
+    type: Literal["action", "probe"]
+    name: str = Field(min_length=1)
+    provider: Provider
+    background: bool = False
+
+
+class HypothesisProbe(Activity):
+    tolerance: bool | int | float | str | list[Any] | dict[str, Any]
+
+
+class SteadyStateHypothesis(_Open):
+    title: str = Field(min_length=1)
+    probes: list[HypothesisProbe] = Field(min_length=1)
+
+
+class LoadMix(_Strict):
+    """Relative weights of the request kinds in the traffic mix."""
+
+    sessions: float = Field(default=1.0, ge=0)
+    messages: float = Field(default=6.0, ge=0)
+    tasks: float = Field(default=2.0, ge=0)
+    polls: float = Field(default=2.0, ge=0, description="GET of a pending task's status")
+
+    @model_validator(mode="after")
+    def _some_traffic(self) -> LoadMix:
+        if self.sessions + self.messages + self.tasks + self.polls <= 0:
+            raise ValueError("at least one of sessions, messages, tasks, polls must have a positive weight")
+        return self
+
+
+class LoadSpec(_Strict):
+    rate: float = Field(default=30.0, gt=0, le=500, description="requests per second, open loop")
+    warmup_seconds: float = Field(default=3.0, ge=0, le=120)
+    settle_seconds: float = Field(default=3.0, ge=0, le=120, description="load kept after rollbacks")
+    max_seconds: float = Field(default=120.0, gt=0, le=1800, description="hard bound on the load")
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    drain_seconds: float = Field(default=20.0, ge=0, le=300, description="wait for tasks at the end")
+    mix: LoadMix = Field(default_factory=LoadMix)
+
+    @property
+    def max_requests(self) -> int:
+        return int(self.rate * self.max_seconds) + 1
+
+
+class AbortSpec(_Strict):
+    """When to stop the method early; rollbacks run either way."""
+
+    max_error_rate: float = Field(default=1.0, gt=0, le=1, description="over window_seconds")
+    window_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_seconds: float = Field(default=300.0, gt=0, le=3600, description="whole drill")
+    on_action_failure: bool = Field(default=True, description="a failed fault action aborts")
+
+
+class Requirements(_Strict):
+    root: bool = False
+    netns: bool = False
+    min_sites: int = Field(default=1, ge=1)
+    health_interval_seconds: float | None = Field(default=None, gt=0)
+    target: Literal["lab", "stack", "any"] = "any"
+
+
+class SkyfleetExtension(_Strict):
+    """Skyfleet's own section of a drill, under ``extensions`` with ``name: skyfleet``."""
+
+    name: Literal["skyfleet"]
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    targets: dict[str, float] = Field(default_factory=dict)
+    abort: AbortSpec = Field(default_factory=AbortSpec)
+    requires: Requirements = Field(default_factory=Requirements)
+    fault_site: str | None = Field(default=None, description="the site the fault hits, for detection")
+    success_rate_tolerance: float = Field(default=0.99, gt=0, le=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _known_metrics(cls, targets: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(targets) - TARGET_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(TARGET_METRICS)}")
+        return targets
+
+
+class DrillDocument(_Open):
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    steady_state_hypothesis: SteadyStateHypothesis = Field(alias="steady-state-hypothesis")
+    method: list[Activity] = Field(min_length=1)
+    rollbacks: list[Activity] = Field(default_factory=list)
+    extensions: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _skyfleet_modules(self) -> DrillDocument:
+        for where, activities in (("method", self.method), ("rollbacks", self.rollbacks)):
+            for i, activity in enumerate(activities):
+                provider = activity.provider
+                if isinstance(provider, PythonProvider) and provider.module.startswith("skyfleet"):
+                    if provider.module not in ACTIVITY_MODULES:
+                        raise ValueError(
+                            f"{where}[{i}].provider.module: {provider.module!r} is not a Skyfleet "
+                            f"activity module; use one of {sorted(ACTIVITY_MODULES)}"
+                        )
+        return self
+
+
+class Drill(BaseModel):
+    """A validated drill: the raw experiment chaoslib runs plus Skyfleet's typed view of it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path
+    experiment: dict[str, Any]
+    document: DrillDocument
+    skyfleet: SkyfleetExtension
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """``('method', 0, 'provider', 'func')`` -> ``method[0].provider.func``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("python", "http", "process", "function-after[_skyfleet_modules(), DrillDocument]"):
+            continue  # discriminator / validator tags, not fields
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format(path: Path, error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in error.errors():
+        where = _location(tuple(e["loc"]))
+        where = f"{prefix}{where}" if where != "(top level)" or not prefix else prefix.rstrip(".")
+        lines.append(f"{path}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON drill file into a mapping, or raise DrillFileError naming the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DrillFileError(f"{path}: cannot read drill file: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise DrillFileError(f"{path}: not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DrillFileError(f"{path}: (top level): a drill must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def skyfleet_extension(path: Path, experiment: dict[str, Any]) -> SkyfleetExtension:
+    extensions = experiment.get("extensions") or []
+    for i, ext in enumerate(extensions):
+        if isinstance(ext, dict) and ext.get("name") == SKYFLEET_EXTENSION:
+            try:
+                return SkyfleetExtension.model_validate(ext)
+            except ValidationError as exc:
+                raise DrillFileError(_format(path, exc, prefix=f"extensions[{i}].")) from None
+    raise DrillFileError(f"{path}: extensions: no entry with name: {SKYFLEET_EXTENSION}")
+
+
+def _chaoslib_validate(path: Path, experiment: dict[str, Any]) -> None:
+    from chaoslib.exceptions import ChaosException
+    from chaoslib.experiment import ensure_experiment_is_valid
+
+    try:
+        ensure_experiment_is_valid(experiment)
+    except ChaosException as exc:
+        raise DrillFileError(f"{path}: {exc}") from None
+
+
+def load_drill(path: str | Path, *, chaoslib_checks: bool = True) -> Drill:
+    """Load and validate a drill; raise DrillFileError naming the file and the field."""
+    path = Path(path)
+    experiment = parse_file(path)
+    try:
+        document = DrillDocument.model_validate(experiment)
+    except ValidationError as exc:
+        raise DrillFileError(_format(path, exc)) from None
+    ext = skyfleet_extension(path, experiment)
+    if chaoslib_checks:
+        _chaoslib_validate(path, experiment)
+    return Drill(path=path, experiment=experiment, document=document, skyfleet=ext)

@@ -1,0 +1,134 @@
+"""Reading every session and task back after a drill, to count what was lost or run twice.
+
+The load keeps every turn the app acknowledged (by a unique marker in the message) and every
+task it accepted. After the fault is rolled back, each session's history is read through the
+front door and each acknowledged marker looked up in it; each task is polled until it reaches a
+final status or the drain deadline passes. This is the RPO half of the drill: a replicated
+session store must not lose an acknowledged turn, and a queue must neither drop nor re-run work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from skyfleet.drills.load import FINAL_TASK_STATUSES, LoadRecording, ensure_loopback
+from skyfleet.drills.measure import DataCheck
+
+_RETRYABLE = {429, 500, 502, 503, 504}
+
+
+async def _get(client: httpx.AsyncClient, path: str, deadline: float) -> httpx.Response | None:
+    """GET with retries on transient answers until the deadline; None if it never answered."""
+    delay = 0.1
+    last: httpx.Response | None = None
+    while True:
+        try:
+            last = await client.get(path)
+            if last.status_code not in _RETRYABLE:
+                return last
+        except httpx.HTTPError:
+            last = None
+        if time.monotonic() + delay > deadline:
+            return last
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def executions(payload: dict[str, Any]) -> int:
+    """How many times the app ran a task, from what it stores with the task."""
+    for key in ("executions", "runs", "run_count"):
+        value = payload.get(key)
+        if isinstance(value, int):
+            return value
+    result = payload.get("result")
+    if isinstance(result, dict):
+        for key in ("executions", "runs", "run_count"):
+            value = result.get(key)
+            if isinstance(value, int):
+                return value
+    return 1
+
+
+async def read_back(
+    base_url: str,
+    api_key: str,
+    recording: LoadRecording,
+    *,
+    fault_at: float | None,
+    drain_seconds: float,
+    request_timeout: float = 5.0,
+    concurrency: int = 16,
+) -> DataCheck:
+    ensure_loopback(base_url)
+    check = DataCheck()
+    deadline = time.monotonic() + max(drain_seconds, request_timeout)
+    gate = asyncio.Semaphore(concurrency)
+    turns_by_session: dict[str, list] = {}
+    for turn in recording.turns:
+        turns_by_session.setdefault(turn.session_id, []).append(turn)
+    async with httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=request_timeout,
+    ) as client:
+
+        async def one_session(session_id: str) -> None:
+            async with gate:
+                response = await _get(client, f"/v1/sessions/{session_id}", deadline)
+            turns = turns_by_session.get(session_id, [])
+            check.sessions_checked += 1
+            check.turns_checked += len(turns)
+            if response is None or response.status_code != 200:
+                code = "no answer" if response is None else response.status_code
+                check.notes.append(f"session {session_id}: {code}")
+                missing = turns
+                lost_session = True
+            else:
+                missing = [t for t in turns if t.marker not in response.text]
+                lost_session = bool(missing)
+            if lost_session:
+                check.sessions_lost += 1
+            check.turns_lost += len(missing)
+            check.turns_lost_before_fault += sum(
+                1 for t in missing if fault_at is not None and t.acked_at < fault_at
+            )
+
+        await asyncio.gather(*(one_session(s) for s in list(recording.sessions)))
+
+        tasks = list(recording.tasks.values())
+        check.tasks_checked = len(tasks)
+
+        async def poll(task_id: str) -> None:
+            task = recording.tasks[task_id]
+            async with gate:
+                response = await _get(client, f"/v1/tasks/{task_id}", deadline)
+            if response is not None and response.status_code == 200:
+                payload = response.json()
+                status = payload.get("status") if isinstance(payload, dict) else None
+                task.last_status = status
+                if status in FINAL_TASK_STATUSES:
+                    task.final = payload
+
+        while True:
+            pending = [t.task_id for t in tasks if t.final is None]
+            if not pending or time.monotonic() > deadline:
+                break
+            await asyncio.gather(*(poll(t) for t in pending))
+            if any(t.final is None for t in tasks):
+                await asyncio.sleep(0.25)
+
+    statuses: Counter[str] = Counter()
+    for task in tasks:
+        statuses[task.last_status or "unknown"] += 1
+        if task.final is None:
+            check.tasks_lost += 1
+            check.notes.append(f"task {task.task_id}: last status {task.last_status}")
+        elif executions(task.final) > 1:
+            check.tasks_duplicated += 1
+    check.task_statuses = dict(statuses)
+    return check

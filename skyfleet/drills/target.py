@@ -1,0 +1,209 @@
+"""What a drill acts on: the local lab, or a deployed stack known by its outputs.
+
+Both answer the same questions the drill asks (where is the front door, what did the health
+checks see, how far behind is the replica), so the run loop, the probes and the report do not
+care which one they drive. Stack outputs come from the Pulumi CLI when it exists, or from a
+file: ``--outputs FILE`` (the stack's exports, or an object whose "outputs" key holds them) or
+an offline plan folder ``DIR/<stack>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from infra.outputs import EdgeOutputs, SiteOutputs
+
+
+class TargetError(RuntimeError):
+    """The drill's target cannot be reached or described; the message says which and why."""
+
+
+@dataclass
+class LabTarget:
+    state_dir: str = ".skyfleet-lab"
+    kind: str = "lab"
+
+    @property
+    def label(self) -> str:
+        return f"lab ({self.state_dir})"
+
+    def _state(self) -> Any:
+        from skyfleet.lab.errors import LabError
+        from skyfleet.lab.state import load_state
+
+        try:
+            return load_state(self.state_dir)
+        except LabError as exc:
+            raise TargetError(str(exc)) from None
+
+    def front_door(self) -> tuple[str, str] | None:
+        from skyfleet.lab.state import read_api_key
+
+        state = self._state()
+        return state.front_door.http_url, read_api_key(self.state_dir)
+
+    def describe(self) -> dict[str, Any]:
+        state = self._state()
+        return {
+            "sites": state.sites,
+            "netns": bool(state.network),
+            "health_interval_seconds": state.lab_config.health_interval_ms / 1000.0,
+            "phase": state.phase,
+        }
+
+    def health_events(self, since: float) -> list[dict[str, Any]]:
+        from skyfleet.lab.frontdoor import health_events
+
+        return list(health_events(self.state_dir, since=since))
+
+    def sample_lag(self, window_seconds: float) -> list[float]:
+        """Replication lag samples (ms) over a window, from the lab's sampler."""
+        from skyfleet.lab.replication import sample_lag
+
+        result = sample_lag(self.state_dir, window_seconds=window_seconds)
+        samples = result.get("samples_ms")
+        if isinstance(samples, list):
+            return [float(s) for s in samples]
+        # Older sampler: only percentiles; keep them as representative points.
+        return [float(result[k]) for k in ("p50_ms", "p99_ms") if result.get(k) is not None]
+
+
+@dataclass
+class OutputsSource:
+    """Where stack outputs are read from (see the module docstring)."""
+
+    outputs_file: Path | None = None
+    plan_dir: Path | None = None
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def raw(self, stack: str, *, primary: bool) -> dict[str, Any]:
+        if stack in self._cache:
+            return self._cache[stack]
+        data: dict[str, Any]
+        if primary and self.outputs_file is not None:
+            data = _read_json(self.outputs_file)
+        elif self.plan_dir is not None:
+            path = self.plan_dir / f"{stack}.json"
+            if not path.exists():
+                raise TargetError(f"{path}: no offline plan for stack {stack!r}")
+            data = _read_json(path)
+        elif shutil.which("pulumi"):
+            proc = subprocess.run(
+                ["pulumi", "stack", "output", "--json", "--show-secrets", "-s", stack],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise TargetError(f"pulumi stack output -s {stack}: {proc.stderr.strip()[:300]}")
+            data = json.loads(proc.stdout)
+        else:
+            raise TargetError(
+                f"no outputs for stack {stack!r}: the Pulumi CLI is not installed; pass "
+                "--outputs FILE (the stack's exported outputs) or --plan-dir DIR (DIR/<stack>.json)"
+            )
+        if isinstance(data.get("outputs"), dict):
+            data = data["outputs"]
+        self._cache[stack] = data
+        return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise TargetError(f"{path}: cannot read outputs: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise TargetError(f"{path}: outputs are not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"{path}: outputs must be a JSON object")
+    return data
+
+
+def parse_outputs(stack: str, data: dict[str, Any]) -> SiteOutputs | EdgeOutputs:
+    model = EdgeOutputs if data.get("target") == "edge" else SiteOutputs
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise TargetError(f"stack {stack!r} outputs: {problems}") from None
+
+
+@dataclass
+class StackTarget:
+    stack: str
+    source: OutputsSource = field(default_factory=OutputsSource)
+    load_url: str | None = None  # a loopback tunnel to the stack's front door, if any
+    api_key: str | None = None
+    kind: str = "stack"
+
+    @property
+    def label(self) -> str:
+        return f"stack {self.stack}"
+
+    @property
+    def outputs(self) -> SiteOutputs | EdgeOutputs:
+        return self.outputs_of(self.stack)
+
+    def outputs_of(self, stack: str) -> SiteOutputs | EdgeOutputs:
+        return parse_outputs(stack, self.source.raw(stack, primary=stack == self.stack))
+
+    def site(self) -> SiteOutputs:
+        out = self.outputs
+        if not isinstance(out, SiteOutputs):
+            raise TargetError(f"stack {self.stack!r} is an edge stack; this action needs a site stack")
+        return out
+
+    def edge(self, edge_stack: str | None) -> EdgeOutputs:
+        out = self.outputs_of(edge_stack or self.stack)
+        if not isinstance(out, EdgeOutputs):
+            raise TargetError(f"stack {edge_stack or self.stack!r} is not an edge stack (target: edge)")
+        return out
+
+    @property
+    def environment(self) -> str:
+        return self.outputs.environment
+
+    def front_door(self) -> tuple[str, str] | None:
+        if self.load_url is None:
+            return None
+        return self.load_url, self.api_key or os.environ.get("SKYFLEET_API_KEY", "")
+
+    def describe(self) -> dict[str, Any]:
+        out = self.outputs
+        return {"stack": self.stack, "target": out.target, "environment": out.environment}
+
+    def health_events(self, since: float) -> list[dict[str, Any]]:
+        return []
+
+    def sample_lag(self, window_seconds: float) -> list[float]:
+        return []
+
+
+Target = LabTarget | StackTarget
+
+
+def target_from_configuration(configuration: dict[str, Any] | None) -> Target:
+    """Build the target a chaoslib configuration names (used under ``chaos run``)."""
+    cfg = configuration or {}
+    kind = str(cfg.get("skyfleet_target") or "lab")
+    if kind == "lab":
+        return LabTarget(state_dir=str(cfg.get("skyfleet_lab_dir") or ".skyfleet-lab"))
+    stack = kind.removeprefix("stack:")
+    outputs = cfg.get("skyfleet_outputs_file")
+    plan = cfg.get("skyfleet_plan_dir")
+    return StackTarget(
+        stack=stack,
+        source=OutputsSource(
+            outputs_file=Path(outputs) if outputs else None, plan_dir=Path(plan) if plan else None
+        ),
+    )

@@ -1,0 +1,195 @@
+"""The global front door: HAProxy with active and passive health checks over every replica.
+
+It is the lab's Route 53 / Global Accelerator / GCP global LB: it spreads traffic over the
+sites (weighted active-active, or failover with the other sites as backups), checks every
+replica's ``/readyz``, marks a server down on live errors too, and retries a request that
+could not reach a server on another one, so a lost site costs no failed request.
+HAProxy runs in the foreground as a lab child; its admin socket and its log (ISO
+timestamps) let drills read server states and the exact time of every health transition.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_app.contract import READINESS_PATH
+from infra.spec import Routing
+from skyfleet.lab.config import LabConfig
+from skyfleet.lab.errors import LabError
+from skyfleet.lab.state import LabState, load_state
+
+BACKEND = "agents"
+# "2026-11-24T02:48:21.170063+00:00 Server agents/aws-api-0 is DOWN, reason: ..."
+_TRANSITION = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) (?:\[\w+\]\s+)?Server (?P<backend>[\w.-]+)/(?P<server>[\w.-]+) "
+    r"is (?P<state>UP|DOWN)\b(?:, reason: (?P<reason>[^,]*(?:, info: \"[^\"]*\")?))?"
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    site: str
+    host: str
+    port: int
+
+
+def render_haproxy_cfg(
+    config: LabConfig,
+    *,
+    servers: list[Server],
+    http_bind: str,
+    https_bind: str | None,
+    pem_file: Path | None,
+    admin_socket: Path,
+) -> str:
+    """HAProxy config: one frontend (HTTP, and HTTPS when TLS is on), one backend of all replicas."""
+    interval = config.health_interval_ms
+    fast = max(100, interval // 4)
+    timeout_server = config.request_timeout_ms
+    lines = [
+        "global",
+        # ISO timestamps with microseconds: health transitions become measurable events.
+        "  log stdout format iso local0 info",
+        f"  stats socket {admin_socket} mode 600 level admin",
+        "  maxconn 4096",
+        "  hard-stop-after 5s",
+        "",
+        "defaults",
+        "  mode http",
+        "  log global",
+        "  option httplog",
+        "  option dontlognull",
+        "  timeout connect 500ms",
+        "  timeout client 60s",
+        f"  timeout server {timeout_server}ms",
+        f"  timeout check {min(1000, interval)}ms",
+        "  timeout http-request 10s",
+        # Retries: a request that could not reach a server (or got nothing back from a
+        # dying one) is sent again, to another server.
+        "  retries 3",
+        "  option redispatch 1",
+        "  retry-on conn-failure empty-response junk-response response-timeout 503",
+        "  option http-buffer-request",
+        "",
+        "frontend front_door",
+        f"  bind {http_bind}",
+    ]
+    if https_bind and pem_file:
+        lines.append(f"  bind {https_bind} ssl crt {pem_file} alpn http/1.1")
+    lines += [
+        "  http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        f"  default_backend {BACKEND}",
+        "",
+        f"backend {BACKEND}",
+        "  balance roundrobin",
+        f"  option httpchk GET {READINESS_PATH}",
+        "  http-check expect status 200",
+    ]
+    failover = config.routing == Routing.FAILOVER
+    if failover:
+        lines.append("  option allbackups")  # when the primary site is gone, all others share
+    # Active checks at the configured interval; passive: live errors count toward mark-down.
+    lines.append(
+        f"  default-server check inter {interval}ms fastinter {fast}ms downinter {interval}ms "
+        f"fall {config.health_fall} rise {config.health_rise} "
+        "observe layer7 error-limit 3 on-error mark-down"
+    )
+    for server in servers:
+        extra = ""
+        if failover:
+            extra = "" if server.site == config.primary else " backup"
+        else:
+            extra = f" weight {config.weight(server.site)}"
+        lines.append(f"  server {server.name} {server.host}:{server.port}{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def admin_command(socket_path: str | Path, command: str, timeout: float = 2.0) -> str:
+    """Run one command on HAProxy's admin socket and return its whole answer."""
+    path = str(socket_path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(path)
+            conn.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise LabError(f"front door admin socket {path}: {exc}") from None
+    return b"".join(chunks).decode()
+
+
+def _site_of(state: LabState, server: str) -> str:
+    for rec in state.processes:
+        if rec.name == server:
+            return rec.site
+    return server.split("-", 1)[0]
+
+
+def server_states(state_dir: str) -> list[dict[str, Any]]:
+    """Live state of every front door server, read from HAProxy's admin socket."""
+    state = load_state(state_dir)
+    text = admin_command(state.front_door.admin_socket, "show stat")
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    out = []
+    for row in rows:
+        if row.get("pxname") != state.front_door.backend or row.get("svname") in ("BACKEND", "FRONTEND"):
+            continue
+        out.append(
+            {
+                "server": row["svname"],
+                "site": _site_of(state, row["svname"]),
+                "status": row["status"],
+                "backup": row.get("bck") == "1",
+                "weight": int(row.get("weight") or 0),
+                "check_status": row.get("check_status", ""),
+                "last_change_seconds": int(row.get("lastchg") or 0),
+                "checks_failed": int(row.get("chkfail") or 0),
+                "times_down": int(row.get("chkdown") or 0),
+                "requests": int(row.get("stot") or 0),
+                "retries": int(row.get("wretr") or 0),
+                "redispatches": int(row.get("wredis") or 0),
+                "http_5xx": int(row.get("hrsp_5xx") or 0),
+            }
+        )
+    return out
+
+
+def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
+    """Health transitions (UP/DOWN) of front door servers at or after ``since`` (epoch s).
+
+    Parsed from HAProxy's log, whose lines carry ISO timestamps with microseconds. A drill's
+    detection time is the first DOWN of an affected server after the fault.
+    """
+    state = load_state(state_dir)
+    try:
+        lines = Path(state.front_door.log_file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in lines:
+        match = _TRANSITION.match(line)
+        if not match or match.group("backend") != state.front_door.backend:
+            continue
+        when = datetime.datetime.fromisoformat(match.group("time")).timestamp()
+        if when < since:
+            continue
+        events.append(
+            {
+                "time": when,
+                "server": match.group("server"),
+                "site": _site_of(state, match.group("server")),
+                "state": match.group("state"),
+                "reason": (match.group("reason") or "").strip(),
+            }
+        )
+    return events

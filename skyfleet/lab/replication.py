@@ -1,0 +1,233 @@
+"""Session replication across sites: Redis primary/replicas, Sentinel failover, and lag.
+
+One site's Redis is the primary and every other site's Redis replicates it, the lab's
+stand-in for ElastiCache Global Datastore or Memorystore cross-region replicas. One Sentinel
+per site (plus a witness with two sites) promotes a surviving replica when the primary's site
+is lost; the apps find the primary through the Sentinels and WAIT for one replica, so an
+acknowledged turn already exists in another site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from agent_app.contract import REPLICATED_KEY_PREFIX
+from skyfleet.lab.errors import LabError
+from skyfleet.lab.procs import Role, is_running
+from skyfleet.lab.state import LabState, load_state
+
+PROBE_PREFIX = f"{REPLICATED_KEY_PREFIX}lab:lag-probe:"
+_TIMEOUT = 0.5
+
+
+def render_redis_conf(
+    *, host: str, port: int, data_dir: Path, password: str, replica_of: tuple[str, int] | None, priority: int
+) -> str:
+    """A cache node: no persistence (replicas are the durability), fast diskless full syncs."""
+    lines = [
+        f"bind {host}",
+        f"port {port}",
+        "daemonize no",
+        'logfile ""',
+        f'dir "{data_dir}"',
+        f"requirepass {password}",
+        f"masterauth {password}",
+        'save ""',
+        "appendonly no",
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+        "repl-diskless-load swapdb",
+        f"replica-priority {priority}",
+        "replica-serve-stale-data yes",
+        "maxmemory 128mb",
+        "maxmemory-policy noeviction",
+    ]
+    if replica_of:
+        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
+    return "\n".join(lines) + "\n"
+
+
+def render_sentinel_conf(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    master_name: str,
+    primary: tuple[str, int],
+    quorum: int,
+    password: str,
+    down_after_ms: int,
+    failover_timeout_ms: int,
+) -> str:
+    """A Sentinel with short timings, so a lost primary is replaced within about 3 s."""
+    return "\n".join(
+        [
+            f"bind {host}",
+            f"port {port}",
+            "daemonize no",
+            'logfile ""',
+            f'dir "{data_dir}"',
+            f"requirepass {password}",
+            f"sentinel sentinel-pass {password}",
+            f"sentinel monitor {master_name} {primary[0]} {primary[1]} {quorum}",
+            f"sentinel auth-pass {master_name} {password}",
+            f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+            f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {master_name} 4",
+            "",
+        ]
+    )
+
+
+def password_of(state: LabState) -> str:
+    from skyfleet.lab.credentials import REDIS_PASSWORD_FILE
+
+    return (Path(state.secrets_dir) / REDIS_PASSWORD_FILE).read_text(encoding="utf-8").strip()
+
+
+def client(host: str, port: int, password: str, timeout: float = _TIMEOUT) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+
+
+def ping(host: str, port: int, password: str) -> bool:
+    try:
+        with client(host, port, password) as conn:
+            return bool(conn.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def primary_address(state: LabState) -> tuple[str, int] | None:
+    """The primary the Sentinels agree on now (the first Sentinel that answers)."""
+    password = password_of(state)
+    for rec in state.find(role=Role.SENTINEL):
+        if not is_running(rec):
+            continue
+        try:
+            with client(rec.host, rec.port, password) as conn:
+                addr = conn.execute_command("SENTINEL", "get-master-addr-by-name", state.redis_master_name)
+        except (redis.RedisError, OSError):
+            continue
+        if addr:
+            return str(addr[0]), int(addr[1])
+    return None
+
+
+def redis_primary(state_dir: str) -> dict[str, Any]:
+    """The current Redis primary: ``{"site", "name", "host", "port"}`` (asked of the Sentinels)."""
+    state = load_state(state_dir)
+    addr = primary_address(state)
+    if addr is None:
+        raise LabError(f"no Sentinel of the lab at {state_dir} knows a Redis primary")
+    for rec in state.find(role=Role.REDIS):
+        if (rec.host, rec.port) == addr:
+            return {"site": rec.site, "name": rec.name, "host": rec.host, "port": rec.port}
+    raise LabError(f"the Sentinels name {addr[0]}:{addr[1]} as primary, which is not a lab Redis")
+
+
+def node_roles(state: LabState) -> list[dict[str, Any]]:
+    """Every Redis node: its role, whom it follows, link state and replication offsets."""
+    password = password_of(state)
+    nodes = []
+    for rec in state.find(role=Role.REDIS):
+        node: dict[str, Any] = {"name": rec.name, "site": rec.site, "address": f"{rec.host}:{rec.port}"}
+        if not is_running(rec):
+            nodes.append({**node, "role": "down"})
+            continue
+        try:
+            with client(rec.host, rec.port, password) as conn:
+                info = conn.info("replication")
+        except (redis.RedisError, OSError) as exc:
+            nodes.append({**node, "role": "unreachable", "error": str(exc)})
+            continue
+        node["role"] = "primary" if info.get("role") == "master" else "replica"
+        node["offset"] = info.get("master_repl_offset")
+        if node["role"] == "replica":
+            node["following"] = f"{info.get('master_host')}:{info.get('master_port')}"
+            node["link"] = info.get("master_link_status")
+        else:
+            node["connected_replicas"] = info.get("connected_slaves", 0)
+        nodes.append(node)
+    primary = next((n for n in nodes if n["role"] == "primary"), None)
+    if primary:
+        for node in nodes:
+            if node["role"] == "replica" and isinstance(node.get("offset"), int):
+                node["bytes_behind"] = max(0, primary["offset"] - node["offset"])
+    return nodes
+
+
+def sample_lag(state_dir: str, window_seconds: float = 5.0, interval_ms: int = 100) -> dict[str, Any]:
+    """Replication lag in ms, measured by timestamped probe keys seen on every replica.
+
+    Each probe is written on the primary and polled on every reachable replica until it
+    appears (or 2 s pass: counted as ``lost``). Returns p50/p99/max over all samples and
+    per replica. This is the lab's RPO exposure: what a site loss could take with it.
+    """
+    state = load_state(state_dir)
+    password = password_of(state)
+    addr = primary_address(state)
+    if addr is None:
+        raise LabError(f"no Redis primary known in the lab at {state_dir}")
+    replicas = [
+        r for r in state.find(role=Role.REDIS) if (r.host, r.port) != addr and is_running(r)
+    ]
+    samples: dict[str, list[float]] = {r.name: [] for r in replicas}
+    lost = 0
+    deadline = time.monotonic() + window_seconds
+    with contextlib.ExitStack() as stack:
+        primary = stack.enter_context(client(*addr, password))
+        followers = {r.name: stack.enter_context(client(r.host, r.port, password)) for r in replicas}
+        while time.monotonic() < deadline:
+            key, token = f"{PROBE_PREFIX}{uuid.uuid4().hex}", str(time.time_ns())
+            try:
+                primary.set(key, token, px=60_000)
+            except (redis.RedisError, OSError) as exc:
+                raise LabError(f"cannot write a lag probe on the primary {addr[0]}:{addr[1]}: {exc}") from None
+            written = time.perf_counter()
+            pending = dict(followers)
+            while pending and time.perf_counter() - written < 2.0:
+                for name, conn in list(pending.items()):
+                    try:
+                        seen = conn.get(key) == token
+                    except (redis.RedisError, OSError):
+                        seen = False
+                    if seen:
+                        samples[name].append((time.perf_counter() - written) * 1000)
+                        del pending[name]
+                if pending:
+                    time.sleep(0.0005)
+            lost += len(pending)
+            time.sleep(max(0.0, interval_ms / 1000 - (time.perf_counter() - written)))
+    everything = [v for values in samples.values() for v in values]
+    return {
+        **_percentiles(everything),
+        "lost": lost,
+        "replicas": {name: _percentiles(values) for name, values in samples.items()},
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None, "samples": 0}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "p50_ms": round(statistics.median(ordered), 3),
+        "p99_ms": round(p99, 3),
+        "max_ms": round(ordered[-1], 3),
+        "samples": len(ordered),
+    }

@@ -1,0 +1,150 @@
+"""The lab state file: every process, port and namespace of a lab, written as each starts.
+
+It lives in the state folder (``lab.json``) so that ``down``, ``status`` and the fault
+primitives work from any process, even after the ``skyfleet`` process that ran ``up`` died.
+Writes are atomic (temp file + rename) and serialised by a lock file, because faults and
+status may run concurrently with each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from skyfleet.lab.config import LabConfig
+from skyfleet.lab.errors import LabError
+from skyfleet.lab.procs import ProcessRecord, Role
+
+STATE_FILE = "lab.json"
+LOCK_FILE = "lab.lock"
+Phase = Literal["starting", "up", "failed", "stopping", "down"]
+
+
+class FrontDoor(BaseModel):
+    https_url: str | None
+    http_url: str
+    ca_file: str | None
+    admin_socket: str
+    log_file: str
+    backend: str = "agents"
+
+
+class SiteNetwork(BaseModel):
+    namespace: str
+    address: str
+    veth_host: str
+    veth_ns: str
+
+
+class Network(BaseModel):
+    """Root/netns mode: one bridge in the root namespace, one namespace per site."""
+
+    bridge: str
+    bridge_address: str
+    subnet: str
+    sites: dict[str, SiteNetwork] = Field(default_factory=dict)
+
+
+class LabState(BaseModel):
+    lab_id: str
+    state_dir: str
+    phase: Phase = "starting"
+    created_at: float = Field(default_factory=time.time)
+    config: dict[str, Any]
+    front_door: FrontDoor
+    api_key_file: str
+    secrets_dir: str
+    redis_master_name: str
+    ports: list[int] = Field(default_factory=list)
+    network: Network | None = None
+    processes: list[ProcessRecord] = Field(default_factory=list)
+
+    @property
+    def lab_config(self) -> LabConfig:
+        return LabConfig.model_validate(self.config)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.config["sites"])
+
+    def get(self, name: str) -> ProcessRecord:
+        for rec in self.processes:
+            if rec.name == name:
+                return rec
+        raise LabError(f"no process named {name!r} in the lab at {self.state_dir}")
+
+    def find(self, *, site: str | None = None, role: Role | None = None) -> list[ProcessRecord]:
+        return [
+            r
+            for r in self.processes
+            if (site is None or r.site == site) and (role is None or r.role == role)
+        ]
+
+    def upsert(self, rec: ProcessRecord) -> None:
+        self.processes = [r for r in self.processes if r.name != rec.name] + [rec]
+
+
+def state_file(state_dir: str | Path) -> Path:
+    return Path(state_dir).expanduser().resolve() / STATE_FILE
+
+
+def load_state(state_dir: str | Path) -> LabState:
+    """Load a lab's state; LabError says clearly when there is no lab or the file is damaged."""
+    path = state_file(state_dir)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabError(f"no lab in {path.parent} (no {STATE_FILE}); start one with `skyfleet lab up`") from None
+    try:
+        return LabState.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise LabError(f"{path}: damaged lab state file: {exc}") from None
+
+
+def save_state(state: LabState) -> None:
+    path = state_file(state.state_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(state.model_dump_json(indent=2))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: str | Path) -> Iterator[None]:
+    path = Path(state_dir).expanduser().resolve() / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def updating(state_dir: str | Path) -> Iterator[LabState]:
+    """Load, let the caller change, and save the state, holding the lock throughout."""
+    with state_lock(state_dir):
+        state = load_state(state_dir)
+        try:
+            yield state
+        finally:
+            save_state(state)  # pids started before a failure must be recorded too
+
+
+def read_api_key(state_dir: str | Path) -> str:
+    """The lab's client API key (for ``Authorization: Bearer``)."""
+    state = load_state(state_dir)
+    return Path(state.api_key_file).read_text(encoding="utf-8").split()[0]

@@ -1,0 +1,44 @@
+"""The human summary of a plan: what was planned, by type and by capability."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from infra.capabilities import CAPABILITIES
+from skyfleet.plan.runner import Plan
+
+
+def capability_lines(plan: Plan) -> list[tuple[str, bool, str]]:
+    """(capability, met, evidence) for a Skyfleet site stack; empty for anything else."""
+    target = str(plan.config.get("skyfleet:target", ""))
+    if target not in ("aws", "gcp", "onprem"):
+        return []
+    counts = Counter(r.type for r in plan.resources)
+    lines = []
+    for capability, per_target in CAPABILITIES.items():
+        types = per_target.get(target, ())
+        found = [f"{counts[t]}× {t.split(':')[-1]}" for t in types if counts[t]]
+        lines.append((capability, bool(found), ", ".join(found) or f"missing ({' or '.join(types)})"))
+    return lines
+
+
+def print_summary(plan: Plan, console: Console, seconds: float | None = None) -> None:
+    custom = [r for r in plan.resources if r.custom]
+    components = [r for r in plan.resources if not r.custom]
+    timing = f" in {seconds:.2f} s" if seconds is not None else ""
+    mode = "preview" if plan.preview else "plan"
+    console.print(
+        f"[bold]{plan.stack}[/]: {mode} of {len(custom)} resources in {len(components)} components{timing}"
+    )
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("count", justify="right")
+    table.add_column("type")
+    for typ, n in sorted(Counter(r.type for r in custom).items()):
+        table.add_row(str(n), typ)
+    console.print(table)
+    for capability, met, evidence in capability_lines(plan):
+        mark = "[green]✓[/]" if met else "[red]✗[/]"
+        console.print(f"  {mark} {capability:<14} {evidence}")
