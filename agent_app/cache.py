@@ -10,6 +10,7 @@ retries are switched off so that this window is the only one.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -69,7 +70,9 @@ def connect(settings: Settings) -> Redis:
 class Cache:
     """The shared Redis client plus the bounded-retry policy around it."""
 
-    def __init__(self, redis: Redis, *, failover_wait: float, wait_replicas: int, wait_timeout_ms: int) -> None:
+    def __init__(
+        self, redis: Redis, *, failover_wait: float, wait_replicas: int, wait_timeout_ms: int
+    ) -> None:
         self.redis = redis
         self.failover_wait = failover_wait
         self.wait_replicas = wait_replicas
@@ -97,7 +100,9 @@ class Cache:
                     await self.redis.connection_pool.disconnect()
                 if loop.time() + delay > deadline:
                     log.warning("cache unavailable", extra={"error": repr(exc)})
-                    raise DependencyDown("the session cache is unavailable; retry shortly", retry_after=1) from exc
+                    raise DependencyDown(
+                        "the session cache is unavailable; retry shortly", retry_after=1
+                    ) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.25)
 
@@ -110,7 +115,9 @@ class Cache:
 
         async def op(redis: Redis) -> list[Any]:
             pipe = redis.pipeline(transaction=False)
-            stage(pipe)
+            staged = stage(pipe)
+            if inspect.isawaitable(staged):  # scripts stage themselves through a coroutine
+                await staged
             if self.wait_replicas:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
             results = await pipe.execute()

@@ -9,6 +9,7 @@ an orchestrator shows the last lines of stderr and a traceback would bury the ca
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from typing import Annotated, Literal, NoReturn
@@ -20,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agent_app.contract import DEFAULT_PORT, ContractError, Env, QueueTarget, parse_queue_url
 
 EXIT_CONFIG = 2
+# user:password@ inside a URL: never echoed back in an error message.
+_CREDENTIALS = re.compile(r"(://[^:/@]*:)[^@/]*@")
 
 
 def _default_instance() -> str:
@@ -94,13 +97,17 @@ class Settings(BaseSettings):
 
     api_keys_file: FilePath | None = Field(None, validation_alias=_env(Env.API_KEYS_FILE))
     api_keys: SecretStr | None = Field(None, validation_alias=_env(Env.API_KEYS))
-    rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, validation_alias=_env(Env.RATE_LIMIT_PER_MINUTE))
+    rate_limit_per_minute: int = Field(
+        600, ge=1, le=1_000_000, validation_alias=_env(Env.RATE_LIMIT_PER_MINUTE)
+    )
 
     session_ttl_seconds: int = Field(
         86_400, ge=60, le=30 * 86_400, validation_alias=_env(Env.SESSION_TTL_SECONDS)
     )
     session_max_turns: int = Field(50, ge=1, le=1000, validation_alias=_env(Env.SESSION_MAX_TURNS))
-    shutdown_grace_seconds: float = Field(20, ge=0, le=3600, validation_alias=_env(Env.SHUTDOWN_GRACE_SECONDS))
+    shutdown_grace_seconds: float = Field(
+        20, ge=0, le=3600, validation_alias=_env(Env.SHUTDOWN_GRACE_SECONDS)
+    )
     task_lease_seconds: int = Field(30, ge=2, le=43_200, validation_alias=_env(Env.TASK_LEASE_SECONDS))
     worker_concurrency: int = Field(4, ge=1, le=256, validation_alias=_env(Env.WORKER_CONCURRENCY))
 
@@ -148,6 +155,8 @@ def describe(exc: ValidationError) -> list[str]:
         if err["type"] == "missing":
             msg = "is required but not set"
         given = err.get("input")
+        if isinstance(given, str):
+            given = _CREDENTIALS.sub(r"\1***@", given)
         shown = "" if err["type"] == "missing" or "PASSWORD" in loc or "KEY" in loc else f" (got {given!r})"
         lines.append(f"{loc}: {msg}{shown}")
     return lines

@@ -32,7 +32,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             **_STATIC,
         }
-        for key, var in (("request_id", request_id_var), ("session_id", session_id_var), ("task_id", task_id_var)):
+        for key, var in (
+            ("request_id", request_id_var),
+            ("session_id", session_id_var),
+            ("task_id", task_id_var),
+        ):
             value = var.get()
             if value:
                 entry[key] = value

@@ -30,9 +30,11 @@ class Message(BaseModel):
     role: Literal["user", "assistant"]
     content: str
     at: float = Field(description="Unix time the message was stored")
-    turn_id: str | None = Field(None, description="Turn this message belongs to (deduplicates retried writes)")
+    turn_id: str | None = Field(
+        default=None, description="Turn this message belongs to (deduplicates retried writes)"
+    )
     tool_calls: list[ToolUse] = Field(default_factory=list)
-    task_id: str | None = Field(None, description="Task started by, or reported in, this message")
+    task_id: str | None = Field(default=None, description="Task started by, or reported in, this message")
 
 
 class SessionCreate(Strict):
@@ -59,13 +61,15 @@ class TurnReply(BaseModel):
     session_id: str
     turn: int
     reply: Message
-    task_id: str | None = Field(None, description="Set when the agent handed work to the queue")
+    task_id: str | None = Field(default=None, description="Set when the agent handed work to the queue")
 
 
 class TaskCreate(Strict):
-    input: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="What the agent should work on")
+    input: str = Field(
+        min_length=1, max_length=MAX_MESSAGE_CHARS, description="What the agent should work on"
+    )
     work_seconds: float = Field(
-        0,
+        default=0,
         ge=0,
         le=600,
         description="Extra time the offline model spends on the task: stands in for a slow model call",
@@ -94,7 +98,7 @@ class Task(BaseModel):
     result: str | None = None
     tool_calls: list[ToolUse] = Field(default_factory=list)
     error: str | None = None
-    attempts: int = Field(0, description="Times a worker started the task")
+    attempts: int = Field(default=0, description="Times a worker started the task")
     created_at: float
     updated_at: float
 
@@ -106,7 +110,7 @@ class TaskMessage(Strict):
     task_id: str = Field(pattern=ID_PATTERN)
     session_id: str = Field(pattern=ID_PATTERN)
     input: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-    work_seconds: float = Field(0, ge=0, le=600)
+    work_seconds: float = Field(default=0, ge=0, le=600)
     enqueued_at: float
 
 

@@ -53,13 +53,22 @@ class SessionStore:
     async def create(self, metadata: dict[str, str]) -> Session:
         now = time.time()
         session = Session(
-            id=new_id(), created_at=now, updated_at=now, turns=0, max_turns=self.max_turns,
-            metadata=metadata, messages=[],
+            id=new_id(),
+            created_at=now,
+            updated_at=now,
+            turns=0,
+            max_turns=self.max_turns,
+            metadata=metadata,
+            messages=[],
         )
         key = session_key(session.id)
         fields = {
-            "version": 0, "created_at": now, "updated_at": now, "turns": 0,
-            "metadata": json.dumps(metadata), "messages": "[]",
+            "version": 0,
+            "created_at": now,
+            "updated_at": now,
+            "turns": 0,
+            "metadata": json.dumps(metadata),
+            "messages": "[]",
         }
 
         def stage(pipe: Any) -> None:
@@ -70,7 +79,9 @@ class SessionStore:
         return session
 
     async def _load(self, session_id: str) -> tuple[Session, str]:
-        raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(session_key(session_id)))  # type: ignore[arg-type,return-value]
+        raw: dict[str, str] = await self.cache.run(
+            lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
+        )
         if not raw or "version" not in raw:
             raise NotFound(f"session {session_id!r} does not exist or has expired")
         session = Session(
@@ -90,12 +101,14 @@ class SessionStore:
     def check_room(self, session: Session) -> None:
         if session.turns >= self.max_turns:
             raise TooLarge(
-                f"session {session.id!r} reached its history limit of {self.max_turns} turns; start a new session"
+                f"session {session.id!r} reached its history limit of {self.max_turns} turns; "
+                "start a new session"
             )
 
     async def append(self, session_id: str, messages: list[Message], *, counts_as_turn: bool) -> Session:
         """Append ``messages`` atomically; all of them carry the same ``turn_id``."""
         turn_id = messages[0].turn_id
+        key = session_key(session_id)
         for _ in range(APPEND_ATTEMPTS):
             session, version = await self._load(session_id)
             if turn_id and any(m.turn_id == turn_id for m in session.messages):
@@ -106,13 +119,9 @@ class SessionStore:
             session.turns += 1 if counts_as_turn else 0
             session.updated_at = time.time()
             body = json.dumps([m.model_dump(exclude_defaults=True) for m in session.messages])
-            key = session_key(session_id)
+            args = [version, body, session.turns, session.updated_at, self.ttl]
             result = await self.cache.write(
-                lambda pipe, body=body, session=session, version=version: self._cas(
-                    keys=[key],
-                    args=[version, body, session.turns, session.updated_at, self.ttl],
-                    client=pipe,
-                )
+                lambda pipe, args=args: self._cas(keys=[key], args=args, client=pipe)
             )
             outcome = int(result[0])
             if outcome == -2:

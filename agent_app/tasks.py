@@ -30,8 +30,8 @@ if status == 'succeeded' or status == 'failed' then return {{'done', status}} en
 {_NOW}
 local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
 if status == 'running' and lease_until > now then return {{'busy', tostring(lease_until - now)}} end
-redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
-  'updated_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1],
+  'lease_until', now + tonumber(ARGV[2]), 'updated_at', ARGV[3])
 return {{'claimed', tostring(redis.call('HINCRBY', KEYS[1], 'attempts', 1))}}
 """
 
@@ -75,12 +75,22 @@ class TaskStore:
     async def create(self, task_id: str, session_id: str, text: str) -> Task:
         now = time.time()
         task = Task(
-            id=task_id, session_id=session_id, status=TaskStatus.QUEUED, input=text, created_at=now, updated_at=now
+            id=task_id,
+            session_id=session_id,
+            status=TaskStatus.QUEUED,
+            input=text,
+            created_at=now,
+            updated_at=now,
         )
         key = task_key(task_id)
         fields = {
-            "id": task_id, "session_id": session_id, "status": task.status.value, "input": text,
-            "attempts": 0, "created_at": now, "updated_at": now,
+            "id": task_id,
+            "session_id": session_id,
+            "status": task.status.value,
+            "input": text,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
         }
 
         def stage(pipe: Any) -> None:
@@ -112,7 +122,9 @@ class TaskStore:
 
     async def claim(self, task_id: str, owner: str, lease_seconds: float) -> Claim:
         out = await self.cache.run(
-            lambda r: self._claim(keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000), time.time()])
+            lambda r: self._claim(
+                keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000), time.time()]
+            )
         )
         outcome, detail = str(out[0]), str(out[1])
         if outcome == "claimed":

@@ -29,7 +29,7 @@ CAPABILITIES: dict[str, dict[str, tuple[str, ...]]] = {
         "onprem": ("kubernetes:apps/v1:StatefulSet",),
     },
     "dlq": {
-        "aws": ("aws:sqs/redrivePolicy:RedrivePolicy", "aws:sqs/queue:Queue"),
+        "aws": ("aws:sqs/queue:Queue",),
         "gcp": ("gcp:pubsub/topic:Topic",),
         "onprem": ("kubernetes:batch/v1:Job",),
     },

@@ -46,7 +46,8 @@ class SpecError(Exception):
 
     def render(self) -> str:
         n = len(self.problems)
-        head = f"{self.source}: {n} problem{'s' if n != 1 else ''} in the {NAMESPACE}: config; nothing was created"
+        plural = "s" if n != 1 else ""
+        head = f"{self.source}: {n} problem{plural} in the {NAMESPACE}: config; nothing was created"
         return "\n".join([head, *(p.render() for p in self.problems)])
 
 
@@ -119,7 +120,9 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str], str]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise SpecError(str(path), [Problem("(file)", "an unreadable file", f"a readable stack file ({exc.strerror})")]) from None
+        raise SpecError(
+            str(path), [Problem("(file)", "an unreadable file", f"a readable stack file ({exc.strerror})")]
+        ) from None
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -184,13 +187,17 @@ def _target_requirements(data: dict[str, Any], lines: _LineIndex) -> list[Proble
             ("apiKeys", f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>"),
         ]
         if target in ("aws", "gcp"):
-            needed.append(("region", f"the {target} region, e.g. {'eu-west-1' if target == 'aws' else 'europe-west1'}"))
+            needed.append(
+                ("region", f"the {target} region, e.g. {'eu-west-1' if target == 'aws' else 'europe-west1'}")
+            )
         if target == "gcp":
             needed.append(("project", "the GCP project id"))
         if target == "onprem":
             needed.append(("cluster", "a cluster section (at least cluster.context)"))
     return [
-        Problem(f"{NAMESPACE}:{k}", "nothing", f"{what} for target {target}", lines.find((f"{NAMESPACE}:{k}",)))
+        Problem(
+            f"{NAMESPACE}:{k}", "nothing", f"{what} for target {target}", lines.find((f"{NAMESPACE}:{k}",))
+        )
         for k, what in needed
         if k not in data
     ]
@@ -202,16 +209,20 @@ def _from_validation(exc: ValidationError, data: dict[str, Any], lines: _LineInd
         loc = tuple(str(p) for p in err["loc"])
         if not loc and err["type"] == "value_error":
             # a whole-spec check (prod rules, per-target needs): split its sentences
-            for part in str(err["ctx"]["error"]).split("; "):
+            for part in str(err.get("ctx", {}).get("error", err["msg"])).split("; "):
                 key = part.split(" ", 1)[0]
                 problems.append(
-                    Problem(f"{NAMESPACE}:{key}", _given(_dig(data, key.split("."))), part, lines.find(_path(key)))
+                    Problem(
+                        f"{NAMESPACE}:{key}", _given(_dig(data, key.split("."))), part, lines.find(_path(key))
+                    )
                 )
             continue
         key = f"{NAMESPACE}:{loc[0]}" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
         given = _given(err.get("input"), secret=loc[0] in SECRET_KEYS)
         if err["type"] == "extra_forbidden":
-            problems.append(Problem(key, "an unknown key", f"one of: {_known_keys(loc)}", lines.find(_yaml_loc(loc))))
+            problems.append(
+                Problem(key, "an unknown key", f"one of: {_known_keys(loc)}", lines.find(_yaml_loc(loc)))
+            )
         elif err["type"] == "missing":
             problems.append(Problem(key, "nothing", "a value (required)", lines.find(_yaml_loc(loc[:-1]))))
         else:
@@ -228,7 +239,10 @@ def _known_keys(loc: tuple[str, ...]) -> str:
     for part in loc[:-1]:
         field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
         ann = getattr(field, "annotation", None) if field else None
-        inner = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        inner = next(
+            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
         if inner is None:
             return "(none)"
         model = inner

@@ -49,9 +49,5 @@ class EdgeOutputs(_Outputs):
 
 
 # Output names, for code that exports them (the infra targets) without repeating strings.
-SITE_OUTPUT_KEYS: frozenset[str] = frozenset(
-    f.alias or name for name, f in SiteOutputs.model_fields.items()
-)
-EDGE_OUTPUT_KEYS: frozenset[str] = frozenset(
-    f.alias or name for name, f in EdgeOutputs.model_fields.items()
-)
+SITE_OUTPUT_KEYS: frozenset[str] = frozenset(f.alias or name for name, f in SiteOutputs.model_fields.items())
+EDGE_OUTPUT_KEYS: frozenset[str] = frozenset(f.alias or name for name, f in EdgeOutputs.model_fields.items())

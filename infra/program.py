@@ -15,6 +15,7 @@ import pulumi.runtime
 from infra.config import SpecError, load_spec, stack_file
 from infra.spec import StackSpec
 
+# Where Pulumi.yaml is, when the engine does not say (older CLIs).
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -22,14 +23,14 @@ def spec_from_engine() -> StackSpec:
     """The stack's spec from the config the engine (or the offline plan) handed us."""
     from pulumi.runtime.config import get_config_env, get_config_secret_keys_env
 
-    stack = pulumi.get_stack()
-    path = stack_file(stack, PROJECT_DIR)
-    text = path.read_text() if path.exists() else None
+    root = Path(pulumi.get_root_directory() or PROJECT_DIR)
+    rel = stack_file(pulumi.get_stack(), ".")
+    path = root / rel
     return load_spec(
         get_config_env(),
         set(get_config_secret_keys_env()),
-        source=str(path.relative_to(PROJECT_DIR)),
-        yaml_text=text,
+        source=str(rel),
+        yaml_text=path.read_text() if path.exists() else None,
     )
 
 

@@ -157,6 +157,8 @@ class QueueSpec(_Model):
     retention_seconds: int = Field(default=4 * 24 * 3600, ge=600, le=14 * 24 * 3600)
     dlq_retention_seconds: int = Field(default=14 * 24 * 3600, ge=600, le=14 * 24 * 3600)
     visibility_timeout_seconds: int = Field(default=60, ge=10, le=600)
+    # GCP Pub/Sub: exactly-once delivery on the task subscription (the app is idempotent anyway).
+    exactly_once_delivery: bool = False
 
 
 # --- Network, domain, tags, policy --------------------------------------------------------
@@ -241,6 +243,17 @@ class ClusterSpec(_Model):
     cert_issuer: str = Field(default="skyfleet-ca", description="cert-manager ClusterIssuer for TLS")
     # Name of the zone/topology label the scheduler spreads across.
     topology_key: str = "topology.kubernetes.io/zone"
+    # Namespaces of the cluster's shared services the NetworkPolicies admit.
+    ingress_namespace: str = "ingress-nginx"
+    monitoring_namespace: str = "monitoring"
+    # Data stores and tools, pinned to immutable version tags (mirror them for air-gapped sites).
+    redis_image: str = "docker.io/library/redis:7.2.5-alpine"
+    nats_image: str = "docker.io/library/nats:2.10.18-alpine"
+    nats_box_image: str = "docker.io/natsio/nats-box:0.14.5"
+    nats_exporter_image: str = "docker.io/natsio/prometheus-nats-exporter:0.15.0"
+    queue_storage_gb: int = Field(default=10, ge=1, le=1000)
+    # host:port of the cluster's log aggregator (fluent-bit forward protocol over TLS).
+    log_forward: str = "log-aggregator.logging.svc:24224"
 
     @field_validator("namespace")
     @classmethod
@@ -324,6 +337,11 @@ class StackSpec(_Model):
     deletion_protection: bool
     log_retention_days: int = Field(ge=1, le=3653)
     cloud_armor: bool = Field(default=False, description="GCP: attach a Cloud Armor policy")
+    alert_email: str | None = Field(
+        default=None,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="GCP: e-mail notification channel for alert policies",
+    )
     edge: EdgeSpec | None = None
     # Secrets (Pulumi secrets; see SECRET_KEYS). Values are wrapped, never printed.
     api_keys: str | None = Field(default=None, repr=False)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from skyfleet.check.cli import check
+from skyfleet.drills.cli import app as drill_app
+from skyfleet.lab.cli import app as lab_app
 from skyfleet.plan.cli import plan
 
 app = typer.Typer(
@@ -14,6 +17,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(plan)
+app.command()(check)
+app.add_typer(lab_app, name="lab")
+app.add_typer(drill_app, name="drill")
 
 
 @app.callback()

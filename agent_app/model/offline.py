@@ -17,8 +17,12 @@ from agent_app.tools import START_TASK
 
 _ARITH = re.compile(r"[-+(]*\s*\d[\d\s.+\-*/%^()]*[+\-*/%^]\s*[\d(][\d\s.+\-*/%^()]*")
 _NAME_IS = re.compile(r"\bmy name is ([A-Za-z][\w' -]{0,40})", re.IGNORECASE)
-_LOOKUP = re.compile(r"^(?:what is|what's|define|look ?up|who is)\s+(?:an?\s+|the\s+)?(.+?)[?.!]*$", re.IGNORECASE)
-_BACKGROUND = re.compile(r"^(?:background:|in the background[,:]?|async:)\s*(.+)$|^(.+?)\s+in the background[.!]?$", re.I | re.S)
+_LOOKUP = re.compile(
+    r"^(?:what is|what's|define|look ?up|who is)\s+(?:an?\s+|the\s+)?(.+?)[?.!]*$", re.IGNORECASE
+)
+_BACKGROUND = re.compile(
+    r"^(?:background:|in the background[,:]?|async:)\s*(.+)$|^(.+?)\s+in the background[.!]?$", re.I | re.S
+)
 _TIME = re.compile(r"\b(time|clock|date|today)\b", re.IGNORECASE)
 _ASK_NAME = re.compile(r"\b(what is my name|what's my name|who am i)\b", re.IGNORECASE)
 _RECALL = re.compile(r"\b(what did i (say|ask)|summari[sz]e)\b", re.IGNORECASE)
@@ -45,10 +49,14 @@ class OfflineModel:
         history = _user_texts(messages[:-1])
         background = _BACKGROUND.match(text)
         if background and START_TASK in tools:
-            return self._call(messages, START_TASK, input=(background.group(1) or background.group(2)).strip())
+            return self._call(
+                messages, START_TASK, input=(background.group(1) or background.group(2)).strip()
+            )
         if _ASK_NAME.search(text):
             names = [m.group(1).strip() for t in history if (m := _NAME_IS.search(t))]
-            return ModelReply(f"Your name is {names[-1]}." if names else "You have not told me your name yet.")
+            return ModelReply(
+                f"Your name is {names[-1]}." if names else "You have not told me your name yet."
+            )
         if name := _NAME_IS.search(text):
             return ModelReply(f"Nice to meet you, {name.group(1).strip()}. I will remember that.")
         if _RECALL.search(text):
@@ -67,7 +75,12 @@ class OfflineModel:
     def _after_tool(self, messages: list[ChatMessage]) -> str:
         result = str(messages[-1].get("content") or "")
         call = next(
-            (c for m in reversed(messages) for c in m.get("tool_calls") or [] if c["id"] == messages[-1].get("tool_call_id")),
+            (
+                c
+                for m in reversed(messages)
+                for c in m.get("tool_calls") or []
+                if c["id"] == messages[-1].get("tool_call_id")
+            ),
             None,
         )
         name = call["function"]["name"] if call else ""

@@ -58,10 +58,15 @@ class OpenAICompatible:
         )
         self.model = model
         self._attempts = attempts
-        self._wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._wait = wait_exponential_jitter(
+            multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial
+        )
         # Client errors say nothing about the endpoint's health, so they do not trip the circuit.
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_fail_max, reset_timeout=breaker_reset_seconds, exclude=[ModelRejected], name="model"
+            fail_max=breaker_fail_max,
+            reset_timeout=breaker_reset_seconds,
+            exclude=[ModelRejected],
+            name="model",
         )
 
     async def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +77,9 @@ class OpenAICompatible:
         if response.status_code == 429 or response.status_code >= 500:
             raise Transient(f"model endpoint answered {response.status_code}")
         if response.status_code >= 400:
-            raise ModelRejected(f"model endpoint rejected the request ({response.status_code}): {response.text[:200]}")
+            raise ModelRejected(
+                f"model endpoint rejected the request ({response.status_code}): {response.text[:200]}"
+            )
         try:
             return response.json()
         except ValueError:
@@ -98,7 +105,9 @@ class OpenAICompatible:
             with self.breaker.calling():
                 data = await self._post_with_retries(payload)
         except pybreaker.CircuitBreakerError:
-            raise DependencyDown("the model backend is failing; its circuit breaker is open", retry_after=5) from None
+            raise DependencyDown(
+                "the model backend is failing; its circuit breaker is open", retry_after=5
+            ) from None
         except Transient as exc:
             raise DependencyDown(f"the model backend is unavailable: {exc}", retry_after=2) from exc
         return _parse(data)

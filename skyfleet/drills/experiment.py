@@ -9,6 +9,8 @@ chaoslib's own validation so the file also runs under ``chaos run``.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -167,12 +169,15 @@ class DrillDocument(_Open):
         for where, activities in (("method", self.method), ("rollbacks", self.rollbacks)):
             for i, activity in enumerate(activities):
                 provider = activity.provider
-                if isinstance(provider, PythonProvider) and provider.module.startswith("skyfleet"):
-                    if provider.module not in ACTIVITY_MODULES:
-                        raise ValueError(
-                            f"{where}[{i}].provider.module: {provider.module!r} is not a Skyfleet "
-                            f"activity module; use one of {sorted(ACTIVITY_MODULES)}"
-                        )
+                if (
+                    isinstance(provider, PythonProvider)
+                    and provider.module.startswith("skyfleet")
+                    and provider.module not in ACTIVITY_MODULES
+                ):
+                    raise ValueError(
+                        f"{where}[{i}].provider.module: {provider.module!r} is not a Skyfleet "
+                        f"activity module; use one of {sorted(ACTIVITY_MODULES)}"
+                    )
         return self
 
 
@@ -239,6 +244,48 @@ def skyfleet_extension(path: Path, experiment: dict[str, Any]) -> SkyfleetExtens
     raise DrillFileError(f"{path}: extensions: no entry with name: {SKYFLEET_EXTENSION}")
 
 
+def _python_activities(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(location, provider) of every python provider in the hypothesis, method and rollbacks."""
+    found = []
+    hypothesis = experiment.get("steady-state-hypothesis") or {}
+    sections = [
+        ("steady-state-hypothesis.probes", hypothesis.get("probes") or []),
+        ("method", experiment.get("method") or []),
+        ("rollbacks", experiment.get("rollbacks") or []),
+    ]
+    for where, activities in sections:
+        for i, activity in enumerate(activities):
+            provider = activity.get("provider") if isinstance(activity, dict) else None
+            if isinstance(provider, dict) and provider.get("type") == "python":
+                found.append((f"{where}[{i}].provider", provider))
+    return found
+
+
+def _check_signatures(path: Path, experiment: dict[str, Any]) -> None:
+    """Each python provider names an importable function whose signature takes its arguments."""
+    for where, provider in _python_activities(experiment):
+        module_name, func_name = provider["module"], provider["func"]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise DrillFileError(f"{path}: {where}.module: cannot import {module_name!r}: {exc}") from None
+        func = getattr(module, func_name, None)
+        if not callable(func):
+            raise DrillFileError(f"{path}: {where}.func: {module_name} has no function {func_name!r}")
+        args = dict(provider.get("arguments") or {})
+        params = inspect.signature(func).parameters
+        for injected in ("configuration", "secrets"):
+            if injected in params:
+                args.setdefault(injected, None)
+        try:
+            inspect.signature(func).bind(**args)
+        except TypeError as exc:
+            raise DrillFileError(
+                f"{path}: {where}.arguments: {exc} (signature: {module_name}.{func_name}"
+                f"{inspect.signature(func)})"
+            ) from None
+
+
 def _chaoslib_validate(path: Path, experiment: dict[str, Any]) -> None:
     from chaoslib.exceptions import ChaosException
     from chaoslib.experiment import ensure_experiment_is_valid
@@ -249,15 +296,20 @@ def _chaoslib_validate(path: Path, experiment: dict[str, Any]) -> None:
         raise DrillFileError(f"{path}: {exc}") from None
 
 
-def load_drill(path: str | Path, *, chaoslib_checks: bool = True) -> Drill:
-    """Load and validate a drill; raise DrillFileError naming the file and the field."""
-    path = Path(path)
-    experiment = parse_file(path)
+def validate_experiment(experiment: dict[str, Any], path: Path, *, chaoslib_checks: bool = True) -> Drill:
+    """Validate an already-parsed experiment; ``path`` names it in errors."""
     try:
         document = DrillDocument.model_validate(experiment)
     except ValidationError as exc:
         raise DrillFileError(_format(path, exc)) from None
     ext = skyfleet_extension(path, experiment)
+    _check_signatures(path, experiment)
     if chaoslib_checks:
         _chaoslib_validate(path, experiment)
     return Drill(path=path, experiment=experiment, document=document, skyfleet=ext)
+
+
+def load_drill(path: str | Path, *, chaoslib_checks: bool = True) -> Drill:
+    """Load and validate a drill; raise DrillFileError naming the file and the field."""
+    path = Path(path)
+    return validate_experiment(parse_file(path), path, chaoslib_checks=chaoslib_checks)

@@ -27,7 +27,7 @@ from agent_app.contract import INSTANCE_HEADER, SITE_HEADER
 from skyfleet.drills.experiment import LoadSpec
 
 # Task statuses after which the app will not touch the task again.
-FINAL_TASK_STATUSES = frozenset({"succeeded", "completed", "done", "failed", "dead_lettered", "dead"})
+FINAL_TASK_STATUSES = frozenset({"succeeded", "failed"})
 
 
 class LoadTargetError(ValueError):
@@ -85,6 +85,26 @@ class AcceptedTask:
     accepted_at: float
     last_status: str | None = None
     final: dict[str, Any] | None = None
+    # Set when a task seen final is later seen non-final or with another final record: the
+    # app completed it twice (e.g. a lost final write made the queue run it again).
+    completed_twice: bool = False
+    attempts: int = 0
+
+    def observe(self, payload: Any) -> None:
+        """Fold one read of the task record (GET /v1/tasks/{id}) into what we know."""
+        if not isinstance(payload, dict):
+            return
+        status = payload.get("status")
+        self.last_status = status if isinstance(status, str) else None
+        attempts = payload.get("attempts")
+        if isinstance(attempts, int):
+            self.attempts = max(self.attempts, attempts)
+        if self.final is not None:
+            keys = ("status", "result", "updated_at")
+            if any(payload.get(k) != self.final.get(k) for k in keys):
+                self.completed_twice = True
+        elif self.last_status in FINAL_TASK_STATUSES:
+            self.final = payload
 
 
 @dataclass
@@ -126,6 +146,7 @@ class LoadGenerator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._turn_counter = 0
+        self._busy: set[str] = set()
         self._kinds = ["session", "message", "task", "poll"]
         mix = spec.mix
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
@@ -181,29 +202,46 @@ class LoadGenerator:
         rec.stopped_at = time.time()
 
     # --- one request -----------------------------------------------------------------------
-    def _pick(self) -> str:
+    def _pick(self) -> tuple[str, str | None]:
+        """The next request kind and, for turns and tasks, an idle session to send it to.
+
+        A session is one user's conversation: its next turn waits for the previous answer, so
+        a session with a request in flight is not picked; with none idle, a user arrives (a new
+        session). This is how people use the app, and it keeps session writes uncontended.
+        """
         kind = self._random.choices(self._kinds, weights=self._weights)[0]
         rec = self.recording
-        if kind in ("message", "task") and not rec.sessions:
-            return "session"
         if kind == "poll" and not any(t.final is None for t in rec.tasks.values()):
-            return "message" if rec.sessions else "session"
-        return kind
+            kind = "message"
+        if kind in ("message", "task"):
+            idle = [s for s in rec.sessions if s not in self._busy]
+            if not idle:
+                return "session", None
+            session_id = self._random.choice(idle)
+            self._busy.add(session_id)
+            return kind, session_id
+        return kind, None
 
     async def _one(self, client: httpx.AsyncClient, scheduled: float) -> None:
-        kind = self._pick()
+        kind, session_id = self._pick()
+        try:
+            await self._send(client, scheduled, kind, session_id)
+        finally:
+            self._busy.discard(session_id or "")
+
+    async def _send(
+        self, client: httpx.AsyncClient, scheduled: float, kind: str, session_id: str | None
+    ) -> None:
         rec = self.recording
-        session_id = task_id = marker = None
+        task_id = marker = None
         if kind == "session":
             method, path, body = "POST", "/v1/sessions", {}
         elif kind == "message":
-            session_id = self._random.choice(rec.sessions)
             self._turn_counter += 1
             marker = f"sf-turn-{self._turn_counter}"
             method, path = "POST", f"/v1/sessions/{session_id}/messages"
             body = {"content": f"drill {marker}: what is {self._turn_counter} + 2?"}
         elif kind == "task":
-            session_id = self._random.choice(rec.sessions)
             method, path, body = "POST", f"/v1/sessions/{session_id}/tasks", {"input": "summarise"}
         else:
             pending = [t for t in rec.tasks.values() if t.final is None]
@@ -215,7 +253,9 @@ class LoadGenerator:
         site = instance = error = None
         payload: Any = None
         try:
-            response = await client.request(method, path, json=body)
+            # One deadline for the whole exchange (httpx's timeout applies per operation).
+            async with asyncio.timeout(self.spec.request_timeout_seconds):
+                response = await client.request(method, path, json=body)
             status = response.status_code
             site = response.headers.get(SITE_HEADER)
             instance = response.headers.get(INSTANCE_HEADER)
@@ -225,8 +265,8 @@ class LoadGenerator:
                 payload = None
             if status >= 400:
                 error = _error_text(payload, response.text)
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:200]
+        except (httpx.HTTPError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
         latency_ms = (time.perf_counter() - started) * 1000.0
         ok = status is not None and 200 <= status < 300
         if ok and kind == "session":
@@ -240,7 +280,7 @@ class LoadGenerator:
             if task_id:
                 rec.tasks[task_id] = AcceptedTask(task_id, session_id, sent + latency_ms / 1000.0)
         elif ok and kind == "poll" and task_id:
-            _note_task(rec.tasks[task_id], payload)
+            rec.tasks[task_id].observe(payload)
         rec.records.append(
             RequestRecord(
                 kind=kind,
@@ -265,12 +305,3 @@ def _error_text(payload: Any, text: str) -> str:
             if code or message:
                 return f"{code}: {message}"[:200]
     return text[:200]
-
-
-def _note_task(task: AcceptedTask, payload: Any) -> None:
-    if not isinstance(payload, dict):
-        return
-    status = payload.get("status")
-    task.last_status = status if isinstance(status, str) else None
-    if task.last_status in FINAL_TASK_STATUSES:
-        task.final = payload

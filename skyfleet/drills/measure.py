@@ -56,6 +56,9 @@ class DataCheck(BaseModel):
     tasks_checked: int = 0
     tasks_lost: int = 0
     tasks_duplicated: int = 0
+    tasks_retried: int = Field(
+        default=0, description="started more than once (e.g. a worker died); not a duplicate"
+    )
     task_statuses: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -74,6 +77,9 @@ class Measurements(BaseModel):
     tasks_duplicated: int | None = None
     replication_lag_ms: LagPercentiles = Field(default_factory=LagPercentiles)
     served_by_site: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # How late the generator sent requests against its schedule: a large value means the
+    # load machine, not the system under test, was the bottleneck.
+    send_lag_ms: Percentiles = Field(default_factory=Percentiles)
     errors_by_kind: dict[str, int] = Field(default_factory=dict)
 
     def metric(self, name: str) -> float | None:
@@ -101,6 +107,10 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def _percentiles(records: Iterable[RequestRecord]) -> Percentiles:
     lat = [r.latency_ms for r in records if r.ok]
     return Percentiles(count=len(lat), p50=percentile(lat, 50), p99=percentile(lat, 99))
+
+
+def _lag(values: list[float]) -> Percentiles:
+    return Percentiles(count=len(values), p50=percentile(values, 50), p99=percentile(values, 99))
 
 
 def detection(fault_at: float | None, events: Sequence[dict], site: str | None) -> float | None:
@@ -182,10 +192,9 @@ def measure(
         total_requests=len(records),
         error_window_seconds=error_window(records, fault_at),
         latency_ms=LatencyPhases(**{p: _percentiles(rows) for p, rows in phases.items()}),
-        replication_lag_ms=LagPercentiles(
-            p50=percentile(lag, 50), p99=percentile(lag, 99), samples=len(lag)
-        ),
+        replication_lag_ms=LagPercentiles(p50=percentile(lag, 50), p99=percentile(lag, 99), samples=len(lag)),
         served_by_site={p: dict(c) for p, c in served.items()},
+        send_lag_ms=_lag([(r.sent - r.scheduled) * 1000.0 for r in records]),
         errors_by_kind=dict(Counter(f"{r.kind}:{r.status or 'no-response'}" for r in failed)),
     )
     if data is not None:
@@ -208,5 +217,7 @@ def check_targets(m: Measurements, targets: dict[str, float]) -> list[TargetResu
     out = []
     for name, limit in sorted(targets.items()):
         value = m.metric(name)
-        out.append(TargetResult(metric=name, limit=limit, value=value, met=value is not None and value <= limit))
+        out.append(
+            TargetResult(metric=name, limit=limit, value=value, met=value is not None and value <= limit)
+        )
     return out

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
 
 import httpx
 
-from skyfleet.drills.load import FINAL_TASK_STATUSES, LoadRecording, ensure_loopback
+from skyfleet.drills.load import LoadRecording, ensure_loopback
 from skyfleet.drills.measure import DataCheck
 
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -37,21 +36,6 @@ async def _get(client: httpx.AsyncClient, path: str, deadline: float) -> httpx.R
             return last
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
-
-
-def executions(payload: dict[str, Any]) -> int:
-    """How many times the app ran a task, from what it stores with the task."""
-    for key in ("executions", "runs", "run_count"):
-        value = payload.get(key)
-        if isinstance(value, int):
-            return value
-    result = payload.get("result")
-    if isinstance(result, dict):
-        for key in ("executions", "runs", "run_count"):
-            value = result.get(key)
-            if isinstance(value, int):
-                return value
-    return 1
 
 
 async def read_back(
@@ -108,12 +92,11 @@ async def read_back(
             async with gate:
                 response = await _get(client, f"/v1/tasks/{task_id}", deadline)
             if response is not None and response.status_code == 200:
-                payload = response.json()
-                status = payload.get("status") if isinstance(payload, dict) else None
-                task.last_status = status
-                if status in FINAL_TASK_STATUSES:
-                    task.final = payload
+                task.observe(response.json())
 
+        # Every task once (a final record that changed since the load saw it is a double run),
+        # then the unfinished ones until they finish or the drain deadline passes.
+        await asyncio.gather(*(poll(t.task_id) for t in tasks))
         while True:
             pending = [t.task_id for t in tasks if t.final is None]
             if not pending or time.monotonic() > deadline:
@@ -128,7 +111,10 @@ async def read_back(
         if task.final is None:
             check.tasks_lost += 1
             check.notes.append(f"task {task.task_id}: last status {task.last_status}")
-        elif executions(task.final) > 1:
+        elif task.completed_twice:
             check.tasks_duplicated += 1
+            check.notes.append(f"task {task.task_id}: final record changed after it was final")
+        if task.attempts > 1:
+            check.tasks_retried += 1
     check.task_statuses = dict(statuses)
     return check

@@ -6,6 +6,7 @@ a drill answers "is our failover as good as the managed services claim?" at a gl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +19,10 @@ from skyfleet.drills.measure import DataCheck, Measurements, TargetResult
 
 # Published failover figures (NOTES.md): what users compare a drill's numbers with.
 PUBLISHED_FIGURES: tuple[tuple[str, str], ...] = (
-    ("Route 53 failover (health checks every 10/30 s, threshold 3)", "about 30–90 s, plus a record TTL ≤ 60 s"),
+    (
+        "Route 53 failover (health checks every 10/30 s, threshold 3)",
+        "about 30-90 s, plus a record TTL ≤ 60 s",
+    ),
     ("AWS Global Accelerator behind an ALB", "about 60 s"),
     ("GCP external HTTP(S) LB (5 s interval, threshold 2)", "about 10 s"),
     ("Kubernetes probes (period 10 s, threshold 3)", "about 30 s"),
@@ -121,6 +125,10 @@ def render_markdown(report: DrillReport) -> str:
         lines.append(
             f"| latency {phase} p50 / p99 | {_fmt(p.p50, ' ms')} / {_fmt(p.p99, ' ms')} ({p.count} ok) |"
         )
+    lines.append(
+        f"| load generator send lag p50 / p99 | {_fmt(m.send_lag_ms.p50, ' ms')} / "
+        f"{_fmt(m.send_lag_ms.p99, ' ms')} |"
+    )
     if m.served_by_site:
         served = "; ".join(
             f"{phase}: " + ", ".join(f"{s} {n}" for s, n in sorted(c.items()))
@@ -131,7 +139,7 @@ def render_markdown(report: DrillReport) -> str:
     if m.errors_by_kind:
         lines.append(
             "| failures by kind:status | "
-            + ", ".join(f"{k} ×{n}" for k, n in sorted(m.errors_by_kind.items()))
+            + ", ".join(f"{k} x{n}" for k, n in sorted(m.errors_by_kind.items()))
             + " |"
         )
     lines += [
@@ -200,20 +208,25 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
     totals: dict[int, int] = defaultdict(int)
     errors: dict[int, int] = defaultdict(int)
     for r in records:
-        k = int((r.sent - t0) // bucket)
+        k = int((r.scheduled - t0) // bucket)  # by schedule: the open-loop rate is flat
         totals[k] += 1
         errors[k] += 0 if r.ok else 1
     keys = sorted(totals)
     xs = [k * bucket for k in keys]
     ax_err.bar(
-        xs, [errors[k] / totals[k] * 100 for k in keys], width=bucket, align="edge", color="#d62728",
-        alpha=0.8, label="error rate (%)",
+        xs,
+        [errors[k] / totals[k] * 100 for k in keys],
+        width=bucket,
+        align="edge",
+        color="#d62728",
+        alpha=0.8,
+        label="error rate (%)",
     )
     ax_err.set_ylim(0, 105)
-    ax_err.set_ylabel("errors (% per 0.5 s)")
+    ax_err.set_ylabel("failed (% per 0.5 s)")
     ax_rate = ax_err.twinx()
     ax_rate.step(xs, [totals[k] / bucket for k in keys], where="post", color="#555555", lw=1, label="req/s")
-    ax_rate.set_ylabel("requests/s sent")
+    ax_rate.set_ylabel("requests/s scheduled")
     ax_rate.set_ylim(bottom=0)
     ax_err.set_xlabel("seconds since load start")
     ax_err.grid(True, alpha=0.25)
@@ -245,10 +258,14 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
 
 
 def write_report(report: DrillReport, recording: LoadRecording | None, directory: Path) -> Path:
-    """Write report.json, report.md and (when there was load) timeline.png into ``directory``."""
+    """Write report.json, report.md and, when there was load, timeline.png and requests.jsonl."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     (directory / "report.md").write_text(render_markdown(report))
     if recording is not None and recording.records:
         render_timeline(report, recording, directory / "timeline.png")
+        # Every request, one JSON object per line: the raw data behind every figure above.
+        with (directory / "requests.jsonl").open("w") as out:
+            for r in recording.records:
+                out.write(json.dumps(dataclasses.asdict(r)) + "\n")
     return directory

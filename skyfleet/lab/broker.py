@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from agent_app.contract import nats_queue_url
+from skyfleet.lab import probe
 from skyfleet.lab.procs import ProcessRecord, Role, is_running
 from skyfleet.lab.state import LabState
 
@@ -63,18 +62,14 @@ def queue_url(local: ProcessRecord, nodes: list[ProcessRecord]) -> str:
     """AGENT_QUEUE_URL for a site: its own node first, then every other node."""
     ordered = [local, *[n for n in nodes if n.name != local.name]]
     hosts = ",".join(f"{n.host}:{n.ports['client']}" for n in ordered)
-    return nats_queue_url(hosts, stream=STREAM, subject=SUBJECT, dlq_subject=DLQ_SUBJECT, max_deliver=MAX_DELIVER)
+    return nats_queue_url(
+        hosts, stream=STREAM, subject=SUBJECT, dlq_subject=DLQ_SUBJECT, max_deliver=MAX_DELIVER
+    )
 
 
 def monitor(rec: ProcessRecord, path: str, timeout: float = 0.5) -> dict[str, Any] | None:
     """GET a monitoring endpoint of a node; None if it does not answer."""
-    try:
-        resp = httpx.get(f"http://{rec.host}:{rec.ports['monitor']}{path}", timeout=timeout)
-    except httpx.HTTPError:
-        return None
-    if resp.status_code != 200:
-        return None
-    return resp.json()
+    return probe.get_json(rec.host, rec.ports["monitor"], path, timeout)
 
 
 def node_ready(rec: ProcessRecord, cluster_size: int) -> bool:
@@ -97,7 +92,11 @@ def cluster_status(state: LabState) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     leader = None
     for rec in nodes:
-        node: dict[str, Any] = {"name": rec.name, "site": rec.site, "address": f"{rec.host}:{rec.ports['client']}"}
+        node: dict[str, Any] = {
+            "name": rec.name,
+            "site": rec.site,
+            "address": f"{rec.host}:{rec.ports['client']}",
+        }
         if not is_running(rec):
             out.append({**node, "state": "down"})
             continue

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -48,7 +49,10 @@ def parse_duration_ms(value: Any) -> int:
     return round(number if unit == "ms" else number * 1000)
 
 
-DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+# Stored as "<n>ms" so a dumped config loads back to the same value (a bare number is seconds).
+DurationMs = Annotated[
+    int, BeforeValidator(parse_duration_ms), PlainSerializer(lambda ms: f"{ms}ms", return_type=str)
+]
 
 
 class LabConfig(BaseModel):
@@ -183,7 +187,9 @@ class LabConfig(BaseModel):
         except yaml.YAMLError as exc:
             raise LabConfigError(f"{file}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise LabConfigError(f"{file}: the lab config must be a mapping of fields, got {type(data).__name__}")
+            raise LabConfigError(
+                f"{file}: the lab config must be a mapping of fields, got {type(data).__name__}"
+            )
         return cls.load({**data, **overrides}, source=str(file))
 
 

@@ -26,10 +26,20 @@ from skyfleet.lab.errors import LabError
 from skyfleet.lab.state import LabState, load_state
 
 BACKEND = "agents"
-# "2026-11-24T02:48:21.170063+00:00 Server agents/aws-api-0 is DOWN, reason: ..."
+FAIL_OPEN_BACKEND = "agents_fail_open"
+# With ``option log-health-checks`` HAProxy logs every check result that changes a server's
+# health counter and every transition, e.g.
+# "2026-11-24T03:02:21.850815+00:00 Health check for server agents/aws-api-0 failed, reason:
+#  Layer4 connection problem, info: "Connection refused", check duration: 0ms, status: 1/2 UP."
+# "2026-11-24T03:02:21.850896+00:00 Server agents/aws-api-0 is DOWN. 0 active and ..."
+_CHECK = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) Health check for (?:backup )?server "
+    r"(?P<backend>[\w.-]+)/(?P<server>[\w.-]+) "
+    r"(?P<result>failed|succeeded), reason: (?P<reason>.*?), status: "
+)
 _TRANSITION = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) (?:\[\w+\]\s+)?Server (?P<backend>[\w.-]+)/(?P<server>[\w.-]+) "
-    r"is (?P<state>UP|DOWN)\b(?:, reason: (?P<reason>[^,]*(?:, info: \"[^\"]*\")?))?"
+    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) (?:Backup )?Server (?P<backend>[\w.-]+)/(?P<server>[\w.-]+) "
+    r"is (?P<state>UP|DOWN)\b(?:, reason: (?P<reason>.*?)(?:, check duration|\. \d+ active|$))?"
 )
 
 
@@ -86,12 +96,17 @@ def render_haproxy_cfg(
         lines.append(f"  bind {https_bind} ssl crt {pem_file} alpn http/1.1")
     lines += [
         "  http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        # Fail open, as Route 53 and cloud LBs do: if every replica fails /readyz at once (all
+        # sites briefly see no Redis primary while Sentinel promotes one), send traffic to the
+        # replicas that still accept connections; they ride out the failover themselves.
+        f"  use_backend {FAIL_OPEN_BACKEND} if {{ nbsrv({BACKEND}) eq 0 }}",
         f"  default_backend {BACKEND}",
         "",
         f"backend {BACKEND}",
         "  balance roundrobin",
         f"  option httpchk GET {READINESS_PATH}",
         "  http-check expect status 200",
+        "  option log-health-checks",
     ]
     failover = config.routing == Routing.FAILOVER
     if failover:
@@ -102,14 +117,28 @@ def render_haproxy_cfg(
         f"fall {config.health_fall} rise {config.health_rise} "
         "observe layer7 error-limit 3 on-error mark-down"
     )
+    lines += _server_lines(config, servers)
+    lines += [
+        "",
+        f"backend {FAIL_OPEN_BACKEND}",
+        "  balance roundrobin",
+        *(["  option allbackups"] if failover else []),
+        # Connect checks only: a dead process is still excluded, an unready one is not.
+        f"  default-server check inter {interval}ms fall 1 rise 1",
+        *_server_lines(config, servers),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _server_lines(config: LabConfig, servers: list[Server]) -> list[str]:
+    lines = []
     for server in servers:
-        extra = ""
-        if failover:
+        if config.routing == Routing.FAILOVER:
             extra = "" if server.site == config.primary else " backup"
         else:
             extra = f" weight {config.weight(server.site)}"
         lines.append(f"  server {server.name} {server.host}:{server.port}{extra}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def admin_command(socket_path: str | Path, command: str, timeout: float = 2.0) -> str:
@@ -165,10 +194,12 @@ def server_states(state_dir: str) -> list[dict[str, Any]]:
 
 
 def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
-    """Health transitions (UP/DOWN) of front door servers at or after ``since`` (epoch s).
+    """Front door health events at or after ``since`` (epoch s), oldest first.
 
-    Parsed from HAProxy's log, whose lines carry ISO timestamps with microseconds. A drill's
-    detection time is the first DOWN of an affected server after the fault.
+    ``state`` is ``FAIL`` (one failed check, active or passive), ``PASS`` (one passed check
+    while a server is rising), or the transitions ``DOWN`` and ``UP``. Parsed from HAProxy's
+    log, whose lines carry ISO timestamps with microseconds. A drill's detection time is the
+    first FAIL (or DOWN) of an affected server after the fault.
     """
     state = load_state(state_dir)
     try:
@@ -176,20 +207,23 @@ def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     events = []
+    last_reason: dict[str, str] = {}
     for line in lines:
-        match = _TRANSITION.match(line)
+        match = _CHECK.match(line) or _TRANSITION.match(line)
         if not match or match.group("backend") != state.front_door.backend:
             continue
+        server = match.group("server")
+        if "result" in match.groupdict():
+            kind = "FAIL" if match.group("result") == "failed" else "PASS"
+            reason = match.group("reason").strip()
+            last_reason[server] = reason
+        else:
+            kind = match.group("state")
+            reason = (match.group("reason") or last_reason.get(server, "")).strip()
         when = datetime.datetime.fromisoformat(match.group("time")).timestamp()
         if when < since:
             continue
         events.append(
-            {
-                "time": when,
-                "server": match.group("server"),
-                "site": _site_of(state, match.group("server")),
-                "state": match.group("state"),
-                "reason": (match.group("reason") or "").strip(),
-            }
+            {"time": when, "server": server, "site": _site_of(state, server), "state": kind, "reason": reason}
         )
     return events

@@ -112,19 +112,29 @@ def ping(host: str, port: int, password: str) -> bool:
 
 
 def primary_address(state: LabState) -> tuple[str, int] | None:
-    """The primary the Sentinels agree on now (the first Sentinel that answers)."""
+    """The primary by the Sentinels' newest configuration (highest config epoch).
+
+    A Sentinel that was cut off may still name the old primary; the epoch settles it, as it
+    does for the Sentinels themselves.
+    """
     password = password_of(state)
+    best: tuple[int, tuple[str, int]] | None = None
     for rec in state.find(role=Role.SENTINEL):
         if not is_running(rec):
             continue
         try:
             with client(rec.host, rec.port, password) as conn:
-                addr = conn.execute_command("SENTINEL", "get-master-addr-by-name", state.redis_master_name)
+                info = conn.execute_command("SENTINEL", "MASTER", state.redis_master_name)
         except (redis.RedisError, OSError):
             continue
-        if addr:
-            return str(addr[0]), int(addr[1])
-    return None
+        if isinstance(info, list):  # older redis-py returns the flat list
+            info = dict(zip(info[::2], info[1::2], strict=False))
+        if not isinstance(info, dict) or "ip" not in info:
+            continue
+        epoch = int(info.get("config-epoch", 0))
+        if best is None or epoch > best[0]:
+            best = (epoch, (str(info["ip"]), int(info["port"])))
+    return best[1] if best else None
 
 
 def redis_primary(state_dir: str) -> dict[str, Any]:
@@ -175,16 +185,15 @@ def sample_lag(state_dir: str, window_seconds: float = 5.0, interval_ms: int = 1
 
     Each probe is written on the primary and polled on every reachable replica until it
     appears (or 2 s pass: counted as ``lost``). Returns p50/p99/max over all samples and
-    per replica. This is the lab's RPO exposure: what a site loss could take with it.
+    per replica, and the raw ``samples_ms`` (so callers can merge windows). This is the lab's RPO
+    exposure: what a site loss could take with it.
     """
     state = load_state(state_dir)
     password = password_of(state)
     addr = primary_address(state)
     if addr is None:
         raise LabError(f"no Redis primary known in the lab at {state_dir}")
-    replicas = [
-        r for r in state.find(role=Role.REDIS) if (r.host, r.port) != addr and is_running(r)
-    ]
+    replicas = [r for r in state.find(role=Role.REDIS) if (r.host, r.port) != addr and is_running(r)]
     samples: dict[str, list[float]] = {r.name: [] for r in replicas}
     lost = 0
     deadline = time.monotonic() + window_seconds
@@ -196,7 +205,9 @@ def sample_lag(state_dir: str, window_seconds: float = 5.0, interval_ms: int = 1
             try:
                 primary.set(key, token, px=60_000)
             except (redis.RedisError, OSError) as exc:
-                raise LabError(f"cannot write a lag probe on the primary {addr[0]}:{addr[1]}: {exc}") from None
+                raise LabError(
+                    f"cannot write a lag probe on the primary {addr[0]}:{addr[1]}: {exc}"
+                ) from None
             written = time.perf_counter()
             pending = dict(followers)
             while pending and time.perf_counter() - written < 2.0:
@@ -215,6 +226,7 @@ def sample_lag(state_dir: str, window_seconds: float = 5.0, interval_ms: int = 1
     everything = [v for values in samples.values() for v in values]
     return {
         **_percentiles(everything),
+        "samples_ms": [round(v, 3) for v in everything],
         "lost": lost,
         "replicas": {name: _percentiles(values) for name, values in samples.items()},
     }

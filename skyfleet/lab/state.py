@@ -83,9 +83,7 @@ class LabState(BaseModel):
 
     def find(self, *, site: str | None = None, role: Role | None = None) -> list[ProcessRecord]:
         return [
-            r
-            for r in self.processes
-            if (site is None or r.site == site) and (role is None or r.role == role)
+            r for r in self.processes if (site is None or r.site == site) and (role is None or r.role == role)
         ]
 
     def upsert(self, rec: ProcessRecord) -> None:
@@ -102,7 +100,9 @@ def load_state(state_dir: str | Path) -> LabState:
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LabError(f"no lab in {path.parent} (no {STATE_FILE}); start one with `skyfleet lab up`") from None
+        raise LabError(
+            f"no lab in {path.parent} (no {STATE_FILE}); start one with `skyfleet lab up`"
+        ) from None
     try:
         return LabState.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:

@@ -64,7 +64,11 @@ def plan(
         if all_stacks and not stacks:
             raise PlanError(f"{project.stack_config_dir}: no Pulumi.<stack>.yaml files")
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
         ) as progress:
             task = progress.add_task("planning", total=len(stacks))
 

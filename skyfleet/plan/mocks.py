@@ -121,14 +121,14 @@ class SkyfleetMocks(Mocks):
             fn = getattr(cloud, "call", None)
             found = fn(args.token, dict(args.args), self.ctx) if fn else None
             if found is not None:
-                return found, None
+                return found, []
         found = _common_call(args.token, dict(args.args), self.ctx)
         if found is None:
             raise NotImplementedError(
                 f"the offline plan has no answer for the invoke {args.token}; add one to "
                 "skyfleet/plan/cloud_<provider>.py"
             )
-        return found, None
+        return found, []
 
 
 class RecordingMonitor(MockMonitor):
@@ -152,9 +152,7 @@ class RecordingMonitor(MockMonitor):
             provider=request.provider or None,
             inputs=json_format.MessageToDict(request.object),
             dependencies=list(request.dependencies),
-            property_dependencies={
-                k: list(v.urns) for k, v in request.propertyDependencies.items()
-            },
+            property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
             id=response.id or None,
             outputs=json_format.MessageToDict(response.object) if state is not None else {},
         )
@@ -202,9 +200,20 @@ def _common_call(token: str, args: dict[str, Any], ctx: MockContext) -> dict[str
         return {"json": _policy_json(args), "id": ctx.uid(json.dumps(args, sort_keys=True), 10)}
     if token == "gcp:organizations/getProject:getProject":
         project = args.get("projectId") or ctx.gcp_project
-        return {"projectId": project, "number": ctx.gcp_project_number, "name": project, "id": f"projects/{project}"}
+        return {
+            "projectId": project,
+            "number": ctx.gcp_project_number,
+            "name": project,
+            "id": f"projects/{project}",
+        }
     if token == "gcp:organizations/getClientConfig:getClientConfig":
-        return {"project": ctx.gcp_project, "region": region, "zone": f"{region}-b", "accessToken": "", "id": "cc"}
+        return {
+            "project": ctx.gcp_project,
+            "region": region,
+            "zone": f"{region}-b",
+            "accessToken": "",
+            "id": "cc",
+        }
     return None
 
 
@@ -215,7 +224,12 @@ def _policy_json(args: dict[str, Any]) -> str:
         out: dict[str, Any] = {"Effect": st.get("effect", "Allow")}
         if st.get("sid"):
             out["Sid"] = st["sid"]
-        for key, wire in (("actions", "Action"), ("notActions", "NotAction"), ("resources", "Resource"), ("notResources", "NotResource")):
+        for key, wire in (
+            ("actions", "Action"),
+            ("notActions", "NotAction"),
+            ("resources", "Resource"),
+            ("notResources", "NotResource"),
+        ):
             if st.get(key):
                 vals = st[key]
                 out[wire] = vals[0] if len(vals) == 1 else vals

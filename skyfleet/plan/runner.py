@@ -13,6 +13,7 @@ import json
 import os
 import runpy
 import sys
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,12 +154,17 @@ def plan_stack(
                     f"{project.stack_file(stack)}: StackReference {ref!r} has no offline plan and "
                     f"{project.stack_file(short)} does not exist"
                 )
-            references[short] = _run(project, short, False, lookup)[0].outputs
+            referenced, _ = _run(project, short, False, lookup)
+            references[short] = referenced.outputs if referenced else {}
         plan, missing = _run(project, stack, preview, lookup)
+    if plan is None:
+        raise PlanError(f"{project.stack_file(stack)}: StackReferences {missing} could not be answered")
     return plan
 
 
-def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan, list[str]]:
+def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan | None, list[str]]:
+    """One run of the program. Returns (None, missing) when the run failed because a
+    StackReference had no outputs yet, so the caller can plan those stacks and run again."""
     config_file = project.stack_file(stack)
     if not config_file.exists():
         known = ", ".join(project.stacks()) or "none"
@@ -167,29 +173,32 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
         config, secret_keys, _ = read_stack_file(config_file)
     except SpecError as exc:
         raise ConfigError(str(exc)) from None
-    ctx = _context(config, stack, project.name)
-    mocks = SkyfleetMocks(ctx, preview=preview, stack_outputs=lookup)
+    mocks = SkyfleetMocks(_context(config, stack, project.name), preview=preview, stack_outputs=lookup)
     monitor = RecordingMonitor(mocks)
+    main = project.main / "__main__.py" if project.main.is_dir() else project.main
+    root: dict[str, Any] = {}
+
+    def program() -> None:
+        runpy.run_path(str(main), run_name="__main__")
+        root["stack"] = pulumi_settings.get_root_resource()
+
     with _engine_environment(project, config, secret_keys):
-        pulumi_settings.reset_options(project=project.name, stack=stack, preview=preview)
+        pulumi_settings.reset_options(
+            project=project.name, stack=stack, preview=preview, root_directory=str(project.dir)
+        )
         set_mocks(mocks, project=project.name, stack=stack, preview=preview, monitor=monitor)
         pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
-        stack_resource: dict[str, Any] = {}
-        main = project.main / "__main__.py" if project.main.is_dir() else project.main
-
-        def program() -> None:
-            runpy.run_path(str(main), run_name="__main__")
-            stack_resource["root"] = pulumi_settings.get_root_resource()
-
         try:
             _sync_await(run_in_stack(program))
-        except pulumi.RunError as exc:
-            raise ConfigError(str(exc), registered=len(monitor.registrations)) from None
-        except SpecError as exc:
+        except (pulumi.RunError, SpecError) as exc:
             raise ConfigError(str(exc), registered=len(monitor.registrations)) from None
         except Exception as exc:
-            raise PlanError(f"{main}: the program failed: {type(exc).__name__}: {exc}") from exc
-        outputs = _resolve_outputs(stack_resource.get("root"))
+            if mocks.missing_references:
+                return None, list(mocks.missing_references)
+            raise PlanError(
+                f"{main}: the program failed: {type(exc).__name__}: {exc}{_where(exc, project.dir)}"
+            ) from exc
+        outputs = _resolve_outputs(root.get("stack"))
     resources = [
         PlannedResource(
             type=r.type,
@@ -217,6 +226,19 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
         outputs=outputs,
     )
     return plan, list(mocks.missing_references)
+
+
+def _where(exc: BaseException, root: Path) -> str:
+    """The innermost frame of the program's own code, so a failure points at a line."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename.startswith(str(root)) and "site-packages" not in f.filename
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"\n  at {Path(f.filename).relative_to(root)}:{f.lineno}: {(f.line or '').strip()}"
 
 
 def _context(config: Mapping[str, Any], stack: str, project: str) -> MockContext:
@@ -260,7 +282,8 @@ def _engine_environment(project: Project, config: Mapping[str, Any], secret_keys
         root = str(project.dir)
         for name in set(sys.modules) - before:
             file = getattr(sys.modules[name], "__file__", None) or ""
-            if file.startswith(root) and not name.startswith(("infra", "agent_app", "skyfleet")):
+            own_code = file.startswith(root) and "site-packages" not in file
+            if own_code and not name.startswith(("infra", "agent_app", "skyfleet")):
                 del sys.modules[name]
 
 

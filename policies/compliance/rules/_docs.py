@@ -34,8 +34,9 @@ def _plain(value: Any) -> Any:
     """Copy a proxied structure into plain dicts/lists (reads every leaf through the proxy)."""
     if isinstance(value, Mapping):
         return {k: _plain(value[k]) for k in value}
-    if isinstance(value, list | tuple) or (hasattr(value, "__getitem__") and hasattr(value, "__len__")
-                                           and not isinstance(value, str)):
+    if isinstance(value, list | tuple) or (
+        hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, str)
+    ):
         return [_plain(value[i]) for i in range(len(value))]
     return value
 
@@ -89,11 +90,28 @@ def container_definitions(value: Any) -> list[dict[str, Any]]:
     return defs
 
 
-_SECRET_HINTS = ("password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "privatekey",
-                 "private_key", "credential", "auth")
+_SECRET_HINTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "privatekey",
+    "private_key",
+    "credential",
+    "auth",
+)
+
+
+# Names that hold a reference to a credential (a mounted file, a secret's ARN), not the credential.
+_REFERENCE_SUFFIXES = ("_file", "_path", "_dir", "_arn", "_ref", "_secret_name")
 
 
 def looks_secret(name: str) -> bool:
-    """A variable name that suggests its value is a credential."""
+    """A variable name that suggests its value is a credential itself."""
     lowered = name.lower()
+    if lowered.endswith(_REFERENCE_SUFFIXES):
+        return False
     return any(hint in lowered for hint in _SECRET_HINTS)

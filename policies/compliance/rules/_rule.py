@@ -70,8 +70,12 @@ class Controls:
     def as_tags(self) -> list[str]:
         """Encode as policy tags so the mapping travels over the analyzer protocol."""
         tags: list[str] = []
-        for prefix, ids in (("CIS", self.cis), ("NIST-800-53", self.nist), ("SOC2", self.soc2),
-                            ("PCI-DSS", self.pci)):
+        for prefix, ids in (
+            ("CIS", self.cis),
+            ("NIST-800-53", self.nist),
+            ("SOC2", self.soc2),
+            ("PCI-DSS", self.pci),
+        ):
             tags.extend(f"{prefix}:{i}" for i in ids)
         return tags
 
@@ -127,7 +131,9 @@ class Rule:
         framework = None
         if self.controls.nist:
             framework = PolicyComplianceFramework(
-                name="NIST SP 800-53", version="Rev. 5", reference=NIST_URL,
+                name="NIST SP 800-53",
+                version="Rev. 5",
+                reference=NIST_URL,
                 specification=", ".join(self.controls.nist),
             )
         return {
@@ -143,10 +149,12 @@ class Rule:
 
     def to_policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
         if self.stack_check is not None:
-            return StackValidationPolicy(name=self.id, description=self.description,
-                                         validate=self._validate_stack, **self._metadata())
-        return ResourceValidationPolicy(name=self.id, description=self.description,
-                                        validate=self._validate_resource, **self._metadata())
+            return StackValidationPolicy(
+                name=self.id, description=self.description, validate=self._validate_stack, **self._metadata()
+            )
+        return ResourceValidationPolicy(
+            name=self.id, description=self.description, validate=self._validate_resource, **self._metadata()
+        )
 
     def _validate_resource(self, args: ResourceValidationArgs, report: ReportViolation) -> None:
         if not self.applies_to(args.resource_type) or self.check is None:
@@ -157,8 +165,15 @@ class Rule:
         excluded = exclusion_for(config, args.name)
         if excluded is not None:
             args.not_applicable(excluded)
-        subject = Subject(args.resource_type, args.name, args.urn, args.props, args.provider, config,
-                          bool(args.opts.protect))
+        subject = Subject(
+            args.resource_type,
+            args.name,
+            args.urn,
+            args.props,
+            args.provider,
+            config,
+            bool(args.opts.protect),
+        )
         for message in self.check(subject):
             report(message, None)
 

@@ -28,7 +28,7 @@ def _dlq(s: Subject) -> Iterator[str]:
         return
     redrive = s.props.get("redrivePolicy")
     if not redrive:
-        yield "no redrivePolicy: failed messages have no dead-letter queue (a DLQ itself sets redriveAllowPolicy)"
+        yield "no redrivePolicy: failed messages have no dead-letter queue (a DLQ sets redriveAllowPolicy)"
         return
     try:
         doc = load_json(redrive, "redrivePolicy")
@@ -48,21 +48,40 @@ def _public(s: Subject) -> Iterator[str]:
     try:
         for stmt in statements(policy, "queue policy"):
             if is_public_principal(stmt):
-                yield f"queue policy allows {', '.join(stmt.actions) or 'actions'} to Principal '*' without a condition"
+                actions = ", ".join(stmt.actions) or "actions"
+                yield f"queue policy allows {actions} to Principal '*' without a condition"
     except DocumentError as exc:
         yield str(exc)
 
 
 RULES = [
-    Rule("aws-sqs-encrypted", "SQS queues use server-side encryption.", Severity.HIGH,
-         Controls(nist=("SC-28",), soc2=("CC6.1",), pci=("3.5.1",)),
-         "Set sqs_managed_sse_enabled=True, or kms_master_key_id to a customer managed key.", QUEUE, _sse),
-    Rule("aws-sqs-dead-letter-queue", "SQS work queues have a dead-letter queue wired by a redrive policy.",
-         Severity.MEDIUM, Controls(nist=("SI-11", "CP-10"), soc2=("A1.2", "CC7.2")),
-         "Create a DLQ (with redrive_allow_policy) and set redrive_policy="
-         "{deadLetterTargetArn, maxReceiveCount} on the work queue.", QUEUE, _dlq),
-    Rule("aws-sqs-no-public-policy", "SQS queue policies do not grant access to everyone.", Severity.CRITICAL,
-         Controls(nist=("AC-3", "AC-6"), soc2=("CC6.1",), pci=("7.2.1",)),
-         "Name the exact principals (task roles, SNS topics) in the queue policy, or add an aws:SourceArn "
-         "condition.", POLICY, _public),
+    Rule(
+        "aws-sqs-encrypted",
+        "SQS queues use server-side encryption.",
+        Severity.HIGH,
+        Controls(nist=("SC-28",), soc2=("CC6.1",), pci=("3.5.1",)),
+        "Set sqs_managed_sse_enabled=True, or kms_master_key_id to a customer managed key.",
+        QUEUE,
+        _sse,
+    ),
+    Rule(
+        "aws-sqs-dead-letter-queue",
+        "SQS work queues have a dead-letter queue wired by a redrive policy.",
+        Severity.MEDIUM,
+        Controls(nist=("SI-11", "CP-10"), soc2=("A1.2", "CC7.2")),
+        "Create a DLQ (with redrive_allow_policy) and set redrive_policy="
+        "{deadLetterTargetArn, maxReceiveCount} on the work queue.",
+        QUEUE,
+        _dlq,
+    ),
+    Rule(
+        "aws-sqs-no-public-policy",
+        "SQS queue policies do not grant access to everyone.",
+        Severity.CRITICAL,
+        Controls(nist=("AC-3", "AC-6"), soc2=("CC6.1",), pci=("7.2.1",)),
+        "Name the exact principals (task roles, SNS topics) in the queue policy, or add an aws:SourceArn "
+        "condition.",
+        POLICY,
+        _public,
+    ),
 ]

@@ -1,0 +1,143 @@
+"""The ASGI layer every response passes through, shared by the api and the worker's probe server.
+
+A plain ASGI middleware rather than Starlette's BaseHTTPMiddleware: it adds no task or
+queue per request, which matters for the latency budget. It assigns or accepts the
+request id, stamps the site, instance and request-id headers the drills attribute traffic
+by, enforces the body-size limit (413), counts in-flight requests for the SIGTERM drain,
+records latency per route template, and writes one JSON access log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
+from agent_app.logs import request_id_var, session_id_var, task_id_var
+from agent_app.metrics import ERRORS, IN_FLIGHT, REQUEST_SECONDS
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
+access_log = logging.getLogger("agent_app.access")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error_body(
+    status: int, code: str, message: str, request_id: str | None
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps({"code": code, "message": message, "request_id": request_id}).encode()
+    return body, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+
+class Edge:
+    """Wraps an ASGI app with ids, headers, limits, metrics and the in-flight count."""
+
+    def __init__(self, app: ASGIApp, *, site: str, instance: str, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._static = [
+            (SITE_HEADER.lower().encode(), site.encode()),
+            (INSTANCE_HEADER.lower().encode(), instance.encode()),
+        ]
+
+    async def _buffer(self, receive: Receive) -> list[Message]:
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                raise BodyTooLarge
+            if not message.get("more_body", False):
+                return messages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = ""
+        length = None
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_KEY:
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    request_id = candidate
+            elif name == b"content-length":
+                length = value
+        request_id = request_id or uuid.uuid4().hex
+        request_id_var.set(request_id)
+        session_id_var.set(None)
+        task_id_var.set(None)
+        extra = [*self._static, (_REQUEST_ID_KEY, request_id.encode())]
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        replay: list[Message] = []
+
+        async def replay_receive() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        self.in_flight += 1
+        self.idle.clear()
+        IN_FLIGHT.inc()
+        try:
+            if length is not None:
+                if not length.isdigit() or int(length) > self.max_body:
+                    raise BodyTooLarge
+            elif scope["method"] in ("POST", "PUT", "PATCH"):
+                replay += await self._buffer(receive)  # chunked: no length to check up front
+            await self.app(scope, replay_receive, send_wrapper)
+        except BodyTooLarge:
+            body, headers = error_body(
+                413, "too_large", f"request body is over the limit of {self.max_body} bytes", request_id
+            )
+            ERRORS.labels("too_large").inc()
+            await send_wrapper({"type": "http.response.start", "status": 413, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
+            if self.in_flight == 0:
+                self.idle.set()
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )

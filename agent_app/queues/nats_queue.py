@@ -1,0 +1,154 @@
+"""NATS JetStream adapter (on-prem).
+
+The work stream uses work-queue retention (a message is gone once acked) and is created with
+one replica per cluster node up to three when it does not exist yet. All workers share one
+durable pull consumer, so each message goes to one worker. JetStream has no native
+dead-letter queue: after ``max_deliver`` attempts the worker republishes the message to the
+DLQ subject, which a second stream keeps, and terminates the original. The consumer allows
+one delivery more than ``max_deliver`` so that a worker killed during the last attempt still
+gets the chance to dead-letter the message instead of leaving it stranded.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from agent_app.contract import NatsQueue
+from agent_app.queues.base import CHECK_TIMEOUT_SECONDS, Delivery, QueueUnavailable, TaskQueue, bounded
+
+CONSUMER = "agent-worker"
+PUBLISH_TIMEOUT_SECONDS = 3.0
+
+
+class NatsDelivery(Delivery):
+    def __init__(self, msg: Msg, queue: NatsTaskQueue) -> None:
+        self.msg = msg
+        self.queue = queue
+        self.body = msg.data
+        self.attempt = msg.metadata.num_delivered or 1
+        self.max_attempts = queue.target.max_deliver
+
+    async def ack(self) -> None:
+        await self.msg.ack_sync(timeout=PUBLISH_TIMEOUT_SECONDS)
+
+    async def release(self, delay_seconds: float = 0) -> None:
+        await self.msg.nak(delay=delay_seconds or None)
+
+    async def extend(self, lease_seconds: int) -> None:
+        await self.msg.in_progress()  # restarts the consumer's ack_wait (= the lease)
+
+    async def dead_letter(self, reason: str) -> None:
+        headers = {"Skyfleet-Reason": reason[:500], "Skyfleet-Attempts": str(self.attempt)}
+        await self.queue.js().publish(self.queue.target.dlq_subject, self.body, headers=headers)
+        await self.msg.term()
+
+
+class NatsTaskQueue(TaskQueue):
+    kind = "nats"
+
+    def __init__(self, target: NatsQueue, *, lease_seconds: int, ca_file: Path | None) -> None:
+        self.target = target
+        self.lease = lease_seconds
+        self.ca_file = ca_file
+        self.max_attempts = target.max_deliver
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise QueueUnavailable("not connected to NATS")
+        return self._js
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.target.stream}_DLQ"
+
+    async def start(self, *, consume: bool) -> None:
+        tls = None
+        if any(s.startswith("tls://") for s in self.target.servers):
+            tls = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        self._nc = await nats.connect(
+            servers=list(self.target.servers),
+            tls=tls,
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            dont_randomize=True,  # local node first, as the URL lists them
+        )
+        self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_SECONDS)
+        replicas = min(3, len(self.target.servers))
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.target.stream,
+                subjects=[self.target.subject],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                duplicate_window=120,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.dlq_stream,
+                subjects=[self.target.dlq_subject],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                max_age=14 * 86_400,
+            )
+        )
+        if consume:
+            config = ConsumerConfig(
+                durable_name=CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.lease,
+                max_deliver=self.target.max_deliver + 1,
+                filter_subject=self.target.subject,
+            )
+            await self._js.add_consumer(self.target.stream, config)  # creates, or updates in place
+            self._sub = await self._js.pull_subscribe_bind(durable=CONSUMER, stream=self.target.stream)
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        js = self.js()
+        assert config.name
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+
+    async def publish(self, body: bytes, *, task_id: str) -> None:
+        try:
+            # The message id lets JetStream drop a publish retried after a lost ack.
+            await self.js().publish(self.target.subject, body, headers={"Nats-Msg-Id": task_id})
+        except (NatsTimeout, NatsError, OSError) as exc:
+            raise QueueUnavailable(f"NATS publish failed: {exc!r}") from exc
+
+    async def receive(self, max_messages: int, wait_seconds: float = 1.0) -> list[Delivery]:
+        if self._sub is None:
+            raise QueueUnavailable("not consuming: start(consume=True) first")
+        try:
+            msgs = await self._sub.fetch(batch=max_messages, timeout=wait_seconds)
+        except NatsTimeout:
+            return []
+        return [NatsDelivery(m, self) for m in msgs]
+
+    async def check(self) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            raise QueueUnavailable("not connected to NATS")
+        await bounded(self.js().stream_info(self.target.stream), CHECK_TIMEOUT_SECONDS, "NATS JetStream")
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()

@@ -1,0 +1,151 @@
+"""Google Cloud Pub/Sub adapter (GCP), on google-cloud-pubsub.
+
+Topic, subscription and dead-letter topic are infrastructure (infra/ creates them with a
+dead-letter policy); the adapter reads ``max_delivery_attempts`` to know the last attempt.
+It uses unary Pull rather than streaming pull so that the worker decides how much it takes,
+and sets each message's ack deadline to the task lease right after the pull (the
+subscription's own deadline cannot go below 10 s). Dead-lettering is the service's own
+dead-letter policy: the worker nacks and Pub/Sub forwards the message after the last
+attempt. The blocking client calls run in threads. Credentials are Application Default
+Credentials (workload identity on Cloud Run / GKE); like every Google client, it honours
+``PUBSUB_EMULATOR_HOST`` for a local endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from typing import Any
+
+# google-api-core warns on every import about a Python end-of-life years away; keep logs clean.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
+
+from google.api_core import exceptions as gexc  # noqa: E402
+from google.cloud import pubsub_v1  # noqa: E402
+
+from agent_app.contract import PubSubQueue  # noqa: E402
+from agent_app.queues.base import (  # noqa: E402
+    CHECK_TIMEOUT_SECONDS,
+    Delivery,
+    QueueUnavailable,
+    TaskQueue,
+    bounded,
+)
+
+MAX_ACK_DEADLINE = 600
+PUBLISH_TIMEOUT_SECONDS = 5.0
+RPC_TIMEOUT_SECONDS = 5.0
+
+
+class PubSubDelivery(Delivery):
+    def __init__(self, received: Any, queue: PubSubTaskQueue) -> None:
+        self.queue = queue
+        self.ack_id: str = received.ack_id
+        self.body = bytes(received.message.data)
+        # delivery_attempt is only tracked when the subscription has a dead-letter policy.
+        self.attempt = received.delivery_attempt or 1
+        self.max_attempts = queue.max_attempts
+
+    async def ack(self) -> None:
+        await self.queue.call("acknowledge", subscription=self.queue.subscription, ack_ids=[self.ack_id])
+
+    async def _deadline(self, seconds: float) -> None:
+        await self.queue.call(
+            "modify_ack_deadline",
+            subscription=self.queue.subscription,
+            ack_ids=[self.ack_id],
+            ack_deadline_seconds=min(MAX_ACK_DEADLINE, max(0, round(seconds))),
+        )
+
+    async def release(self, delay_seconds: float = 0) -> None:
+        await self._deadline(delay_seconds)
+
+    async def extend(self, lease_seconds: int) -> None:
+        await self._deadline(lease_seconds)
+
+    async def dead_letter(self, reason: str) -> None:
+        await self._deadline(0)  # the dead-letter policy forwards it after the last attempt
+
+
+class PubSubTaskQueue(TaskQueue):
+    kind = "pubsub"
+
+    def __init__(self, target: PubSubQueue, *, lease_seconds: int) -> None:
+        self.target = target
+        self.lease = min(MAX_ACK_DEADLINE, lease_seconds)
+        self.topic = f"projects/{target.project}/topics/{target.topic}"
+        self.subscription = f"projects/{target.project}/subscriptions/{target.subscription}"
+        self._publisher: pubsub_v1.PublisherClient | None = None
+        self._subscriber: pubsub_v1.SubscriberClient | None = None
+
+    async def call(self, method: str, **request: Any) -> Any:
+        """A unary subscriber RPC in a thread, bounded by a timeout and without client retries."""
+        if self._subscriber is None:
+            raise QueueUnavailable("not connected to Pub/Sub")
+        fn = getattr(self._subscriber, method)
+        try:
+            return await asyncio.to_thread(fn, request=request, timeout=RPC_TIMEOUT_SECONDS, retry=None)
+        except gexc.GoogleAPICallError as exc:
+            raise QueueUnavailable(f"Pub/Sub {method} failed: {exc}") from exc
+
+    async def start(self, *, consume: bool) -> None:
+        self._publisher = pubsub_v1.PublisherClient()
+        self._subscriber = pubsub_v1.SubscriberClient()
+        if consume:
+            sub = await self.call("get_subscription", subscription=self.subscription)
+            policy = sub.dead_letter_policy
+            self.max_attempts = policy.max_delivery_attempts if policy and policy.dead_letter_topic else None
+
+    async def publish(self, body: bytes, *, task_id: str) -> None:
+        if self._publisher is None:
+            raise QueueUnavailable("not connected to Pub/Sub")
+        try:
+            future = self._publisher.publish(self.topic, body, task_id=task_id)
+            await bounded(asyncio.wrap_future(future), PUBLISH_TIMEOUT_SECONDS, "Pub/Sub publish")  # type: ignore[arg-type]
+        except gexc.GoogleAPICallError as exc:
+            raise QueueUnavailable(f"Pub/Sub publish failed: {exc}") from exc
+
+    async def receive(self, max_messages: int, wait_seconds: float = 1.0) -> list[Delivery]:
+        if self._subscriber is None:
+            raise QueueUnavailable("not connected to Pub/Sub")
+        try:
+            out = await asyncio.to_thread(
+                self._subscriber.pull,
+                request={"subscription": self.subscription, "max_messages": max_messages},
+                timeout=max(wait_seconds, 0.5),
+                retry=None,
+            )
+        except gexc.DeadlineExceeded:
+            return []
+        except gexc.GoogleAPICallError as exc:
+            raise QueueUnavailable(f"Pub/Sub pull failed: {exc}") from exc
+        deliveries = [PubSubDelivery(m, self) for m in out.received_messages]
+        if deliveries:
+            await self.call(
+                "modify_ack_deadline",
+                subscription=self.subscription,
+                ack_ids=[d.ack_id for d in deliveries],
+                ack_deadline_seconds=self.lease,
+            )
+        return list(deliveries)
+
+    async def check(self) -> None:
+        if self._publisher is None:
+            raise QueueUnavailable("not connected to Pub/Sub")
+        publisher = self._publisher
+        try:
+            await bounded(
+                asyncio.to_thread(
+                    publisher.get_topic, request={"topic": self.topic}, timeout=CHECK_TIMEOUT_SECONDS
+                ),
+                CHECK_TIMEOUT_SECONDS + 1,
+                "Pub/Sub",
+            )
+        except gexc.GoogleAPICallError as exc:
+            raise QueueUnavailable(f"Pub/Sub topic check failed: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await asyncio.to_thread(self._publisher.stop)
+        if self._subscriber is not None:
+            await asyncio.to_thread(self._subscriber.close)

@@ -1,0 +1,163 @@
+"""What one api or worker process holds: the cache, the stores, the queue, the agent, and
+whether it is draining.
+
+The queue connects in the background and keeps retrying, so a process whose broker is
+down at start-up still comes up (its /readyz says 503) and recovers by itself, the same way
+Redis does. Readiness checks are bounded so a probe never hangs on a dead dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from agent_app.agent import Agent
+from agent_app.cache import Cache
+from agent_app.config import Settings
+from agent_app.errors import DependencyDown, Draining
+from agent_app.metrics import DRAINING, TASKS_ENQUEUED
+from agent_app.model import backend_from_settings
+from agent_app.model.base import ModelBackend
+from agent_app.queues import TaskQueue, open_queue
+from agent_app.queues.base import QueueUnavailable
+from agent_app.schemas import Message, Session, TaskMessage, TurnReply
+from agent_app.sessions import SessionStore, new_id
+from agent_app.tasks import TaskStore
+
+log = logging.getLogger("agent_app.runtime")
+QUEUE_RETRY_SECONDS = 1.0
+TASK_TTL_FLOOR_SECONDS = 86_400
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, model: ModelBackend | None = None) -> None:
+        self.settings = settings
+        self.cache = Cache.from_settings(settings)
+        self.sessions = SessionStore(
+            self.cache, ttl_seconds=settings.session_ttl_seconds, max_turns=settings.session_max_turns
+        )
+        self.tasks = TaskStore(
+            self.cache, ttl_seconds=max(settings.session_ttl_seconds, TASK_TTL_FLOOR_SECONDS)
+        )
+        self.queue: TaskQueue = open_queue(settings)
+        self.model = model or backend_from_settings(settings)
+        self.agent = Agent(self.model)
+        self.draining = False
+        self.queue_connected = asyncio.Event()
+        self._queue_error = "connecting"
+        self._connector: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, consume: bool) -> None:
+        self._connector = asyncio.create_task(self._connect_queue(consume=consume))
+
+    async def _connect_queue(self, *, consume: bool) -> None:
+        while True:
+            try:
+                await self.queue.start(consume=consume)
+            except Exception as exc:  # any broker or network error: retry, never crash the process
+                self._queue_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "queue not reachable yet", extra={"queue": self.queue.kind, "error": self._queue_error}
+                )
+                try:
+                    await self.queue.close()
+                except Exception:
+                    log.debug("closing a half-open queue client failed", exc_info=True)
+                await asyncio.sleep(QUEUE_RETRY_SECONDS)
+                continue
+            self._queue_error = ""
+            self.queue_connected.set()
+            log.info("queue connected", extra={"queue": self.queue.kind})
+            return
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            DRAINING.set(1)
+            log.info("draining: readiness fails, no new work is taken")
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+        for closer in (self.queue.close, self.model.aclose, self.cache.close):
+            try:
+                await closer()
+            except Exception:
+                log.warning("error while closing", exc_info=True)
+
+    async def readiness(self) -> dict[str, str]:
+        """Check every dependency concurrently; the empty-string value means healthy."""
+
+        async def redis() -> str:
+            try:
+                await self.cache.ping()
+                return ""
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        async def queue() -> str:
+            if not self.queue_connected.is_set():
+                return self._queue_error or "connecting"
+            try:
+                await self.queue.check()
+                return ""
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        redis_state, queue_state = await asyncio.gather(redis(), queue())
+        return {"draining": "yes" if self.draining else "", "redis": redis_state, "queue": queue_state}
+
+    # --- the api's operations ------------------------------------------------------------
+
+    def ensure_accepting(self) -> None:
+        if self.draining:
+            raise Draining("this instance is shutting down; retry on another", retry_after=1)
+
+    async def enqueue(self, session_id: str, text: str, work_seconds: float = 0) -> str:
+        task_id = new_id()
+        await self.tasks.create(task_id, session_id, text)
+        message = TaskMessage(
+            task_id=task_id,
+            session_id=session_id,
+            input=text,
+            work_seconds=work_seconds,
+            enqueued_at=time.time(),
+        )
+        try:
+            if not self.queue_connected.is_set():
+                raise QueueUnavailable(self._queue_error or "connecting")
+            await self.queue.publish(message.model_dump_json().encode(), task_id=task_id)
+        except QueueUnavailable as exc:
+            try:
+                await self.tasks.delete(task_id)
+            except DependencyDown:
+                log.warning("could not remove the record of an unqueued task", extra={"task_id": task_id})
+            raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
+        TASKS_ENQUEUED.inc()
+        return task_id
+
+    async def turn(self, session_id: str, text: str) -> TurnReply:
+        session: Session = await self.sessions.get(session_id)
+        self.sessions.check_room(session)
+        result = await self.agent.respond(
+            session.messages, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
+        )
+        turn_id = new_id()
+        now = time.time()
+        reply = Message(
+            role="assistant",
+            content=result.reply,
+            at=now,
+            turn_id=turn_id,
+            tool_calls=result.tool_calls,
+            task_id=result.task_id,
+        )
+        stored = await self.sessions.append(
+            session_id,
+            [Message(role="user", content=text, at=now, turn_id=turn_id), reply],
+            counts_as_turn=True,
+        )
+        return TurnReply(session_id=session_id, turn=stored.turns, reply=reply, task_id=result.task_id)

@@ -1,0 +1,68 @@
+"""Optional OpenTelemetry tracing, switched on by the standard ``OTEL_*`` variables.
+
+OpenTelemetry is not a dependency of the image: when no ``OTEL_*`` variable is set, or the
+SDK and an OTLP exporter are not installed, tracing is off and :func:`span` costs nothing.
+The SDK itself reads the standard variables (endpoint, headers, service name, sampler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+log = logging.getLogger("agent_app.telemetry")
+_tracer: Any = None
+
+
+def _wanted() -> bool:
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    return any(k.startswith("OTEL_") for k in os.environ)
+
+
+def setup_tracing(service: str, app: Any = None) -> bool:
+    """Install a tracer provider with an OTLP exporter; True when tracing is on."""
+    global _tracer
+    if not _wanted():
+        return False
+    try:
+        trace = importlib.import_module("opentelemetry.trace")
+        sdk_trace = importlib.import_module("opentelemetry.sdk.trace")
+        export = importlib.import_module("opentelemetry.sdk.trace.export")
+        resources = importlib.import_module("opentelemetry.sdk.resources")
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        module = "grpc" if protocol == "grpc" else "http"
+        exporter_mod = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{module}.trace_exporter")
+    except ImportError as exc:
+        log.warning(
+            "OTEL_* is set but OpenTelemetry is not installed; tracing stays off", extra={"error": str(exc)}
+        )
+        return False
+    resource = resources.Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    provider = sdk_trace.TracerProvider(resource=resource)
+    provider.add_span_processor(export.BatchSpanProcessor(exporter_mod.OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _tracer = trace.get_tracer("agent_app")
+    if app is not None:
+        try:
+            fastapi_inst = importlib.import_module("opentelemetry.instrumentation.fastapi")
+            fastapi_inst.FastAPIInstrumentor.instrument_app(app)
+        except ImportError:
+            log.info(
+                "opentelemetry-instrumentation-fastapi not installed; only the app's own spans are traced"
+            )
+    log.info("tracing on", extra={"protocol": protocol})
+    return True
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: str) -> Iterator[None]:
+    if _tracer is None:
+        yield
+        return
+    with _tracer.start_as_current_span(name, attributes=attributes):
+        yield

@@ -1,0 +1,298 @@
+"""The queue worker: ``python -m agent_app.worker``.
+
+Delivery is at least once, so every message goes through the same steps: parse it (a
+malformed body is a poison message), claim the task in Redis (a finished task means a
+duplicate delivery: ack without running), run the agent while a heartbeat extends both the
+broker's lease and the Redis claim, store the result, and only then ack. A failure hands
+the message back with backoff; on the broker's last attempt it is dead-lettered and the
+task marked failed. On SIGTERM the worker stops receiving, lets running tasks finish within
+``AGENT_SHUTDOWN_GRACE_SECONDS``, and releases the rest for immediate redelivery.
+
+The worker also serves /healthz, /readyz and /metrics on ``AGENT_PORT`` for probes and
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
+from agent_app.errors import NotFound
+from agent_app.http import Receive, Scope, Send
+from agent_app.logs import session_id_var, task_id_var
+from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
+from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
+from agent_app.runtime import Runtime
+from agent_app.schemas import Message, TaskMessage
+from agent_app.serve import bootstrap
+from agent_app.telemetry import setup_tracing, span
+
+log = logging.getLogger("agent_app.worker")
+MAX_RETRY_DELAY_SECONDS = 30
+QUEUE_ERROR_PAUSE_SECONDS = 1.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Backoff before a failed task is offered again: 0, 1, 2, 4, 8 ... seconds."""
+    return 0.0 if attempt <= 1 else float(min(MAX_RETRY_DELAY_SECONDS, 2 ** (attempt - 2)))
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.lease = runtime.settings.task_lease_seconds
+        self.concurrency = runtime.settings.worker_concurrency
+        self.grace = runtime.settings.shutdown_grace_seconds
+        self.instance = runtime.settings.instance
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task[None]] = set()
+
+    def begin_drain(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.rt.begin_drain()
+        self.stopping.set()
+
+    async def run(self) -> None:
+        self.rt.start(consume=True)
+        connected = asyncio.create_task(self.rt.queue_connected.wait())
+        stopping = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        connected.cancel()
+        stopping.cancel()
+        if self.rt.queue.max_attempts is None and not self.stopping.is_set():
+            log.warning("the queue has no dead-letter policy: poison messages will be retried forever")
+        while not self.stopping.is_set():
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                deliveries = await self.rt.queue.receive(free, RECEIVE_WAIT_SECONDS)
+            except Exception as exc:
+                log.warning("receive failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(QUEUE_ERROR_PAUSE_SECONDS)
+                continue
+            for delivery in deliveries:
+                if self.stopping.is_set():
+                    await self._quietly(delivery.release(0), "release on shutdown")
+                    continue
+                task = asyncio.create_task(self.handle(delivery))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self.running:
+            log.info("draining running tasks", extra={"running": len(self.running), "grace_s": self.grace})
+            _, pending = await asyncio.wait(set(self.running), timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("worker drained")
+
+    async def _quietly(self, coro: object, what: str) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except Exception as exc:
+            log.warning(f"{what} failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            IN_FLIGHT.dec()
+
+    async def handle(self, delivery: Delivery) -> None:
+        owner = f"{self.instance}:{uuid.uuid4().hex[:12]}"
+        with self._tracked():
+            try:
+                message = TaskMessage.model_validate_json(delivery.body)
+            except ValidationError as exc:
+                await self._failed(
+                    delivery, None, f"malformed task message: {exc.errors()[0]['msg']}", claimed=False
+                )
+                return
+            task_id_var.set(message.task_id)
+            session_id_var.set(message.session_id)
+            if delivery.max_attempts is not None and delivery.attempt > delivery.max_attempts:
+                # The previous worker died during the last attempt: nothing left to try.
+                await self._failed(delivery, message, "worker lost during the last attempt", claimed=False)
+                return
+            try:
+                claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
+            except Exception as exc:
+                await self._quietly(delivery.release(retry_delay(2)), "release")
+                log.warning("cannot claim task; handed back", extra={"error": str(exc)})
+                return
+            if claim.outcome == "done":
+                TASKS.labels("duplicate").inc()
+                log.info("duplicate delivery of a finished task; acked without running it")
+                await self._quietly(delivery.ack(), "ack duplicate")
+                return
+            if claim.outcome == "busy":
+                TASKS.labels("busy").inc()
+                await self._quietly(delivery.release(claim.busy_seconds), "release busy duplicate")
+                return
+            if claim.outcome == "missing":
+                await self._failed(delivery, message, "no task record for this message", claimed=False)
+                return
+            if delivery.attempt == 1:
+                QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
+            heartbeat = asyncio.create_task(self._heartbeat(delivery, message.task_id, owner))
+            try:
+                await self._execute(message, owner)
+                await delivery.ack()
+                TASKS.labels("succeeded").inc()
+                log.info("task succeeded", extra={"attempt": delivery.attempt})
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(delivery, message.task_id, owner))
+                raise
+            except Exception as exc:
+                await self._failed(
+                    delivery, message, f"{type(exc).__name__}: {exc}", claimed=True, owner=owner
+                )
+            finally:
+                heartbeat.cancel()
+
+    async def _execute(self, message: TaskMessage, owner: str) -> None:
+        with span("agent.task", task_id=message.task_id):
+            try:
+                history = (await self.rt.sessions.get(message.session_id)).messages
+            except NotFound:
+                history = []
+            result = await self.rt.agent.respond(history, message.input)
+            if message.work_seconds:
+                await asyncio.sleep(message.work_seconds)
+            turn_id = f"task-{message.task_id}"  # makes the append idempotent across redeliveries
+            report = Message(
+                role="assistant",
+                content=f"Background task {message.task_id} finished: {result.reply}",
+                at=time.time(),
+                turn_id=turn_id,
+                tool_calls=result.tool_calls,
+                task_id=message.task_id,
+            )
+            try:
+                await self.rt.sessions.append(message.session_id, [report], counts_as_turn=False)
+            except NotFound:
+                log.info("session expired before its task finished; result kept on the task only")
+            if not await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls):
+                log.warning("lease lost before the result was stored; another worker owns the task now")
+
+    async def _heartbeat(self, delivery: Delivery, task_id: str, owner: str) -> None:
+        interval = max(1.0, self.lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self._quietly(delivery.extend(self.lease), "extend lease")
+            await self._quietly(self.rt.tasks.renew(task_id, owner, self.lease), "renew claim")
+
+    async def _release(self, delivery: Delivery, task_id: str, owner: str) -> None:
+        await self._quietly(self.rt.tasks.release(task_id, owner), "release claim")
+        await self._quietly(delivery.release(0), "release message")
+        TASKS.labels("released").inc()
+        log.info("task released for redelivery (shutdown)")
+
+    async def _failed(
+        self, delivery: Delivery, message: TaskMessage | None, error: str, *, claimed: bool, owner: str = ""
+    ) -> None:
+        final = delivery.max_attempts is not None and delivery.attempt >= delivery.max_attempts
+        if message is not None:
+            if claimed:
+                await self._quietly(
+                    self.rt.tasks.fail(message.task_id, owner, error, final=final), "record failure"
+                )
+            elif final:
+                await self._quietly(self.rt.tasks.fail_unclaimed(message.task_id, error), "record failure")
+        extra = {"attempt": delivery.attempt, "max_attempts": delivery.max_attempts, "error": error}
+        if final:
+            await self._quietly(delivery.dead_letter(error), "dead-letter")
+            TASKS.labels("dead_lettered").inc()
+            log.error("task dead-lettered", extra=extra)
+        else:
+            await self._quietly(delivery.release(retry_delay(delivery.attempt)), "release for retry")
+            TASKS.labels("retried").inc()
+            log.warning("task failed; will be retried", extra=extra)
+
+
+def probe_app(runtime: Runtime):
+    """/healthz, /readyz and /metrics for the worker, without a web framework."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        status, body, ctype = 404, b'{"code":"not_found"}', b"application/json"
+        if path == LIVENESS_PATH:
+            status, body = 200, b'{"status":"ok"}'
+        elif path == READINESS_PATH:
+            checks = await runtime.readiness()
+            ready = not any(checks.values())
+            status = 200 if ready else 503
+            body = json.dumps(
+                {
+                    "status": "ready" if ready else "not_ready",
+                    "checks": {k: v or "ok" for k, v in checks.items()},
+                }
+            ).encode()
+        elif path == METRICS_PATH:
+            status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST.encode()
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class ProbeServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the worker owns SIGTERM
+
+
+async def amain() -> None:
+    settings = bootstrap("worker")
+    setup_tracing("agent-worker")
+    runtime = Runtime(settings)
+    worker = Worker(runtime)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.begin_drain)
+    probes = ProbeServer(
+        uvicorn.Config(
+            probe_app(runtime),
+            host="0.0.0.0",
+            port=settings.port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+        )
+    )
+    probe_task = asyncio.create_task(probes.serve())
+    log.info("starting worker", extra={"queue": runtime.queue.kind, "concurrency": worker.concurrency})
+    try:
+        await worker.run()
+    finally:
+        probes.should_exit = True
+        await runtime.close()
+        await probe_task
+
+
+def main() -> None:
+    asyncio.run(amain())
+
+
+if __name__ == "__main__":
+    main()

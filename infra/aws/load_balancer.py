@@ -1,0 +1,277 @@
+"""LoadBalancer: the site's only public entry point. An internet-facing ALB in the public
+subnets terminates TLS 1.2+ with an ACM certificate, forwards to the api tasks, answers plain
+HTTP only with a redirect, drops malformed headers, and writes access logs to a private,
+encrypted, versioned bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from agent_app import contract
+from infra.aws.network import HTTP_PORT, HTTPS_PORT
+from infra.aws.site import AwsSite, deny_insecure_transport, policy_json
+from infra.component import Capability
+from infra.spec import DomainSpec
+
+# TLS 1.3 with TLS 1.2 fallback, forward-secret ciphers only.
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+HSTS = "max-age=31536000; includeSubDomains"
+LOG_PREFIX = "alb"
+# Regions that predate August 2022 deliver ALB logs from a regional ELB account; newer ones
+# from the log-delivery service principal (AWS: "Enable access logs for your ALB").
+ELB_LOG_ACCOUNTS: dict[str, str] = {
+    "us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980",
+    "us-west-2": "797873946194", "af-south-1": "098369216593", "ap-east-1": "754344448648",
+    "ap-southeast-3": "589379963580", "ap-south-1": "718504428378", "ap-northeast-3": "383597477331",
+    "ap-northeast-2": "600734575887", "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266",
+    "ap-northeast-1": "582318560864", "ca-central-1": "985666609251", "eu-central-1": "054676820928",
+    "eu-west-1": "156460612806", "eu-west-2": "652711504416", "eu-south-1": "635631232127",
+    "eu-west-3": "009996457667", "eu-north-1": "897822967062", "me-south-1": "076674570225",
+    "sa-east-1": "507241528517", "us-gov-west-1": "048591011584", "us-gov-east-1": "190560391635",
+    "cn-north-1": "638102146993", "cn-northwest-1": "037604701340",
+}  # fmt: skip
+ELB_LOG_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
+
+
+def elb_log_principal(site: AwsSite) -> dict[str, str]:
+    account = ELB_LOG_ACCOUNTS.get(site.region)
+    if account:
+        return {"AWS": f"arn:{site.partition}:iam::{account}:root"}
+    return {"Service": ELB_LOG_SERVICE}
+
+
+@dataclass(frozen=True)
+class LoadBalancerArgs:
+    site: AwsSite
+    domain: DomainSpec
+    vpc_id: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    deletion_protection: bool
+    log_retention_days: int
+    app_port: int = contract.DEFAULT_PORT
+
+
+class LoadBalancer(Capability):
+    TARGET = "aws"
+
+    def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(name, opts)
+        site, domain = args.site, args.domain
+
+        logs_policy = self._log_bucket(name, site, args)
+
+        # The ALB: internet-facing, dual-stack, in the public subnets only.
+        self.alb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=False,
+            ip_address_type="dualstack",
+            subnets=list(args.subnet_ids),
+            security_groups=[args.security_group_id],
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode="strictest",
+            enable_deletion_protection=args.deletion_protection,
+            enable_http2=True,
+            idle_timeout=60,
+            access_logs={"bucket": self.log_bucket.id, "enabled": True, "prefix": LOG_PREFIX},
+            tags=site.tagged("alb"),
+            opts=self.child(depends_on=[logs_policy]),
+        )
+        # The api's target group: task IPs on the app port, healthy only when /readyz says so.
+        self.target_group = aws.lb.TargetGroup(
+            f"{name}-api",
+            target_type="ip",
+            port=args.app_port,
+            protocol="HTTP",
+            protocol_version="HTTP1",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check={
+                "enabled": True,
+                "path": contract.READINESS_PATH,
+                "protocol": "HTTP",
+                "port": "traffic-port",
+                "matcher": "200",
+                "interval": 10,
+                "timeout": 5,
+                "healthy_threshold": 2,
+                "unhealthy_threshold": 3,
+            },
+            tags=site.tagged("api"),
+            opts=self.child(),
+        )
+
+        certificate_arn = domain.certificate_arn or self._certificate(name, site, domain)
+        # HTTPS: TLS 1.2+ with the site certificate, HSTS on every response, forward to the api.
+        self.https_listener = aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=self.alb.arn,
+            port=HTTPS_PORT,
+            protocol="HTTPS",
+            ssl_policy=TLS_POLICY,
+            certificate_arn=certificate_arn,
+            routing_http_response_strict_transport_security_header_value=HSTS,
+            default_actions=[{"type": "forward", "target_group_arn": self.target_group.arn}],
+            tags=site.tagged("https"),
+            opts=self.child(),
+        )
+        # HTTP: nothing is served; every request is redirected to HTTPS.
+        self.http_listener = aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=self.alb.arn,
+            port=HTTP_PORT,
+            protocol="HTTP",
+            default_actions=[
+                {
+                    "type": "redirect",
+                    "redirect": {"protocol": "HTTPS", "port": str(HTTPS_PORT), "status_code": "HTTP_301"},
+                }
+            ],
+            tags=site.tagged("http-redirect"),
+            opts=self.child(),
+        )
+        if domain.zone_id:
+            for record_type in ("A", "AAAA"):
+                # The site's host name, an alias of the ALB (v4 and v6).
+                aws.route53.Record(
+                    f"{name}-{record_type.lower()}",
+                    zone_id=domain.zone_id,
+                    name=domain.name,
+                    type=record_type,
+                    aliases=[
+                        {
+                            "name": self.alb.dns_name,
+                            "zone_id": self.alb.zone_id,
+                            "evaluate_target_health": True,
+                        }
+                    ],
+                    opts=self.child(),
+                )
+
+        self.endpoint = f"https://{domain.name}"
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "dnsName": self.alb.dns_name,
+                "albArn": self.alb.arn,
+                "targetGroupArn": self.target_group.arn,
+            }
+        )
+
+    def _log_bucket(self, name: str, site: AwsSite, args: LoadBalancerArgs) -> aws.s3.BucketPolicy:
+        """The access-log bucket, locked down; returns its policy (the ALB must wait for it)."""
+        # Access-log bucket: named per account and region (bucket names are global).
+        self.log_bucket = aws.s3.Bucket(
+            f"{name}-logs",
+            bucket=f"{site.prefix}-alb-logs-{site.account}-{site.region}"[:63].rstrip("-"),
+            force_destroy=not site.prod,
+            tags=site.tagged("alb-logs"),
+            opts=self.child(),
+        )
+        # No public access of any kind, whatever a later ACL or policy says.
+        block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=self.child(),
+        )
+        # The bucket owns every object; ACLs are disabled.
+        aws.s3.BucketOwnershipControls(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=self.child(),
+        )
+        # Encrypted at rest. ALB log delivery supports SSE-S3 only (not SSE-KMS).
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=self.child(),
+        )
+        # Versioned, so a deleted or overwritten log can be recovered.
+        aws.s3.BucketVersioning(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=self.child(),
+        )
+        # Logs live as long as the site's log retention, old versions 30 days more.
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            rules=[
+                {
+                    "id": "expire-access-logs",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{LOG_PREFIX}/"},
+                    "expiration": {"days": args.log_retention_days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 30},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+                }
+            ],
+            opts=self.child(),
+        )
+        # TLS-only access, and write access for ELB log delivery to this account's prefix only.
+        log_objects = self.log_bucket.arn.apply(lambda arn: f"{arn}/{LOG_PREFIX}/AWSLogs/{site.account}/*")
+        return aws.s3.BucketPolicy(
+            f"{name}-logs",
+            bucket=self.log_bucket.id,
+            policy=policy_json(
+                [
+                    {
+                        "Sid": "ElbLogDelivery",
+                        "Effect": "Allow",
+                        "Principal": elb_log_principal(site),
+                        "Action": "s3:PutObject",
+                        "Resource": log_objects,
+                    },
+                    deny_insecure_transport(
+                        "s3", [self.log_bucket.arn, self.log_bucket.arn.apply(lambda a: f"{a}/*")]
+                    ),
+                ]
+            ),
+            opts=self.child(depends_on=[block]),
+        )
+
+    def _certificate(self, name: str, site: AwsSite, domain: DomainSpec) -> pulumi.Output[str]:
+        """A new ACM certificate for the site's host name, validated through its Route 53 zone."""
+        assert domain.zone_id is not None
+        # The site certificate, issued by ACM once the DNS record below proves the name.
+        cert = aws.acm.Certificate(
+            f"{name}-cert",
+            domain_name=domain.name,
+            validation_method="DNS",
+            key_algorithm="EC_prime256v1",
+            tags=site.tagged("cert"),
+            opts=self.child(),
+        )
+        option = cert.domain_validation_options.apply(lambda opts: opts[0])
+        # The validation CNAME ACM asks for.
+        record = aws.route53.Record(
+            f"{name}-cert-validation",
+            zone_id=domain.zone_id,
+            name=option.apply(lambda o: o.resource_record_name or ""),
+            type=option.apply(lambda o: o.resource_record_type or "CNAME"),
+            records=[option.apply(lambda o: o.resource_record_value or "")],
+            ttl=60,
+            allow_overwrite=True,
+            opts=self.child(),
+        )
+        # Waits until the certificate is issued, so the listener never gets a pending one.
+        validation = aws.acm.CertificateValidation(
+            f"{name}-cert",
+            certificate_arn=cert.arn,
+            validation_record_fqdns=[record.fqdn],
+            opts=self.child(),
+        )
+        return validation.certificate_arn

@@ -1,0 +1,131 @@
+"""The global name's DNS records: active-passive failover or weighted active-active, each
+record tied to its site's health check, with a short TTL so clients follow a change fast.
+
+Route 53 failover has one PRIMARY and one SECONDARY per name. With more than two sites the
+SECONDARY is an alias to a second failover pair under a tier name, and so on: the first
+healthy site in priority order answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.component import Capability
+from infra.edge.sites import Site
+from infra.spec import Routing
+
+
+@dataclass(frozen=True)
+class RecordsArgs:
+    zone_id: str
+    record_name: str
+    routing: Routing
+    ttl: int
+    sites: Sequence[Site]
+    health_checks: Mapping[str, pulumi.Output[str]]  # site name -> health check id
+
+
+def tier_name(record_name: str, tier: int) -> str:
+    """The name of failover tier ``tier`` (tier 0 is the global name itself)."""
+    return record_name if tier == 0 else f"failover-{tier}.{record_name}"
+
+
+class Records(Capability):
+    """Route 53 records for the global name."""
+
+    TARGET = "edge"
+
+    def __init__(self, name: str, args: RecordsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(name, opts)
+        self.args = args
+        self.records: list[aws.route53.Record] = []
+        if args.routing is Routing.WEIGHTED:
+            for site in args.sites:
+                # Active-active: healthy sites share answers in proportion to their weights.
+                self.records.append(
+                    self._cname(
+                        f"weighted-{site.config.name}",
+                        args.record_name,
+                        site,
+                        weight=site.config.weight,
+                    )
+                )
+        else:
+            ordered = sorted(args.sites, key=lambda s: (s.config.priority, s.config.name))
+            last = len(ordered) - 2
+            for tier in range(len(ordered) - 1):
+                here = tier_name(args.record_name, tier)
+                # PRIMARY: the highest-priority site left, while its health check passes.
+                self.records.append(
+                    self._cname(
+                        f"primary-{ordered[tier].config.name}",
+                        here,
+                        ordered[tier],
+                        failover="PRIMARY",
+                    )
+                )
+                if tier == last:
+                    # SECONDARY: the last site, answering when everything above it is down.
+                    self.records.append(
+                        self._cname(
+                            f"secondary-{ordered[tier + 1].config.name}",
+                            here,
+                            ordered[tier + 1],
+                            failover="SECONDARY",
+                        )
+                    )
+                else:
+                    # SECONDARY: the next tier's failover pair (an alias within the zone).
+                    self.records.append(
+                        aws.route53.Record(
+                            f"secondary-tier-{tier + 1}",
+                            zone_id=args.zone_id,
+                            name=here,
+                            type="CNAME",
+                            set_identifier=f"tier-{tier + 1}",
+                            failover_routing_policies=[
+                                aws.route53.RecordFailoverRoutingPolicyArgs(type="SECONDARY")
+                            ],
+                            aliases=[
+                                aws.route53.RecordAliasArgs(
+                                    name=tier_name(args.record_name, tier + 1),
+                                    zone_id=args.zone_id,
+                                    evaluate_target_health=True,
+                                )
+                            ],
+                            opts=self.child(),
+                        )
+                    )
+        self.register_outputs({"fqdn": args.record_name, "records": len(self.records)})
+
+    def _cname(
+        self,
+        resource_name: str,
+        record_name: str,
+        site: Site,
+        *,
+        failover: str | None = None,
+        weight: int | None = None,
+    ) -> aws.route53.Record:
+        """A CNAME to the site's host, answered only while the site's health check passes."""
+        return aws.route53.Record(
+            resource_name,
+            zone_id=self.args.zone_id,
+            name=record_name,
+            type="CNAME",
+            ttl=self.args.ttl,
+            records=[site.host],
+            set_identifier=site.config.name,
+            health_check_id=self.args.health_checks[site.config.name],
+            failover_routing_policies=(
+                [aws.route53.RecordFailoverRoutingPolicyArgs(type=failover)] if failover else None
+            ),
+            weighted_routing_policies=(
+                [aws.route53.RecordWeightedRoutingPolicyArgs(weight=weight)] if weight is not None else None
+            ),
+            opts=self.child(),
+        )

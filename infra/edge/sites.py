@@ -1,0 +1,68 @@
+"""The sites the edge routes to, as their own stacks describe them: each site stack's exported
+SiteOutputs, read through a StackReference, so the edge never restates a site's host name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pydantic import ValidationError
+
+from infra.outputs import SiteOutputs
+from infra.spec import EdgeSite
+
+
+@dataclass(frozen=True)
+class Site:
+    """One site: its config entry and the values its stack exports."""
+
+    config: EdgeSite
+    host: pulumi.Output[str]
+    health_check_path: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+
+
+def _validated(stack: str, outputs: Any) -> SiteOutputs:
+    """The site stack's outputs, checked against the contract; a clear error otherwise."""
+    try:
+        return SiteOutputs.model_validate(outputs or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(outputs)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(
+            f"stack {stack} does not export the site outputs the edge needs ({problems}); "
+            "deploy the site stacks first (pulumi up -s <site>)"
+        ) from None
+
+
+def _unknown() -> pulumi.Output[SiteOutputs]:
+    """A value a preview cannot know yet (as a resource's computed output would be)."""
+    known: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
+    known.set_result(False)
+    value: asyncio.Future[SiteOutputs] = asyncio.get_event_loop().create_future()
+    value.set_result(None)  # type: ignore[arg-type]  # never read: the output is unknown
+    return pulumi.Output(set(), value, known)
+
+
+def _site_outputs(stack: str, outputs: Any) -> SiteOutputs | pulumi.Output[SiteOutputs]:
+    # A site stack that exports nothing yet: a preview shows the edge's values as unknown;
+    # an update stops with the clear error (deploy the sites first).
+    if not outputs and pulumi.runtime.is_dry_run():
+        return _unknown()
+    return _validated(stack, outputs)
+
+
+def read_site(site: EdgeSite) -> Site:
+    # The site's own stack: its exported endpoint is the only source of its address.
+    ref = pulumi.StackReference(site.stack)
+    outputs = ref.outputs.apply(lambda o: _site_outputs(site.stack, o))
+    return Site(
+        config=site,
+        host=outputs.apply(lambda o: o.endpoint_host),
+        health_check_path=outputs.apply(lambda o: o.health_check_path),
+        endpoint=outputs.apply(lambda o: o.endpoint),
+    )

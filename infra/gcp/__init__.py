@@ -1,0 +1,186 @@
+"""The ``gcp`` site target: the agent app on Cloud Run behind a global HTTPS load balancer,
+with Memorystore for sessions and Pub/Sub for tasks, all in one project and region.
+
+Top to bottom: APIs -> network -> cache -> secrets -> queue -> services -> load balancer ->
+alerts. Every resource is a child of one capability component; every labelable resource
+carries the spec's labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from agent_app import contract
+from agent_app.contract import Env
+from infra.config import Problem, SpecError, stack_file
+from infra.gcp.alarms import Alarms, AlarmsArgs
+from infra.gcp.apis import Apis, ApisArgs
+from infra.gcp.cache import Cache, CacheArgs
+from infra.gcp.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.gcp.network import Network, NetworkArgs
+from infra.gcp.queue import MAX_DELIVERY_ATTEMPTS, MIN_DELIVERY_ATTEMPTS, Queue, QueueArgs
+from infra.gcp.secrets import Secrets, SecretsArgs
+from infra.gcp.service import REDIS_CA, REDIS_CA_FILE, Service, ServiceArgs
+from infra.gcp.site import Site
+from infra.spec import StackSpec
+from infra.workload import REDIS_AUTH, secret_values, workloads
+
+# Cloud Logging keeps a bucket's logs at most this long.
+MAX_LOG_RETENTION_DAYS = 3650
+
+
+def check(spec: StackSpec) -> None:
+    """Refuse values GCP cannot honour before any resource is registered."""
+    problems: list[Problem] = []
+    q = spec.queue
+    if q is not None and not MIN_DELIVERY_ATTEMPTS <= q.max_delivery_attempts <= MAX_DELIVERY_ATTEMPTS:
+        problems.append(
+            Problem(
+                "skyfleet:queue.maxDeliveryAttempts",
+                str(q.max_delivery_attempts),
+                f"{MIN_DELIVERY_ATTEMPTS}..{MAX_DELIVERY_ATTEMPTS} (Pub/Sub dead-letter policy)",
+            )
+        )
+    if spec.log_retention_days > MAX_LOG_RETENTION_DAYS:
+        problems.append(
+            Problem(
+                "skyfleet:logRetentionDays",
+                str(spec.log_retention_days),
+                f"<= {MAX_LOG_RETENTION_DAYS} (Cloud Logging bucket retention)",
+            )
+        )
+    if not spec.network.private_subnet_cidrs:
+        problems.append(
+            Problem("skyfleet:network.privateSubnetCidrs", "[]", "one CIDR for Cloud Run's Direct VPC egress")
+        )
+    if problems:
+        source = str(stack_file(pulumi.get_stack(), "."))
+        raise pulumi.RunError(str(SpecError(source, problems)))
+
+
+def deploy(spec: StackSpec) -> dict[str, Any]:
+    check(spec)
+    assert spec.app is not None and spec.cache is not None and spec.queue is not None
+    assert spec.domain is not None
+    site = Site.from_spec(spec)
+
+    # One explicit provider: every resource in the site's project and region, nothing from
+    # ambient gcloud defaults.
+    provider = gcp.Provider("gcp", project=site.project, region=site.region)
+    opts = pulumi.ResourceOptions(provider=provider)
+
+    apis = Apis("apis", ApisArgs(site=site), opts)
+
+    network = Network(
+        "network",
+        NetworkArgs(site=site, network=spec.network, depends_on=apis.needed("compute", "servicenetworking")),
+        opts,
+    )
+
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            site=site,
+            cache=spec.cache,
+            network=network.vpc.id,
+            reserved_range=network.services_range.name,
+            depends_on=[*apis.needed("redis"), network.services_connection],
+        ),
+        opts,
+    )
+
+    secrets = Secrets(
+        "secrets",
+        SecretsArgs(
+            site=site,
+            values={
+                **secret_values(spec),
+                REDIS_AUTH: cache.auth_string,
+                REDIS_CA: cache.ca_certs,
+            },
+            depends_on=apis.needed("secretmanager"),
+        ),
+        opts,
+    )
+
+    queue = Queue(
+        "queue",
+        QueueArgs(site=site, queue=spec.queue, depends_on=apis.needed("pubsub", "cloudresourcemanager")),
+        opts,
+    )
+
+    api, worker = workloads(
+        spec,
+        redis_url=cache.url,
+        queue_url=queue.url,
+        api_keys_as_file=True,
+        extra_env={
+            Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
+            # The worker's task lease is the subscription's ack deadline.
+            Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
+        },
+    )
+    service = Service(
+        "service",
+        ServiceArgs(
+            site=site,
+            image=spec.app.image,
+            workloads=(api, worker),
+            secrets=secrets.secrets,
+            secret_versions=secrets.versions,
+            network=network.vpc.id,
+            subnet=network.subnet.id,
+            topic=queue.topic,
+            subscription=queue.subscription,
+            log_retention_days=spec.log_retention_days,
+            cpu_target_percent=spec.app.autoscaling.cpu_target_percent,
+            depends_on=apis.needed("run", "iam", "logging"),
+        ),
+        opts,
+    )
+
+    lb = LoadBalancer(
+        "load-balancer",
+        LoadBalancerArgs(
+            site=site,
+            domain=spec.domain.name,
+            api=service.api,
+            cloud_armor=spec.cloud_armor,
+            rate_limit_per_minute=spec.app.rate_limit_per_minute,
+            depends_on=apis.needed("compute"),
+        ),
+        opts,
+    )
+
+    Alarms(
+        "alarms",
+        AlarmsArgs(
+            site=site,
+            https_forwarding_rule=lb.https_rule.name,
+            api_service=service.api.name,
+            dead_letter_subscription=queue.dead_letter_subscription.name,
+            cache_instance=cache.instance.id,
+            alert_email=spec.alert_email,
+            depends_on=apis.needed("monitoring"),
+        ),
+        opts,
+    )
+
+    return {
+        "target": spec.target.value,
+        "environment": spec.environment.value,
+        "site": site.name,
+        "endpoint": f"https://{spec.domain.name}",
+        "endpointHost": spec.domain.name,
+        "healthCheckPath": contract.READINESS_PATH,
+        "region": site.region,
+        "project": site.project,
+        "apiServiceName": service.api.name,
+        "workerServiceName": service.services["worker"].name,
+        "ipAddress": lb.ip_address,
+        "taskTopic": queue.topic.name,
+        "deadLetterSubscription": queue.dead_letter_subscription.name,
+    }

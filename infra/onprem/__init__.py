@@ -1,0 +1,156 @@
+"""The onprem site: the agent app on a Kubernetes cluster reached through a kubeconfig context.
+
+Top to bottom: the provider for the spec's context, then the namespace and its policies, the
+secrets, Redis and NATS JetStream (both TLS, with volumes), the api and worker, the Ingress and
+the alarms. Data stores use the cluster's cert-manager ClusterIssuer for TLS, so clients verify
+them against its CA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from agent_app import contract
+from agent_app.contract import Env
+from infra import workload
+from infra.onprem.alarms import Alarms, AlarmsArgs
+from infra.onprem.cache import Cache, CacheArgs
+from infra.onprem.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.onprem.network import Network, NetworkArgs
+from infra.onprem.queue import DLQ_STREAM, Queue, QueueArgs
+from infra.onprem.secrets import Secrets, SecretsArgs
+from infra.onprem.service import QUEUE_CA_FILE, REDIS_CA_FILE, Service, ServiceArgs
+from infra.spec import Environment, StackSpec
+
+
+def deploy(spec: StackSpec) -> dict[str, Any]:
+    assert spec.cluster and spec.app and spec.cache and spec.queue and spec.domain
+    cluster, app = spec.cluster, spec.app
+    prod = spec.environment is Environment.PROD
+
+    # Every object goes to this cluster context; nothing relies on the ambient kubeconfig.
+    provider = k8s.Provider(
+        "onprem",
+        context=cluster.context,
+        kubeconfig=cluster.kubeconfig,
+        enable_server_side_apply=True,
+    )
+    opts = pulumi.ResourceOptions(providers=[provider])
+    labels = spec.labels()
+
+    model_backend = app.env.get(Env.MODEL_BACKEND.value, "offline")
+    network = Network(
+        "network",
+        NetworkArgs(
+            namespace=cluster.namespace,
+            labels=labels,
+            ingress_namespace=cluster.ingress_namespace,
+            monitoring_namespace=cluster.monitoring_namespace,
+            model_egress=model_backend != "offline",
+            protect=spec.deletion_protection,
+        ),
+        opts,
+    )
+    place = network.place
+
+    secrets = Secrets("secrets", SecretsArgs(place=place, values=workload.secret_values(spec)), opts)
+
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            place=place,
+            image=cluster.redis_image,
+            replicas=2 if spec.cache.ha else 1,
+            size_gb=spec.cache.size_gb,
+            issuer=cluster.cert_issuer,
+            password=secrets.refs[workload.REDIS_AUTH],
+            topology_key=cluster.topology_key,
+            storage_class=cluster.storage_class,
+            strict_hosts=prod,
+            protect=spec.deletion_protection,
+            depends_on=secrets.objects,
+        ),
+        opts,
+    )
+
+    queue = Queue(
+        "queue",
+        QueueArgs(
+            place=place,
+            image=cluster.nats_image,
+            box_image=cluster.nats_box_image,
+            exporter_image=cluster.nats_exporter_image,
+            replicas=3 if prod else 1,
+            storage_gb=cluster.queue_storage_gb,
+            issuer=cluster.cert_issuer,
+            max_delivery_attempts=spec.queue.max_delivery_attempts,
+            retention_seconds=spec.queue.retention_seconds,
+            dlq_retention_seconds=spec.queue.dlq_retention_seconds,
+            topology_key=cluster.topology_key,
+            storage_class=cluster.storage_class,
+            strict_hosts=prod,
+            protect=spec.deletion_protection,
+        ),
+        opts,
+    )
+
+    api, worker = workload.workloads(
+        spec,
+        redis_url=cache.url,
+        queue_url=queue.url,
+        api_keys_as_file=True,
+        extra_env={
+            Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
+            Env.QUEUE_CA_FILE.value: QUEUE_CA_FILE,
+            Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
+        },
+    )
+    service = Service(
+        "service",
+        ServiceArgs(
+            place=place,
+            image=app.image,
+            api=api,
+            worker=worker,
+            secrets=secrets.refs,
+            redis_tls_secret=cache.tls_secret,
+            queue_tls_secret=queue.tls_secret,
+            cpu_target_percent=app.autoscaling.cpu_target_percent,
+            topology_key=cluster.topology_key,
+            log_forward=cluster.log_forward,
+            strict_hosts=prod,
+            depends_on=[*secrets.objects, cache.stateful_set, queue.job],
+        ),
+        opts,
+    )
+
+    lb = LoadBalancer(
+        "load-balancer",
+        LoadBalancerArgs(
+            place=place,
+            host=spec.domain.name,
+            ingress_class=cluster.ingress_class,
+            cert_issuer=cluster.cert_issuer,
+            service=service.service.metadata.apply(lambda m: m.name or "api"),
+        ),
+        opts,
+    )
+
+    Alarms("alarms", AlarmsArgs(place=place, dlq_stream=DLQ_STREAM), opts)
+
+    return {
+        "target": spec.target.value,
+        "environment": spec.environment.value,
+        "site": spec.site_name,
+        "endpoint": lb.endpoint,
+        "endpointHost": spec.domain.name,
+        "healthCheckPath": contract.READINESS_PATH,
+        "namespace": place.namespace_ref,
+        "kubeContext": cluster.context,
+        "apiDeployment": service.deployments["api"].metadata.apply(lambda m: m.name or "api"),
+        "workerDeployment": service.deployments["worker"].metadata.apply(lambda m: m.name or "worker"),
+        "ingressAddress": lb.address,
+    }

@@ -1,0 +1,86 @@
+"""The site's front door on the cluster: an Ingress on the cluster's ingress controller,
+HTTPS only, with its certificate issued by cert-manager (the ingress-shim annotation), HSTS,
+and the api Service as its only backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from agent_app import contract
+from infra.component import Capability
+from infra.onprem import kube
+
+
+@dataclass(frozen=True)
+class LoadBalancerArgs:
+    place: kube.Placement
+    host: str
+    ingress_class: str
+    cert_issuer: str
+    service: pulumi.Input[str]
+
+
+class LoadBalancer(Capability):
+    """Ingress with TLS for the site's host name; ``endpoint`` is its HTTPS URL."""
+
+    TARGET = "onprem"
+
+    def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(name, opts)
+        self.tls_secret = f"{kube.API}-ingress-tls"
+        annotations = {
+            # cert-manager issues (and renews) the TLS Secret for the host below.
+            "cert-manager.io/cluster-issuer": args.cert_issuer,
+            # ingress-nginx: HTTP only redirects to HTTPS; HSTS on every answer.
+            "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+            "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+            "nginx.ingress.kubernetes.io/hsts": "true",
+            "nginx.ingress.kubernetes.io/hsts-max-age": "31536000",
+            "nginx.ingress.kubernetes.io/ssl-protocols": "TLSv1.2 TLSv1.3",
+            "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
+        }
+        # The public entry point: TLS for the site's host, every path to the api Service.
+        self.ingress = k8s.networking.v1.Ingress(
+            kube.API,
+            metadata=kube.meta(kube.API, args.place, kube.API, annotations=annotations),
+            spec=k8s.networking.v1.IngressSpecArgs(
+                ingress_class_name=args.ingress_class,
+                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[args.host], secret_name=self.tls_secret)],
+                rules=[
+                    k8s.networking.v1.IngressRuleArgs(
+                        host=args.host,
+                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                            paths=[
+                                k8s.networking.v1.HTTPIngressPathArgs(
+                                    path="/",
+                                    path_type="Prefix",
+                                    backend=k8s.networking.v1.IngressBackendArgs(
+                                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                                            name=args.service,
+                                            port=k8s.networking.v1.ServiceBackendPortArgs(
+                                                number=contract.DEFAULT_PORT
+                                            ),
+                                        )
+                                    ),
+                                )
+                            ]
+                        ),
+                    )
+                ],
+            ),
+            opts=self.child(),
+        )
+        self.endpoint = f"https://{args.host}"
+        # The controller's address (what the site's DNS name must point at).
+        self.address = self.ingress.status.apply(
+            lambda s: (
+                next((i.hostname or i.ip or "" for i in (s.load_balancer.ingress or [])), "")
+                if s and s.load_balancer
+                else ""
+            )
+        )
+        self.register_outputs({"endpoint": self.endpoint, "address": self.address})

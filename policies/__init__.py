@@ -1,0 +1,1 @@
+"""Skyfleet policy packs."""

@@ -1,0 +1,335 @@
+"""Rules that span clouds: required tags/labels, allowed regions, deletion protection of data
+stores in prod, and site parity (every site provides LB, cache, queue and DLQ)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pulumi_policy import Severity
+
+from ._docs import DocumentError, load_json
+from ._rule import Controls, Rule, StackView, Subject, get_path, truthy
+from .kubernetes import NAMESPACE, WORKLOADS, containers, pod_spec
+
+AWS_TAGGABLE = (
+    "aws:ec2/vpc:Vpc",
+    "aws:ec2/subnet:Subnet",
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ec2/internetGateway:InternetGateway",
+    "aws:ec2/natGateway:NatGateway",
+    "aws:ec2/eip:Eip",
+    "aws:ec2/routeTable:RouteTable",
+    "aws:lb/loadBalancer:LoadBalancer",
+    "aws:lb/targetGroup:TargetGroup",
+    "aws:lb/listener:Listener",
+    "aws:ecs/cluster:Cluster",
+    "aws:ecs/service:Service",
+    "aws:ecs/taskDefinition:TaskDefinition",
+    "aws:elasticache/replicationGroup:ReplicationGroup",
+    "aws:elasticache/subnetGroup:SubnetGroup",
+    "aws:sqs/queue:Queue",
+    "aws:s3/bucket:Bucket",
+    "aws:cloudwatch/logGroup:LogGroup",
+    "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:kms/key:Key",
+    "aws:secretsmanager/secret:Secret",
+    "aws:iam/role:Role",
+    "aws:iam/policy:Policy",
+    "aws:acm/certificate:Certificate",
+    "aws:route53/healthCheck:HealthCheck",
+    "aws:appautoscaling/target:Target",
+)
+GCP_LABELLED = (
+    "gcp:cloudrunv2/service:Service",
+    "gcp:redis/instance:Instance",
+    "gcp:pubsub/topic:Topic",
+    "gcp:pubsub/subscription:Subscription",
+    "gcp:secretmanager/secret:Secret",
+    "gcp:compute/globalAddress:GlobalAddress",
+    "gcp:compute/globalForwardingRule:GlobalForwardingRule",
+)
+K8S_LABELLED = (
+    *WORKLOADS,
+    *NAMESPACE,
+    "kubernetes:core/v1:Service",
+    "kubernetes:networking.k8s.io/v1:Ingress",
+)
+DEFAULT_REQUIRED = ["owner", "environment", "cost-center", "app"]
+# Kubernetes recommended labels that carry the same meaning as our keys.
+K8S_ALIASES = {"app": ("app.kubernetes.io/name", "app.kubernetes.io/part-of")}
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "").replace("_", "")
+
+
+def _provider_defaults(s: Subject, key: str, inner: str | None) -> Mapping[str, Any]:
+    """Tags/labels a provider adds to every resource (its config values arrive JSON-encoded)."""
+    if s.provider is None:
+        return {}
+    value = s.provider.props.get(key)
+    if not value:
+        return {}
+    try:
+        doc = load_json(value, f"provider {key}")
+    except DocumentError:
+        return {}
+    found = doc.get(inner) if inner and isinstance(doc, dict) else doc
+    return found if isinstance(found, dict) else {}
+
+
+def _missing(present: Mapping[str, Any], required: list[str]) -> list[str]:
+    have = {_norm(k) for k, v in present.items() if v not in (None, "")}
+    missing = []
+    for key in required:
+        aliases = K8S_ALIASES.get(key, ())
+        if _norm(key) not in have and not any(a in present for a in aliases):
+            missing.append(key)
+    return missing
+
+
+def _tag_check(props_key: str, provider_key: str, inner: str | None, what: str):
+    def check(s: Subject) -> Iterator[str]:
+        own = s.props.get(props_key) if props_key != "metadata" else get_path(s.props, "metadata", "labels")
+        present = {**_provider_defaults(s, provider_key, inner), **(own or {})}
+        missing = _missing(present, list(s.config.get("requiredTags") or DEFAULT_REQUIRED))
+        if missing:
+            yield f"missing {what}: {', '.join(missing)}"
+
+    return check
+
+
+_TAG_CONFIG = {"requiredTags": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_REQUIRED}}
+_TAG_CONTROLS = Controls(nist=("CM-8", "PM-5"), soc2=("CC6.1", "CC3.2"), pci=("12.5.1",))
+
+DEFAULT_REGIONS = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "eu-north-1",
+    "us-central1",
+    "us-east1",
+    "us-west1",
+    "europe-west1",
+    "europe-west4",
+    "europe-north1",
+    "global",
+]
+
+
+def _region_of(s: Subject) -> str | None:
+    for key in ("region", "location"):
+        value = s.props.get(key)
+        if isinstance(value, str) and value:
+            return value
+    if s.provider is not None:
+        value = s.provider.props.get("region")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _regions(s: Subject) -> Iterator[str]:
+    region = _region_of(s)
+    if region is None:
+        return
+    allowed = list(s.config.get("allowedRegions") or DEFAULT_REGIONS)
+    # GCP zones (europe-west1-b) belong to their region.
+    base = region[:-2] if s.type.startswith("gcp:") and region[-2:-1] == "-" else region
+    if region not in allowed and base not in allowed:
+        yield f"region {region} is not in the allowed regions ({', '.join(allowed)})"
+
+
+DATA_STORES = (
+    "aws:rds/instance:Instance",
+    "aws:rds/cluster:Cluster",
+    "aws:dynamodb/table:Table",
+    "aws:elasticache/replicationGroup:ReplicationGroup",
+    "aws:s3/bucket:Bucket",
+    "gcp:sql/databaseInstance:DatabaseInstance",
+    "gcp:redis/instance:Instance",
+    "kubernetes:apps/v1:StatefulSet",
+)
+
+
+def _deletion_protection(s: Subject) -> Iterator[str]:
+    if s.protect:
+        return
+    p = s.props
+    if s.type.startswith("aws:rds/"):
+        ok, fix = truthy(p.get("deletionProtection")), "deletionProtection=true"
+    elif s.type == "aws:dynamodb/table:Table":
+        ok, fix = truthy(p.get("deletionProtectionEnabled")), "deletionProtectionEnabled=true"
+    elif s.type == "aws:elasticache/replicationGroup:ReplicationGroup":
+        ok, fix = (
+            bool(p.get("finalSnapshotIdentifier")),
+            "finalSnapshotIdentifier (a last snapshot on delete)",
+        )
+    elif s.type == "aws:s3/bucket:Bucket":
+        ok, fix = not truthy(p.get("forceDestroy")), "forceDestroy=false"
+    elif s.type == "gcp:sql/databaseInstance:DatabaseInstance":
+        ok, fix = p.get("deletionProtection") is not False, "deletionProtection=true"
+    elif s.type == "kubernetes:apps/v1:StatefulSet":
+        when = get_path(p, "spec", "persistentVolumeClaimRetentionPolicy", "whenDeleted") or "Retain"
+        ok, fix = when == "Retain", "persistentVolumeClaimRetentionPolicy.whenDeleted=Retain"
+    else:
+        ok, fix = False, "the protect=True resource option"
+    if not ok:
+        yield f"prod data store is not deletion-protected: set {fix} (or protect=True)"
+
+
+# -- site parity ------------------------------------------------------------------------------
+
+
+def _k8s_images(view: StackView) -> list[tuple[Any, str]]:
+    return [
+        (w, str(c.get("image") or "").rsplit("/", 1)[-1])
+        for w in view.of_type(*WORKLOADS)
+        for c in containers(pod_spec(w.resource_type, w.props), False)
+    ]
+
+
+def _named_like(view: StackView, prefix: str, *hints: str) -> bool:
+    return any(any(h in r.name.lower() for h in hints) for r in view.with_prefix(prefix))
+
+
+def _aws_parts(view: StackView) -> dict[str, bool]:
+    queues = view.of_type("aws:sqs/queue:Queue")
+    targets: set[str] = set()
+    for q in queues:
+        try:
+            redrive = (
+                load_json(q.props.get("redrivePolicy"), "redrivePolicy")
+                if q.props.get("redrivePolicy")
+                else {}
+            )
+        except DocumentError:
+            redrive = {}
+        if isinstance(redrive, dict) and redrive.get("deadLetterTargetArn"):
+            targets.add(str(redrive["deadLetterTargetArn"]))
+    return {
+        "load balancer": view.has_type(
+            "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"
+        ),
+        "cache": view.has_type("aws:elasticache/replicationGroup:ReplicationGroup"),
+        "queue": bool(targets),
+        "dead-letter queue": any(view.ids_of(q) & targets for q in queues),
+    }
+
+
+def _gcp_parts(view: StackView) -> dict[str, bool]:
+    subs = view.of_type("gcp:pubsub/subscription:Subscription")
+    return {
+        "load balancer": view.has_type(
+            "gcp:compute/globalForwardingRule:GlobalForwardingRule",
+            "gcp:compute/forwardingRule:ForwardingRule",
+        ),
+        "cache": view.has_type("gcp:redis/instance:Instance"),
+        "queue": view.has_type("gcp:pubsub/topic:Topic") and bool(subs),
+        "dead-letter queue": any(get_path(s.props, "deadLetterPolicy", "deadLetterTopic") for s in subs),
+    }
+
+
+def _k8s_parts(view: StackView) -> dict[str, bool]:
+    images = [i for _, i in _k8s_images(view)]
+    services = view.of_type("kubernetes:core/v1:Service")
+    return {
+        "load balancer": view.has_type("kubernetes:networking.k8s.io/v1:Ingress")
+        or any(get_path(s.props, "spec", "type") == "LoadBalancer" for s in services),
+        "cache": any(i.startswith(("redis", "valkey")) for i in images),
+        "queue": any(i.startswith(("nats", "rabbitmq", "kafka")) for i in images),
+        "dead-letter queue": _named_like(view, "kubernetes:", "dlq", "dead-letter", "deadletter")
+        or any(_mentions_dead_letter(c.props.get("data")) for c in view.of_type("kubernetes:core/v1:ConfigMap")),
+    }
+
+
+def _mentions_dead_letter(data: Any) -> bool:
+    """A ConfigMap that declares the queue's streams (e.g. NATS JetStream) names a DLQ stream."""
+    if not isinstance(data, Mapping):
+        return False
+    text = " ".join(str(data[k]) for k in data).lower()
+    return any(h in text for h in ("dlq", "dead-letter", "dead_letter", "deadletter"))
+
+
+def _site_parity(view: StackView) -> Iterator[tuple[str, str | None]]:
+    sites = []
+    if view.has_type("aws:ecs/service:Service"):
+        sites.append(("aws", _aws_parts(view)))
+    if view.has_type("gcp:cloudrunv2/service:Service"):
+        sites.append(("gcp", _gcp_parts(view)))
+    if view.has_type("kubernetes:apps/v1:Deployment"):
+        sites.append(("kubernetes", _k8s_parts(view)))
+    for target, parts in sites:
+        missing = [name for name, present in parts.items() if not present]
+        if missing:
+            yield f"the {target} site provides no {', '.join(missing)}", None
+
+
+RULES = [
+    Rule(
+        "aws-required-tags",
+        "Taggable AWS resources carry the owner, environment, cost-center and app tags "
+        "(directly or through the provider's defaultTags).",
+        Severity.LOW,
+        _TAG_CONTROLS,
+        "Set the provider's default_tags (or tags) with owner, environment, cost-center and app.",
+        AWS_TAGGABLE,
+        _tag_check("tags", "defaultTags", "tags", "tags"),
+        config=_TAG_CONFIG,
+    ),
+    Rule(
+        "gcp-required-labels",
+        "Labelled GCP resources carry the owner, environment, cost-center and app "
+        "labels (directly or through the provider's defaultLabels).",
+        Severity.LOW,
+        _TAG_CONTROLS,
+        "Set the provider's default_labels (or labels) with owner, environment, cost-center and app.",
+        GCP_LABELLED,
+        _tag_check("labels", "defaultLabels", None, "labels"),
+        config=_TAG_CONFIG,
+    ),
+    Rule(
+        "k8s-required-labels",
+        "Kubernetes workloads, namespaces, services and ingresses carry the owner, "
+        "environment, cost-center and app labels.",
+        Severity.LOW,
+        _TAG_CONTROLS,
+        "Add the labels to metadata.labels (app may be app.kubernetes.io/name).",
+        K8S_LABELLED,
+        _tag_check("metadata", "", None, "labels"),
+        config=_TAG_CONFIG,
+    ),
+    Rule(
+        "allowed-regions",
+        "AWS and GCP resources are created only in allowed regions.",
+        Severity.MEDIUM,
+        Controls(nist=("SA-9(5)", "SC-7"), soc2=("CC6.1", "P4.1"), pci=("12.5.2",)),
+        "Deploy to an allowed region, or add the region to allowedRegions in the policy config after a "
+        "data-residency review.",
+        ("aws:*", "gcp:*"),
+        _regions,
+        config={"allowedRegions": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_REGIONS}},
+    ),
+    Rule(
+        "stateful-deletion-protection",
+        "Stateful data stores are deletion-protected in prod.",
+        Severity.HIGH,
+        Controls(nist=("CP-9", "CP-10", "SI-12"), soc2=("A1.2", "CC6.5")),
+        "Turn on the service's deletion protection (or a final snapshot), or set protect=True.",
+        DATA_STORES,
+        _deletion_protection,
+        prod_only=True,
+    ),
+    Rule(
+        "site-parity",
+        "Every site provides a load balancer, a cache, a queue and a dead-letter queue.",
+        Severity.HIGH,
+        Controls(nist=("CP-2", "CP-10"), soc2=("A1.2",)),
+        "Add the missing capability with the target's component (infra/<target>) so failover lands on an "
+        "equivalent site.",
+        stack_check=_site_parity,
+    ),
+]

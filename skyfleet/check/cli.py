@@ -1,0 +1,122 @@
+"""``skyfleet check``: plan stacks under mocks and gate them on the policy pack, offline.
+
+Exit codes: 0 no mandatory violation; 1 mandatory violations; 2 usage, config or pack error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from skyfleet.check.analyzer import PackError, PolicyPackProcess
+from skyfleet.check.catalogue import markdown_catalogue
+from skyfleet.check.policy_config import PolicyConfigError, pack_config_document, read_settings
+from skyfleet.check.reports import print_terminal, write_json, write_junit, write_sarif
+from skyfleet.check.runner import DEFAULT_PACK, run
+from skyfleet.plan import Plan, PlanError, plan_stack
+from skyfleet.plan.cli import plan_all, site_stacks_first
+from skyfleet.plan.runner import Project
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _plans(
+    program: Path, stack: str | None, all_stacks: bool, preview: bool, progress: Progress
+) -> list[Plan]:
+    project = Project.load(program)
+    stacks = site_stacks_first(project) if all_stacks else [str(stack)]
+    if not stacks:
+        raise PlanError(f"{project.stack_config_dir}: no Pulumi.<stack>.yaml files")
+    task = progress.add_task("planning", total=len(stacks))
+
+    def on_stack(name: str) -> None:
+        progress.update(task, description=f"planning {name} under mocks", advance=1)
+
+    if all_stacks:
+        return [p for p, _ in plan_all(program, stacks, preview=preview, on_stack=on_stack)]
+    on_stack(stacks[0])
+    return [plan_stack(program, stacks[0], preview=preview)]
+
+
+def check(
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="stack to check")] = None,
+    all_stacks: Annotated[bool, typer.Option("--all", help="check every stack of the project")] = False,
+    program: Annotated[Path, typer.Option(help="the Pulumi Python project folder (any project)")] = Path("."),
+    policy_pack: Annotated[Path, typer.Option("--policy-pack", help="policy pack folder")] = DEFAULT_PACK,
+    preview: Annotated[bool, typer.Option(help="leave computed values unknown, as a preview does")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report")] = None,
+    sarif_out: Annotated[Path | None, typer.Option("--sarif", help="write a SARIF 2.1.0 report")] = None,
+    junit_out: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report")] = None,
+    emit_policy_config: Annotated[
+        Path | None,
+        typer.Option(help="write the stack's --policy-pack-config file for `pulumi preview` and stop"),
+    ] = None,
+    list_rules: Annotated[bool, typer.Option("--list-rules", help="print the pack's rule catalogue")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="seconds the pack may take to start or to answer a call")
+    ] = 60.0,
+) -> None:
+    """Gate stacks on the compliance policy pack offline: no Pulumi CLI, no credentials."""
+    if list_rules:
+        try:
+            with PolicyPackProcess(policy_pack, timeout=timeout) as pack:
+                console.print(markdown_catalogue(pack.info()), markup=False, highlight=False, soft_wrap=True)
+        except PackError as exc:
+            raise _fail(str(exc)) from None
+        return
+    if bool(stack) == all_stacks:
+        raise _fail("give exactly one of --stack NAME or --all")
+    if emit_policy_config and all_stacks:
+        raise _fail("--emit-policy-config takes one --stack")
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            plans = _plans(program, stack, all_stacks, preview, progress)
+            if emit_policy_config:
+                with PolicyPackProcess(policy_pack, timeout=timeout) as pack:
+                    info = pack.info()
+                settings, environment = read_settings(plans[0].config, plans[0].config_file)
+                document = pack_config_document(settings, environment, info, plans[0].config_file)
+                emit_policy_config.write_text(json.dumps(document, indent=2) + "\n")
+                err.print(f"wrote {emit_policy_config}")
+                return
+            total = sum(len(p.resources) for p in plans)
+            task = progress.add_task("analyzing", total=total)
+
+            def on_stack(name: str) -> None:
+                progress.update(task, description=f"analyzing {name}")
+
+            report = run(
+                plans,
+                policy_pack,
+                timeout=timeout,
+                on_stack=on_stack,
+                on_resource=lambda: progress.advance(task),
+            )
+    except (PlanError, PackError, PolicyConfigError) as exc:
+        raise _fail(str(exc)) from None
+    print_terminal(report, console)
+    root = program.resolve()
+    if json_out:
+        write_json(report, json_out)
+    if sarif_out:
+        write_sarif(report, sarif_out, root)
+    if junit_out:
+        write_junit(report, junit_out)
+    raise typer.Exit(report.exit_code())

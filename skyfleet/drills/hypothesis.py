@@ -1,0 +1,71 @@
+"""Steady-state probes: what "the service is fine" means, checked before, during and after.
+
+They read the drill's live load (no extra traffic): the share of requests that succeeded and
+their latency over a recent window, as the users behind the front door experienced them.
+chaoslib compares each value with the probe's ``tolerance`` (e.g. ``type: range``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from agent_app.contract import READINESS_PATH
+from skyfleet.drills.load import LoadRecording, ensure_loopback
+from skyfleet.drills.measure import percentile
+from skyfleet.drills.run import current
+from skyfleet.drills.target import target_from_configuration
+
+
+class NoLoadError(RuntimeError):
+    """A load-based probe ran without a drill's load (e.g. a stack with no loopback tunnel)."""
+
+
+def _recording() -> LoadRecording:
+    run = current()
+    if run is None or run.load is None:
+        raise NoLoadError("no drill load is running: this probe needs `skyfleet drill run` or its control")
+    return run.load.recording
+
+
+def success_rate(window_seconds: float = 2.0, min_requests: int = 5) -> float:
+    """Share of requests answered 2xx in the last window (1.0 when too few to judge)."""
+    rows = _recording().window(window_seconds)
+    if len(rows) < min_requests:
+        return 1.0
+    return round(sum(r.ok for r in rows) / len(rows), 4)
+
+
+def latency_p99_ms(window_seconds: float = 2.0) -> float:
+    """p99 latency (ms) of successful requests in the last window (0 when there were none)."""
+    rows = [r.latency_ms for r in _recording().window(window_seconds) if r.ok]
+    return percentile(rows, 99) or 0.0
+
+
+# One client per front door for the process: building an httpx client builds a TLS context,
+# which holds the GIL for hundreds of ms on a busy machine and would stall the load generator.
+_CLIENTS: dict[str, httpx.Client] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(base_url: str) -> httpx.Client:
+    with _CLIENTS_LOCK:
+        if base_url not in _CLIENTS:
+            ensure_loopback(base_url)
+            _CLIENTS[base_url] = httpx.Client(base_url=base_url.rstrip("/"))
+        return _CLIENTS[base_url]
+
+
+def front_door_ready(configuration: dict[str, Any] | None = None, timeout: float = 2.0) -> bool:
+    """The front door answers the readiness path with 200 (it routes to some healthy replica)."""
+    run = current()
+    target = run.target if run is not None else target_from_configuration(configuration)
+    door = target.front_door()
+    if door is None:
+        raise NoLoadError(f"{target.label} has no loopback front door to probe")
+    try:
+        return _client(door[0]).get(READINESS_PATH, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,445 @@
+"""Running a drill: load, chaoslib's run loop, abort conditions, safety-net rollbacks, report.
+
+The run loop itself is chaoslib's (``run_experiment``): steady-state hypothesis before, during
+(continuously, every second) and after the method, then the rollbacks, with its journal.
+Skyfleet adds what a failover drill needs around it, through the ``skyfleet.drills.control``
+control so that ``chaos run`` gets it too:
+
+- the open-loop load, started before the hypothesis and stopped after the rollbacks;
+- abort conditions (error rate over a window, a wall-clock limit, a failed fault action),
+  which stop the method through chaoslib's own graceful-exit signal so rollbacks still run;
+- the rollback strategy forced to ``always`` and a safety net (rollback.Ledger) for faults
+  left open by an interrupted rollback section;
+- the read-back of every session and task, the measurements and the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from skyfleet.drills.experiment import Drill
+from skyfleet.drills.load import LoadGenerator, LoadRecording
+from skyfleet.drills.measure import DataCheck, check_targets, measure
+from skyfleet.drills.readback import read_back
+from skyfleet.drills.report import DrillReport, FaultInfo, HypothesisSummary, write_report
+from skyfleet.drills.rollback import Ledger
+from skyfleet.drills.target import LabTarget, StackTarget, Target
+
+logger = logging.getLogger("skyfleet.drills")
+CONTROL_MODULE = "skyfleet.drills.control"
+_current: DrillRun | None = None
+_current_lock = threading.Lock()
+
+
+class DrillSkipped(Exception):
+    """The drill cannot run here (for example it needs root); the message says why."""
+
+
+class DrillRefused(Exception):
+    """The drill must not run as asked (a prod stack without --yes, a wrong target...)."""
+
+
+def current() -> DrillRun | None:
+    return _current
+
+
+def set_current(run: DrillRun | None) -> None:
+    global _current
+    with _current_lock:
+        _current = run
+
+
+class DrillRun:
+    """The live state of one drill: its target, load, ledger, fault times and abort state."""
+
+    def __init__(
+        self,
+        drill: Drill,
+        target: Target,
+        report_dir: Path,
+        *,
+        say: Callable[[str], None] = logger.info,
+    ) -> None:
+        self.drill = drill
+        self.spec = drill.skyfleet
+        self.target = target
+        self.report_dir = report_dir
+        self.say = say
+        self.ledger = Ledger()
+        self.fault = FaultInfo()
+        self.started_at = time.time()
+        self.load: LoadGenerator | None = None
+        self.abort_reason: str | None = None
+        self.in_method = False
+        self.lag_samples: list[float] = []
+        self.notes: list[str] = []
+        self.safety_rollbacks: list[dict[str, Any]] = []
+        self.report: DrillReport | None = None
+        self.started = False
+        self.finished = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- faults (called by skyfleet.drills.activity) --------------------------------------
+    def fault_applied(self, name: str, site: str | None, at: float, detail: dict[str, Any]) -> None:
+        if self.fault.at is None:
+            self.fault = FaultInfo(name=name, site=site or self.spec.fault_site, at=at, detail=detail)
+            self.say(f"fault applied: {name} ({site or '-'})")
+
+    def fault_restored(self, at: float) -> None:
+        if self.fault.at is not None and not self.ledger.pending():
+            self.fault.restored_at = at
+            self.say("fault rolled back")
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the load and samplers, then let the load warm up before the hypothesis."""
+        if self.started:
+            return
+        self.started = True
+        door = self.target.front_door()
+        if door is not None:
+            url, key = door
+            self.load = LoadGenerator(url, key, self.spec.load)
+            self.load.start()
+            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url}")
+        else:
+            self.notes.append("no loopback front door for this target: no load, no request figures")
+        for name, fn in (("lag", self._lag_loop), ("watchdog", self._watchdog)):
+            thread = threading.Thread(target=fn, name=f"skyfleet-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.load is not None:
+            self._stop.wait(self.spec.load.warmup_seconds)
+
+    def _lag_loop(self) -> None:
+        """Collect lag samples from the sampler child process (see skyfleet.drills.lag)."""
+        if not isinstance(self.target, LabTarget):
+            return
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skyfleet.drills.lag", self.target.state_dir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def close_when_done() -> None:
+            self._stop.wait()
+            stdin.close()  # the sampler stops when its stdin closes
+
+        stop_child = threading.Thread(target=close_when_done, daemon=True)
+        stop_child.start()
+        errors: list[str] = []
+        for line in proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if "samples" in item:
+                self.lag_samples.extend(float(v) for v in item["samples"])
+            elif not errors:
+                errors.append(str(item.get("error")))
+        try:
+            code = proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code != 0:
+            errors.append(
+                f"sampler exited with code {code}: {(proc.stderr.read() if proc.stderr else '')[-300:]}"
+            )
+        if errors:
+            self.notes.append(f"replication lag sampler: {'; '.join(errors)}")
+
+    def _watchdog(self) -> None:
+        """Abort conditions: checked every 250 ms while the method runs."""
+        abort = self.spec.abort
+        while not self._stop.wait(0.25):
+            if not self.in_method or self.abort_reason:
+                continue
+            reason = None
+            if time.time() - self.started_at > abort.max_seconds:
+                reason = f"the drill ran longer than abort.max_seconds={abort.max_seconds:g}"
+            elif self.load is not None and abort.max_error_rate < 1.0:
+                window = self.load.recording.window(abort.window_seconds)
+                if len(window) >= 5:
+                    rate = sum(not r.ok for r in window) / len(window)
+                    if rate >= abort.max_error_rate:
+                        reason = (
+                            f"error rate {rate:.0%} over the last {abort.window_seconds:g} s reached "
+                            f"abort.max_error_rate={abort.max_error_rate:g}"
+                        )
+            if reason:
+                self.trip(reason)
+
+    def trip(self, reason: str) -> None:
+        """Abort the method now; chaoslib turns SIGUSR1 into a graceful exit with rollbacks."""
+        if self.abort_reason:
+            return
+        self.abort_reason = reason
+        self.say(f"ABORT: {reason}")
+        if self.in_method:
+            from chaoslib.exit import exit_gracefully
+
+            exit_gracefully()
+
+    def finish(self, journal: dict[str, Any] | None) -> DrillReport:
+        """Undo what is still open, settle, stop the load, read back, measure, report."""
+        if self.finished and self.report is not None:
+            return self.report
+        self.finished = True
+        self.in_method = False
+        leftover = self.ledger.restore_all("drill ended with the fault still applied")
+        if leftover:
+            self.safety_rollbacks.extend(leftover)
+            self.fault_restored(time.time())
+        if self.load is not None and self.fault.at is not None:
+            self._stop_threads_after(self.spec.load.settle_seconds)
+        self._stop.set()
+        recording = self.load.stop() if self.load is not None else None
+        for thread in self._threads:
+            thread.join(6)
+        data = self._read_back(recording)
+        self.report = self._build_report(journal, recording, data)
+        write_report(self.report, recording, self.report_dir)
+        return self.report
+
+    def _stop_threads_after(self, seconds: float) -> None:
+        self.say(f"settling {seconds:g} s under load after the rollback")
+        time.sleep(seconds)
+
+    def _read_back(self, recording: LoadRecording | None) -> DataCheck | None:
+        door = self.target.front_door()
+        if recording is None or door is None:
+            return None
+        self.say(f"reading back {len(recording.sessions)} sessions and {len(recording.tasks)} tasks")
+        try:
+            return asyncio.run(
+                read_back(
+                    door[0],
+                    door[1],
+                    recording,
+                    fault_at=self.fault.at,
+                    drain_seconds=self.spec.load.drain_seconds,
+                    request_timeout=self.spec.load.request_timeout_seconds,
+                )
+            )
+        except Exception as exc:
+            self.notes.append(f"read-back failed: {type(exc).__name__}: {exc}")
+            return None
+
+    def _health_events(self) -> list[dict[str, Any]]:
+        if self.fault.at is None:
+            return []
+        try:
+            return self.target.health_events(since=self.fault.at - 1.0)
+        except Exception as exc:
+            self.notes.append(f"front door health events unavailable: {type(exc).__name__}: {exc}")
+            return []
+
+    def _build_report(
+        self, journal: dict[str, Any] | None, recording: LoadRecording | None, data: DataCheck | None
+    ) -> DrillReport:
+        journal = journal or {}
+        measurements = measure(
+            recording or LoadRecording(),
+            fault_at=self.fault.at,
+            restored_at=self.fault.restored_at,
+            health_events=self._health_events(),
+            fault_site=self.fault.site,
+            lag_samples_ms=self.lag_samples,
+            data=data,
+            tolerance=self.spec.success_rate_tolerance,
+        )
+        targets = check_targets(measurements, self.spec.targets)
+        states = journal.get("steady_states") or {}
+        during = [s for s in states.get("during") or [] if s]
+        hypothesis = HypothesisSummary(
+            before=_met(states.get("before")),
+            after=_met(states.get("after")),
+            during_checks=len(during),
+            during_met=sum(1 for s in during if s.get("steady_state_met")),
+        )
+        status = str(journal.get("status") or "interrupted")
+        deviated = bool(journal.get("deviated"))
+        rollbacks = [
+            {"name": r.get("activity", {}).get("name"), "status": r.get("status")}
+            for r in journal.get("rollbacks") or []
+        ] + self.safety_rollbacks
+        notes = list(self.notes)
+        if self.fault.at is None:
+            notes.append("no fault was applied: the drill proves nothing")
+        failed_rollbacks = [r for r in rollbacks if r.get("status") != "succeeded"]
+        passed = (
+            status == "completed"
+            and not deviated
+            and self.abort_reason is None
+            and hypothesis.before is True
+            and hypothesis.after is not False
+            and self.fault.at is not None
+            and not failed_rollbacks
+            and all(t.met for t in targets)
+        )
+        return DrillReport(
+            drill=self.drill.name,
+            title=self.drill.document.title,
+            file=str(self.drill.path),
+            target=self.target.label,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            passed=passed,
+            status=status,
+            deviated=deviated,
+            aborted=self.abort_reason,
+            fault=self.fault,
+            hypothesis=hypothesis,
+            targets=targets,
+            measurements=measurements,
+            data=data,
+            rollbacks=rollbacks,
+            notes=notes,
+        )
+
+
+def _met(state: dict[str, Any] | None) -> bool | None:
+    return None if not state else bool(state.get("steady_state_met"))
+
+
+# --- preconditions ------------------------------------------------------------------------
+
+
+def check_requirements(drill: Drill, target: Target) -> None:
+    """Raise DrillSkipped/DrillRefused when the drill cannot or must not run on this target."""
+    req = drill.skyfleet.requires
+    if req.target == "lab" and not isinstance(target, LabTarget):
+        raise DrillRefused(f"{drill.path}: this drill only runs against the lab (--target lab)")
+    if req.target == "stack" and not isinstance(target, StackTarget):
+        raise DrillRefused(f"{drill.path}: this drill only runs against a deployed stack (--stack NAME)")
+    if req.root and os.geteuid() != 0:
+        raise DrillSkipped(
+            f"{drill.name} needs root (network namespaces and tc netem); run it as root "
+            "against a lab started with `skyfleet lab up --netns`"
+        )
+    if isinstance(target, LabTarget):
+        info = target.describe()
+        if req.netns and not info["netns"]:
+            raise DrillSkipped(
+                f"{drill.name} needs a lab with one network namespace per site; "
+                "start it as root with `skyfleet lab up --netns`"
+            )
+        if len(info["sites"]) < req.min_sites:
+            raise DrillRefused(
+                f"{drill.name} needs at least {req.min_sites} sites; the lab has {info['sites']}"
+            )
+        want = req.health_interval_seconds
+        if want is not None and abs(info["health_interval_seconds"] - want) > 1e-6:
+            raise DrillRefused(
+                f"{drill.name} is specified at a {want:g} s health interval; the lab checks every "
+                f"{info['health_interval_seconds']:g} s (skyfleet lab up --health-interval {want:g}s)"
+            )
+        site = drill.skyfleet.fault_site
+        if site is not None and site not in info["sites"]:
+            raise DrillRefused(
+                f"{drill.name} faults site {site!r}, which the lab does not have: {info['sites']}"
+            )
+
+
+def ensure_prod_confirmed(target: Target, yes: bool) -> None:
+    if isinstance(target, StackTarget) and target.environment == "prod" and not yes:
+        raise DrillRefused(
+            f"stack {target.stack!r} is a prod stack (environment: prod in its outputs); "
+            "pass --yes to run a drill against it"
+        )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def configuration_vars(target: Target, report_dir: Path) -> dict[str, Any]:
+    """Values that override the drill's ``configuration`` so probes and actions find the target."""
+    out: dict[str, Any] = {"skyfleet_report_dir": str(report_dir)}
+    if isinstance(target, LabTarget):
+        out |= {"skyfleet_target": "lab", "skyfleet_lab_dir": target.state_dir}
+    else:
+        out |= {"skyfleet_target": f"stack:{target.stack}"}
+        if target.source.outputs_file:
+            out["skyfleet_outputs_file"] = str(target.source.outputs_file)
+        if target.source.plan_dir:
+            out["skyfleet_plan_dir"] = str(target.source.plan_dir)
+    return out
+
+
+def with_control(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The experiment with Skyfleet's control declared (drill files declare it; be sure)."""
+    experiment = copy.deepcopy(experiment)
+    controls = experiment.setdefault("controls", [])
+    if not any(c.get("provider", {}).get("module") == CONTROL_MODULE for c in controls):
+        controls.append({"name": "skyfleet", "provider": {"type": "python", "module": CONTROL_MODULE}})
+    return experiment
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Outside chaoslib's own handlers, SIGTERM unwinds like Ctrl-C so the safety net runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_drill(
+    drill: Drill,
+    target: Target,
+    report_dir: Path,
+    *,
+    yes: bool = False,
+    say: Callable[[str], None] = logger.info,
+) -> DrillReport:
+    """Run one drill end to end and return its report (also written to ``report_dir``)."""
+    from chaoslib.experiment import run_experiment
+    from chaoslib.types import Schedule, Strategy
+
+    check_requirements(drill, target)
+    ensure_prod_confirmed(target, yes)
+    run = DrillRun(drill, target, report_dir, say=say)
+    set_current(run)
+    journal: dict[str, Any] | None = None
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                run.start()
+                journal = run_experiment(
+                    with_control(drill.experiment),
+                    settings={"runtime": {"rollbacks": {"strategy": "always"}}},
+                    # chaoslib unpacks (config_vars, secret_vars) though it annotates a dict.
+                    experiment_vars=(configuration_vars(target, report_dir), {}),  # pyright: ignore[reportArgumentType]
+                    strategy=Strategy.CONTINUOUS,
+                    schedule=Schedule(continuous_hypothesis_frequency=1.0, fail_fast=False),
+                )
+            finally:
+                # Whatever happened (exception, Ctrl-C, SIGTERM): undo, stop the load, report.
+                report = run.finish(journal or getattr(run, "journal", None))
+    finally:
+        set_current(None)
+    return report

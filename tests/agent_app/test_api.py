@@ -1,0 +1,214 @@
+"""The HTTP API of a real ``python -m agent_app.api`` process over real Redis and NATS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
+from tests.agent_app.brokers import NatsBroker
+from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env
+
+SECOND_KEY = "second-key-0123456789abcdef"
+RATE_KEY = "rate-key-0123456789abcdef"
+FRESH_KEY = "fresh-key-0123456789abcdef"
+
+
+def new_session(client: httpx.Client) -> str:
+    response = client.post("/v1/sessions", json={"metadata": {"team": "qa"}})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def say(client: httpx.Client, session_id: str, text: str) -> httpx.Response:
+    return client.post(f"/v1/sessions/{session_id}/messages", json={"content": text})
+
+
+def test_full_session_flow(api: AppProcess) -> None:
+    with api.client() as client:
+        created = client.post("/v1/sessions", headers={REQUEST_ID_HEADER: "req-flow-1"})
+        assert created.status_code == 201
+        assert created.headers[REQUEST_ID_HEADER] == "req-flow-1"
+        assert created.headers[SITE_HEADER] == "test-site"
+        assert created.headers[INSTANCE_HEADER] == f"api-{api.port}"
+        session_id = created.json()["id"]
+
+        first = say(client, session_id, "my name is Ada")
+        assert first.status_code == 200
+        assert first.json()["turn"] == 1
+        assert "Ada" in first.json()["reply"]["content"]
+
+        calc = say(client, session_id, "what is (2+3)*4?").json()
+        assert calc["reply"]["content"] == "(2+3)*4 = 20"
+        assert calc["reply"]["tool_calls"][0]["name"] == "calculator"
+
+        recall = say(client, session_id, "what is my name?").json()
+        assert recall["reply"]["content"] == "Your name is Ada."  # answered from the stored history
+        assert recall["turn"] == 3
+
+        history = client.get(f"/v1/sessions/{session_id}")
+        assert history.status_code == 200
+        body = history.json()
+        assert body["turns"] == 3
+        assert [m["role"] for m in body["messages"]] == ["user", "assistant"] * 3
+        assert [m["content"] for m in body["messages"][::2]] == [
+            "my name is Ada",
+            "what is (2+3)*4?",
+            "what is my name?",
+        ]
+        assert history.headers[REQUEST_ID_HEADER]  # generated when the client sends none
+
+
+def test_concurrent_turns_lose_no_update(api: AppProcess) -> None:
+    with api.client() as client:
+        session_id = new_session(client)
+    texts = [f"concurrent message {i}" for i in range(12)]
+
+    def send(text: str) -> int:
+        with api.client() as c:
+            return say(c, session_id, text).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(send, texts))
+    assert statuses == [200] * len(texts)
+    with api.client() as client:
+        body = client.get(f"/v1/sessions/{session_id}").json()
+    assert body["turns"] == len(texts)
+    users = [m["content"] for m in body["messages"] if m["role"] == "user"]
+    assert sorted(users) == sorted(texts)
+    # every user message is directly followed by its own reply
+    for user, reply in zip(body["messages"][::2], body["messages"][1::2], strict=True):
+        assert user["turn_id"] == reply["turn_id"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key-0123456789abcdef"}, {"Authorization": f"Basic {API_KEY}"}],
+    ids=["missing", "wrong", "not-bearer"],
+)
+def test_unauthorized(api: AppProcess, headers: dict[str, str]) -> None:
+    response = httpx.post(api.url + "/v1/sessions", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers[REQUEST_ID_HEADER] == response.json()["request_id"]
+
+
+def test_not_found(api: AppProcess) -> None:
+    with api.client() as client:
+        for response in (
+            client.get("/v1/sessions/doesnotexist"),
+            say(client, "doesnotexist", "hello"),
+            client.post("/v1/sessions/doesnotexist/tasks", json={"input": "x"}),
+            client.get("/v1/tasks/doesnotexist"),
+            client.get("/v1/nothing-here"),
+        ):
+            assert response.status_code == 404, response.text
+            assert response.json()["code"] == "not_found"
+
+
+def test_malformed_requests_get_422(api: AppProcess) -> None:
+    with api.client() as client:
+        session_id = new_session(client)
+        url = f"/v1/sessions/{session_id}/messages"
+        cases = [
+            client.post(url, content=b"{not json", headers={"content-type": "application/json"}),
+            client.post(url, json={}),
+            client.post(url, json={"content": ""}),
+            client.post(url, json={"content": "hi", "extra": 1}),
+            client.post(url, json={"content": 42}),
+            client.post(url, json={"content": "x" * 4001}),
+            client.post(f"/v1/sessions/{session_id}/tasks", json={"input": "x", "work_seconds": -1}),
+            client.get("/v1/sessions/bad%20id!"),
+        ]
+        for response in cases:
+            assert response.status_code == 422, response.text
+            body = response.json()
+            assert body["code"] == "invalid_request"
+            assert body["details"]
+
+
+def test_oversized_body_gets_413(api: AppProcess) -> None:
+    with api.client() as client:
+        session_id = new_session(client)
+        big = b'{"content": "' + b"x" * (70 * 1024) + b'"}'
+        response = client.post(
+            f"/v1/sessions/{session_id}/messages", content=big, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
+        assert response.json()["code"] == "too_large"
+
+        def chunks() -> Iterator[bytes]:  # no content-length: the limit applies while reading
+            yield big[:40_000]
+            yield big[40_000:]
+
+        chunked = client.post(
+            f"/v1/sessions/{session_id}/messages",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+
+
+@pytest.fixture(scope="module")
+def limited_api(redis_server: RedisServer, nats_server: NatsServer) -> Iterator[AppProcess]:
+    env = app_env(
+        redis_server.url,
+        NatsBroker(nats_server).env["AGENT_QUEUE_URL"],
+        AGENT_RATE_LIMIT_PER_MINUTE="6",
+        AGENT_SESSION_MAX_TURNS="2",
+        AGENT_API_KEYS=f"{API_KEY},{SECOND_KEY}\n{RATE_KEY}, {FRESH_KEY}",
+    )
+    proc = AppProcess("api", env).start()
+    yield proc
+    proc.stop()
+
+
+def test_history_limit_gets_413(limited_api: AppProcess, redis_server: RedisServer) -> None:
+    with limited_api.client(headers={"Authorization": f"Bearer {SECOND_KEY}"}) as client:
+        session_id = new_session(client)
+        assert say(client, session_id, "one").status_code == 200
+        assert say(client, session_id, "two").status_code == 200
+        full = say(client, session_id, "three")
+        assert full.status_code == 413
+        assert full.json()["code"] == "too_large"
+        assert "2 turns" in full.json()["message"]
+        assert client.get(f"/v1/sessions/{session_id}").json()["turns"] == 2  # nothing half-applied
+
+
+def test_rate_limit_is_per_key_and_gets_429(limited_api: AppProcess) -> None:
+    with limited_api.client(headers={"Authorization": f"Bearer {RATE_KEY}"}) as client:
+        statuses = [client.get("/v1/tasks/unknown").status_code for _ in range(6)]
+        assert statuses == [404] * 6
+        limited = client.get("/v1/tasks/unknown")
+        assert limited.status_code == 429
+        assert limited.json()["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+    with limited_api.client(headers={"Authorization": f"Bearer {FRESH_KEY}"}) as client:
+        assert client.get("/v1/tasks/unknown").status_code == 404  # another key has its own budget
+    # A second api instance shares the budget through Redis.
+    other = AppProcess("api", limited_api.env).start()
+    try:
+        with other.client(headers={"Authorization": f"Bearer {RATE_KEY}"}) as client:
+            assert client.get("/v1/tasks/unknown").status_code == 429
+    finally:
+        other.stop()
+
+
+def test_health_readiness_and_metrics(api: AppProcess) -> None:
+    assert httpx.get(api.url + "/healthz").json()["status"] == "ok"
+    ready = httpx.get(api.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"draining": "ok", "redis": "ok", "queue": "ok"}
+    with api.client() as client:
+        say(client, new_session(client), "hello")
+    text = httpx.get(api.url + "/metrics").text
+    assert (
+        'agent_http_request_duration_seconds_bucket{le="0.02",method="POST",route="/v1/sessions/{session_id}/messages",status="200"}'
+        in text
+    )
+    assert 'agent_turns_total{outcome="ok"}' in text
+    assert "agent_errors_total" in text

@@ -1,0 +1,68 @@
+"""The committed OpenAPI document matches the app, and schemathesis fuzzing the running
+api from that document finds no server error and no response outside the document."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from agent_app.openapi import OPENAPI_FILE, render
+from tests.agent_app.servers import API_KEY, AppProcess
+
+schema = schemathesis.openapi.from_path(str(OPENAPI_FILE))
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    assert OPENAPI_FILE.read_text() == render(), (
+        "stale agent_app/openapi.json: run python -m agent_app.openapi"
+    )
+
+
+def test_served_openapi_is_the_committed_one(api: AppProcess) -> None:
+    served = httpx.get(api.url + "/openapi.json").json()
+    assert served == schema.raw_schema
+
+
+@pytest.fixture(scope="module")
+def session_id(api: AppProcess) -> str:
+    with api.client() as client:
+        return client.post("/v1/sessions").json()["id"]
+
+
+@schema.parametrize()
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+    derandomize=True,
+)
+def test_fuzz_finds_no_server_error(case: schemathesis.Case, api: AppProcess, session_id: str) -> None:
+    if (
+        "session_id" in (case.path_parameters or {})
+        and case.path_parameters
+        and len(case.path_parameters["session_id"]) % 2
+    ):
+        case.path_parameters["session_id"] = session_id  # half the cases reach a real session
+    case.call_and_validate(
+        base_url=api.url,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=10,
+    )

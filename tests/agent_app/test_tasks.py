@@ -1,0 +1,156 @@
+"""Async tasks end to end through each queue adapter, against real brokers:
+NATS JetStream (nats-server), SQS (moto_server) and Pub/Sub (the gRPC boundary).
+
+Every scenario runs the real api and worker processes (one of each per broker; the
+kill scenario starts its own workers). Counters are read from the worker's /metrics as
+differences, so the scenarios do not depend on their order.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.agent_app.brokers import Broker
+from tests.agent_app.conftest import make_broker
+from tests.agent_app.servers import AppProcess, RedisServer, app_env, wait_until
+
+
+@dataclass
+class Stack:
+    broker: Broker
+    api: AppProcess
+    env: dict[str, str]
+
+    def worker(self, **extra: str) -> AppProcess:
+        return AppProcess("worker", {**self.env, **extra}).start()
+
+
+@pytest.fixture(scope="module", params=["nats", "sqs", "pubsub"])
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Stack]:
+    broker = make_broker(request.param, request)
+    env = app_env(redis_server.url, broker.env["AGENT_QUEUE_URL"], **broker.env)
+    api = AppProcess("api", env).start()
+    yield Stack(broker, api, env)
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[AppProcess]:
+    proc = stack.worker()
+    yield proc
+    proc.stop()
+
+
+def start_task(client: httpx.Client, text: str, work_seconds: float = 0) -> tuple[str, str]:
+    session_id = client.post("/v1/sessions").json()["id"]
+    accepted = client.post(
+        f"/v1/sessions/{session_id}/tasks", json={"input": text, "work_seconds": work_seconds}
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "queued"
+    return session_id, accepted.json()["task_id"]
+
+
+def task_status(client: httpx.Client, task_id: str, status: str, timeout: float = 40) -> dict:
+    return wait_until(
+        lambda: (body := client.get(f"/v1/tasks/{task_id}").json())["status"] == status and body,
+        timeout=timeout,
+        interval=0.1,
+        what=f"task {task_id} to be {status}",
+    )
+
+
+def test_task_end_to_end(stack: Stack, worker: AppProcess) -> None:
+    with stack.api.client() as client:
+        session_id, task_id = start_task(client, "what is 6*7")
+        task = task_status(client, task_id, "succeeded")
+        assert task["result"] == "6*7 = 42"
+        assert task["attempts"] == 1
+        assert task["session_id"] == session_id
+        report = client.get(f"/v1/sessions/{session_id}").json()["messages"][-1]
+        assert report["task_id"] == task_id
+        assert report["content"].endswith("6*7 = 42")
+    wait_until(lambda: stack.broker.backlog() == 0, what="the queue to be empty (acked)")
+
+
+def test_tool_call_becomes_task(stack: Stack, worker: AppProcess) -> None:
+    with stack.api.client() as client:
+        session_id = client.post("/v1/sessions").json()["id"]
+        turn = client.post(
+            f"/v1/sessions/{session_id}/messages", json={"content": "look into sqs in the background"}
+        )
+        assert turn.status_code == 200
+        task_id = turn.json()["task_id"]
+        assert task_id and task_id in turn.json()["reply"]["content"]
+        task = task_status(client, task_id, "succeeded")
+        assert task["input"] == "look into sqs"
+        contents = [m["content"] for m in client.get(f"/v1/sessions/{session_id}").json()["messages"]]
+        assert contents[-1].startswith(f"Background task {task_id} finished")
+
+
+def test_poison_message_is_dead_lettered_after_max_attempts(stack: Stack, worker: AppProcess) -> None:
+    retried = worker.metric("agent_tasks_total", outcome="retried")
+    dead = worker.metric("agent_tasks_total", outcome="dead_lettered")
+    poison = f"poison-{uuid.uuid4().hex}".encode()
+    stack.broker.publish_raw(poison)
+    letters = wait_until(
+        lambda: [b for b in stack.broker.dead_letters() if b == poison],
+        timeout=60,
+        interval=0.5,
+        what="the DLQ",
+    )
+    assert letters == [poison]
+    attempts = stack.broker.max_attempts
+    assert worker.metric("agent_tasks_total", outcome="retried") - retried == attempts - 1
+    assert worker.metric("agent_tasks_total", outcome="dead_lettered") - dead == 1
+    wait_until(lambda: stack.broker.backlog() == 0, what="the poison message to leave the work queue")
+
+
+def test_duplicate_delivery_runs_the_task_once(stack: Stack, worker: AppProcess) -> None:
+    duplicates = worker.metric("agent_tasks_total", outcome="duplicate")
+    succeeded = worker.metric("agent_tasks_total", outcome="succeeded")
+    with stack.api.client() as client:
+        session_id, task_id = start_task(client, "what is 2+2")
+        task_status(client, task_id, "succeeded")
+        duplicate = {
+            "task_id": task_id,
+            "session_id": session_id,
+            "input": "what is 2+2",
+            "work_seconds": 0,
+            "enqueued_at": time.time(),
+        }
+        stack.broker.publish_raw(json.dumps(duplicate).encode())
+        wait_until(
+            lambda: worker.metric("agent_tasks_total", outcome="duplicate") - duplicates == 1,
+            what="the duplicate",
+        )
+        task = client.get(f"/v1/tasks/{task_id}").json()
+        assert task["attempts"] == 1
+        reports = [m for m in client.get(f"/v1/sessions/{session_id}").json()["messages"] if m.get("task_id")]
+        assert len(reports) == 1
+    assert worker.metric("agent_tasks_total", outcome="succeeded") - succeeded == 1
+    wait_until(lambda: stack.broker.backlog() == 0, what="the duplicate to be acked")
+
+
+def test_worker_killed_mid_task_is_redelivered_and_completed(stack: Stack, worker: AppProcess) -> None:
+    """Runs last for each broker: it kills the module's worker."""
+    with stack.api.client() as client:
+        _, task_id = start_task(client, "what is 3*3", work_seconds=4)
+        task_status(client, task_id, "running")
+        worker.proc.signal(signal.SIGKILL)
+        worker.proc.wait()
+        second = stack.worker()
+        try:
+            task = task_status(client, task_id, "succeeded", timeout=60)
+            assert task["result"] == "3*3 = 9"
+            assert task["attempts"] == 2
+        finally:
+            second.stop()

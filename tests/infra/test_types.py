@@ -1,0 +1,18 @@
+"""pyright checks the program against the real provider SDKs' types."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pyright_is_clean_on_infra() -> None:
+    pyright = shutil.which("pyright") or str(ROOT / ".venv" / "bin" / "pyright")
+    result = subprocess.run(
+        [pyright, "infra", "skyfleet/plan"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "0 errors" in result.stdout
