@@ -10,9 +10,10 @@ retries are switched off so that this window is the only one.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import exceptions as rexc
@@ -67,6 +68,19 @@ def connect(settings: Settings) -> Redis:
     return Redis.from_url(settings.redis_url, **common)
 
 
+@dataclass(frozen=True)
+class Script:
+    sha: str
+    cache: Cache
+
+    def stage(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+        """Queue the script on a pipeline (for :meth:`Cache.write`)."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        return await self.cache.eval(self, keys, args)
+
+
 class Cache:
     """The shared Redis client plus the bounded-retry policy around it."""
 
@@ -77,6 +91,33 @@ class Cache:
         self.failover_wait = failover_wait
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._scripts: dict[str, str] = {}
+
+    # Lua scripts run by SHA. redis-py's Script objects check SCRIPT EXISTS before every
+    # pipeline, an extra round trip per write; here a script is (re)loaded only when the
+    # server answers NOSCRIPT (first use, or a restarted or promoted server).
+
+    def script(self, source: str) -> Script:
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source
+        return Script(sha, self)
+
+    async def _load_scripts(self, redis: Redis) -> None:
+        for source in self._scripts.values():
+            await redis.script_load(source)
+
+    async def _with_scripts(self, redis: Redis, op: Callable[[Redis], Awaitable[T]]) -> T:
+        try:
+            return await op(redis)
+        except rexc.NoScriptError:
+            await self._load_scripts(redis)
+            return await op(redis)
+
+    async def eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        async def call(redis: Redis) -> Any:
+            return await redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+
+        return await self.run(lambda r: self._with_scripts(r, call))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Cache:
@@ -113,14 +154,15 @@ class Cache:
         that did not reach ``AGENT_REDIS_WAIT_REPLICAS`` replicas is not acknowledged (503).
         """
 
-        async def op(redis: Redis) -> list[Any]:
+        async def once(redis: Redis) -> list[Any]:
             pipe = redis.pipeline(transaction=False)
-            staged = stage(pipe)
-            if inspect.isawaitable(staged):  # scripts stage themselves through a coroutine
-                await staged
+            stage(pipe)
             if self.wait_replicas:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            results = await pipe.execute()
+            return await pipe.execute()
+
+        async def op(redis: Redis) -> list[Any]:
+            results = await self._with_scripts(redis, once)
             if not self.wait_replicas:
                 return results
             acked = int(results[-1])

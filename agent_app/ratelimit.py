@@ -28,7 +28,7 @@ class RateLimiter:
     def __init__(self, cache: Cache, *, per_minute: int) -> None:
         self.cache = cache
         self.per_minute = per_minute
-        self._hit = cache.redis.register_script(_HIT)
+        self._hit = cache.script(_HIT)
 
     async def hit(self, key_id: str) -> None:
         count, ttl_ms = await self.cache.run(

@@ -14,12 +14,16 @@ import time
 import uuid
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from agent_app.cache import Cache
 from agent_app.contract import REPLICATED_KEY_PREFIX
 from agent_app.errors import Conflict, NotFound, TooLarge
 from agent_app.schemas import Message, Session
 
 APPEND_ATTEMPTS = 8
+# One validator for the whole history: parsed and dumped in one call into pydantic-core.
+_MESSAGES = TypeAdapter(list[Message])
 
 # KEYS[1] session; ARGV: expected version, messages JSON, turns, updated_at, ttl seconds.
 # Returns the new version, -1 on a version mismatch, -2 when the session does not exist.
@@ -48,7 +52,7 @@ class SessionStore:
         self.cache = cache
         self.ttl = ttl_seconds
         self.max_turns = max_turns
-        self._cas = cache.redis.register_script(_CAS)
+        self._cas = cache.script(_CAS)
 
     async def create(self, metadata: dict[str, str]) -> Session:
         now = time.time()
@@ -91,7 +95,7 @@ class SessionStore:
             turns=int(raw["turns"]),
             max_turns=self.max_turns,
             metadata=json.loads(raw.get("metadata", "{}")),
-            messages=[Message.model_validate(m) for m in json.loads(raw["messages"])],
+            messages=_MESSAGES.validate_json(raw["messages"]),
         )
         return session, raw["version"]
 
@@ -118,11 +122,9 @@ class SessionStore:
             session.messages.extend(messages)
             session.turns += 1 if counts_as_turn else 0
             session.updated_at = time.time()
-            body = json.dumps([m.model_dump(exclude_defaults=True) for m in session.messages])
+            body = _MESSAGES.dump_json(session.messages, exclude_defaults=True)
             args = [version, body, session.turns, session.updated_at, self.ttl]
-            result = await self.cache.write(
-                lambda pipe, args=args: self._cas(keys=[key], args=args, client=pipe)
-            )
+            result = await self.cache.write(lambda pipe, args=args: self._cas.stage(pipe, [key], args))
             outcome = int(result[0])
             if outcome == -2:
                 raise NotFound(f"session {session_id!r} does not exist or has expired")

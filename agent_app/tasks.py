@@ -68,9 +68,9 @@ class TaskStore:
     def __init__(self, cache: Cache, *, ttl_seconds: int) -> None:
         self.cache = cache
         self.ttl = ttl_seconds
-        self._claim = cache.redis.register_script(_CLAIM)
-        self._renew = cache.redis.register_script(_RENEW)
-        self._settle = cache.redis.register_script(_SETTLE)
+        self._claim = cache.script(_CLAIM)
+        self._renew = cache.script(_RENEW)
+        self._settle = cache.script(_SETTLE)
 
     async def create(self, task_id: str, session_id: str, text: str) -> Task:
         now = time.time()
@@ -121,11 +121,7 @@ class TaskStore:
         )
 
     async def claim(self, task_id: str, owner: str, lease_seconds: float) -> Claim:
-        out = await self.cache.run(
-            lambda r: self._claim(
-                keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000), time.time()]
-            )
-        )
+        out = await self._claim([task_key(task_id)], [owner, int(lease_seconds * 1000), time.time()])
         outcome, detail = str(out[0]), str(out[1])
         if outcome == "claimed":
             return Claim("claimed", attempts=int(detail))
@@ -134,18 +130,14 @@ class TaskStore:
         return Claim("done" if outcome == "done" else "missing")
 
     async def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
-        out = await self.cache.run(
-            lambda r: self._renew(keys=[task_key(task_id)], args=[owner, int(lease_seconds * 1000)])
-        )
+        out = await self._renew([task_key(task_id)], [owner, int(lease_seconds * 1000)])
         return int(out) == 1
 
     async def _settle_fields(self, task_id: str, owner: str, fields: dict[str, Any]) -> bool:
         args: list[Any] = [owner]
         for name, value in {**fields, "updated_at": time.time()}.items():
             args += [name, value]
-        result = await self.cache.write(
-            lambda pipe: self._settle(keys=[task_key(task_id)], args=args, client=pipe)
-        )
+        result = await self.cache.write(lambda pipe: self._settle.stage(pipe, [task_key(task_id)], args))
         return int(result[0]) == 1
 
     async def succeed(self, task_id: str, owner: str, result: str, tool_calls: list[ToolUse]) -> bool:

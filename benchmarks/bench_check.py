@@ -55,6 +55,7 @@ def gate_seconds(stacks: list[str], runs: int) -> tuple[list[float], int]:
     exe = str(REPO / ".venv" / "bin" / "skyfleet")
     cmd = [exe, "check", "--all"] if len(stacks) == len(plannable_all()) else None
     times, code = [], 0
+    proc: subprocess.CompletedProcess[str] | None = None
     for i in range(runs):
         if cmd is not None:
             seconds, proc = _timed(cmd, cwd=REPO)
@@ -64,6 +65,7 @@ def gate_seconds(stacks: list[str], runs: int) -> tuple[list[float], int]:
                 s, proc = _timed([exe, "check", "--stack", stack], cwd=REPO)
                 seconds += s
                 code = max(code, proc.returncode)
+        assert proc is not None
         code = max(code, proc.returncode)
         times.append(seconds)
         console.print(f"gate run {i + 1}/{runs}: {seconds:.2f} s (exit {proc.returncode})")

@@ -41,7 +41,7 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         region=spec.region,
         allowed_account_ids=[spec.account_id],
     )
-    site = AwsSite.from_spec(spec, provider)
+    site = AwsSite.from_spec(spec)
     opts = pulumi.ResourceOptions(providers={"aws": provider})
 
     secrets = Secrets(

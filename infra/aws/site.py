@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 
 from infra.spec import Environment, StackSpec
 
@@ -89,10 +88,9 @@ class AwsSite:
     region: str
     account: str
     tags: Mapping[str, str]
-    provider: aws.Provider | None = field(default=None, compare=False)
 
     @classmethod
-    def from_spec(cls, spec: StackSpec, provider: aws.Provider | None) -> AwsSite:
+    def from_spec(cls, spec: StackSpec) -> AwsSite:
         assert spec.region is not None and spec.account_id is not None
         return cls(
             name=spec.site_name,
@@ -100,7 +98,6 @@ class AwsSite:
             region=spec.region,
             account=spec.account_id,
             tags=spec.labels(),
-            provider=provider,
         )
 
     @property

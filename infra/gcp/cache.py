@@ -86,7 +86,8 @@ class Cache(GcpCapability):
             ),
             deletion_protection=site.deletion_protection,
             labels=dict(site.labels),
-            opts=self.child(depends_on=list(args.depends_on)),
+            # In prod, protected twice: by the API (above) and by Pulumi (no delete from a plan).
+            opts=self.child(depends_on=list(args.depends_on), protect=site.deletion_protection),
         )
 
         # The app connects with TLS (rediss://) on the instance's TLS port; the password never

@@ -30,7 +30,7 @@ _RUNTIME_SCRIPT = f"""set -eu
 ordinal="${{POD_NAME##*-}}"
 {{
   printf 'requirepass %s\\nmasterauth %s\\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD"
-  if [ "$ordinal" != "0" ]; then printf 'replicaof %s {kube.REDIS_PORT}\\n' "$PRIMARY_HOST"; fi
+  if [ "$ordinal" != "0" ]; then printf 'replicaof %s %s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT"; fi
 }} > {_RUNTIME_DIR}/runtime.conf
 """
 
@@ -191,6 +191,7 @@ class Cache(Capability):
                                         name="PRIMARY_HOST",
                                         value=kube.peer_dns(f"{kube.REDIS}-0", headless, ns),
                                     ),
+                                    k8s.core.v1.EnvVarArgs(name="PRIMARY_PORT", value=str(kube.REDIS_PORT)),
                                 ],
                                 volume_mounts=mounts[1:3],
                                 resources=kube.resources(50, 32),

@@ -293,6 +293,15 @@ class Queue(Capability):
                                         name="metrics", container_port=kube.NATS_METRICS_PORT
                                     )
                                 ],
+                                readiness_probe=k8s.core.v1.ProbeArgs(
+                                    tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=kube.NATS_METRICS_PORT),
+                                    period_seconds=10,
+                                ),
+                                liveness_probe=k8s.core.v1.ProbeArgs(
+                                    tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=kube.NATS_METRICS_PORT),
+                                    period_seconds=30,
+                                    failure_threshold=3,
+                                ),
                                 resources=kube.resources(50, 64),
                                 security_context=kube.container_security(kube.NATS_UID),
                             ),

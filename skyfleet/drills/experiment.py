@@ -145,6 +145,9 @@ class SkyfleetExtension(_Strict):
     abort: AbortSpec = Field(default_factory=AbortSpec)
     requires: Requirements = Field(default_factory=Requirements)
     fault_site: str | None = Field(default=None, description="the site the fault hits, for detection")
+    edge_stack: str | None = Field(
+        default=None, description="stack drills: the edge stack whose Route 53 checks detect the fault"
+    )
     success_rate_tolerance: float = Field(default=0.99, gt=0, le=1)
 
     @field_validator("targets")

@@ -13,7 +13,9 @@ Definitions (docs/drills.md repeats them for users):
 - ``sessions_lost`` (RPO): sessions missing at least one acknowledged turn when every session's
   history is read back after the drill; ``turns_lost`` counts the turns themselves.
 - ``tasks_lost``: accepted tasks with no final status after the drain; ``tasks_duplicated``:
-  tasks the app ran more than once (its stored attempt count).
+  tasks that reached a final status more than once (a task seen final and later seen running
+  again, or with another result/``updated_at``: the app ran it twice). ``tasks_retried``
+  (the app's ``attempts`` > 1, e.g. a worker died mid-task) is reported but is not a duplicate.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ class DrillRun:
         self.abort_reason: str | None = None
         self.in_method = False
         self.lag_samples: list[float] = []
+        self.polled_health_events: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.safety_rollbacks: list[dict[str, Any]] = []
         self.report: DrillReport | None = None
@@ -118,7 +119,11 @@ class DrillRun:
             self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url}")
         else:
             self.notes.append("no loopback front door for this target: no load, no request figures")
-        for name, fn in (("lag", self._lag_loop), ("watchdog", self._watchdog)):
+        for name, fn in (
+            ("lag", self._lag_loop),
+            ("watchdog", self._watchdog),
+            ("health", self._health_loop),
+        ):
             thread = threading.Thread(target=fn, name=f"skyfleet-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -166,6 +171,27 @@ class DrillRun:
             )
         if errors:
             self.notes.append(f"replication lag sampler: {'; '.join(errors)}")
+
+    def _health_loop(self) -> None:
+        """Stack drills: poll the edge's Route 53 checkers for the faulted site (detection)."""
+        site, edge_stack = self.spec.fault_site, self.spec.edge_stack
+        if not isinstance(self.target, StackTarget) or not site or not edge_stack:
+            return
+        from skyfleet.drills.cloud import aws
+
+        try:
+            edge = self.target.edge(edge_stack)
+        except Exception as exc:
+            self.notes.append(f"no Route 53 detection: {exc}")
+            return
+        warned = False
+        while not self._stop.wait(2.0):
+            try:
+                self.polled_health_events.extend(aws.health_check_events(edge, site))
+            except Exception as exc:  # a polling failure costs the detection figure, not the drill
+                if not warned:
+                    self.notes.append(f"Route 53 health check polling: {type(exc).__name__}: {exc}")
+                    warned = True
 
     def _watchdog(self) -> None:
         """Abort conditions: checked every 250 ms while the method runs."""
@@ -248,10 +274,11 @@ class DrillRun:
         if self.fault.at is None:
             return []
         try:
-            return self.target.health_events(since=self.fault.at - 1.0)
+            events = self.target.health_events(since=self.fault.at - 1.0)
         except Exception as exc:
             self.notes.append(f"front door health events unavailable: {type(exc).__name__}: {exc}")
-            return []
+            events = []
+        return events + list(self.polled_health_events)
 
     def _build_report(
         self, journal: dict[str, Any] | None, recording: LoadRecording | None, data: DataCheck | None

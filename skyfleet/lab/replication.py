@@ -20,7 +20,7 @@ import redis
 
 from agent_app.contract import REPLICATED_KEY_PREFIX
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.procs import Role, is_running
+from skyfleet.lab.procs import ProcessRecord, Role, is_running
 from skyfleet.lab.state import LabState, load_state
 
 PROBE_PREFIX = f"{REPLICATED_KEY_PREFIX}lab:lag-probe:"
@@ -180,56 +180,91 @@ def node_roles(state: LabState) -> list[dict[str, Any]]:
     return nodes
 
 
+def _writable_topology(state: LabState, password: str) -> tuple[ProcessRecord, list[ProcessRecord]] | None:
+    """The primary (as the Sentinels say, and confirmed by its own ROLE) and its live replicas."""
+    addr = primary_address(state)
+    nodes = [r for r in state.find(role=Role.REDIS) if is_running(r)]
+    primary = next((r for r in nodes if (r.host, r.port) == addr), None)
+    if primary is None:
+        return None
+    try:
+        with client(primary.host, primary.port, password) as conn:
+            if conn.info("replication").get("role") != "master":
+                return None  # a demoted node the Sentinels have not caught up with yet
+    except (redis.RedisError, OSError):
+        return None
+    return primary, [r for r in nodes if r.name != primary.name]
+
+
 def sample_lag(state_dir: str, window_seconds: float = 5.0, interval_ms: int = 100) -> dict[str, Any]:
     """Replication lag in ms, measured by timestamped probe keys seen on every replica.
 
     Each probe is written on the primary and polled on every reachable replica until it
     appears (or 2 s pass: counted as ``lost``). Returns p50/p99/max over all samples and
-    per replica, and the raw ``samples_ms`` (so callers can merge windows). This is the lab's RPO
-    exposure: what a site loss could take with it.
+    per replica, and the raw ``samples_ms`` (so callers can merge windows). This is the lab's
+    RPO exposure: what a site loss could take with it. During a failover, probes that cannot
+    be written are counted as ``skipped`` and the primary is looked up again.
     """
     state = load_state(state_dir)
     password = password_of(state)
-    addr = primary_address(state)
-    if addr is None:
-        raise LabError(f"no Redis primary known in the lab at {state_dir}")
-    replicas = [r for r in state.find(role=Role.REDIS) if (r.host, r.port) != addr and is_running(r)]
-    samples: dict[str, list[float]] = {r.name: [] for r in replicas}
-    lost = 0
+    samples: dict[str, list[float]] = {}
+    lost = skipped = 0
     deadline = time.monotonic() + window_seconds
-    with contextlib.ExitStack() as stack:
-        primary = stack.enter_context(client(*addr, password))
-        followers = {r.name: stack.enter_context(client(r.host, r.port, password)) for r in replicas}
-        while time.monotonic() < deadline:
-            key, token = f"{PROBE_PREFIX}{uuid.uuid4().hex}", str(time.time_ns())
+    topology = _writable_topology(state, password)
+    if topology is None:
+        raise LabError(f"no writable Redis primary in the lab at {state_dir} right now")
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        if topology is None:
+            topology = _writable_topology(state, password)
+        if topology is None:
+            skipped += 1
+        else:
             try:
-                primary.set(key, token, px=60_000)
-            except (redis.RedisError, OSError) as exc:
-                raise LabError(
-                    f"cannot write a lag probe on the primary {addr[0]}:{addr[1]}: {exc}"
-                ) from None
-            written = time.perf_counter()
-            pending = dict(followers)
-            while pending and time.perf_counter() - written < 2.0:
-                for name, conn in list(pending.items()):
-                    try:
-                        seen = conn.get(key) == token
-                    except (redis.RedisError, OSError):
-                        seen = False
-                    if seen:
-                        samples[name].append((time.perf_counter() - written) * 1000)
-                        del pending[name]
-                if pending:
-                    time.sleep(0.0005)
-            lost += len(pending)
-            time.sleep(max(0.0, interval_ms / 1000 - (time.perf_counter() - written)))
+                lost += _probe(topology, password, samples)
+            except (redis.RedisError, OSError):
+                skipped += 1
+                topology = None
+        time.sleep(max(0.0, interval_ms / 1000 - (time.perf_counter() - started)))
     everything = [v for values in samples.values() for v in values]
     return {
         **_percentiles(everything),
         "samples_ms": [round(v, 3) for v in everything],
         "lost": lost,
+        "skipped": skipped,
         "replicas": {name: _percentiles(values) for name, values in samples.items()},
     }
+
+
+def _probe(
+    topology: tuple[ProcessRecord, list[ProcessRecord]], password: str, samples: dict[str, list[float]]
+) -> int:
+    """Write one probe on the primary, time its arrival on each replica; return how many missed it."""
+    primary, replicas = topology
+    key, token = f"{PROBE_PREFIX}{uuid.uuid4().hex}", str(time.time_ns())
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(client(primary.host, primary.port, password))
+        followers = {r.name: stack.enter_context(client(r.host, r.port, password)) for r in replicas}
+        for name in followers:
+            samples.setdefault(name, [])
+        for conn in followers.values():
+            with contextlib.suppress(redis.RedisError, OSError):
+                conn.ping()  # connect before the clock starts
+        writer.set(key, token, px=60_000)
+        written = time.perf_counter()
+        pending = dict(followers)
+        while pending and time.perf_counter() - written < 2.0:
+            for name, conn in list(pending.items()):
+                try:
+                    seen = conn.get(key) == token
+                except (redis.RedisError, OSError):
+                    seen = False
+                if seen:
+                    samples[name].append((time.perf_counter() - written) * 1000)
+                    del pending[name]
+            if pending:
+                time.sleep(0.0005)
+    return len(pending)
 
 
 def _percentiles(values: list[float]) -> dict[str, Any]:

@@ -60,6 +60,8 @@ class Registration:
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     read: bool = False
+    # Resource options the engine passes on to analyzers (AnalyzerResourceOptions).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _cloud_modules() -> list[ModuleType]:
@@ -155,6 +157,13 @@ class RecordingMonitor(MockMonitor):
             property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
             id=response.id or None,
             outputs=json_format.MessageToDict(response.object) if state is not None else {},
+            options={
+                "protect": bool(request.protect),
+                "ignoreChanges": list(request.ignoreChanges),
+                "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                "additionalSecretOutputs": list(request.additionalSecretOutputs),
+                "retainOnDelete": bool(request.retainOnDelete),
+            },
         )
         return response
 

@@ -56,6 +56,11 @@ class PlannedResource:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     custom: bool = True
     id: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def protect(self) -> bool:
+        return bool(self.options.get("protect"))
 
 
 @dataclass
@@ -212,6 +217,7 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
             property_dependencies=r.property_dependencies,
             custom=r.custom,
             id=r.id,
+            options=r.options,
         )
         for r in monitor.registrations.values()
     ]
@@ -247,6 +253,8 @@ def _context(config: Mapping[str, Any], stack: str, project: str) -> MockContext
         if isinstance(config.get(key), str):
             ctx.region = config[key]
             break
+    if isinstance(config.get("skyfleet:accountId"), str | int):
+        ctx.account = str(config["skyfleet:accountId"])
     for key in ("skyfleet:project", "gcp:project"):
         if isinstance(config.get(key), str):
             ctx.gcp_project = config[key]

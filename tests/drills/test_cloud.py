@@ -15,6 +15,7 @@ from infra.outputs import EdgeOutputs, SiteOutputs
 from skyfleet.drills import activity
 from skyfleet.drills.activity import ACTIONS
 from skyfleet.drills.cli import app
+from skyfleet.drills.cloud import aws
 from tests.drills.conftest import no_credentials
 
 SITES: dict[str, dict[str, Any]] = {
@@ -244,6 +245,10 @@ def test_route53_health_check_invert_and_restore(aws_env: str, tmp_path: Path) -
     assert inverted() is True
     activity.aws_health_check_restore(site="aws", edge_stack="edge-dev", configuration=cfg)
     assert inverted() is False
+    # Detection polling reads the checkers' observations (moto's always report success).
+    events = aws.health_check_events(EdgeOutputs.model_validate(edge), "aws")
+    assert events and {e["state"] for e in events} == {"UP"}
+    assert all(e["site"] == "aws" and e["time"] > 0 for e in events)
 
 
 def test_outputs_models_accept_the_fixtures() -> None:

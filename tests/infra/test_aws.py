@@ -651,3 +651,33 @@ def test_no_plain_secret_value_appears_in_any_input(plan: Plan) -> None:
         for v in _walk(r.inputs):
             if isinstance(v, str):
                 assert token not in v, f"{r.type} {r.name} carries the AUTH token in plain text"
+
+
+def test_existing_certificate_and_model_key_variant(temp_project: Callable[[str, str], Path]) -> None:
+    """With certificateArn and no zone: no ACM certificate or DNS records are made, the listener
+    uses the given certificate; a model key becomes one more secret the tasks read by reference."""
+    existing = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-1111-2222-3333-444444444444"
+
+    def edit(c: dict[str, Any]) -> None:
+        c["skyfleet:domain"] = {"name": "aws-dev.agents.example.com", "certificateArn": existing}
+        c["skyfleet:modelApiKey"] = dict(c["skyfleet:apiKeys"])
+
+    plan = plan_stack(temp_project("aws-cert", _variant(edit)), "aws-cert")
+    assert not plan.of_type("aws:acm/certificate:Certificate")
+    assert not plan.of_type("aws:route53/record:Record")
+    https = next(r for r in of(plan, "aws:lb/listener:Listener") if r.inputs["protocol"] == "HTTPS")
+    assert https.inputs["certificateArn"] == existing
+    secrets = {
+        s.inputs["name"].rsplit("/", 1)[-1]: s.outputs["arn"]
+        for s in of(plan, "aws:secretsmanager/secret:Secret")
+    }
+    assert set(secrets) == {"api-keys", "redis-auth", "model-api-key"}
+    for c in containers(plan).values():
+        refs = {s["name"]: s["valueFrom"] for s in c["secrets"]}
+        assert refs[Env.MODEL_API_KEY.value] == secrets["model-api-key"]
+    reads = [
+        s
+        for s in _role_statements(plan, "-execution")
+        if "secretsmanager:GetSecretValue" in listify(s["Action"])
+    ]
+    assert set(listify(reads[0]["Resource"])) == set(secrets.values())

@@ -6,13 +6,28 @@ Assertions read the wire-form inputs a policy (and the Kubernetes provider) rece
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import nats
+import nats.errors
 import pytest
+import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from agent_app import contract
 from agent_app.contract import Env, NatsQueue, parse_queue_url
@@ -237,10 +252,9 @@ def test_api_probes_use_the_contract_paths_and_worker_has_none(plan: Plan) -> No
     (worker,) = one(plan, "kubernetes:apps/v1:Deployment", "worker")["spec"]["template"]["spec"]["containers"]
     assert not {"livenessProbe", "readinessProbe", "ports"} & set(worker)
     for sts in ("redis", "nats"):
-        for c in one(plan, "kubernetes:apps/v1:StatefulSet", sts)["spec"]["template"]["spec"]["containers"][
-            :1
-        ]:
-            assert c["readinessProbe"] and c["livenessProbe"], sts
+        pod = one(plan, "kubernetes:apps/v1:StatefulSet", sts)["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            assert c["readinessProbe"] and c["livenessProbe"], (sts, c["name"])
 
 
 # --- HA: replicas, autoscaling, disruption budgets ---------------------------------------------------
@@ -516,3 +530,237 @@ def test_plain_unwraps_the_wire_form() -> None:
     """`plain` turns wire-form numbers back into ints and unwraps secrets."""
     wire = {"a": 3.0, "b": {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "value": {"k": 1.5}}}
     assert plain(wire) == {"a": 3, "b": {"k": 1.5}}
+
+
+# --- the generated data-store configs, run on real servers ----------------------------------------------
+# The ConfigMaps' files are what the pods run; here they run on a real redis-server and
+# nats-server, with only the in-pod paths and ports mapped to a temp folder and free loopback
+# ports, and certificates from a throwaway CA standing in for cert-manager's.
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+PASSWORD = "s3cret-from-the-redis-auth-secret"
+# Fail at once: a refused AUTH must not be retried with backoff.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], attempts: int = 100
+) -> None:
+    """Poll (bounded) until ``check`` passes; fail with the server's output otherwise."""
+    for _ in range(attempts):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    proc.kill()
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    raise AssertionError(f"{what} did not come up:\n{out[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca.crt, tls.crt, tls.key as a cert-manager Secret holds them (server and client auth)."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=skyfleet-test-ca",
+    )
+    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return d
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def start_redis(
+    plan: Plan, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]], primary_port: int = 0
+) -> int:
+    """One Redis pod: the init container's script, then redis-server on the ConfigMap."""
+    files = one(plan, "kubernetes:core/v1:ConfigMap", "redis-config")["data"]
+    port = free_port()
+    data, run_dir = root / pod / "data", root / pod / "run"
+    data.mkdir(parents=True)
+    run_dir.mkdir()
+    mapped = {"/etc/redis/tls": str(pki), "/run/redis": str(run_dir), "dir /data": f"dir {data}"}
+    conf, script = files["redis.conf"], files["runtime.sh"]
+    for a, b in mapped.items():
+        conf, script = conf.replace(a, b), script.replace(a, b)
+    conf = conf.replace("tls-port 6379", f"tls-port {port}")
+    (root / pod / "redis.conf").write_text(conf)
+    env = {"PATH": os.environ["PATH"], "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
+    env |= {"PRIMARY_HOST": "127.0.0.1", "PRIMARY_PORT": str(primary_port)}
+    subprocess.run(["sh", "-c", script], env=env, check=True)
+    proc = subprocess.Popen(
+        ["redis-server", str(root / pod / "redis.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    servers.append(proc)
+    wait_until(lambda: redis_client(pki, port).ping() is True, f"redis {pod}", proc)
+    return port
+
+
+def redis_client(pki: Path, port: int, password: str | None = PASSWORD) -> redis.Redis:
+    return redis.Redis(
+        host="localhost",
+        port=port,
+        password=password,
+        ssl=True,
+        ssl_ca_certs=str(pki / "ca.crt"),
+        socket_timeout=5,
+        retry=NO_RETRY,
+    )
+
+
+def test_redis_config_serves_tls_with_auth_and_replicates(
+    plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    primary = start_redis(plan, pki, tmp_path, "redis-0", servers)
+    # AUTH is required; the password file never leaves the pod's memory volume.
+    with pytest.raises(redis.AuthenticationError):
+        redis_client(pki, primary, password=None).set("k", "v")
+    with pytest.raises(redis.AuthenticationError):
+        redis_client(pki, primary, password="wrong").ping()
+    # TLS only: a plain-text client gets no answer it can use.
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(
+            host="127.0.0.1", port=primary, password=PASSWORD, socket_timeout=1, retry=NO_RETRY
+        ).ping()
+    client = redis_client(pki, primary)
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        client.execute_command("FLUSHALL")
+    # Pod 1 replicates pod 0 over TLS with the same password (masterauth).
+    replica = start_redis(plan, pki, tmp_path, "redis-1", servers, primary_port=primary)
+    client.set("skyfleet:session:1", "turns")
+    assert client.execute_command("WAIT", 1, 5000) == 1
+    assert redis_client(pki, replica).get("skyfleet:session:1") == b"turns"
+    assert redis_client(pki, replica).info("replication")["role"] == "slave"
+
+
+def start_nats(
+    conf_text: str, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]]
+) -> tuple[int, int]:
+    """One NATS pod on its ConfigMap, on free loopback ports."""
+    client, monitor = free_port(), free_port()
+    d = root / pod
+    (d / "data").mkdir(parents=True)
+    conf = conf_text.replace("/etc/nats/tls", str(pki)).replace('"/data', f'"{d}/data')
+    conf = conf.replace("port: 4222", f"port: {client}").replace("http_port: 8222", f"http_port: {monitor}")
+    (d / "nats.conf").write_text(conf)
+    proc = subprocess.Popen(
+        [str(NATS_SERVER), "--config", str(d / "nats.conf")],
+        env={"PATH": os.environ["PATH"], "POD_NAME": pod},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    servers.append(proc)
+    health = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"  # the pods' probe
+    wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, f"nats {pod}", proc)
+    return client, monitor
+
+
+async def create_streams(plan: Plan, pki: Path, port: int) -> dict[str, dict[str, Any]]:
+    """What the setup Job does: send each stream file to JetStream's create API as is."""
+    files = one(plan, "kubernetes:core/v1:ConfigMap", "nats-streams")["data"]
+    tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    nc = await nats.connect(f"tls://localhost:{port}", tls=tls, connect_timeout=5)
+    try:
+        created = {}
+        for body in files.values():
+            cfg = json.loads(body)
+            reply = json.loads(
+                (await nc.request(f"$JS.API.STREAM.CREATE.{cfg['name']}", body.encode(), 10)).data
+            )
+            assert "error" not in reply, reply
+            created[cfg["name"]] = reply
+        js = nc.jetstream()
+        (c,) = one(plan, "kubernetes:apps/v1:Deployment", "api")["spec"]["template"]["spec"]["containers"]
+        queue = parse_queue_url(env_of(c)[Env.QUEUE_URL]["value"])
+        assert isinstance(queue, NatsQueue)
+        assert (await js.publish(queue.subject, b"task")).stream == queue.stream
+        assert (await js.publish(queue.dlq_subject, b"dead")).stream != queue.stream
+        return created
+    finally:
+        await nc.close()
+
+
+def test_dev_nats_config_runs_jetstream_with_tls_and_the_streams_apply(
+    dev_plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    conf = one(dev_plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
+    client, _ = start_nats(conf, pki, tmp_path, "nats-0", servers)
+    created = asyncio.run(create_streams(dev_plan, pki, client))
+    tasks = created["AGENT_TASKS"]["config"]
+    assert tasks["retention"] == "workqueue" and tasks["max_age"] == 345600 * 10**9
+    assert tasks["metadata"]["skyfleet.max_deliver"] == "5"
+    assert created["AGENT_TASKS_DLQ"]["config"]["max_age"] == 1209600 * 10**9
+
+
+def test_prod_nats_config_forms_a_three_node_jetstream_cluster_over_mutual_tls(
+    plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    conf = one(plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
+    (tmp_path / "nats-t.conf").write_text(conf.replace("/etc/nats/tls", str(pki)))
+    check = subprocess.run(
+        [str(NATS_SERVER), "-t", "-c", str(tmp_path / "nats-t.conf")],
+        env={"PATH": os.environ["PATH"], "POD_NAME": "nats-0"},
+        capture_output=True,
+    )
+    assert check.returncode == 0, check.stderr.decode()
+    # The peers' DNS names (nats-N.nats-headless...) map to loopback ports.
+    routes = {f"nats-{i}.nats-headless.{NAMESPACE}.svc.cluster.local:6222": free_port() for i in range(3)}
+    mapped = conf
+    for peer, port in routes.items():
+        mapped = mapped.replace(peer, f"127.0.0.1:{port}")
+    clients = []
+    for i, port in enumerate(routes.values()):
+        own = mapped.replace("port: 6222", f"port: {port}")
+        proc_conf = own.replace("max_file_store: 19GB", "max_file_store: 1GB")
+        clients.append(start_nats(proc_conf, pki, tmp_path, f"nats-{i}", servers)[0])
+    # R3 streams need all three peers: created only if routes authenticate each other.
+    created = {}
+    for _ in range(100):
+        try:
+            created = asyncio.run(create_streams(plan, pki, clients[0]))
+            break
+        except (AssertionError, nats.errors.Error, TimeoutError):
+            time.sleep(0.2)
+    assert created, "the streams could not be created on the cluster"
+    assert created["AGENT_TASKS"]["config"]["num_replicas"] == 3
+    assert len(created["AGENT_TASKS"]["cluster"]["replicas"]) == 2

@@ -146,6 +146,49 @@ def _primary_or_none(lab: LabState) -> dict[str, Any] | None:
         return None
 
 
+def test_component_faults_and_their_undos(lab: LabState) -> None:
+    with client(lab) as http:
+        session = http.post("/v1/sessions", json={}).json()["id"]
+
+        def turn() -> int:
+            return http.post(f"/v1/sessions/{session}/messages", json={"content": "hi"}).status_code
+
+        # One api replica lost: the front door routes around it.
+        assert faults.kill_replica(lab.state_dir, "aws", 0)["killed"] == ["aws-api-0"]
+        assert faults.kill_replica(lab.state_dir, "aws", 0)["killed"] == []  # idempotent
+        eventually(lambda: turn() == 200 and site_servers(lab, "aws")["aws-api-0"] == "DOWN", what="DOWN")
+        assert [turn() for _ in range(5)] == [200] * 5
+        faults.restart_replica(lab.state_dir, "aws", 0)
+        assert site_servers(lab, "aws")["aws-api-0"] == "UP"
+
+        # A hung replica (SIGSTOP) shows as paused, and runs again after SIGCONT.
+        assert faults.pause_replica(lab.state_dir, "onprem", 1)["paused"] == ["onprem-api-1"]
+        assert _process(lab, "onprem-api-1")["state"] == "paused"
+        assert faults.resume_replica(lab.state_dir, "onprem", 1)["resumed"] == ["onprem-api-1"]
+        assert _process(lab, "onprem-api-1")["state"] == "running"
+
+        # The Redis primary alone: a replica is promoted, the old one comes back as a replica.
+        killed = faults.kill_redis_primary(lab.state_dir)
+        eventually(lambda: (p := _primary_or_none(lab)) and p["name"] != killed["primary"], what="promotion")
+        assert turn() == 200
+        faults.restore_redis(lab.state_dir)
+        roles = {n["name"]: n["role"] for n in node_roles(load_state(lab.state_dir))}
+        assert roles[killed["primary"]] == "replica" and list(roles.values()).count("primary") == 1
+
+        # A site's NATS node: tasks still flow through the other nodes of the cluster.
+        faults.stop_broker(lab.state_dir, "gcp")
+        task = http.post(f"/v1/sessions/{session}/tasks", json={"input": "during the broker outage"})
+        assert task.status_code == 202, task.text
+        url = task.json()["status_url"]
+        eventually(lambda: http.get(url).json()["status"] == "succeeded", what="the task to succeed")
+        faults.start_broker(lab.state_dir, "gcp")
+        assert lab_status(lab.state_dir)["nats"]["nodes_up"] == 3
+
+
+def _process(lab: LabState, name: str) -> dict[str, Any]:
+    return next(p for p in lab_status(lab.state_dir)["processes"] if p["name"] == name)
+
+
 def test_a_second_lab_coexists(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Two sites with failover routing, on other ports and another state folder."""
     config = LabConfig(

@@ -329,8 +329,8 @@ def gcp_site() -> list[PlannedResource]:
                 "connectMode": "PRIVATE_SERVICE_ACCESS",
                 "authorizedNetwork": "vpc-id",
                 "labels": labels,
+                "deletionProtection": True,
             },
-            protect=True,
         ),
         res("gcp:pubsub/topic:Topic", "tasks", {"labels": labels}),
         res("gcp:pubsub/topic:Topic", "tasks-dead-letter", {"labels": labels}),
@@ -733,6 +733,7 @@ CASES: list[Case] = [
     ),
     Case("aws-required-tags", "aws", "tasks", setp("tags", {"owner": "platform"}), "tags missing"),
     Case("allowed-regions", "gcp", "cache", setp("region", "asia-east1"), "asia"),
+    Case("stateful-deletion-protection", "gcp", "cache", setp("deletionProtection", False), "memorystore"),
     Case(
         "stateful-deletion-protection",
         "aws",

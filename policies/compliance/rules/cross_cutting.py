@@ -170,6 +170,8 @@ def _deletion_protection(s: Subject) -> Iterator[str]:
         )
     elif s.type == "aws:s3/bucket:Bucket":
         ok, fix = not truthy(p.get("forceDestroy")), "forceDestroy=false"
+    elif s.type == "gcp:redis/instance:Instance":
+        ok, fix = truthy(p.get("deletionProtection")), "deletionProtection=true"
     elif s.type == "gcp:sql/databaseInstance:DatabaseInstance":
         ok, fix = p.get("deletionProtection") is not False, "deletionProtection=true"
     elif s.type == "kubernetes:apps/v1:StatefulSet":
@@ -242,7 +244,9 @@ def _k8s_parts(view: StackView) -> dict[str, bool]:
         "cache": any(i.startswith(("redis", "valkey")) for i in images),
         "queue": any(i.startswith(("nats", "rabbitmq", "kafka")) for i in images),
         "dead-letter queue": _named_like(view, "kubernetes:", "dlq", "dead-letter", "deadletter")
-        or any(_mentions_dead_letter(c.props.get("data")) for c in view.of_type("kubernetes:core/v1:ConfigMap")),
+        or any(
+            _mentions_dead_letter(c.props.get("data")) for c in view.of_type("kubernetes:core/v1:ConfigMap")
+        ),
     }
 
 

@@ -106,15 +106,23 @@ def set_health_check_inverted(edge: EdgeOutputs, site: str, inverted: bool) -> b
 
 
 def health_check_events(edge: EdgeOutputs, site: str) -> list[dict[str, Any]]:
-    """What Route 53's checkers report now, as health events (for detection polling)."""
+    """What Route 53's checkers last reported for a site, as health events (for detection).
+
+    Each checker's own ``CheckedTime`` dates its event, so polling every few seconds still
+    yields the time a checker first saw the failure.
+    """
     status = _route53().get_health_check_status(HealthCheckId=health_check_id(edge, site))
-    now = time.time()
-    return [
-        {
-            "time": now,
-            "site": site,
-            "server": o.get("IPAddress") or o.get("Region"),
-            "state": "UP" if "Success" in o.get("StatusReport", {}).get("Status", "") else "DOWN",
-        }
-        for o in status.get("HealthCheckObservations", [])
-    ]
+    events = []
+    for o in status.get("HealthCheckObservations", []):
+        report = o.get("StatusReport", {})
+        checked = report.get("CheckedTime")
+        events.append(
+            {
+                "time": checked.timestamp() if hasattr(checked, "timestamp") else time.time(),
+                "site": site,
+                "server": o.get("Region") or o.get("IPAddress"),
+                "state": "UP" if str(report.get("Status", "")).startswith("Success") else "DOWN",
+                "reason": report.get("Status", ""),
+            }
+        )
+    return events
