@@ -19,7 +19,8 @@ session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 
 _STATIC: dict[str, str] = {}
-_RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Record attributes that are not extras (uvicorn's color_message duplicates msg with ANSI codes).
+_RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,9 +18,9 @@ DIRECT = (
     "google-cloud-pubsub", "httpx", "prometheus-client", "tenacity", "pybreaker",
 )  # fmt: skip
 IMAGE_PLATFORM = {
-    "python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux", "platform_system": "Linux",
-    "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix",
-    "platform_machine": "x86_64",
+    "python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",
+    "platform_system": "Linux", "implementation_name": "cpython", "platform_python_implementation": "CPython",
+    "os_name": "posix", "platform_machine": "x86_64",
 }  # fmt: skip
 HEADER = """\
 # Runtime dependencies of the agent app image, pinned to the exact versions the tests ran

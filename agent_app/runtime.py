@@ -21,9 +21,10 @@ from agent_app.model import backend_from_settings
 from agent_app.model.base import ModelBackend
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
-from agent_app.schemas import Message, Session, TaskMessage, TurnReply
+from agent_app.schemas import Message, TaskMessage, TurnReply
 from agent_app.sessions import SessionStore, new_id
 from agent_app.tasks import TaskStore
+from agent_app.telemetry import span
 
 log = logging.getLogger("agent_app.runtime")
 QUEUE_RETRY_SECONDS = 1.0
@@ -140,11 +141,13 @@ class Runtime:
         return task_id
 
     async def turn(self, session_id: str, text: str) -> TurnReply:
-        session: Session = await self.sessions.get(session_id)
+        session, version = await self.sessions.load(session_id)
         self.sessions.check_room(session)
-        result = await self.agent.respond(
-            session.messages, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
-        )
+        history = list(session.messages)
+        with span("agent.turn", session_id=session_id):
+            result = await self.agent.respond(
+                history, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
+            )
         turn_id = new_id()
         now = time.time()
         reply = Message(
@@ -159,5 +162,6 @@ class Runtime:
             session_id,
             [Message(role="user", content=text, at=now, turn_id=turn_id), reply],
             counts_as_turn=True,
+            loaded=(session, version),
         )
         return TurnReply(session_id=session_id, turn=stored.turns, reply=reply, task_id=result.task_id)

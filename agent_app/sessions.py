@@ -82,7 +82,8 @@ class SessionStore:
         await self.cache.write(stage)
         return session
 
-    async def _load(self, session_id: str) -> tuple[Session, str]:
+    async def load(self, session_id: str) -> tuple[Session, str]:
+        """The session and its version (for :meth:`append`'s first compare-and-set)."""
         raw: dict[str, str] = await self.cache.run(
             lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
         )
@@ -100,7 +101,7 @@ class SessionStore:
         return session, raw["version"]
 
     async def get(self, session_id: str) -> Session:
-        return (await self._load(session_id))[0]
+        return (await self.load(session_id))[0]
 
     def check_room(self, session: Session) -> None:
         if session.turns >= self.max_turns:
@@ -109,12 +110,24 @@ class SessionStore:
                 "start a new session"
             )
 
-    async def append(self, session_id: str, messages: list[Message], *, counts_as_turn: bool) -> Session:
-        """Append ``messages`` atomically; all of them carry the same ``turn_id``."""
+    async def append(
+        self,
+        session_id: str,
+        messages: list[Message],
+        *,
+        counts_as_turn: bool,
+        loaded: tuple[Session, str] | None = None,
+    ) -> Session:
+        """Append ``messages`` atomically; all of them carry the same ``turn_id``.
+
+        ``loaded`` is a copy read earlier by the caller: the first compare-and-set tries it,
+        saving a round trip when no other turn came in between.
+        """
         turn_id = messages[0].turn_id
         key = session_key(session_id)
         for _ in range(APPEND_ATTEMPTS):
-            session, version = await self._load(session_id)
+            session, version = loaded or await self.load(session_id)
+            loaded = None
             if turn_id and any(m.turn_id == turn_id for m in session.messages):
                 return session  # an earlier try landed but its reply was lost
             if counts_as_turn:

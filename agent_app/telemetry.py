@@ -25,18 +25,23 @@ def _wanted() -> bool:
 
 
 def setup_tracing(service: str, app: Any = None) -> bool:
-    """Install a tracer provider with an OTLP exporter; True when tracing is on."""
+    """Install a tracer provider and exporter; True when tracing is on."""
     global _tracer
-    if not _wanted():
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    if not _wanted() or exporter_name == "none":
         return False
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     try:
         trace = importlib.import_module("opentelemetry.trace")
         sdk_trace = importlib.import_module("opentelemetry.sdk.trace")
         export = importlib.import_module("opentelemetry.sdk.trace.export")
         resources = importlib.import_module("opentelemetry.sdk.resources")
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        module = "grpc" if protocol == "grpc" else "http"
-        exporter_mod = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{module}.trace_exporter")
+        if exporter_name == "console":  # local debugging: spans as JSON on stdout
+            processor = export.SimpleSpanProcessor(export.ConsoleSpanExporter())
+        else:
+            module = "grpc" if protocol == "grpc" else "http"
+            exporter = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{module}.trace_exporter")
+            processor = export.BatchSpanProcessor(exporter.OTLPSpanExporter())
     except ImportError as exc:
         log.warning(
             "OTEL_* is set but OpenTelemetry is not installed; tracing stays off", extra={"error": str(exc)}
@@ -44,18 +49,19 @@ def setup_tracing(service: str, app: Any = None) -> bool:
         return False
     resource = resources.Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
     provider = sdk_trace.TracerProvider(resource=resource)
-    provider.add_span_processor(export.BatchSpanProcessor(exporter_mod.OTLPSpanExporter()))
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("agent_app")
     if app is not None:
         try:
-            fastapi_inst = importlib.import_module("opentelemetry.instrumentation.fastapi")
-            fastapi_inst.FastAPIInstrumentor.instrument_app(app)
+            importlib.import_module(
+                "opentelemetry.instrumentation.fastapi"
+            ).FastAPIInstrumentor.instrument_app(app)
         except ImportError:
             log.info(
                 "opentelemetry-instrumentation-fastapi not installed; only the app's own spans are traced"
             )
-    log.info("tracing on", extra={"protocol": protocol})
+    log.info("tracing on", extra={"exporter": exporter_name, "protocol": protocol})
     return True
 
 

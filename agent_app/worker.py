@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
 from agent_app.errors import NotFound
-from agent_app.http import Receive, Scope, Send
+from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
@@ -228,7 +228,7 @@ class Worker:
             log.warning("task failed; will be retried", extra=extra)
 
 
-def probe_app(runtime: Runtime):
+def probe_app(runtime: Runtime) -> ASGIApp:
     """/healthz, /readyz and /metrics for the worker, without a web framework."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -41,9 +41,9 @@ def _validated(stack: str, outputs: Any) -> SiteOutputs:
 
 def _unknown() -> pulumi.Output[SiteOutputs]:
     """A value a preview cannot know yet (as a resource's computed output would be)."""
-    known: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
+    known: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     known.set_result(False)
-    value: asyncio.Future[SiteOutputs] = asyncio.get_event_loop().create_future()
+    value: asyncio.Future[SiteOutputs] = asyncio.get_running_loop().create_future()
     value.set_result(None)  # type: ignore[arg-type]  # never read: the output is unknown
     return pulumi.Output(set(), value, known)
 

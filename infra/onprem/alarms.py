@@ -68,8 +68,8 @@ class Alarms(Capability):
             spec={"groups": [{"name": "skyfleet", "rules": rules}]},
             opts=self.child(),
         )
-        # Scrape targets the rules need: the api's /metrics and the NATS JetStream exporter.
-        for role, port in ((kube.API, "http"), (kube.NATS, "metrics")):
+        # Scrape targets the rules need: the app's /metrics and the NATS JetStream exporter.
+        for role, port in ((kube.API, "http"), (kube.WORKER, "http"), (kube.NATS, "metrics")):
             k8s.apiextensions.CustomResource(
                 f"{role}-metrics",
                 api_version="monitoring.coreos.com/v1",

@@ -124,8 +124,11 @@ class Network(Capability):
             [_Flow([_namespace(args.ingress_namespace), _namespace(args.monitoring_namespace)], [app_port])],
             api_egress,
         )
-        # worker: receives nothing; talks to its stores (and the model, like the api).
-        self._policy(kube.WORKER, None, [], api_egress)
+        # worker: only Prometheus in (probes come from the kubelet); out to its stores (and
+        # the model, like the api).
+        self._policy(
+            kube.WORKER, None, [_Flow([_namespace(args.monitoring_namespace)], [app_port])], api_egress
+        )
         # redis: clients and replicas in; replicas out to the primary (replication).
         self._policy(
             kube.REDIS,

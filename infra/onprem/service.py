@@ -2,11 +2,9 @@
 each with its own token-less ServiceAccount, restricted pods spread over zones, an HPA and a
 PDB; a ClusterIP Service for the api; and the log pipeline config the node log agent loads.
 
-The worker has no liveness or readiness probe: it serves no HTTP and receives no traffic
-(readiness gates nothing), and a worker that crashes exits, so the kubelet restarts it; a
-worker that hangs holds its tasks only until their lease expires, then JetStream redelivers
-them to another worker. An exec probe could only test that a process exists, which the
-kubelet already knows.
+Both processes serve /healthz, /readyz and /metrics on the contract's port (the worker only
+for probes and scraping: no Service routes traffic to it), so both get the same probes;
+readiness gates rollouts (maxUnavailable 0) and, for the api, traffic.
 """
 
 from __future__ import annotations
@@ -182,23 +180,19 @@ class Service(Capability):
             kube.ca_volume("redis-ca", args.redis_tls_secret),
             kube.ca_volume("queue-ca", args.queue_tls_secret),
         ]
-        http = w.serves_http
         container = k8s.core.v1.ContainerArgs(
             name=w.role,
             image=args.image,
             image_pull_policy="IfNotPresent",
             command=list(w.command),
             env=_env(w, args.secrets),
-            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=w.port)]
-            if w.serves_http
-            else None,
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=w.port)],
             resources=kube.resources(w.cpu, w.memory),
             security_context=kube.container_security(contract.RUN_AS_UID),
             volume_mounts=mounts,
-            # HTTP probes only where there is an HTTP server (see the module docstring).
-            startup_probe=_http_probe(contract.LIVENESS_PATH, period=5, failures=24) if http else None,
-            liveness_probe=_http_probe(contract.LIVENESS_PATH, period=10, failures=3) if http else None,
-            readiness_probe=_http_probe(contract.READINESS_PATH, period=5, failures=2) if http else None,
+            startup_probe=_http_probe(contract.LIVENESS_PATH, period=5, failures=24),
+            liveness_probe=_http_probe(contract.LIVENESS_PATH, period=10, failures=3),
+            readiness_probe=_http_probe(contract.READINESS_PATH, period=5, failures=2),
         )
         # The process: restricted pod, spread over zones and hosts, replicas owned by the HPA.
         deployment = k8s.apps.v1.Deployment(

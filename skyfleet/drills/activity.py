@@ -121,6 +121,37 @@ def _undo(name: str, key: str, fallback: Callable[[], Any] | None = None) -> dic
     return {"rollback": name, "key": key, "restored": True, "time": now, "results": results}
 
 
+# A site argument may name the role rather than the site: the one holding the Redis primary
+# when the fault is applied (the worst site to lose: it takes the cache primary with it).
+PRIMARY_SITE = "redis-primary"
+
+
+def _site(lab: LabTarget, site: str) -> str:
+    """The site a fault acts on: ``site`` itself, or the Redis primary's site right now."""
+    if site != PRIMARY_SITE:
+        return site
+    from skyfleet.lab.replication import redis_primary
+
+    return str(redis_primary(lab.state_dir)["site"])
+
+
+def _where(args: dict[str, Any], *, undo: bool = False) -> str:
+    """How a dry run names the site a lab action acts on."""
+    if args.get("site") == PRIMARY_SITE:
+        return "the site that held the Redis primary" if undo else "the site holding the Redis primary"
+    return f"site {args.get('site')!r}"
+
+
+def _named(site: str) -> str:
+    """A rollback without its fault in the ledger must be told which site to restore."""
+    if site == PRIMARY_SITE:
+        raise RuntimeError(
+            f"no open fault for site {PRIMARY_SITE!r} in this run: the primary has moved since, so "
+            "name the site to restore (e.g. site: aws)"
+        )
+    return site
+
+
 def _lab_faults() -> Any:
     from skyfleet.lab import faults
 
@@ -130,25 +161,33 @@ def _lab_faults() -> Any:
 # --- lab faults --------------------------------------------------------------------------
 
 
-@_register("lab", "fault", lambda t, a: f"lab: SIGKILL every process of site {a['site']!r}", undo="site_up")
+@_register(
+    "lab",
+    "fault",
+    lambda t, a: (
+        f"lab: SIGKILL every process of site {a['site']!r} (api replicas, worker, Redis, Sentinel, NATS)"
+    ),
+    undo="site_up",
+)
 def site_down(site: str, configuration: Configuration = None) -> dict[str, Any]:
     lab, faults = _lab(configuration), _lab_faults()
+    name = _site(lab, site)
     return _apply(
         "site_down",
         f"site:{site}",
-        site,
-        f"site {site} down",
-        lambda: faults.stop_site(lab.state_dir, site),
-        lambda: faults.start_site(lab.state_dir, site),
+        name,
+        f"site {name} down",
+        lambda: faults.stop_site(lab.state_dir, name),
+        lambda: faults.start_site(lab.state_dir, name),
     )
 
 
 @_register(
-    "lab", "rollback", lambda t, a: f"lab: restart every process of site {a['site']!r}, wait until ready"
+    "lab", "rollback", lambda t, a: f"lab: restart every process of {_where(a, undo=True)}, wait until ready"
 )
 def site_up(site: str, configuration: Configuration = None) -> dict[str, Any]:
     lab, faults = _lab(configuration), _lab_faults()
-    return _undo("site_up", f"site:{site}", lambda: faults.start_site(lab.state_dir, site))
+    return _undo("site_up", f"site:{site}", lambda: faults.start_site(lab.state_dir, _named(site)))
 
 
 @_register(
@@ -251,24 +290,27 @@ def replica_resume(site: str, index: int = 0, configuration: Configuration = Non
 
 
 @_register(
-    "lab", "fault", lambda t, a: f"lab (root): cut site {a['site']!r}'s network link", undo="partition_heal"
+    "lab", "fault", lambda t, a: f"lab (root): cut the network link of {_where(a)}", undo="partition_heal"
 )
 def site_partition(site: str, configuration: Configuration = None) -> dict[str, Any]:
     lab, faults = _lab(configuration), _lab_faults()
+    name = _site(lab, site)
     return _apply(
         "site_partition",
         f"partition:{site}",
-        site,
-        f"site {site} partitioned",
-        lambda: faults.partition_site(lab.state_dir, site),
-        lambda: faults.heal_partition(lab.state_dir, site),
+        name,
+        f"site {name} partitioned",
+        lambda: faults.partition_site(lab.state_dir, name),
+        lambda: faults.heal_partition(lab.state_dir, name),
     )
 
 
-@_register("lab", "rollback", lambda t, a: f"lab (root): restore site {a['site']!r}'s network link")
+@_register("lab", "rollback", lambda t, a: f"lab (root): restore the network link of {_where(a, undo=True)}")
 def partition_heal(site: str, configuration: Configuration = None) -> dict[str, Any]:
     lab, faults = _lab(configuration), _lab_faults()
-    return _undo("partition_heal", f"partition:{site}", lambda: faults.heal_partition(lab.state_dir, site))
+    return _undo(
+        "partition_heal", f"partition:{site}", lambda: faults.heal_partition(lab.state_dir, _named(site))
+    )
 
 
 @_register(
@@ -323,6 +365,14 @@ def front_door_servers(site: str | None = None, configuration: Configuration = N
 def site_out_of_rotation(site: str, configuration: Configuration = None) -> bool:
     servers = front_door_servers(site, configuration)
     return bool(servers) and all(not str(s.get("status", "")).startswith("UP") for s in servers)
+
+
+@_register("lab", "probe", lambda t, a: "lab: is every front door server of the faulted site out of rotation")
+def faulted_site_out_of_rotation(configuration: Configuration = None) -> bool:
+    run = current()
+    if run is None or run.fault.site is None:
+        raise RuntimeError("no fault with a site has been applied in this drill")
+    return site_out_of_rotation(run.fault.site, configuration)
 
 
 # --- AWS ----------------------------------------------------------------------------------

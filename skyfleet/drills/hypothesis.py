@@ -58,6 +58,11 @@ def _client(base_url: str) -> httpx.Client:
         return _CLIENTS[base_url]
 
 
+def warm(base_url: str) -> None:
+    """Build the probe client now (before the load starts), not during the first probe."""
+    _client(base_url)
+
+
 def front_door_ready(configuration: dict[str, Any] | None = None, timeout: float = 2.0) -> bool:
     """The front door answers the readiness path with 200 (it routes to some healthy replica)."""
     run = current()

@@ -13,6 +13,7 @@ Load only ever goes to a loopback address: the lab's front door, or a tunnel to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import threading
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agent_app.contract import INSTANCE_HEADER, SITE_HEADER
+from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER
 from skyfleet.drills.experiment import LoadSpec
 
 # Task statuses after which the app will not touch the task again.
@@ -180,11 +181,15 @@ class LoadGenerator:
 
     async def _run(self) -> None:
         rec = self.recording
-        mono0, wall0 = time.monotonic(), time.time()
-        rec.started_at = wall0
         interval = 1.0 / self.spec.rate
         in_flight: set[asyncio.Task[None]] = set()
         async with self._client() as client:
+            # One untimed request first: it loads the HTTP stack's lazy imports and opens a
+            # connection, so the first scheduled requests measure the system, not the client.
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(LIVENESS_PATH)
+            mono0, wall0 = time.monotonic(), time.time()
+            rec.started_at = wall0
             for i in range(self.spec.max_requests):
                 due = mono0 + i * interval
                 if due - mono0 > self.spec.max_seconds or self._stop.is_set():

@@ -177,7 +177,7 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
     records = list(recording.records)
     t0 = recording.started_at or (min((r.sent for r in records), default=report.started_at))
     fig, (ax_lat, ax_err) = plt.subplots(
-        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+        2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
     sites = sorted({r.site or "unknown" for r in records if r.ok})
     for i, site in enumerate(sites):
@@ -242,12 +242,15 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
             marks.append((fault_at + m.recovery_seconds, "#2ca02c", f"recovered +{m.recovery_seconds:.2f}s"))
     if report.fault.restored_at is not None:
         marks.append((report.fault.restored_at, "#7f7f7f", "rolled back"))
+    styles = {"fault": ("-", 2.2), "rolled back": ("-", 1.6)}
     for ax in (ax_lat, ax_err):
         for when, colour, label in marks:
-            ax.axvline(when - t0, color=colour, ls="--", lw=1.3, label=label if ax is ax_lat else None)
-    ax_lat.legend(loc="upper left", fontsize=8, ncol=2, framealpha=0.85)
+            ls, lw = styles.get(label, (":", 1.8))
+            ax.axvline(when - t0, color=colour, ls=ls, lw=lw, label=label if ax is ax_lat else None)
+    # Legend above the plot, where it hides no data point.
+    ax_lat.legend(loc="lower left", bbox_to_anchor=(0, 1.01), fontsize=8, ncol=4, frameon=False)
     verdict = "passed" if report.passed else "FAILED"
-    ax_lat.set_title(
+    fig.suptitle(
         f"{report.title} — {report.target} — {verdict}: {report.measurements.failed_requests} failed of "
         f"{report.measurements.total_requests}",
         fontsize=11,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import importlib
 import json
 import logging
 import os
@@ -92,6 +93,7 @@ class DrillRun:
         self.started = False
         self.finished = False
         self._stop = threading.Event()
+        self._lag_ready = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # --- faults (called by skyfleet.drills.activity) --------------------------------------
@@ -112,13 +114,7 @@ class DrillRun:
             return
         self.started = True
         door = self.target.front_door()
-        if door is not None:
-            url, key = door
-            self.load = LoadGenerator(url, key, self.spec.load)
-            self.load.start()
-            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url}")
-        else:
-            self.notes.append("no loopback front door for this target: no load, no request figures")
+        self._warm(door[0] if door else None)
         for name, fn in (
             ("lag", self._lag_loop),
             ("watchdog", self._watchdog),
@@ -127,12 +123,48 @@ class DrillRun:
             thread = threading.Thread(target=fn, name=f"skyfleet-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        if self.load is not None:
+        # The sampler process's start-up (an interpreter and its imports) is done before the
+        # load starts rather than during its first seconds.
+        self._lag_ready.wait(10)
+        if door is not None:
+            url, key = door
+            self.load = LoadGenerator(url, key, self.spec.load)
+            self.load.start()
+            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url}")
             self._stop.wait(self.spec.load.warmup_seconds)
+        else:
+            self.notes.append("no loopback front door for this target: no load, no request figures")
+
+    def _warm(self, url: str | None) -> None:
+        """Import and build now what the run needs later, before the load starts.
+
+        An import holds the import lock and the GIL; done in the middle of the fault (the lab's
+        fault module, chaoslib's exit module, a probe's HTTP client and its TLS context) it
+        stalls the load generator for hundreds of ms and shows up as the system's latency.
+        """
+        modules = {"chaoslib.exit", "chaoslib.run", "skyfleet.drills.activity", "skyfleet.drills.control"}
+        if isinstance(self.target, LabTarget):
+            modules |= {"skyfleet.lab.faults", "skyfleet.lab.frontdoor", "skyfleet.lab.status"}
+        for section in ("method", "rollbacks"):
+            for activity in self.drill.experiment.get(section) or []:
+                module = (activity.get("provider") or {}).get("module")
+                if module:
+                    modules.add(module)
+        for module in sorted(modules):
+            importlib.import_module(module)
+        from skyfleet.drills import activity, hypothesis
+
+        text = json.dumps(self.drill.experiment)
+        for info in activity.ACTIONS.values():
+            if info.platform != "lab" and info.func in text:
+                importlib.import_module(f"skyfleet.drills.cloud.{info.platform}")
+        if url is not None:
+            hypothesis.warm(url)
 
     def _lag_loop(self) -> None:
         """Collect lag samples from the sampler child process (see skyfleet.drills.lag)."""
         if not isinstance(self.target, LabTarget):
+            self._lag_ready.set()
             return
         proc = subprocess.Popen(
             [sys.executable, "-m", "skyfleet.drills.lag", self.target.state_dir],
@@ -152,6 +184,7 @@ class DrillRun:
         stop_child.start()
         errors: list[str] = []
         for line in proc.stdout:
+            self._lag_ready.set()
             try:
                 item = json.loads(line)
             except ValueError:
@@ -160,6 +193,7 @@ class DrillRun:
                 self.lag_samples.extend(float(v) for v in item["samples"])
             elif not errors:
                 errors.append(str(item.get("error")))
+        self._lag_ready.set()
         try:
             code = proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -236,7 +270,7 @@ class DrillRun:
             self.safety_rollbacks.extend(leftover)
             self.fault_restored(time.time())
         if self.load is not None and self.fault.at is not None:
-            self._stop_threads_after(self.spec.load.settle_seconds)
+            self._settle(self.spec.load.settle_seconds)
         self._stop.set()
         recording = self.load.stop() if self.load is not None else None
         for thread in self._threads:
@@ -246,7 +280,7 @@ class DrillRun:
         write_report(self.report, recording, self.report_dir)
         return self.report
 
-    def _stop_threads_after(self, seconds: float) -> None:
+    def _settle(self, seconds: float) -> None:
         self.say(f"settling {seconds:g} s under load after the rollback")
         time.sleep(seconds)
 
@@ -466,7 +500,7 @@ def run_drill(
                 )
             finally:
                 # Whatever happened (exception, Ctrl-C, SIGTERM): undo, stop the load, report.
-                report = run.finish(journal or getattr(run, "journal", None))
+                report = run.finish(journal)
     finally:
         set_current(None)
     return report

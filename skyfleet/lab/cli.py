@@ -98,6 +98,9 @@ def status(
     if as_json:
         out.print_json(json.dumps(report))
         return
+    if report["phase"] == "down":
+        out.print(f"lab {report['lab_id']} in {report['state_dir']} is down; start it with `skyfleet lab up`")
+        raise typer.Exit(code=1)
     _print_status(report)
     if not report["healthy"]:
         raise typer.Exit(code=1)

@@ -53,6 +53,13 @@ def parse_duration_ms(value: Any) -> int:
 DurationMs = Annotated[
     int, BeforeValidator(parse_duration_ms), PlainSerializer(lambda ms: f"{ms}ms", return_type=str)
 ]
+# Bounds of the duration fields, checked with their unit in the message.
+_DURATION_BOUNDS = {
+    "health_interval_ms": (100, 60_000),
+    "redis_down_after_ms": (100, 60_000),
+    "redis_failover_timeout_ms": (500, 600_000),
+    "request_timeout_ms": (500, 600_000),
+}
 
 
 class LabConfig(BaseModel):
@@ -63,7 +70,7 @@ class LabConfig(BaseModel):
     state_dir: Path = Path(".skyfleet-lab")
     base_port: int = Field(default=17000, ge=1024, le=65000)
     health_interval_ms: DurationMs = Field(
-        default=1000, ge=100, le=60000, alias="health_interval", description="front door check interval"
+        default=1000, alias="health_interval", description="front door check interval"
     )
     health_fall: int = Field(default=2, ge=1, le=10, description="failed checks before a server is down")
     health_rise: int = Field(default=2, ge=1, le=10, description="passed checks before it is up again")
@@ -73,16 +80,22 @@ class LabConfig(BaseModel):
     netns: bool = False
     netns_subnet: str | None = Field(default=None, description="IPv4 /24 for the namespaces")
     # Sentinel timings: short, so that a lost Redis primary is replaced within about 3 s.
-    redis_down_after_ms: DurationMs = Field(default=1000, ge=100, le=60000, alias="redis_down_after")
-    redis_failover_timeout_ms: DurationMs = Field(
-        default=3000, ge=500, le=600000, alias="redis_failover_timeout"
-    )
-    request_timeout_ms: DurationMs = Field(default=5000, ge=500, le=600000, alias="request_timeout")
+    redis_down_after_ms: DurationMs = Field(default=1000, alias="redis_down_after")
+    redis_failover_timeout_ms: DurationMs = Field(default=3000, alias="redis_failover_timeout")
+    request_timeout_ms: DurationMs = Field(default=5000, alias="request_timeout")
     tls: bool = Field(default=True, description="also serve the front door over HTTPS")
     python: str = Field(default=sys.executable, description="interpreter that runs agent_app")
     app_env: dict[str, str] = Field(default_factory=dict, description="extra AGENT_* variables")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator(*_DURATION_BOUNDS)
+    @classmethod
+    def _duration_bounds(cls, ms: int, info: ValidationInfo) -> int:
+        low, high = _DURATION_BOUNDS[str(info.field_name)]
+        if not low <= ms <= high:
+            raise ValueError(f"must be between {low}ms and {high}ms, got {ms}ms")
+        return ms
 
     @field_validator("sites")
     @classmethod

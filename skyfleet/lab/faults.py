@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from skyfleet.lab import broker, network, replication
+from skyfleet.lab import broker, frontdoor, network, replication
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.lifecycle import frontdoor_ready, http_ready, wait_ready
 from skyfleet.lab.procs import (
@@ -32,6 +32,16 @@ from skyfleet.lab.state import LabState, SiteNetwork, load_state, updating
 
 # Restart order within a site: what others depend on first.
 START_ORDER = (Role.REDIS, Role.SENTINEL, Role.NATS, Role.API, Role.WORKER)
+
+
+def _lab(state_dir: str) -> LabState:
+    """The lab's state, refusing a lab that is not up (its configs are gone after ``down``)."""
+    state = load_state(state_dir)
+    if state.phase != "up":
+        raise LabError(
+            f"the lab in {state.state_dir} is {state.phase}, not up; start it with `skyfleet lab up`"
+        )
+    return state
 
 
 def _check_site(state: LabState, site: str) -> None:
@@ -135,7 +145,7 @@ def _wait_replicating(state_dir: str, names: list[str], timeout: float = 30.0) -
 
 def stop_site(state_dir: str, site: str) -> dict[str, Any]:
     """Lose a whole site: SIGKILL its api replicas, worker, Redis, Sentinel and NATS node."""
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     _check_site(state, site)
     names = [r.name for r in state.find(site=site)]
     when, killed = _kill(state_dir, names)
@@ -144,15 +154,14 @@ def stop_site(state_dir: str, site: str) -> dict[str, Any]:
 
 def start_site(state_dir: str, site: str) -> dict[str, Any]:
     """Bring a lost site back: Redis rejoins as a replica, NATS rejoins the cluster, apps ready."""
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     _check_site(state, site)
-    started: list[str] = []
-    for role in START_ORDER:
-        names = [r.name for r in state.find(site=site, role=role)]
-        extra = _replica_args(load_state(state_dir), names) if role == Role.REDIS else None
-        now = _spawn_missing(state_dir, names, extra)
-        _wait(state_dir, names)
-        started += now
+    # Everything starts at once (the apps retry until Redis and NATS answer), Redis first so
+    # it is told whom to follow before anything can write to it.
+    names = [r.name for role in START_ORDER for r in state.find(site=site, role=role)]
+    redis_names = [r.name for r in state.find(site=site, role=Role.REDIS)]
+    started = _spawn_missing(state_dir, names, _replica_args(state, redis_names))
+    _wait(state_dir, names)
     _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS)])
     _wait_frontdoor(state_dir, [r.name for r in state.find(site=site, role=Role.API)])
     return {"fault": "start_site", "site": site, "time": time.time(), "started": started}
@@ -163,14 +172,14 @@ def start_site(state_dir: str, site: str) -> dict[str, Any]:
 
 def kill_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
     """Lose one api replica (SIGKILL): in-flight requests on it fail over at the front door."""
-    rec = _replica(load_state(state_dir), site, index)
+    rec = _replica(_lab(state_dir), site, index)
     when, killed = _kill(state_dir, [rec.name])
     return {"fault": "kill_replica", "site": site, "time": when, "killed": killed}
 
 
 def restart_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
     """Start a killed api replica again and wait until the front door has it back."""
-    rec = _replica(load_state(state_dir), site, index)
+    rec = _replica(_lab(state_dir), site, index)
     started = _spawn_missing(state_dir, [rec.name])
     _wait(state_dir, [rec.name])
     _wait_frontdoor(state_dir, [rec.name])
@@ -179,7 +188,7 @@ def restart_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]
 
 def pause_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
     """Hang one api replica (SIGSTOP): it accepts connections but never answers."""
-    rec = _replica(load_state(state_dir), site, index)
+    rec = _replica(_lab(state_dir), site, index)
     when = time.time()
     paused = [] if is_stopped(rec) else [rec.name] if signal_process(rec, signal.SIGSTOP) else []
     return {"fault": "pause_replica", "site": site, "time": when, "paused": paused}
@@ -187,7 +196,7 @@ def pause_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
 
 def resume_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
     """Let a paused api replica run again (SIGCONT)."""
-    rec = _replica(load_state(state_dir), site, index)
+    rec = _replica(_lab(state_dir), site, index)
     resumed = [rec.name] if is_stopped(rec) and signal_process(rec, signal.SIGCONT) else []
     return {"fault": "resume_replica", "site": site, "time": time.time(), "resumed": resumed}
 
@@ -201,7 +210,7 @@ def kill_redis_primary(state_dir: str) -> dict[str, Any]:
     Idempotent while the failover runs: if the primary the Sentinels name is already dead,
     nothing more is killed.
     """
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     addr = replication.primary_address(state)
     if addr is None:
         raise LabError(f"no Sentinel of the lab at {state_dir} knows a Redis primary")
@@ -220,7 +229,7 @@ def kill_redis_primary(state_dir: str) -> dict[str, Any]:
 
 def restore_redis(state_dir: str) -> dict[str, Any]:
     """Restart every stopped Redis node as a replica of the current primary; wait for the sync."""
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     names = [r.name for r in state.find(role=Role.REDIS) if not is_running(r)]
     started = _spawn_missing(state_dir, names, _replica_args(state, names))
     _wait(state_dir, names)
@@ -233,7 +242,7 @@ def restore_redis(state_dir: str) -> dict[str, Any]:
 
 def stop_broker(state_dir: str, site: str) -> dict[str, Any]:
     """Lose a site's NATS node (SIGKILL); the apps there reconnect to another node."""
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     _check_site(state, site)
     names = [r.name for r in state.find(site=site, role=Role.NATS)]
     when, killed = _kill(state_dir, names)
@@ -242,7 +251,7 @@ def stop_broker(state_dir: str, site: str) -> dict[str, Any]:
 
 def start_broker(state_dir: str, site: str) -> dict[str, Any]:
     """Restart a site's NATS node and wait until it is back in the JetStream cluster."""
-    state = load_state(state_dir)
+    state = _lab(state_dir)
     _check_site(state, site)
     names = [r.name for r in state.find(site=site, role=Role.NATS)]
     started = _spawn_missing(state_dir, names)
@@ -265,7 +274,7 @@ def _site_network(state: LabState, site: str) -> SiteNetwork:
 
 def partition_site(state_dir: str, site: str) -> dict[str, Any]:
     """Cut a site off: its link goes down, so nobody reaches it while its processes run on."""
-    link = _site_network(load_state(state_dir), site)
+    link = _site_network(_lab(state_dir), site)
     when = time.time()
     changed = network.link_is_up(link)
     if changed:
@@ -274,16 +283,26 @@ def partition_site(state_dir: str, site: str) -> dict[str, Any]:
 
 
 def heal_partition(state_dir: str, site: str) -> dict[str, Any]:
-    """Reconnect a partitioned site; wait until its Redis follows the current primary again
-    (Sentinel demotes a stale primary) and the front door has its replicas UP."""
-    state = load_state(state_dir)
+    """Reconnect a partitioned site, keeping it out of the front door until it has reconciled.
+
+    While cut off, the site's Redis may still think it is the primary, and its apps would
+    pass /readyz against it and serve stale sessions. So its replicas stay in maintenance at
+    the front door until Sentinel has demoted that Redis to a replica of the current primary;
+    then they are put back and this waits until they are UP.
+    """
+    state = _lab(state_dir)
     link = _site_network(state, site)
+    apis = [r.name for r in state.find(site=site, role=Role.API) if r.wanted]
     changed = not network.link_is_up(link)
     when = time.time()
     if changed:
+        frontdoor.set_maintenance(state, apis, on=True)
         network.set_link(link, up=True)
-    _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS) if r.wanted])
-    _wait_frontdoor(state_dir, [r.name for r in state.find(site=site, role=Role.API) if r.wanted])
+        try:
+            _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS) if r.wanted])
+        finally:
+            frontdoor.set_maintenance(state, apis, on=False)
+    _wait_frontdoor(state_dir, apis)
     return {"fault": "heal_partition", "site": site, "time": when, "changed": changed}
 
 
@@ -291,7 +310,7 @@ def add_latency(
     state_dir: str, site: str, delay_ms: int = 100, jitter_ms: int = 0, loss_percent: float = 0
 ) -> dict[str, Any]:
     """Delay (and optionally drop) every packet to and from a site with tc netem."""
-    link = _site_network(load_state(state_dir), site)
+    link = _site_network(_lab(state_dir), site)
     when = time.time()
     spec = network.set_netem(link, delay_ms=delay_ms, jitter_ms=jitter_ms, loss_percent=loss_percent)
     return {"fault": "add_latency", "site": site, "time": when, "netem": spec}
@@ -299,6 +318,6 @@ def add_latency(
 
 def clear_latency(state_dir: str, site: str) -> dict[str, Any]:
     """Remove the site's netem delay/loss."""
-    link = _site_network(load_state(state_dir), site)
+    link = _site_network(_lab(state_dir), site)
     network.clear_netem(link)
     return {"fault": "clear_latency", "site": site, "time": time.time()}

@@ -27,6 +27,7 @@ from skyfleet.lab.state import LabState, load_state
 
 BACKEND = "agents"
 FAIL_OPEN_BACKEND = "agents_fail_open"
+FAIL_OPEN_SUFFIX = "-failopen"
 # With ``option log-health-checks`` HAProxy logs every check result that changes a server's
 # health counter and every transition, e.g.
 # "2026-11-24T03:02:21.850815+00:00 Health check for server agents/aws-api-0 failed, reason:
@@ -118,6 +119,17 @@ def render_haproxy_cfg(
         "observe layer7 error-limit 3 on-error mark-down"
     )
     lines += _server_lines(config, servers)
+    if not failover:
+        # Fail open inside this backend too: unchecked backup twins of every replica take the
+        # traffic only while no checked server is UP, so a retry or redispatch that finds the
+        # checked servers all down still has somewhere to go (a dead one just fails to connect
+        # and the retry moves on).
+        lines.append("  option allbackups")
+        lines += [
+            f"  server {s.name}{FAIL_OPEN_SUFFIX} {s.host}:{s.port} "
+            f"weight {config.weight(s.site)} backup no-check"
+            for s in servers
+        ]
     lines += [
         "",
         f"backend {FAIL_OPEN_BACKEND}",
@@ -157,6 +169,22 @@ def admin_command(socket_path: str | Path, command: str, timeout: float = 2.0) -
     return b"".join(chunks).decode()
 
 
+def set_maintenance(state: LabState, servers: list[str], on: bool) -> None:
+    """Take ``servers`` out of rotation (MAINT) in both backends, or put them back.
+
+    Used while a healed site reconciles: its apps would pass /readyz against a stale local
+    Redis primary until Sentinel demotes it, and must not serve (stale reads) meanwhile.
+    """
+    target = "maint" if on else "ready"
+    for backend in (state.front_door.backend, FAIL_OPEN_BACKEND):
+        for server in servers:
+            answer = admin_command(
+                state.front_door.admin_socket, f"set server {backend}/{server} state {target}"
+            )
+            if answer.strip():
+                raise LabError(f"front door: cannot set {backend}/{server} to {target}: {answer.strip()}")
+
+
 def _site_of(state: LabState, server: str) -> str:
     for rec in state.processes:
         if rec.name == server:
@@ -173,6 +201,8 @@ def server_states(state_dir: str) -> list[dict[str, Any]]:
     for row in rows:
         if row.get("pxname") != state.front_door.backend or row.get("svname") in ("BACKEND", "FRONTEND"):
             continue
+        if row["svname"].endswith(FAIL_OPEN_SUFFIX):
+            continue  # the unchecked fail-open twins are not servers a drill watches
         out.append(
             {
                 "server": row["svname"],

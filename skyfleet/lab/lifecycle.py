@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from agent_app.contract import READINESS_PATH
 from skyfleet.lab import broker, credentials, network, probe, replication, topology
-from skyfleet.lab.config import LabConfig
+from skyfleet.lab.config import LabConfig, lab_id_for
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.frontdoor import server_states
 from skyfleet.lab.procs import (
@@ -161,6 +161,14 @@ def _progress(console: Console | None) -> Iterator[Callable[[str], None]]:
 
 
 def _refuse_running(root: Path) -> None:
+    """Refuse a folder that holds a running lab, or that holds anything but a lab."""
+    if root.exists() and not root.is_dir():
+        raise LabError(f"state_dir: {root} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not state_file(root).exists():
+        raise LabError(
+            f"state_dir: {root} is not empty and holds no lab; choose a new or empty folder "
+            "(the lab deletes and recreates its sub-folders there)"
+        )
     if state_file(root).exists():
         try:
             old = load_state(root)
@@ -292,9 +300,14 @@ def teardown(state: LabState, grace: float = 5.0) -> dict[str, Any]:
 def down(state_dir: str | Path, *, grace: float = 5.0) -> dict[str, Any]:
     """Stop the lab in ``state_dir``; works after any crash, and on a lab that is half up."""
     root = Path(state_dir).expanduser().resolve()
-    if not state_file(root).exists():
+    try:
+        load_state(root)
+    except LabError:
+        # No (readable) state: still kill whatever carries the marker, and drop namespaces
+        # by the names this folder's lab would have used.
         orphans = kill_marked(str(root))
-        return {"stopped": [], "orphans_killed": orphans, "network_removed": [], "ports_free": True}
+        removed = network.destroy_by_id(lab_id_for(root)) if network.is_root() else []
+        return {"stopped": [], "orphans_killed": orphans, "network_removed": removed, "ports_free": True}
     with state_lock(root):
         state = load_state(root)
         state.phase = "stopping"

@@ -26,14 +26,22 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def bridge_name(lab_id: str) -> str:
+    return f"sfbr{lab_id}"  # interface names are limited to 15 characters
+
+
+def namespace_name(lab_id: str, member: str) -> str:
+    return f"skyfleet-{lab_id}-{member}"
+
+
 def plan(config: LabConfig) -> Network:
     net = config.subnet()
     hosts = list(net.hosts())
-    bridge = f"sfbr{config.lab_id}"
+    bridge = bridge_name(config.lab_id)
     sites = {}
     for i, member in enumerate(config.quorum_members):
         sites[member] = SiteNetwork(
-            namespace=f"skyfleet-{config.lab_id}-{member}",
+            namespace=namespace_name(config.lab_id, member),
             address=str(hosts[FIRST_HOST - 1 + i]),
             veth_host=f"sfh{config.lab_id}{i}",
             veth_ns=f"sfn{config.lab_id}{i}",
@@ -106,6 +114,20 @@ def destroy(network: Network) -> list[str]:
     if Path(f"/sys/class/net/{network.bridge}").exists():
         ip("link", "del", network.bridge, check=False)
         removed.append(network.bridge)
+    return removed
+
+
+def destroy_by_id(lab_id: str) -> list[str]:
+    """Delete a lab's namespaces and bridge by name alone (when its state file is lost)."""
+    removed = []
+    for name in ip("netns", "list", check=False).stdout.split():
+        if name.startswith(namespace_name(lab_id, "")):
+            ip("netns", "del", name, check=False)
+            removed.append(name)
+    bridge = bridge_name(lab_id)
+    if Path(f"/sys/class/net/{bridge}").exists():
+        ip("link", "del", bridge, check=False)
+        removed.append(bridge)
     return removed
 
 

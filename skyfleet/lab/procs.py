@@ -177,18 +177,33 @@ def kill_records(records: list[ProcessRecord]) -> list[str]:
     return killed
 
 
+# Servers the lab runs with a config file inside the state folder; matched by command line
+# too, in case a server rewrites its process title (and with it the environment area).
+_SERVERS = frozenset({"redis-server", "nats-server", "haproxy"})
+
+
 def marked_pids(marker: str) -> list[int]:
-    """Live processes whose environment carries this lab's marker (orphans included)."""
+    """Live processes of the lab in ``marker`` (its state folder), orphans included.
+
+    A process is the lab's if its environment carries the marker, or if it is one of the
+    lab's servers started with a config file inside the state folder.
+    """
     needle = f"{MARKER_ENV}={marker}".encode()
+    inside = marker.rstrip("/").encode() + b"/"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             environ = (entry / "environ").read_bytes()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if needle in environ.split(b"\0") and start_ticks(int(entry.name)) is not None:
+        ours = needle in environ.split(b"\0") or (
+            Path(argv[0].decode(errors="replace")).name in _SERVERS
+            and any(a.startswith(inside) for a in argv[1:])
+        )
+        if ours and start_ticks(int(entry.name)) is not None:
             found.append(int(entry.name))
     return found
 

@@ -35,6 +35,8 @@ def render_redis_conf(
         f"bind {host}",
         f"port {port}",
         "daemonize no",
+        # Keep argv and environ intact: a retitled process would hide the lab's marker.
+        "set-proc-title no",
         'logfile ""',
         f'dir "{data_dir}"',
         f"requirepass {password}",
@@ -72,6 +74,7 @@ def render_sentinel_conf(
             f"bind {host}",
             f"port {port}",
             "daemonize no",
+            "set-proc-title no",
             'logfile ""',
             f'dir "{data_dir}"',
             f"requirepass {password}",

@@ -117,8 +117,9 @@ class Proc:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, replica_of: int | None = None) -> None:
         self.port = port or free_port()
+        self.replica_of = replica_of
         self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
         self.proc: Proc | None = None
 
@@ -137,9 +138,13 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            "--repl-diskless-sync-delay",  # replicas sync at once (the default waits 5 s)
+            "0",
             "--dir",
             str(self.dir),
         ]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = Proc("redis", argv).start()
         wait_until(lambda: port_open(self.port), what=f"redis-server on {self.port}")
         return self

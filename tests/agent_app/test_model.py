@@ -3,6 +3,8 @@ against a real local HTTP server speaking chat-completions (timeouts, retries, b
 
 from __future__ import annotations
 
+import os
+
 import pybreaker
 import pytest
 
@@ -119,3 +121,23 @@ async def test_circuit_breaker_opens_then_fails_without_calling(chat_server: Cha
         assert len(chat_server.requests) == calls  # the open circuit did not touch the endpoint
     finally:
         await model.aclose()
+
+
+def test_tracing_is_optional_and_follows_otel_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_app import telemetry
+
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(key)
+    assert telemetry.setup_tracing("agent-test") is False  # no OTEL_*: off, span() is a no-op
+    with telemetry.span("nothing"):
+        pass
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "agent-test")
+    monkeypatch.setattr(telemetry, "_tracer", None)
+    assert telemetry.setup_tracing("agent-test") is True
+    with telemetry.span("agent.turn", session_id="s1"):
+        pass
+    out = capsys.readouterr().out
+    assert '"name": "agent.turn"' in out and '"session_id": "s1"' in out

@@ -443,7 +443,7 @@ def test_memorystore_is_private_with_auth_and_tls_and_ha_in_prod(prod: Plan) -> 
     assert redis.inputs["connectMode"] == "PRIVATE_SERVICE_ACCESS"
     assert redis.inputs["authorizedNetwork"] == vpc.outputs["id"]
     assert redis.inputs["tier"] == "STANDARD_HA" and redis.inputs["replicaCount"] >= 1
-    assert redis.inputs["deletionProtection"] is True
+    assert redis.inputs["deletionProtection"] is True and redis.protect
     # Private service access: a peering range and the servicenetworking connection using it.
     rng = one(prod, "gcp:compute/globalAddress:GlobalAddress", "private-services-range")
     assert rng.inputs["purpose"] == "VPC_PEERING" and rng.inputs["addressType"] == "INTERNAL"
@@ -468,7 +468,7 @@ def test_model_key_is_a_secret_both_processes_read(dev: Plan) -> None:
 def test_dev_gets_a_basic_cache_and_single_instances(dev: Plan) -> None:
     redis = one(dev, REDIS)
     assert redis.inputs["tier"] == "BASIC" and "replicaCount" not in redis.inputs
-    assert redis.inputs["deletionProtection"] is False
+    assert redis.inputs["deletionProtection"] is False and not redis.protect
     assert redis.inputs["authEnabled"] is True
     assert redis.inputs["transitEncryptionMode"] == "SERVER_AUTHENTICATION"
     assert service(dev, "api").inputs["template"]["scaling"]["minInstanceCount"] == 1

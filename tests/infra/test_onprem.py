@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -16,9 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes_validate
 import nats
@@ -170,6 +171,20 @@ def test_outputs_follow_the_site_contract(plan: Plan) -> None:
     assert (out.api_deployment, out.worker_deployment) == ("api", "worker")
 
 
+def test_mock_outputs_resolve_what_the_api_server_would_add(plan: Plan) -> None:
+    """Apply-chains read server-set fields: the Ingress address, a Service's clusterIP."""
+    assert ipaddress.ip_address(plan.outputs["ingressAddress"])
+    (svc,) = [r for r in plan.of_type("kubernetes:core/v1:Service") if r.outputs["metadata"]["name"] == "api"]
+    assert ipaddress.ip_address(svc.outputs["spec"]["clusterIP"]) in ipaddress.ip_network("10.96.0.0/12")
+    assert svc.outputs["metadata"]["uid"] and svc.outputs["metadata"]["resourceVersion"]
+    (headless,) = [
+        r
+        for r in plan.of_type("kubernetes:core/v1:Service")
+        if r.outputs["metadata"]["name"] == "redis-headless"
+    ]
+    assert headless.outputs["spec"]["clusterIP"] == "None"
+
+
 # --- pods ---------------------------------------------------------------------------------------
 
 
@@ -240,17 +255,14 @@ def test_app_env_follows_the_contract_and_secrets_come_from_secret_refs(plan: Pl
         }
 
 
-def test_api_probes_use_the_contract_paths_and_worker_has_none(plan: Plan) -> None:
-    (api,) = one(plan, "kubernetes:apps/v1:Deployment", "api")["spec"]["template"]["spec"]["containers"]
-    assert api["livenessProbe"]["httpGet"] == {"path": contract.LIVENESS_PATH, "port": contract.DEFAULT_PORT}
-    assert api["readinessProbe"]["httpGet"] == {
-        "path": contract.READINESS_PATH,
-        "port": contract.DEFAULT_PORT,
-    }
-    assert api["startupProbe"]["httpGet"]["path"] == contract.LIVENESS_PATH
-    # The worker serves no HTTP: no probe (see infra/onprem/service.py for why).
-    (worker,) = one(plan, "kubernetes:apps/v1:Deployment", "worker")["spec"]["template"]["spec"]["containers"]
-    assert not {"livenessProbe", "readinessProbe", "ports"} & set(worker)
+def test_app_probes_use_the_contract_paths(plan: Plan) -> None:
+    # Both processes serve the health paths on the contract's port (the worker for probes only).
+    for role in ("api", "worker"):
+        (c,) = one(plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]["containers"]
+        port = contract.DEFAULT_PORT
+        assert c["livenessProbe"]["httpGet"] == {"path": contract.LIVENESS_PATH, "port": port}, role
+        assert c["readinessProbe"]["httpGet"] == {"path": contract.READINESS_PATH, "port": port}, role
+        assert c["startupProbe"]["httpGet"]["path"] == contract.LIVENESS_PATH, role
     for sts in ("redis", "nats"):
         pod = one(plan, "kubernetes:apps/v1:StatefulSet", sts)["spec"]["template"]["spec"]
         for c in pod["containers"]:
@@ -334,7 +346,10 @@ def test_default_deny_then_only_the_flows_the_app_needs(plan: Plan) -> None:
     for role in ("api", "worker"):
         egress = policies[f"allow-{role}"]["egress"]
         assert _admits(egress, "to", "redis", 6379) and _admits(egress, "to", "nats", 4222), role
-        assert not policies[f"allow-{role}"].get("ingress") or role == "api"
+    (worker_in,) = policies["allow-worker"]["ingress"]
+    assert [p["namespaceSelector"] for p in worker_in["from"]] == [
+        {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    ]
     assert _admits(policies["allow-redis"]["ingress"], "from", "api", 6379)
     assert _admits(policies["allow-redis"]["egress"], "to", "redis", 6379)  # replication
     assert _admits(policies["allow-nats"]["ingress"], "from", "nats", 6222)  # cluster routes
@@ -538,9 +553,20 @@ def test_plain_unwraps_the_wire_form() -> None:
 # ports, and certificates from a throwaway CA standing in for cert-manager's.
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
+T = TypeVar("T")
 PASSWORD = "s3cret-from-the-redis-auth-secret"
 # Fail at once: a refused AUTH must not be retried with backoff.
 NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on a private loop: asyncio.run would unset the thread's loop, which the Pulumi SDK
+    (the plans of later tests) still needs."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def free_port() -> int:
@@ -550,9 +576,9 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], attempts: int = 100
+    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path, attempts: int = 100
 ) -> None:
-    """Poll (bounded) until ``check`` passes; fail with the server's output otherwise."""
+    """Poll (bounded) until ``check`` passes; fail with the server's log otherwise."""
     for _ in range(attempts):
         if proc.poll() is not None:
             break
@@ -561,7 +587,7 @@ def wait_until(
                 return
         time.sleep(0.1)
     proc.kill()
-    out = proc.stdout.read().decode() if proc.stdout else ""
+    out = log.read_text() if log.exists() else ""
     raise AssertionError(f"{what} did not come up:\n{out[-2000:]}")
 
 
@@ -628,10 +654,12 @@ def start_redis(
     env |= {"PRIMARY_HOST": "127.0.0.1", "PRIMARY_PORT": str(primary_port)}
     subprocess.run(["sh", "-c", script], env=env, check=True)
     proc = subprocess.Popen(
-        ["redis-server", str(root / pod / "redis.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        ["redis-server", str(root / pod / "redis.conf")],
+        stdout=(root / pod / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     servers.append(proc)
-    wait_until(lambda: redis_client(pki, port).ping() is True, f"redis {pod}", proc)
+    wait_until(lambda: redis_client(pki, port).ping() is True, f"redis {pod}", proc, root / pod / "redis.log")
     return port
 
 
@@ -667,8 +695,10 @@ def test_redis_config_serves_tls_with_auth_and_replicates(
         client.execute_command("FLUSHALL")
     # Pod 1 replicates pod 0 over TLS with the same password (masterauth).
     replica = start_redis(plan, pki, tmp_path, "redis-1", servers, primary_port=primary)
+    linked = lambda: redis_client(pki, replica).info("replication")["master_link_status"] == "up"  # noqa: E731
+    wait_until(linked, "replica sync", servers[-1], tmp_path / "redis-1" / "redis.log", attempts=300)
     client.set("skyfleet:session:1", "turns")
-    assert client.execute_command("WAIT", 1, 5000) == 1
+    assert client.execute_command("WAIT", 1, 10000) == 1
     assert redis_client(pki, replica).get("skyfleet:session:1") == b"turns"
     assert redis_client(pki, replica).info("replication")["role"] == "slave"
 
@@ -686,12 +716,14 @@ def start_nats(
     proc = subprocess.Popen(
         [str(NATS_SERVER), "--config", str(d / "nats.conf")],
         env={"PATH": os.environ["PATH"], "POD_NAME": pod},
-        stdout=subprocess.PIPE,
+        stdout=(d / "nats.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     servers.append(proc)
     health = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"  # the pods' probe
-    wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, f"nats {pod}", proc)
+    wait_until(
+        lambda: urllib.request.urlopen(health, timeout=2).status == 200, f"nats {pod}", proc, d / "nats.log"
+    )
     return client, monitor
 
 
@@ -725,7 +757,7 @@ def test_dev_nats_config_runs_jetstream_with_tls_and_the_streams_apply(
 ) -> None:
     conf = one(dev_plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
     client, _ = start_nats(conf, pki, tmp_path, "nats-0", servers)
-    created = asyncio.run(create_streams(dev_plan, pki, client))
+    created = run_async(create_streams(dev_plan, pki, client))
     tasks = created["AGENT_TASKS"]["config"]
     assert tasks["retention"] == "workqueue" and tasks["max_age"] == 345600 * 10**9
     assert tasks["metadata"]["skyfleet.max_deliver"] == "5"
@@ -757,7 +789,7 @@ def test_prod_nats_config_forms_a_three_node_jetstream_cluster_over_mutual_tls(
     created = {}
     for _ in range(100):
         try:
-            created = asyncio.run(create_streams(plan, pki, clients[0]))
+            created = run_async(create_streams(plan, pki, clients[0]))
             break
         except (AssertionError, nats.errors.Error, TimeoutError):
             time.sleep(0.2)

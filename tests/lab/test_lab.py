@@ -18,6 +18,7 @@ from agent_app.contract import INSTANCE_HEADER, SITE_HEADER
 from skyfleet.lab import faults
 from skyfleet.lab.cli import app
 from skyfleet.lab.config import LabConfig
+from skyfleet.lab.errors import LabError
 from skyfleet.lab.frontdoor import health_events, server_states
 from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.procs import marked_pids
@@ -176,9 +177,17 @@ def test_component_faults_and_their_undos(lab: LabState) -> None:
         assert roles[killed["primary"]] == "replica" and list(roles.values()).count("primary") == 1
 
         # A site's NATS node: tasks still flow through the other nodes of the cluster.
+        # Publishes fail (503) until JetStream has re-elected any stream leader the node held;
+        # a client retries on 503, as it is told to.
         faults.stop_broker(lab.state_dir, "gcp")
-        task = http.post(f"/v1/sessions/{session}/tasks", json={"input": "during the broker outage"})
-        assert task.status_code == 202, task.text
+        task = eventually(
+            lambda: (
+                (r := http.post(f"/v1/sessions/{session}/tasks", json={"input": "broker out"})).status_code
+                == 202
+                and r
+            ),
+            what="a task to be accepted with gcp's NATS node down",
+        )
         url = task.json()["status_url"]
         eventually(lambda: http.get(url).json()["status"] == "succeeded", what="the task to succeed")
         faults.start_broker(lab.state_dir, "gcp")
@@ -229,3 +238,5 @@ def test_down_stops_everything_and_frees_the_ports(lab: LabState) -> None:
     assert busy_ports(lab.ports) == []
     assert load_state(lab.state_dir).phase == "down"
     assert down(lab.state_dir)["stopped"] == []  # idempotent
+    with pytest.raises(LabError, match="not up"):
+        faults.start_site(lab.state_dir, "aws")

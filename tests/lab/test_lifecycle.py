@@ -38,6 +38,14 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "lab" / "lab.json").exists()
 
 
+def test_a_folder_that_is_not_a_lab_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "precious.txt").write_text("keep me")
+    with pytest.raises(LabError, match="not empty and holds no lab"):
+        up(LabConfig(sites=["solo"], state_dir=tmp_path, base_port=free_base_port()))
+    assert (tmp_path / "logs" / "precious.txt").read_text() == "keep me"
+
+
 def test_a_failed_up_tears_down_what_it_started(tmp_path: Path) -> None:
     """The app refuses a bad AGENT_LOG_LEVEL at start-up; everything already started must go."""
     state_dir = tmp_path / "lab"
@@ -82,6 +90,16 @@ def test_down_after_skyfleet_was_killed_mid_up_leaves_no_orphans(tmp_path: Path)
     assert busy_ports(load_state(state_dir).ports) == []
 
 
+def test_down_with_a_damaged_state_file_still_finds_every_process(tmp_path: Path) -> None:
+    state = up(LabConfig(sites=["solo"], state_dir=tmp_path / "lab", base_port=free_base_port(), tls=False))
+    assert marked_pids(state.state_dir)
+    Path(state.state_dir, "lab.json").write_text("{ not json")
+    result = down(state.state_dir)
+    assert len(result["orphans_killed"]) >= len(state.processes)
+    assert marked_pids(state.state_dir) == []
+    assert busy_ports(state.ports) == []
+
+
 def _api_started(path: Path) -> bool:
     try:
         state = json.loads(path.read_text())
@@ -116,9 +134,14 @@ def test_partition_in_network_namespaces(tmp_path: Path) -> None:
             assert after.status_code == 200 and after.headers[SITE_HEADER] == "west"
             history = http.get(f"/v1/sessions/{session}").json()["messages"]
             assert [m["content"] for m in history if m["role"] == "user"] == ["before", "after"]
-        faults.heal_partition(state.state_dir, "east")
-        roles = {n["name"]: n["role"] for n in node_roles(load_state(state.state_dir))}
-        assert roles == {"east-redis": "replica", "west-redis": "primary", "witness-redis": "replica"}
+            during = http.post("/v1/sessions", json={}).json()["id"]  # exists only after the cut
+            faults.heal_partition(state.state_dir, "east")
+            roles = {n["name"]: n["role"] for n in node_roles(load_state(state.state_dir))}
+            assert roles == {"east-redis": "replica", "west-redis": "primary", "witness-redis": "replica"}
+            # East is back in rotation only once reconciled: no stale read from its old primary.
+            reads = [http.get(f"/v1/sessions/{during}") for _ in range(8)]
+            assert [r.status_code for r in reads] == [200] * 8
+            assert "east" in {r.headers[SITE_HEADER] for r in reads}
         if not network.netem_available():
             with pytest.raises(LabError, match="no netem"):
                 faults.add_latency(state.state_dir, "west", delay_ms=20)
