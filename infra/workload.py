@@ -19,7 +19,9 @@ class Workload:
 
     role: str
     command: tuple[str, ...]
-    serves_http: bool
+    # Clients reach it through the load balancer (the api). Every process, the worker too,
+    # serves its probes and metrics on ``port``.
+    public: bool
     cpu: int  # millicores
     memory: int  # MiB
     min_replicas: int
@@ -67,6 +69,7 @@ def workloads(
         Env.QUEUE_URL.value: queue_url,
         Env.RATE_LIMIT_PER_MINUTE.value: str(app.rate_limit_per_minute),
         Env.LOG_LEVEL.value: "info",
+        Env.PORT.value: str(contract.DEFAULT_PORT),
         **app.env,
         **(extra_env or {}),
     }
@@ -82,18 +85,18 @@ def workloads(
     api = Workload(
         role="api",
         command=contract.API_COMMAND,
-        serves_http=True,
+        public=True,
         cpu=app.cpu,
         memory=app.memory,
         min_replicas=app.replicas.min,
         max_replicas=app.replicas.max,
-        env={**env, Env.PORT.value: str(contract.DEFAULT_PORT)},
+        env=env,
         secret_env=secret_env,
     )
     worker = Workload(
         role="worker",
         command=contract.WORKER_COMMAND,
-        serves_http=False,
+        public=False,
         cpu=app.cpu,
         memory=app.memory,
         min_replicas=app.worker_replicas.min,

@@ -231,21 +231,21 @@ class Service(Capability):
                 },
             },
         }
-        if workload.serves_http:
-            container["portMappings"] = [{"containerPort": workload.port, "protocol": "tcp", "name": "http"}]
-            probe = f"http://127.0.0.1:{workload.port}{contract.LIVENESS_PATH}"
-            container["healthCheck"] = {
-                "command": [
-                    "CMD",
-                    "python",
-                    "-c",
-                    f"import urllib.request; urllib.request.urlopen({probe!r}, timeout=3)",
-                ],
-                "interval": 15,
-                "timeout": 5,
-                "retries": 3,
-                "startPeriod": 20,
-            }
+        # Both processes serve their probes and metrics on the contract's port.
+        container["portMappings"] = [{"containerPort": workload.port, "protocol": "tcp", "name": "http"}]
+        probe = f"http://127.0.0.1:{workload.port}{contract.LIVENESS_PATH}"
+        container["healthCheck"] = {
+            "command": [
+                "CMD",
+                "python",
+                "-c",
+                f"import urllib.request; urllib.request.urlopen({probe!r}, timeout=3)",
+            ],
+            "interval": 15,
+            "timeout": 5,
+            "retries": 3,
+            "startPeriod": 20,
+        }
         return container
 
     def _deploy(
@@ -274,7 +274,7 @@ class Service(Capability):
             opts=self.child(depends_on=[self.log_groups[role]]),
         )
         lb: dict[str, Any] = {}
-        if workload.serves_http:
+        if workload.public:
             lb = {
                 "load_balancers": [
                     {
@@ -334,7 +334,7 @@ class Service(Capability):
                 "service_namespace": target.service_namespace,
                 "opts": self.child(),
             }
-            if workload.serves_http:
+            if workload.public:
                 # api: keep average CPU near the target.
                 aws.appautoscaling.Policy(
                     f"{name}-{workload.role}-cpu",

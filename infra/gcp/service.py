@@ -123,7 +123,7 @@ class Service(GcpCapability):
         env = dict(w.env)
         files: list[FileSecret] = [FileSecret(REDIS_CA, REDIS_CA_MOUNT_DIR, REDIS_CA_FILE_NAME)]
         if Env.API_KEYS_FILE.value in env:
-            if w.serves_http:
+            if w.public:
                 files.append(FileSecret(API_KEYS, contract.API_KEYS_MOUNT_DIR, contract.API_KEYS_FILE_NAME))
             else:
                 # The worker serves no client requests: it gets neither the keys nor the variable.
@@ -145,8 +145,6 @@ class Service(GcpCapability):
         queue_grants = self._queue_grants(role, member)
 
         containers = [self._container(w, env, files)]
-        if not w.serves_http:
-            containers.insert(0, self._health_stub(w))
         volumes = [
             run.ServiceTemplateVolumeArgs(
                 name=f.logical,
@@ -173,7 +171,7 @@ class Service(GcpCapability):
             project=site.project,
             location=site.region,
             description=f"Skyfleet {site.name} {role}",
-            ingress=API_INGRESS if w.serves_http else WORKER_INGRESS,
+            ingress=API_INGRESS if w.public else WORKER_INGRESS,
             invoker_iam_disabled=False,
             deletion_protection=site.deletion_protection,
             labels={**site.labels, "role": role},
@@ -181,14 +179,14 @@ class Service(GcpCapability):
                 service_account=sa.email,
                 labels={**site.labels, "role": role},
                 execution_environment="EXECUTION_ENVIRONMENT_GEN2",
-                max_instance_request_concurrency=API_CONCURRENCY if w.serves_http else None,
+                max_instance_request_concurrency=API_CONCURRENCY if w.public else None,
                 # Cloud Run autoscales between the spec's bounds on CPU (the spec's target) and, for
                 # the api, on request concurrency; the worker gets no requests, so CPU alone.
                 scaling=run.ServiceTemplateScalingArgs(
                     min_instance_count=w.min_replicas,
                     max_instance_count=w.max_replicas,
                     cpu_utilization=cpu_target(args.cpu_target_percent),
-                    concurrency_utilization=None if w.serves_http else 0.0,
+                    concurrency_utilization=None if w.public else 0.0,
                 ),
                 vpc_access=run.ServiceTemplateVpcAccessArgs(
                     network_interfaces=[
@@ -253,18 +251,17 @@ class Service(GcpCapability):
             )
             for var, logical in sorted(w.secret_env.items())
         ]
-        http = w.serves_http
         return run.ServiceTemplateContainerArgs(
             name=w.role,
             image=args.image,
             commands=list(w.command),
             envs=envs,
-            ports=_port(w) if http else None,
+            ports=_port(w),
             resources=run.ServiceTemplateContainerResourcesArgs(
                 limits=cloud_run_limits(w.cpu, w.memory),
                 # The api's CPU may idle between requests; the worker pulls in the background, so
                 # its CPU is always allocated.
-                cpu_idle=http,
+                cpu_idle=w.public,
                 startup_cpu_boost=True,
             ),
             # Traffic only once Redis and the queue answer; restart a wedged process.
@@ -275,9 +272,7 @@ class Service(GcpCapability):
                 period_seconds=5,
                 timeout_seconds=3,
                 failure_threshold=24,
-            )
-            if http
-            else None,
+            ),
             liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
                 http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(
                     path=contract.LIVENESS_PATH, port=w.port
@@ -285,42 +280,11 @@ class Service(GcpCapability):
                 period_seconds=10,
                 timeout_seconds=3,
                 failure_threshold=3,
-            )
-            if http
-            else None,
+            ),
             volume_mounts=[
                 run.ServiceTemplateContainerVolumeMountArgs(name=f.logical, mount_path=f.mount_dir)
                 for f in files
             ],
-        )
-
-    def _health_stub(self, w: Workload) -> run.ServiceTemplateContainerArgs:
-        """Cloud Run services need an ingress container listening on the port. The worker serves
-        no HTTP, so the same image runs Python's stdlib HTTP server (an empty scratch directory)
-        as the ingress container and the worker runs beside it as a sidecar. The service's
-        ingress is internal-only and nothing is granted run.invoker on it."""
-        return run.ServiceTemplateContainerArgs(
-            name="health",
-            image=self.args.image,
-            commands=[
-                "python",
-                "-m",
-                "http.server",
-                str(w.port),
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-                contract.SCRATCH_DIR,
-            ],
-            ports=_port(w),
-            resources=run.ServiceTemplateContainerResourcesArgs(
-                limits={"cpu": "1", "memory": "512Mi"}, cpu_idle=False
-            ),
-            startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
-                tcp_socket=run.ServiceTemplateContainerStartupProbeTcpSocketArgs(port=w.port),
-                period_seconds=5,
-                failure_threshold=12,
-            ),
         )
 
     # --- logs ------------------------------------------------------------------------------------

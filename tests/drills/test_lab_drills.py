@@ -42,12 +42,14 @@ IS_ROOT = os.geteuid() == 0
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabTarget]:
     state_dir = tmp_path_factory.mktemp("drill-lab")
-    config = LabConfig(
-        sites=["aws", "gcp", "onprem"],
-        state_dir=state_dir,
-        base_port=free_base_port(),
-        health_interval="1s",
-        netns=IS_ROOT,
+    config = LabConfig.model_validate(
+        {
+            "sites": ["aws", "gcp", "onprem"],
+            "state_dir": state_dir,
+            "base_port": free_base_port(),
+            "health_interval": "1s",
+            "netns": IS_ROOT,
+        }
     )
     up(config)
     try:

@@ -308,11 +308,13 @@ def test_api_and_worker_run_the_contract_commands_from_one_image(prod: Plan) -> 
     assert api["startupProbe"]["httpGet"]["path"] == contract.READINESS_PATH
     assert api["livenessProbe"]["httpGet"]["path"] == contract.LIVENESS_PATH
     assert api["ports"]["containerPort"] == contract.DEFAULT_PORT
-    # The worker serves no HTTP: a stub takes Cloud Run's port; the worker is a sidecar.
+    # The worker is its own ingress container: it serves its probes on the contract's port.
     containers = service(prod, "worker").inputs["template"]["containers"]
-    ingress = [c for c in containers if c.get("ports")]
-    assert [c["name"] for c in ingress] == ["health"]
-    assert "ports" not in worker and worker["resources"]["cpuIdle"] is False
+    assert [c["name"] for c in containers] == ["worker"]
+    assert worker["ports"]["containerPort"] == contract.DEFAULT_PORT
+    assert worker["startupProbe"]["httpGet"]["path"] == contract.READINESS_PATH
+    assert worker["livenessProbe"]["httpGet"]["path"] == contract.LIVENESS_PATH
+    assert worker["resources"]["cpuIdle"] is False
 
 
 def test_min_instances_follow_the_spec_in_prod(prod: Plan) -> None:
