@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     redis_wait_timeout_ms: int = Field(500, ge=1, le=10_000, validation_alias=_env(Env.REDIS_WAIT_TIMEOUT_MS))
 
     queue_url: QueueUrl = Field(validation_alias=_env(Env.QUEUE_URL))
+    queue_failover_wait_seconds: float = Field(
+        0.5, ge=0, le=30, validation_alias=_env(Env.QUEUE_FAILOVER_WAIT_SECONDS)
+    )
     queue_ca_file: FilePath | None = Field(None, validation_alias=_env(Env.QUEUE_CA_FILE))
 
     api_keys_file: FilePath | None = Field(None, validation_alias=_env(Env.API_KEYS_FILE))

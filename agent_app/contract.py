@@ -58,6 +58,10 @@ class Env(StrEnum):
     # Async work: the scheme picks the adapter (sqs://, pubsub://, nats://).
     QUEUE_URL = "AGENT_QUEUE_URL"
     QUEUE_CA_FILE = "AGENT_QUEUE_CA_FILE"
+    # How long enqueueing a task may retry while the broker fails over (a JetStream leader
+    # election, a reconnect to another node) before it answers 503. Retries are deduplicated
+    # by task id, so none enqueues a task twice.
+    QUEUE_FAILOVER_WAIT_SECONDS = "AGENT_QUEUE_FAILOVER_WAIT_SECONDS"
     # Client API keys: a file mounted from the secret store, or (ECS, which injects
     # secrets only as variables) the secret's value itself.
     API_KEYS_FILE = "AGENT_API_KEYS_FILE"

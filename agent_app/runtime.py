@@ -128,9 +128,7 @@ class Runtime:
             enqueued_at=time.time(),
         )
         try:
-            if not self.queue_connected.is_set():
-                raise QueueUnavailable(self._queue_error or "connecting")
-            await self.queue.publish(message.model_dump_json().encode(), task_id=task_id)
+            await self._publish(message.model_dump_json().encode(), task_id)
         except QueueUnavailable as exc:
             try:
                 await self.tasks.delete(task_id)
@@ -139,6 +137,24 @@ class Runtime:
             raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
         TASKS_ENQUEUED.inc()
         return task_id
+
+    async def _publish(self, body: bytes, task_id: str) -> None:
+        """Publish, riding out a broker failover for at most the configured wait. The broker
+        deduplicates by task id, so a retry after a lost acknowledgement enqueues nothing twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.queue_failover_wait_seconds
+        delay = 0.05
+        while True:
+            try:
+                if not self.queue_connected.is_set():
+                    raise QueueUnavailable(self._queue_error or "connecting")
+                await self.queue.publish(body, task_id=task_id)
+                return
+            except QueueUnavailable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     async def turn(self, session_id: str, text: str) -> TurnReply:
         session, version = await self.sessions.load(session_id)

@@ -68,7 +68,7 @@ class StackInput:
                 parent=r.parent or root.urn,
                 dependencies=list(r.dependencies),
                 property_dependencies=dict(r.property_dependencies),
-                protect=bool(getattr(r, "protect", False)),
+                protect=r.protect,
             )
             by_urn[r.urn] = w
             if r.custom and not r.type.startswith("pulumi:providers:"):

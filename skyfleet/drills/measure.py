@@ -2,8 +2,8 @@
 
 Definitions (docs/drills.md repeats them for users):
 
-- ``detection_seconds``: fault -> the first failed health check of the faulted site's servers at
-  the front door (HAProxy's health events in the lab; the Route 53 checkers for real stacks).
+- ``detection_seconds``: fault -> the first failed health check (or DOWN) of the faulted site's
+  servers at the front door (HAProxy's health events in the lab; Route 53 checkers for stacks).
 - ``recovery_seconds`` (RTO): fault -> the end of the last failed request inside the last
   ``bucket_seconds`` window, after the fault, whose success rate was below the hypothesis
   tolerance. 0 when the success rate never left the tolerance.
@@ -111,18 +111,22 @@ def _percentiles(records: Iterable[RequestRecord]) -> Percentiles:
     return Percentiles(count=len(lat), p50=percentile(lat, 50), p99=percentile(lat, 99))
 
 
+# A failed check (FAIL: HAProxy logs each one) or the server taken out (DOWN) after enough of them.
+FAILED_CHECK_STATES = frozenset({"FAIL", "DOWN"})
+
+
 def _lag(values: list[float]) -> Percentiles:
     return Percentiles(count=len(values), p50=percentile(values, 50), p99=percentile(values, 99))
 
 
 def detection(fault_at: float | None, events: Sequence[dict], site: str | None) -> float | None:
-    """Seconds from the fault to the first DOWN health event (of ``site`` when given)."""
+    """Seconds from the fault to the first failed check or DOWN (of ``site`` when given)."""
     if fault_at is None:
         return None
     downs = [
         float(e["time"])
         for e in events
-        if e.get("state") == "DOWN"
+        if e.get("state") in FAILED_CHECK_STATES
         and float(e.get("time", 0)) >= fault_at
         and (site is None or e.get("site") == site)
     ]

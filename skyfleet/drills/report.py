@@ -104,7 +104,9 @@ def render_markdown(report: DrillReport) -> str:
         "|---|---|---|---|",
     ]
     for t in report.targets:
-        lines.append(f"| {t.metric} | ≤ {t.limit:g} | {_fmt(t.value)} | {'yes' if t.met else '**no**'} |")
+        count = not t.metric.endswith(("_seconds", "_ms"))
+        shown = _fmt(int(t.value) if count and t.value is not None else t.value)
+        lines.append(f"| {t.metric} | ≤ {t.limit:g} | {shown} | {'yes' if t.met else '**no**'} |")
     lines += [
         "",
         "## Measured",

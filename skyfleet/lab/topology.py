@@ -250,6 +250,8 @@ def build(config: LabConfig, layout: Layout, network: Network | None, redis_pass
             Env.REDIS_SENTINEL_MASTER.value: MASTER_NAME,
             Env.REDIS_WAIT_REPLICAS.value: "1" if len(config.sites) > 1 else "0",
             Env.REDIS_FAILOVER_WAIT_SECONDS.value: "3",
+            # A JetStream stream leader re-election after a node loss takes a few seconds.
+            Env.QUEUE_FAILOVER_WAIT_SECONDS.value: "8",
             Env.QUEUE_URL.value: broker.queue_url(local_nats, nats_nodes),
             Env.API_KEYS_FILE.value: str(api_keys),
             Env.SHUTDOWN_GRACE_SECONDS.value: "2",

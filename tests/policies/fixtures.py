@@ -35,8 +35,8 @@ def res(
         inputs=inputs,
         outputs=outputs,
         dependencies=[],
+        options={"protect": protect},  # the engine's protect option, as a plan records it
     )
-    r.protect = protect  # type: ignore[attr-defined]  # the engine's protect option, as a plan records it
     return r
 
 

@@ -1,0 +1,1 @@
+"""Failover drills: Chaos Toolkit experiments run under load, measured, and reported."""
