@@ -61,7 +61,7 @@ def workloads(
     may be Outputs). ``api_keys_as_file`` says whether the platform mounts secrets as files
     (Kubernetes, Cloud Run) or only injects them as variables (ECS).
     """
-    assert spec.app is not None
+    assert spec.app is not None and spec.queue is not None
     app = spec.app
     env: dict[str, object] = {
         Env.SITE.value: spec.site_name,
@@ -70,6 +70,8 @@ def workloads(
         Env.RATE_LIMIT_PER_MINUTE.value: str(app.rate_limit_per_minute),
         Env.LOG_LEVEL.value: "info",
         Env.PORT.value: str(contract.DEFAULT_PORT),
+        # The worker's task lease is the queue's visibility timeout / ack deadline.
+        Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
         **app.env,
         **(extra_env or {}),
     }

@@ -8,5 +8,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
 ruff check .
 ruff format --check .
+echo "== compliance gate over every shipped stack (offline, through the Analyzer gRPC protocol)"
+mkdir -p reports
+skyfleet check --all --sarif reports/policy.sarif --junit reports/policy.xml --json reports/policy.json
 echo "== pytest"
 pytest -q -p no:cacheprovider "$@"

@@ -119,8 +119,6 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         api_keys_as_file=True,
         extra_env={
             Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
-            # The worker's task lease is the subscription's ack deadline.
-            Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
         },
     )
     service = Service(

@@ -105,7 +105,6 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         extra_env={
             Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
             Env.QUEUE_CA_FILE.value: QUEUE_CA_FILE,
-            Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
         },
     )
     service = Service(

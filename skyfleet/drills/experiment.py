@@ -110,7 +110,9 @@ class LoadSpec(_Strict):
     warmup_seconds: float = Field(default=3.0, ge=0, le=120)
     settle_seconds: float = Field(default=3.0, ge=0, le=120, description="load kept after rollbacks")
     max_seconds: float = Field(default=120.0, gt=0, le=1800, description="hard bound on the load")
-    request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Longer than the lab front door's server timeout (10 s), so a request the front door
+    # retries on another site is judged by its final answer, not cut short by the client.
+    request_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     drain_seconds: float = Field(default=20.0, ge=0, le=300, description="wait for tasks at the end")
     mix: LoadMix = Field(default_factory=LoadMix)
 

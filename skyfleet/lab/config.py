@@ -82,7 +82,7 @@ class LabConfig(BaseModel):
     # Sentinel timings: short, so that a lost Redis primary is replaced within about 3 s.
     redis_down_after_ms: DurationMs = Field(default=1000, alias="redis_down_after")
     redis_failover_timeout_ms: DurationMs = Field(default=3000, alias="redis_failover_timeout")
-    request_timeout_ms: DurationMs = Field(default=5000, alias="request_timeout")
+    request_timeout_ms: DurationMs = Field(default=10000, alias="request_timeout")
     tls: bool = Field(default=True, description="also serve the front door over HTTPS")
     python: str = Field(default=sys.executable, description="interpreter that runs agent_app")
     app_env: dict[str, str] = Field(default_factory=dict, description="extra AGENT_* variables")

@@ -84,23 +84,7 @@ def _explain(report: DrillReport) -> str:
     )
 
 
-# Shipped drills whose targets the lab does not meet yet (docs/drills.md, "Targets not met").
-# Strict: the day such a drill passes, its test fails until the entry is removed here.
-KNOWN_GAPS = {
-    "partition": (
-        "requests in flight to the cut site time out (the front door retries only failed connections), "
-        "and the healed site can serve stale reads before its Redis resyncs"
-    ),
-}
-
-
-def _drill_param(path: Path) -> Any:
-    gap = KNOWN_GAPS.get(path.stem)
-    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=gap)] if gap else []
-    return pytest.param(path, id=path.stem, marks=marks)
-
-
-@pytest.mark.parametrize("path", [_drill_param(p) for p in LAB_DRILLS])
+@pytest.mark.parametrize("path", LAB_DRILLS, ids=[p.stem for p in LAB_DRILLS])
 def test_shipped_drill_passes_in_the_lab(path: Path, lab: LabTarget, tmp_path: Path) -> None:
     drill = load_drill(path)
     if drill.skyfleet.requires.root and not IS_ROOT:
