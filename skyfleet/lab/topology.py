@@ -252,6 +252,9 @@ def build(config: LabConfig, layout: Layout, network: Network | None, redis_pass
             Env.REDIS_FAILOVER_WAIT_SECONDS.value: "3",
             # A JetStream stream leader re-election after a node loss takes a few seconds.
             Env.QUEUE_FAILOVER_WAIT_SECONDS.value: "8",
+            # A short lease (kept alive by the worker's heartbeat while a task runs), so a task
+            # whose worker was cut off is redelivered within seconds, not half a minute.
+            Env.TASK_LEASE_SECONDS.value: "10",
             Env.QUEUE_URL.value: broker.queue_url(local_nats, nats_nodes),
             Env.API_KEYS_FILE.value: str(api_keys),
             Env.SHUTDOWN_GRACE_SECONDS.value: "2",

@@ -84,6 +84,9 @@ def _explain(report: DrillReport) -> str:
     )
 
 
+# A failover drill is a timing experiment on a shared 2-core machine: one rerun, shown as RERUN
+# in the output, separates a starved run from a real regression (which fails both times).
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("path", LAB_DRILLS, ids=[p.stem for p in LAB_DRILLS])
 def test_shipped_drill_passes_in_the_lab(path: Path, lab: LabTarget, tmp_path: Path) -> None:
     drill = load_drill(path)

@@ -1,0 +1,112 @@
+"""Run every shipped lab drill in a fresh lab, N rounds, and write the measured figures into
+docs/drills.md (between the ``measured`` markers), so the figures there come from a script run.
+
+As root the lab runs one network namespace per site (``--netns``), so the partition drill runs
+too; without root it is reported as skipped.
+
+    .venv/bin/python benchmarks/run_drills.py [--rounds 3] [--base-port 28400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import machine, stamp
+from rich.console import Console
+
+from skyfleet.drills.experiment import load_drill
+from skyfleet.drills.run import DrillSkipped, run_drill
+from skyfleet.drills.target import LabTarget
+from skyfleet.lab.config import LabConfig
+from skyfleet.lab.lifecycle import down, up
+from skyfleet.lab.status import lab_status
+
+ROOT = Path(__file__).resolve().parents[1]
+DRILLS = ["site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition"]
+BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
+
+
+def wait_healthy(state_dir: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if lab_status(state_dir).get("healthy"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the lab at {state_dir} did not become healthy in {seconds} s")
+
+
+def row(name: str, report: Any) -> str:
+    r = report.to_json()
+    lat = r.get("latency_ms") or {}
+
+    def p(phase: str) -> str:
+        ph = lat.get(phase) or {}
+        p50, p99 = ph.get("p50"), ph.get("p99")
+        return "—" if p50 is None or p99 is None else f"{p50:.0f} / {p99:.0f}"
+
+    lag = r.get("replication_lag_ms") or {}
+    missed = ", ".join(f"{t.metric}={t.value} (≤ {t.limit})" for t in report.targets if not t.met) or "—"
+    det = r.get("detection_seconds")
+    return (
+        f"| {name} | {'yes' if r['passed'] else '**no**'} | {det if det is not None else '—'} | "
+        f"{r.get('recovery_seconds')} | {r.get('failed_requests')} / {r.get('total_requests')} | "
+        f"{p('before')} | {p('during')} | {p('after')} | {r.get('sessions_lost')} | "
+        f"{r.get('tasks_lost')} | {r.get('tasks_duplicated')} | "
+        f"{lag.get('p50', '—')} / {lag.get('p99', '—')} | {missed} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base-port", type=int, default=28400)
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "drills.md")
+    args = ap.parse_args()
+    console = Console()
+    netns = os.geteuid() == 0
+    header = (
+        "| drill | passed | detection s | recovery s | failed / total | latency p50/p99 ms before "
+        "| during | after | sessions lost | tasks lost | tasks run twice | lag p50/p99 ms | missed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    sections = []
+    for n in range(1, args.rounds + 1):
+        rows = []
+        with tempfile.TemporaryDirectory() as state_dir, tempfile.TemporaryDirectory() as reports:
+            up(LabConfig(state_dir=state_dir, base_port=args.base_port, health_interval="1s", netns=netns))
+            try:
+                for name in DRILLS:
+                    wait_healthy(state_dir)
+                    drill = load_drill(ROOT / "drills" / f"{name}.yaml")
+                    console.print(f"round {n}: {name}")
+                    try:
+                        report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
+                    except DrillSkipped as exc:
+                        rows.append(f"| {name} | skipped: {exc} |" + " |" * 11)
+                        continue
+                    rows.append(row(name, report))
+            finally:
+                down(state_dir)
+        sections.append(f"**Round {n}** ({stamp()})\n\n{header}\n" + "\n".join(rows) + "\n")
+    mode = "one network namespace per site (root, `--netns`)" if netns else "loopback (not root)"
+    body = (
+        f"Measured by `benchmarks/run_drills.py --rounds {args.rounds}` on {machine()}. Each round: a\n"
+        f"fresh lab (3 sites × 2 api replicas + worker, 1 s health checks, {mode}), then every\n"
+        "shipped lab drill once with its own load (30 req/s open loop: sessions, turns, tasks).\n\n"
+        + "\n".join(sections)
+    )
+    text = args.doc.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        args.doc.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
