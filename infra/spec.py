@@ -54,9 +54,7 @@ class Routing(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
 
 
 # --- App -------------------------------------------------------------------------------
@@ -134,9 +132,7 @@ class AppSpec(_Model):
     def _secret_refs(cls, v: dict[str, str]) -> dict[str, str]:
         unknown = sorted(f"{k}={s}" for k, s in v.items() if s not in SECRET_KEYS)
         if unknown:
-            raise ValueError(
-                f"{', '.join(unknown)}: secrets must name one of {sorted(SECRET_KEYS)}"
-            )
+            raise ValueError(f"{', '.join(unknown)}: secrets must name one of {sorted(SECRET_KEYS)}")
         return v
 
 
