@@ -8,6 +8,7 @@ Pulumi Python project with a ``Pulumi.yaml``, not only Skyfleet's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -187,7 +188,7 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
         runpy.run_path(str(main), run_name="__main__")
         root["stack"] = pulumi_settings.get_root_resource()
 
-    with _engine_environment(project, config, secret_keys):
+    with _engine_environment(project, config, secret_keys), _own_event_loop():
         pulumi_settings.reset_options(
             project=project.name, stack=stack, preview=preview, root_directory=str(project.dir)
         )
@@ -293,6 +294,19 @@ def _engine_environment(project: Project, config: Mapping[str, Any], secret_keys
             own_code = file.startswith(root) and "site-packages" not in file
             if own_code and not name.startswith(("infra", "agent_app", "skyfleet")):
                 del sys.modules[name]
+
+
+@contextlib.contextmanager
+def _own_event_loop() -> Iterator[None]:
+    """The SDK schedules on the current event loop; a host (a test runner, an async app) may
+    have none or a closed one. Each plan gets its own, closed afterwards."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def _resolve_outputs(root: Any) -> dict[str, Any]:

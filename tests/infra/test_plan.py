@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pulumi.runtime.rpc import UNKNOWN
 
 from infra.capabilities import CAPABILITIES, COMPONENTS
 from infra.outputs import EdgeOutputs, SiteOutputs
-from skyfleet.plan import Plan
+from skyfleet.plan import Plan, plan_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("aws", "gcp", "onprem")
@@ -90,3 +91,14 @@ def test_cli_plans_all_stacks(tmp_path: Path) -> None:
     keys = {"type", "name", "urn", "parent", "provider", "inputs", "outputs", "dependencies"}
     assert all(keys <= set(r) for r in doc["resources"])
     assert "service" in result.stdout and "load balancer" in result.stdout
+
+
+def test_plans_inside_a_host_that_left_no_event_loop() -> None:
+    # asyncio.run() ends by unsetting the thread's loop, as async test runners and apps do;
+    # planning must still work afterwards.
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())
+    plan = plan_stack(ROOT, "aws-dev")
+    assert plan.resources
