@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from infra.spec import NAMESPACE, SECRET_KEYS, SITE_TARGETS, StackSpec
+from infra.spec import NAMESPACE, SECRET_KEYS, StackSpec, required_for_target
 
 STACK_CONFIG_DIR = "stacks"
 
@@ -177,23 +177,7 @@ def _strip_secure(value: Any, key: str) -> tuple[Any, bool]:
 def _target_requirements(data: dict[str, Any], lines: _LineIndex) -> list[Problem]:
     """Missing per-target values, reported even when other fields are invalid too."""
     target = data.get("target")
-    needed: list[tuple[str, str]] = []
-    if target == "edge":
-        needed.append(("edge", "an edge section (zoneId, recordName, sites)"))
-    elif target in {t.value for t in SITE_TARGETS}:
-        needed += [
-            ("app", "an app section (at least app.image)"),
-            ("domain", "a domain section (at least domain.name)"),
-            ("apiKeys", f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>"),
-        ]
-        if target in ("aws", "gcp"):
-            needed.append(
-                ("region", f"the {target} region, e.g. {'eu-west-1' if target == 'aws' else 'europe-west1'}")
-            )
-        if target == "gcp":
-            needed.append(("project", "the GCP project id"))
-        if target == "onprem":
-            needed.append(("cluster", "a cluster section (at least cluster.context)"))
+    needed = required_for_target(target if isinstance(target, str) else None)
     return [
         Problem(
             f"{NAMESPACE}:{k}", "nothing", f"{what} for target {target}", lines.find((f"{NAMESPACE}:{k}",))

@@ -373,29 +373,18 @@ class StackSpec(_Model):
     def _per_target(self) -> StackSpec:
         problems: list[str] = []
 
-        def need(field: str, why: str) -> None:
-            if getattr(self, field) is None:
-                problems.append(f"{to_camel(field)} is required {why}")
-
-        if self.target is Target.EDGE:
-            need("edge", "for the edge target")
-        else:
-            need("app", f"for the {self.target} target")
-            need("domain", f"for the {self.target} target")
-            need("api_keys", "(a Pulumi secret: pulumi config set --secret skyfleet:apiKeys ...)")
-            if self.target in (Target.AWS, Target.GCP):
-                need("region", f"for the {self.target} target")
-            if self.target is Target.GCP:
-                need("project", "for the gcp target")
-            if self.target is Target.AWS:
-                need("account_id", "for the aws target (the 12-digit account the stack deploys into)")
-                if self.domain and not (self.domain.zone_id or self.domain.certificate_arn):
-                    problems.append(
-                        "domain needs zoneId (a DNS-validated certificate is issued) or certificateArn "
-                        "for the aws target"
-                    )
-            if self.target is Target.ONPREM:
-                need("cluster", "for the onprem target")
+        for key, what in required_for_target(self.target.value):
+            if getattr(self, to_snake(key)) is None:
+                problems.append(f"{key} is required for the {self.target} target: {what}")
+        if (
+            self.target is Target.AWS
+            and self.domain
+            and not (self.domain.zone_id or self.domain.certificate_arn)
+        ):
+            problems.append(
+                "domain needs zoneId (a DNS-validated certificate is issued) or certificateArn "
+                "for the aws target"
+            )
         if self.environment is Environment.PROD:
             if self.app and self.app.replicas.min < 2:
                 problems.append(f"app.replicas.min is {self.app.replicas.min}; prod needs >= 2")
@@ -430,6 +419,32 @@ class StackSpec(_Model):
             "app": self.tags.app,
             "managed-by": "skyfleet",
         }
+
+
+def required_for_target(target: str | None) -> list[tuple[str, str]]:
+    """The top-level keys a target needs, with what each should hold (camelCase keys).
+
+    One table for both checks: the model's, and the loader's, which reports missing keys even
+    when other fields are invalid too."""
+    if target == Target.EDGE.value:
+        return [("edge", "an edge section (zoneId, recordName, sites)")]
+    if target not in {t.value for t in SITE_TARGETS}:
+        return []
+    needed = [
+        ("app", "an app section (at least app.image)"),
+        ("domain", "a domain section (at least domain.name)"),
+        ("apiKeys", f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>"),
+    ]
+    if target in (Target.AWS.value, Target.GCP.value):
+        example = "eu-west-1" if target == Target.AWS.value else "europe-west1"
+        needed.append(("region", f"the {target} region, e.g. {example}"))
+    if target == Target.AWS.value:
+        needed.append(("accountId", "the 12-digit account the stack deploys into"))
+    if target == Target.GCP.value:
+        needed.append(("project", "the GCP project id"))
+    if target == Target.ONPREM.value:
+        needed.append(("cluster", "a cluster section (at least cluster.context)"))
+    return needed
 
 
 def to_snake(name: str) -> str:
