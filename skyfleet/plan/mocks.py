@@ -35,10 +35,6 @@ class MockContext:
     gcp_project: str = "skyfleet-example"
     gcp_project_number: str = "123456789012"
 
-    @property
-    def gcp_project_id(self) -> str:
-        return self.gcp_project
-
     def uid(self, name: str, n: int = 17) -> str:
         """A deterministic hex id for ``name`` in this stack."""
         return hashlib.sha256(f"{self.stack}/{name}".encode()).hexdigest()[:n]

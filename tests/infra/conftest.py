@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from skyfleet.plan import Plan, Project, plan_stack
+from skyfleet.plan import Plan, Project
 from skyfleet.plan.cli import plan_all, site_stacks_first
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,3 @@ def temp_project(tmp_path: Path) -> Callable[[str, str], Path]:
         return tmp_path
 
     return make
-
-
-def plan_of(project_dir: Path, stack: str, **kwargs: object) -> Plan:
-    return plan_stack(project_dir, stack, **kwargs)  # type: ignore[arg-type]
