@@ -30,6 +30,8 @@ from .conftest import client, free_base_port
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     base = free_base_port()
     with socket.socket() as squatter:
+        # As the lab's own check does: a TIME_WAIT left by an earlier test must not stop the bind.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", base + 3))
         squatter.listen()
         with pytest.raises(LabError) as caught:
