@@ -14,13 +14,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from agent_app.config import Settings
@@ -34,11 +34,75 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     rexc.ConnectionError,
     rexc.TimeoutError,
     rexc.ReadOnlyError,
+    rexc.MasterDownError,
     asyncio.TimeoutError,
     OSError,
 )
+# A primary that has lost its replicas refuses writes (``min-replicas-to-write``) with this
+# error; redis-py has no class for it. It is the stale side of a partition: look again.
+NO_REPLICAS = "NOREPLICAS"
+
+
+def _is_stale_primary(exc: BaseException) -> bool:
+    """The node we hold connections to is not (or no longer) a writable primary."""
+    return isinstance(exc, rexc.ReadOnlyError) or (
+        isinstance(exc, rexc.ResponseError) and NO_REPLICAS in str(exc)
+    )
+
+
 CONNECT_TIMEOUT_SECONDS = 1.0
 PING_TIMEOUT_SECONDS = 0.5
+SENTINEL_ANSWER_SECONDS = 0.5
+# How often a Sentinel-discovered primary is looked up again, so connections held to a node
+# that is no longer the primary (a failover, a healed partition) are dropped within this.
+PRIMARY_CHECK_SECONDS = 1.0
+
+
+class QuorumSentinel(Sentinel):
+    """Sentinel discovery that follows the majority's newest configuration.
+
+    redis-py takes the first Sentinel whose answer looks healthy and moves it to the front.
+    After a partition heals, that can be the cut-off Sentinel, still naming the old primary
+    (which, cut off, took no acknowledged write): its sessions look missing and its writes
+    fail. Here every Sentinel is asked at once; a majority of them must answer (so a client
+    on the minority side of a partition finds no primary rather than a stale one), and the
+    answer with the highest config epoch wins, as Sentinels settle it among themselves.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async def ask(sentinel: Redis) -> dict[str, Any] | None:
+            try:
+                masters = cast(
+                    dict[str, Any],
+                    await asyncio.wait_for(sentinel.sentinel_masters(), SENTINEL_ANSWER_SECONDS),
+                )
+            except (TimeoutError, rexc.ConnectionError, rexc.TimeoutError, OSError):
+                return None
+            return masters.get(service_name) or {}
+
+        # Decide as soon as a majority has answered, so a black-holed Sentinel (a partition)
+        # costs no wait. A failover needs a majority's votes, so any majority includes a
+        # Sentinel that took part; the newest epoch among them is the configuration to follow.
+        majority = len(self.sentinels) // 2 + 1
+        reached: list[dict[str, Any]] = []
+        pending = {asyncio.ensure_future(ask(s)) for s in self.sentinels}
+        try:
+            while pending and len(reached) < majority:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                reached += [a for a in (t.result() for t in done) if a is not None]
+        finally:
+            for task in pending:
+                task.cancel()
+        if len(reached) < majority:
+            raise MasterNotFoundError(
+                f"No master found for {service_name!r}: {len(reached)} of {len(self.sentinels)} "
+                f"Sentinels answered, {majority} needed"
+            )
+        healthy = [a for a in reached if a and self.check_master_state(a, service_name)]
+        if not healthy:
+            raise MasterNotFoundError(f"No master found for {service_name!r}: none is healthy")
+        newest = max(healthy, key=lambda a: int(a.get("config-epoch", 0)))
+        return str(newest["ip"]), int(newest["port"])
 
 
 def connect(settings: Settings) -> Redis:
@@ -59,7 +123,7 @@ def connect(settings: Settings) -> Redis:
     if settings.sentinel_hosts:
         if tls:
             common["ssl"] = True
-        sentinel = Sentinel(
+        sentinel = QuorumSentinel(
             settings.sentinel_hosts,
             sentinel_kwargs={k: v for k, v in common.items() if k != "decode_responses"},
             **common,
@@ -135,9 +199,12 @@ class Cache:
         while True:
             try:
                 return await op(self.redis)
-            except TRANSIENT as exc:
-                if isinstance(exc, rexc.ReadOnlyError):
-                    # A promoted replica took the old primary's address: drop stale connections.
+            except (*TRANSIENT, rexc.ResponseError) as exc:
+                if not isinstance(exc, TRANSIENT) and not _is_stale_primary(exc):
+                    raise
+                if _is_stale_primary(exc):
+                    # A replica, or a primary cut off from its replicas: drop the connections,
+                    # so the next try looks the primary up again.
                     await self.redis.connection_pool.disconnect()
                 if loop.time() + delay > deadline:
                     log.warning("cache unavailable", extra={"error": repr(exc)})
@@ -174,6 +241,32 @@ class Cache:
             return results[:-1]
 
         return await self.run(op)
+
+    async def refresh(self) -> None:
+        """Drop idle connections, so the next command looks the primary up again (Sentinel)."""
+        await self.redis.connection_pool.disconnect(inuse_connections=False)
+
+    async def watch_primary(self) -> None:
+        """With Sentinel, look the primary up every second and drop every connection held to
+        another node, in use or not: reads on a demoted or cut-off node would succeed, stale."""
+        pool = self.redis.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        while True:
+            await asyncio.sleep(PRIMARY_CHECK_SECONDS)
+            try:
+                address = await pool.sentinel_manager.discover_master(pool.service_name)
+            except Exception as exc:  # no majority or no Sentinel: commands fail and retry anyway
+                log.debug("primary lookup failed", extra={"error": repr(exc)})
+                continue
+            held = pool.master_address
+            if held is not None and tuple(held) != tuple(address):
+                log.warning(
+                    "cache primary moved; reconnecting",
+                    extra={"from": f"{held[0]}:{held[1]}", "to": f"{address[0]}:{address[1]}"},
+                )
+                pool.master_address = address
+                await pool.disconnect(inuse_connections=True)
 
     async def ping(self) -> None:
         await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT_SECONDS)  # type: ignore[arg-type]

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
         20, ge=0, le=3600, validation_alias=_env(Env.SHUTDOWN_GRACE_SECONDS)
     )
     task_lease_seconds: int = Field(30, ge=2, le=43_200, validation_alias=_env(Env.TASK_LEASE_SECONDS))
+    task_record_wait_seconds: float = Field(
+        15, ge=0, le=300, validation_alias=_env(Env.TASK_RECORD_WAIT_SECONDS)
+    )
     worker_concurrency: int = Field(4, ge=1, le=256, validation_alias=_env(Env.WORKER_CONCURRENCY))
 
     model_backend: Literal["offline", "openai"] = Field("offline", validation_alias=_env(Env.MODEL_BACKEND))

@@ -74,6 +74,10 @@ class Env(StrEnum):
     # (SQS visibility, NATS ack_wait, Pub/Sub ack deadline; extended while it runs), and
     # how many tasks one worker runs at once.
     TASK_LEASE_SECONDS = "AGENT_TASK_LEASE_SECONDS"
+    # Worker: how long a delivered task whose record is not (yet) visible is held and looked
+    # up again, on a fresh view of the primary, before it is dead-lettered as an orphan. The
+    # api stores the record before it publishes, so only a stale cache view hides it.
+    TASK_RECORD_WAIT_SECONDS = "AGENT_TASK_RECORD_WAIT_SECONDS"
     WORKER_CONCURRENCY = "AGENT_WORKER_CONCURRENCY"
     # Model backend: the built-in offline model, or an OpenAI-compatible endpoint.
     MODEL_BACKEND = "AGENT_MODEL_BACKEND"

@@ -48,11 +48,13 @@ class Runtime:
         self.queue_connected = asyncio.Event()
         self._queue_error = "connecting"
         self._connector: asyncio.Task[None] | None = None
+        self._primary_watch: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self, *, consume: bool) -> None:
         self._connector = asyncio.create_task(self._connect_queue(consume=consume))
+        self._primary_watch = asyncio.create_task(self.cache.watch_primary())
 
     async def _connect_queue(self, *, consume: bool) -> None:
         while True:
@@ -81,8 +83,9 @@ class Runtime:
             log.info("draining: readiness fails, no new work is taken")
 
     async def close(self) -> None:
-        if self._connector is not None:
-            self._connector.cancel()
+        for background in (self._connector, self._primary_watch):
+            if background is not None:
+                background.cancel()
         for closer in (self.queue.close, self.model.aclose, self.cache.close):
             try:
                 await closer()

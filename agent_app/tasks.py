@@ -20,11 +20,14 @@ from agent_app.contract import REPLICATED_KEY_PREFIX
 from agent_app.errors import NotFound
 from agent_app.schemas import Task, TaskStatus, ToolUse
 
+# ``#!lua`` (no ``no-writes`` flag) tells Redis 7 these scripts write, so a replica refuses
+# them with READONLY and a primary cut off from its replicas with NOREPLICAS, up front. Without
+# it, a claim's read-only branch ("missing") would answer from a stale node as if it were true.
+_SHEBANG = "#!lua\n"
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
 
 # KEYS[1] task; ARGV: owner, lease ms, updated_at. Returns {outcome, detail}.
-_CLAIM = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return {{'missing', ''}} end
+_CLAIM = f"""{_SHEBANG}if redis.call('EXISTS', KEYS[1]) == 0 then return {{'missing', ''}} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' then return {{'done', status}} end
 {_NOW}
@@ -36,8 +39,7 @@ return {{'claimed', tostring(redis.call('HINCRBY', KEYS[1], 'attempts', 1))}}
 """
 
 # KEYS[1] task; ARGV: owner, lease ms. Returns 1 while the caller still holds the lease.
-_RENEW = f"""
-if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+_RENEW = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
 {_NOW}
 redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
 return 1
@@ -45,8 +47,7 @@ return 1
 
 # KEYS[1] task; ARGV: owner, then field/value pairs. Applies them only for the lease holder
 # and drops the lease. Returns 1 when applied.
-_SETTLE = """
-if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+_SETTLE = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1

@@ -36,11 +36,13 @@ from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
 from agent_app.runtime import Runtime
 from agent_app.schemas import Message, TaskMessage
 from agent_app.serve import bootstrap
+from agent_app.tasks import Claim
 from agent_app.telemetry import setup_tracing, span
 
 log = logging.getLogger("agent_app.worker")
 MAX_RETRY_DELAY_SECONDS = 30
 QUEUE_ERROR_PAUSE_SECONDS = 1.0
+RECORD_POLL_SECONDS = 0.5
 
 
 def retry_delay(attempt: int) -> float:
@@ -54,6 +56,7 @@ class Worker:
         self.lease = runtime.settings.task_lease_seconds
         self.concurrency = runtime.settings.worker_concurrency
         self.grace = runtime.settings.shutdown_grace_seconds
+        self.record_wait = runtime.settings.task_record_wait_seconds
         self.instance = runtime.settings.instance
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
@@ -132,12 +135,9 @@ class Worker:
                 # The previous worker died during the last attempt: nothing left to try.
                 await self._failed(delivery, message, "worker lost during the last attempt", claimed=False)
                 return
-            try:
-                claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
-            except Exception as exc:
-                await self._quietly(delivery.release(retry_delay(2)), "release")
-                log.warning("cannot claim task; handed back", extra={"error": str(exc)})
-                return
+            claim = await self._claim(delivery, message, owner)
+            if claim is None:
+                return  # handed back or dead-lettered
             if claim.outcome == "done":
                 TASKS.labels("duplicate").inc()
                 log.info("duplicate delivery of a finished task; acked without running it")
@@ -146,9 +146,6 @@ class Worker:
             if claim.outcome == "busy":
                 TASKS.labels("busy").inc()
                 await self._quietly(delivery.release(claim.busy_seconds), "release busy duplicate")
-                return
-            if claim.outcome == "missing":
-                await self._failed(delivery, message, "no task record for this message", claimed=False)
                 return
             if delivery.attempt == 1:
                 QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
@@ -167,6 +164,63 @@ class Worker:
                 )
             finally:
                 heartbeat.cancel()
+
+    async def _claim(self, delivery: Delivery, message: TaskMessage, owner: str) -> Claim | None:
+        """Claim the task; while its record is not visible or the cache does not answer, hold
+        the delivery (lease extended, no attempt used up) and look again on a fresh view of
+        the primary, for up to ``AGENT_TASK_RECORD_WAIT_SECONDS``.
+
+        The api stores the record, acknowledged by a replica, before it publishes, so a
+        missing record is first of all a stale view (a node cut off or just demoted), not a
+        bad message. One that stays missing is an orphan and is dead-lettered.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.record_wait
+        keeper: asyncio.Task[None] | None = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
+                    error = None
+                    if claim.outcome != "missing":
+                        return claim
+                except Exception as exc:
+                    error = exc
+                if loop.time() + RECORD_POLL_SECONDS > deadline:
+                    break
+                if keeper is None:
+                    TASKS.labels("waited").inc()
+                    log.info(
+                        "task record not visible; holding the delivery",
+                        extra={
+                            "error": repr(error) if error else "no task record",
+                            "wait_s": self.record_wait,
+                        },
+                    )
+                    keeper = asyncio.create_task(self._keep_leased(delivery))
+                await asyncio.sleep(RECORD_POLL_SECONDS)
+                await self._quietly(self.rt.cache.refresh(), "reconnect to the cache")
+        except asyncio.CancelledError:
+            await asyncio.shield(self._quietly(delivery.release(0), "release on shutdown"))
+            raise
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+        if error is not None:
+            await self._quietly(delivery.release(retry_delay(2)), "release")
+            log.warning("cannot claim task; handed back", extra={"error": str(error)})
+            return None
+        reason = f"no task record for this message after {self.record_wait:g} s"
+        await self._quietly(delivery.dead_letter(reason), "dead-letter")
+        TASKS.labels("dead_lettered").inc()
+        log.error("orphan task message dead-lettered", extra={"attempt": delivery.attempt, "error": reason})
+        return None
+
+    async def _keep_leased(self, delivery: Delivery) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.lease / 3))
+            await self._quietly(delivery.extend(self.lease), "extend lease")
 
     async def _execute(self, message: TaskMessage, owner: str) -> None:
         with span("agent.task", task_id=message.task_id):

@@ -313,15 +313,15 @@ def partition_heal(site: str, configuration: Configuration = None) -> dict[str, 
     )
 
 
-@_register(
-    "lab",
-    "fault",
-    lambda t, a: (
-        f"lab (root): tc netem on site {a['site']!r}: +{a.get('delay_ms', 100)} ms "
-        f"±{a.get('jitter_ms', 0)} ms, {a.get('loss_percent', 0)} % loss"
-    ),
-    undo="latency_clear",
-)
+def _describe_latency(t: Target | None, a: dict[str, Any]) -> str:
+    figures = f"+{a.get('delay_ms', 100)} ms ±{a.get('jitter_ms', 0)} ms, {a.get('loss_percent', 0)} % loss"
+    return (
+        f"lab (root): delay (and drop) packets to and from site {a['site']!r}, each direction: {figures} "
+        "(tc netem; without netem, a userspace delay line on the link and nftables for the loss)"
+    )
+
+
+@_register("lab", "fault", _describe_latency, undo="latency_clear")
 def site_latency(
     site: str,
     delay_ms: int = 100,
@@ -340,10 +340,52 @@ def site_latency(
     )
 
 
-@_register("lab", "rollback", lambda t, a: f"lab (root): remove tc netem from site {a['site']!r}")
+@_register(
+    "lab",
+    "rollback",
+    lambda t, a: (
+        f"lab (root): remove the delay and loss (tc netem, or delay line and nftables) of site {a['site']!r}"
+    ),
+)
 def latency_clear(site: str, configuration: Configuration = None) -> dict[str, Any]:
     lab, faults = _lab(configuration), _lab_faults()
     return _undo("latency_clear", f"netem:{site}", lambda: faults.clear_latency(lab.state_dir, site))
+
+
+@_register(
+    "lab",
+    "fault",
+    lambda t, a: (
+        f"lab (root): nftables in the site's namespace drops {a.get('loss_percent', 10)} % of the packets "
+        f"to and from {_where(a)}, each direction (no netem needed)"
+    ),
+    undo="packet_loss_clear",
+)
+def site_packet_loss(
+    site: str, loss_percent: float = 10, configuration: Configuration = None
+) -> dict[str, Any]:
+    lab, faults = _lab(configuration), _lab_faults()
+    name = _site(lab, site)
+    return _apply(
+        "site_packet_loss",
+        f"loss:{site}",
+        name,
+        f"{loss_percent} % packet loss on {name}",
+        lambda: faults.add_packet_loss(lab.state_dir, name, loss_percent),
+        lambda: faults.clear_packet_loss(lab.state_dir, name),
+    )
+
+
+@_register(
+    "lab",
+    "rollback",
+    lambda t, a: f"lab (root): delete the packet-loss nftables table of {_where(a, undo=True)}",
+)
+def packet_loss_clear(site: str, configuration: Configuration = None) -> dict[str, Any]:
+    lab, faults = _lab(configuration), _lab_faults()
+    return _undo(
+        "packet_loss_clear", f"loss:{site}", lambda: faults.clear_packet_loss(lab.state_dir, _named(site))
+    )
 
 
 # --- lab probes ---------------------------------------------------------------------------

@@ -4,13 +4,16 @@ Every function takes the lab's state folder and plain strings/ints (so Chaos Too
 providers can call them), is idempotent, and returns a JSON-able dict of what it did with
 ``time`` = the epoch second the fault took effect. Losses are SIGKILL (no drain, no
 goodbye), as a real site or machine loss is; undos wait until the part is ready again.
-Partitions and latency need a lab started as root with ``--netns``.
+Partitions, packet loss and latency need a lab started as root with ``--netns``.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import redis
 
 from skyfleet.lab import broker, frontdoor, network, replication
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.lifecycle import frontdoor_ready, http_ready, wait_ready
+from skyfleet.lab.lifecycle import frontdoor_ready, http_ready, log_tail, wait_ready
 from skyfleet.lab.procs import (
     ProcessRecord,
     Role,
@@ -27,6 +30,7 @@ from skyfleet.lab.procs import (
     kill_records,
     signal_process,
     spawn,
+    stop_records,
 )
 from skyfleet.lab.state import LabState, SiteNetwork, load_state, updating
 
@@ -269,6 +273,8 @@ def _site_network(state: LabState, site: str) -> SiteNetwork:
             "network faults need a lab started as root with --netns "
             f"(the lab at {state.state_dir} runs on loopback)"
         )
+    if not network.is_root():
+        raise LabError("network faults need root (they change the lab's namespaces and links); run as root")
     return state.network.sites[site]
 
 
@@ -306,18 +312,236 @@ def heal_partition(state_dir: str, site: str) -> dict[str, Any]:
     return {"fault": "heal_partition", "site": site, "time": when, "changed": changed}
 
 
+def _out_of_rotation(state: LabState, apis: list[str]) -> bool:
+    """Whether any of the api replicas ``apis`` is not UP at the front door now."""
+    door = state.find(role=Role.FRONTDOOR)
+    if not apis or not door or not is_running(door[0]):
+        return False
+    status = {s["server"]: str(s["status"]) for s in frontdoor.server_states(state.state_dir)}
+    return any(not status.get(name, "").startswith("UP") for name in apis)
+
+
+def network_faults(state_dir: str, site: str) -> list[str]:
+    """The network faults in effect on a site now: partition, packet_loss, netem, delay_line,
+    latency_loss (a probe, and what the undos look at before waiting for the site)."""
+    state = _lab(state_dir)
+    link = _site_network(state, site)
+    found = []
+    if not network.link_is_up(link):
+        found.append("partition")
+    if network.packet_loss(link) is not None:
+        found.append("packet_loss")
+    if "netem" in network.tc("qdisc", "show", "dev", link.veth_host, check=False).stdout:
+        found.append("netem")
+    # A delay line that died (SIGKILL) leaves the link off the lab bridge: still this fault.
+    assert state.network is not None
+    if site in state.delay_lines or network.link_master(link.veth_host) != state.network.bridge:
+        found.append("delay_line")
+    if network.packet_loss(link, table=network.LATENCY_LOSS_TABLE) is not None:
+        found.append("latency_loss")
+    return found
+
+
+def _lift(state_dir: str, site: str, kinds: set[str], lift: Callable[[], bool]) -> bool:
+    """Undo the network fault(s) ``kinds`` on ``site``; ``lift`` returns whether it changed anything.
+
+    A degraded link (heavy loss, a long delay) can cut a site off as a partition does: the
+    front door marks it down, Sentinel may promote a replica elsewhere, and the site's Redis
+    may then be a stale primary. So, as ``heal_partition`` does, a site whose replicas are out
+    of rotation stays in maintenance at the front door until its Redis follows the current
+    primary; a site that was still served is not taken out of rotation at all. Either way
+    this returns once the site's Redis replicates and its replicas are UP, unless another
+    network fault still holds the site (then it returns at once: that fault's undo waits).
+    """
+    state = _lab(state_dir)
+    if set(network_faults(state_dir, site)) - kinds:
+        return lift()
+    apis = [r.name for r in state.find(site=site, role=Role.API) if r.wanted]
+    hold = _out_of_rotation(state, apis)
+    if hold:
+        frontdoor.set_maintenance(state, apis, on=True)
+    try:
+        changed = lift()
+        if changed:
+            _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS) if r.wanted])
+    finally:
+        if hold:
+            frontdoor.set_maintenance(state, apis, on=False)
+    _wait_frontdoor(state_dir, apis)
+    return changed
+
+
+def add_packet_loss(state_dir: str, site: str, loss_percent: float = 10) -> dict[str, Any]:
+    """Drop ``loss_percent`` % of the packets to and from a site (each direction), with nftables.
+
+    Works without netem: one nftables table in the site's namespace drops packets at random
+    on the site's veth (input and output). Applying it again replaces the percentage.
+    """
+    percent, _ = network.loss_threshold(loss_percent)
+    link = _site_network(_lab(state_dir), site)
+    when = time.time()
+    rule = network.set_packet_loss(link, percent)
+    return {"fault": "add_packet_loss", "site": site, "time": when, **rule}
+
+
+def clear_packet_loss(state_dir: str, site: str) -> dict[str, Any]:
+    """Delete the site's packet-loss table (only that one); idempotent.
+
+    Returns how many packets it dropped per direction, and waits until the site is back in
+    rotation (see ``_lift``).
+    """
+    link = _site_network(_lab(state_dir), site)
+    seen = network.packet_loss(link)
+    when = time.time()
+    changed = _lift(state_dir, site, {"packet_loss"}, lambda: network.clear_packet_loss(link))
+    dropped = seen.get("dropped") if seen else None
+    return {"fault": "clear_packet_loss", "site": site, "time": when, "changed": changed, "dropped": dropped}
+
+
+def _whole_ms(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        raise LabError(f"{field}: given {value!r}; expected a whole number of milliseconds >= 0")
+    return int(value)
+
+
 def add_latency(
     state_dir: str, site: str, delay_ms: int = 100, jitter_ms: int = 0, loss_percent: float = 0
 ) -> dict[str, Any]:
-    """Delay (and optionally drop) every packet to and from a site with tc netem."""
-    link = _site_network(_lab(state_dir), site)
+    """Delay (and optionally drop) every packet to and from a site.
+
+    With netem, ``tc netem`` on both ends of the site's link. Without it (this lab's VM
+    kernel), the delay comes from a userspace delay line on the link
+    (``skyfleet.lab.delayline``) and the loss from an nftables table in the site's namespace.
+    Each direction gets ``delay_ms`` ± ``jitter_ms`` and ``loss_percent`` in either case.
+    """
+    delay, jitter = _whole_ms(delay_ms, "delay_ms"), _whole_ms(jitter_ms, "jitter_ms")
+    loss = network.loss_threshold(loss_percent)[0] if loss_percent else 0.0
+    if not (delay or jitter or loss):
+        raise LabError("add_latency: delay_ms, jitter_ms and loss_percent are all 0: nothing to inject")
+    state = _lab(state_dir)
+    link = _site_network(state, site)
+    if network.netem_available():
+        when = time.time()
+        spec = network.set_netem(link, delay_ms=delay, jitter_ms=jitter, loss_percent=loss)
+        return {"fault": "add_latency", "site": site, "time": when, "mechanism": "netem", "netem": spec}
+    if (delay or jitter) and not network.tun_available():
+        raise LabError(
+            f"latency: this kernel ({os.uname().release}) has no netem qdisc (sch_netem) and no "
+            "TUN device (/dev/net/tun), so delay cannot be injected here (latency needs netem or "
+            "the lab's TAP delay line); for loss alone use site_packet_loss "
+            "(faults.add_packet_loss), which needs only nftables"
+        )
     when = time.time()
-    spec = network.set_netem(link, delay_ms=delay_ms, jitter_ms=jitter_ms, loss_percent=loss_percent)
-    return {"fault": "add_latency", "site": site, "time": when, "netem": spec}
+    if delay or jitter:
+        _start_delay_line(state_dir, site, delay, jitter)
+    else:
+        _stop_delay_line(state_dir, site)
+    if loss:
+        network.set_packet_loss(link, loss, table=network.LATENCY_LOSS_TABLE)
+    else:
+        network.clear_packet_loss(link, table=network.LATENCY_LOSS_TABLE)
+    mechanism = " + ".join(m for m, on in (("delay line", delay or jitter), ("nftables", loss)) if on)
+    return {
+        "fault": "add_latency",
+        "site": site,
+        "time": when,
+        "mechanism": mechanism,
+        "delay_ms": delay,
+        "jitter_ms": jitter,
+        "loss_percent": loss,
+    }
 
 
 def clear_latency(state_dir: str, site: str) -> dict[str, Any]:
-    """Remove the site's netem delay/loss."""
+    """Remove the site's delay and loss (netem, or the delay line and its nftables table)."""
     link = _site_network(_lab(state_dir), site)
-    network.clear_netem(link)
-    return {"fault": "clear_latency", "site": site, "time": time.time()}
+    when = time.time()
+
+    def lift() -> bool:
+        network.clear_netem(link)
+        stopped = _stop_delay_line(state_dir, site)
+        return network.clear_packet_loss(link, table=network.LATENCY_LOSS_TABLE) or stopped
+
+    changed = _lift(state_dir, site, {"netem", "delay_line", "latency_loss"}, lift)
+    return {"fault": "clear_latency", "site": site, "time": when, "changed": changed}
+
+
+def _delay_argv(state: LabState, site: str, delay_ms: int, jitter_ms: int) -> list[str]:
+    assert state.network is not None
+    link = state.network.sites[site]
+    tap, sink = network.delay_devices(link)
+    return [
+        sys.executable,
+        "-m",
+        "skyfleet.lab.delayline",
+        "--link",
+        link.veth_host,
+        "--bridge",
+        state.network.bridge,
+        "--tap",
+        tap,
+        "--sink",
+        sink,
+        "--delay-ms",
+        str(delay_ms),
+        "--jitter-ms",
+        str(jitter_ms),
+    ]
+
+
+def _start_delay_line(state_dir: str, site: str, delay_ms: int, jitter_ms: int) -> bool:
+    """Run a delay line on the site's link (replacing one with other figures); False if unchanged."""
+    with updating(state_dir) as state:
+        assert state.network is not None
+        argv = _delay_argv(state, site, delay_ms, jitter_ms)
+        old = state.delay_lines.get(site)
+        if old is not None and is_running(old) and old.argv == argv:
+            return False
+    _stop_delay_line(state_dir, site)
+    with updating(state_dir) as state:
+        assert state.network is not None
+        link = state.network.sites[site]
+        network.repair_link(state.network, link)  # whatever a crashed earlier line left
+        network.pin_bridge_address(state.network.bridge)
+        rec = ProcessRecord(
+            name=f"{site}-delay",
+            role=Role.DELAY,
+            site=site,
+            argv=argv,
+            cwd=state.state_dir,
+            log_file=str(Path(state.state_dir) / "logs" / f"{site}-delay.log"),
+            host=link.address,
+        )
+        spawn(rec, secrets_dir=Path(state.secrets_dir), marker=state.state_dir)
+        state.delay_lines[site] = rec
+        bridge, (_, sink) = state.network.bridge, network.delay_devices(link)
+    deadline = time.monotonic() + 10
+    while network.link_master(link.veth_host) != sink or not _ready_line(rec):
+        if not is_running(rec) or time.monotonic() > deadline:
+            tail = log_tail(rec)
+            _stop_delay_line(state_dir, site)
+            raise LabError(f"latency: the delay line on {site}'s link ({bridge}) did not start\n{tail}")
+        time.sleep(0.02)
+    return True
+
+
+def _ready_line(rec: ProcessRecord) -> bool:
+    """The delay line prints ``ready`` once it forwards (its log is appended to across runs)."""
+    try:
+        lines = Path(rec.log_file).read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return bool(lines) and lines[-1].strip() == "ready"
+
+
+def _stop_delay_line(state_dir: str, site: str) -> bool:
+    """Stop the site's delay line, if any, and make sure its link is back on the bridge.
+
+    Returns whether there was one (running or not)."""
+    with updating(state_dir) as state:
+        rec = state.delay_lines.pop(site, None)
+        if rec is not None:
+            stop_records([rec], grace=5.0)
+        if state.network is not None:
+            network.repair_link(state.network, state.network.sites[site])
+    return rec is not None  # a line that died on its own still left the link to repair

@@ -120,14 +120,16 @@ def render_haproxy_cfg(
     )
     lines += _server_lines(config, servers)
     if not failover:
-        # Fail open inside this backend too: unchecked backup twins of every replica take the
-        # traffic only while no checked server is UP, so a retry or redispatch that finds the
-        # checked servers all down still has somewhere to go (a dead one just fails to connect
-        # and the retry moves on).
+        # Fail open inside this backend too: backup twins of every replica take the traffic
+        # only while no checked server is UP, so a retry or redispatch that finds the checked
+        # servers all down still has somewhere to go. A twin tracks its server's connect check
+        # in the fail-open backend: an unready replica stays eligible, an unreachable one (a
+        # killed process, a cut-off site) does not, so retries are not spent on 500 ms
+        # connect timeouts to a partitioned site. It follows that server into MAINT as well.
         lines.append("  option allbackups")
         lines += [
             f"  server {s.name}{FAIL_OPEN_SUFFIX} {s.host}:{s.port} "
-            f"weight {config.weight(s.site)} backup no-check"
+            f"weight {config.weight(s.site)} backup no-check track {FAIL_OPEN_BACKEND}/{s.name}"
             for s in servers
         ]
     lines += [
@@ -243,6 +245,8 @@ def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
         if not match or match.group("backend") != state.front_door.backend:
             continue
         server = match.group("server")
+        if server.endswith(FAIL_OPEN_SUFFIX):
+            continue  # a twin's transitions mirror its tracked server's; drills watch the servers
         if "result" in match.groupdict():
             kind = "FAIL" if match.group("result") == "failed" else "PASS"
             reason = match.group("reason").strip()

@@ -292,6 +292,10 @@ def teardown(state: LabState, grace: float = 5.0) -> dict[str, Any]:
     door = [r for r in state.processes if r.role == Role.FRONTDOOR]
     stopped = stop_records(door, grace=grace)
     stopped += stop_records([r for r in state.processes if r.role != Role.FRONTDOOR], grace=grace)
+    # Delay lines (latency faults) put their site's link back on the bridge as they stop; the
+    # namespaces and the bridge go next anyway. They are faults, not lab parts: not counted.
+    stop_records(list(state.delay_lines.values()), grace=grace)
+    state.delay_lines = {}
     orphans = kill_marked(marker(state))
     removed = network.destroy(state.network) if state.network else []
     return {"stopped": stopped, "orphans_killed": orphans, "network_removed": removed}

@@ -33,6 +33,7 @@ class Role(StrEnum):
     SENTINEL = "sentinel"
     NATS = "nats"
     FRONTDOOR = "frontdoor"
+    DELAY = "delay"  # a delay line on a site's link (a latency fault without netem)
 
 
 class ProcessRecord(BaseModel):

@@ -27,10 +27,28 @@ PROBE_PREFIX = f"{REPLICATED_KEY_PREFIX}lab:lag-probe:"
 _TIMEOUT = 0.5
 
 
+# A primary that has heard from none of its replicas for this long stops taking writes.
+MIN_REPLICAS_MAX_LAG_SECONDS = 2
+
+
 def render_redis_conf(
-    *, host: str, port: int, data_dir: Path, password: str, replica_of: tuple[str, int] | None, priority: int
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    password: str,
+    replica_of: tuple[str, int] | None,
+    priority: int,
+    min_replicas: int = 0,
 ) -> str:
-    """A cache node: no persistence (replicas are the durability), fast diskless full syncs."""
+    """A cache node: no persistence (replicas are the durability), fast diskless full syncs.
+
+    ``min_replicas`` is the split-brain guard Sentinel's documentation recommends: a primary
+    cut off from every replica (the stale side of a partition) refuses writes after
+    ``MIN_REPLICAS_MAX_LAG_SECONDS`` instead of answering as if it were still the primary,
+    until Sentinel demotes it when the partition heals. Every node gets it, since any of
+    them can be promoted.
+    """
     lines = [
         f"bind {host}",
         f"port {port}",
@@ -51,6 +69,11 @@ def render_redis_conf(
         "maxmemory 128mb",
         "maxmemory-policy noeviction",
     ]
+    if min_replicas:
+        lines += [
+            f"min-replicas-to-write {min_replicas}",
+            f"min-replicas-max-lag {MIN_REPLICAS_MAX_LAG_SECONDS}",
+        ]
     if replica_of:
         lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
     return "\n".join(lines) + "\n"

@@ -66,6 +66,10 @@ class LabState(BaseModel):
     ports: list[int] = Field(default_factory=list)
     network: Network | None = None
     processes: list[ProcessRecord] = Field(default_factory=list)
+    # Latency faults without netem: the delay line process on each delayed site's link. Kept
+    # apart from ``processes``: it is a fault, not a part of the site (status, site loss and
+    # restarts ignore it); ``down`` stops it and removes its devices.
+    delay_lines: dict[str, ProcessRecord] = Field(default_factory=dict)
 
     @property
     def lab_config(self) -> LabConfig:

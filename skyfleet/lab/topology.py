@@ -177,6 +177,7 @@ def build(config: LabConfig, layout: Layout, network: Network | None, redis_pass
             password=redis_password,
             replica_of=None if site == config.primary else primary,
             priority=0 if site == WITNESS else 100 + i,
+            min_replicas=1 if len(config.sites) > 1 else 0,  # as AGENT_REDIS_WAIT_REPLICAS
         )
         record(f"{site}-redis", Role.REDIS, site, [redis_server, str(conf)], {"redis": ports[site]["redis"]})
 

@@ -132,3 +132,60 @@ def test_sentinel_failover_keeps_acknowledged_turns(
         api.stop()
         if revived:
             revived.stop()
+
+
+def test_discovery_follows_the_majoritys_newest_primary(nats_env: dict[str, str]) -> None:
+    """A Sentinel left behind (the cut-off side of a healed partition) names a stale primary;
+    the api must follow the majority's newer configuration, and serve nothing from the stale
+    one when only that Sentinel answers."""
+    stale = RedisServer().start()  # the old primary, still a primary in its own eyes
+    lone = Sentinel(stale.port).start()
+    primary = RedisServer().start()
+    replica = RedisServer(replica_of=primary.port).start()
+    wait_until(
+        lambda: redis.Redis(port=replica.port).info("replication")["master_link_status"] == "up",
+        what="replica sync",
+    )
+    majority = [Sentinel(primary.port).start(), Sentinel(primary.port).start()]
+    api: AppProcess | None = None
+    try:
+        # The majority fails over: the replica is promoted under a newer config epoch.
+        redis.Redis(port=majority[0].port).execute_command("SENTINEL", "FAILOVER", "skyfleet")
+        wait_until(
+            lambda: all(s.primary_port() == replica.port for s in majority), timeout=30, what="promotion"
+        )
+        env = {
+            **nats_env,
+            "AGENT_REDIS_URL": f"redis://127.0.0.1:{stale.port}/0",
+            # The lone Sentinel first, as a site lists its own Sentinel first.
+            "AGENT_REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in [lone, *majority]),
+            "AGENT_REDIS_SENTINEL_MASTER": "skyfleet",
+            "AGENT_REDIS_FAILOVER_WAIT_SECONDS": "0.3",
+        }
+        api = AppProcess("api", env).start()
+        with api.client(timeout=BOUND) as client:
+            created = client.post("/v1/sessions")
+            assert created.status_code == 201, created.text
+            key = f"skyfleet:session:{{{created.json()['id']}}}"
+            assert redis.Redis(port=replica.port).exists(key) == 1  # on the majority's primary
+            assert stale.client().exists(key) == 0
+
+        # An api that reaches only the lone Sentinel (the minority side) finds no primary:
+        # it answers 503 rather than serving the stale one.
+        for sentinel in majority:
+            sentinel.proc.stop()
+        minority = AppProcess("api", env).start(ready=False)
+        with minority.client(timeout=BOUND) as client:
+            refused = client.post("/v1/sessions")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["code"] == "dependency_unavailable"
+            assert httpx.get(minority.url + "/readyz").status_code == 503
+        minority.stop()
+        assert stale.client().dbsize() == 0  # nothing was ever written to the stale primary
+    finally:
+        if api:
+            api.stop()
+        for proc in (lone, *majority):
+            proc.proc.stop()
+        for server in (stale, primary, replica):
+            server.stop()

@@ -18,9 +18,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.agent_app.brokers import Broker
+from agent_app.tasks import task_key
+from tests.agent_app.brokers import Broker, NatsBroker
 from tests.agent_app.conftest import make_broker
 from tests.agent_app.servers import AppProcess, RedisServer, app_env, wait_until
+
+# How long the module's worker holds a delivery whose task record is not visible.
+RECORD_WAIT_SECONDS = 4
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Stack:
     broker: Broker
     api: AppProcess
     env: dict[str, str]
+    redis: RedisServer
 
     def worker(self, **extra: str) -> AppProcess:
         return AppProcess("worker", {**self.env, **extra}).start()
@@ -38,13 +43,13 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator
     broker = make_broker(request.param, request)
     env = app_env(redis_server.url, broker.env["AGENT_QUEUE_URL"], **broker.env)
     api = AppProcess("api", env).start()
-    yield Stack(broker, api, env)
+    yield Stack(broker, api, env, redis_server)
     api.stop()
 
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[AppProcess]:
-    proc = stack.worker()
+    proc = stack.worker(AGENT_TASK_RECORD_WAIT_SECONDS=str(RECORD_WAIT_SECONDS))
     yield proc
     proc.stop()
 
@@ -142,6 +147,67 @@ def test_duplicate_delivery_runs_the_task_once(stack: Stack, worker: AppProcess)
         assert len(reports) == 1
     assert worker.metric("agent_tasks_total", outcome="succeeded") - succeeded == 1
     wait_until(lambda: stack.broker.backlog() == 0, what="the duplicate to be acked")
+
+
+def task_message(task_id: str, session_id: str, text: str) -> bytes:
+    body = {"task_id": task_id, "session_id": session_id, "input": text, "enqueued_at": time.time()}
+    return json.dumps(body).encode()
+
+
+def test_a_record_that_shows_up_late_is_waited_for(stack: Stack, worker: AppProcess) -> None:
+    """A delivery can outrun the cache view it is checked against (a node demoted, a partition
+    healing): the worker holds it and looks again, rather than burning its attempts."""
+    waited = worker.metric("agent_tasks_total", outcome="waited")
+    retried = worker.metric("agent_tasks_total", outcome="retried")
+    with stack.api.client() as client:
+        session_id = client.post("/v1/sessions").json()["id"]
+        task_id = uuid.uuid4().hex
+        stack.broker.publish_raw(task_message(task_id, session_id, "what is 5*5"))
+        wait_until(
+            lambda: worker.metric("agent_tasks_total", outcome="waited") - waited == 1,
+            what="the worker to hold the delivery",
+        )
+        now = time.time()
+        stack.redis.client().hset(
+            task_key(task_id),
+            mapping={
+                "id": task_id,
+                "session_id": session_id,
+                "status": "queued",
+                "input": "what is 5*5",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        task = task_status(client, task_id, "succeeded")
+        assert task["result"] == "5*5 = 25"
+        assert task["attempts"] == 1
+    assert worker.metric("agent_tasks_total", outcome="retried") == retried
+    assert not [b for b in stack.broker.dead_letters() if task_id.encode() in b]
+    wait_until(lambda: stack.broker.backlog() == 0, what="the task to be acked")
+
+
+def test_an_orphan_message_is_dead_lettered_after_the_record_wait(stack: Stack, worker: AppProcess) -> None:
+    """No record ever: after the wait the message goes to the DLQ, its attempts unspent."""
+    retried = worker.metric("agent_tasks_total", outcome="retried")
+    task_id = uuid.uuid4().hex
+    started = time.monotonic()
+    stack.broker.publish_raw(task_message(task_id, uuid.uuid4().hex, "nobody stored me"))
+    letters = wait_until(
+        lambda: [b for b in stack.broker.dead_letters() if task_id.encode() in b],
+        timeout=60,
+        interval=0.5,
+        what="the orphan in the DLQ",
+    )
+    assert len(letters) == 1
+    # held for the wait first (give or take one look-up: the worker polls every 0.5 s)
+    assert time.monotonic() - started >= RECORD_WAIT_SECONDS - 1
+    assert worker.metric("agent_tasks_total", outcome="retried") == retried
+    if isinstance(stack.broker, NatsBroker):
+        reasons = [h.get("Skyfleet-Reason", "") for h in stack.broker.dead_letter_headers()]
+        assert any(r.startswith("no task record for this message after") for r in reasons)
+    wait_until(lambda: stack.broker.backlog() == 0, what="the orphan to leave the work queue")
 
 
 def test_worker_killed_mid_task_is_redelivered_and_completed(stack: Stack, worker: AppProcess) -> None:

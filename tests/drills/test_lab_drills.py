@@ -84,17 +84,6 @@ def _explain(report: DrillReport) -> str:
     )
 
 
-# Open defects (docs/drills.md, "Open defects"), quarantined narrowly: the drill must still pass
-# every other target. Remove an entry when its defect is fixed.
-KNOWN_OPEN: dict[str, tuple[set[str], str]] = {
-    "partition": (
-        {"tasks_lost", "failed_requests", "recovery_seconds"},
-        "open defect: in about 1 run in 3 a task accepted while the primary's site is cut off is never "
-        "completed, and rarely one request gets the front door's 503 during the Redis promotion",
-    ),
-}
-
-
 # A failover drill is a timing experiment on a shared 2-core machine: one rerun, shown as RERUN
 # in the output, separates a starved run from a real regression (which fails both times).
 @pytest.mark.flaky(reruns=1)
@@ -111,11 +100,6 @@ def test_shipped_drill_passes_in_the_lab(path: Path, lab: LabTarget, tmp_path: P
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert report.fault.at is not None and report.fault.restored_at is not None
     assert report.measurements.total_requests > 0
-    missed = {t.metric for t in report.targets if not t.met}
-    known = KNOWN_OPEN.get(path.stem)
-    if known and missed and missed <= known[0] and report.status != "aborted":
-        # Quarantined: still fails on any other miss (a lost session, a duplicate task).
-        pytest.xfail(f"{known[1]} ({_explain(report)})")
     assert report.passed, _explain(report)
 
 

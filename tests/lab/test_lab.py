@@ -6,6 +6,8 @@ JetStream cluster and HAProxy. Waits are bounded polls; nothing asserts on durat
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from skyfleet.lab import faults
 from skyfleet.lab.cli import app
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.frontdoor import health_events, server_states
+from skyfleet.lab.frontdoor import FAIL_OPEN_SUFFIX, admin_command, health_events, server_states
 from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.procs import marked_pids
 from skyfleet.lab.replication import node_roles, redis_primary
@@ -44,6 +46,17 @@ def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: str) ->
 
 def site_servers(state: LabState, site: str) -> dict[str, str]:
     return {s["server"]: s["status"] for s in server_states(state.state_dir) if s["site"] == site}
+
+
+def fail_open_twins(state: LabState) -> dict[str, str]:
+    """Status of the fail-open backup twins in the main backend, from HAProxy's own stats."""
+    text = admin_command(state.front_door.admin_socket, "show stat")
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {
+        r["svname"].removesuffix(FAIL_OPEN_SUFFIX): r["status"]
+        for r in rows
+        if r.get("pxname") == state.front_door.backend and r["svname"].endswith(FAIL_OPEN_SUFFIX)
+    }
 
 
 def test_status_is_healthy(lab: LabState) -> None:
@@ -108,6 +121,16 @@ def test_site_loss_marks_its_servers_down_and_traffic_continues(lab: LabState) -
         assert {site for _, site in served} <= {"aws", "onprem"}
         downs = [e for e in health_events(lab.state_dir, since=fault["time"]) if e["state"] == "DOWN"]
         assert {e["server"] for e in downs if e["site"] == "gcp"} == {"gcp-api-0", "gcp-api-1"}
+        # The fail-open twins follow their server's connect check: a retry made while every
+        # checked server is down never lands on the dead site's replicas.
+        twins = eventually(
+            lambda: (t := fail_open_twins(lab))["gcp-api-0"].startswith("DOWN") and t, what="twins DOWN"
+        )
+        assert {name: state.split()[0] for name, state in twins.items()} == {
+            **{f"{site}-api-{i}": "UP" for site in ("aws", "onprem") for i in (0, 1)},
+            "gcp-api-0": "DOWN",
+            "gcp-api-1": "DOWN",
+        }
 
         faults.start_site(lab.state_dir, "gcp")
         assert set(site_servers(lab, "gcp").values()) == {"UP"}
