@@ -23,7 +23,7 @@ from agent_app.auth import ApiKeys
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
 from agent_app.errors import AgentError
 from agent_app.logs import request_id_var, session_id_var, task_id_var
-from agent_app.metrics import ERRORS, TURNS
+from agent_app.metrics import ERRORS, TURNS, TURNS_OK
 from agent_app.ratelimit import RateLimiter
 from agent_app.runtime import Runtime
 from agent_app.schemas import (
@@ -83,16 +83,37 @@ def _state(request: Request) -> State:
     return request.app.state.agent
 
 
+async def authorize(state: State, token: str | None) -> str:
+    """Authenticate and spend one unit of the key's budget; returns the key id.
+
+    Shared by the ``caller`` dependency and the turn fast path (``agent_app.fastpath``), so
+    both admit exactly the same requests in the same order: draining, then key, then budget.
+    """
+    state.runtime.ensure_accepting()
+    key_id = state.keys.verify(token)
+    assert state.limiter is not None
+    await state.limiter.hit(key_id)
+    return key_id
+
+
 async def caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> str:
     """Authenticate and spend one unit of the key's budget; returns the key id."""
-    state = _state(request)
-    state.runtime.ensure_accepting()
-    key_id = state.keys.verify(credentials.credentials if credentials else None)
-    assert state.limiter is not None
-    await state.limiter.hit(key_id)
-    return key_id
+    return await authorize(_state(request), credentials.credentials if credentials else None)
+
+
+async def take_turn(state: State, session_id: str, content: str) -> TurnReply:
+    """One agent turn, counted by outcome; the body of ``POST /v1/sessions/{id}/messages``
+    for both the FastAPI route and the fast path."""
+    session_id_var.set(session_id)
+    try:
+        reply = await state.runtime.turn(session_id, content)
+    except AgentError as exc:
+        TURNS.labels(exc.code).inc()
+        raise
+    TURNS_OK.inc()
+    return reply
 
 
 def _error(
@@ -107,6 +128,11 @@ def _error(
 
 async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentError)
+    return agent_error_response(exc)
+
+
+def agent_error_response(exc: AgentError) -> JSONResponse:
+    """The JSON error response for a domain error (also sent by the turn fast path)."""
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
@@ -138,6 +164,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_error_response()
+
+
+def unexpected_error_response() -> JSONResponse:
+    """Log the exception being handled and answer 500 (also used by the turn fast path)."""
     log.exception("unhandled error")
     return _error(500, "internal", "internal error; the request id is in the logs")
 
@@ -194,14 +225,7 @@ def create_app(runtime: Runtime | None = None, keys: ApiKeys | None = None) -> F
     async def post_message(
         request: Request, session_id: SessionId, body: MessageCreate, _: Annotated[str, Depends(caller)]
     ) -> TurnReply:
-        session_id_var.set(session_id)
-        try:
-            reply = await _state(request).runtime.turn(session_id, body.content)
-        except AgentError as exc:
-            TURNS.labels(exc.code).inc()
-            raise
-        TURNS.labels("ok").inc()
-        return reply
+        return await take_turn(_state(request), session_id, body.content)
 
     @app.post(
         "/v1/sessions/{session_id}/tasks",

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
-from agent_app.logs import request_id_var, session_id_var, task_id_var
-from agent_app.metrics import ERRORS, IN_FLIGHT, REQUEST_SECONDS
+from agent_app.logs import access_line, request_id_var, session_id_var, task_id_var
+from agent_app.metrics import ERRORS, IN_FLIGHT, request_seconds
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,7 +29,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
-access_log = logging.getLogger("agent_app.access")
 
 
 class BodyTooLarge(Exception):
@@ -86,7 +84,7 @@ class Edge:
                     request_id = candidate
             elif name == b"content-length":
                 length = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()  # 32 hex characters, as sessions.new_id
         request_id_var.set(request_id)
         session_id_var.set(None)
         task_id_var.set(None)
@@ -100,21 +98,22 @@ class Edge:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        replay: list[Message] = []
-
-        async def replay_receive() -> Message:
-            return replay.pop(0) if replay else await receive()
-
         self.in_flight += 1
         self.idle.clear()
         IN_FLIGHT.inc()
         try:
+            app_receive = receive
             if length is not None:
                 if not length.isdigit() or int(length) > self.max_body:
                     raise BodyTooLarge
             elif scope["method"] in ("POST", "PUT", "PATCH"):
-                replay += await self._buffer(receive)  # chunked: no length to check up front
-            await self.app(scope, replay_receive, send_wrapper)
+                replay = await self._buffer(receive)  # chunked: no length to check up front
+
+                async def replay_receive() -> Message:
+                    return replay.pop(0) if replay else await receive()
+
+                app_receive = replay_receive
+            await self.app(scope, app_receive, send_wrapper)
         except BodyTooLarge:
             body, headers = error_body(
                 413, "too_large", f"request body is over the limit of {self.max_body} bytes", request_id
@@ -130,14 +129,13 @@ class Edge:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
-            access_log.info(
-                "request",
-                extra={
+            request_seconds(scope["method"], template, status).observe(elapsed)
+            access_line(
+                {
                     "method": scope["method"],
                     "path": scope["path"],
                     "route": template,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
-                },
+                }
             )

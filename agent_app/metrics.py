@@ -6,6 +6,8 @@ stays fixed however much traffic a site takes.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Request latency per route template; the buckets resolve the 20 ms p99 target.
@@ -16,9 +18,11 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 TURNS = Counter("agent_turns_total", "Agent turns by outcome", ["outcome"])
+TURNS_OK = TURNS.labels("ok")  # the hot path's child, looked up once
 TASKS = Counter(
     "agent_tasks_total",
-    "Queue task deliveries by outcome (succeeded, failed, retried, dead_lettered, duplicate, released)",
+    "Queue task deliveries by outcome (succeeded, failed, retried, dead_lettered, duplicate, released, "
+    "waited: held while the task record was not visible)",
     ["outcome"],
 )
 TASKS_ENQUEUED = Counter("agent_tasks_enqueued_total", "Tasks accepted and published to the queue")
@@ -30,3 +34,14 @@ QUEUE_LAG = Histogram(
 ERRORS = Counter("agent_errors_total", "Error responses and internal errors by code", ["code"])
 IN_FLIGHT = Gauge("agent_in_flight", "Requests or tasks being processed now")
 DRAINING = Gauge("agent_draining", "1 while the process drains after SIGTERM")
+
+
+@functools.lru_cache(maxsize=1024)
+def request_seconds(method: str, route: str, status: int) -> Histogram:
+    """The latency histogram child for one label set.
+
+    Cached because ``labels()`` converts and checks every value and takes the metric's lock on
+    each call, once per request. The key space is bounded like the series themselves: HTTP
+    methods (the parser knows a fixed set), route templates and status codes.
+    """
+    return REQUEST_SECONDS.labels(method, route, str(status))

@@ -31,9 +31,8 @@ class RateLimiter:
         self._hit = cache.script(_HIT)
 
     async def hit(self, key_id: str) -> None:
-        count, ttl_ms = await self.cache.run(
-            lambda r: self._hit(keys=[f"agent:ratelimit:{key_id}"], args=[WINDOW_MS])
-        )
+        # The script call applies the cache's retry policy itself (Cache.eval).
+        count, ttl_ms = await self._hit(keys=[f"agent:ratelimit:{key_id}"], args=[WINDOW_MS])
         if int(count) > self.per_minute:
             raise RateLimited(
                 f"rate limit of {self.per_minute} requests per minute exceeded for this API key",

@@ -9,6 +9,7 @@ requests get 503 ``draining``), in-flight requests finish, and only then, or whe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from types import FrameType
@@ -34,6 +35,20 @@ def bootstrap(process: str) -> Settings:
     return settings
 
 
+def freeze_startup_heap() -> None:
+    """Move everything start-up allocated out of the garbage collector's reach.
+
+    Why: the modules, app, routes, schemas and clients (about 90k tracked objects) never
+    become garbage, yet every full (generation 2) collection walked them all: a pause of
+    30 ms and more at a random moment under load, stalling every request in flight, which
+    is what set the api's p99 (measured with ``gc.callbacks`` during the benchmark). Frozen,
+    collections only visit objects allocated since; nothing frozen is ever freed, which is
+    the point. One ``collect`` first, so start-up garbage is not frozen with them.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, runtime: Runtime, edge: Edge, grace: float) -> None:
         super().__init__(config)
@@ -46,6 +61,10 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets)
+        freeze_startup_heap()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.runtime.draining or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
@@ -75,11 +94,14 @@ def run_api() -> None:
     except ConfigError as exc:
         fail([str(exc)])
     from agent_app.api import create_app
+    from agent_app.fastpath import TurnFastPath
 
     runtime = Runtime(settings)
     app = create_app(runtime, keys)
-    setup_tracing("agent-api", app)
-    edge = Edge(app, site=settings.site, instance=settings.instance, max_body=MAX_BODY_BYTES)
+    tracing = setup_tracing("agent-api", app)
+    # Turns skip FastAPI's per-request layers, unless tracing wants FastAPI's spans on them.
+    served = app if tracing else TurnFastPath(app)
+    edge = Edge(served, site=settings.site, instance=settings.instance, max_body=MAX_BODY_BYTES)
     config = uvicorn.Config(
         edge,
         host="0.0.0.0",  # inside the container; the platform's network decides who reaches it

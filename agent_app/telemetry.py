@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("agent_app.telemetry")
@@ -65,10 +64,12 @@ def setup_tracing(service: str, app: Any = None) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def span(name: str, **attributes: str) -> Iterator[None]:
+_NO_SPAN = contextlib.nullcontext()
+
+
+def span(name: str, **attributes: str) -> contextlib.AbstractContextManager[object]:
+    """A span around a block. With tracing off it is one shared no-op context, so the call
+    on every turn builds no generator."""
     if _tracer is None:
-        yield
-        return
-    with _tracer.start_as_current_span(name, attributes=attributes):
-        yield
+        return _NO_SPAN
+    return _tracer.start_as_current_span(name, attributes=attributes)

@@ -13,6 +13,26 @@ completes under 90% of the offered rate, or p99 passes 1 s); then both targets r
 of the app's saturation rate. Every step is bounded in requests and time, and all traffic
 goes to 127.0.0.1.
 
+The generator shares two cores with both servers and Redis (and, on a shared machine, with
+other jobs), so it is built not to add stalls of its own and to show when it was late:
+
+- the two targets are measured *interleaved*: each ramp rate runs on both before the next
+  (the order alternating), the half-rate runs and the closed-loop runs likewise, so a
+  change in background load falls on both rather than on whichever ran second;
+- it runs on uvloop, with its start-up heap frozen and its garbage collector paused during
+  a step (what a step allocates is freed by reference counting; cycles are collected
+  between steps), so a collection in the generator cannot hold back sends and be charged
+  to the target;
+- it records, per step, how late it issued requests against their schedule ("send lag"):
+  a large value means the generator (or the machine) stalled, not the target;
+- a step in which a target saturates is run once more before that target's ramp ends (both
+  runs are reported): one burst of other jobs starving a target for a second must not end
+  its ramp at a rate it sustains otherwise;
+- the half-rate run is three steps long, so its p99 rests on three times the samples (one
+  stall of a few tens of ms then moves the p99 of one target less than before);
+- the closed-loop runs also report the server process's CPU time per turn (from
+  ``/proc``), which other load on the machine disturbs much less than wall time.
+
 Run:   .venv/bin/python benchmarks/bench_agent_app.py [--step-seconds 4] [--out docs/bench/agent_app.md]
 """
 
@@ -21,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import hmac
 import json
@@ -31,18 +52,22 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+T = TypeVar("T")
 BENCH_KEY = "bench-key-0123456789abcdef"
-RATES = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000)
+RATES = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3200, 4000, 5000)
 CONNECTIONS = 64
+HALF_RATE_STEPS = 3  # the half-rate run lasts this many steps
 SERVICE_TURNS = 1000
 SERVICE_CLIENTS = (1, 8)
+SERVICE_REPEATS = 3  # closed-loop runs per target and client count, interleaved; the median is kept
 TURNS_PER_SESSION = 2  # turns on one session are seconds apart, as with a real user
 MESSAGE = "hello there"
 
@@ -119,10 +144,33 @@ class Step:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    lag_p99_ms: float  # how late the generator issued requests against their schedule
+    lag_max_ms: float
+    attempt: int = 1  # 2: the re-run of a step that saturated (see ramp)
 
     @property
     def saturated(self) -> bool:
         return self.achieved < 0.9 * self.rate or self.p99_ms > 1000 or self.errors > 0.01 * self.sent
+
+
+@dataclass
+class OpenLoopRun:
+    latencies: list[float]  # s, from each request's scheduled time, successful requests only
+    errors: int
+    elapsed: float
+    send_lags: list[float]  # s, issue time minus scheduled time, every request
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one measurement on a fresh uvloop event loop, the generator's collector paused."""
+    import uvloop
+
+    gc.collect()
+    gc.disable()
+    try:
+        return uvloop.run(coro)
+    finally:
+        gc.enable()
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
@@ -148,6 +196,12 @@ def turn_request(session_id: str) -> bytes:
     ).encode() + BODY
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def closed_loop(port: int, sessions: list[str], count: int, concurrency: int) -> float:
     """Mean service time (ms) with ``concurrency`` clients each waiting for its reply: CPU cost
     per turn, much less sensitive to other load on the machine than the open-loop figures."""
@@ -167,16 +221,18 @@ async def closed_loop(port: int, sessions: list[str], count: int, concurrency: i
     return elapsed / (count // concurrency * concurrency) * 1000
 
 
-async def open_loop(
-    port: int, sessions: list[str], rate: int, seconds: float
-) -> tuple[list[float], int, float]:
-    """Send ``rate * seconds`` turns at a fixed rate; latencies (s) from scheduled times."""
-    loop = asyncio.get_running_loop()
+async def open_loop(port: int, sessions: list[str], rate: int, seconds: float) -> OpenLoopRun:
+    """Send ``rate * seconds`` turns at a fixed rate; latencies from scheduled times.
+
+    Times come from ``time.perf_counter``: uvloop's ``loop.time()`` has millisecond
+    resolution and is cached for a whole loop iteration."""
+    clock = time.perf_counter
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(CONNECTIONS):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     count = int(rate * seconds)
     latencies: list[float] = []
+    send_lags: list[float] = []
     errors = 0
     last_done = 0.0
 
@@ -191,19 +247,20 @@ async def open_loop(
             conn = await asyncio.open_connection("127.0.0.1", port)
         else:
             if status == 200:
-                latencies.append(loop.time() - scheduled)
+                latencies.append(clock() - scheduled)
             else:
                 errors += 1
         pool.put_nowait(conn)
-        last_done = loop.time()
+        last_done = clock()
 
-    start = loop.time() + 0.05
+    start = clock() + 0.05
     tasks = []
     for i in range(count):
         scheduled = start + i / rate
-        delay = scheduled - loop.time()
+        delay = scheduled - clock()
         if delay > 0:
             await asyncio.sleep(delay)
+        send_lags.append(max(0.0, clock() - scheduled))
         tasks.append(asyncio.create_task(one(i, scheduled)))
     _, pending = await asyncio.wait(tasks, timeout=seconds + 10)  # bounded: stragglers count as errors
     for task in pending:
@@ -211,26 +268,29 @@ async def open_loop(
     errors += len(pending)
     while not pool.empty():
         pool.get_nowait()[1].close()
-    elapsed = max(1e-9, last_done - start)
-    return latencies, errors, elapsed
+    return OpenLoopRun(latencies, errors, max(1e-9, last_done - start), send_lags)
 
 
-def summarise(target: str, rate: int, latencies: list[float], errors: int, elapsed: float) -> Step:
-    ms = sorted(x * 1000 for x in latencies) or [float("nan")]
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values) or [float("nan")]
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(p * len(ms)))]
 
+def summarise(target: str, rate: int, result: OpenLoopRun) -> Step:
+    ms = [x * 1000 for x in result.latencies] or [float("nan")]
+    lags = [x * 1000 for x in result.send_lags] or [0.0]
     return Step(
         target=target,
         rate=rate,
-        sent=len(latencies) + errors,
-        ok=len(latencies),
-        errors=errors,
-        achieved=len(latencies) / elapsed,
+        sent=len(result.latencies) + result.errors,
+        ok=len(result.latencies),
+        errors=result.errors,
+        achieved=len(result.latencies) / result.elapsed,
         p50_ms=statistics.median(ms),
-        p99_ms=pct(0.99),
-        max_ms=ms[-1],
+        p99_ms=_pct(ms, 0.99),
+        max_ms=max(ms),
+        lag_p99_ms=_pct(lags, 0.99),
+        lag_max_ms=max(lags),
     )
 
 
@@ -261,10 +321,19 @@ def machine() -> dict[str, str]:
     }
 
 
+@dataclass
+class Service:
+    """Closed-loop figures of one target at one client count (medians of the repeats)."""
+
+    wall_ms: float  # mean time per turn
+    cpu_ms: float  # the server process's CPU time per turn
+    runs: list[float]  # wall ms/turn of each repeat
+
+
 def report(
     steps: list[Step],
     half: list[Step],
-    service: dict[tuple[str, int], float],
+    service: dict[tuple[str, int], Service],
     info: dict[str, str],
     args: argparse.Namespace,
 ) -> str:
@@ -277,16 +346,32 @@ def report(
 
     def row(s: Step) -> str:
         cells = (s.target, s.rate, s.ok, s.errors, f"{s.achieved:.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}")
-        return "| " + " | ".join(str(c) for c in cells) + f" | {s.max_ms:.1f} |"
+        return (
+            "| "
+            + " | ".join(str(c) for c in cells)
+            + f" | {s.max_ms:.1f} | {s.lag_p99_ms:.1f} / {s.lag_max_ms:.1f} |"
+        )
 
-    rows = "\n".join(row(s) + (" yes |" if s.saturated else " no |") for s in steps)
+    def verdict(s: Step) -> str:
+        if not s.saturated:
+            return " no |" if s.attempt == 1 else " no (re-run) |"
+        return " yes, re-run |" if s.attempt == 1 else " yes |"
+
+    rows = "\n".join(row(s) + verdict(s) for s in steps)
     half_rows = "\n".join(row(s) for s in half)
     app_half = next((s for s in half if s.target == "app"), None)
-    service_rows = "\n".join(
-        f"| {c} | {service[('app', c)]:.2f} | {service[('baseline', c)]:.2f} | "
-        f"{service[('baseline', c)] / service[('app', c)]:.2f} |"
-        for c in sorted({c for _, c in service})
-    )
+    base_half = next((s for s in half if s.target == "baseline"), None)
+
+    def service_row(c: int) -> str:
+        a, b = service[("app", c)], service[("baseline", c)]
+        runs = ", ".join(f"{x:.2f}" for x in a.runs) + " / " + ", ".join(f"{x:.2f}" for x in b.runs)
+        return (
+            f"| {c} | {a.wall_ms:.2f} | {b.wall_ms:.2f} | {b.wall_ms / a.wall_ms:.2f} | "
+            f"{a.cpu_ms:.3f} | {b.cpu_ms:.3f} | {b.cpu_ms / a.cpu_ms:.2f} | {runs} |"
+        )
+
+    service_rows = "\n".join(service_row(c) for c in sorted({c for _, c in service}))
+    half_seconds = args.step_seconds * HALF_RATE_STEPS
     return f"""# agent_app benchmark: one agent turn, app vs. framework-free baseline
 
 Measured by `benchmarks/bench_agent_app.py` (open-loop, fixed-rate; latency from each
@@ -296,61 +381,100 @@ JSON access logs at INFO to a file), {CONNECTIONS} keep-alive connections, `{MES
 message, {TURNS_PER_SESSION} turns per session (fresh sessions per step), {args.step_seconds:g} s per step.
 The baseline is a bare ASGI callable on the same uvicorn doing the same Redis reads and writes
 per turn (key hash, rate-limit script, HGETALL, compare-and-set script) without the app's layers.
+The two targets are measured interleaved (each rate on both, order alternating); the generator
+runs on uvloop with its collector paused during a step, and reports how late it issued
+requests ("send lag"), so a stall of the generator or the machine is visible as such. See the
+script's docstring for the method.
 
 - Date: {info["date"]}
 - Machine: `{info["uname"]}`
 - CPU: {info["cpu"]}; Python {info["python"]}
-- Load average when the run started: {info["load"]} (the machine is shared with other engineers'
-  test runs; the load generator, both servers and Redis share the same 2 cores)
+- Load average when the run started: {info["load"]}; when it ended: {info["load_end"]} (the
+  machine is shared with other engineers' test runs; the load generator, both servers and
+  Redis share the same 2 cores)
 
 ## Result
 
 | | turns/s at saturation | p99 at half the app's saturation rate |
 |---|---|---|
 | app | {app_max:.0f} | {app_half.p99_ms if app_half else float("nan"):.1f} ms |
-| baseline | {base_max:.0f} | {next((f"{s.p99_ms:.1f} ms" for s in half if s.target == "baseline"), "n/a")} |
+| baseline | {base_max:.0f} | {f"{base_half.p99_ms:.1f} ms" if base_half else "n/a"} |
 | **ratio app / baseline** | **{ratio:.2f}** (target ≥ 0.7) | target ≤ 20 ms for the app |
 
 "Turns/s at saturation" is the most turns/s a target completed in any step; a step counts as
-saturated when the target completed < 90 % of the offered rate, p99 passed 1 s or ≥ 1 % failed.
-The half-rate run uses half of the app's saturation throughput.
+saturated when the target completed < 90 % of the offered rate, p99 passed 1 s or ≥ 1 % failed;
+a saturated step is run once more before the target's ramp stops (both runs are listed).
+The half-rate run uses half of the app's saturation throughput and lasts {half_seconds:g} s per target.
 
 ## Service time (closed loop, {SERVICE_TURNS} turns per run)
 
-Mean time per turn with N clients each waiting for its reply; the ratio is
-baseline time / app time, i.e. app throughput as a fraction of the baseline's.
+Mean wall time per turn (ms) with N clients each waiting for its reply, and the server
+process's CPU time per turn (ms); medians of {SERVICE_REPEATS} runs per target, interleaved. The ratios are
+baseline / app, i.e. app throughput as a fraction of the baseline's.
 
-| clients | app ms/turn | baseline ms/turn | ratio app / baseline |
-|---|---|---|---|
+| clients | app ms | baseline ms | ratio | app CPU ms | baseline CPU ms | CPU ratio | runs (app / base) |
+|---|---|---|---|---|---|---|---|
 {service_rows}
 
 ## Ramp (open loop)
 
-| target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | saturated |
-|---|---|---|---|---|---|---|---|---|
+| target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max | saturated |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 ## At half the app's saturation rate
 
-| target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms |
-|---|---|---|---|---|---|---|---|
+| target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max |
+|---|---|---|---|---|---|---|---|---|
 {half_rows}
 """
 
 
-async def ramp(target: str, port: int, api_url: str, seconds: float, progress: Any, task: Any) -> list[Step]:
-    # Warm-up, not recorded: first connections, script loads, lazy imports.
-    await open_loop(port, create_sessions(api_url, 40), 100, 2.0)
+def ramp(targets: dict[str, int], api_url: str, seconds: float, progress: Any, task: Any) -> list[Step]:
+    """Both targets up the same rates, interleaved, each until it saturates.
+
+    A saturated step is run once more before the target's ramp ends: on a shared machine a
+    burst of other jobs can starve a target for a second at a rate it otherwise sustains,
+    and one such burst should not end its ramp. Both attempts are reported."""
+    for port in targets.values():  # warm-up, not recorded: connections, script loads, lazy imports
+        run(open_loop(port, create_sessions(api_url, 40), 100, 2.0))
     steps: list[Step] = []
-    for rate in RATES:
-        sessions = create_sessions(api_url, max(1, int(rate * seconds / TURNS_PER_SESSION) + 1))
-        latencies, errors, elapsed = await open_loop(port, sessions, rate, seconds)
-        step = summarise(target, rate, latencies, errors, elapsed)
-        steps.append(step)
-        progress.update(task, advance=1, description=f"{target} @ {rate}/s: p99 {step.p99_ms:.1f} ms")
-        if step.saturated:
+    live = list(targets)
+    for k, rate in enumerate(RATES):
+        for target in live if k % 2 == 0 else live[::-1]:
+            for attempt in range(2):
+                sessions = create_sessions(api_url, max(1, int(rate * seconds / TURNS_PER_SESSION) + 1))
+                step = summarise(target, rate, run(open_loop(targets[target], sessions, rate, seconds)))
+                step.attempt = attempt + 1
+                steps.append(step)
+                progress.update(task, advance=1, description=f"{target} @ {rate}/s: p99 {step.p99_ms:.1f} ms")
+                if not step.saturated:
+                    break
+        live = [t for t in live if not any(s.saturated and s.attempt == 2 for s in steps if s.target == t)]
+        if not live:
             break
+    steps.sort(key=lambda s: (s.target != "app", s.rate, s.attempt))
     return steps
+
+
+def service_times(
+    targets: dict[str, int], pids: dict[str, int], api_url: str
+) -> dict[tuple[str, int], Service]:
+    """Closed-loop time and server CPU per turn, each target and client count, interleaved."""
+    walls: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
+    for clients in SERVICE_CLIENTS:
+        for repeat in range(SERVICE_REPEATS):
+            for target in targets if repeat % 2 == 0 else list(targets)[::-1]:
+                sessions = create_sessions(api_url, SERVICE_TURNS // TURNS_PER_SESSION)
+                before = cpu_seconds(pids[target])
+                wall = run(closed_loop(targets[target], sessions, SERVICE_TURNS, clients))
+                cpu = (cpu_seconds(pids[target]) - before) / SERVICE_TURNS * 1000
+                walls.setdefault((target, clients), []).append(wall)
+                cpus.setdefault((target, clients), []).append(cpu)
+    return {
+        key: Service(statistics.median(walls[key]), statistics.median(cpus[key]), walls[key]) for key in walls
+    }
 
 
 def main() -> None:
@@ -367,7 +491,15 @@ def main() -> None:
     from rich.progress import Progress
 
     from tests.agent_app.brokers import NatsBroker
-    from tests.agent_app.servers import AppProcess, NatsServer, Proc, RedisServer, app_env, wait_until
+    from tests.agent_app.servers import (
+        AppProcess,
+        NatsServer,
+        Proc,
+        RedisServer,
+        app_env,
+        free_port,
+        wait_until,
+    )
 
     console = Console()
     info = machine()
@@ -380,7 +512,7 @@ def main() -> None:
         AGENT_SESSION_MAX_TURNS="1000",
     )
     api = AppProcess("api", env).start()
-    base_port = api.port + 1 if api.port < 65000 else api.port - 1
+    base_port = free_port()
     baseline = Proc(
         "baseline",
         [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(base_port), redis_server.url],
@@ -390,33 +522,30 @@ def main() -> None:
         import httpx
 
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{base_port}/").status_code, what="baseline")
+        gc.collect()
+        gc.freeze()  # the generator's start-up heap: never garbage, never scanned again
+        targets = {"app": api.port, "baseline": base_port}
         with Progress(console=console) as progress:
             task = progress.add_task("ramp", total=2 * len(RATES) + 2)
-            steps = asyncio.run(ramp("app", api.port, api.url, args.step_seconds, progress, task))
-            steps += asyncio.run(ramp("baseline", base_port, api.url, args.step_seconds, progress, task))
+            steps = ramp(targets, api.url, args.step_seconds, progress, task)
             app_capacity = max(s.achieved for s in steps if s.target == "app")
             half_rate = max(1, int(app_capacity // 2))
+            half_seconds = args.step_seconds * HALF_RATE_STEPS
             half = []
-            for target, port in (("app", api.port), ("baseline", base_port)):
-                sessions = create_sessions(
-                    api.url, int(half_rate * args.step_seconds / TURNS_PER_SESSION) + 1
+            for target, port in targets.items():
+                sessions = create_sessions(api.url, int(half_rate * half_seconds / TURNS_PER_SESSION) + 1)
+                half.append(
+                    summarise(target, half_rate, run(open_loop(port, sessions, half_rate, half_seconds)))
                 )
-                result = asyncio.run(open_loop(port, sessions, half_rate, args.step_seconds))
-                half.append(summarise(target, half_rate, *result))
                 progress.update(task, advance=1, description=f"{target} @ {half_rate}/s (half)")
-            service: dict[tuple[str, int], float] = {}
-            for target, port in (("app", api.port), ("baseline", base_port)):
-                for clients in SERVICE_CLIENTS:
-                    sessions = create_sessions(api.url, SERVICE_TURNS // TURNS_PER_SESSION)
-                    service[(target, clients)] = asyncio.run(
-                        closed_loop(port, sessions, SERVICE_TURNS, clients)
-                    )
-                    progress.update(task, description=f"{target}: service time, {clients} clients")
+            progress.update(task, description="service time (closed loop)")
+            service = service_times(targets, {"app": api.proc.pid, "baseline": baseline.pid}, api.url)
     finally:
         baseline.stop()
         api.stop()
         nats_server.stop()
         redis_server.stop()
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = report(steps, half, service, info, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

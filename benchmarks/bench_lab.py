@@ -53,7 +53,11 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as state_dir:
             started = time.perf_counter()
-            up(LabConfig(state_dir=state_dir, base_port=args.base_port, health_interval="1s"))
+            up(
+                LabConfig.model_validate(
+                    {"state_dir": state_dir, "base_port": args.base_port, "health_interval": "1s"}
+                )
+            )
             ups.append(time.perf_counter() - started)
             try:
                 lag = sample_lag(state_dir, window_seconds=5, interval_ms=50)

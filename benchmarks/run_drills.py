@@ -27,7 +27,7 @@ from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.status import lab_status
 
 ROOT = Path(__file__).resolve().parents[1]
-DRILLS = ["site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition"]
+DRILLS = ["site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition", "site-latency"]
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
 
@@ -78,7 +78,13 @@ def main() -> None:
     for n in range(1, args.rounds + 1):
         rows = []
         with tempfile.TemporaryDirectory() as state_dir, tempfile.TemporaryDirectory() as reports:
-            up(LabConfig(state_dir=state_dir, base_port=args.base_port, health_interval="1s", netns=netns))
+            config = {
+                "state_dir": state_dir,
+                "base_port": args.base_port,
+                "health_interval": "1s",
+                "netns": netns,
+            }
+            up(LabConfig.model_validate(config))
             try:
                 for name in DRILLS:
                     wait_healthy(state_dir)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 
 from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
 from tests.agent_app.brokers import NatsBroker
-from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env
+from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env, wait_until
 
+TURN_ROUTE = "/v1/sessions/{session_id}/messages"
 SECOND_KEY = "second-key-0123456789abcdef"
 RATE_KEY = "rate-key-0123456789abcdef"
 FRESH_KEY = "fresh-key-0123456789abcdef"
@@ -212,3 +215,97 @@ def test_health_readiness_and_metrics(api: AppProcess) -> None:
     )
     assert 'agent_turns_total{outcome="ok"}' in text
     assert "agent_errors_total" in text
+
+
+LATENCY_COUNT = "agent_http_request_duration_seconds_count"
+# FastAPI reads "+json" media types as JSON; the turn fast path takes only application/json,
+# so this content type sends an otherwise identical turn through the FastAPI route.
+VIA_FASTAPI = {"content-type": "application/vnd.skyfleet+json"}
+
+
+def test_turn_fast_path_answers_as_the_fastapi_route(api: AppProcess) -> None:
+    """The same turns and errors, once through the fast path and once through FastAPI."""
+
+    def turn(client: httpx.Client, session_id: str, headers: dict[str, str]) -> httpx.Response:
+        body = b'{"content": "hello there"}'
+        return client.post(f"/v1/sessions/{session_id}/messages", content=body, headers=headers)
+
+    def shape(response: httpx.Response) -> tuple[int, list[str], str, dict[str, Any]]:
+        body = response.json()
+        body.pop("request_id", None)
+        if "reply" in body:
+            body["reply"] = {k: type(v).__name__ for k, v in body["reply"].items()}
+        return response.status_code, sorted(response.headers), response.headers["content-type"], body
+
+    before = api.metric(LATENCY_COUNT, method="POST", route=TURN_ROUTE, status="200")
+    with api.client() as client:
+        session_id = new_session(client)
+        fast = turn(client, session_id, {"content-type": "application/json"})
+        routed = turn(client, session_id, VIA_FASTAPI)
+        assert fast.status_code == routed.status_code == 200
+        assert fast.json()["turn"] == 1 and routed.json()["turn"] == 2
+        assert fast.json()["reply"]["content"].endswith("turn 1 of our conversation.")
+        assert routed.json()["reply"]["content"].endswith("turn 2 of our conversation.")
+        assert shape(fast)[:3] == shape(routed)[:3]
+        assert {k: v for k, v in shape(fast)[3].items() if k != "turn"} == {
+            k: v for k, v in shape(routed)[3].items() if k != "turn"
+        }
+        for session, headers in (
+            ("doesnotexist", {}),
+            (session_id, {"Authorization": "Bearer wrong-key-0123456789abcdef"}),
+        ):
+            a = turn(client, session, {"content-type": "application/json", **headers})
+            b = turn(client, session, {**VIA_FASTAPI, **headers})
+            assert a.status_code in (401, 404)
+            assert shape(a) == shape(b)
+            assert a.json()["request_id"] == a.headers[REQUEST_ID_HEADER]
+        stored = client.get(f"/v1/sessions/{session_id}").json()
+    assert stored["turns"] == 2
+    assert [m["content"] for m in stored["messages"][::2]] == ["hello there", "hello there"]
+    # both paths are measured under the route's template
+    after = api.metric(LATENCY_COUNT, method="POST", route=TURN_ROUTE, status="200")
+    assert after - before == 2
+
+
+def access_lines(api: AppProcess, request_id: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in api.output().splitlines():
+        if request_id in line:
+            entry = json.loads(line)
+            if entry.get("logger") == "agent_app.access" and entry.get("request_id") == request_id:
+                lines.append(entry)
+    return lines
+
+
+def test_access_log_line_per_request_with_ids(api: AppProcess) -> None:
+    with api.client() as client:
+        session_id = new_session(client)
+        ok = client.post(
+            f"/v1/sessions/{session_id}/messages",
+            json={"content": "hello"},
+            headers={REQUEST_ID_HEADER: "req-log-turn"},
+        )
+        bad = client.post(
+            f"/v1/sessions/{session_id}/messages", json={}, headers={REQUEST_ID_HEADER: "req-log-invalid"}
+        )
+    assert (ok.status_code, bad.status_code) == (200, 422)
+    turn_line = wait_until(lambda: access_lines(api, "req-log-turn"), what="the turn's access line")
+    assert len(turn_line) == 1
+    assert turn_line[0] | {"duration_ms": 0, "ts": ""} == {
+        "ts": "",
+        "level": "info",
+        "logger": "agent_app.access",
+        "msg": "request",
+        "site": "test-site",
+        "instance": f"api-{api.port}",
+        "process": "api",
+        "request_id": "req-log-turn",
+        "session_id": session_id,
+        "method": "POST",
+        "path": f"/v1/sessions/{session_id}/messages",
+        "route": TURN_ROUTE,
+        "status": 200,
+        "duration_ms": 0,
+    }
+    invalid = wait_until(lambda: access_lines(api, "req-log-invalid"), what="the 422's access line")
+    assert [(e["status"], e["route"]) for e in invalid] == [(422, TURN_ROUTE)]
