@@ -22,6 +22,8 @@ SYSTEM_PROMPT = (
 )
 
 TaskLauncher = Callable[[str], Awaitable[str]]
+# The tools offered when nothing can be launched (the worker), computed once, not per turn.
+_INLINE_TOOLS = [t for t in TOOL_SPECS if t["function"]["name"] != START_TASK]
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Agent:
     async def respond(
         self, history: list[Message], text: str, *, launch_task: TaskLauncher | None = None
     ) -> AgentResult:
-        tools = [t for t in TOOL_SPECS if launch_task or t["function"]["name"] != START_TASK]
+        tools = TOOL_SPECS if launch_task else _INLINE_TOOLS
         messages: list[ChatMessage] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             *to_chat(history),

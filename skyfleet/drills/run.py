@@ -394,7 +394,7 @@ def check_requirements(drill: Drill, target: Target) -> None:
         raise DrillRefused(f"{drill.path}: this drill only runs against a deployed stack (--stack NAME)")
     if req.root and os.geteuid() != 0:
         raise DrillSkipped(
-            f"{drill.name} needs root (network namespaces and tc netem); run it as root "
+            f"{drill.name} needs root (network namespaces and the network faults in them); run it as root "
             "against a lab started with `skyfleet lab up --netns`"
         )
     if isinstance(target, LabTarget):
