@@ -149,8 +149,18 @@ def test_discovery_follows_the_majoritys_newest_primary(nats_env: dict[str, str]
     majority = [Sentinel(primary.port).start(), Sentinel(primary.port).start()]
     api: AppProcess | None = None
     try:
-        # The majority fails over: the replica is promoted under a newer config epoch.
-        redis.Redis(port=majority[0].port).execute_command("SENTINEL", "FAILOVER", "skyfleet")
+        # The majority fails over: the replica is promoted under a newer config epoch. A new
+        # Sentinel answers "no suitable replica" until its first INFO has shown it the replica.
+        def forced_failover() -> bool:
+            try:
+                redis.Redis(port=majority[0].port).execute_command("SENTINEL", "FAILOVER", "skyfleet")
+            except redis.ResponseError as exc:
+                if "NOGOODSLAVE" in str(exc) or "suitable" in str(exc):
+                    return False
+                raise
+            return True
+
+        wait_until(forced_failover, timeout=30, interval=0.5, what="a forced failover to be accepted")
         wait_until(
             lambda: all(s.primary_port() == replica.port for s in majority), timeout=30, what="promotion"
         )
