@@ -200,9 +200,10 @@ class Cache:
             try:
                 return await op(self.redis)
             except (*TRANSIENT, rexc.ResponseError) as exc:
-                if not isinstance(exc, TRANSIENT) and not _is_stale_primary(exc):
+                stale = _is_stale_primary(exc)
+                if not stale and not isinstance(exc, TRANSIENT):
                     raise
-                if _is_stale_primary(exc):
+                if stale:
                     # A replica, or a primary cut off from its replicas: drop the connections,
                     # so the next try looks the primary up again.
                     await self.redis.connection_pool.disconnect()

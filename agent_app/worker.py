@@ -198,7 +198,7 @@ class Worker:
                             "wait_s": self.record_wait,
                         },
                     )
-                    keeper = asyncio.create_task(self._keep_leased(delivery))
+                    keeper = asyncio.create_task(self._heartbeat(delivery))
                 await asyncio.sleep(RECORD_POLL_SECONDS)
                 await self._quietly(self.rt.cache.refresh(), "reconnect to the cache")
         except asyncio.CancelledError:
@@ -216,11 +216,6 @@ class Worker:
         TASKS.labels("dead_lettered").inc()
         log.error("orphan task message dead-lettered", extra={"attempt": delivery.attempt, "error": reason})
         return None
-
-    async def _keep_leased(self, delivery: Delivery) -> None:
-        while True:
-            await asyncio.sleep(max(1.0, self.lease / 3))
-            await self._quietly(delivery.extend(self.lease), "extend lease")
 
     async def _execute(self, message: TaskMessage, owner: str) -> None:
         with span("agent.task", task_id=message.task_id):
@@ -247,12 +242,14 @@ class Worker:
             if not await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls):
                 log.warning("lease lost before the result was stored; another worker owns the task now")
 
-    async def _heartbeat(self, delivery: Delivery, task_id: str, owner: str) -> None:
+    async def _heartbeat(self, delivery: Delivery, task_id: str | None = None, owner: str = "") -> None:
+        """Extend the broker's lease every third of it, and the Redis claim when one is held."""
         interval = max(1.0, self.lease / 3)
         while True:
             await asyncio.sleep(interval)
             await self._quietly(delivery.extend(self.lease), "extend lease")
-            await self._quietly(self.rt.tasks.renew(task_id, owner, self.lease), "renew claim")
+            if task_id is not None:
+                await self._quietly(self.rt.tasks.renew(task_id, owner, self.lease), "renew claim")
 
     async def _release(self, delivery: Delivery, task_id: str, owner: str) -> None:
         await self._quietly(self.rt.tasks.release(task_id, owner), "release claim")

@@ -194,13 +194,17 @@ def _site_of(state: LabState, server: str) -> str:
     return server.split("-", 1)[0]
 
 
+def stat_rows(state: LabState) -> list[dict[str, str]]:
+    """HAProxy's ``show stat`` table (every proxy and server), one dict per row."""
+    text = admin_command(state.front_door.admin_socket, "show stat")
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
 def server_states(state_dir: str) -> list[dict[str, Any]]:
     """Live state of every front door server, read from HAProxy's admin socket."""
     state = load_state(state_dir)
-    text = admin_command(state.front_door.admin_socket, "show stat")
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
     out = []
-    for row in rows:
+    for row in stat_rows(state):
         if row.get("pxname") != state.front_door.backend or row.get("svname") in ("BACKEND", "FRONTEND"):
             continue
         if row["svname"].endswith(FAIL_OPEN_SUFFIX):

@@ -41,14 +41,18 @@ def client(state: LabState) -> httpx.Client:
     )
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    """A three-site lab (aws, gcp, onprem; 2 replicas each; 1 s health checks)."""
-    state_dir: Path = tmp_path_factory.mktemp("lab")
-    config = LabConfig(state_dir=state_dir, base_port=free_base_port(), health_interval="1s")
+def running(config: LabConfig) -> Iterator[LabState]:
+    """Bring a lab up for a fixture, and down afterwards with no process of it left."""
     state = up(config)
     try:
         yield state
     finally:
         down(state.state_dir)
         assert marked_pids(state.state_dir) == []
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    """A three-site lab (aws, gcp, onprem; 2 replicas each; 1 s health checks)."""
+    state_dir: Path = tmp_path_factory.mktemp("lab")
+    yield from running(LabConfig(state_dir=state_dir, base_port=free_base_port(), health_interval="1s"))

@@ -6,8 +6,6 @@ JetStream cluster and HAProxy. Waits are bounded polls; nothing asserts on durat
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from skyfleet.lab import faults
 from skyfleet.lab.cli import app
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.frontdoor import FAIL_OPEN_SUFFIX, admin_command, health_events, server_states
+from skyfleet.lab.frontdoor import FAIL_OPEN_SUFFIX, health_events, server_states, stat_rows
 from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.procs import marked_pids
 from skyfleet.lab.replication import node_roles, redis_primary
@@ -50,11 +48,9 @@ def site_servers(state: LabState, site: str) -> dict[str, str]:
 
 def fail_open_twins(state: LabState) -> dict[str, str]:
     """Status of the fail-open backup twins in the main backend, from HAProxy's own stats."""
-    text = admin_command(state.front_door.admin_socket, "show stat")
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
     return {
         r["svname"].removesuffix(FAIL_OPEN_SUFFIX): r["status"]
-        for r in rows
+        for r in stat_rows(state)
         if r.get("pxname") == state.front_door.backend and r["svname"].endswith(FAIL_OPEN_SUFFIX)
     }
 

@@ -30,7 +30,7 @@ from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.procs import Role, is_running, marked_pids
 from skyfleet.lab.state import LabState, load_state
 
-from .conftest import free_base_port
+from .conftest import free_base_port, running
 
 IS_ROOT = os.geteuid() == 0
 
@@ -136,12 +136,7 @@ def netlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
         base_port=free_base_port(),
         netns=True,
     )
-    state = up(config)
-    try:
-        yield state
-    finally:
-        down(state.state_dir)
-        assert marked_pids(state.state_dir) == []
+    yield from running(config)
 
 
 # --- Errors (no root needed) ---------------------------------------------------------------
