@@ -8,28 +8,38 @@ baseline served by the same uvicorn that does the same Redis reads and writes pe
 
 How: an open-loop generator sends at a fixed rate whatever the server does, and measures
 each latency from the request's *scheduled* time, so queueing shows up in p99 instead of
-being hidden (no coordinated omission). Rates ramp up until a target saturates (it
-completes under 90% of the offered rate, or p99 passes 1 s); then both targets run at half
-of the app's saturation rate. Every step is bounded in requests and time, and all traffic
-goes to 127.0.0.1.
+being hidden (no coordinated omission). Every step is bounded in requests and time, and all
+traffic goes to 127.0.0.1. Four parts, in this order:
 
-The generator shares two cores with both servers and Redis (and, on a shared machine, with
-other jobs), so it is built not to add stalls of its own and to show when it was late:
+1. a ramp: both targets up the same rates, interleaved rate by rate, each until it
+   saturates (it completes under 90% of the offered rate, p99 passes 1 s or 1% fail): the
+   latency curve of each, and a first estimate of capacity;
+2. saturation, in paired overload runs: a rate above either target's ramp capacity, offered
+   to one target and then the other (the order alternating), ``CAPACITY_PAIRS`` times; a
+   target's capacity is what it completes per second under overload, and the ratio is the
+   median of the pairs' ratios;
+3. half the app's saturation rate (half its median capacity from 2), again in paired runs:
+   the p99 of each run, their median, and the p99 of all the runs' requests pooled;
+4. service time, closed loop: wall and server CPU time per turn at 1 and 8 clients.
 
-- the two targets are measured *interleaved*: each ramp rate runs on both before the next
-  (the order alternating), the half-rate runs and the closed-loop runs likewise, so a
-  change in background load falls on both rather than on whichever ran second;
+Why pairs: this machine is a shared 2-core VM whose speed moves a lot (on 2026-12-02 the
+same ramp saturated at 1717 and at 3398 turns/s an hour apart) and stalls for tens of ms at
+times, whoever runs. A ratio between two single measurements minutes apart carries all of
+that drift; a ratio within a pair, seconds apart, carries little of it, and the median over
+pairs discards the pair that a stall hit. Each pair's figures are reported, so the spread is
+visible rather than averaged away.
+
+The generator shares the two cores with both servers and Redis, so it is built not to add
+stalls of its own and to show when it was late:
+
 - it runs on uvloop, with its start-up heap frozen and its garbage collector paused during
-  a step (what a step allocates is freed by reference counting; cycles are collected
-  between steps), so a collection in the generator cannot hold back sends and be charged
-  to the target;
-- it records, per step, how late it issued requests against their schedule ("send lag"):
+  a run (what a run allocates is freed by reference counting; cycles are collected between
+  runs), so a collection in the generator cannot hold back sends and be charged to the target;
+- it records, per run, how late it issued requests against their schedule ("send lag"):
   a large value means the generator (or the machine) stalled, not the target;
-- a step in which a target saturates is run once more before that target's ramp ends (both
-  runs are reported): one burst of other jobs starving a target for a second must not end
-  its ramp at a rate it sustains otherwise;
-- the half-rate run is three steps long, so its p99 rests on three times the samples (one
-  stall of a few tens of ms then moves the p99 of one target less than before);
+- a ramp step in which a target saturates is run once more before that target's ramp ends
+  (both runs are reported): one burst of other load must not end its ramp early;
+- sessions are fresh for every run (two turns each), created through the app's API;
 - the closed-loop runs also report the server process's CPU time per turn (from
   ``/proc``), which other load on the machine disturbs much less than wall time.
 
@@ -62,9 +72,13 @@ sys.path.insert(0, str(REPO))
 
 T = TypeVar("T")
 BENCH_KEY = "bench-key-0123456789abcdef"
-RATES = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3200, 4000, 5000)
+RATES = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3200, 4000, 5000, 6400, 8000)
 CONNECTIONS = 64
-HALF_RATE_STEPS = 3  # the half-rate run lasts this many steps
+CAPACITY_PAIRS = 10  # paired overload runs: both targets back to back, the order alternating
+CAPACITY_SECONDS = 2.0  # offered load per overload run
+OVERLOAD = 1.3  # an overload run offers this times the higher of the two ramp capacities
+HALF_RATE_RUNS = 5  # paired runs per target at half the app's capacity
+HALF_RATE_SECONDS = 6.0
 SERVICE_TURNS = 1000
 SERVICE_CLIENTS = (1, 8)
 SERVICE_REPEATS = 3  # closed-loop runs per target and client count, interleaved; the median is kept
@@ -297,13 +311,34 @@ def summarise(target: str, rate: int, result: OpenLoopRun) -> Step:
 # --- orchestration -----------------------------------------------------------------------
 
 
-def create_sessions(api_url: str, count: int) -> list[str]:
-    import httpx
+async def _create_sessions(port: int, count: int) -> list[str]:
+    raw = (
+        f"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {BENCH_KEY}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    ids: list[str] = []
 
-    with httpx.Client(
-        base_url=api_url, headers={"Authorization": f"Bearer {BENCH_KEY}"}, timeout=30
-    ) as client:
-        return [client.post("/v1/sessions").json()["id"] for _ in range(count)]
+    async def client(share: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(share):
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:")
+            body = await reader.readexactly(length)
+            if head[9:12] != b"201":
+                raise RuntimeError(f"POST /v1/sessions answered {head[9:12].decode()}: {body[:200]!r}")
+            ids.append(json.loads(body)["id"])
+        writer.close()
+
+    clients = 16
+    await asyncio.gather(*(client(count // clients + (k < count % clients)) for k in range(clients)))
+    return ids
+
+
+def create_sessions(api_port: int, count: int) -> list[str]:
+    """Fresh sessions through the app's own API (16 connections, so a step's thousands of
+    sessions take a second, not the step's length again)."""
+    return run(_create_sessions(api_port, count))
 
 
 def machine() -> dict[str, str]:
@@ -330,19 +365,50 @@ class Service:
     runs: list[float]  # wall ms/turn of each repeat
 
 
+Pair = dict[str, tuple[Step, OpenLoopRun]]  # one paired run: each target's step and raw result
+
+
+@dataclass
+class Findings:
+    """The headline figures, each from paired runs (see ``paired``)."""
+
+    capacity: dict[str, float]  # median turns/s over the overload runs
+    ratios: list[float]  # app / baseline capacity, per pair
+    half_rate: int
+    half_p99: dict[str, list[float]]  # p99 (ms) of each half-rate run
+    half_pooled_p99: dict[str, float]  # p99 (ms) over all of a target's half-rate requests
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def app_p99(self) -> float:
+        return statistics.median(self.half_p99["app"])
+
+
+def findings(capacity_pairs: list[Pair], half_pairs: list[Pair], half_rate: int) -> Findings:
+    targets = list(capacity_pairs[0])
+    capacity = {t: statistics.median(p[t][0].achieved for p in capacity_pairs) for t in targets}
+    ratios = [p["app"][0].achieved / p["baseline"][0].achieved for p in capacity_pairs]
+    half_p99 = {t: [p[t][0].p99_ms for p in half_pairs] for t in targets}
+    pooled = {t: _pct([x * 1000 for p in half_pairs for x in p[t][1].latencies], 0.99) for t in targets}
+    return Findings(capacity, ratios, half_rate, half_p99, pooled)
+
+
 def report(
     steps: list[Step],
-    half: list[Step],
+    capacity_pairs: list[Pair],
+    half_pairs: list[Pair],
+    found: Findings,
     service: dict[tuple[str, int], Service],
     info: dict[str, str],
     args: argparse.Namespace,
 ) -> str:
     def best(target: str) -> float:
-        """Capacity: the most turns/s the target completed in any step (overloaded steps included)."""
+        """Ramp capacity: the most turns/s the target completed in any ramp step."""
         return max((s.achieved for s in steps if s.target == target), default=0.0)
 
-    app_max, base_max = best("app"), best("baseline")
-    ratio = app_max / base_max if base_max else float("nan")
+    ramp_app, ramp_base = best("app"), best("baseline")
 
     def row(s: Step) -> str:
         cells = (s.target, s.rate, s.ok, s.errors, f"{s.achieved:.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}")
@@ -357,54 +423,104 @@ def report(
             return " no |" if s.attempt == 1 else " no (re-run) |"
         return " yes, re-run |" if s.attempt == 1 else " yes |"
 
+    def pair_rows(pairs: list[Pair], ratio: bool) -> str:
+        lines = []
+        for k, pair in enumerate(pairs, 1):
+            first = next(iter(pair))
+            for target, (step, _) in pair.items():
+                extra = ""
+                if ratio:
+                    extra = (
+                        f" {pair['app'][0].achieved / pair['baseline'][0].achieved:.2f} |"
+                        if target == first
+                        else " |"
+                    )
+                lines.append(f"| {k} | " + row(step)[2:] + extra)
+        return "\n".join(lines)
+
+    def met(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    def spread(values: list[float], unit: str = "") -> str:
+        return f"{min(values):.{1 if unit else 2}f}–{max(values):.{1 if unit else 2}f}{unit}"
+
     rows = "\n".join(row(s) + verdict(s) for s in steps)
-    half_rows = "\n".join(row(s) for s in half)
-    app_half = next((s for s in half if s.target == "app"), None)
-    base_half = next((s for s in half if s.target == "baseline"), None)
-
-    def service_row(c: int) -> str:
-        a, b = service[("app", c)], service[("baseline", c)]
-        runs = ", ".join(f"{x:.2f}" for x in a.runs) + " / " + ", ".join(f"{x:.2f}" for x in b.runs)
-        return (
-            f"| {c} | {a.wall_ms:.2f} | {b.wall_ms:.2f} | {b.wall_ms / a.wall_ms:.2f} | "
-            f"{a.cpu_ms:.3f} | {b.cpu_ms:.3f} | {b.cpu_ms / a.cpu_ms:.2f} | {runs} |"
-        )
-
-    service_rows = "\n".join(service_row(c) for c in sorted({c for _, c in service}))
-    half_seconds = args.step_seconds * HALF_RATE_STEPS
+    service_rows = "\n".join(service_row(service, c) for c in sorted({c for _, c in service}))
+    ratio, app_p99 = found.ratio, found.app_p99()
+    cap_rate = capacity_pairs[0]["app"][0].rate
+    base_p99 = statistics.median(found.half_p99["baseline"])
+    ramp_ratio = ramp_app / ramp_base if ramp_base else float("nan")
+    under = [
+        k for k, p in enumerate(capacity_pairs, 1) if any(s.achieved > 0.9 * s.rate for s, _ in p.values())
+    ]
+    overload_check = (
+        f"**Pairs {under} were not overloaded** (a target completed > 90 % of the offered rate), "
+        "so their capacity figures are lower bounds."
+        if under
+        else "Every target completed under 90 % of the offered rate in every pair: all were overloaded."
+    )
+    result_rows = "\n".join(
+        [
+            f"| turns/s at saturation (median of {len(found.ratios)} paired overload runs at {cap_rate}/s) "
+            f"| {found.capacity['app']:.0f} | {found.capacity['baseline']:.0f} "
+            f"| **{ratio:.2f}** (median of the pairs' ratios; range {spread(found.ratios)}) "
+            f"| ≥ 0.7 | {met(ratio >= 0.7)} |",
+            f"| p99 at half the app's saturation rate ({found.half_rate}/s; median of "
+            f"{len(found.half_p99['app'])} paired runs) | {app_p99:.1f} ms | {base_p99:.1f} ms "
+            f"| | ≤ 20 ms for the app | {met(app_p99 <= 20)} |",
+            f"| p99 over all those runs' requests pooled | {found.half_pooled_p99['app']:.1f} ms "
+            f"| {found.half_pooled_p99['baseline']:.1f} ms | | | |",
+        ]
+    )
     return f"""# agent_app benchmark: one agent turn, app vs. framework-free baseline
 
 Measured by `benchmarks/bench_agent_app.py` (open-loop, fixed-rate; latency from each
 request's scheduled send time, so queueing is included). Offline model, real redis-server
 7 on 127.0.0.1, real api process (`python -m agent_app.api`, uvicorn with uvloop and httptools,
 JSON access logs at INFO to a file), {CONNECTIONS} keep-alive connections, `{MESSAGE!r}` as the
-message, {TURNS_PER_SESSION} turns per session (fresh sessions per step), {args.step_seconds:g} s per step.
+message, {TURNS_PER_SESSION} turns per session (fresh sessions for every run).
 The baseline is a bare ASGI callable on the same uvicorn doing the same Redis reads and writes
 per turn (key hash, rate-limit script, HGETALL, compare-and-set script) without the app's layers.
-The two targets are measured interleaved (each rate on both, order alternating); the generator
-runs on uvloop with its collector paused during a step, and reports how late it issued
-requests ("send lag"), so a stall of the generator or the machine is visible as such. See the
-script's docstring for the method.
+The headline figures come from *paired* runs: each run on one target is followed by the same
+run on the other, the order alternating, so a change in the machine's speed (a shared VM whose
+speed moved by up to 2× within an hour on the day) falls on both. See the script's docstring
+for the method.
 
 - Date: {info["date"]}
 - Machine: `{info["uname"]}`
 - CPU: {info["cpu"]}; Python {info["python"]}
 - Load average when the run started: {info["load"]}; when it ended: {info["load_end"]} (the
-  machine is shared with other engineers' test runs; the load generator, both servers and
-  Redis share the same 2 cores)
+  load generator, both servers and Redis share the same 2 cores)
 
 ## Result
 
-| | turns/s at saturation | p99 at half the app's saturation rate |
-|---|---|---|
-| app | {app_max:.0f} | {app_half.p99_ms if app_half else float("nan"):.1f} ms |
-| baseline | {base_max:.0f} | {f"{base_half.p99_ms:.1f} ms" if base_half else "n/a"} |
-| **ratio app / baseline** | **{ratio:.2f}** (target ≥ 0.7) | target ≤ 20 ms for the app |
+| | app | baseline | app / baseline | target | |
+|---|---|---|---|---|---|
+{result_rows}
 
-"Turns/s at saturation" is the most turns/s a target completed in any step; a step counts as
-saturated when the target completed < 90 % of the offered rate, p99 passed 1 s or ≥ 1 % failed;
-a saturated step is run once more before the target's ramp stops (both runs are listed).
-The half-rate run uses half of the app's saturation throughput and lasts {half_seconds:g} s per target.
+Spread of the half-rate runs' p99: app {spread(found.half_p99["app"], " ms")}, baseline
+{spread(found.half_p99["baseline"], " ms")}. The ramp's single-shot capacities (most turns/s
+completed in any one ramp step) were {ramp_app:.0f} (app) and {ramp_base:.0f} (baseline), ratio
+{ramp_ratio:.2f}; each is one step, and the two are minutes apart, so the machine's drift falls
+on that ratio in full, which is why the paired overload runs give the figure above.
+
+## Saturation: paired overload runs
+
+Each run offers {cap_rate} turns/s ({OVERLOAD:g} × the higher ramp capacity, at most {RATES[-1]}) for
+{CAPACITY_SECONDS:g} s, more than either target completes; "achieved/s" is then the target's
+capacity (completions over the time to the last one). {overload_check}
+
+| pair | target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max | ratio |
+|---|---|---|---|---|---|---|---|---|---|---|
+{pair_rows(capacity_pairs, True)}
+
+## At half the app's saturation rate: paired runs
+
+{found.half_rate} turns/s (half the app's median capacity above) for {HALF_RATE_SECONDS:g} s per run.
+
+| run | target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max |
+|---|---|---|---|---|---|---|---|---|---|
+{pair_rows(half_pairs, False)}
 
 ## Service time (closed loop, {SERVICE_TURNS} turns per run)
 
@@ -416,34 +532,58 @@ baseline / app, i.e. app throughput as a fraction of the baseline's.
 |---|---|---|---|---|---|---|---|
 {service_rows}
 
-## Ramp (open loop)
+## Ramp (open loop, {args.step_seconds:g} s per step)
+
+Latency against offered rate; both targets interleaved rate by rate. A step counts as saturated
+when the target completed < 90 % of the offered rate, p99 passed 1 s or ≥ 1 % failed; a
+saturated step is run once more before the target's ramp stops (both runs are listed).
 
 | target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max | saturated |
 |---|---|---|---|---|---|---|---|---|---|
 {rows}
-
-## At half the app's saturation rate
-
-| target | offered/s | ok | errors | achieved/s | p50 ms | p99 ms | max ms | send lag p99/max |
-|---|---|---|---|---|---|---|---|---|
-{half_rows}
 """
 
 
-def ramp(targets: dict[str, int], api_url: str, seconds: float, progress: Any, task: Any) -> list[Step]:
+def service_row(service: dict[tuple[str, int], Service], c: int) -> str:
+    a, b = service[("app", c)], service[("baseline", c)]
+    runs = ", ".join(f"{x:.2f}" for x in a.runs) + " / " + ", ".join(f"{x:.2f}" for x in b.runs)
+    return (
+        f"| {c} | {a.wall_ms:.2f} | {b.wall_ms:.2f} | {b.wall_ms / a.wall_ms:.2f} | "
+        f"{a.cpu_ms:.3f} | {b.cpu_ms:.3f} | {b.cpu_ms / a.cpu_ms:.2f} | {runs} |"
+    )
+
+
+def paired(
+    targets: dict[str, int], api_port: int, rate: int, seconds: float, runs: int, progress: Any, task: Any
+) -> list[Pair]:
+    """``runs`` pairs of open-loop runs at one rate: each target once per pair, back to back,
+    the order alternating, so both see the machine as it was then."""
+    pairs: list[Pair] = []
+    for k in range(runs):
+        pair: Pair = {}
+        for target in list(targets) if k % 2 == 0 else list(targets)[::-1]:
+            sessions = create_sessions(api_port, int(rate * seconds / TURNS_PER_SESSION) + 1)
+            result = run(open_loop(targets[target], sessions, rate, seconds))
+            pair[target] = (summarise(target, rate, result), result)
+            progress.update(task, advance=1, description=f"{target} @ {rate}/s, pair {k + 1} of {runs}")
+        pairs.append({t: pair[t] for t in targets})
+    return pairs
+
+
+def ramp(targets: dict[str, int], api_port: int, seconds: float, progress: Any, task: Any) -> list[Step]:
     """Both targets up the same rates, interleaved, each until it saturates.
 
     A saturated step is run once more before the target's ramp ends: on a shared machine a
     burst of other jobs can starve a target for a second at a rate it otherwise sustains,
     and one such burst should not end its ramp. Both attempts are reported."""
     for port in targets.values():  # warm-up, not recorded: connections, script loads, lazy imports
-        run(open_loop(port, create_sessions(api_url, 40), 100, 2.0))
+        run(open_loop(port, create_sessions(api_port, 40), 100, 2.0))
     steps: list[Step] = []
     live = list(targets)
     for k, rate in enumerate(RATES):
         for target in live if k % 2 == 0 else live[::-1]:
             for attempt in range(2):
-                sessions = create_sessions(api_url, max(1, int(rate * seconds / TURNS_PER_SESSION) + 1))
+                sessions = create_sessions(api_port, max(1, int(rate * seconds / TURNS_PER_SESSION) + 1))
                 step = summarise(target, rate, run(open_loop(targets[target], sessions, rate, seconds)))
                 step.attempt = attempt + 1
                 steps.append(step)
@@ -458,7 +598,7 @@ def ramp(targets: dict[str, int], api_url: str, seconds: float, progress: Any, t
 
 
 def service_times(
-    targets: dict[str, int], pids: dict[str, int], api_url: str
+    targets: dict[str, int], pids: dict[str, int], api_port: int
 ) -> dict[tuple[str, int], Service]:
     """Closed-loop time and server CPU per turn, each target and client count, interleaved."""
     walls: dict[tuple[str, int], list[float]] = {}
@@ -466,7 +606,7 @@ def service_times(
     for clients in SERVICE_CLIENTS:
         for repeat in range(SERVICE_REPEATS):
             for target in targets if repeat % 2 == 0 else list(targets)[::-1]:
-                sessions = create_sessions(api_url, SERVICE_TURNS // TURNS_PER_SESSION)
+                sessions = create_sessions(api_port, SERVICE_TURNS // TURNS_PER_SESSION)
                 before = cpu_seconds(pids[target])
                 wall = run(closed_loop(targets[target], sessions, SERVICE_TURNS, clients))
                 cpu = (cpu_seconds(pids[target]) - before) / SERVICE_TURNS * 1000
@@ -526,27 +666,29 @@ def main() -> None:
         gc.freeze()  # the generator's start-up heap: never garbage, never scanned again
         targets = {"app": api.port, "baseline": base_port}
         with Progress(console=console) as progress:
-            task = progress.add_task("ramp", total=2 * len(RATES) + 2)
-            steps = ramp(targets, api.url, args.step_seconds, progress, task)
-            app_capacity = max(s.achieved for s in steps if s.target == "app")
+            total = 2 * len(RATES) + 2 * CAPACITY_PAIRS + 2 * HALF_RATE_RUNS
+            task = progress.add_task("ramp", total=total)
+            steps = ramp(targets, api.port, args.step_seconds, progress, task)
+            ramp_capacity = max(s.achieved for s in steps)
+            overload = int(min(RATES[-1], OVERLOAD * ramp_capacity))
+            capacity_pairs = paired(
+                targets, api.port, overload, CAPACITY_SECONDS, CAPACITY_PAIRS, progress, task
+            )
+            app_capacity = statistics.median(p["app"][0].achieved for p in capacity_pairs)
             half_rate = max(1, int(app_capacity // 2))
-            half_seconds = args.step_seconds * HALF_RATE_STEPS
-            half = []
-            for target, port in targets.items():
-                sessions = create_sessions(api.url, int(half_rate * half_seconds / TURNS_PER_SESSION) + 1)
-                half.append(
-                    summarise(target, half_rate, run(open_loop(port, sessions, half_rate, half_seconds)))
-                )
-                progress.update(task, advance=1, description=f"{target} @ {half_rate}/s (half)")
+            half_pairs = paired(
+                targets, api.port, half_rate, HALF_RATE_SECONDS, HALF_RATE_RUNS, progress, task
+            )
+            found = findings(capacity_pairs, half_pairs, half_rate)
             progress.update(task, description="service time (closed loop)")
-            service = service_times(targets, {"app": api.proc.pid, "baseline": baseline.pid}, api.url)
+            service = service_times(targets, {"app": api.proc.pid, "baseline": baseline.pid}, api.port)
     finally:
         baseline.stop()
         api.stop()
         nats_server.stop()
         redis_server.stop()
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = report(steps, half, service, info, args)
+    text = report(steps, capacity_pairs, half_pairs, found, service, info, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     console.print(text)

@@ -63,6 +63,38 @@ def test_redis_outage_gives_fast_503_and_recovers_without_restart(
         revived.stop()
 
 
+def test_hung_redis_gives_503_within_the_read_timeout_and_recovers(
+    own_redis: RedisServer, nats_env: dict[str, str]
+) -> None:
+    """A Redis that never answers (stopped, not dead): no socket error ever comes, so only
+    the client's read timeout (``agent_app.cache.connect``) stands between a turn and a hang."""
+    env = {**nats_env, "AGENT_REDIS_URL": own_redis.url, "AGENT_REDIS_FAILOVER_WAIT_SECONDS": "0.3"}
+    api = AppProcess("api", env).start()
+    assert own_redis.proc is not None
+    try:
+        # The app's read timeout is about a second; the test's own 5 s fails it on a hang.
+        with api.client(timeout=5.0) as client:
+            session_id = client.post("/v1/sessions").json()["id"]
+            own_redis.proc.signal(signal.SIGSTOP)
+            try:
+                turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "anyone?"})
+                assert turn.status_code == 503, turn.text
+                assert turn.json()["code"] == "dependency_unavailable"
+                assert httpx.get(api.url + "/readyz", timeout=5.0).status_code == 503
+            finally:
+                own_redis.proc.signal(signal.SIGCONT)
+            wait_until(
+                lambda: httpx.get(api.url + "/readyz").status_code == 200, what="readiness after SIGCONT"
+            )
+            turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "what is 2+3"})
+            assert turn.status_code == 200, turn.text
+            assert turn.json()["reply"]["content"] == "2+3 = 5"
+            assert turn.json()["turn"] == 1  # the timed-out turn was not stored
+        assert api.proc.alive()
+    finally:
+        api.stop()
+
+
 def test_api_sigterm_drains_in_flight_requests(
     nats_env: dict[str, str], chat_server: ChatServer, redis_server: RedisServer
 ) -> None:
