@@ -100,35 +100,43 @@ def test_site_loss_marks_its_servers_down_and_traffic_continues(lab: LabState) -
     with client(lab) as http:
         session = http.post("/v1/sessions", json={}).json()["id"]
         fault = faults.stop_site(lab.state_dir, "gcp")
-        assert set(fault["killed"]) == {r.name for r in lab.find(site="gcp")}
-        served: list[tuple[int, str]] = []
+        try:
+            assert set(fault["killed"]) == {r.name for r in lab.find(site="gcp")}
+            served: list[tuple[int, str]] = []
 
-        def gcp_down_and_traffic_flows() -> bool:
-            reply = http.post(f"/v1/sessions/{session}/messages", json={"content": "ping"})
-            served.append((reply.status_code, reply.headers.get(SITE_HEADER, "")))
-            return all(state == "DOWN" for state in site_servers(lab, "gcp").values())
+            def gcp_down_and_traffic_flows() -> bool:
+                reply = http.post(f"/v1/sessions/{session}/messages", json={"content": "ping"})
+                served.append((reply.status_code, reply.headers.get(SITE_HEADER, "")))
+                return all(state == "DOWN" for state in site_servers(lab, "gcp").values())
 
-        eventually(gcp_down_and_traffic_flows, what="the front door to mark gcp down")
-        for _ in range(10):
-            reply = http.post(f"/v1/sessions/{session}/messages", json={"content": "ping"})
-            served.append((reply.status_code, reply.headers.get(SITE_HEADER, "")))
-        # Requests sent while the front door was still detecting were retried elsewhere.
-        assert [s for s in served if s[0] != 200] == []
-        assert {site for _, site in served} <= {"aws", "onprem"}
-        downs = [e for e in health_events(lab.state_dir, since=fault["time"]) if e["state"] == "DOWN"]
-        assert {e["server"] for e in downs if e["site"] == "gcp"} == {"gcp-api-0", "gcp-api-1"}
-        # The fail-open twins follow their server's connect check: a retry made while every
-        # checked server is down never lands on the dead site's replicas.
-        twins = eventually(
-            lambda: (t := fail_open_twins(lab))["gcp-api-0"].startswith("DOWN") and t, what="twins DOWN"
-        )
-        assert {name: state.split()[0] for name, state in twins.items()} == {
-            **{f"{site}-api-{i}": "UP" for site in ("aws", "onprem") for i in (0, 1)},
-            "gcp-api-0": "DOWN",
-            "gcp-api-1": "DOWN",
-        }
-
-        faults.start_site(lab.state_dir, "gcp")
+            eventually(gcp_down_and_traffic_flows, what="the front door to mark gcp down")
+            for _ in range(10):
+                reply = http.post(f"/v1/sessions/{session}/messages", json={"content": "ping"})
+                served.append((reply.status_code, reply.headers.get(SITE_HEADER, "")))
+            # Requests sent while the front door was still detecting were retried elsewhere.
+            assert [s for s in served if s[0] != 200] == []
+            assert {site for _, site in served} <= {"aws", "onprem"}
+            downs = [e for e in health_events(lab.state_dir, since=fault["time"]) if e["state"] == "DOWN"]
+            assert {e["server"] for e in downs if e["site"] == "gcp"} == {"gcp-api-0", "gcp-api-1"}
+            # The fail-open twins follow their server's connect check (each on its own check
+            # schedule): a retry made while every checked server is down never lands on the
+            # dead site's replicas, and the live sites' twins stay up.
+            twins = eventually(
+                lambda: (
+                    (t := fail_open_twins(lab))
+                    and all(t[f"gcp-api-{i}"].startswith("DOWN") for i in (0, 1))
+                    and t
+                ),
+                what="both gcp twins DOWN",
+            )
+            assert {name: state.split()[0] for name, state in twins.items()} == {
+                **{f"{site}-api-{i}": "UP" for site in ("aws", "onprem") for i in (0, 1)},
+                "gcp-api-0": "DOWN",
+                "gcp-api-1": "DOWN",
+            }
+        finally:
+            started = faults.start_site(lab.state_dir, "gcp")  # the lab is shared by later tests
+        assert started["started"]
         assert set(site_servers(lab, "gcp").values()) == {"UP"}
         assert faults.start_site(lab.state_dir, "gcp")["started"] == []  # idempotent
 
@@ -141,19 +149,20 @@ def test_primary_site_loss_promotes_a_replica_and_keeps_sessions(lab: LabState) 
             turn = http.post(f"/v1/sessions/{session}/messages", json={"content": f"turn {i}"})
             assert turn.status_code == 200, turn.text
         faults.stop_site(lab.state_dir, old["site"])
-        new = eventually(
-            lambda: (p := _primary_or_none(lab)) and p["site"] != old["site"] and p,
-            what="Sentinel to promote a replica",
-        )
-        assert new["site"] in lab.sites and new["site"] != old["site"]
-        history = http.get(f"/v1/sessions/{session}")
-        assert history.status_code == 200, history.text
-        contents = [m["content"] for m in history.json()["messages"] if m["role"] == "user"]
-        assert contents == ["turn 0", "turn 1", "turn 2"]
-        after = http.post(f"/v1/sessions/{session}/messages", json={"content": "after the loss"})
-        assert after.status_code == 200, after.text
-
-    faults.start_site(lab.state_dir, old["site"])
+        try:
+            new = eventually(
+                lambda: (p := _primary_or_none(lab)) and p["site"] != old["site"] and p,
+                what="Sentinel to promote a replica",
+            )
+            assert new["site"] in lab.sites and new["site"] != old["site"]
+            history = http.get(f"/v1/sessions/{session}")
+            assert history.status_code == 200, history.text
+            contents = [m["content"] for m in history.json()["messages"] if m["role"] == "user"]
+            assert contents == ["turn 0", "turn 1", "turn 2"]
+            after = http.post(f"/v1/sessions/{session}/messages", json={"content": "after the loss"})
+            assert after.status_code == 200, after.text
+        finally:
+            faults.start_site(lab.state_dir, old["site"])  # the lab is shared by later tests
     roles = {n["name"]: n for n in node_roles(load_state(lab.state_dir))}
     assert roles[old["name"]]["role"] == "replica"
     assert roles[old["name"]]["following"] == f"{new['host']}:{new['port']}"
