@@ -188,7 +188,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         gc.enable()
 
 
-async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes
+) -> tuple[int, bytes]:
+    """Send one raw HTTP/1.1 request on a keep-alive connection; its status and body."""
     writer.write(raw)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -196,8 +199,7 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    await reader.readexactly(length)
-    return status
+    return status, await reader.readexactly(length)
 
 
 BODY = json.dumps({"content": MESSAGE}).encode()
@@ -224,7 +226,7 @@ async def closed_loop(port: int, sessions: list[str], count: int, concurrency: i
 
     async def client(k: int, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         for i in range(count // concurrency):
-            status = await _request(*conn, turn_request(sessions[(i * concurrency + k) % len(sessions)]))
+            status, _ = await _request(*conn, turn_request(sessions[(i * concurrency + k) % len(sessions)]))
             if status != 200:
                 raise RuntimeError(f"turn answered {status}")
 
@@ -256,7 +258,7 @@ async def open_loop(port: int, sessions: list[str], rate: int, seconds: float) -
         raw = turn_request(sessions[i % len(sessions)])
         conn = await pool.get()
         try:
-            status = await _request(*conn, raw)
+            status, _ = await _request(*conn, raw)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             errors += 1
             conn = await asyncio.open_connection("127.0.0.1", port)
@@ -322,15 +324,9 @@ async def _create_sessions(port: int, count: int) -> list[str]:
     async def client(share: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for _ in range(share):
-            writer.write(raw)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lengths = [int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:"]
-            if not lengths:
-                raise RuntimeError(f"POST /v1/sessions answered without a Content-Length: {head[:200]!r}")
-            length = lengths[0]
-            body = await reader.readexactly(length)
-            if head[9:12] != b"201":
-                raise RuntimeError(f"POST /v1/sessions answered {head[9:12].decode()}: {body[:200]!r}")
+            status, body = await _request(reader, writer, raw)
+            if status != 201 or not body:
+                raise RuntimeError(f"POST /v1/sessions answered {status}: {body[:200]!r}")
             ids.append(json.loads(body)["id"])
         writer.close()
 
@@ -420,8 +416,13 @@ class Findings:
 
 def capacity_of(pairs: list[Pair]) -> tuple[dict[str, float], list[float], list[int]]:
     """Median capacity per target and the per-pair ratios, over the truly overloaded pairs."""
-    valid = [p for p in pairs if overloaded(p)]
-    left_out = [k for k, p in enumerate(pairs, 1) if not overloaded(p)]
+    valid: list[Pair] = []
+    left_out: list[int] = []
+    for k, pair in enumerate(pairs, 1):
+        if overloaded(pair):
+            valid.append(pair)
+        else:
+            left_out.append(k)
     targets = list(pairs[0])
     capacity = {
         t: statistics.median(p[t][0].achieved for p in valid) if valid else float("nan") for t in targets
@@ -430,12 +431,19 @@ def capacity_of(pairs: list[Pair]) -> tuple[dict[str, float], list[float], list[
     return capacity, ratios, left_out
 
 
-def findings(capacity_pairs: list[Pair], half_pairs: list[Pair], half_rate: int) -> Findings:
-    capacity, ratios, left_out = capacity_of(capacity_pairs)
-    targets = list(capacity)
+def ramp_capacity(steps: list[Step], target: str | None = None) -> float:
+    """The most turns/s a target (or either, when ``None``) completed in any ramp step."""
+    return max((s.achieved for s in steps if target in (None, s.target)), default=0.0)
+
+
+def findings(
+    capacity: tuple[dict[str, float], list[float], list[int]], half_pairs: list[Pair], half_rate: int
+) -> Findings:
+    """The headline figures: ``capacity`` as :func:`capacity_of` gives it, and the half-rate runs."""
+    targets = list(capacity[0])
     half_p99 = {t: [p[t][0].p99_ms for p in half_pairs] for t in targets}
     pooled = {t: _pct([x * 1000 for p in half_pairs for x in p[t][1].latencies], 0.99) for t in targets}
-    return Findings(capacity, ratios, left_out, half_rate, half_p99, pooled)
+    return Findings(*capacity, half_rate, half_p99, pooled)
 
 
 def report(
@@ -447,11 +455,7 @@ def report(
     info: dict[str, str],
     args: argparse.Namespace,
 ) -> str:
-    def best(target: str) -> float:
-        """Ramp capacity: the most turns/s the target completed in any ramp step."""
-        return max((s.achieved for s in steps if s.target == target), default=0.0)
-
-    ramp_app, ramp_base = best("app"), best("baseline")
+    ramp_app, ramp_base = ramp_capacity(steps, "app"), ramp_capacity(steps, "baseline")
 
     def row(s: Step) -> str:
         cells = (s.target, s.rate, s.ok, s.errors, f"{s.achieved:.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}")
@@ -712,23 +716,22 @@ def main() -> None:
         gc.freeze()  # the generator's start-up heap: never garbage, never scanned again
         targets = {"app": api.port, "baseline": base_port}
         with Progress(console=console) as progress:
-            total = 2 * len(RATES) + 2 * CAPACITY_PAIRS + 2 * HALF_RATE_RUNS
-            task = progress.add_task("ramp", total=total)
+            task = progress.add_task("ramp", total=None)  # the ramp's length is known once it ends
             steps = ramp(targets, api.port, args.step_seconds, progress, task)
             progress.update(task, total=len(steps) + 2 * CAPACITY_PAIRS + 2 * HALF_RATE_RUNS + 1)
-            ramp_capacity = max(s.achieved for s in steps)
-            overload = int(min(RATES[-1], OVERLOAD * ramp_capacity))
+            overload = int(min(RATES[-1], OVERLOAD * ramp_capacity(steps)))
             capacity_pairs = paired(
                 targets, api.port, overload, CAPACITY_SECONDS, CAPACITY_PAIRS, progress, task
             )
-            app_capacity = capacity_of(capacity_pairs)[0]["app"]
+            capacity = capacity_of(capacity_pairs)
+            app_capacity = capacity[0]["app"]
             if math.isnan(app_capacity):  # no valid pair: the report says so; half of the ramp's
-                app_capacity = max(s.achieved for s in steps if s.target == "app")
+                app_capacity = ramp_capacity(steps, "app")
             half_rate = max(1, int(app_capacity // 2))
             half_pairs = paired(
                 targets, api.port, half_rate, HALF_RATE_SECONDS, HALF_RATE_RUNS, progress, task
             )
-            found = findings(capacity_pairs, half_pairs, half_rate)
+            found = findings(capacity, half_pairs, half_rate)
             progress.update(task, description="service time (closed loop)")
             service = service_times(targets, {"app": api.proc.pid, "baseline": baseline.pid}, api.port)
             progress.update(task, advance=1)
