@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 
 from agent_app.api import State, agent_error_response, authorize, take_turn, unexpected_error_response
 from agent_app.errors import AgentError
-from agent_app.http import ASGIApp, Message, Receive, Scope, Send
+from agent_app.http import ASGIApp, Receive, Scope, Send, read_request, replaying
 from agent_app.schemas import ID_PATTERN, MessageCreate, TurnReply
 
 TURN_ROUTE = "/v1/sessions/{session_id}/messages"
@@ -73,30 +73,6 @@ def _parse(body: bytes) -> MessageCreate | None:
         return None
 
 
-async def _read_body(receive: Receive, read: list[Message]) -> bytes | None:
-    """The whole body (its size is bounded by :class:`~agent_app.http.Edge`), keeping every
-    message in ``read`` for a replay; ``None`` when the client went away meanwhile."""
-    body = b""
-    while True:
-        message = await receive()
-        read.append(message)
-        if message["type"] != "http.request":
-            return None
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            return body
-
-
-def _replaying(read: list[Message], receive: Receive) -> Receive:
-    """``receive`` for the FastAPI app: the messages already read, then the live ones."""
-    pending = list(read)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
-
-
 class TurnFastPath:
     """ASGI wrapper around the FastAPI app: takes well-formed turns, passes everything else."""
 
@@ -114,11 +90,12 @@ class TurnFastPath:
         if path is None or token is None:
             await self.app(scope, receive, send)
             return
-        read: list[Message] = []
-        body = await _read_body(receive, read)
+        # The whole body (Edge has bounded its size), kept for a replay to FastAPI.
+        read = await read_request(receive)
+        body = b"".join(m.get("body", b"") for m in read) if read[-1]["type"] == "http.request" else b""
         request = _parse(body) if body else None
         if request is None:
-            await self.app(scope, _replaying(read, receive), send)
+            await self.app(scope, replaying(read, receive), send)
             return
         await self._turn(scope, receive, send, path.group(1), token, request.content)
 

@@ -35,6 +35,33 @@ class BodyTooLarge(Exception):
     pass
 
 
+async def read_request(receive: Receive, max_body: int | None = None) -> list[Message]:
+    """Every message of the request body, up to its last (or a disconnect, which ends the
+    list); :class:`BodyTooLarge` once the body passes ``max_body``."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        size += len(message.get("body", b""))
+        if max_body is not None and size > max_body:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            return messages
+
+
+def replaying(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` for the wrapped app: the messages already read, then the live ones."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
 def error_body(
     status: int, code: str, message: str, request_id: str | None
 ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -55,20 +82,6 @@ class Edge:
             (SITE_HEADER.lower().encode(), site.encode()),
             (INSTANCE_HEADER.lower().encode(), instance.encode()),
         ]
-
-    async def _buffer(self, receive: Receive) -> list[Message]:
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages
-            size += len(message.get("body", b""))
-            if size > self.max_body:
-                raise BodyTooLarge
-            if not message.get("more_body", False):
-                return messages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,12 +120,8 @@ class Edge:
                 if not length.isdigit() or int(length) > self.max_body:
                     raise BodyTooLarge
             elif scope["method"] in ("POST", "PUT", "PATCH"):
-                replay = await self._buffer(receive)  # chunked: no length to check up front
-
-                async def replay_receive() -> Message:
-                    return replay.pop(0) if replay else await receive()
-
-                app_receive = replay_receive
+                # chunked: no length to check up front
+                app_receive = replaying(await read_request(receive, self.max_body), receive)
             await self.app(scope, app_receive, send_wrapper)
         except BodyTooLarge:
             body, headers = error_body(
