@@ -97,11 +97,10 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        self._pending.append(line)
         if loop is None or at_once:
-            self._pending.append(line)
             self._write_pending()
             return
-        self._pending.append(line)
         if self._loop is not loop:
             if self._loop is not None and len(self._pending) > 1:
                 self._write_pending(keep=line)  # a drain scheduled on another loop may never run
