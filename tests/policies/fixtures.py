@@ -522,10 +522,40 @@ def k8s_site() -> list[PlannedResource]:
     ]
 
 
+Site = Callable[[], list[PlannedResource]]
+
+
+def skyfleet_program(site: Site, target: str) -> Site:
+    """The site as a Skyfleet program: its resources under a Skyfleet component, as
+    infra/<target> registers them (the Skyfleet rule group applies only to such programs)."""
+
+    def build() -> list[PlannedResource]:
+        component = f"skyfleet:{target}:Service"
+        parent = PlannedResource(
+            type=component,
+            name="service",
+            urn=f"urn:pulumi:fixture::fixture::{component}::service",
+            parent=None,
+            provider=None,
+            inputs={},
+            outputs={},
+            dependencies=[],
+            custom=False,
+        )
+        out = [parent]
+        for r in site():
+            r.urn = f"urn:pulumi:fixture::fixture::{component}${r.type}::{r.name}"
+            r.parent = parent.urn
+            out.append(r)
+        return out
+
+    return build
+
+
 BASELINES: dict[str, Callable[[], list[PlannedResource]]] = {
-    "aws": aws_site,
-    "gcp": gcp_site,
-    "k8s": k8s_site,
+    "aws": skyfleet_program(aws_site, "aws"),
+    "gcp": skyfleet_program(gcp_site, "gcp"),
+    "k8s": skyfleet_program(k8s_site, "onprem"),
 }
 
 

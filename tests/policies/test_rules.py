@@ -38,6 +38,17 @@ def test_every_rule_has_a_compliant_and_a_violating_fixture() -> None:
     assert RULE_IDS - covered == set(), "rules whose baseline has nothing to check"
 
 
+def test_skyfleet_rules_skip_programs_that_are_not_skyfleets(gate: Gate) -> None:
+    case = next(c for c in CASES if c.rule == "site-parity")
+    # The same violating resources, outside any Skyfleet component: someone else's program.
+    plain = [r for r in case.resources() if not r.type.startswith("skyfleet:")]
+    for r in plain:
+        r.urn = f"urn:pulumi:fixture::fixture::{r.type}::{r.name}"
+        r.parent = None
+    assert "site-parity" in {f.rule for f in gate.check(case.resources()).findings}
+    assert "site-parity" not in {f.rule for f in gate.check(plain).findings}
+
+
 def test_prod_only_rules_are_not_applied_to_dev(gate: Gate) -> None:
     case = next(c for c in CASES if c.rule == "aws-elasticache-automatic-failover")
     result = gate.check(case.resources(), environment="dev", policy={"profile": "dev"})

@@ -97,6 +97,20 @@ class Subject:
         return self.config.get("environment", "prod") == "prod"
 
 
+# Rule groups. "general" rules apply to any Pulumi program; "skyfleet" rules encode Skyfleet's own
+# design (its app's contract, site parity) and apply only to resources of a Skyfleet program:
+# one whose components are typed ``skyfleet:<target>:<Capability>`` (infra/component.py).
+GENERAL = "general"
+SKYFLEET = "skyfleet"
+SKYFLEET_TYPE_PREFIX = "skyfleet:"
+
+
+def in_skyfleet_program(urn: str) -> bool:
+    """A resource URN's type chain (parents first) names a Skyfleet component."""
+    parts = urn.split("::")
+    return len(parts) >= 3 and any(t.startswith(SKYFLEET_TYPE_PREFIX) for t in parts[2].split("$"))
+
+
 ResourceCheck = Callable[[Subject], Iterable[str]]
 StackCheck = Callable[["StackView"], Iterable[tuple[str, str | None]]]
 
@@ -116,6 +130,7 @@ class Rule:
     enforcement: EnforcementLevel = EnforcementLevel.MANDATORY
     prod_only: bool = False
     config: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    group: str = GENERAL
 
     @property
     def kind(self) -> str:
@@ -142,7 +157,7 @@ class Rule:
             "display_name": self.id,
             "severity": self.severity,
             "framework": framework,
-            "tags": self.controls.as_tags(),
+            "tags": [f"group:{self.group}", *self.controls.as_tags()],
             "remediation_steps": self.remediation,
             "url": f"{DOCS_URL}#{self.id}",
         }
@@ -160,6 +175,8 @@ class Rule:
         if not self.applies_to(args.resource_type) or self.check is None:
             return
         config = args.get_config() or {}
+        if self.group == SKYFLEET and not in_skyfleet_program(args.urn):
+            args.not_applicable("a Skyfleet rule: the resource is not part of a Skyfleet program")
         if self.prod_only and config.get("environment", "prod") != "prod":
             args.not_applicable("applies to prod stacks only")
         excluded = exclusion_for(config, args.name)
@@ -181,6 +198,10 @@ class Rule:
         if self.stack_check is None:
             return
         config = args.get_config() or {}
+        if self.group == SKYFLEET and not any(
+            r.resource_type.startswith(SKYFLEET_TYPE_PREFIX) for r in args.resources
+        ):
+            args.not_applicable("a Skyfleet rule: the stack is not a Skyfleet program")
         if self.prod_only and config.get("environment", "prod") != "prod":
             args.not_applicable("applies to prod stacks only")
         view = StackView(args.resources, config)

@@ -9,7 +9,7 @@ from typing import Any
 from pulumi_policy import Severity
 
 from ._docs import DocumentError, load_json
-from ._rule import Controls, Rule, StackView, Subject, get_path, truthy
+from ._rule import SKYFLEET, Controls, Rule, StackView, Subject, get_path, truthy
 from .kubernetes import NAMESPACE, WORKLOADS, containers, pod_spec
 
 AWS_TAGGABLE = (
@@ -335,5 +335,6 @@ RULES = [
         "Add the missing capability with the target's component (infra/<target>) so failover lands on an "
         "equivalent site.",
         stack_check=_site_parity,
+        group=SKYFLEET,
     ),
 ]
