@@ -120,6 +120,9 @@ def connect(settings: Settings) -> Redis:
     }
     if tls and settings.redis_ca_file:
         common["ssl_ca_certs"] = str(settings.redis_ca_file)
+    if tls:
+        # The chain is always verified; only the name check may be off (see the setting).
+        common["ssl_check_hostname"] = settings.redis_tls_check_hostname
     if settings.sentinel_hosts:
         if tls:
             common["ssl"] = True

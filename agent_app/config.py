@@ -15,10 +15,25 @@ import sys
 from typing import Annotated, Literal, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent_app.contract import DEFAULT_PORT, ContractError, Env, QueueTarget, parse_queue_url
+from agent_app.contract import (
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_PORT,
+    ContractError,
+    Env,
+    QueueTarget,
+    parse_queue_url,
+)
 
 EXIT_CONFIG = 2
 # user:password@ inside a URL: never echoed back in an error message.
@@ -56,6 +71,12 @@ def _sentinels(value: str | None) -> str | None:
     return value
 
 
+def _log_level(value: object) -> object:
+    # "info" and "INFO" mean the same to everyone who writes a config.
+    return value.upper() if isinstance(value, str) else value
+
+
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_log_level)]
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 QueueUrl = Annotated[str, AfterValidator(_queue_url)]
 Sentinels = Annotated[str | None, AfterValidator(_sentinels)]
@@ -75,13 +96,12 @@ class Settings(BaseSettings):
     instance: str = Field(
         default_factory=_default_instance, min_length=1, max_length=128, validation_alias=_env(Env.INSTANCE)
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias=_env(Env.LOG_LEVEL)
-    )
+    log_level: LogLevel = Field(DEFAULT_LOG_LEVEL, validation_alias=_env(Env.LOG_LEVEL))
 
     redis_url: RedisUrl = Field(validation_alias=_env(Env.REDIS_URL))
     redis_password: SecretStr | None = Field(None, validation_alias=_env(Env.REDIS_PASSWORD))
     redis_ca_file: FilePath | None = Field(None, validation_alias=_env(Env.REDIS_CA_FILE))
+    redis_tls_check_hostname: bool = Field(True, validation_alias=_env(Env.REDIS_TLS_CHECK_HOSTNAME))
     redis_sentinels: Sentinels = Field(None, validation_alias=_env(Env.REDIS_SENTINELS))
     redis_sentinel_master: str = Field(
         "skyfleet", min_length=1, validation_alias=_env(Env.REDIS_SENTINEL_MASTER)
@@ -97,6 +117,7 @@ class Settings(BaseSettings):
         0.5, ge=0, le=30, validation_alias=_env(Env.QUEUE_FAILOVER_WAIT_SECONDS)
     )
     queue_ca_file: FilePath | None = Field(None, validation_alias=_env(Env.QUEUE_CA_FILE))
+    queue_password: SecretStr | None = Field(None, validation_alias=_env(Env.QUEUE_PASSWORD))
 
     api_keys_file: FilePath | None = Field(None, validation_alias=_env(Env.API_KEYS_FILE))
     api_keys: SecretStr | None = Field(None, validation_alias=_env(Env.API_KEYS))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_PORT = 8080
 API_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.api")
@@ -31,6 +31,9 @@ API_KEYS_FILE_NAME = "api-keys"
 SITE_HEADER = "X-Skyfleet-Site"
 INSTANCE_HEADER = "X-Skyfleet-Instance"
 REQUEST_ID_HEADER = "X-Request-Id"
+# The app's log levels; platforms set the default.
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "INFO"
 # Redis key prefix for all data that must survive a site loss (replicated across sites).
 REPLICATED_KEY_PREFIX = "skyfleet:"
 
@@ -46,6 +49,10 @@ class Env(StrEnum):
     REDIS_URL = "AGENT_REDIS_URL"
     REDIS_PASSWORD = "AGENT_REDIS_PASSWORD"
     REDIS_CA_FILE = "AGENT_REDIS_CA_FILE"
+    # Whether the Redis server certificate must name the host connected to ("true", the
+    # default). Off only where the server's CA is pinned per instance and the certificate names
+    # no connectable host (Memorystore: the CA signs only that instance, the CN is its IP).
+    REDIS_TLS_CHECK_HOSTNAME = "AGENT_REDIS_TLS_CHECK_HOSTNAME"
     # Optional Sentinel discovery ("host:port,host:port" and the primary's name): the lab's
     # stand-in for a managed cache's failover endpoint.
     REDIS_SENTINELS = "AGENT_REDIS_SENTINELS"
@@ -58,6 +65,8 @@ class Env(StrEnum):
     # Async work: the scheme picks the adapter (sqs://, pubsub://, nats://).
     QUEUE_URL = "AGENT_QUEUE_URL"
     QUEUE_CA_FILE = "AGENT_QUEUE_CA_FILE"
+    # NATS: the password of the user named in AGENT_QUEUE_URL (nats://<user>@host/...).
+    QUEUE_PASSWORD = "AGENT_QUEUE_PASSWORD"
     # How long enqueueing a task may retry while the broker fails over (a JetStream leader
     # election, a reconnect to another node) before it answers 503. Retries are deduplicated
     # by task id, so none enqueues a task twice.
@@ -87,7 +96,9 @@ class Env(StrEnum):
 
 
 # Variables whose values come only from a secret store, never from plain configuration.
-SECRET_ENV: frozenset[Env] = frozenset({Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY})
+SECRET_ENV: frozenset[Env] = frozenset(
+    {Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY, Env.QUEUE_PASSWORD}
+)
 # Variables the platform sets; a stack's free-form ``app.env`` may not override them.
 PLATFORM_ENV: frozenset[Env] = frozenset(
     {Env.PORT, Env.SITE, Env.REDIS_URL, Env.QUEUE_URL, Env.API_KEYS_FILE, Env.REDIS_CA_FILE}
@@ -123,6 +134,7 @@ class NatsQueue:
     subject: str
     dlq_subject: str
     max_deliver: int
+    user: str | None = None  # authenticates with AGENT_QUEUE_PASSWORD
 
 
 QueueTarget = SqsQueue | PubSubQueue | NatsQueue
@@ -147,11 +159,13 @@ def nats_queue_url(
     dlq_subject: str,
     max_deliver: int,
     tls: bool = False,
+    user: str | None = None,
 ) -> str:
     query = urlencode(
         {"subject": subject, "dlq": dlq_subject, "max_deliver": max_deliver, "tls": str(tls).lower()}
     )
-    return f"nats://{hosts}/{quote(stream)}?{query}"
+    auth = f"{quote(user, safe='')}@" if user else ""
+    return f"nats://{auth}{hosts}/{quote(stream)}?{query}"
 
 
 def parse_queue_url(url: str) -> QueueTarget:
@@ -180,7 +194,13 @@ def parse_queue_url(url: str) -> QueueTarget:
         return PubSubQueue(project=parts.netloc, topic=topic, subscription=subscription)
     if parts.scheme == "nats":
         stream = parts.path.strip("/")
-        hosts = [h for h in parts.netloc.split(",") if h]
+        userinfo, at, netloc = parts.netloc.rpartition("@")
+        if at and (not userinfo or ":" in userinfo):
+            raise ContractError(
+                f"{name}: expected nats://[<user>@]<host>:<port>...; the password never rides in the URL "
+                f"(set {Env.QUEUE_PASSWORD.value}), got {url.split('@')[-1]!r}"
+            )
+        hosts = [h for h in netloc.split(",") if h]
         if not hosts or not stream:
             raise ContractError(
                 f"{name}: expected nats://<host>:<port>[,<host>:<port>...]/<stream>?subject=..., got {url!r}"
@@ -200,6 +220,7 @@ def parse_queue_url(url: str) -> QueueTarget:
             subject=subject,
             dlq_subject=query.get("dlq", f"{subject}.dlq"),
             max_deliver=max_deliver,
+            user=unquote(userinfo) if userinfo else None,
         )
     raise ContractError(
         f"{name}: unsupported scheme {parts.scheme!r} in {url!r}; expected sqs://, pubsub:// or nats://"

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from infra.spec import NAMESPACE, SECRET_KEYS, StackSpec, required_for_target
+from infra.spec import MODELS, NAMESPACE, SECRET_KEYS, StackSpec, Target, parse_spec
 
 STACK_CONFIG_DIR = "stacks"
 
@@ -96,13 +96,11 @@ def load_spec(
                     line=lines.find((full_key,)),
                 )
             )
-    problems.extend(_target_requirements(data, lines))
     try:
-        spec = StackSpec.model_validate(data)
+        spec = parse_spec(data)
     except ValidationError as exc:
         problems.extend(_from_validation(exc, data, lines))
         spec = None
-    problems = _dedupe(problems)
     if problems or spec is None:
         raise SpecError(source, problems)
     return spec
@@ -174,25 +172,20 @@ def _strip_secure(value: Any, key: str) -> tuple[Any, bool]:
     return value, False
 
 
-def _target_requirements(data: dict[str, Any], lines: _LineIndex) -> list[Problem]:
-    """Missing per-target values, reported even when other fields are invalid too."""
-    target = data.get("target")
-    needed = required_for_target(target if isinstance(target, str) else None)
-    return [
-        Problem(
-            f"{NAMESPACE}:{k}", "nothing", f"{what} for target {target}", lines.find((f"{NAMESPACE}:{k}",))
-        )
-        for k, what in needed
-        if k not in data
-    ]
-
-
 def _from_validation(exc: ValidationError, data: dict[str, Any], lines: _LineIndex) -> list[Problem]:
     problems = []
+    target = data.get("target")
     for err in exc.errors(include_url=False):
         loc = tuple(str(p) for p in err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            given = "nothing" if err["type"] == "union_tag_not_found" else _given(target)
+            expected = f"one of: {', '.join(t.value for t in Target)}"
+            problems.append(Problem(f"{NAMESPACE}:target", given, expected, lines.find(_path("target"))))
+            continue
+        if loc and loc[0] == target:
+            loc = loc[1:]  # the discriminator's tag: the target's model answered
         if not loc and err["type"] == "value_error":
-            # a whole-spec check (prod rules, per-target needs): split its sentences
+            # a whole-spec check (prod rules): split its sentences
             for part in str(err.get("ctx", {}).get("error", err["msg"])).split("; "):
                 key = part.split(" ", 1)[0]
                 problems.append(
@@ -205,32 +198,52 @@ def _from_validation(exc: ValidationError, data: dict[str, Any], lines: _LineInd
         given = _given(err.get("input"), secret=loc[0] in SECRET_KEYS)
         if err["type"] == "extra_forbidden":
             problems.append(
-                Problem(key, "an unknown key", f"one of: {_known_keys(loc)}", lines.find(_yaml_loc(loc)))
+                Problem(
+                    key, "an unknown key", f"one of: {_known_keys(target, loc)}", lines.find(_yaml_loc(loc))
+                )
             )
         elif err["type"] == "missing":
-            problems.append(Problem(key, "nothing", "a value (required)", lines.find(_yaml_loc(loc[:-1]))))
+            what = _description(target, loc) or "a value"
+            problems.append(
+                Problem(
+                    key, "nothing", f"{what} (required for target {target})", lines.find(_yaml_loc(loc[:-1]))
+                )
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(Problem(key, given, msg, lines.find(_yaml_loc(loc))))
     return problems
 
 
-def _known_keys(loc: tuple[str, ...]) -> str:
-    """The keys valid where an unknown one was found."""
-    from pydantic import BaseModel
-
-    model: type[BaseModel] = StackSpec
-    for part in loc[:-1]:
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+def _model_at(target: Any, loc: tuple[str, ...]) -> tuple[type[BaseModel] | None, Any]:
+    """The model that holds the last key of ``loc``, and that key's field (or None)."""
+    model: type[BaseModel] | None = MODELS.get(target) if isinstance(target, str) else None
+    field = None
+    for i, part in enumerate(loc):
+        if model is None:
+            return None, None
+        field = next((f for n, f in model.model_fields.items() if (f.alias or to_camel(n)) == part), None)
+        if i == len(loc) - 1:
+            return model, field
         ann = getattr(field, "annotation", None) if field else None
-        inner = next(
+        model = next(
             (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
             None,
         )
-        if inner is None:
-            return "(none)"
-        model = inner
+    return model, field
+
+
+def _known_keys(target: Any, loc: tuple[str, ...]) -> str:
+    """The keys valid where an unknown one was found."""
+    model, _ = _model_at(target, loc)
+    if model is None:
+        return "(none)"
     return ", ".join(sorted(f.alias or to_camel(n) for n, f in model.model_fields.items()))
+
+
+def _description(target: Any, loc: tuple[str, ...]) -> str | None:
+    _, field = _model_at(target, loc)
+    return getattr(field, "description", None)
 
 
 def _dig(data: Any, path: list[str]) -> Any:
@@ -258,17 +271,6 @@ def _path(key: str) -> tuple[str, ...]:
 
 def _yaml_loc(loc: tuple[str, ...]) -> tuple[str, ...]:
     return (f"{NAMESPACE}:{loc[0]}", *loc[1:]) if loc else ()
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen: set[str] = set()
-    out = []
-    for p in problems:
-        if p.key in seen and p.given == "nothing":
-            continue
-        seen.add(p.key)
-        out.append(p)
-    return out
 
 
 class _LineIndex:

@@ -22,6 +22,12 @@ class SiteOutputs(_Outputs):
     site: str = Field(description="the site's name, as the edge and the drills call it")
     endpoint: str = Field(description="public HTTPS URL of the site's load balancer")
     endpoint_host: str = Field(alias="endpointHost", description="DNS name the edge health-checks")
+    host_names: list[str] = Field(
+        default_factory=list,
+        alias="hostNames",
+        description="every name the site's certificate covers and its host rules route (its own, "
+        "then its aliases such as the edge's global name)",
+    )
     health_check_path: str = Field(alias="healthCheckPath")
     region: str | None = None
     # AWS

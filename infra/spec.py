@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -194,17 +195,40 @@ class NetworkSpec(_Model):
         return self
 
 
+_FQDN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
 class DomainSpec(_Model):
     name: str = Field(description="the site's public host name, e.g. aws.agents.example.com")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="other names clients reach this site by: the edge's global name (its "
+        "certificate and host rules cover them too)",
+    )
     zone_id: str | None = Field(default=None, description="Route 53 zone for DNS validation (aws)")
     certificate_arn: str | None = Field(default=None, description="an existing ACM certificate (aws)")
 
     @field_validator("name")
     @classmethod
     def _fqdn(cls, v: str) -> str:
-        if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", v):
+        if not _FQDN_RE.fullmatch(v):
             raise ValueError("must be a lower-case fully qualified domain name")
         return v
+
+    @field_validator("aliases")
+    @classmethod
+    def _fqdns(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not _FQDN_RE.fullmatch(a)]
+        if bad:
+            raise ValueError(f"{bad} are not lower-case fully qualified domain names")
+        if len(set(v)) != len(v):
+            raise ValueError(f"names must be unique, got {v}")
+        return v
+
+    @property
+    def host_names(self) -> list[str]:
+        """Every name clients may use to reach the site: its own first."""
+        return [self.name, *(a for a in self.aliases if a != self.name)]
 
 
 class Tags(_Model):
@@ -236,7 +260,17 @@ class ClusterSpec(_Model):
     namespace: str = "agent-app"
     ingress_class: str = "nginx"
     storage_class: str | None = None
-    cert_issuer: str = Field(default="skyfleet-ca", description="cert-manager ClusterIssuer for TLS")
+    # Two issuers, because no one issuer can do both: in-cluster names (*.svc) can only be signed
+    # by a private CA, and clients on the internet trust only a public CA.
+    internal_issuer: str = Field(
+        default="skyfleet-internal-ca",
+        description="cert-manager ClusterIssuer (a CA issuer) for the Redis and NATS certificates",
+    )
+    ingress_issuer: str = Field(
+        default="letsencrypt-dns01",
+        description="cert-manager ClusterIssuer (publicly trusted; DNS-01 for names several sites "
+        "serve) for the Ingress certificate",
+    )
     # Name of the zone/topology label the scheduler spreads across.
     topology_key: str = "topology.kubernetes.io/zone"
     # Namespaces of the cluster's shared services the NetworkPolicies admit.
@@ -311,37 +345,15 @@ PROFILES: dict[Environment, dict[str, Any]] = {
 }
 
 
-class StackSpec(_Model):
-    target: Target
+class _Stack(_Model):
+    """What every stack has, whatever its target."""
+
+    target: Target  # each target's model narrows it to its own value (the discriminator)
     environment: Environment
-    site: str | None = Field(default=None, description="site name; defaults to the target")
-    region: str | None = None
-    project: str | None = Field(default=None, description="GCP project id")
-    account_id: str | None = Field(
-        default=None,
-        pattern=r"^[0-9]{12}$",
-        description="AWS account id; the aws provider refuses to deploy into any other account",
-    )
-    cluster: ClusterSpec | None = None
-    app: AppSpec | None = None
-    cache: CacheSpec | None = None
-    queue: QueueSpec | None = None
-    domain: DomainSpec | None = None
-    network: NetworkSpec = NetworkSpec()
     tags: Tags
     policy: PolicySpec = PolicySpec()
     deletion_protection: bool
     log_retention_days: int = Field(ge=1, le=3653)
-    cloud_armor: bool = Field(default=False, description="GCP: attach a Cloud Armor policy")
-    alert_email: str | None = Field(
-        default=None,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-        description="GCP: e-mail notification channel for alert policies",
-    )
-    edge: EdgeSpec | None = None
-    # Secrets (Pulumi secrets; see SECRET_KEYS). Values are wrapped, never printed.
-    api_keys: str | None = Field(default=None, repr=False)
-    model_api_key: str | None = Field(default=None, repr=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -356,7 +368,7 @@ class StackSpec(_Model):
         out = dict(data)
         out.setdefault("deletionProtection", profile["deletionProtection"])
         out.setdefault("logRetentionDays", profile["logRetentionDays"])
-        if out.get("target") in ("aws", "gcp", "onprem"):
+        if issubclass(cls, SiteStack):
             app = out.get("app")
             if isinstance(app, dict):
                 app = dict(app)
@@ -366,45 +378,7 @@ class StackSpec(_Model):
             cache = out.get("cache", {})
             if isinstance(cache, dict):
                 out["cache"] = {**profile["cache"], **cache}
-            out.setdefault("queue", {})
         return out
-
-    @model_validator(mode="after")
-    def _per_target(self) -> StackSpec:
-        problems: list[str] = []
-
-        for key, what in required_for_target(self.target.value):
-            if getattr(self, to_snake(key)) is None:
-                problems.append(f"{key} is required for the {self.target} target: {what}")
-        if (
-            self.target is Target.AWS
-            and self.domain
-            and not (self.domain.zone_id or self.domain.certificate_arn)
-        ):
-            problems.append(
-                "domain needs zoneId (a DNS-validated certificate is issued) or certificateArn "
-                "for the aws target"
-            )
-        if self.environment is Environment.PROD:
-            if self.app and self.app.replicas.min < 2:
-                problems.append(f"app.replicas.min is {self.app.replicas.min}; prod needs >= 2")
-            if self.cache and not self.cache.ha:
-                problems.append("cache.ha is false; prod needs an HA cache")
-            if not self.deletion_protection:
-                problems.append("deletionProtection is false; prod needs it")
-        if self.app:
-            for env_name, key in self.app.secrets.items():
-                if getattr(self, to_snake(key)) is None:
-                    problems.append(f"app.secrets.{env_name} names {key}, which is not set")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    # --- derived values the targets share -------------------------------------------------
-
-    @property
-    def site_name(self) -> str:
-        return self.site or self.target.value
 
     @property
     def policy_profile(self) -> Environment:
@@ -421,30 +395,108 @@ class StackSpec(_Model):
         }
 
 
-def required_for_target(target: str | None) -> list[tuple[str, str]]:
-    """The top-level keys a target needs, with what each should hold (camelCase keys).
+class SiteStack(_Stack):
+    """A site: the app with its load balancer, cache and queue, on one target."""
 
-    One table for both checks: the model's, and the loader's, which reports missing keys even
-    when other fields are invalid too."""
-    if target == Target.EDGE.value:
-        return [("edge", "an edge section (zoneId, recordName, sites)")]
-    if target not in {t.value for t in SITE_TARGETS}:
-        return []
-    needed = [
-        ("app", "an app section (at least app.image)"),
-        ("domain", "a domain section (at least domain.name)"),
-        ("apiKeys", f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>"),
-    ]
-    if target in (Target.AWS.value, Target.GCP.value):
-        example = "eu-west-1" if target == Target.AWS.value else "europe-west1"
-        needed.append(("region", f"the {target} region, e.g. {example}"))
-    if target == Target.AWS.value:
-        needed.append(("accountId", "the 12-digit account the stack deploys into"))
-    if target == Target.GCP.value:
-        needed.append(("project", "the GCP project id"))
-    if target == Target.ONPREM.value:
-        needed.append(("cluster", "a cluster section (at least cluster.context)"))
-    return needed
+    site: str | None = Field(default=None, description="site name; defaults to the target")
+    app: AppSpec = Field(description="an app section (at least app.image)")
+    cache: CacheSpec
+    queue: QueueSpec = QueueSpec()
+    domain: DomainSpec = Field(description="a domain section (at least domain.name)")
+    network: NetworkSpec = NetworkSpec()
+    # Secrets (Pulumi secrets; see SECRET_KEYS). Values are wrapped, never printed.
+    api_keys: str = Field(
+        repr=False,
+        description=f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>",
+    )
+    model_api_key: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _site_rules(self) -> SiteStack:
+        problems: list[str] = []
+        if self.environment is Environment.PROD:
+            if self.app.replicas.min < 2:
+                problems.append(f"app.replicas.min is {self.app.replicas.min}; prod needs >= 2")
+            if not self.cache.ha:
+                problems.append("cache.ha is false; prod needs an HA cache")
+            if not self.deletion_protection:
+                problems.append("deletionProtection is false; prod needs it")
+        for env_name, key in self.app.secrets.items():
+            if getattr(self, to_snake(key)) is None:
+                problems.append(f"app.secrets.{env_name} names {key}, which is not set")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def site_name(self) -> str:
+        return self.site or self.target.value
+
+
+class AwsStack(SiteStack):
+    """ECS Fargate behind an ALB, ElastiCache, SQS, Secrets Manager, in its own VPC."""
+
+    target: Literal[Target.AWS]  # pyright: ignore[reportIncompatibleVariableOverride]
+    region: str = Field(description="the aws region, e.g. eu-west-1")
+    account_id: str = Field(
+        pattern=r"^[0-9]{12}$",
+        description="the 12-digit account the stack deploys into (the provider refuses any other)",
+    )
+
+    @model_validator(mode="after")
+    def _certificate_source(self) -> AwsStack:
+        if not (self.domain.zone_id or self.domain.certificate_arn):
+            raise ValueError(
+                "domain needs zoneId (a DNS-validated certificate is issued) or certificateArn "
+                "for the aws target"
+            )
+        return self
+
+
+class GcpStack(SiteStack):
+    """Cloud Run behind a global HTTPS load balancer, Memorystore, Pub/Sub, Secret Manager."""
+
+    target: Literal[Target.GCP]  # pyright: ignore[reportIncompatibleVariableOverride]
+    region: str = Field(description="the gcp region, e.g. europe-west1")
+    project: str = Field(description="the GCP project id")
+    cloud_armor: bool = Field(default=False, description="attach a Cloud Armor policy")
+    alert_email: str | None = Field(
+        default=None,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="e-mail notification channel for alert policies",
+    )
+
+
+class OnpremStack(SiteStack):
+    """A Kubernetes cluster of your own: Deployments, Redis with Sentinel, NATS JetStream."""
+
+    target: Literal[Target.ONPREM]  # pyright: ignore[reportIncompatibleVariableOverride]
+    cluster: ClusterSpec = Field(description="a cluster section (at least cluster.context)")
+
+
+class EdgeStack(_Stack):
+    """One global name in front of the sites (Route 53 health-checked routing)."""
+
+    target: Literal[Target.EDGE]  # pyright: ignore[reportIncompatibleVariableOverride]
+    edge: EdgeSpec = Field(description="an edge section (zoneId, recordName, sites)")
+
+
+# A stack's spec: one model per target, told apart by ``target``. What a target requires is
+# its model's required fields, so a deploy function never checks for a missing section.
+SiteSpec = AwsStack | GcpStack | OnpremStack
+StackSpec = Annotated[AwsStack | GcpStack | OnpremStack | EdgeStack, Field(discriminator="target")]
+STACK_SPEC: TypeAdapter[AwsStack | GcpStack | OnpremStack | EdgeStack] = TypeAdapter(StackSpec)
+MODELS: dict[str, type[_Stack]] = {
+    Target.AWS.value: AwsStack,
+    Target.GCP.value: GcpStack,
+    Target.ONPREM.value: OnpremStack,
+    Target.EDGE.value: EdgeStack,
+}
+
+
+def parse_spec(data: Any) -> AwsStack | GcpStack | OnpremStack | EdgeStack:
+    """Validate a stack's ``skyfleet:`` values (camelCase keys) into its target's model."""
+    return STACK_SPEC.validate_python(data)
 
 
 def to_snake(name: str) -> str:
@@ -452,21 +504,29 @@ def to_snake(name: str) -> str:
 
 
 __all__ = [
+    "MODELS",
     "NAMESPACE",
     "PROFILES",
     "SECRET_KEYS",
     "SITE_TARGETS",
     "AppSpec",
+    "AwsStack",
     "CacheSpec",
     "ClusterSpec",
     "DomainSpec",
     "EdgeSpec",
+    "EdgeStack",
     "Env",
     "Environment",
+    "GcpStack",
     "NetworkSpec",
+    "OnpremStack",
     "PolicySpec",
     "QueueSpec",
     "Routing",
+    "SiteSpec",
+    "SiteStack",
     "StackSpec",
     "Target",
+    "parse_spec",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent_app import contract
 from agent_app.contract import Env
-from infra.spec import StackSpec
+from infra.spec import SiteSpec
 
 
 @dataclass(frozen=True)
@@ -48,27 +48,30 @@ MODEL_API_KEY = "model-api-key"
 
 
 def workloads(
-    spec: StackSpec,
+    spec: SiteSpec,
     *,
     redis_url: object,
     queue_url: object,
     api_keys_as_file: bool,
     extra_env: Mapping[str, object] | None = None,
+    role_env: Mapping[str, Mapping[str, object]] | None = None,
+    role_secret_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[Workload, Workload]:
     """The api and worker processes for a site.
 
     ``redis_url`` and ``queue_url`` come from the target's cache and queue components (they
     may be Outputs). ``api_keys_as_file`` says whether the platform mounts secrets as files
-    (Kubernetes, Cloud Run) or only injects them as variables (ECS).
+    (Kubernetes, Cloud Run) or only injects them as variables (ECS). ``role_env`` and
+    ``role_secret_env`` add what differs between the two processes on a target (a broker user
+    per role, say).
     """
-    assert spec.app is not None and spec.queue is not None
     app = spec.app
     env: dict[str, object] = {
         Env.SITE.value: spec.site_name,
         Env.REDIS_URL.value: redis_url,
         Env.QUEUE_URL.value: queue_url,
         Env.RATE_LIMIT_PER_MINUTE.value: str(app.rate_limit_per_minute),
-        Env.LOG_LEVEL.value: "info",
+        Env.LOG_LEVEL.value: contract.DEFAULT_LOG_LEVEL,
         Env.PORT.value: str(contract.DEFAULT_PORT),
         # The worker's task lease is the queue's visibility timeout / ack deadline.
         Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
@@ -76,14 +79,17 @@ def workloads(
         **(extra_env or {}),
     }
     secret_env: dict[str, str] = {Env.REDIS_PASSWORD.value: REDIS_AUTH}
-    if api_keys_as_file:
-        env[Env.API_KEYS_FILE.value] = f"{contract.API_KEYS_MOUNT_DIR}/{contract.API_KEYS_FILE_NAME}"
-    else:
-        secret_env[Env.API_KEYS.value] = API_KEYS
     for var, key in app.secrets.items():
         secret_env[var] = MODEL_API_KEY if key == "modelApiKey" else API_KEYS
     if spec.model_api_key is not None and Env.MODEL_API_KEY.value not in secret_env:
         secret_env[Env.MODEL_API_KEY.value] = MODEL_API_KEY
+    # Only the api serves clients: only it gets their keys.
+    api_env, api_secret_env = dict(env), dict(secret_env)
+    if api_keys_as_file:
+        api_env[Env.API_KEYS_FILE.value] = f"{contract.API_KEYS_MOUNT_DIR}/{contract.API_KEYS_FILE_NAME}"
+    else:
+        api_secret_env[Env.API_KEYS.value] = API_KEYS
+    role_env, role_secret_env = role_env or {}, role_secret_env or {}
     api = Workload(
         role="api",
         command=contract.API_COMMAND,
@@ -92,8 +98,8 @@ def workloads(
         memory=app.memory,
         min_replicas=app.replicas.min,
         max_replicas=app.replicas.max,
-        env=env,
-        secret_env=secret_env,
+        env={**api_env, **role_env.get("api", {})},
+        secret_env={**api_secret_env, **role_secret_env.get("api", {})},
     )
     worker = Workload(
         role="worker",
@@ -103,15 +109,15 @@ def workloads(
         memory=app.memory,
         min_replicas=app.worker_replicas.min,
         max_replicas=app.worker_replicas.max,
-        env=env,
-        secret_env=secret_env,
+        env={**env, **role_env.get("worker", {})},
+        secret_env={**secret_env, **role_secret_env.get("worker", {})},
     )
     return api, worker
 
 
-def secret_values(spec: StackSpec) -> dict[str, str]:
+def secret_values(spec: SiteSpec) -> dict[str, str]:
     """The secrets this stack's config provides (Pulumi secrets), by logical name."""
-    values = {API_KEYS: spec.api_keys or ""}
+    values = {API_KEYS: spec.api_keys}
     if spec.model_api_key is not None:
         values[MODEL_API_KEY] = spec.model_api_key
     return values

@@ -15,7 +15,8 @@ def open_queue(settings: Settings) -> TaskQueue:
     if isinstance(target, NatsQueue):
         from agent_app.queues.nats_queue import NatsTaskQueue
 
-        return NatsTaskQueue(target, lease_seconds=lease, ca_file=settings.queue_ca_file)
+        password = settings.queue_password.get_secret_value() if settings.queue_password else None
+        return NatsTaskQueue(target, lease_seconds=lease, ca_file=settings.queue_ca_file, password=password)
     if isinstance(target, SqsQueue):
         from agent_app.queues.sqs_queue import SqsTaskQueue
 

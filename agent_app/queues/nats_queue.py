@@ -56,10 +56,18 @@ class NatsDelivery(Delivery):
 class NatsTaskQueue(TaskQueue):
     kind = "nats"
 
-    def __init__(self, target: NatsQueue, *, lease_seconds: int, ca_file: Path | None) -> None:
+    def __init__(
+        self,
+        target: NatsQueue,
+        *,
+        lease_seconds: int,
+        ca_file: Path | None,
+        password: str | None = None,
+    ) -> None:
         self.target = target
         self.lease = lease_seconds
         self.ca_file = ca_file
+        self.password = password
         self.max_attempts = target.max_deliver
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -86,6 +94,8 @@ class NatsTaskQueue(TaskQueue):
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             dont_randomize=True,  # local node first, as the URL lists them
+            user=self.target.user,
+            password=self.password if self.target.user else None,
         )
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_SECONDS)
         replicas = min(3, len(self.target.servers))

@@ -77,6 +77,7 @@ class PubSubTaskQueue(TaskQueue):
         self.subscription = f"projects/{target.project}/subscriptions/{target.subscription}"
         self._publisher: pubsub_v1.PublisherClient | None = None
         self._subscriber: pubsub_v1.SubscriberClient | None = None
+        self._consuming = False
 
     async def call(self, method: str, **request: Any) -> Any:
         """A unary subscriber RPC in a thread, bounded by a timeout and without client retries."""
@@ -91,6 +92,7 @@ class PubSubTaskQueue(TaskQueue):
     async def start(self, *, consume: bool) -> None:
         self._publisher = pubsub_v1.PublisherClient()
         self._subscriber = pubsub_v1.SubscriberClient()
+        self._consuming = consume
         if consume:
             sub = await self.call("get_subscription", subscription=self.subscription)
             policy = sub.dead_letter_policy
@@ -130,6 +132,16 @@ class PubSubTaskQueue(TaskQueue):
         return list(deliveries)
 
     async def check(self) -> None:
+        """Readiness asks about the resource this process uses, with the grant it already
+        holds: the api its topic (pubsub.topics.get), the worker its subscription
+        (pubsub.subscriptions.get)."""
+        if self._consuming:
+            await bounded(
+                self.call("get_subscription", subscription=self.subscription),
+                CHECK_TIMEOUT_SECONDS + 1,
+                "Pub/Sub",
+            )
+            return
         if self._publisher is None:
             raise QueueUnavailable("not connected to Pub/Sub")
         publisher = self._publisher

@@ -19,15 +19,14 @@ from infra.aws.queue import Queue, QueueArgs
 from infra.aws.secrets import Secrets, SecretsArgs
 from infra.aws.service import Service, ServiceArgs
 from infra.aws.site import AwsSite, AwsSpecError, check_spec
-from infra.spec import StackSpec
+from infra.spec import AwsStack
 from infra.workload import secret_values, workloads
 
 ROLES = ("api", "worker")
 
 
-def deploy(spec: StackSpec) -> dict[str, Any]:
+def deploy(spec: AwsStack) -> dict[str, Any]:
     """Create the site and return its stack outputs (infra.outputs.SiteOutputs keys)."""
-    assert spec.app and spec.cache and spec.queue and spec.domain and spec.region and spec.account_id
     try:
         check_spec(spec)
     except AwsSpecError as exc:
@@ -129,6 +128,7 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         "site": spec.site_name,
         "endpoint": lb.endpoint,
         "endpointHost": lb.alb.dns_name,
+        "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "region": spec.region,
         "clusterName": service.cluster.name,

@@ -244,34 +244,43 @@ class LoadBalancer(Capability):
         )
 
     def _certificate(self, name: str, site: AwsSite, domain: DomainSpec) -> pulumi.Output[str]:
-        """A new ACM certificate for the site's host name, validated through its Route 53 zone."""
+        """A new ACM certificate for every name the site answers to (its own, then its aliases
+        such as the edge's global name), each validated through the Route 53 zone."""
         assert domain.zone_id is not None
-        # The site certificate, issued by ACM once the DNS record below proves the name.
+        names = domain.host_names
+        # The site certificate, issued by ACM once the DNS records below prove every name.
         cert = aws.acm.Certificate(
             f"{name}-cert",
-            domain_name=domain.name,
+            domain_name=names[0],
+            subject_alternative_names=names[1:] or None,
             validation_method="DNS",
             key_algorithm="EC_prime256v1",
             tags=site.tagged("cert"),
             opts=self.child(),
         )
-        option = cert.domain_validation_options.apply(lambda opts: opts[0])
-        # The validation CNAME ACM asks for.
-        record = aws.route53.Record(
-            f"{name}-cert-validation",
-            zone_id=domain.zone_id,
-            name=option.apply(lambda o: o.resource_record_name or ""),
-            type=option.apply(lambda o: o.resource_record_type or "CNAME"),
-            records=[option.apply(lambda o: o.resource_record_value or "")],
-            ttl=60,
-            allow_overwrite=True,
-            opts=self.child(),
-        )
+        records = []
+        for i, host in enumerate(names):
+            option = cert.domain_validation_options.apply(
+                lambda opts, host=host: next(o for o in opts if o.domain_name == host)
+            )
+            # The validation CNAME ACM asks for, one per name.
+            records.append(
+                aws.route53.Record(
+                    f"{name}-cert-validation" + (f"-{i}" if i else ""),
+                    zone_id=domain.zone_id,
+                    name=option.apply(lambda o: o.resource_record_name or ""),
+                    type=option.apply(lambda o: o.resource_record_type or "CNAME"),
+                    records=[option.apply(lambda o: o.resource_record_value or "")],
+                    ttl=60,
+                    allow_overwrite=True,
+                    opts=self.child(),
+                )
+            )
         # Waits until the certificate is issued, so the listener never gets a pending one.
         validation = aws.acm.CertificateValidation(
             f"{name}-cert",
             certificate_arn=cert.arn,
-            validation_record_fqdns=[record.fqdn],
+            validation_record_fqdns=[r.fqdn for r in records],
             opts=self.child(),
         )
         return validation.certificate_arn

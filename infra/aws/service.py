@@ -27,6 +27,11 @@ _ECR_RE = re.compile(
     r"(?P<repo>[a-z0-9._/-]+?)(?::[A-Za-z0-9_.-]+)?(?:@sha256:[a-f0-9]{64})?$"
 )
 SCRATCH_VOLUME = "scratch"
+# Fargate creates a task's bind-mount volume owned by root (mode 0755): the app's non-root user
+# could not write its scratch dir. This container runs first, opens the directory up the way
+# /tmp is (sticky, world-writable), and exits; the app's containers wait for its success.
+SCRATCH_INIT = "scratch-permissions"
+SCRATCH_MODE = 0o1777
 # The ECS task actions the worker and api need on the queue, and nothing else.
 QUEUE_ACTIONS: tuple[str, ...] = (
     "sqs:SendMessage",
@@ -199,9 +204,40 @@ class Service(Capability):
         )
         return role
 
+    def _logs(self, args: ServiceArgs, workload: Workload) -> dict[str, Any]:
+        site = args.site
+        return {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": site.log_group_name(workload.role),
+                "awslogs-region": site.region,
+                "awslogs-stream-prefix": workload.role,
+                "mode": "non-blocking",
+                "max-buffer-size": "25m",
+            },
+        }
+
+    def _scratch_init(self, args: ServiceArgs, workload: Workload) -> dict[str, Any]:
+        """Makes the scratch volume writable for the app's user, then exits (see SCRATCH_INIT).
+
+        Root only for one chmod of a directory root owns, which needs no capability: every
+        capability is dropped and the root filesystem stays read-only."""
+        return {
+            "name": SCRATCH_INIT,
+            "image": args.image,
+            "essential": False,
+            "user": "0:0",
+            "command": ["python", "-c", f"import os; os.chmod({contract.SCRATCH_DIR!r}, {SCRATCH_MODE:#o})"],
+            "readonlyRootFilesystem": True,
+            "mountPoints": [
+                {"sourceVolume": SCRATCH_VOLUME, "containerPath": contract.SCRATCH_DIR, "readOnly": False}
+            ],
+            "linuxParameters": {"capabilities": {"drop": ["ALL"]}},
+            "logConfiguration": self._logs(args, workload),
+        }
+
     def _container(self, args: ServiceArgs, workload: Workload) -> dict[str, Any]:
         """The container definition: hardened, secrets by reference, logs to CloudWatch."""
-        site = args.site
         container: dict[str, Any] = {
             "name": workload.role,
             "image": args.image,
@@ -218,18 +254,10 @@ class Service(Capability):
             "mountPoints": [
                 {"sourceVolume": SCRATCH_VOLUME, "containerPath": contract.SCRATCH_DIR, "readOnly": False}
             ],
+            "dependsOn": [{"containerName": SCRATCH_INIT, "condition": "SUCCESS"}],
             "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
             "stopTimeout": 30,
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": site.log_group_name(workload.role),
-                    "awslogs-region": site.region,
-                    "awslogs-stream-prefix": workload.role,
-                    "mode": "non-blocking",
-                    "max-buffer-size": "25m",
-                },
-            },
+            "logConfiguration": self._logs(args, workload),
         }
         # Both processes serve their probes and metrics on the contract's port.
         container["portMappings"] = [{"containerPort": workload.port, "protocol": "tcp", "name": "http"}]
@@ -269,7 +297,9 @@ class Service(Capability):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             volumes=[{"name": SCRATCH_VOLUME}],
-            container_definitions=pulumi.Output.json_dumps([self._container(args, workload)]),
+            container_definitions=pulumi.Output.json_dumps(
+                [self._scratch_init(args, workload), self._container(args, workload)]
+            ),
             tags=site.tagged(role),
             opts=self.child(depends_on=[self.log_groups[role]]),
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 
-from infra.spec import Environment, StackSpec
+from infra.spec import AwsStack, Environment
 
 # The retention values CloudWatch Logs accepts (days); anything else is refused by the API.
 LOG_RETENTION_DAYS: tuple[int, ...] = (
@@ -42,9 +42,8 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
-def check_spec(spec: StackSpec) -> None:
+def check_spec(spec: AwsStack) -> None:
     """Refuse, before any resource is registered, values AWS would reject half-way through."""
-    assert spec.app is not None
     problems: list[str] = []
     if spec.log_retention_days not in LOG_RETENTION_DAYS:
         problems.append(
@@ -90,8 +89,7 @@ class AwsSite:
     tags: Mapping[str, str]
 
     @classmethod
-    def from_spec(cls, spec: StackSpec) -> AwsSite:
-        assert spec.region is not None and spec.account_id is not None
+    def from_spec(cls, spec: AwsStack) -> AwsSite:
         return cls(
             name=spec.site_name,
             environment=spec.environment,

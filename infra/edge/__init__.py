@@ -17,20 +17,20 @@ from infra.edge.alarms import Alarms, AlarmsArgs
 from infra.edge.health_checks import HealthChecks, HealthChecksArgs
 from infra.edge.records import Records, RecordsArgs
 from infra.edge.sites import read_site
-from infra.spec import StackSpec
+from infra.spec import EdgeStack
 
 ROUTE53_METRICS_REGION = "us-east-1"
 
 
-def deploy(spec: StackSpec) -> dict[str, Any]:
-    assert spec.edge is not None
+def deploy(spec: EdgeStack) -> dict[str, Any]:
     edge = spec.edge
     # Explicit provider: no ambient region; Route 53 metrics exist only in us-east-1.
     provider = aws.Provider("us-east-1", region=ROUTE53_METRICS_REGION)
     opts = pulumi.ResourceOptions(providers=[provider])
     tags = spec.labels()
 
-    sites = [read_site(s) for s in edge.sites]
+    # Each site must serve the global name (its certificate and host rules): checked on its outputs.
+    sites = [read_site(s, global_name=edge.record_name) for s in edge.sites]
     checks = HealthChecks(
         "health-checks",
         HealthChecksArgs(
@@ -54,7 +54,11 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         ),
         opts,
     )
-    Alarms("alarms", AlarmsArgs(health_checks=checks.ids, tags=tags), opts)
+    Alarms(
+        "alarms",
+        AlarmsArgs(health_checks=checks.ids, tags=tags, region=ROUTE53_METRICS_REGION),
+        opts,
+    )
 
     return {
         "target": spec.target.value,

@@ -57,49 +57,48 @@ class Records(Capability):
         else:
             ordered = sorted(args.sites, key=lambda s: (s.config.priority, s.config.name))
             last = len(ordered) - 2
-            for tier in range(len(ordered) - 1):
+            # Built from the last tier up: an alias must point at records that already exist
+            # (Route 53 refuses it otherwise), so each tier's alias depends on the next tier.
+            tiers: dict[int, list[aws.route53.Record]] = {}
+            for tier in reversed(range(len(ordered) - 1)):
                 here = tier_name(args.record_name, tier)
                 # PRIMARY: the highest-priority site left, while its health check passes.
-                self.records.append(
-                    self._cname(
-                        f"primary-{ordered[tier].config.name}",
-                        here,
-                        ordered[tier],
-                        failover="PRIMARY",
-                    )
+                primary = self._cname(
+                    f"primary-{ordered[tier].config.name}",
+                    here,
+                    ordered[tier],
+                    failover="PRIMARY",
                 )
                 if tier == last:
                     # SECONDARY: the last site, answering when everything above it is down.
-                    self.records.append(
-                        self._cname(
-                            f"secondary-{ordered[tier + 1].config.name}",
-                            here,
-                            ordered[tier + 1],
-                            failover="SECONDARY",
-                        )
+                    secondary = self._cname(
+                        f"secondary-{ordered[tier + 1].config.name}",
+                        here,
+                        ordered[tier + 1],
+                        failover="SECONDARY",
                     )
                 else:
                     # SECONDARY: the next tier's failover pair (an alias within the zone).
-                    self.records.append(
-                        aws.route53.Record(
-                            f"secondary-tier-{tier + 1}",
-                            zone_id=args.zone_id,
-                            name=here,
-                            type="CNAME",
-                            set_identifier=f"tier-{tier + 1}",
-                            failover_routing_policies=[
-                                aws.route53.RecordFailoverRoutingPolicyArgs(type="SECONDARY")
-                            ],
-                            aliases=[
-                                aws.route53.RecordAliasArgs(
-                                    name=tier_name(args.record_name, tier + 1),
-                                    zone_id=args.zone_id,
-                                    evaluate_target_health=True,
-                                )
-                            ],
-                            opts=self.child(),
-                        )
+                    secondary = aws.route53.Record(
+                        f"secondary-tier-{tier + 1}",
+                        zone_id=args.zone_id,
+                        name=here,
+                        type="CNAME",
+                        set_identifier=f"tier-{tier + 1}",
+                        failover_routing_policies=[
+                            aws.route53.RecordFailoverRoutingPolicyArgs(type="SECONDARY")
+                        ],
+                        aliases=[
+                            aws.route53.RecordAliasArgs(
+                                name=tier_name(args.record_name, tier + 1),
+                                zone_id=args.zone_id,
+                                evaluate_target_health=True,
+                            )
+                        ],
+                        opts=self.child(depends_on=tiers[tier + 1]),
                     )
+                tiers[tier] = [primary, secondary]
+            self.records += [r for tier in sorted(tiers) for r in tiers[tier]]
         self.register_outputs({"fqdn": args.record_name, "records": len(self.records)})
 
     def _cname(

@@ -48,18 +48,29 @@ def _unknown() -> pulumi.Output[SiteOutputs]:
     return pulumi.Output(set(), value, known)
 
 
-def _site_outputs(stack: str, outputs: Any) -> SiteOutputs | pulumi.Output[SiteOutputs]:
+def _serves(stack: str, site: SiteOutputs, global_name: str) -> SiteOutputs:
+    """A site the edge sends the global name to must answer to it: its certificate must cover
+    it and its host rules route it, or every client's TLS check fails there."""
+    if global_name not in site.host_names:
+        raise ValueError(
+            f"stack {stack} does not serve the global name {global_name!r} (its hostNames are "
+            f"{site.host_names}); add it to skyfleet:domain.aliases of that stack and deploy it first"
+        )
+    return site
+
+
+def _site_outputs(stack: str, outputs: Any, global_name: str) -> SiteOutputs | pulumi.Output[SiteOutputs]:
     # A site stack that exports nothing yet: a preview shows the edge's values as unknown;
     # an update stops with the clear error (deploy the sites first).
     if not outputs and pulumi.runtime.is_dry_run():
         return _unknown()
-    return _validated(stack, outputs)
+    return _serves(stack, _validated(stack, outputs), global_name)
 
 
-def read_site(site: EdgeSite) -> Site:
+def read_site(site: EdgeSite, *, global_name: str) -> Site:
     # The site's own stack: its exported endpoint is the only source of its address.
     ref = pulumi.StackReference(site.stack)
-    outputs = ref.outputs.apply(lambda o: _site_outputs(site.stack, o))
+    outputs = ref.outputs.apply(lambda o: _site_outputs(site.stack, o, global_name))
     return Site(
         config=site,
         host=outputs.apply(lambda o: o.endpoint_host),

@@ -25,18 +25,18 @@ from infra.gcp.queue import MAX_DELIVERY_ATTEMPTS, MIN_DELIVERY_ATTEMPTS, Queue,
 from infra.gcp.secrets import Secrets, SecretsArgs
 from infra.gcp.service import REDIS_CA, REDIS_CA_FILE, Service, ServiceArgs
 from infra.gcp.site import Site
-from infra.spec import StackSpec
+from infra.spec import GcpStack
 from infra.workload import REDIS_AUTH, secret_values, workloads
 
 # Cloud Logging keeps a bucket's logs at most this long.
 MAX_LOG_RETENTION_DAYS = 3650
 
 
-def check(spec: StackSpec) -> None:
+def check(spec: GcpStack) -> None:
     """Refuse values GCP cannot honour before any resource is registered."""
     problems: list[Problem] = []
     q = spec.queue
-    if q is not None and not MIN_DELIVERY_ATTEMPTS <= q.max_delivery_attempts <= MAX_DELIVERY_ATTEMPTS:
+    if not MIN_DELIVERY_ATTEMPTS <= q.max_delivery_attempts <= MAX_DELIVERY_ATTEMPTS:
         problems.append(
             Problem(
                 "skyfleet:queue.maxDeliveryAttempts",
@@ -61,24 +61,18 @@ def check(spec: StackSpec) -> None:
         raise pulumi.RunError(str(SpecError(source, problems)))
 
 
-def deploy(spec: StackSpec) -> dict[str, Any]:
+def deploy(spec: GcpStack) -> dict[str, Any]:
     check(spec)
-    assert spec.app is not None and spec.cache is not None and spec.queue is not None
-    assert spec.domain is not None
     site = Site.from_spec(spec)
 
     # One explicit provider: every resource in the site's project and region, nothing from
     # ambient gcloud defaults.
     provider = gcp.Provider("gcp", project=site.project, region=site.region)
-    opts = pulumi.ResourceOptions(provider=provider)
+    apis = Apis("apis", ApisArgs(site=site), pulumi.ResourceOptions(provider=provider))
+    # Every resource below waits for the API it calls (a fresh project has none enabled).
+    opts = pulumi.ResourceOptions(provider=provider, transformations=[apis.needs_api])
 
-    apis = Apis("apis", ApisArgs(site=site), opts)
-
-    network = Network(
-        "network",
-        NetworkArgs(site=site, network=spec.network, depends_on=apis.needed("compute", "servicenetworking")),
-        opts,
-    )
+    network = Network("network", NetworkArgs(site=site, network=spec.network), opts)
 
     cache = Cache(
         "cache",
@@ -87,7 +81,7 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
             cache=spec.cache,
             network=network.vpc.id,
             reserved_range=network.services_range.name,
-            depends_on=[*apis.needed("redis"), network.services_connection],
+            depends_on=[network.services_connection],
         ),
         opts,
     )
@@ -101,16 +95,11 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
                 REDIS_AUTH: cache.auth_string,
                 REDIS_CA: cache.ca_certs,
             },
-            depends_on=apis.needed("secretmanager"),
         ),
         opts,
     )
 
-    queue = Queue(
-        "queue",
-        QueueArgs(site=site, queue=spec.queue, depends_on=apis.needed("pubsub", "cloudresourcemanager")),
-        opts,
-    )
+    queue = Queue("queue", QueueArgs(site=site, queue=spec.queue), opts)
 
     api, worker = workloads(
         spec,
@@ -119,6 +108,9 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         api_keys_as_file=True,
         extra_env={
             Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
+            # Memorystore's certificate names its IP in the CN only; the chain is still checked
+            # against the instance's own CA (mounted above), which signs nothing else.
+            Env.REDIS_TLS_CHECK_HOSTNAME.value: "false",
         },
     )
     service = Service(
@@ -135,7 +127,6 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
             subscription=queue.subscription,
             log_retention_days=spec.log_retention_days,
             cpu_target_percent=spec.app.autoscaling.cpu_target_percent,
-            depends_on=apis.needed("run", "iam", "logging"),
         ),
         opts,
     )
@@ -144,11 +135,10 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         "load-balancer",
         LoadBalancerArgs(
             site=site,
-            domain=spec.domain.name,
+            host_names=spec.domain.host_names,
             api=service.api,
             cloud_armor=spec.cloud_armor,
             rate_limit_per_minute=spec.app.rate_limit_per_minute,
-            depends_on=apis.needed("compute"),
         ),
         opts,
     )
@@ -162,7 +152,6 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
             dead_letter_subscription=queue.dead_letter_subscription.name,
             cache_instance=cache.instance.id,
             alert_email=spec.alert_email,
-            depends_on=apis.needed("monitoring"),
         ),
         opts,
     )
@@ -173,12 +162,15 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         "site": site.name,
         "endpoint": f"https://{spec.domain.name}",
         "endpointHost": spec.domain.name,
+        "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "region": site.region,
         "project": site.project,
         "apiServiceName": service.api.name,
         "workerServiceName": service.services["worker"].name,
         "ipAddress": lb.ip_address,
+        # CNAMEs that prove control of each name to Certificate Manager (the edge creates them).
+        "dnsAuthorizations": lb.dns_authorizations,
         "taskTopic": queue.topic.name,
         "deadLetterSubscription": queue.dead_letter_subscription.name,
     }

@@ -5,7 +5,6 @@ stack names an address.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -29,14 +28,12 @@ class AlarmsArgs:
     dead_letter_subscription: pulumi.Input[str]
     cache_instance: pulumi.Input[str]  # projects/<p>/locations/<r>/instances/<name>
     alert_email: str | None = None
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Alarms(GcpCapability):
     def __init__(self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, opts)
         site = args.site
-        deps = list(args.depends_on)
         channels: list[pulumi.Input[str]] = []
         if args.alert_email:
             # Where alerts go.
@@ -47,7 +44,7 @@ class Alarms(GcpCapability):
                 type="email",
                 labels={"email_address": args.alert_email},
                 user_labels=dict(site.labels),
-                opts=self.child(depends_on=deps),
+                opts=self.child(),
             )
             channels.append(self.channel.id)
 
@@ -69,7 +66,7 @@ class Alarms(GcpCapability):
                 alert_strategy=mon.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
                 documentation=mon.AlertPolicyDocumentationArgs(content=doc, mime_type="text/markdown"),
                 user_labels=dict(site.labels),
-                opts=self.child(depends_on=deps),
+                opts=self.child(),
             )
 
         lb = (

@@ -1,12 +1,17 @@
-"""The global external Application Load Balancer in front of the api: HTTPS only (Google-managed
-certificate, TLS 1.2+ policy), HTTP answered with a redirect, request logging, and an optional
-Cloud Armor policy (WAF rules and a per-client rate limit).
+"""The global external Application Load Balancer in front of the api: HTTPS only (a
+Google-managed certificate for every name the site answers to, TLS 1.2+ policy), HTTP answered
+with a redirect, request logging, and an optional Cloud Armor policy (WAF rules and a
+per-client rate limit).
 
-How public traffic reaches Cloud Run: a serverless NEG cannot present an identity token, so the
-api grants ``roles/run.invoker`` to ``allUsers`` on that one service, and its ingress setting
-(internal + load balancer) is what keeps the internet off its own URL: requests to *.run.app
-from outside are refused before IAM. Clients authenticate to the app with API keys. IAP was not
-chosen: it needs Google identities, and the app's callers are machines with API keys.
+Certificates: Certificate Manager with DNS authorization, because the site also answers to the
+edge's global name, whose DNS points at whichever site the edge picks: a load-balancer
+authorized certificate could never be issued for it. The authorization CNAMEs are exported
+(``dnsAuthorizations``); the edge stack creates them in its zone.
+
+How public traffic reaches Cloud Run: a serverless NEG presents no identity, so the api service
+has its invoker check disabled, and its ingress setting (internal + load balancer) is what keeps
+the internet off its own URL. Clients authenticate to the app with API keys. IAP was not chosen:
+it needs Google identities, and the app's callers are machines with API keys.
 """
 
 from __future__ import annotations
@@ -26,16 +31,22 @@ compute = gcp.compute
 # may carry several clients behind a NAT); the app enforces the exact per-key limit.
 EDGE_RATE_FACTOR = 5
 WAF_RULES: tuple[str, ...] = ("sqli-v33-stable", "xss-v33-stable", "lfi-v33-stable", "rce-v33-stable")
+# Sensitivity 1 runs only the rules with the fewest false positives (the default, 4, runs all).
+WAF_SENSITIVITY = 1
+# Free text from users (chat messages, task inputs): an agent's users paste SQL, HTML and shell
+# as a matter of course. The app treats that text as data, never as a query or markup, so the
+# WAF does not inspect these routes (Cloud Armor cannot exclude a JSON body field); the rate
+# limit below still applies to them.
+FREE_TEXT_PATHS = r"^/v1/sessions/[^/]+/(messages|tasks)$"
 
 
 @dataclass(frozen=True)
 class LoadBalancerArgs:
     site: Site
-    domain: str
+    host_names: Sequence[str]  # the site's own name first
     api: gcp.cloudrunv2.Service
     cloud_armor: bool
     rate_limit_per_minute: int
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class LoadBalancer(GcpCapability):
@@ -43,19 +54,6 @@ class LoadBalancer(GcpCapability):
         super().__init__(name, opts)
         site = args.site
         labels = dict(site.labels)
-        deps = list(args.depends_on)
-
-        # Lets the load balancer (and nothing else outside the VPC, see the ingress setting) invoke
-        # the api; bound on the api service only, never on the project, never on the worker.
-        self.invoker = gcp.cloudrunv2.ServiceIamMember(
-            "api-lb-invoker",
-            project=site.project,
-            location=site.region,
-            name=args.api.name,
-            role="roles/run.invoker",
-            member="allUsers",
-            opts=self.child(),
-        )
 
         # The api's Cloud Run service as a load balancer backend.
         self.neg = compute.RegionNetworkEndpointGroup(
@@ -65,7 +63,7 @@ class LoadBalancer(GcpCapability):
             region=site.region,
             network_endpoint_type="SERVERLESS",
             cloud_run=compute.RegionNetworkEndpointGroupCloudRunArgs(service=args.api.name),
-            opts=self.child(depends_on=deps),
+            opts=self.child(),
         )
 
         self.security_policy = self._cloud_armor(args) if args.cloud_armor else None
@@ -93,13 +91,7 @@ class LoadBalancer(GcpCapability):
             opts=self.child(),
         )
 
-        # Google-managed certificate for the site's name (issued once DNS points at the address).
-        self.certificate = compute.ManagedSslCertificate(
-            "certificate",
-            project=site.project,
-            managed=compute.ManagedSslCertificateManagedArgs(domains=[args.domain]),
-            opts=self.child(),
-        )
+        certificate_map = self._certificates(args)
 
         # TLS 1.2 and up only, modern ciphers (RESTRICTED in prod: only the strongest suites).
         self.ssl_policy = compute.SSLPolicy(
@@ -116,7 +108,7 @@ class LoadBalancer(GcpCapability):
             name=site.resource_name("https"),
             project=site.project,
             url_map=self.url_map.id,
-            ssl_certificates=[self.certificate.id],
+            certificate_map=certificate_map,
             ssl_policy=self.ssl_policy.id,
             opts=self.child(),
         )
@@ -186,6 +178,85 @@ class LoadBalancer(GcpCapability):
             }
         )
 
+    def _certificates(self, args: LoadBalancerArgs) -> pulumi.Output[str]:
+        """A managed certificate for every name, proven by DNS; returns the certificate map the
+        HTTPS proxy serves from."""
+        site, names = args.site, list(args.host_names)
+        cm = gcp.certificatemanager
+        # Proof of control of each name: a CNAME the edge (or you) creates in the name's zone.
+        self.dns_authorization = [
+            cm.DnsAuthorization(
+                f"dns-authorization-{i}",
+                name=site.resource_name(f"dns-auth-{i}"),
+                project=site.project,
+                location="global",
+                domain=host,
+                labels=dict(site.labels),
+                opts=self.child(),
+            )
+            for i, host in enumerate(names)
+        ]
+        # The site certificate: every name, issued (and renewed) by Google once the CNAMEs exist.
+        self.certificate = cm.Certificate(
+            "certificate",
+            name=site.resource_name("certificate"),
+            project=site.project,
+            location="global",
+            scope="DEFAULT",
+            managed=cm.CertificateManagedArgs(
+                domains=names, dns_authorizations=[a.id for a in self.dns_authorization]
+            ),
+            labels=dict(site.labels),
+            opts=self.child(),
+        )
+        # Which certificate answers which name; the primary entry answers clients without SNI.
+        self.certificate_map = cm.CertificateMap(
+            "certificate-map",
+            name=site.resource_name("certificates"),
+            project=site.project,
+            labels=dict(site.labels),
+            opts=self.child(),
+        )
+        entries = [
+            cm.CertificateMapEntry(
+                f"certificate-map-{i}",
+                name=site.resource_name(f"host-{i}"),
+                project=site.project,
+                map=self.certificate_map.name,
+                hostname=host,
+                certificates=[self.certificate.id],
+                labels=dict(site.labels),
+                opts=self.child(),
+            )
+            for i, host in enumerate(names)
+        ]
+        entries.append(
+            cm.CertificateMapEntry(
+                "certificate-map-primary",
+                name=site.resource_name("primary"),
+                project=site.project,
+                map=self.certificate_map.name,
+                matcher="PRIMARY",
+                certificates=[self.certificate.id],
+                labels=dict(site.labels),
+                opts=self.child(),
+            )
+        )
+        self.dns_authorizations: pulumi.Output[list[dict[str, str]]] = pulumi.Output.all(
+            *(a.dns_resource_records for a in self.dns_authorization)
+        ).apply(
+            # Output types are dicts of their properties (typed objects only on the real engine).
+            lambda all_records: [
+                {"name": r.get("name") or "", "type": r.get("type") or "CNAME", "data": r.get("data") or ""}
+                for records in all_records
+                for r in records or []
+            ]
+        )
+        # The proxy may only serve the map once its entries exist.
+        return pulumi.Output.all(self.certificate_map.id, *(e.id for e in entries)).apply(
+            lambda ids: f"//certificatemanager.googleapis.com/{ids[0]}"
+        )
+
     def _cloud_armor(self, args: LoadBalancerArgs) -> compute.SecurityPolicy:
         """WAF rules deny common injection attacks; each client IP is throttled at the edge (429)
         well above the app's per-key limit; layer-7 DDoS defence on."""
@@ -194,10 +265,13 @@ class LoadBalancer(GcpCapability):
             compute.SecurityPolicyRuleArgs(
                 priority=1000 + i,
                 action="deny(403)",
-                description=f"OWASP CRS: {expr}",
+                description=f"OWASP CRS: {expr}, sensitivity {WAF_SENSITIVITY}, free-text routes excepted",
                 match=compute.SecurityPolicyRuleMatchArgs(
                     expr=compute.SecurityPolicyRuleMatchExprArgs(
-                        expression=f"evaluatePreconfiguredWaf('{expr}')"
+                        expression=(
+                            f"evaluatePreconfiguredWaf('{expr}', {{'sensitivity': {WAF_SENSITIVITY}}})"
+                            f" && !request.path.matches('{FREE_TEXT_PATHS}')"
+                        )
                     )
                 ),
             )

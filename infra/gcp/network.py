@@ -5,7 +5,6 @@ private services range Memorystore peers into. Nothing here has a public address
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -19,14 +18,12 @@ from infra.spec import NetworkSpec
 class NetworkArgs:
     site: Site
     network: NetworkSpec
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Network(GcpCapability):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, opts)
         site, net = args.site, args.network
-        deps = list(args.depends_on)
 
         # Custom-mode VPC: subnets only where we say, no auto-created ranges in every region.
         self.vpc = gcp.compute.Network(
@@ -36,7 +33,7 @@ class Network(GcpCapability):
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
             description=f"Skyfleet {site.name}: Cloud Run egress and Memorystore",
-            opts=self.child(depends_on=deps),
+            opts=self.child(),
         )
 
         # The subnet Cloud Run instances get their egress addresses from; Google APIs (Pub/Sub,

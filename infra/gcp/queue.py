@@ -9,7 +9,6 @@ messages at most 7 days, Pub/Sub's limit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -38,7 +37,6 @@ def subscription_retention(value: int) -> str:
 class QueueArgs:
     site: Site
     queue: QueueSpec
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Queue(GcpCapability):
@@ -46,15 +44,13 @@ class Queue(GcpCapability):
         super().__init__(name, opts)
         site, q = args.site, args.queue
         labels = dict(site.labels)
-        deps = list(args.depends_on)
 
-        # Pub/Sub's service agent moves dead letters; it is named after the project number.
-        project = gcp.organizations.get_project_output(
-            project_id=site.project, opts=pulumi.InvokeOutputOptions(parent=self, depends_on=deps)
+        # Pub/Sub's service agent moves dead letters. Google creates it lazily; generating it
+        # here means the grants below never name an agent that does not exist yet.
+        self.service_agent = gcp.projects.ServiceIdentity(
+            "pubsub-agent", project=site.project, service="pubsub.googleapis.com", opts=self.child()
         )
-        service_agent = project.number.apply(
-            lambda n: f"serviceAccount:service-{n}@gcp-sa-pubsub.iam.gserviceaccount.com"
-        )
+        service_agent = pulumi.Output.concat("serviceAccount:", self.service_agent.email)
 
         # Tasks the api enqueues (Google-managed encryption at rest).
         self.topic = gcp.pubsub.Topic(
@@ -63,7 +59,7 @@ class Queue(GcpCapability):
             project=site.project,
             message_retention_duration=seconds(q.retention_seconds),
             labels=labels,
-            opts=self.child(depends_on=deps),
+            opts=self.child(),
         )
 
         # Where a task lands after max delivery attempts.
@@ -73,7 +69,7 @@ class Queue(GcpCapability):
             project=site.project,
             message_retention_duration=seconds(q.dlq_retention_seconds),
             labels=labels,
-            opts=self.child(depends_on=deps),
+            opts=self.child(),
         )
 
         # The worker's pull subscription: the ack deadline is the task lease, failed deliveries

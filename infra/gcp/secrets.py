@@ -5,7 +5,7 @@ Pulumi secrets and are never printed. Access is granted per secret by the Servic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -19,7 +19,6 @@ class SecretsArgs:
     site: Site
     # logical name (infra.workload API_KEYS, REDIS_AUTH, ...) -> value
     values: Mapping[str, pulumi.Input[str]]
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Secrets(GcpCapability):
@@ -43,7 +42,7 @@ class Secrets(GcpCapability):
                 ),
                 deletion_protection=site.deletion_protection,
                 labels=dict(site.labels),
-                opts=self.child(depends_on=list(args.depends_on)),
+                opts=self.child(),
             )
             # The value, stored as a version; Cloud Run pins this version, so a new value rolls
             # out as a new revision.

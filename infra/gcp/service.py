@@ -82,7 +82,6 @@ class ServiceArgs:
     subscription: gcp.pubsub.Subscription
     log_retention_days: int
     cpu_target_percent: int
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Service(GcpCapability):
@@ -123,11 +122,7 @@ class Service(GcpCapability):
         env = dict(w.env)
         files: list[FileSecret] = [FileSecret(REDIS_CA, REDIS_CA_MOUNT_DIR, REDIS_CA_FILE_NAME)]
         if Env.API_KEYS_FILE.value in env:
-            if w.public:
-                files.append(FileSecret(API_KEYS, contract.API_KEYS_MOUNT_DIR, contract.API_KEYS_FILE_NAME))
-            else:
-                # The worker serves no client requests: it gets neither the keys nor the variable.
-                del env[Env.API_KEYS_FILE.value]
+            files.append(FileSecret(API_KEYS, contract.API_KEYS_MOUNT_DIR, contract.API_KEYS_FILE_NAME))
 
         # Read access to exactly the secrets this process mounts or injects.
         used = sorted({f.logical for f in files} | set(w.secret_env.values()))
@@ -164,7 +159,11 @@ class Service(GcpCapability):
         ]
 
         # The api takes only load-balancer (and VPC) traffic; the worker only VPC traffic. Egress to
-        # private ranges (Memorystore) goes through the VPC subnet; the rest leaves directly.
+        # private ranges (Memorystore) goes through the VPC subnet; the rest leaves directly. The
+        # api's invoker check is off: the load balancer's serverless NEG presents no identity, and
+        # the ingress setting is what keeps everyone else off its *.run.app URL (clients
+        # authenticate to the app with API keys). This needs no allUsers grant, which Domain
+        # Restricted Sharing would refuse.
         svc = run.Service(
             role,
             name=site.resource_name(role, 49),
@@ -172,7 +171,7 @@ class Service(GcpCapability):
             location=site.region,
             description=f"Skyfleet {site.name} {role}",
             ingress=API_INGRESS if w.public else WORKER_INGRESS,
-            invoker_iam_disabled=False,
+            invoker_iam_disabled=w.public,
             deletion_protection=site.deletion_protection,
             labels={**site.labels, "role": role},
             template=run.ServiceTemplateArgs(
@@ -199,7 +198,7 @@ class Service(GcpCapability):
                 containers=containers,
                 volumes=volumes,
             ),
-            opts=self.child(depends_on=[*args.depends_on, *accessors, *queue_grants]),
+            opts=self.child(depends_on=[*accessors, *queue_grants]),
         )
         self.services[role] = svc
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from infra.component import Capability
-from infra.spec import Environment, StackSpec
+from infra.spec import Environment, GcpStack
 
 # GCP resource names: lower-case letters, digits and hyphens, at most 63 characters.
 _NAME_LIMIT = 63
@@ -26,8 +26,7 @@ class Site:
     prod: bool
 
     @classmethod
-    def from_spec(cls, spec: StackSpec) -> Site:
-        assert spec.project is not None and spec.region is not None  # the spec validated them
+    def from_spec(cls, spec: GcpStack) -> Site:
         return cls(
             name=spec.site_name,
             project=spec.project,

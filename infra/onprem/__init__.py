@@ -2,8 +2,8 @@
 
 Top to bottom: the provider for the spec's context, then the namespace and its policies, the
 secrets, Redis and NATS JetStream (both TLS, with volumes), the api and worker, the Ingress and
-the alarms. Data stores use the cluster's cert-manager ClusterIssuer for TLS, so clients verify
-them against its CA.
+the alarms. Data stores get their TLS certificates from the cluster's private CA issuer (clients
+verify them against its CA); the Ingress from a publicly trusted issuer.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from infra.onprem.network import Network, NetworkArgs
 from infra.onprem.queue import DLQ_STREAM, Queue, QueueArgs
 from infra.onprem.secrets import Secrets, SecretsArgs
 from infra.onprem.service import QUEUE_CA_FILE, REDIS_CA_FILE, Service, ServiceArgs
-from infra.spec import Environment, StackSpec
+from infra.spec import Environment, OnpremStack
 
 
-def deploy(spec: StackSpec) -> dict[str, Any]:
-    assert spec.cluster and spec.app and spec.cache and spec.queue and spec.domain
+def deploy(spec: OnpremStack) -> dict[str, Any]:
     cluster, app = spec.cluster, spec.app
     prod = spec.environment is Environment.PROD
 
@@ -63,9 +62,9 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         CacheArgs(
             place=place,
             image=cluster.redis_image,
-            replicas=2 if spec.cache.ha else 1,
+            ha=spec.cache.ha,
             size_gb=spec.cache.size_gb,
-            issuer=cluster.cert_issuer,
+            issuer=cluster.internal_issuer,
             password=secrets.refs[workload.REDIS_AUTH],
             topology_key=cluster.topology_key,
             storage_class=cluster.storage_class,
@@ -85,7 +84,7 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
             exporter_image=cluster.nats_exporter_image,
             replicas=3 if prod else 1,
             storage_gb=cluster.queue_storage_gb,
-            issuer=cluster.cert_issuer,
+            issuer=cluster.internal_issuer,
             max_delivery_attempts=spec.queue.max_delivery_attempts,
             retention_seconds=spec.queue.retention_seconds,
             dlq_retention_seconds=spec.queue.dlq_retention_seconds,
@@ -105,6 +104,16 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         extra_env={
             Env.REDIS_CA_FILE.value: REDIS_CA_FILE,
             Env.QUEUE_CA_FILE.value: QUEUE_CA_FILE,
+            # The primary is whichever pod the Sentinels elected (HA); the URL gives TLS and,
+            # without Sentinels, the one pod's address.
+            **(
+                {
+                    Env.REDIS_SENTINELS.value: ",".join(cache.sentinels),
+                    Env.REDIS_SENTINEL_MASTER.value: cache.master_name,
+                }
+                if cache.sentinels
+                else {}
+            ),
         },
     )
     service = Service(
@@ -130,9 +139,9 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         "load-balancer",
         LoadBalancerArgs(
             place=place,
-            host=spec.domain.name,
+            hosts=spec.domain.host_names,
             ingress_class=cluster.ingress_class,
-            cert_issuer=cluster.cert_issuer,
+            cert_issuer=cluster.ingress_issuer,
             service=service.service.metadata.apply(lambda m: m.name or "api"),
         ),
         opts,
@@ -146,6 +155,7 @@ def deploy(spec: StackSpec) -> dict[str, Any]:
         "site": spec.site_name,
         "endpoint": lb.endpoint,
         "endpointHost": spec.domain.name,
+        "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "namespace": place.namespace_ref,
         "kubeContext": cluster.context,

@@ -20,6 +20,9 @@ STREAMS_JOB = "nats-streams"
 
 # Ports of the data stores (the app's own port comes from agent_app.contract).
 REDIS_PORT = 6379
+REDIS_SENTINEL_PORT = 26379
+# The name the Sentinels know the primary by (AGENT_REDIS_SENTINEL_MASTER).
+REDIS_MASTER_NAME = "skyfleet"
 NATS_CLIENT_PORT = 4222
 NATS_CLUSTER_PORT = 6222
 NATS_MONITOR_PORT = 8222

@@ -1,10 +1,11 @@
 """The site's front door on the cluster: an Ingress on the cluster's ingress controller,
-HTTPS only, with its certificate issued by cert-manager (the ingress-shim annotation), HSTS,
-and the api Service as its only backend.
+HTTPS only, with its certificate issued by cert-manager (the ingress-shim annotation) for every
+name the site answers to, HSTS, and the api Service as its only backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -18,14 +19,14 @@ from infra.onprem import kube
 @dataclass(frozen=True)
 class LoadBalancerArgs:
     place: kube.Placement
-    host: str
+    hosts: Sequence[str]  # the site's own name first, then its aliases (the edge's global name)
     ingress_class: str
     cert_issuer: str
     service: pulumi.Input[str]
 
 
 class LoadBalancer(Capability):
-    """Ingress with TLS for the site's host name; ``endpoint`` is its HTTPS URL."""
+    """Ingress with TLS for the site's host names; ``endpoint`` is its HTTPS URL."""
 
     TARGET = "onprem"
 
@@ -43,38 +44,32 @@ class LoadBalancer(Capability):
             "nginx.ingress.kubernetes.io/ssl-protocols": "TLSv1.2 TLSv1.3",
             "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
         }
-        # The public entry point: TLS for the site's host, every path to the api Service.
+        to_api = k8s.networking.v1.HTTPIngressRuleValueArgs(
+            paths=[
+                k8s.networking.v1.HTTPIngressPathArgs(
+                    path="/",
+                    path_type="Prefix",
+                    backend=k8s.networking.v1.IngressBackendArgs(
+                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                            name=args.service,
+                            port=k8s.networking.v1.ServiceBackendPortArgs(number=contract.DEFAULT_PORT),
+                        )
+                    ),
+                )
+            ]
+        )
+        # The public entry point: one certificate for every name, every path of each to the api.
         self.ingress = k8s.networking.v1.Ingress(
             kube.API,
             metadata=kube.meta(kube.API, args.place, kube.API, annotations=annotations),
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name=args.ingress_class,
-                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[args.host], secret_name=self.tls_secret)],
-                rules=[
-                    k8s.networking.v1.IngressRuleArgs(
-                        host=args.host,
-                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
-                            paths=[
-                                k8s.networking.v1.HTTPIngressPathArgs(
-                                    path="/",
-                                    path_type="Prefix",
-                                    backend=k8s.networking.v1.IngressBackendArgs(
-                                        service=k8s.networking.v1.IngressServiceBackendArgs(
-                                            name=args.service,
-                                            port=k8s.networking.v1.ServiceBackendPortArgs(
-                                                number=contract.DEFAULT_PORT
-                                            ),
-                                        )
-                                    ),
-                                )
-                            ]
-                        ),
-                    )
-                ],
+                tls=[k8s.networking.v1.IngressTLSArgs(hosts=list(args.hosts), secret_name=self.tls_secret)],
+                rules=[k8s.networking.v1.IngressRuleArgs(host=host, http=to_api) for host in args.hosts],
             ),
             opts=self.child(),
         )
-        self.endpoint = f"https://{args.host}"
+        self.endpoint = f"https://{args.hosts[0]}"
         # The controller's address (what the site's DNS name must point at).
         self.address = self.ingress.status.apply(
             lambda s: (

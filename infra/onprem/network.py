@@ -109,7 +109,8 @@ class Network(Capability):
         self._policy("allow-dns", k8s.meta.v1.LabelSelectorArgs(), [], [dns])
 
         app_port = contract.DEFAULT_PORT
-        to_redis = _Flow(_pods(kube.REDIS), [kube.REDIS_PORT])
+        redis_ports = [kube.REDIS_PORT, kube.REDIS_SENTINEL_PORT]
+        to_redis = _Flow(_pods(kube.REDIS), redis_ports)
         to_nats = _Flow(_pods(kube.NATS), [kube.NATS_CLIENT_PORT])
         api_egress = [to_redis, to_nats]
         if args.model_egress:
@@ -129,12 +130,12 @@ class Network(Capability):
         self._policy(
             kube.WORKER, None, [_Flow([_namespace(args.monitoring_namespace)], [app_port])], api_egress
         )
-        # redis: clients and replicas in; replicas out to the primary (replication).
+        # redis: clients and peers in (Redis and Sentinel); out to peers (replication, votes).
         self._policy(
             kube.REDIS,
             None,
-            [_Flow(_pods(kube.API, kube.WORKER, kube.REDIS), [kube.REDIS_PORT])],
-            [_Flow(_pods(kube.REDIS), [kube.REDIS_PORT])],
+            [_Flow(_pods(kube.API, kube.WORKER, kube.REDIS), redis_ports)],
+            [_Flow(_pods(kube.REDIS), redis_ports)],
         )
         # nats: clients (app, stream job) in; cluster routes both ways; metrics to Prometheus.
         self._policy(

@@ -160,26 +160,32 @@ class Service(Capability):
         )
         mounts = [
             k8s.core.v1.VolumeMountArgs(name="scratch", mount_path=contract.SCRATCH_DIR),
-            k8s.core.v1.VolumeMountArgs(
-                name="api-keys", mount_path=contract.API_KEYS_MOUNT_DIR, read_only=True
-            ),
             k8s.core.v1.VolumeMountArgs(name="redis-ca", mount_path=REDIS_CA_DIR, read_only=True),
             k8s.core.v1.VolumeMountArgs(name="queue-ca", mount_path=QUEUE_CA_DIR, read_only=True),
         ]
-        api_keys = args.secrets[API_KEYS]
         volumes = [
             kube.scratch_volume(),
-            k8s.core.v1.VolumeArgs(
-                name="api-keys",
-                secret=k8s.core.v1.SecretVolumeSourceArgs(
-                    secret_name=api_keys.name,
-                    items=[k8s.core.v1.KeyToPathArgs(key=api_keys.key, path=contract.API_KEYS_FILE_NAME)],
-                    default_mode=0o440,
-                ),
-            ),
             kube.ca_volume("redis-ca", args.redis_tls_secret),
             kube.ca_volume("queue-ca", args.queue_tls_secret),
         ]
+        if Env.API_KEYS_FILE.value in w.env:
+            # Only a process that serves clients reads their keys (see infra.workload).
+            api_keys = args.secrets[API_KEYS]
+            mounts.append(
+                k8s.core.v1.VolumeMountArgs(
+                    name="api-keys", mount_path=contract.API_KEYS_MOUNT_DIR, read_only=True
+                )
+            )
+            volumes.append(
+                k8s.core.v1.VolumeArgs(
+                    name="api-keys",
+                    secret=k8s.core.v1.SecretVolumeSourceArgs(
+                        secret_name=api_keys.name,
+                        items=[k8s.core.v1.KeyToPathArgs(key=api_keys.key, path=contract.API_KEYS_FILE_NAME)],
+                        default_mode=0o440,
+                    ),
+                )
+            )
         container = k8s.core.v1.ContainerArgs(
             name=w.role,
             image=args.image,

@@ -235,8 +235,9 @@ def _listener(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, 
 
 def _certificate(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
     arn = _arn(ctx, inputs, "acm", f"certificate/{_uuid(ctx, name)}")
-    domain = str(inputs.get("domainName") or "example.com")
-    token = _hex(ctx, name + "dv", 32)
+    domains = [str(inputs.get("domainName") or "example.com")]
+    domains += [str(d) for d in inputs.get("subjectAlternativeNames") or [] if str(d) not in domains]
+    # One validation record per name, as ACM answers for DNS validation.
     return {
         "id": arn,
         "arn": arn,
@@ -244,10 +245,13 @@ def _certificate(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[st
         "domainValidationOptions": [
             {
                 "domainName": domain,
-                "resourceRecordName": f"_{token}.{domain}.",
+                "resourceRecordName": f"_{_hex(ctx, name + 'dv' + domain, 32)}.{domain}.",
                 "resourceRecordType": "CNAME",
-                "resourceRecordValue": f"_{_hex(ctx, name + 'dvv', 32)}.mhbtsbpdnt.acm-validations.aws.",
+                "resourceRecordValue": (
+                    f"_{_hex(ctx, name + 'dvv' + domain, 32)}.mhbtsbpdnt.acm-validations.aws."
+                ),
             }
+            for domain in domains
         ],
     }
 

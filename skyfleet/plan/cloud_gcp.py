@@ -221,12 +221,46 @@ def _service_networking(name: str, inputs: dict[str, Any], ctx: MockContext) -> 
     }
 
 
+def _service_identity(name: str, inputs: dict[str, Any], ctx: MockContext) -> Outputs:
+    service = str(inputs.get("service") or "pubsub.googleapis.com").split(".", 1)[0]
+    email = f"service-{ctx.gcp_project_number}@gcp-sa-{service}.iam.gserviceaccount.com"
+    return {"id": f"projects/{_project(inputs, ctx)}/services/{service}.googleapis.com", "email": email}
+
+
+def _certificate_manager(kind: str) -> Callable[[str, dict[str, Any], MockContext], Outputs]:
+    """Certificate Manager: projects/<p>/locations/<l>/<kind>/<name>."""
+
+    def make(name: str, inputs: dict[str, Any], ctx: MockContext) -> Outputs:
+        n = _name(name, inputs, ctx)
+        path = f"projects/{_project(inputs, ctx)}/locations/{inputs.get('location') or 'global'}/{kind}/{n}"
+        out: Outputs = {"id": path, "name": n}
+        if kind == "dnsAuthorizations":
+            domain = str(inputs.get("domain") or "example.com")
+            out["dnsResourceRecords"] = [
+                {
+                    "name": f"_acme-challenge.{domain}.",
+                    "type": "CNAME",
+                    "data": f"{ctx.uid(path, 12)}.{ctx.uid(name, 1)}.authorize.certificatemanager.goog.",
+                }
+            ]
+        return out
+
+    return make
+
+
 def _project_service(name: str, inputs: dict[str, Any], ctx: MockContext) -> Outputs:
     return {"id": f"{_project(inputs, ctx)}/{inputs.get('service', name)}"}
 
 
 _TYPES: dict[str, Callable[[str, dict[str, Any], MockContext], Outputs]] = {
     "gcp:projects/service:Service": _project_service,
+    "gcp:projects/serviceIdentity:ServiceIdentity": _service_identity,
+    "gcp:certificatemanager/dnsAuthorization:DnsAuthorization": _certificate_manager("dnsAuthorizations"),
+    "gcp:certificatemanager/certificate:Certificate": _certificate_manager("certificates"),
+    "gcp:certificatemanager/certificateMap:CertificateMap": _certificate_manager("certificateMaps"),
+    "gcp:certificatemanager/certificateMapEntry:CertificateMapEntry": _certificate_manager(
+        "certificateMapEntries"
+    ),
     "gcp:compute/network:Network": _compute("networks", None),
     "gcp:compute/subnetwork:Subnetwork": _compute("subnetworks", "region"),
     "gcp:compute/firewall:Firewall": _compute("firewalls", None),

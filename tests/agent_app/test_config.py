@@ -96,3 +96,20 @@ def test_api_keys_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     keys_file.write_text("short\n")
     with pytest.raises(ConfigError, match=r"AGENT_API_KEYS_FILE .* line 1 is shorter"):
         ApiKeys(file=keys_file, inline=None)
+
+
+@pytest.mark.parametrize("given", ["info", "INFO", "Warning"])
+def test_log_level_is_read_in_any_case(given: str) -> None:
+    settings = Settings.model_validate(
+        {"AGENT_REDIS_URL": "redis://h:6379/0", "AGENT_QUEUE_URL": NATS, "AGENT_LOG_LEVEL": given}
+    )
+    assert settings.log_level == given.upper()
+
+
+def test_a_nats_password_never_rides_in_the_queue_url() -> None:
+    from agent_app.contract import ContractError, parse_queue_url
+
+    queue = parse_queue_url("nats://worker@nats.agent-app.svc:4222/AGENT_TASKS?tls=true")
+    assert getattr(queue, "user", None) == "worker"
+    with pytest.raises(ContractError, match="AGENT_QUEUE_PASSWORD"):
+        parse_queue_url("nats://worker:hunter2@nats.agent-app.svc:4222/AGENT_TASKS")

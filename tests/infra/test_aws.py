@@ -16,6 +16,7 @@ import yaml
 
 from agent_app import contract
 from agent_app.contract import Env
+from infra.aws.service import SCRATCH_INIT
 from infra.capabilities import COMPONENTS
 from infra.outputs import SiteOutputs
 from skyfleet.plan import ConfigError, Plan, PlannedResource, plan_stack
@@ -69,12 +70,17 @@ def component_type(urn: str) -> str:
     return urn.split("::")[2].split("$")[-1]
 
 
+def task_containers(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Each task definition's containers, by the role its family names."""
+    return {
+        td.inputs["family"].rsplit("-", 1)[-1]: json.loads(td.inputs["containerDefinitions"])
+        for td in of(plan, "aws:ecs/taskDefinition:TaskDefinition")
+    }
+
+
 def containers(plan: Plan) -> dict[str, dict[str, Any]]:
-    out = {}
-    for td in of(plan, "aws:ecs/taskDefinition:TaskDefinition"):
-        (c,) = json.loads(td.inputs["containerDefinitions"])
-        out[c["name"]] = c
-    return out
+    """The app's container of each task definition (the one named for its role)."""
+    return {role: next(c for c in cs if c["name"] == role) for role, cs in task_containers(plan).items()}
 
 
 def by_id(plan: Plan, typ: str) -> dict[str, PlannedResource]:
@@ -115,15 +121,21 @@ def test_http_listener_only_redirects_to_https(plan: Plan) -> None:
     assert "targetGroupArn" not in action and "forward" not in action
 
 
-def test_certificate_is_dns_validated_in_the_stack_zone(plan: Plan) -> None:
+def test_certificate_covers_every_host_name_each_dns_validated_in_the_stack_zone(plan: Plan) -> None:
     domain = spec_of(plan.stack)["domain"]
+    names = [domain["name"], *domain.get("aliases", [])]
     cert = one(plan, "aws:acm/certificate:Certificate")
     assert cert.inputs["domainName"] == domain["name"]
+    assert cert.inputs.get("subjectAlternativeNames", []) == names[1:]
+    assert plan.outputs["hostNames"] == names
     assert cert.inputs["validationMethod"] == "DNS"
     records = of(plan, "aws:route53/record:Record")
     validation = [r for r in records if r.inputs["type"] == "CNAME"]
-    assert validation and validation[0].inputs["zoneId"] == domain["zoneId"]
-    assert validation[0].inputs["name"] == cert.outputs["domainValidationOptions"][0]["resourceRecordName"]
+    assert {r.inputs["zoneId"] for r in validation} == {domain["zoneId"]}
+    wanted = {o["resourceRecordName"] for o in cert.outputs["domainValidationOptions"]}
+    assert len(wanted) == len(names) and {r.inputs["name"] for r in validation} == wanted
+    fqdns = one(plan, "aws:acm/certificateValidation:CertificateValidation").inputs["validationRecordFqdns"]
+    assert len(fqdns) == len(names)
     https = next(r for r in of(plan, "aws:lb/listener:Listener") if r.inputs["protocol"] == "HTTPS")
     assert https.inputs["certificateArn"] == cert.outputs["arn"]
     aliases = {r.inputs["type"] for r in records if r.inputs.get("aliases")}
@@ -240,11 +252,29 @@ def test_containers_are_hardened(plan: Plan) -> None:
         assert c.get("privileged") is not True, name
         assert c["linuxParameters"]["capabilities"]["drop"] == ["ALL"], name
         assert {m["containerPath"] for m in c["mountPoints"]} == {contract.SCRATCH_DIR}, name
+        # Fargate's bind mount is root's: the app starts only once the init container opened it.
+        assert c["dependsOn"] == [{"containerName": SCRATCH_INIT, "condition": "SUCCESS"}], name
         log = c["logConfiguration"]
         assert log["logDriver"] == "awslogs"
         assert log["options"]["awslogs-group"] in {
             g.inputs["name"] for g in of(plan, "aws:cloudwatch/logGroup:LogGroup")
         }
+
+
+def test_scratch_dir_is_made_writable_for_the_app_user_before_it_starts(plan: Plan) -> None:
+    """A Fargate bind mount is created root-owned 0755: uid 10001 could not write its scratch
+    dir. A non-essential init container opens it up (as /tmp is: sticky, world-writable)."""
+    for role, cs in task_containers(plan).items():
+        (init,) = [c for c in cs if c["name"] == SCRATCH_INIT]
+        assert [c["name"] for c in cs] == [SCRATCH_INIT, role]
+        assert init["essential"] is False and init["image"] == containers(plan)[role]["image"]
+        assert init["readonlyRootFilesystem"] is True
+        assert init["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
+        assert init["mountPoints"] == [
+            {"sourceVolume": "scratch", "containerPath": contract.SCRATCH_DIR, "readOnly": False}
+        ]
+        assert init["command"][-1] == f"import os; os.chmod({contract.SCRATCH_DIR!r}, 0o1777)"
+        assert not init.get("secrets") and not init.get("environment")
 
 
 def test_secrets_reach_containers_only_by_reference(plan: Plan) -> None:
@@ -254,7 +284,9 @@ def test_secrets_reach_containers_only_by_reference(plan: Plan) -> None:
         env = {e["name"]: e["value"] for e in c["environment"]}
         assert not secret_env & set(env), f"{name} has a secret in plain env"
         refs = {s["name"]: s["valueFrom"] for s in c["secrets"]}
-        assert {Env.REDIS_PASSWORD.value, Env.API_KEYS.value} <= set(refs)
+        assert Env.REDIS_PASSWORD.value in refs
+        # Only the api serves clients, so only it reads their keys.
+        assert (Env.API_KEYS.value in refs) is (name == "api"), name
         assert set(refs.values()) <= set(secret_arns), name
         assert secret_arns[refs[Env.REDIS_PASSWORD.value]].endswith("/redis-auth")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import SpecError, load_stack_file
-from infra.spec import Environment, StackSpec
+from infra.spec import AwsStack, Environment, parse_spec
 from skyfleet.plan import ConfigError, plan_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,9 +104,9 @@ def test_dev_and_prod_defaults_differ() -> None:
         "tags": {"owner": "o", "costCenter": "c"},
         "apiKeys": "x",
     }
-    dev = StackSpec.model_validate({**base, "environment": "dev"})
-    prod = StackSpec.model_validate({**base, "environment": "prod"})
-    assert dev.app and prod.app and dev.cache and prod.cache
+    dev = parse_spec({**base, "environment": "dev"})
+    prod = parse_spec({**base, "environment": "prod"})
+    assert isinstance(dev, AwsStack) and isinstance(prod, AwsStack)
     assert prod.app.replicas.min >= 2 > dev.app.replicas.min
     assert prod.cache.ha and not dev.cache.ha
     assert prod.deletion_protection and not dev.deletion_protection

@@ -5,7 +5,9 @@ come from the site stacks' own offline plans, as StackReferences would give them
 
 from __future__ import annotations
 
+import fnmatch
 import gc
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,12 @@ def test_failover_records_primary_then_secondary_tied_to_health_checks(
         break
     priority = [s["name"] for s in sorted(cfg["sites"], key=lambda s: s["priority"])]
     assert [r["setIdentifier"] for r in order] == priority
+    # Route 53 refuses an alias whose target does not exist yet: each alias waits for the
+    # records of the name it points at.
+    for r in plan.of_type(RECORD):
+        for alias in r.inputs.get("aliases", []):
+            targets = {t.urn for t in plan.of_type(RECORD) if t.inputs["name"] == alias["name"]}
+            assert targets and targets <= set(r.dependencies), r.name
     for rec in order:
         site = rec["setIdentifier"]
         assert rec["type"] == "CNAME" and rec["records"] == [hosts[site]]
@@ -169,7 +177,20 @@ def test_an_alarm_per_health_check_in_us_east_1(plan: Plan) -> None:
         assert r.inputs["namespace"] == "AWS/Route53" and r.inputs["metricName"] == "HealthCheckStatus"
         assert r.inputs["alarmActions"], "an alarm nobody hears is no alarm"
     (topic,) = plan.of_type("aws:sns/topic:Topic")
-    assert topic.inputs["kmsMasterKeyId"]
+    # CloudWatch alarms cannot use the AWS-managed alias/aws/sns key: a key of its own, whose
+    # policy lets this account's edge alarms (and only them) encrypt for the topic.
+    (key,) = plan.of_type("aws:kms/key:Key")
+    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
+    assert key.inputs["enableKeyRotation"] is True
+    statements = json.loads(key.inputs["policy"])["Statement"]
+    (cw,) = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert set(cw["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+    assert cw["Condition"]["StringEquals"]["aws:SourceAccount"]
+    assert all(
+        fnmatch.fnmatchcase(f"arn:aws:cloudwatch:us-east-1:{cw['Condition']['StringEquals']['aws:SourceAccount']}"
+                            f":alarm:{r.inputs['name']}", cw["Condition"]["ArnLike"]["aws:SourceArn"])
+        for r in alarms.values()
+    )  # fmt: skip
 
 
 def test_outputs_follow_the_edge_contract(plan: Plan) -> None:
@@ -181,6 +202,21 @@ def test_outputs_follow_the_edge_contract(plan: Plan) -> None:
 def test_sites_are_read_through_stack_references(plan: Plan) -> None:
     refs = {r.name for r in plan.of_type("pulumi:pulumi:StackReference")}
     assert refs == {s["stack"] for s in edge_config()["sites"]}
+
+
+def test_a_site_that_does_not_serve_the_global_name_is_a_clear_error(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
+) -> None:
+    """Clients reach every site by the global name: a site whose certificate and host rules do
+    not cover it would fail every client's TLS check while Route 53 (which does not check
+    certificates) kept sending traffic there."""
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{STACK}.yaml").read_text())
+    project = temp_project("edge-names", yaml.safe_dump(doc))
+    known = {s: dict(plans[s].outputs) for s in SITES}
+    known["onprem-prod"]["hostNames"] = ["onprem.agents.example.com"]
+    with pytest.raises(PlanError, match=r"org/skyfleet/onprem-prod does not serve the global name"):
+        plan_stack(project, "edge-names", known_outputs=known)
+    gc.collect()
 
 
 def test_a_site_without_the_site_outputs_is_a_clear_error(

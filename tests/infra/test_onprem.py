@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -43,6 +44,7 @@ STACK = "onprem-prod"
 NAMESPACE = "agent-app"
 # The Pulumi SDK's marker for a secret value in the wire form.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
 # Custom resources: no schema in the Kubernetes OpenAPI; their shape is checked by hand.
 CRDS = {
     "kubernetes:cert-manager.io/v1:Certificate",
@@ -222,9 +224,17 @@ def test_app_pods_run_as_the_image_user_with_a_scratch_dir(plan: Plan) -> None:
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes[mounts[contract.SCRATCH_DIR]]
-        keys = volumes[mounts[contract.API_KEYS_MOUNT_DIR]]["secret"]
-        assert keys["secretName"] == "api-keys"
-        assert keys["items"] == [{"key": contract.API_KEYS_FILE_NAME, "path": contract.API_KEYS_FILE_NAME}]
+        if role == "api":
+            keys = volumes[mounts[contract.API_KEYS_MOUNT_DIR]]["secret"]
+            assert keys["secretName"] == "api-keys"
+            assert keys["items"] == [
+                {"key": contract.API_KEYS_FILE_NAME, "path": contract.API_KEYS_FILE_NAME}
+            ]
+        else:
+            # The worker serves no client: it gets neither the keys nor the variable.
+            assert contract.API_KEYS_MOUNT_DIR not in mounts
+            assert not any(v.get("secret", {}).get("secretName") == "api-keys" for v in volumes.values())
+            assert Env.API_KEYS_FILE not in env_of(c)
         spread = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
         assert "topology.kubernetes.io/zone" in spread
         sa = one(plan, "kubernetes:core/v1:ServiceAccount", role)
@@ -236,11 +246,17 @@ def test_app_env_follows_the_contract_and_secrets_come_from_secret_refs(plan: Pl
         (c,) = one(plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]["containers"]
         assert tuple(c["command"]) == command
         env = env_of(c)
-        assert env[Env.REDIS_URL]["value"] == f"rediss://redis.{NAMESPACE}.svc:6379"
+        pods = [f"redis-{i}.redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(3)]
+        # The primary is whichever pod the Sentinels elected; the URL names the first pod (TLS).
+        assert env[Env.REDIS_URL]["value"] == f"rediss://{pods[0]}:6379"
+        assert env[Env.REDIS_SENTINELS]["value"] == ",".join(f"{p}:26379" for p in pods)
+        assert env[Env.REDIS_SENTINEL_MASTER]["value"] == "skyfleet"
         assert env[Env.REDIS_CA_FILE]["value"].endswith("/ca.crt")
-        assert (
-            env[Env.API_KEYS_FILE]["value"] == f"{contract.API_KEYS_MOUNT_DIR}/{contract.API_KEYS_FILE_NAME}"
-        )
+        if role == "api":
+            assert (
+                env[Env.API_KEYS_FILE]["value"]
+                == f"{contract.API_KEYS_MOUNT_DIR}/{contract.API_KEYS_FILE_NAME}"
+            )
         queue = parse_queue_url(env[Env.QUEUE_URL]["value"])
         assert isinstance(queue, NatsQueue)
         assert queue.servers == (f"tls://nats.{NAMESPACE}.svc:4222",)
@@ -361,13 +377,22 @@ def test_default_deny_then_only_the_flows_the_app_needs(plan: Plan) -> None:
 def test_ingress_is_https_only_with_a_cert_manager_certificate(plan: Plan) -> None:
     ing = one(plan, "kubernetes:networking.k8s.io/v1:Ingress", "api")
     annotations = ing["metadata"]["annotations"]
-    assert annotations["cert-manager.io/cluster-issuer"] == "skyfleet-ca"
+    # The public issuer, not the in-cluster CA that signs the Redis and NATS certificates.
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt-dns01"
+    internal = {c.inputs["spec"]["issuerRef"]["name"] for c in plan.of_type(CERTIFICATE)}
+    assert internal == {"skyfleet-internal-ca"}
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
     spec = ing["spec"]
     assert spec["ingressClassName"] == "nginx"
-    assert spec["tls"] == [{"hosts": ["onprem.agents.example.com"], "secretName": "api-ingress-tls"}]
-    backend = spec["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "api", "port": {"number": contract.DEFAULT_PORT}}
+    # Every name clients use (the site's own and the edge's global name) is in the certificate
+    # and has a host rule.
+    names = ["onprem.agents.example.com", "api.agents.example.com"]
+    assert plan.outputs["hostNames"] == names
+    assert spec["tls"] == [{"hosts": names, "secretName": "api-ingress-tls"}]
+    assert [r["host"] for r in spec["rules"]] == names
+    for rule in spec["rules"]:
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": "api", "port": {"number": contract.DEFAULT_PORT}}
     svc = one(plan, "kubernetes:core/v1:Service", "api")["spec"]
     assert svc["type"] == "ClusterIP"
 
@@ -397,8 +422,10 @@ def test_redis_has_auth_tls_and_a_volume(plan: Plan) -> None:
     lines = conf["redis.conf"].splitlines()
     assert "port 0" in lines and "tls-port 6379" in lines and "tls-replication yes" in lines
     assert not any(line.startswith("requirepass") for line in lines)  # no literal password
-    assert "requirepass" in conf["runtime.sh"] and "$REDIS_PASSWORD" in conf["runtime.sh"]
+    assert "requirepass" in conf["init.sh"] and "$REDIS_PASSWORD" in conf["init.sh"]
     assert any(line.startswith("include ") for line in lines)
+    # A primary cut off from its replicas stops taking writes (the stale side of a partition).
+    assert "min-replicas-to-write 1" in lines
     sts = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]
     pod = sts["template"]["spec"]
     (init,) = pod["initContainers"]
@@ -411,11 +438,39 @@ def test_redis_has_auth_tls_and_a_volume(plan: Plan) -> None:
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
     tls = {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"]
     cert = one(plan, "kubernetes:cert-manager.io/v1:Certificate", tls)["spec"]
-    assert cert["secretName"] == tls and f"redis.{NAMESPACE}.svc" in cert["dnsNames"]
-    assert cert["issuerRef"] == {"kind": "ClusterIssuer", "name": "skyfleet-ca", "group": "cert-manager.io"}
-    # The app's address is the primary (pod 0).
-    svc = one(plan, "kubernetes:core/v1:Service", "redis")["spec"]
-    assert svc["selector"]["statefulset.kubernetes.io/pod-name"] == "redis-0"
+    assert cert["secretName"] == tls and f"*.redis-headless.{NAMESPACE}.svc.cluster.local" in cert["dnsNames"]
+    assert cert["issuerRef"] == {
+        "kind": "ClusterIssuer",
+        "name": "skyfleet-internal-ca",
+        "group": "cert-manager.io",
+    }
+
+
+def test_redis_fails_over_with_a_sentinel_in_every_pod(plan: Plan) -> None:
+    """cache.ha: three pods, each with a Sentinel (quorum 2); nothing pins the primary to pod 0,
+    and each pod asks the Sentinels for the current primary when it starts."""
+    sts = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]
+    assert sts["replicas"] == 3
+    pod = sts["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    assert names == ["redis", "sentinel"]
+    sentinel = pod["containers"][1]
+    assert sentinel["command"] == ["redis-server", "/run/sentinel/sentinel.conf", "--sentinel"]
+    assert {p["containerPort"] for p in sentinel["ports"]} == {26379}
+    (init,) = pod["initContainers"]
+    env = {k: v.get("value") for k, v in env_of(init).items()}
+    assert env["SENTINEL"] == "true" and env["PODS"] == "3" and env["QUORUM"] == "2"
+    script = one(plan, "kubernetes:core/v1:ConfigMap", "redis-config")["data"]["init.sh"]
+    assert "sentinel get-master-addr-by-name" in script and "sentinel monitor" in script
+    # No Service pins the app to one pod: it finds the primary through the Sentinels.
+    services = {manifest(r)["metadata"]["name"] for r in plan.of_type("kubernetes:core/v1:Service")}
+    assert "redis" not in services and "redis-headless" in services
+    ports = {p["port"] for p in one(plan, "kubernetes:core/v1:Service", "redis-headless")["spec"]["ports"]}
+    assert ports == {6379, 26379}
+    # The app and the pods may reach the Sentinels.
+    policies = _policies(plan)
+    assert _admits(policies["allow-redis"]["ingress"], "from", "api", 26379)
+    assert _admits(policies["allow-redis"]["ingress"], "from", "redis", 26379)
 
 
 # --- NATS JetStream -------------------------------------------------------------------------------
@@ -638,21 +693,36 @@ def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
 def start_redis(
     plan: Plan, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]], primary_port: int = 0
 ) -> int:
-    """One Redis pod: the init container's script, then redis-server on the ConfigMap."""
+    """One Redis pod: the init container's script with its plan env, then redis-server on the
+    ConfigMap. Paths, the port and the pods' DNS names map to this machine (loopback ports); no
+    Sentinel answers here, so the script takes the fresh-set roles (pod 0 primary)."""
     files = one(plan, "kubernetes:core/v1:ConfigMap", "redis-config")["data"]
+    sts = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]["template"]["spec"]
+    (init,) = sts["initContainers"]
+    plan_env = {k: v["value"] for k, v in env_of(init).items() if "value" in v}
     port = free_port()
-    data, run_dir = root / pod / "data", root / pod / "run"
+    data, run_dir, sentinel_dir = root / pod / "data", root / pod / "run", root / pod / "sentinel"
     data.mkdir(parents=True)
     run_dir.mkdir()
-    mapped = {"/etc/redis/tls": str(pki), "/run/redis": str(run_dir), "dir /data": f"dir {data}"}
-    conf, script = files["redis.conf"], files["runtime.sh"]
+    sentinel_dir.mkdir()
+    mapped = {
+        "/etc/redis/tls": str(pki),
+        "/run/redis": str(run_dir),
+        "/run/sentinel": str(sentinel_dir),
+        "dir /data": f"dir {data}",
+    }
+    conf, script = files["redis.conf"], files["init.sh"]
     for a, b in mapped.items():
         conf, script = conf.replace(a, b), script.replace(a, b)
     conf = conf.replace("tls-port 6379", f"tls-port {port}")
     (root / pod / "redis.conf").write_text(conf)
-    env = {"PATH": os.environ["PATH"], "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
-    env |= {"PRIMARY_HOST": "127.0.0.1", "PRIMARY_PORT": str(primary_port)}
+    env = {"PATH": os.environ["PATH"], **plan_env, "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
     subprocess.run(["sh", "-c", script], env=env, check=True)
+    runtime = (run_dir / "runtime.conf").read_text()
+    # The pods' DNS names (pod.redis-headless...:6379) are loopback ports here.
+    runtime = re.sub(r"replicaof \S+ 6379", f"replicaof 127.0.0.1 {primary_port}", runtime)
+    runtime = re.sub(r"replica-announce-ip \S+", "replica-announce-ip 127.0.0.1", runtime)
+    (run_dir / "runtime.conf").write_text(runtime)
     proc = subprocess.Popen(
         ["redis-server", str(root / pod / "redis.conf")],
         stdout=(root / pod / "redis.log").open("wb"),
