@@ -126,6 +126,13 @@ class AppSpec(_Model):
         bad = sorted(k for k in v if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", k))
         if bad:
             raise ValueError(f"{', '.join(bad)}: env names must be UPPER_SNAKE_CASE")
+        # The app ignores variables it does not read: a misspelt AGENT_ name would silently
+        # fall back to a default.
+        known = {e.value for e in Env}
+        unknown = sorted(k for k in v if k.startswith("AGENT_") and k not in known)
+        if unknown:
+            readable = sorted(known - {e.value for e in PLATFORM_ENV | SECRET_ENV})
+            raise ValueError(f"{', '.join(unknown)}: the app reads no such variable; it reads {readable}")
         return v
 
     @field_validator("secrets")

@@ -132,3 +132,10 @@ def test_cli_exits_2_with_the_message(temp_project: Callable[[str, str], Path]) 
     assert result.returncode == 2
     assert "skyfleet:app.memroy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_agent_variable_the_app_does_not_read_is_refused(temp_project: Callable[[str, str], Path]) -> None:
+    text = _break(GOOD, "      AGENT_MODEL_BACKEND: offline", "      AGENT_MODEL_BAKEND: offline")
+    message = str(_config_error(temp_project, text))
+    assert "skyfleet:app.env" in message and "AGENT_MODEL_BAKEND: the app reads no such variable" in message
+    assert "AGENT_MODEL_BACKEND" in message
