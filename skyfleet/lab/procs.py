@@ -34,6 +34,12 @@ class Role(StrEnum):
     NATS = "nats"
     FRONTDOOR = "frontdoor"
     DELAY = "delay"  # a delay line on a site's link (a latency fault without netem)
+    # The twin: a container of a planned pod, a managed service's process, a site's load
+    # balancer, the edge's name service.
+    CONTAINER = "container"
+    SERVICE = "service"
+    LB = "lb"
+    EDGE = "edge"
 
 
 class ProcessRecord(BaseModel):
@@ -58,6 +64,11 @@ class ProcessRecord(BaseModel):
     started_at: float | None = None
     # False once a fault stopped it on purpose; status reports it as "stopped", not "dead".
     wanted: bool = True
+    # The twin: the pod (site/pod) it belongs to, and its container or service name there.
+    pod: str | None = None
+    container: str | None = None
+    # Runs to completion before its pod's other containers start (an init container).
+    init: bool = False
 
     @property
     def port(self) -> int:

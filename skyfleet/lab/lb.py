@@ -1,0 +1,124 @@
+"""A site's load balancer as the plan configures it, run by HAProxy in the site's LB pod.
+
+Each platform's load balancer is rendered with its own behaviour, from the plan's values:
+
+- **ALB** (``aws:lb/*``): the listener's certificate (the ACM certificate's names), the target
+  group's health check (path, interval, timeout, healthy and unhealthy thresholds, matcher) and
+  no retry: an ALB does not resend a request to another target.
+- **Google's global external ALB → Cloud Run** (serverless NEG): the Certificate Manager
+  certificate's names; no health check is configured (Cloud Run routes only to instances that
+  started and stops at once on one that died), so the lab checks liveness every second.
+- **Ingress (ingress-nginx)**: the certificate its issuer signs for the TLS hosts, routing only
+  the hosts its rules name (any other host gets 404), endpoints from the pods' readiness probe
+  (period and failure threshold), and nginx's default retry of a request that never reached a
+  pod (``proxy_next_upstream error timeout``, 3 tries).
+
+HTTP on port 80 only redirects to HTTPS on every platform. The admin socket gives the lab the
+servers' states; the log (ISO timestamps) gives every health transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+BACKEND = "app"
+
+
+@dataclass(frozen=True)
+class Check:
+    path: str
+    interval_s: float
+    timeout_s: float
+    fall: int
+    rise: int
+    expect_status: str = "200"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the pod's key
+    address: str
+    port: int
+
+
+@dataclass
+class LoadBalancerSpec:
+    site: str
+    kind: Literal["alb", "google", "ingress"]
+    names: list[str]  # the names its certificate covers
+    issuer: str  # the CA that signs it: "public" or a cert-manager issuer name
+    hosts: list[str] | None  # host rules (Ingress); None routes any host
+    check: Check
+    retries: int
+    # A failed connection takes the server out at once (nginx's max_fails, Cloud Run's own
+    # knowledge of a dead instance); an ALB only trusts its health checks.
+    passive: bool = False
+    backends: list[Backend] = field(default_factory=list)
+    # What the plan does not say and the lab chose: printed with the lab's deviations.
+    notes: list[str] = field(default_factory=list)
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value * 1000)}ms"
+
+
+def render(spec: LoadBalancerSpec, *, address: str, pem: Path, admin_socket: Path) -> str:
+    c = spec.check
+    lines = [
+        "global",
+        "  log stdout format iso local0 info",
+        f"  stats socket {admin_socket} mode 600 level admin",
+        "  maxconn 4096",
+        "  hard-stop-after 5s",
+        "",
+        "defaults",
+        "  mode http",
+        "  log global",
+        "  option httplog",
+        "  option dontlognull",
+        "  option log-health-checks",
+        "  timeout connect 5s",
+        "  timeout client 65s",
+        "  timeout server 60s",
+        f"  retries {spec.retries}",
+        *(
+            ["  retry-on conn-failure empty-response response-timeout", "  option redispatch"]
+            if spec.retries
+            else []
+        ),
+        "",
+        "frontend http",
+        f"  bind {address}:80",
+        "  http-request redirect scheme https code 301",
+        "",
+        "frontend https",
+        f"  bind {address}:443 ssl crt {pem}",
+        "  http-response set-header Strict-Transport-Security max-age=31536000",
+    ]
+    if spec.hosts is not None:
+        hosts = " ".join(spec.hosts)
+        lines += [
+            f"  acl routed hdr(host),field(1,:),lower -m str {hosts}",
+            "  http-request return status 404 content-type text/plain string not-found unless routed",
+        ]
+    lines += [
+        f"  default_backend {BACKEND}",
+        "",
+        f"backend {BACKEND}",
+        "  balance roundrobin",
+        f"  option httpchk GET {c.path}",
+        f"  http-check expect status {c.expect_status}",
+        f"  default-server check inter {_seconds(c.interval_s)} fall {c.fall} rise {c.rise}"
+        + (" observe layer4 error-limit 1 on-error mark-down" if spec.passive else ""),
+        f"  timeout check {_seconds(c.timeout_s)}",
+    ]
+    lines += [f"  server {b.name.replace('/', '.')} {b.address}:{b.port}" for b in spec.backends]
+    return "\n".join(lines) + "\n"
+
+
+def server_names(backends: Sequence[Backend]) -> dict[str, str]:
+    """HAProxy server name -> pod key."""
+    return {b.name.replace("/", "."): b.name for b in backends}

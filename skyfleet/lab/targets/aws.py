@@ -1,0 +1,216 @@
+"""An ``aws`` site stack in the lab: its ECS tasks as pods, ElastiCache, SQS and the ALB.
+
+- **ECS**: every service's task definition runs as pods (``desiredCount`` replicas, capped by
+  the lab's option), each container as its definition says; Secrets Manager values are
+  injected as variables, as ECS does at task start. The platform gives each task its region
+  and credentials for the lab's SQS.
+- **ElastiCache**: the replication group's nodes (``numCacheClusters``), TLS only, the group's
+  AUTH token, its port; with automatic failover a replica is promoted when the primary is lost
+  and the primary endpoint's name moves to it. The certificate is a publicly trusted one for
+  the endpoint names, as ElastiCache's is.
+- **SQS**: moto's server, behind the regional endpoint's name over HTTPS, in the stack's
+  account, with the plan's queues (visibility, retention, long polling, redrive to the DLQ).
+- **ALB**: the HTTPS listener's certificate and the target group's health check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import boto3
+from botocore.config import Config
+
+from agent_app.contract import DEFAULT_PORT
+from skyfleet.lab.lb import Backend, Check, LoadBalancerSpec
+from skyfleet.lab.model import plain, pods
+from skyfleet.lab.targets.base import Context, ServiceProcess, SiteTwin, managed_cache, one, redis_version
+
+REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
+QUEUE = "aws:sqs/queue:Queue"
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+LISTENER = "aws:lb/listener:Listener"
+CERTIFICATE = "aws:acm/certificate:Certificate"
+VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+# Credentials the lab's SQS accepts; ECS would hand the task role's through its agent.
+LAB_ACCESS_KEY = "AKIASKYFLEETLAB00000"
+LAB_SECRET_KEY = "skyfleet-lab-secret-key-not-a-real-one"
+
+
+def declare(site: SiteTwin, ctx: Context) -> None:
+    site.app_pods = [site.cap(p, ctx.max_replicas) for p in pods(site.plan)]
+    group = one(site.plan, REPLICATION_GROUP)
+    nodes = [f"cache-{n:03d}" for n in range(1, int(group.inputs.get("numCacheClusters", 1)) + 1)]
+    site.service_pods = [*nodes, "sqs", "control", "lb"]
+
+
+def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
+    plan, values = site.plan, ctx.values
+    region = str(site.config("region"))
+    account = str(site.config("accountId"))
+
+    # ElastiCache: the group's own values; its certificate from the "public" CA.
+    group = one(plan, REPLICATION_GROUP)
+    nodes = [p for p in site.service_pods if p.startswith("cache-")]
+    port = int(group.inputs.get("port", 6379))
+    password = values.secret(plain(group.inputs.get("authToken")))
+    endpoints = [
+        str(group.outputs[k])
+        for k in ("primaryEndpointAddress", "readerEndpointAddress")
+        if group.outputs.get(k)
+    ]
+    certs = {}
+    for node in nodes:
+        issued = ctx.public_ca.issue([*endpoints, f"{node}.{group.outputs.get('id')}.cache.amazonaws.com"])
+        certs[node] = (issued.cert_pem, issued.key_pem)
+    managed_cache(
+        site,
+        service="elasticache",
+        nodes=nodes,
+        port=port,
+        password=password,
+        server_pem=certs,
+        ca_pem=ctx.public_ca.pem,
+        failover=bool(group.inputs.get("automaticFailoverEnabled")),
+        endpoint_names=endpoints[:1],
+        addresses=addresses,
+        hosts_file=ctx.hosts_file(site.site),
+        control_pod="control",
+        state_dir=ctx.state_dir,
+    )
+    if len(endpoints) > 1:
+        site.names[endpoints[1]] = nodes[1:] or nodes
+    engine = str(group.inputs.get("engineVersion", "?"))
+    site.deviations.append(
+        f"ElastiCache engine {engine} runs as this machine's redis-server {redis_version()}; failover "
+        "after 5 s of a lost primary (the lab's Sentinels; ElastiCache publishes no figure)"
+    )
+
+    # SQS: moto's server behind the regional endpoint's name, over TLS.
+    host = f"sqs.{region}.amazonaws.com"
+    # The pod's address too: the lab itself creates the queues from outside the site.
+    issued = ctx.public_ca.issue([host, f"{region}.queue.amazonaws.com", addresses["sqs"]])
+    folder = ctx.state_dir / "services" / site.site / "sqs"
+    site.services.append(
+        ServiceProcess(
+            pod="sqs",
+            name="sqs",
+            kind="queue",
+            argv=[
+                "moto_server",
+                "-H",
+                addresses["sqs"],
+                "-p",
+                "443",
+                "-c",
+                str(folder / "sqs.crt"),
+                "-k",
+                str(folder / "sqs.key"),
+            ],
+            files={folder / "sqs.crt": issued.cert_pem + issued.ca_pem, folder / "sqs.key": issued.key_pem},
+            env={"MOTO_ACCOUNT_ID": account},
+            port=443,
+            tls=True,
+        )
+    )
+    site.names[host] = ["sqs"]
+    site.names[f"{region}.queue.amazonaws.com"] = ["sqs"]
+    site.platform_env.update(
+        {
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_ACCESS_KEY_ID": LAB_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LAB_SECRET_KEY,
+        }
+    )
+    site.deviations.append(
+        "SQS is moto's server: IAM is not enforced and the task role's credentials are the lab's "
+        "static keys (ECS hands the role's own through its agent)"
+    )
+    queues = sorted(plan.of_type(QUEUE), key=lambda q: "redrivePolicy" in q.inputs)  # DLQs first
+
+    def create_queues(addrs: Mapping[str, str]) -> None:
+        client = boto3.client(
+            "sqs",
+            region_name=region,
+            endpoint_url=f"https://{addrs['sqs']}",
+            aws_access_key_id=LAB_ACCESS_KEY,
+            aws_secret_access_key=LAB_SECRET_KEY,
+            verify=str(ctx.state_dir / "secrets" / "public-ca.pem"),
+            config=Config(retries={"max_attempts": 10, "mode": "standard"}),
+        )
+        for q in queues:
+            attrs = {
+                "VisibilityTimeout": q.inputs.get("visibilityTimeoutSeconds"),
+                "MessageRetentionPeriod": q.inputs.get("messageRetentionSeconds"),
+                "ReceiveMessageWaitTimeSeconds": q.inputs.get("receiveWaitTimeSeconds"),
+                "RedrivePolicy": q.inputs.get("redrivePolicy"),
+            }
+            client.create_queue(
+                QueueName=str(q.inputs["name"]),
+                Attributes={
+                    k: str(int(v)) if isinstance(v, float) else str(v)
+                    for k, v in attrs.items()
+                    if v is not None
+                },
+            )
+
+    site.after_services.append(create_queues)
+
+    # The ALB: the HTTPS listener's certificate and the target group's health check.
+    https = next(r for r in plan.of_type(LISTENER) if r.inputs.get("protocol") == "HTTPS")
+    cert_arn = str(https.inputs.get("certificateArn"))
+    validated = {str(v.outputs.get("certificateArn")): v for v in plan.of_type(VALIDATION)}
+    cert = next(
+        (c for c in plan.of_type(CERTIFICATE) if str(c.outputs.get("arn")) in (cert_arn, *validated)), None
+    )
+    if cert is not None:
+        names = [
+            str(cert.inputs["domainName"]),
+            *(str(n) for n in cert.inputs.get("subjectAlternativeNames") or []),
+        ]
+    else:
+        names = [str(n) for n in plan.outputs.get("hostNames") or []]
+        site.deviations.append(
+            f"the HTTPS listener uses certificate {cert_arn}, which is not in the plan: the lab serves "
+            f"one for the names the stack says it serves ({names})"
+        )
+    tg = one(plan, TARGET_GROUP)
+    hc = tg.inputs.get("healthCheck") or {}
+    site.lb = LoadBalancerSpec(
+        site=site.site,
+        kind="alb",
+        names=names,
+        issuer="public",
+        hosts=None,
+        check=Check(
+            path=str(hc.get("path", "/")),
+            interval_s=float(hc.get("interval", 30)),
+            timeout_s=float(hc.get("timeout", 5)),
+            fall=int(hc.get("unhealthyThreshold", 2)),
+            rise=int(hc.get("healthyThreshold", 5)),
+            expect_status=str(hc.get("matcher", "200")),
+        ),
+        retries=0,
+    )
+    alb = one(plan, ALB)
+    site.names[str(alb.outputs["dnsName"])] = ["lb"]
+    # The tasks behind the target group: the service whose load balancer names it.
+    for spec in site.app_pods:
+        service = next(
+            (s for s in plan.of_type("aws:ecs/service:Service") if str(s.inputs.get("name")) == spec.name),
+            None,
+        )
+        attached = service is not None and any(
+            str(lb.get("targetGroupArn")) == str(tg.outputs.get("arn"))
+            for lb in service.inputs.get("loadBalancers") or []
+        )
+        if attached:
+            port = next(
+                int(lb.get("containerPort", DEFAULT_PORT))
+                for lb in service.inputs["loadBalancers"]  # type: ignore[index]
+            )
+            site.lb.backends += [
+                Backend(f"{site.site}/{spec.name}-{i}", addresses[f"{spec.name}-{i}"], port)
+                for i in range(spec.replicas)
+            ]

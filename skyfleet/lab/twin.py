@@ -1,0 +1,381 @@
+"""The lab as the twin of deployed stacks: build each site from its stack's offline plan, run it.
+
+``build`` plans the stacks, asks each site's target (``skyfleet.lab.targets``) what it runs,
+places every pod in the lab's network, and writes every file (volumes, sandbox specs, server
+configs, the sites' name services, the load balancers' configs). ``start`` brings a built lab
+up in the platforms' order: managed services, then each pod's init containers to completion,
+then its containers, then the load balancers, waiting for each step's probes with a bound.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from skyfleet.lab import fabric, lb, names, pods, procs
+from skyfleet.lab.errors import LabError
+from skyfleet.lab.model import PlanValues
+from skyfleet.lab.pki import CertificateAuthority
+from skyfleet.lab.procs import ProcessRecord, Role
+from skyfleet.lab.targets import aws
+from skyfleet.lab.targets.base import Context, SiteTwin
+from skyfleet.lab.values import LabValues, Rewrite
+from skyfleet.plan import Plan
+
+TARGETS: dict[str, Any] = {"aws": aws}
+MARKER = procs.MARKER_ENV
+READY_TIMEOUT = 120.0
+
+
+class SiteState(BaseModel):
+    stack: str
+    target: str
+    site: str
+    lb_address: str
+    lb_names: list[str]
+    hosts_file: str
+    endpoints: dict[str, str] = Field(default_factory=dict)  # name -> pod key it points at
+    backends: dict[str, str] = Field(default_factory=dict)  # HAProxy server -> pod key
+    admin_socket: str = ""
+
+
+class TwinState(BaseModel):
+    lab_id: str
+    state_dir: str
+    phase: str = "starting"
+    fabric: fabric.Fabric
+    sites: dict[str, SiteState] = Field(default_factory=dict)
+    processes: list[ProcessRecord] = Field(default_factory=list)
+    rewrites: list[Rewrite] = Field(default_factory=list)
+    deviations: list[str] = Field(default_factory=list)
+    capped: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    not_run: list[str] = Field(default_factory=list)
+    public_ca_file: str = ""
+    api_key_file: str = ""
+
+    def address(self, pod_key: str) -> str:
+        return self.fabric.pods[pod_key].address
+
+
+@dataclass
+class Built:
+    state: TwinState
+    sites: list[SiteTwin]
+    after: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
+
+
+def _write_secret_file(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.chmod(path, mode)
+
+
+def build(
+    plans: Iterable[Plan], *, state_dir: Path, lab_id: str, subnet: str, max_replicas: int | None
+) -> Built:
+    """Everything the lab will run for the site ``plans``, with every file written."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    values = LabValues.new()
+    public = CertificateAuthority("skyfleet lab public roots (stands in for the web PKI)")
+    secrets_dir = state_dir / "secrets"
+    _write_secret_file(secrets_dir / "public-ca.pem", public.pem, 0o644)
+    _write_secret_file(secrets_dir / "api-key", values.api_key + "\n")
+    hosts_dir = state_dir / "names"
+
+    def hosts_file(site: str) -> Path:
+        return hosts_dir / site / "hosts"
+
+    ctx = Context(
+        values=values, public_ca=public, state_dir=state_dir, max_replicas=max_replicas, hosts_file=hosts_file
+    )
+    sites: list[SiteTwin] = []
+    for plan in plans:
+        target = str(plan.outputs.get("target"))
+        if target not in TARGETS:
+            raise LabError(f"{plan.stack}: target {target!r}: the lab runs no such site yet")
+        site = SiteTwin(
+            stack=plan.stack,
+            target=target,
+            site=str(plan.outputs.get("site") or plan.stack),
+            plan=plan,
+            plan_values=PlanValues(plan),
+        )
+        site.issuers["public"] = public
+        TARGETS[target].declare(site, ctx)
+        sites.append(site)
+
+    pod_names = {
+        s.site: [*s.service_pods, *(f"{p.name}-{i}" for p in s.app_pods for i in range(p.replicas))]
+        for s in sites
+    }
+    net = fabric.plan(lab_id, subnet, [s.site for s in sites], pod_names)
+    state = TwinState(
+        lab_id=lab_id,
+        state_dir=str(state_dir),
+        fabric=net,
+        public_ca_file=str(secrets_dir / "public-ca.pem"),
+        api_key_file=str(secrets_dir / "api-key"),
+    )
+    # The pods' trust store: the system's roots and the lab's stand-in for the public ones.
+    bundle = secrets_dir / "ca-bundle.crt"
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    _write_secret_file(bundle, (system.read_bytes() if system.exists() else b"") + public.pem, 0o644)
+    app_image = pods.app_image()
+    built = Built(state=state, sites=sites)
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for site in sites:
+        addresses = {p: net.pods[f"{site.site}/{p}"].address for p in pod_names[site.site]}
+        TARGETS[site.target].render(site, ctx, addresses)
+        entries = {name: [addresses.get(p, p) for p in targets] for name, targets in site.names.items()}
+        names.write(hosts_file(site.site), entries)
+        state.sites[site.site] = SiteState(
+            stack=site.stack,
+            target=site.target,
+            site=site.site,
+            lb_address=addresses["lb"],
+            lb_names=site.lb.names if site.lb else [],
+            hosts_file=str(hosts_file(site.site)),
+            endpoints={e.name: f"{site.site}/{e.pod}" for e in site.endpoints},
+        )
+        state.deviations += [f"{site.site}: {d}" for d in site.deviations]
+        state.capped.update({f"{site.site}/{k}": v for k, v in site.capped.items()})
+        # Managed services.
+        for svc in site.services:
+            for path, data in svc.files.items():
+                _write_secret_file(path, data, 0o700 if path.suffix == ".sh" else 0o600)
+            state.processes.append(
+                ProcessRecord(
+                    name=f"{site.site}/{svc.name}",
+                    role=Role.SERVICE,
+                    site=site.site,
+                    argv=svc.argv,
+                    env=svc.env,
+                    cwd=str(state_dir),
+                    netns=net.pods[f"{site.site}/{svc.pod}"].namespace,
+                    log_file=str(logs / f"{site.site}.{svc.name}.log"),
+                    host=addresses[svc.pod],
+                    ports={svc.kind: svc.port} if svc.port else {},
+                    pod=f"{site.site}/{svc.pod}",
+                    container=svc.name,
+                )
+            )
+        # The plan's pods.
+        dns_files = {
+            "/etc/hosts": hosts_file(site.site),
+            "/etc/host.conf": hosts_file(site.site).with_name("host.conf"),
+        }
+        for spec in site.app_pods:
+            for i in range(spec.replicas):
+                name = f"{spec.name}-{i}"
+                pod = pods.Pod(
+                    site=site.site,
+                    spec=spec,
+                    index=i,
+                    name=name,
+                    netns=net.pods[f"{site.site}/{name}"].namespace,
+                    address=addresses[name],
+                    folder=state_dir / "pods" / site.site / name,
+                    hostname=name,
+                    dns_files=dns_files,
+                    ca_bundle=bundle,
+                    platform_env=site.platform_env,
+                )
+                runs, skipped = pods.prepare(
+                    pod,
+                    values=values,
+                    plan_values=site.plan_values,
+                    issuers=pods.Issuers(site.issuers),
+                    app=app_image,
+                    data_dir=state_dir / "data",
+                    marker=(MARKER, str(state_dir)),
+                )
+                state.not_run += skipped
+                for run in runs:
+                    state.processes.append(
+                        ProcessRecord(
+                            name=f"{pod.key}/{run.container.name}",
+                            role=Role.CONTAINER,
+                            site=site.site,
+                            index=i,
+                            argv=run.argv,
+                            cwd="/",
+                            netns=pod.netns,
+                            log_file=str(run.log_file),
+                            host=pod.address,
+                            ports={"http": run.container.ports[0]} if run.container.ports else {},
+                            pod=pod.key,
+                            container=run.container.name,
+                            init=run.container.init,
+                        )
+                    )
+        # The site's load balancer.
+        if site.lb is not None:
+            pem = secrets_dir / f"lb-{site.site}.pem"
+            issuer = site.issuers.get(site.lb.issuer) or public
+            _write_secret_file(pem, issuer.issue(site.lb.names).bundle)
+            cfg = state_dir / "lb" / site.site / "haproxy.cfg"
+            admin = state_dir / "lb" / site.site / "admin.sock"
+            cfg.parent.mkdir(parents=True, exist_ok=True)
+            cfg.write_text(
+                lb.render(site.lb, address=addresses["lb"], pem=pem, admin_socket=admin), encoding="utf-8"
+            )
+            state.sites[site.site].admin_socket = str(admin)
+            state.sites[site.site].backends = lb.server_names(site.lb.backends)
+            state.processes.append(
+                ProcessRecord(
+                    name=f"{site.site}/lb",
+                    role=Role.LB,
+                    site=site.site,
+                    argv=[shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(cfg)],
+                    cwd=str(state_dir),
+                    netns=net.pods[f"{site.site}/lb"].namespace,
+                    log_file=str(logs / f"{site.site}.lb.log"),
+                    host=addresses["lb"],
+                    ports={"https": 443},
+                    pod=f"{site.site}/lb",
+                    container="haproxy",
+                )
+            )
+        built.after += [(site.site, step) for step in site.after_services]
+    state.rewrites = list(values.rewrites)
+    return built
+
+
+# --- running a built lab ------------------------------------------------------------------------
+
+
+def _tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(host: str, port: int, path: str, timeout: float = 2.0) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        return 200 <= status < 400
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def wait_for(
+    what: str,
+    records: list[ProcessRecord],
+    check: Callable[[ProcessRecord], bool],
+    timeout: float = READY_TIMEOUT,
+) -> None:
+    pending = list(records)
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending)))) as pool:
+        while pending:
+            for rec in pending:
+                if not procs.is_running(rec):
+                    raise LabError(f"{rec.name} exited while starting ({what}); its log:\n{_tail(rec)}")
+            results = list(pool.map(check, pending))
+            pending = [r for r, ok in zip(pending, results, strict=True) if not ok]
+            if pending and time.monotonic() > deadline:
+                raise LabError(
+                    f"not {what} after {timeout:.0f} s: {', '.join(r.name for r in pending)}; "
+                    f"log of {pending[0].name}:\n{_tail(pending[0])}"
+                )
+            if pending:
+                time.sleep(0.1)
+
+
+def _tail(rec: ProcessRecord, lines: int = 20) -> str:
+    try:
+        text = Path(rec.log_file).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty log)"
+
+
+def _spawn(state: TwinState, records: list[ProcessRecord]) -> None:
+    secrets_dir = Path(state.state_dir) / "secrets"
+    for rec in records:
+        procs.spawn(rec, secrets_dir=secrets_dir, marker=state.state_dir)
+
+
+def _wait_exit(rec: ProcessRecord, timeout: float) -> int:
+    """Wait for a run-to-completion container; its exit code (it is our child)."""
+    deadline = time.monotonic() + timeout
+    assert rec.pid is not None
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(rec.pid, os.WNOHANG)
+        if pid == rec.pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    raise LabError(f"{rec.name} (an init container) did not finish within {timeout:.0f} s:\n{_tail(rec)}")
+
+
+def start(built: Built, *, say: Callable[[str], None] = lambda _: None) -> TwinState:
+    state = built.state
+    fabric.create(state.fabric)
+    services = [r for r in state.processes if r.role == Role.SERVICE]
+    say(f"starting {len(services)} managed-service processes")
+    _spawn(state, services)
+    wait_for("listening", [r for r in services if r.ports], lambda r: _tcp_open(r.host, r.port))
+    addresses = {k: p.address for k, p in state.fabric.pods.items()}
+    for site, step in built.after:
+        say(f"{site}: preparing managed services")
+        step({k.split("/", 1)[1]: v for k, v in addresses.items() if k.startswith(f"{site}/")})
+    containers = [r for r in state.processes if r.role == Role.CONTAINER]
+    inits = [r for r in containers if r.init]
+    say(f"running {len(inits)} init containers")
+    _spawn(state, inits)
+    for rec in inits:
+        code = _wait_exit(rec, 60)
+        if code != 0:
+            raise LabError(f"{rec.name}: the init container exited with code {code}:\n{_tail(rec)}")
+    mains = [r for r in containers if not r.init]
+    say(f"starting {len(mains)} containers")
+    _spawn(state, mains)
+    return state
+
+
+def app_ready(rec: ProcessRecord) -> bool:
+    return _http_ok(rec.host, rec.port, "/readyz") if rec.ports else True
+
+
+def tls_get(address: str, name: str, path: str, ca_file: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET https://<name><path> at ``address``, checking the certificate for ``name``."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    with (
+        socket.create_connection((address, 443), timeout=timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def stop(state: TwinState) -> dict[str, Any]:
+    stopped = procs.stop_records([r for r in state.processes if r.role == Role.LB], grace=5)
+    stopped += procs.stop_records([r for r in state.processes if r.role != Role.LB], grace=5)
+    orphans = procs.kill_marked(state.state_dir)
+    removed = fabric.destroy(state.fabric)
+    subprocess.run(["true"], check=False)
+    return {"stopped": stopped, "orphans_killed": orphans, "network_removed": removed}
