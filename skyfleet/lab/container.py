@@ -423,6 +423,9 @@ def stop(podman: Podman, name: str, *, grace: float | None = None, keep: bool = 
     if state is None:
         return None
     if state.running:
+        if state.pid:  # a process paused by SIGSTOP (a fault) cannot act on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.pid, signal.SIGCONT)
         seconds = state.stop_timeout if grace is None else max(0, round(grace))
         podman.run("stop", "--time", str(seconds), name, timeout=seconds + 30)
     code = wait_exit(podman, name, timeout=30)

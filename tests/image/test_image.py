@@ -345,6 +345,15 @@ def test_stop_drains_and_leaves_nothing(lab: Lab) -> None:
     wait_until(lambda: _gone(pids), timeout=10, what="the container's processes to be gone")
 
 
+def test_stop_after_a_pause_fault_still_drains(lab: Lab) -> None:
+    """A pause fault SIGSTOPs the tracked pid; stopping then must not end in SIGKILL."""
+    run, _ = start_ready(lab, "api-paused")
+    assert run.started.pid is not None
+    os.killpg(run.started.pid, signal.SIGSTOP)
+    assert container.stop(lab.podman, run.spec.name) == 0
+    assert "drained" in lab.log(run.spec).read_text(errors="replace")
+
+
 def test_kill_kills_the_container_itself(lab: Lab) -> None:
     run, pids = start_ready(lab, "api-kill")
     assert container.kill(lab.podman, run.spec.name) == 137  # SIGKILL: no drain
