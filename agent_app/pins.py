@@ -1,8 +1,10 @@
 """Write ``agent_app/requirements.txt``: ``python -m agent_app.pins`` (dev tool, not in the image).
 
 Pins the full dependency closure of the app's direct dependencies to the versions installed
-in the current (tested) environment, evaluated for the image's platform (CPython 3.11,
-Linux x86_64), so the image gets exactly what the tests ran against.
+in the current (tested) environment, so the image gets exactly what the tests ran against.
+Markers are evaluated for every Python the image is built on (CPython 3.11 on Linux x86_64:
+Debian bookworm's 3.11.2, the lab's locally built base, and a current ``python:3.11-slim``);
+a dependency any of them needs is pinned, so one closure passes ``pip check`` on all.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ DIRECT = (
     "fastapi", "uvicorn[standard]", "pydantic", "pydantic-settings", "redis", "nats-py", "aiobotocore",
     "google-cloud-pubsub", "httpx", "prometheus-client", "tenacity", "pybreaker",
 )  # fmt: skip
-IMAGE_PLATFORM = {
-    "python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux",
-    "platform_system": "Linux", "implementation_name": "cpython", "platform_python_implementation": "CPython",
+_LINUX_CPYTHON = {
+    "python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux",
+    "implementation_name": "cpython", "platform_python_implementation": "CPython",
     "os_name": "posix", "platform_machine": "x86_64",
 }  # fmt: skip
+# Bookworm's python3 (the lab's base, skyfleet.lab.image) and a current python:3.11-slim.
+# redis-py needs async-timeout below 3.11.3, so the older one matters.
+IMAGE_PLATFORMS = tuple({**_LINUX_CPYTHON, "python_full_version": v} for v in ("3.11.2", "3.11.7"))
 HEADER = """\
 # Runtime dependencies of the agent app image, pinned to the exact versions the tests ran
 # against: the full closure, installed with --no-deps so nothing unpinned can slip in.
@@ -33,19 +38,31 @@ OUT = Path(__file__).with_name("requirements.txt")
 def closure() -> dict[str, str]:
     pins: dict[str, tuple[str, set[str]]] = {}
     todo = [Requirement(r) for r in DIRECT]
+    parent: dict[str, str] = {}  # dependency -> the package that required it (for errors)
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
         seen = pins.get(name, ("", set()))[1]
         if name in pins and set(req.extras) <= seen:
             continue
-        dist = metadata.distribution(req.name)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            needed_by = f" (required by {parent[name]} on an image Python)" if name in parent else ""
+            raise SystemExit(
+                f"agent_app.pins: {req.name} is not installed in this environment{needed_by}; "
+                f"install it (pip install '{req.name}{req.specifier}') so the pin is a tested version, "
+                "then run again"
+            ) from None
         pins[name] = (dist.version, seen | set(req.extras))
         for spec in dist.requires or []:
             dep = Requirement(spec)
             extras = set(req.extras) or {""}
-            if dep.marker and not any(dep.marker.evaluate({**IMAGE_PLATFORM, "extra": e}) for e in extras):
+            if dep.marker and not any(
+                dep.marker.evaluate({**platform, "extra": e}) for platform in IMAGE_PLATFORMS for e in extras
+            ):
                 continue
+            parent.setdefault(canonicalize_name(dep.name), req.name)
             todo.append(dep)
     return {name: version for name, (version, _) in sorted(pins.items())}
 

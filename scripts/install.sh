@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Skyfleet on a fresh Debian/Ubuntu machine: the servers the lab and the tests run
-# (redis-server, haproxy, iproute2 for network namespaces, nftables for the packet-loss fault)
-# and a Python venv in .venv.
+# (redis-server, haproxy, iproute2 for network namespaces, nftables for the packet-loss fault),
+# as root also podman, runc and debootstrap (`skyfleet lab image build` and tests/image), and a
+# Python venv in .venv.
 #   scripts/install.sh          runtime only
 #   scripts/install.sh --dev    plus test and lint tools
 set -euo pipefail
@@ -19,6 +20,20 @@ if [ -n "$need_apt" ]; then
   echo "installing redis-server, haproxy, iproute2 and nftables (apt)..."
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server haproxy iproute2 nftables >/dev/null
+fi
+
+# Containers run with rootful podman on runc (crun fails on hybrid cgroups); the base image is
+# debootstrapped. Only as root: rootless, the image tests skip and say why.
+if [ "$(id -u)" = 0 ]; then
+  need_image=""
+  for bin in podman runc debootstrap; do
+    command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_image=1
+  done
+  if [ -n "$need_image" ]; then
+    echo "installing podman, runc and debootstrap (apt)..."
+    [ -n "$need_apt" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -12,12 +12,14 @@ from rich.table import Table
 
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
+from skyfleet.lab.image import app as image_app
 
 app = typer.Typer(
     name="lab",
     help="The embedded lab: the real agent app as several sites on one machine behind a front door.",
     no_args_is_help=True,
 )
+app.add_typer(image_app, name="image")
 out = Console()
 err = Console(stderr=True)
 
