@@ -315,12 +315,12 @@ print(os.getuid(), os.getgid(), open({KEYS_IN_CONTAINER!r}).read().strip() != ''
 
 
 def test_env_the_app_rejects_exits_2_with_its_message(lab: Lab) -> None:
-    spec = lab.spec("api-badenv", API_COMMAND, free_port(), **{Env.LOG_LEVEL.value: "info"})
+    spec = lab.spec("api-badenv", API_COMMAND, free_port(), **{Env.LOG_LEVEL.value: "verbose"})
     lab.start(spec)
     assert container.wait_exit(lab.podman, spec.name, timeout=60) == 2
     log = lab.log(spec).read_text(errors="replace")
     assert "agent_app: invalid configuration" in log
-    assert "AGENT_LOG_LEVEL" in log and "'info'" in log
+    assert "AGENT_LOG_LEVEL" in log and "'verbose'" in log
     container.remove(lab.podman, spec.name)
     assert container.inspect(lab.podman, spec.name) is None
 
