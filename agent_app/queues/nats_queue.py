@@ -150,7 +150,8 @@ class NatsTaskQueue(TaskQueue):
             raise QueueUnavailable("not consuming: start(consume=True) first")
         try:
             msgs = await self._sub.fetch(batch=max_messages, timeout=wait_seconds)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):
+            # nats-py raises either, depending on where its deadline ran out: no message came.
             return []
         return [NatsDelivery(m, self) for m in msgs]
 
