@@ -167,6 +167,8 @@ class PodSpec:
     claims: tuple[str, ...] = ()
     # The platform gives each replica a writable root filesystem (Cloud Run's in-memory one).
     writable_root: bool = False
+    # Kubernetes: the pod template's labels (what Services select).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def init_containers(self) -> list[Container]:
@@ -465,6 +467,12 @@ def _k8s_pods(plan: Plan) -> list[PodSpec]:
                 namespace=str(meta.get("namespace")) if meta.get("namespace") else None,
                 grace_seconds=_num(template.get("terminationGracePeriodSeconds"), 30),
                 claims=claims,
+                labels={
+                    str(k): str(v)
+                    for k, v in (
+                        ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+                    ).items()
+                },
             )
         )
     return pods

@@ -130,9 +130,11 @@ class Pod:
 
 @dataclass
 class Issuers:
-    """The CAs behind the issuer names a plan uses (cert-manager ClusterIssuers)."""
+    """The CAs behind the issuer names a plan uses (cert-manager ClusterIssuers), and where the
+    certificates they issued are kept (one per Certificate, shared by the pods that mount it)."""
 
     cas: dict[str, CertificateAuthority]
+    cache: Path
 
     def ca(self, name: str) -> CertificateAuthority:
         if name not in self.cas:
@@ -237,7 +239,7 @@ def _k8s_secret_files(
             f"{pod.key}: volume {volume.name} names Secret {name!r}; the plan has no Secret and no "
             "cert-manager Certificate that fills it"
         )
-    issued = _issued(pod.folder.parent.parent / "certificates", name, cert, issuers)
+    issued = _issued(issuers.cache, name, cert, issuers)
     return {"tls.crt": issued[0], "tls.key": issued[1], "ca.crt": issued[2]}
 
 

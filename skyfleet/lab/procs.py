@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -69,6 +70,10 @@ class ProcessRecord(BaseModel):
     container: str | None = None
     # Runs to completion before its pod's other containers start (an init container).
     init: bool = False
+    # The probe that says the container is ready (skyfleet.lab.model.Probe as a dict), and the
+    # start wave it belongs to (stateful pods before the ones that use them).
+    probe: dict[str, Any] | None = None
+    wave: int = 0
 
     @property
     def port(self) -> int:

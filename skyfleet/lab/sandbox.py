@@ -75,6 +75,9 @@ def inside(root: Path, path: str) -> Path:
 
 
 def _mount_point(root: Path, path: str, *, is_file: bool) -> Path:
+    """Make the mount point as a container runtime does, in the overlay's layer. This machine's
+    own directories on the way (a package's 0750 /etc/redis, say) are not the image's: they are
+    opened for everyone to pass, in this view only."""
     target = inside(root, path)
     if is_file:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +85,12 @@ def _mount_point(root: Path, path: str, *, is_file: bool) -> Path:
             target.touch()
     else:
         target.mkdir(parents=True, exist_ok=True)
+    for parent in target.parents:
+        if parent == root or root not in parent.parents:
+            break
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            os.chmod(parent, (mode & 0o7777) | 0o005)
     return target
 
 
@@ -114,6 +123,8 @@ def enter(spec: dict[str, Any]) -> None:
         _mount(source, str(target), None, MS_BIND)
         if m.get("read_only"):
             _mount(source, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    # The image's working directory exists in the image (in the overlay's layer here).
+    inside(root, spec.get("cwd") or "/").mkdir(parents=True, exist_ok=True)
     # What the image's own files allow (its interpreter readable by its user), in this view only.
     for item in spec.get("chmod", []):
         os.chmod(inside(root, item["path"]), int(item["mode"]))

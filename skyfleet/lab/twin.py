@@ -18,23 +18,23 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from skyfleet.lab import fabric, lb, names, pods, procs
+from skyfleet.lab import fabric, lb, names, pods, probes, procs
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.model import PlanValues
+from skyfleet.lab.model import PlanValues, Probe
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.lab.procs import ProcessRecord, Role
-from skyfleet.lab.targets import aws
+from skyfleet.lab.targets import aws, gcp, onprem
 from skyfleet.lab.targets.base import Context, SiteTwin
 from skyfleet.lab.values import LabValues, Rewrite
 from skyfleet.plan import Plan
 
-TARGETS: dict[str, Any] = {"aws": aws}
+TARGETS: dict[str, Any] = {"aws": aws, "gcp": gcp, "onprem": onprem}
 MARKER = procs.MARKER_ENV
 READY_TIMEOUT = 120.0
 
@@ -73,7 +73,8 @@ class TwinState(BaseModel):
 class Built:
     state: TwinState
     sites: list[SiteTwin]
-    after: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
+    after_services: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
+    after_pods: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
 
 
 def _write_secret_file(path: Path, data: bytes | str, mode: int = 0o600) -> None:
@@ -198,13 +199,15 @@ def build(
                     pod,
                     values=values,
                     plan_values=site.plan_values,
-                    issuers=pods.Issuers(site.issuers),
+                    issuers=pods.Issuers(site.issuers, cache=state_dir / "certificates" / site.site),
                     app=app_image,
                     data_dir=state_dir / "data",
                     marker=(MARKER, str(state_dir)),
                 )
                 state.not_run += skipped
                 for run in runs:
+                    c = run.container
+                    probe = c.readiness or c.startup or c.liveness
                     state.processes.append(
                         ProcessRecord(
                             name=f"{pod.key}/{run.container.name}",
@@ -220,6 +223,9 @@ def build(
                             pod=pod.key,
                             container=run.container.name,
                             init=run.container.init,
+                            probe=asdict(probe) if probe else None,
+                            # Stateful pods (caches, brokers) come up before the pods using them.
+                            wave=0 if spec.kind == "statefulset" else 1,
                         )
                     )
         # The site's load balancer.
@@ -250,7 +256,8 @@ def build(
                     container="haproxy",
                 )
             )
-        built.after += [(site.site, step) for step in site.after_services]
+        built.after_services += [(site.site, step) for step in site.after_services]
+        built.after_pods += [(site.site, step) for step in site.after_pods]
     state.rewrites = list(values.rewrites)
     return built
 
@@ -316,16 +323,53 @@ def _spawn(state: TwinState, records: list[ProcessRecord]) -> None:
         procs.spawn(rec, secrets_dir=secrets_dir, marker=state.state_dir)
 
 
-def _wait_exit(rec: ProcessRecord, timeout: float) -> int:
-    """Wait for a run-to-completion container; its exit code (it is our child)."""
-    deadline = time.monotonic() + timeout
-    assert rec.pid is not None
-    while time.monotonic() < deadline:
-        pid, status = os.waitpid(rec.pid, os.WNOHANG)
-        if pid == rec.pid:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    raise LabError(f"{rec.name} (an init container) did not finish within {timeout:.0f} s:\n{_tail(rec)}")
+def _run_to_completion(state: TwinState, rec: ProcessRecord, timeout: float) -> int:
+    """Run an init container and return its exit code (recorded, so ``down`` finds it meanwhile)."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    env[MARKER] = state.state_dir
+    argv = ["ip", "netns", "exec", rec.netns, *rec.argv] if rec.netns else list(rec.argv)
+    Path(rec.log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(rec.log_file, "ab") as log:
+        try:
+            return subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{rec.name} (an init container) did not finish within {timeout:.0f} s") from None
+
+
+def container_ready(rec: ProcessRecord) -> bool:
+    """The container's readiness (else startup, else liveness) probe passes; without a probe,
+    its port answers; without a port, it runs."""
+    if rec.probe:
+        data = dict(rec.probe)
+        data["command"] = tuple(data.get("command") or ())
+        return probes.passes(rec, Probe(**data))
+    if rec.ports:
+        return probes.tcp_ok(rec.host, rec.port, 1)
+    return procs.is_running(rec)
+
+
+def _start_pods(state: TwinState, wave: int, say: Callable[[str], None]) -> None:
+    containers = [r for r in state.processes if r.role == Role.CONTAINER and r.wave == wave]
+    if not containers:
+        return
+    inits = [r for r in containers if r.init]
+    if inits:
+        say(f"running {len(inits)} init containers")
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            codes = list(pool.map(lambda r: _run_to_completion(state, r, 60), inits))
+        for rec, code in zip(inits, codes, strict=True):
+            if code != 0:
+                raise LabError(f"{rec.name}: the init container exited with code {code}:\n{_tail(rec)}")
+    mains = [r for r in containers if not r.init]
+    say(f"starting {len(mains)} containers")
+    _spawn(state, mains)
+    wait_for("ready (their probes pass)", mains, container_ready)
+
+
+def _addresses(state: TwinState, site: str) -> dict[str, str]:
+    return {k.split("/", 1)[1]: p.address for k, p in state.fabric.pods.items() if k.startswith(f"{site}/")}
 
 
 def start(built: Built, *, say: Callable[[str], None] = lambda _: None) -> TwinState:
@@ -335,21 +379,18 @@ def start(built: Built, *, say: Callable[[str], None] = lambda _: None) -> TwinS
     say(f"starting {len(services)} managed-service processes")
     _spawn(state, services)
     wait_for("listening", [r for r in services if r.ports], lambda r: _tcp_open(r.host, r.port))
-    addresses = {k: p.address for k, p in state.fabric.pods.items()}
-    for site, step in built.after:
+    for site, step in built.after_services:
         say(f"{site}: preparing managed services")
-        step({k.split("/", 1)[1]: v for k, v in addresses.items() if k.startswith(f"{site}/")})
-    containers = [r for r in state.processes if r.role == Role.CONTAINER]
-    inits = [r for r in containers if r.init]
-    say(f"running {len(inits)} init containers")
-    _spawn(state, inits)
-    for rec in inits:
-        code = _wait_exit(rec, 60)
-        if code != 0:
-            raise LabError(f"{rec.name}: the init container exited with code {code}:\n{_tail(rec)}")
-    mains = [r for r in containers if not r.init]
-    say(f"starting {len(mains)} containers")
-    _spawn(state, mains)
+        step(_addresses(state, site))
+    _start_pods(state, 0, say)
+    for site, step in built.after_pods:
+        say(f"{site}: running what the plan's Jobs do")
+        step(_addresses(state, site))
+    _start_pods(state, 1, say)
+    lbs = [r for r in state.processes if r.role == Role.LB]
+    say(f"starting {len(lbs)} load balancers")
+    _spawn(state, lbs)
+    wait_for("serving", lbs, lambda r: _tcp_open(r.host, 443))
     return state
 
 

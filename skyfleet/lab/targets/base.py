@@ -75,8 +75,10 @@ class SiteTwin:
     search_domains: list[str] = field(default_factory=list)
     deviations: list[str] = field(default_factory=list)
     capped: dict[str, tuple[int, int]] = field(default_factory=dict)  # workload -> (planned, run)
-    # Steps after the site's services are up (create queues, apply streams), given addresses.
+    # Steps after the site's managed services are up (create queues), and after its stateful
+    # pods are ready (the work of a Job the lab cannot run), given the pods' addresses.
     after_services: list[Callable[[Mapping[str, str]], None]] = field(default_factory=list)
+    after_pods: list[Callable[[Mapping[str, str]], None]] = field(default_factory=list)
 
     def cap(self, spec: PodSpec, max_replicas: int | None) -> PodSpec:
         if max_replicas is None or spec.replicas <= max_replicas or spec.kind == "statefulset":

@@ -1,0 +1,149 @@
+"""A ``gcp`` site stack in the lab: Cloud Run services as pods, Memorystore, Pub/Sub and
+Google's global external load balancer.
+
+- **Cloud Run**: each service's template runs as pods (``minInstanceCount`` instances, capped
+  by the lab's option) with the image's user and a writable in-memory root, as Cloud Run runs
+  them; Secret Manager values arrive as variables or as files at the volume's path.
+- **Memorystore**: the instance's nodes (standard tier: a primary and its replica), TLS on its
+  port with a CA of the instance's own whose certificate names only the instance's address
+  (as Memorystore's does), its AUTH string; on the primary's loss the replica takes over the
+  endpoint. The endpoint is a VPC address the lab cannot give: it is rewritten (see ``skyfleet
+  lab status``).
+- **Pub/Sub**: the lab's Pub/Sub server with the plan's topics and subscriptions, reached
+  through ``PUBSUB_EMULATOR_HOST`` as every Google client library allows.
+- **Load balancer**: the Certificate Manager certificate's names, every host to the api.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+
+from skyfleet.lab.lb import Backend, Check, LoadBalancerSpec
+from skyfleet.lab.model import plain, pods
+from skyfleet.lab.pki import CertificateAuthority
+from skyfleet.lab.targets.base import Context, ServiceProcess, SiteTwin, managed_cache, one, redis_version
+
+INSTANCE = "gcp:redis/instance:Instance"
+CM_CERTIFICATE = "gcp:certificatemanager/certificate:Certificate"
+MANAGED_CERTIFICATE = "gcp:compute/managedSslCertificate:ManagedSslCertificate"
+PUBSUB_PORT = 8085
+
+
+def declare(site: SiteTwin, ctx: Context) -> None:
+    from agent_app.contract import RUN_AS_UID
+
+    site.app_pods = [site.cap(p, ctx.max_replicas) for p in pods(site.plan, image_user=RUN_AS_UID)]
+    instance = one(site.plan, INSTANCE)
+    nodes = 2 if instance.inputs.get("tier") == "STANDARD_HA" else 1
+    site.service_pods = [*(f"redis-{n}" for n in range(nodes)), "pubsub", "control", "lb"]
+
+
+def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
+    plan, values = site.plan, ctx.values
+    instance = one(plan, INSTANCE)
+    out = instance.outputs
+    host, port = str(out.get("host")), int(out.get("port", 6378))
+    nodes = [p for p in site.service_pods if p.startswith("redis-")]
+    # The instance's own CA; the app gets it through the secret the plan fills from the
+    # instance's serverCaCerts, so the plan's value is served as this CA.
+    ca = CertificateAuthority(f"Memorystore {out.get('name', 'instance')} CA")
+    for cert in out.get("serverCaCerts") or []:
+        values.serve(plain(cert.get("cert")), ca.pem.decode())
+    values.serve(
+        "\n".join(str(c.get("cert")) for c in out.get("serverCaCerts") or [] if c.get("cert")),
+        ca.pem.decode(),
+    )
+    password = values.secret(plain(out.get("authString")))
+    certs = {}
+    for node in nodes:
+        # Memorystore's certificate names the instance's IP in its CN, with no subjectAltName.
+        issued = ca.issue([host], san=False)
+        certs[node] = (issued.cert_pem, issued.key_pem)
+    endpoint = f"memorystore.{site.site}.lab.internal"
+    managed_cache(
+        site,
+        service="memorystore",
+        nodes=nodes,
+        port=port,
+        password=password,
+        server_pem=certs,
+        ca_pem=ca.pem,
+        failover=len(nodes) > 1,
+        endpoint_names=[endpoint],
+        addresses=addresses,
+        hosts_file=ctx.hosts_file(site.site),
+        control_pod="control",
+        state_dir=ctx.state_dir,
+    )
+    values.rewrite(site.site, "Memorystore endpoint (a VPC address)", f"{host}:{port}", f"{endpoint}:{port}")
+    site.deviations.append(
+        f"Memorystore {instance.inputs.get('redisVersion', '?')} runs as this machine's redis-server "
+        f"{redis_version()}; failover after 5 s of a lost primary (the lab's Sentinels)"
+    )
+
+    # Pub/Sub: the lab's server, built from the plan's topics and subscriptions.
+    from skyfleet.lab import pubsub
+
+    folder = ctx.state_dir / "services" / site.site / "pubsub"
+    config = pubsub.config_from_plan(
+        plan, host=addresses["pubsub"], port=PUBSUB_PORT, data_dir=folder / "data"
+    )
+    config_file = folder / "pubsub.json"
+    site.services.append(
+        ServiceProcess(
+            pod="pubsub",
+            name="pubsub",
+            kind="queue",
+            argv=[sys.executable, "-m", "skyfleet.lab.pubsub", "--config", str(config_file)],
+            files={config_file: json.dumps(config, indent=1)},
+            port=PUBSUB_PORT,
+        )
+    )
+    emulator = f"{addresses['pubsub']}:{PUBSUB_PORT}"
+    site.platform_env["PUBSUB_EMULATOR_HOST"] = emulator
+    values.rewrite(
+        site.site, "Pub/Sub API (PUBSUB_EMULATOR_HOST, plain gRPC)", "pubsub.googleapis.com:443", emulator
+    )
+    site.deviations.append(
+        "Pub/Sub is the lab's server speaking Google's protocol without TLS or IAM (the service "
+        "accounts' grants are checked offline by `skyfleet check`)"
+    )
+
+    # The load balancer: the names of the certificate the HTTPS proxy serves.
+    managed = plan.of_type(CM_CERTIFICATE)
+    if managed:
+        names = [str(d) for c in managed for d in (c.inputs.get("managed") or {}).get("domains") or []]
+    else:
+        names = [
+            str(d)
+            for c in plan.of_type(MANAGED_CERTIFICATE)
+            for d in (c.inputs.get("managed") or {}).get("domains") or []
+        ]
+    api = next(p for p in site.app_pods if p.containers and p.containers[0].ports and p.name.endswith("api"))
+    liveness = api.main_containers[0].liveness
+    site.lb = LoadBalancerSpec(
+        site=site.site,
+        kind="google",
+        names=names,
+        issuer="public",
+        hosts=None,
+        # Cloud Run sends requests only to started instances and knows at once when one is
+        # gone; the lab approximates that with a one-second liveness check.
+        check=Check(
+            path=liveness.path if liveness and liveness.path else "/",
+            interval_s=1,
+            timeout_s=1,
+            fall=1,
+            rise=1,
+        ),
+        retries=0,
+        passive=True,
+        notes=["Cloud Run's routing to live instances: a 1 s liveness check by the lab"],
+    )
+    site.lb.backends = [
+        Backend(f"{site.site}/{api.name}-{i}", addresses[f"{api.name}-{i}"], api.main_containers[0].ports[0])
+        for i in range(api.replicas)
+    ]
+    site.deviations.append("Cloud Armor (WAF rules, per-IP rate limit) is not run")
