@@ -1,4 +1,4 @@
-"""``skyfleet lab up | status | down``: the embedded default deployment from the command line."""
+"""``skyfleet lab up | status | down``: the twin of the deployed stacks on this machine."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from skyfleet.lab.image import app as image_app
 
 app = typer.Typer(
     name="lab",
-    help="The embedded lab: the real agent app as several sites on one machine behind a front door.",
+    help="The lab: the twin of the deployed stacks (their plans run on this machine, as root).",
     no_args_is_help=True,
 )
 app.add_typer(image_app, name="image")
@@ -36,32 +36,36 @@ def _fail(exc: LabError) -> typer.Exit:
 
 @app.command()
 def up(
-    sites: Annotated[str | None, typer.Option(help="comma-separated site names, e.g. aws,gcp,onprem")] = None,
-    replicas: Annotated[int | None, typer.Option(help="api replicas per site (at least 2)")] = None,
+    stacks: Annotated[
+        str | None, typer.Option(help="comma-separated site stacks (default: aws-prod,gcp-prod,onprem-prod)")
+    ] = None,
+    edge: Annotated[
+        str | None, typer.Option(help="the edge stack in front of them (default: edge-prod)")
+    ] = None,
+    no_edge: Annotated[bool, typer.Option("--no-edge", help="sites only, no global name")] = False,
+    program: Annotated[Path | None, typer.Option(help="the Pulumi project folder")] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(help="cap each workload's replicas (a small machine; printed in every report)"),
+    ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="the lab's state folder")] = None,
-    base_port: Annotated[int | None, typer.Option(help="first port; the lab uses a block from here")] = None,
-    health_interval: Annotated[
-        str | None, typer.Option(help="front door check interval, e.g. 1s, 250ms")
-    ] = None,
-    routing: Annotated[str | None, typer.Option(help="weighted (active-active) or failover")] = None,
-    netns: Annotated[
-        bool | None, typer.Option("--netns/--no-netns", help="each site in a network namespace (root)")
-    ] = None,
+    subnet: Annotated[str | None, typer.Option(help="the lab's private IPv4 /24")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="a YAML lab config file")] = None,
 ) -> None:
-    """Start a lab and wait until every site is healthy behind the front door."""
+    """Plan the stacks offline and run what they deploy: every site, then the edge."""
     from skyfleet.lab.lifecycle import up as lab_up
 
     flags: dict[str, Any] = {
-        "sites": [s.strip() for s in sites.split(",") if s.strip()] if sites is not None else None,
-        "replicas": replicas,
+        "stacks": [s.strip() for s in stacks.split(",") if s.strip()] if stacks is not None else None,
+        "edge": edge,
+        "program": str(program) if program is not None else None,
+        "max_replicas": max_replicas,
         "state_dir": str(state_dir) if state_dir is not None else None,
-        "base_port": base_port,
-        "health_interval": health_interval,
-        "routing": routing,
-        "netns": netns,
+        "subnet": subnet,
     }
     given = {k: v for k, v in flags.items() if v is not None}
+    if no_edge:
+        given["edge"] = None
     try:
         lab_config = (
             LabConfig.from_yaml(config, **given) if config else LabConfig.load(given, source="command line")
@@ -69,17 +73,19 @@ def up(
         state = lab_up(lab_config, console=err)
     except LabError as exc:
         raise _fail(exc) from None
-    door = state.front_door
-    out.print(f"[bold green]lab is up[/] ({', '.join(state.sites)}; {lab_config.routing.value} routing)")
-    if door.https_url:
-        out.print(f"  front door: [bold]{door.https_url}[/]  (CA: {door.ca_file})")
-    out.print(f"  front door (plain HTTP, loopback only): {door.http_url}")
-    out.print(f"  API key:    cat {state.api_key_file}   (or `skyfleet lab status --json`)")
-    url = door.https_url or door.http_url
-    cacert = f"--cacert {door.ca_file} " if door.https_url else ""
-    auth = f'-H "Authorization: Bearer $(cat {state.api_key_file})"'
-    out.print(f"  try:        curl {cacert}{auth} -X POST {url}/v1/sessions")
-    out.print(f"  stop with:  skyfleet lab down --state-dir {state.state_dir}")
+    out.print(f"[bold green]lab is up[/]: the twin of {', '.join(s.stack for s in state.sites.values())}")
+    for site in state.sites.values():
+        out.print(f"  {site.site:<12} load balancer {site.lb_address}  ({', '.join(site.lb_names)})")
+    if state.edge:
+        out.print(
+            f"  edge: {state.edge.fqdn} ({state.edge.routing}, TTL {state.edge.ttl} s), "
+            f"DNS {state.edge.dns_address}:{state.edge.dns_port}"
+        )
+    for key, (planned, running) in state.capped.items():
+        out.print(f"  [yellow]capped[/] {key}: {running} replicas of the plan's {planned}")
+    out.print(f"  CA (the lab's public roots): {state.public_ca_file}   API key: cat {state.api_key_file}")
+    out.print("  what differs from the plans: skyfleet lab status")
+    out.print(f"  stop with: skyfleet lab down --state-dir {state.state_dir}")
 
 
 @app.command()
@@ -87,7 +93,7 @@ def status(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Sites, processes, health, Redis roles and lag, the NATS cluster, endpoints."""
+    """Sites, pods, load balancers, managed endpoints, and every difference from the plans."""
     from skyfleet.lab.state import read_api_key
     from skyfleet.lab.status import lab_status
 
@@ -110,51 +116,38 @@ def status(
 
 def _print_status(report: dict[str, Any]) -> None:
     verdict = "[bold green]healthy[/]" if report["healthy"] else "[bold red]NOT healthy[/]"
-    out.print(f"lab {report['lab_id']} ({report['phase']}, {report['mode']}, {report['routing']}): {verdict}")
+    out.print(
+        f"lab {report['lab_id']} ({report['phase']}), the twin of {', '.join(report['stacks'])}: {verdict}"
+    )
     ends = report["endpoints"]
-    out.print(f"  front door: {ends['front_door']}   API key: {ends['api_key_file']}")
-    procs = Table("process", "site", "pid", "state", "ready", "address", title="processes")
+    if ends["global_name"]:
+        out.print(f"  global name: {ends['global_name']} (DNS {ends['dns']})")
+    out.print(f"  CA: {ends['ca_file']}   API key: {ends['api_key_file']}")
+    procs = Table("process", "pid", "state", "ready", "address", title="processes")
     for p in report["processes"]:
         color = {"running": "green", "paused": "yellow", "stopped": "yellow"}.get(p["state"], "red")
         ready = {True: "yes", False: "[red]no[/]"}.get(p.get("ready"), "")  # type: ignore[arg-type]
-        procs.add_row(
-            p["name"], p["site"], str(p["pid"] or ""), f"[{color}]{p['state']}[/]", ready, p["address"]
-        )
+        procs.add_row(p["name"], str(p["pid"] or ""), f"[{color}]{p['state']}[/]", ready, p["address"])
     out.print(procs)
-    servers = Table("server", "site", "status", "check", "weight", "backup", "requests", title="front door")
-    for s in report["front_door"]["servers"]:
-        color = "green" if s["status"] == "UP" else "red"
-        servers.add_row(
-            s["server"],
-            s["site"],
-            f"[{color}]{s['status']}[/]",
-            s["check_status"],
-            str(s["weight"]),
-            "yes" if s["backup"] else "",
-            str(s["requests"]),
-        )
-    out.print(servers)
-    redis_info = report["redis"]
-    primary = redis_info.get("primary") or {}
-    lag = redis_info.get("lag_ms") or {}
-    out.print(
-        f"Redis primary: {primary.get('name', '[red]none[/]')}  "
-        f"replication lag p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms"
-    )
-    for node in redis_info["nodes"]:
-        extra = f" following {node['following']} link {node.get('link')}" if node.get("following") else ""
-        behind = f", {node['bytes_behind']} bytes behind" if "bytes_behind" in node else ""
-        out.print(f"  {node['name']}: {node['role']}{extra}{behind}")
-    nats = report["nats"]
-    out.print(
-        f"NATS JetStream cluster: {nats.get('nodes_up')}/{nats.get('cluster_size')} nodes up, "
-        f"meta leader {nats.get('meta_leader')}"
-    )
+    for site in report["sites"]:
+        lb = site["load_balancer"]
+        states = ", ".join(f"{k}: {v}" for k, v in lb["backends"].items())
+        out.print(f"{site['name']} ({site['stack']}): load balancer {lb['address']} ({states})", markup=False)
+        for name, addresses in site["managed_endpoints"].items():
+            out.print(f"  {name} -> {', '.join(addresses)}")
+    table = Table("site", "what", "the plan says", "the lab serves", title="endpoint rewrites")
+    for r in report["rewrites"]:
+        table.add_row(r["site"], r["what"], r["plan"], r["lab"])
+    out.print(table)
+    for key, cap in report["capped"].items():
+        out.print(f"[yellow]capped[/] {key}: {cap['running']} of {cap['planned']} replicas")
+    for line in report["deviations"] + report["not_run"]:
+        out.print(f"[yellow]differs[/] {line}")
 
 
 @app.command()
 def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
-    """Stop everything the lab started (even after skyfleet itself crashed), and free its ports."""
+    """Stop everything the lab started (even after skyfleet itself crashed), and remove its network."""
     from skyfleet.lab.lifecycle import down as lab_down
 
     try:
@@ -164,8 +157,9 @@ def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     out.print(
         f"lab down: stopped {len(result['stopped'])} processes"
         + (f", killed {len(result['orphans_killed'])} stragglers" if result["orphans_killed"] else "")
-        + (f", removed {', '.join(result['network_removed'])}" if result["network_removed"] else "")
+        + (
+            f", removed {len(result['network_removed'])} namespaces and links"
+            if result["network_removed"]
+            else ""
+        )
     )
-    if not result["ports_free"]:
-        err.print(f"[red]ports still busy:[/] {result['ports_busy']}")
-        raise typer.Exit(code=1)

@@ -1,135 +1,55 @@
-"""The lab's configuration: one pydantic model, loadable from CLI flags or a YAML file.
+"""The lab's configuration: which stacks it is the twin of, and what a small machine may cap.
 
-Unknown keys are errors (a typo never silently falls back to a default) and every error names
-the file and the field, because a half-started lab is worse than none.
+Everything the lab runs comes from the stacks' offline plans; this file only says which
+stacks, where the program is, and the lab's own housekeeping (state folder, subnet). The one
+thing it may change about what a plan runs is the replica count, capped for a small machine,
+and that cap is printed by ``lab up`` and in every drill report. Unknown keys are errors and
+every error names the file and the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent_app.contract import PLATFORM_ENV, Env
-from infra.spec import Routing
 from skyfleet.lab.errors import LabConfigError
 
-# The pseudo-site that holds a tie-breaking Sentinel and NATS node when there are two sites,
-# like a witness zone: without it, losing either site would leave no majority to fail over.
-WITNESS = "witness"
-SITE_NAME = re.compile(r"[a-z][a-z0-9]{0,11}")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*")
-
-
-def parse_duration_ms(value: Any) -> int:
-    """Milliseconds from ``"1s"``, ``"250ms"``, ``"1.5s"`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '1s' or '250ms', got {value!r}")
-    if isinstance(value, int | float):
-        return round(float(value) * 1000)
-    match = _DURATION.fullmatch(str(value))
-    if not match:
-        raise ValueError(f"expected a duration such as '1s' or '250ms', got {value!r}")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return round(number if unit == "ms" else number * 1000)
-
-
-# Stored as "<n>ms" so a dumped config loads back to the same value (a bare number is seconds).
-DurationMs = Annotated[
-    int, BeforeValidator(parse_duration_ms), PlainSerializer(lambda ms: f"{ms}ms", return_type=str)
-]
-# Bounds of the duration fields, checked with their unit in the message.
-_DURATION_BOUNDS = {
-    "health_interval_ms": (100, 60_000),
-    "redis_down_after_ms": (100, 60_000),
-    "redis_failover_timeout_ms": (500, 600_000),
-    "request_timeout_ms": (500, 600_000),
-}
+DEFAULT_SITE_STACKS = ["aws-prod", "gcp-prod", "onprem-prod"]
+DEFAULT_EDGE_STACK = "edge-prod"
 
 
 class LabConfig(BaseModel):
-    """Everything ``skyfleet lab up`` needs; defaults give three sites with two replicas each."""
+    """What ``skyfleet lab up`` builds: the twin of these stacks."""
 
-    sites: list[str] = Field(default_factory=lambda: ["aws", "gcp", "onprem"], min_length=1, max_length=6)
-    replicas: int = Field(default=2, ge=2, le=8, description="api replicas per site")
-    state_dir: Path = Path(".skyfleet-lab")
-    base_port: int = Field(default=17000, ge=1024, le=65000)
-    health_interval_ms: DurationMs = Field(
-        default=1000, alias="health_interval", description="front door check interval"
+    stacks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SITE_STACKS),
+        min_length=1,
+        max_length=6,
+        description="site stacks",
     )
-    health_fall: int = Field(default=2, ge=1, le=10, description="failed checks before a server is down")
-    health_rise: int = Field(default=2, ge=1, le=10, description="passed checks before it is up again")
-    routing: Routing = Routing.WEIGHTED
-    weights: dict[str, int] = Field(default_factory=dict, description="per-site weight, 0-255")
-    primary_site: str | None = Field(default=None, description="failover primary; default first site")
-    netns: bool = False
-    netns_subnet: str | None = Field(default=None, description="IPv4 /24 for the namespaces")
-    # Sentinel timings: short, so that a lost Redis primary is replaced within about 3 s.
-    redis_down_after_ms: DurationMs = Field(default=1000, alias="redis_down_after")
-    redis_failover_timeout_ms: DurationMs = Field(default=3000, alias="redis_failover_timeout")
-    request_timeout_ms: DurationMs = Field(default=10000, alias="request_timeout")
-    tls: bool = Field(default=True, description="also serve the front door over HTTPS")
-    python: str = Field(default=sys.executable, description="interpreter that runs agent_app")
-    app_env: dict[str, str] = Field(default_factory=dict, description="extra AGENT_* variables")
+    edge: str | None = Field(default=DEFAULT_EDGE_STACK, description="the edge stack in front of them")
+    program: Path = Field(default=Path("."), description="the Pulumi project (Pulumi.yaml)")
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=20, description="cap each workload's replicas (a small machine)"
+    )
+    state_dir: Path = Path(".skyfleet-lab")
+    subnet: str | None = Field(default=None, description="the lab's private IPv4 /24")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator(*_DURATION_BOUNDS)
+    @field_validator("stacks")
     @classmethod
-    def _duration_bounds(cls, ms: int, info: ValidationInfo) -> int:
-        low, high = _DURATION_BOUNDS[str(info.field_name)]
-        if not low <= ms <= high:
-            raise ValueError(f"must be between {low}ms and {high}ms, got {ms}ms")
-        return ms
+    def _unique(cls, stacks: list[str]) -> list[str]:
+        if len(set(stacks)) != len(stacks):
+            raise ValueError(f"stacks must be unique, got {stacks}")
+        return stacks
 
-    @field_validator("sites")
-    @classmethod
-    def _sites(cls, sites: list[str]) -> list[str]:
-        for name in sites:
-            if not SITE_NAME.fullmatch(name) or name == WITNESS:
-                raise ValueError(
-                    f"{name!r} is not a valid site name (lowercase letters and digits, "
-                    f"starting with a letter, at most 12 characters, not {WITNESS!r})"
-                )
-        if len(set(sites)) != len(sites):
-            raise ValueError(f"site names must be unique, got {sites}")
-        return sites
-
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, weights: dict[str, int], info: ValidationInfo) -> dict[str, int]:
-        sites = info.data.get("sites", [])
-        for name, weight in weights.items():
-            if name not in sites:
-                raise ValueError(f"{name!r} is not one of the sites {sites}")
-            if not 0 <= weight <= 255:
-                raise ValueError(f"weight of {name!r} must be between 0 and 255, got {weight}")
-        return weights
-
-    @field_validator("primary_site")
-    @classmethod
-    def _primary(cls, primary: str | None, info: ValidationInfo) -> str | None:
-        sites = info.data.get("sites", [])
-        if primary is not None and primary not in sites:
-            raise ValueError(f"{primary!r} is not one of the sites {sites}")
-        return primary
-
-    @field_validator("netns_subnet")
+    @field_validator("subnet")
     @classmethod
     def _subnet(cls, subnet: str | None) -> str | None:
         if subnet is None:
@@ -139,51 +59,21 @@ class LabConfig(BaseModel):
             raise ValueError(f"must be a private IPv4 /24, got {subnet}")
         return subnet
 
-    @field_validator("app_env")
-    @classmethod
-    def _app_env(cls, env: dict[str, str]) -> dict[str, str]:
-        reserved = {e.value for e in PLATFORM_ENV} | {Env.SITE.value, Env.INSTANCE.value}
-        for key in env:
-            if not key.startswith("AGENT_"):
-                raise ValueError(f"{key}: only AGENT_* variables configure the app")
-            if key in reserved:
-                raise ValueError(f"{key}: set by the lab itself, it cannot be overridden")
-        return env
-
     @property
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()
 
     @property
     def lab_id(self) -> str:
-        """Short id derived from the state folder: names namespaces and links, marks processes."""
         return lab_id_for(self.state_path)
 
     @property
-    def primary(self) -> str:
-        return self.primary_site or self.sites[0]
-
-    @property
-    def has_witness(self) -> bool:
-        return len(self.sites) == 2
-
-    @property
-    def quorum_members(self) -> list[str]:
-        """Sites that run a Sentinel and a NATS node (the witness included when there is one)."""
-        return [*self.sites, WITNESS] if self.has_witness else list(self.sites)
-
-    def weight(self, site: str) -> int:
-        return self.weights.get(site, 100)
-
-    def subnet(self) -> ipaddress.IPv4Network:
-        """The namespaces' /24: configured, or derived from the base port so two labs differ."""
-        if self.netns_subnet:
-            return ipaddress.IPv4Network(self.netns_subnet)
-        return ipaddress.IPv4Network(f"10.231.{(self.base_port // 100) % 256}.0/24")
+    def network(self) -> str:
+        """The lab's /24: configured, or derived from its id so that two labs differ."""
+        return self.subnet or f"10.231.{int(self.lab_id, 16) % 250 + 1}.0/24"
 
     @classmethod
     def load(cls, data: dict[str, Any], *, source: str = "lab config") -> LabConfig:
-        """Validate ``data``; raise LabConfigError naming ``source`` and each bad field."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -191,7 +81,7 @@ class LabConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> LabConfig:
-        """Load a YAML lab config; ``overrides`` (CLI flags that were given) win over the file."""
+        """A YAML lab config; ``overrides`` (flags that were given) win over the file."""
         file = Path(path)
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
@@ -210,8 +100,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid lab config"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  field {field!r}: {message}")
+        lines.append(f"  field {field!r}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -1,14 +1,19 @@
-"""Fault primitives for drills: each breaks one real thing in a running lab, and has an undo.
+"""Fault primitives on the twin: lose a site, a replica, a cache's primary, a broker; cut or
+degrade a site's uplink. Each takes the lab's state folder and plain values (so Chaos Toolkit
+python providers can call it), is idempotent, and returns a JSON-able record with the time it
+took effect. Losses are SIGKILL (no drain, as a real loss); every undo waits, with a bound,
+until the part it restores is ready again.
 
-Every function takes the lab's state folder and plain strings/ints (so Chaos Toolkit python
-providers can call them), is idempotent, and returns a JSON-able dict of what it did with
-``time`` = the epoch second the fault took effect. Losses are SIGKILL (no drain, no
-goodbye), as a real site or machine loss is; undos wait until the part is ready again.
-Partitions, packet loss and latency need a lab started as root with ``--netns``.
+What a site loss is here: every pod and the load balancer of the site are killed and its
+uplink is cut. A provider's regional services (SQS, ElastiCache, Memorystore, Pub/Sub) keep
+their data through a region's outage, so their lab processes keep running behind the cut; an
+on-prem site's own stores lose their pods but keep their volumes, as a data centre's outage
+leaves its disks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -19,383 +24,397 @@ from typing import Any
 
 import redis
 
-from skyfleet.lab import broker, frontdoor, network, replication
+from skyfleet.lab import fabric, lb, names, network, procs, twin
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.lifecycle import frontdoor_ready, http_ready, log_tail, wait_ready
-from skyfleet.lab.procs import (
-    ProcessRecord,
-    Role,
-    is_running,
-    is_stopped,
-    kill_records,
-    signal_process,
-    spawn,
-    stop_records,
-)
-from skyfleet.lab.state import LabState, SiteNetwork, load_state, updating
+from skyfleet.lab.procs import ProcessRecord, Role, is_running, stop_records
+from skyfleet.lab.state import LabState, load_state, updating
 
-# Restart order within a site: what others depend on first.
-START_ORDER = (Role.REDIS, Role.SENTINEL, Role.NATS, Role.API, Role.WORKER)
+WAIT_SECONDS = 120.0
 
 
 def _lab(state_dir: str) -> LabState:
-    """The lab's state, refusing a lab that is not up (its configs are gone after ``down``)."""
     state = load_state(state_dir)
     if state.phase != "up":
-        raise LabError(
-            f"the lab in {state.state_dir} is {state.phase}, not up; start it with `skyfleet lab up`"
-        )
+        raise LabError(f"the lab in {state.state_dir} is {state.phase}, not up")
     return state
 
 
 def _check_site(state: LabState, site: str) -> None:
     if site not in state.sites:
-        raise LabError(f"site {site!r} is not in the lab (sites: {', '.join(state.sites)})")
+        raise LabError(f"site: {site!r} is not a site of this lab (sites: {', '.join(state.sites)})")
 
 
-def _replica(state: LabState, site: str, index: int) -> ProcessRecord:
-    _check_site(state, site)
-    for rec in state.find(site=site, role=Role.API):
-        if rec.index == index:
-            return rec
-    raise LabError(f"site {site!r} has no api replica {index} (replicas: 0-{state.lab_config.replicas - 1})")
+def _pod_records(state: LabState, pod: str) -> list[ProcessRecord]:
+    return [r for r in state.processes if r.pod == pod and not r.init]
 
 
-def _kill(state_dir: str, names: list[str]) -> tuple[float, list[str]]:
+def _kill(state_dir: str, records: list[ProcessRecord]) -> tuple[float, list[str]]:
+    """SIGKILL ``records`` and mark them stopped on purpose; return when, and who ran."""
+    names_ = {r.name for r in records}
     with updating(state_dir) as state:
-        records = [state.get(n) for n in names]
-        for rec in records:
-            rec.wanted = False
+        mine = [r for r in state.processes if r.name in names_]
         when = time.time()
-        killed = kill_records(records)
+        killed = procs.kill_records(mine)
+        for rec in mine:
+            rec.wanted = False
     return when, killed
 
 
-def _spawn_missing(
-    state_dir: str, names: list[str], extra_args: dict[str, list[str]] | None = None
-) -> list[str]:
-    """Start those of ``names`` that are not running; return the names started."""
+def _start(state_dir: str, records: list[ProcessRecord]) -> list[str]:
+    """(Re)start the records that are not running: init containers first, as a platform does."""
+    names_ = {r.name for r in records}
     started = []
     with updating(state_dir) as state:
-        for name in names:
-            rec = state.get(name)
-            if is_running(rec):
-                rec.wanted = True
+        for rec in state.processes:
+            if rec.name not in names_ or (is_running(rec) and not rec.init):
                 continue
-            argv = rec.argv
-            if extra_args and name in extra_args:
-                rec.argv = [*argv, *extra_args[name]]
-            try:
-                spawn(rec, secrets_dir=Path(state.secrets_dir), marker=state.state_dir)
-            finally:
-                rec.argv = argv
-            started.append(name)
+            if rec.init:
+                code = twin._run_to_completion(state, rec, 60)
+                if code != 0:
+                    raise LabError(f"{rec.name}: the init container exited with code {code}")
+                continue
+            procs.spawn(rec, secrets_dir=Path(state.state_dir) / "secrets", marker=state.state_dir)
+            rec.wanted = True
+            started.append(rec.name)
     return started
 
 
-def _ready_probe(state: LabState, rec: ProcessRecord) -> bool:
-    if rec.role in (Role.REDIS, Role.SENTINEL):
-        return replication.ping(rec.host, rec.port, replication.password_of(state))
-    if rec.role == Role.NATS:
-        return broker.node_ready(rec, len(state.find(role=Role.NATS)))
-    return http_ready(rec)
-
-
-def _wait(state_dir: str, names: list[str], what: str = "ready") -> None:
+def _wait_ready(state_dir: str, records: list[ProcessRecord], timeout: float = WAIT_SECONDS) -> None:
     state = load_state(state_dir)
-    records = [state.get(n) for n in names]
-    wait_ready(records, lambda r: _ready_probe(state, r), what=what)
+    live = [state.get(r.name) for r in records if not r.init]
+    twin.wait_for("ready again", live, twin.container_ready, timeout=timeout)
 
 
-def _wait_frontdoor(state_dir: str, names: list[str]) -> None:
-    """Wait until the front door has marked the api replicas ``names`` UP again."""
-    state = load_state(state_dir)
-    door = state.find(role=Role.FRONTDOOR)
-    if names and door and is_running(door[0]):
-        wait_ready(door, frontdoor_ready(state, names), what=f"seeing {', '.join(names)} UP", timeout=30)
+def backends(state: LabState, site: str) -> dict[str, str]:
+    """The site's load balancer: each backend pod's state there (UP, DOWN, MAINT...)."""
+    s = state.sites[site]
+    if not s.admin_socket:
+        return {}
+    rows = lb.server_states(Path(s.admin_socket))
+    return {s.backends.get(r["server"], r["server"]): r["status"] for r in rows}
 
 
-def _replica_args(state: LabState, names: list[str]) -> dict[str, list[str]]:
-    """Restarted Redis nodes rejoin as replicas of whoever the Sentinels say is primary now."""
-    primary = replication.primary_address(state)
-    args: dict[str, list[str]] = {}
-    for name in names:
-        rec = state.get(name)
-        if rec.role == Role.REDIS and primary and primary != (rec.host, rec.port):
-            args[name] = ["--replicaof", primary[0], str(primary[1])]
-    return args
+def _wait_backends(state_dir: str, site: str, pods: list[str], timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(LabError, OSError):
+            status = backends(load_state(state_dir), site)
+            if all(status.get(p, "").startswith("UP") for p in pods if p in status):
+                return
+        if time.monotonic() > deadline:
+            raise LabError(f"{site}: backends {pods} not UP at the load balancer after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
-def _wait_replicating(state_dir: str, names: list[str], timeout: float = 30.0) -> None:
-    """Wait until each Redis node of ``names`` is the Sentinels' primary or a linked replica."""
-    state = load_state(state_dir)
-    password = replication.password_of(state)
-
-    def linked(rec: ProcessRecord) -> bool:
-        try:
-            with replication.client(rec.host, rec.port, password) as conn:
-                info = conn.info("replication")
-        except (redis.RedisError, OSError):
-            return False
-        if info.get("role") == "master":
-            return replication.primary_address(state) == (rec.host, rec.port)
-        return info.get("master_link_status") == "up"
-
-    wait_ready([state.get(n) for n in names], linked, what="replicating", timeout=timeout)
+# --- a whole site ------------------------------------------------------------------------------
 
 
-# --- Whole site --------------------------------------------------------------------------
+def _site_losses(state: LabState, site: str) -> list[ProcessRecord]:
+    """What a site's loss kills: its pods' containers and its load balancer (not a provider's
+    regional services, which keep their data behind the cut)."""
+    return [r for r in state.find(site=site) if r.role in (Role.CONTAINER, Role.LB) and not r.init]
 
 
 def stop_site(state_dir: str, site: str) -> dict[str, Any]:
-    """Lose a whole site: SIGKILL its api replicas, worker, Redis, Sentinel and NATS node."""
+    """Lose a whole site: kill its pods and load balancer, and cut its uplink."""
     state = _lab(state_dir)
     _check_site(state, site)
-    names = [r.name for r in state.find(site=site)]
-    when, killed = _kill(state_dir, names)
+    fabric.set_uplink(state.fabric, site, up=False)
+    when, killed = _kill(state_dir, _site_losses(state, site))
     return {"fault": "stop_site", "site": site, "time": when, "killed": killed}
 
 
 def start_site(state_dir: str, site: str) -> dict[str, Any]:
-    """Bring a lost site back: Redis rejoins as a replica, NATS rejoins the cluster, apps ready."""
+    """Bring a lost site back: its uplink, its pods (stateful ones first), its load balancer."""
     state = _lab(state_dir)
     _check_site(state, site)
-    # Everything starts at once (the apps retry until Redis and NATS answer), Redis first so
-    # it is told whom to follow before anything can write to it.
-    names = [r.name for role in START_ORDER for r in state.find(site=site, role=role)]
-    redis_names = [r.name for r in state.find(site=site, role=Role.REDIS)]
-    started = _spawn_missing(state_dir, names, _replica_args(state, redis_names))
-    _wait(state_dir, names)
-    _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS)])
-    _wait_frontdoor(state_dir, [r.name for r in state.find(site=site, role=Role.API)])
-    return {"fault": "start_site", "site": site, "time": time.time(), "started": started}
-
-
-# --- One api replica ---------------------------------------------------------------------
-
-
-def kill_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
-    """Lose one api replica (SIGKILL): in-flight requests on it fail over at the front door."""
-    rec = _replica(_lab(state_dir), site, index)
-    when, killed = _kill(state_dir, [rec.name])
-    return {"fault": "kill_replica", "site": site, "time": when, "killed": killed}
-
-
-def restart_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
-    """Start a killed api replica again and wait until the front door has it back."""
-    rec = _replica(_lab(state_dir), site, index)
-    started = _spawn_missing(state_dir, [rec.name])
-    _wait(state_dir, [rec.name])
-    _wait_frontdoor(state_dir, [rec.name])
-    return {"fault": "restart_replica", "site": site, "time": time.time(), "started": started}
-
-
-def pause_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
-    """Hang one api replica (SIGSTOP): it accepts connections but never answers."""
-    rec = _replica(_lab(state_dir), site, index)
     when = time.time()
-    paused = [] if is_stopped(rec) else [rec.name] if signal_process(rec, signal.SIGSTOP) else []
-    return {"fault": "pause_replica", "site": site, "time": when, "paused": paused}
+    records = [r for r in state.find(site=site) if r.role in (Role.CONTAINER, Role.LB)]
+    fabric.set_uplink(state.fabric, site, up=True)
+    started: list[str] = []
+    for wave in (0, 1):
+        batch = [r for r in records if r.role == Role.CONTAINER and r.wave == wave]
+        started += _start(state_dir, batch)
+        _wait_ready(state_dir, batch)
+    lbs = [r for r in records if r.role == Role.LB]
+    started += _start(state_dir, lbs)
+    _wait_backends(state_dir, site, list(state.sites[site].backends.values()))
+    return {"fault": "start_site", "site": site, "time": when, "started": started}
 
 
-def resume_replica(state_dir: str, site: str, index: int = 0) -> dict[str, Any]:
-    """Let a paused api replica run again (SIGCONT)."""
-    rec = _replica(_lab(state_dir), site, index)
-    resumed = [rec.name] if is_stopped(rec) and signal_process(rec, signal.SIGCONT) else []
-    return {"fault": "resume_replica", "site": site, "time": time.time(), "resumed": resumed}
+# --- one replica ---------------------------------------------------------------------------------
 
 
-# --- Cache -------------------------------------------------------------------------------
+def _replica(state: LabState, site: str, index: int, workload: str) -> str:
+    _check_site(state, site)
+    pod = f"{site}/{workload}-{index}"
+    if pod not in state.fabric.pods:
+        have = sorted(k.split("/", 1)[1] for k in state.fabric.pods if k.startswith(f"{site}/{workload}-"))
+        raise LabError(f"index: {site} has no {workload} replica {index} (it has {have})")
+    return pod
 
 
-def kill_redis_primary(state_dir: str) -> dict[str, Any]:
-    """Lose the Redis primary (SIGKILL), wherever it is now; Sentinel promotes a replica.
-
-    Idempotent while the failover runs: if the primary the Sentinels name is already dead,
-    nothing more is killed.
-    """
+def kill_replica(state_dir: str, site: str, index: int = 0, workload: str = "api") -> dict[str, Any]:
+    """Lose one replica (every container of its pod), as a task or pod lost with its host."""
     state = _lab(state_dir)
-    addr = replication.primary_address(state)
-    if addr is None:
-        raise LabError(f"no Sentinel of the lab at {state_dir} knows a Redis primary")
-    rec = next((r for r in state.find(role=Role.REDIS) if (r.host, r.port) == addr), None)
-    if rec is None:
-        raise LabError(f"the Sentinels name {addr[0]}:{addr[1]} as primary, which is not a lab Redis")
-    when, killed = _kill(state_dir, [rec.name])
-    return {
-        "fault": "kill_redis_primary",
-        "site": rec.site,
-        "time": when,
-        "killed": killed,
-        "primary": rec.name,
-    }
+    pod = _replica(state, site, index, workload)
+    when, killed = _kill(state_dir, _pod_records(state, pod))
+    return {"fault": "kill_replica", "site": site, "pod": pod, "time": when, "killed": killed}
 
 
-def restore_redis(state_dir: str) -> dict[str, Any]:
-    """Restart every stopped Redis node as a replica of the current primary; wait for the sync."""
+def restart_replica(state_dir: str, site: str, index: int = 0, workload: str = "api") -> dict[str, Any]:
     state = _lab(state_dir)
-    names = [r.name for r in state.find(role=Role.REDIS) if not is_running(r)]
-    started = _spawn_missing(state_dir, names, _replica_args(state, names))
-    _wait(state_dir, names)
-    _wait_replicating(state_dir, names)
-    return {"fault": "restore_redis", "site": None, "time": time.time(), "started": started}
+    pod = _replica(state, site, index, workload)
+    records = [r for r in state.processes if r.pod == pod]
+    when = time.time()
+    started = _start(state_dir, records)
+    _wait_ready(state_dir, records)
+    if pod in state.sites[site].backends.values():
+        _wait_backends(state_dir, site, [pod])
+    return {"fault": "restart_replica", "site": site, "pod": pod, "time": when, "started": started}
 
 
-# --- Broker ------------------------------------------------------------------------------
+def pause_replica(state_dir: str, site: str, index: int = 0, workload: str = "api") -> dict[str, Any]:
+    """Hang one replica (SIGSTOP): it accepts connections and never answers."""
+    state = _lab(state_dir)
+    pod = _replica(state, site, index, workload)
+    when = time.time()
+    paused = [r.name for r in _pod_records(state, pod) if procs.signal_process(r, signal.SIGSTOP)]
+    return {"fault": "pause_replica", "site": site, "pod": pod, "time": when, "paused": paused}
+
+
+def resume_replica(state_dir: str, site: str, index: int = 0, workload: str = "api") -> dict[str, Any]:
+    state = _lab(state_dir)
+    pod = _replica(state, site, index, workload)
+    when = time.time()
+    resumed = [r.name for r in _pod_records(state, pod) if procs.signal_process(r, signal.SIGCONT)]
+    _wait_ready(state_dir, _pod_records(state, pod))
+    return {"fault": "resume_replica", "site": site, "pod": pod, "time": when, "resumed": resumed}
+
+
+# --- a cache's primary ------------------------------------------------------------------------------
+
+
+def _redis_role(rec: ProcessRecord, state: LabState) -> str | None:
+    """``master`` or ``slave`` for a cache process (managed node or on-prem pod), else None."""
+    password, ca = _cache_credentials(rec, state)
+    if password is None:
+        return None
+    try:
+        client = redis.Redis(
+            host=rec.host,
+            port=rec.port,
+            password=password,
+            ssl=True,
+            ssl_ca_certs=ca,
+            ssl_check_hostname=False,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
+        with contextlib.closing(client):
+            return str(client.info("replication").get("role"))
+    except (redis.RedisError, OSError):
+        return None
+
+
+def _cache_credentials(rec: ProcessRecord, state: LabState) -> tuple[str | None, str | None]:
+    """The AUTH password and CA file of a cache process, from its own config."""
+    conf = next((a for a in rec.argv if a.endswith(".conf")), None)
+    if rec.role == Role.SERVICE and conf:
+        # Redis rewrites its config on a failover, quoting values.
+        settings = {
+            ln.split(None, 1)[0]: ln.split(None, 1)[1].strip().strip('"')
+            for ln in Path(conf).read_text(encoding="utf-8").splitlines()
+            if len(ln.split(None, 1)) == 2 and not ln.startswith("#")
+        }
+        return settings.get("requirepass"), settings.get("tls-ca-cert-file")
+    if rec.role == Role.CONTAINER and rec.container == "redis":
+        import json
+
+        spec = json.loads(Path(rec.argv[-1]).read_text(encoding="utf-8"))
+        password = spec["env"].get("REDISCLI_AUTH") or spec["env"].get("REDIS_PASSWORD")
+        tls = next((m["source"] for m in spec["mounts"] if m["target"].endswith("/tls")), None)
+        return password, f"{tls}/ca.crt" if tls else None
+    return None, None
+
+
+def cache_nodes(state: LabState, site: str) -> list[ProcessRecord]:
+    """A site's cache servers: a managed cache's nodes, or an on-prem Redis StatefulSet's pods."""
+    managed = [r for r in state.find(site=site, role=Role.SERVICE) if r.ports.get("cache")]
+    pods = [r for r in state.find(site=site, role=Role.CONTAINER) if r.container == "redis"]
+    return managed or pods
+
+
+def cache_primary(state_dir: str, site: str) -> dict[str, Any]:
+    """The site's cache primary now (a probe)."""
+    state = load_state(state_dir)
+    _check_site(state, site)
+    roles = {r.name: _redis_role(r, state) for r in cache_nodes(state, site) if is_running(r)}
+    primary = [n for n, role in roles.items() if role == "master"]
+    return {"site": site, "primary": primary[0] if len(primary) == 1 else None, "roles": roles}
+
+
+def kill_cache_primary(state_dir: str, site: str) -> dict[str, Any]:
+    """Lose the site's cache primary (its server process); the failover the plan asks for (the
+    provider's, or Sentinel's on-prem) is what brings writes back."""
+    state = _lab(state_dir)
+    _check_site(state, site)
+    found = cache_primary(state_dir, site)
+    if found["primary"] is None:
+        raise LabError(f"{site}: no single cache primary to lose (roles: {found['roles']})")
+    rec = state.get(found["primary"])
+    targets = _pod_records(state, rec.pod or "") if rec.role == Role.CONTAINER else [rec]
+    when, killed = _kill(state_dir, targets)
+    return {"fault": "kill_cache_primary", "site": site, "node": rec.name, "time": when, "killed": killed}
+
+
+def restore_cache(state_dir: str, site: str) -> dict[str, Any]:
+    """Bring lost cache nodes back, as replicas of the current primary."""
+    state = _lab(state_dir)
+    _check_site(state, site)
+    when = time.time()
+    lost = [r for r in cache_nodes(state, site) if not is_running(r)]
+    restored = []
+    for rec in lost:
+        if rec.role == Role.SERVICE:
+            _rejoin_as_replica(state_dir, site, rec)
+            restored += _start(state_dir, [rec])
+        else:
+            pod = [r for r in state.processes if r.pod == rec.pod]
+            restored += _start(state_dir, pod)  # its init script asks the Sentinels who is primary
+            _wait_ready(state_dir, pod)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while any(_redis_role(load_state(state_dir).get(r.name), state) is None for r in lost):
+        if time.monotonic() > deadline:
+            raise LabError(f"{site}: restored cache nodes do not answer after {WAIT_SECONDS:.0f} s")
+        time.sleep(0.2)
+    return {"fault": "restore_cache", "site": site, "time": when, "restored": restored}
+
+
+def _rejoin_as_replica(state_dir: str, site: str, rec: ProcessRecord) -> None:
+    """A managed node coming back follows the primary its endpoint names now."""
+    state = load_state(state_dir)
+    endpoint = next(iter(state.sites[site].endpoints), None)
+    if endpoint is None:
+        return
+    (address,) = names.lookup(Path(state.sites[site].hosts_file), endpoint)[:1] or [None]
+    conf = Path(next(a for a in rec.argv if a.endswith(".conf")))
+    lines = [
+        ln
+        for ln in conf.read_text(encoding="utf-8").splitlines()
+        if not ln.startswith(("replicaof ", "slaveof "))
+    ]
+    port = rec.ports.get("cache", 0)
+    if address and address != rec.host:
+        lines.append(f"replicaof {address} {port}")
+    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --- a broker ------------------------------------------------------------------------------------
+
+
+def _broker(state: LabState, site: str) -> list[ProcessRecord]:
+    _check_site(state, site)
+    pods = [r for r in state.find(site=site, role=Role.CONTAINER) if r.container == "nats"]
+    if pods:
+        return [r for r in state.processes if r.pod == pods[0].pod and not r.init]
+    service = [r for r in state.find(site=site, role=Role.SERVICE) if r.container == "pubsub"]
+    if service:
+        return service
+    raise LabError(
+        f"{site}: its queue is a provider's regional service the lab keeps in memory (SQS on moto): "
+        "losing that process would lose messages SQS keeps; lose a replica or the site instead"
+    )
 
 
 def stop_broker(state_dir: str, site: str) -> dict[str, Any]:
-    """Lose a site's NATS node (SIGKILL); the apps there reconnect to another node."""
+    """Lose one broker node of the site (a NATS pod), or its Pub/Sub server."""
     state = _lab(state_dir)
-    _check_site(state, site)
-    names = [r.name for r in state.find(site=site, role=Role.NATS)]
-    when, killed = _kill(state_dir, names)
+    when, killed = _kill(state_dir, _broker(state, site))
     return {"fault": "stop_broker", "site": site, "time": when, "killed": killed}
 
 
 def start_broker(state_dir: str, site: str) -> dict[str, Any]:
-    """Restart a site's NATS node and wait until it is back in the JetStream cluster."""
     state = _lab(state_dir)
-    _check_site(state, site)
-    names = [r.name for r in state.find(site=site, role=Role.NATS)]
-    started = _spawn_missing(state_dir, names)
-    _wait(state_dir, names)
-    return {"fault": "start_broker", "site": site, "time": time.time(), "started": started}
-
-
-# --- Network (root + --netns) ------------------------------------------------------------
-
-
-def _site_network(state: LabState, site: str) -> SiteNetwork:
-    _check_site(state, site)
-    if state.network is None:
-        raise LabError(
-            "network faults need a lab started as root with --netns "
-            f"(the lab at {state.state_dir} runs on loopback)"
+    records = _broker(state, site)
+    when = time.time()
+    started = _start(state_dir, records)
+    if records[0].role == Role.CONTAINER:
+        _wait_ready(state_dir, records)
+    else:
+        twin.wait_for(
+            "listening",
+            [load_state(state_dir).get(records[0].name)],
+            lambda r: twin._tcp_open(r.host, r.port),
         )
-    if not network.is_root():
-        raise LabError("network faults need root (they change the lab's namespaces and links); run as root")
-    return state.network.sites[site]
+    return {"fault": "start_broker", "site": site, "time": when, "started": started}
+
+
+# --- the network -----------------------------------------------------------------------------------
 
 
 def partition_site(state_dir: str, site: str) -> dict[str, Any]:
-    """Cut a site off: its link goes down, so nobody reaches it while its processes run on."""
-    link = _site_network(_lab(state_dir), site)
+    """Cut the site's uplink: everything inside keeps running, nothing outside reaches it."""
+    state = _lab(state_dir)
+    _check_site(state, site)
     when = time.time()
-    changed = network.link_is_up(link)
-    if changed:
-        network.set_link(link, up=False)
-    return {"fault": "partition_site", "site": site, "time": when, "changed": changed}
+    fabric.set_uplink(state.fabric, site, up=False)
+    return {"fault": "partition_site", "site": site, "time": when}
 
 
 def heal_partition(state_dir: str, site: str) -> dict[str, Any]:
-    """Reconnect a partitioned site, keeping it out of the front door until it has reconciled.
-
-    While cut off, the site's Redis may still think it is the primary, and its apps would
-    pass /readyz against it and serve stale sessions. So its replicas stay in maintenance at
-    the front door until Sentinel has demoted that Redis to a replica of the current primary;
-    then they are put back and this waits until they are UP.
-    """
     state = _lab(state_dir)
-    link = _site_network(state, site)
-    apis = [r.name for r in state.find(site=site, role=Role.API) if r.wanted]
-    changed = not network.link_is_up(link)
+    _check_site(state, site)
     when = time.time()
-    if changed:
-        frontdoor.set_maintenance(state, apis, on=True)
-        network.set_link(link, up=True)
-        try:
-            _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS) if r.wanted])
-        finally:
-            frontdoor.set_maintenance(state, apis, on=False)
-    _wait_frontdoor(state_dir, apis)
-    return {"fault": "heal_partition", "site": site, "time": when, "changed": changed}
-
-
-def _out_of_rotation(state: LabState, apis: list[str]) -> bool:
-    """Whether any of the api replicas ``apis`` is not UP at the front door now."""
-    door = state.find(role=Role.FRONTDOOR)
-    if not apis or not door or not is_running(door[0]):
-        return False
-    status = {s["server"]: str(s["status"]) for s in frontdoor.server_states(state.state_dir)}
-    return any(not status.get(name, "").startswith("UP") for name in apis)
+    fabric.set_uplink(state.fabric, site, up=True)
+    return {"fault": "heal_partition", "site": site, "time": when}
 
 
 def network_faults(state_dir: str, site: str) -> list[str]:
-    """The network faults in effect on a site now: partition, packet_loss, netem, delay_line,
-    latency_loss (a probe, and what the undos look at before waiting for the site)."""
-    state = _lab(state_dir)
-    link = _site_network(state, site)
+    """The network faults in effect on a site now (a probe)."""
+    state = load_state(state_dir)
+    _check_site(state, site)
+    link = state.fabric.sites[site]
     found = []
-    if not network.link_is_up(link):
+    out = network.ip("-o", "link", "show", link.uplink_host, check=False).stdout
+    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
+    if "UP" not in flags:
         found.append("partition")
     if network.packet_loss(link) is not None:
         found.append("packet_loss")
-    if "netem" in network.tc("qdisc", "show", "dev", link.veth_host, check=False).stdout:
+    if "netem" in network.tc("qdisc", "show", "dev", link.uplink_host, check=False).stdout:
         found.append("netem")
-    # A delay line that died (SIGKILL) leaves the link off the lab bridge: still this fault.
-    assert state.network is not None
-    if site in state.delay_lines or network.link_master(link.veth_host) != state.network.bridge:
+    if site in state.delay_lines or network.link_master(link.uplink_host) != state.fabric.wan_bridge:
         found.append("delay_line")
     if network.packet_loss(link, table=network.LATENCY_LOSS_TABLE) is not None:
         found.append("latency_loss")
     return found
 
 
-def _lift(state_dir: str, site: str, kinds: set[str], lift: Callable[[], bool]) -> bool:
-    """Undo the network fault(s) ``kinds`` on ``site``; ``lift`` returns whether it changed anything.
-
-    A degraded link (heavy loss, a long delay) can cut a site off as a partition does: the
-    front door marks it down, Sentinel may promote a replica elsewhere, and the site's Redis
-    may then be a stale primary. So, as ``heal_partition`` does, a site whose replicas are out
-    of rotation stays in maintenance at the front door until its Redis follows the current
-    primary; a site that was still served is not taken out of rotation at all. Either way
-    this returns once the site's Redis replicates and its replicas are UP, unless another
-    network fault still holds the site (then it returns at once: that fault's undo waits).
-    """
-    state = _lab(state_dir)
-    if set(network_faults(state_dir, site)) - kinds:
-        return lift()
-    apis = [r.name for r in state.find(site=site, role=Role.API) if r.wanted]
-    hold = _out_of_rotation(state, apis)
-    if hold:
-        frontdoor.set_maintenance(state, apis, on=True)
-    try:
-        changed = lift()
-        if changed:
-            _wait_replicating(state_dir, [r.name for r in state.find(site=site, role=Role.REDIS) if r.wanted])
-    finally:
-        if hold:
-            frontdoor.set_maintenance(state, apis, on=False)
-    _wait_frontdoor(state_dir, apis)
-    return changed
-
-
 def add_packet_loss(state_dir: str, site: str, loss_percent: float = 10) -> dict[str, Any]:
-    """Drop ``loss_percent`` % of the packets to and from a site (each direction), with nftables.
-
-    Works without netem: one nftables table in the site's namespace drops packets at random
-    on the site's veth (input and output). Applying it again replaces the percentage.
-    """
+    """Drop ``loss_percent`` % of the frames crossing the site's uplink, each direction."""
     percent, _ = network.loss_threshold(loss_percent)
-    link = _site_network(_lab(state_dir), site)
+    state = _lab(state_dir)
+    _check_site(state, site)
     when = time.time()
-    rule = network.set_packet_loss(link, percent)
+    rule = network.set_packet_loss(state.fabric.sites[site], percent)
     return {"fault": "add_packet_loss", "site": site, "time": when, **rule}
 
 
 def clear_packet_loss(state_dir: str, site: str) -> dict[str, Any]:
-    """Delete the site's packet-loss table (only that one); idempotent.
-
-    Returns how many packets it dropped per direction, and waits until the site is back in
-    rotation (see ``_lift``).
-    """
-    link = _site_network(_lab(state_dir), site)
+    state = load_state(state_dir)
+    _check_site(state, site)
+    link = state.fabric.sites[site]
     seen = network.packet_loss(link)
     when = time.time()
-    changed = _lift(state_dir, site, {"packet_loss"}, lambda: network.clear_packet_loss(link))
-    dropped = seen.get("dropped") if seen else None
-    return {"fault": "clear_packet_loss", "site": site, "time": when, "changed": changed, "dropped": dropped}
+    changed = network.clear_packet_loss(link)
+    return {
+        "fault": "clear_packet_loss",
+        "site": site,
+        "time": when,
+        "changed": changed,
+        "dropped": seen.get("dropped") if seen else None,
+    }
 
 
 def _whole_ms(value: object, field: str) -> int:
@@ -407,29 +426,26 @@ def _whole_ms(value: object, field: str) -> int:
 def add_latency(
     state_dir: str, site: str, delay_ms: int = 100, jitter_ms: int = 0, loss_percent: float = 0
 ) -> dict[str, Any]:
-    """Delay (and optionally drop) every packet to and from a site.
+    """Delay (and optionally drop) every frame crossing the site's uplink, each direction.
 
-    With netem, ``tc netem`` on both ends of the site's link. Without it (this lab's VM
-    kernel), the delay comes from a userspace delay line on the link
-    (``skyfleet.lab.delayline``) and the loss from an nftables table in the site's namespace.
-    Each direction gets ``delay_ms`` ± ``jitter_ms`` and ``loss_percent`` in either case.
+    With netem, ``tc netem`` on both ends of the uplink; without it (this lab's VM kernel), a
+    userspace delay line on the uplink and an nftables table for the loss.
     """
     delay, jitter = _whole_ms(delay_ms, "delay_ms"), _whole_ms(jitter_ms, "jitter_ms")
     loss = network.loss_threshold(loss_percent)[0] if loss_percent else 0.0
     if not (delay or jitter or loss):
         raise LabError("add_latency: delay_ms, jitter_ms and loss_percent are all 0: nothing to inject")
     state = _lab(state_dir)
-    link = _site_network(state, site)
+    _check_site(state, site)
+    link = state.fabric.sites[site]
     if network.netem_available():
         when = time.time()
         spec = network.set_netem(link, delay_ms=delay, jitter_ms=jitter, loss_percent=loss)
         return {"fault": "add_latency", "site": site, "time": when, "mechanism": "netem", "netem": spec}
     if (delay or jitter) and not network.tun_available():
         raise LabError(
-            f"latency: this kernel ({os.uname().release}) has no netem qdisc (sch_netem) and no "
-            "TUN device (/dev/net/tun), so delay cannot be injected here (latency needs netem or "
-            "the lab's TAP delay line); for loss alone use site_packet_loss "
-            "(faults.add_packet_loss), which needs only nftables"
+            f"latency: this kernel ({os.uname().release}) has no netem qdisc and no TUN device "
+            "(/dev/net/tun): delay cannot be injected here; for loss alone use add_packet_loss"
         )
     when = time.time()
     if delay or jitter:
@@ -453,74 +469,50 @@ def add_latency(
 
 
 def clear_latency(state_dir: str, site: str) -> dict[str, Any]:
-    """Remove the site's delay and loss (netem, or the delay line and its nftables table)."""
-    link = _site_network(_lab(state_dir), site)
+    state = load_state(state_dir)
+    _check_site(state, site)
+    link = state.fabric.sites[site]
     when = time.time()
-
-    def lift() -> bool:
-        network.clear_netem(link)
-        stopped = _stop_delay_line(state_dir, site)
-        return network.clear_packet_loss(link, table=network.LATENCY_LOSS_TABLE) or stopped
-
-    changed = _lift(state_dir, site, {"netem", "delay_line", "latency_loss"}, lift)
+    network.clear_netem(link)
+    stopped = _stop_delay_line(state_dir, site)
+    changed = network.clear_packet_loss(link, table=network.LATENCY_LOSS_TABLE) or stopped
     return {"fault": "clear_latency", "site": site, "time": when, "changed": changed}
 
 
-def _delay_argv(state: LabState, site: str, delay_ms: int, jitter_ms: int) -> list[str]:
-    assert state.network is not None
-    link = state.network.sites[site]
-    tap, sink = network.delay_devices(link)
-    return [
-        sys.executable,
-        "-m",
-        "skyfleet.lab.delayline",
-        "--link",
-        link.veth_host,
-        "--bridge",
-        state.network.bridge,
-        "--tap",
-        tap,
-        "--sink",
-        sink,
-        "--delay-ms",
-        str(delay_ms),
-        "--jitter-ms",
-        str(jitter_ms),
-    ]
-
-
 def _start_delay_line(state_dir: str, site: str, delay_ms: int, jitter_ms: int) -> bool:
-    """Run a delay line on the site's link (replacing one with other figures); False if unchanged."""
-    with updating(state_dir) as state:
-        assert state.network is not None
-        argv = _delay_argv(state, site, delay_ms, jitter_ms)
-        old = state.delay_lines.get(site)
-        if old is not None and is_running(old) and old.argv == argv:
-            return False
+    """Run a delay line on the site's uplink (replacing one with other figures)."""
+    state = load_state(state_dir)
+    link = state.fabric.sites[site]
+    tap, sink = network.delay_devices(link)
+    argv = [
+        sys.executable, "-m", "skyfleet.lab.delayline",
+        "--link", link.uplink_host, "--bridge", state.fabric.wan_bridge,
+        "--tap", tap, "--sink", sink,
+        "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
+    ]  # fmt: skip
+    old = state.delay_lines.get(site)
+    if old is not None and is_running(old) and old.argv == argv:
+        return False
     _stop_delay_line(state_dir, site)
     with updating(state_dir) as state:
-        assert state.network is not None
-        link = state.network.sites[site]
-        network.repair_link(state.network, link)  # whatever a crashed earlier line left
-        network.pin_bridge_address(state.network.bridge)
+        network.repair_link(state.fabric.wan_bridge, link)  # whatever a crashed earlier line left
+        network.pin_bridge_address(state.fabric.wan_bridge)
         rec = ProcessRecord(
-            name=f"{site}-delay",
+            name=f"{site}/delay",
             role=Role.DELAY,
             site=site,
             argv=argv,
             cwd=state.state_dir,
-            log_file=str(Path(state.state_dir) / "logs" / f"{site}-delay.log"),
-            host=link.address,
+            log_file=str(Path(state.state_dir) / "logs" / f"{site}.delay.log"),
+            host=state.fabric.wan_address,
         )
-        spawn(rec, secrets_dir=Path(state.secrets_dir), marker=state.state_dir)
+        procs.spawn(rec, secrets_dir=Path(state.state_dir) / "secrets", marker=state.state_dir)
         state.delay_lines[site] = rec
-        bridge, (_, sink) = state.network.bridge, network.delay_devices(link)
     deadline = time.monotonic() + 10
-    while network.link_master(link.veth_host) != sink or not _ready_line(rec):
+    while network.link_master(link.uplink_host) != sink or not _ready_line(rec):
         if not is_running(rec) or time.monotonic() > deadline:
-            tail = log_tail(rec)
             _stop_delay_line(state_dir, site)
-            raise LabError(f"latency: the delay line on {site}'s link ({bridge}) did not start\n{tail}")
+            raise LabError(f"latency: the delay line on {site}'s uplink did not start")
         time.sleep(0.02)
     return True
 
@@ -535,13 +527,23 @@ def _ready_line(rec: ProcessRecord) -> bool:
 
 
 def _stop_delay_line(state_dir: str, site: str) -> bool:
-    """Stop the site's delay line, if any, and make sure its link is back on the bridge.
-
-    Returns whether there was one (running or not)."""
+    """Stop the site's delay line, if any, and put its uplink back on the WAN."""
     with updating(state_dir) as state:
         rec = state.delay_lines.pop(site, None)
         if rec is not None:
             stop_records([rec], grace=5.0)
-        if state.network is not None:
-            network.repair_link(state.network, state.network.sites[site])
-    return rec is not None  # a line that died on its own still left the link to repair
+        network.repair_link(state.fabric.wan_bridge, state.fabric.sites[site])
+    return rec is not None
+
+
+# Each fault with the undo that reverses it (drills declare their rollbacks from this).
+UNDO: dict[str, Callable[..., dict[str, Any]]] = {
+    "stop_site": start_site,
+    "kill_replica": restart_replica,
+    "pause_replica": resume_replica,
+    "kill_cache_primary": restore_cache,
+    "stop_broker": start_broker,
+    "partition_site": heal_partition,
+    "add_packet_loss": clear_packet_loss,
+    "add_latency": clear_latency,
+}

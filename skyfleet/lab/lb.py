@@ -19,6 +19,9 @@ servers' states; the log (ISO timestamps) gives every health transition.
 
 from __future__ import annotations
 
+import csv
+import io
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,3 +125,25 @@ def render(spec: LoadBalancerSpec, *, address: str, pem: Path, admin_socket: Pat
 def server_names(backends: Sequence[Backend]) -> dict[str, str]:
     """HAProxy server name -> pod key."""
     return {b.name.replace("/", "."): b.name for b in backends}
+
+
+def _admin(admin_socket: Path, command: str, timeout: float = 2.0) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(admin_socket))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def server_states(admin_socket: Path) -> list[dict[str, str]]:
+    """Each backend server's state at the load balancer (HAProxy's ``show stat``)."""
+    text = _admin(admin_socket, "show stat").lstrip("# ")
+    rows = csv.DictReader(io.StringIO(text))
+    return [
+        {"server": r["svname"], "status": r["status"], "check": r.get("check_status", "")}
+        for r in rows
+        if r.get("pxname") == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")
+    ]

@@ -1,14 +1,11 @@
-"""Root/netns mode: each site in its own network namespace, joined by one bridge.
+"""The network faults' plumbing: ``ip``, ``tc`` and ``nft`` around a site's uplink (the one
+link between its namespace and the lab's WAN, see ``skyfleet.lab.fabric``).
 
-Every site (and the witness) gets a namespace with one veth link to a bridge in the root
-namespace, and one address in the lab's private /24; the front door stays in the root
-namespace and reaches the sites over the bridge. Cutting a site's link is then a real
-partition (its processes keep running, nobody can reach them), and tc netem on that link is
-real latency or loss, which signals alone cannot fake.
-
-Kernels without netem (the lab's Firecracker VM kernel) still get both, by other means:
-packet loss from an nftables table inside the site's namespace (``set_packet_loss``), and
-delay from a userspace delay line on the site's link (``skyfleet.lab.delayline``).
+Cutting the uplink is a real partition (the site's processes keep running, nobody outside can
+reach them, nothing inside notices), and tc netem on it is real latency or loss. Kernels
+without netem (the lab's Firecracker VM kernel) still get both, by other means: packet loss
+from an nftables table in the site's namespace (``set_packet_loss``), and delay from a
+userspace delay line on the uplink (``skyfleet.lab.delayline``).
 """
 
 from __future__ import annotations
@@ -19,40 +16,16 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.state import Network, SiteNetwork
 
-# Sites get host numbers from here on; .1 is the bridge (the root namespace's address).
-FIRST_HOST = 10
+if TYPE_CHECKING:
+    from skyfleet.lab.fabric import SiteLink
 
 
 def is_root() -> bool:
     return os.geteuid() == 0
-
-
-def bridge_name(lab_id: str) -> str:
-    return f"sfbr{lab_id}"  # interface names are limited to 15 characters
-
-
-def namespace_name(lab_id: str, member: str) -> str:
-    return f"skyfleet-{lab_id}-{member}"
-
-
-def plan(config: LabConfig) -> Network:
-    net = config.subnet()
-    hosts = list(net.hosts())
-    bridge = bridge_name(config.lab_id)
-    sites = {}
-    for i, member in enumerate(config.quorum_members):
-        sites[member] = SiteNetwork(
-            namespace=namespace_name(config.lab_id, member),
-            address=str(hosts[FIRST_HOST - 1 + i]),
-            veth_host=f"sfh{config.lab_id}{i}",
-            veth_ns=f"sfn{config.lab_id}{i}",
-        )
-    return Network(bridge=bridge, bridge_address=str(hosts[0]), subnet=str(net), sites=sites)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -81,83 +54,6 @@ def _subnet_in_use(subnet: str) -> str | None:
     return None
 
 
-def create(network: Network) -> None:
-    """Create the bridge, the namespaces and their links; fail before touching anything in use."""
-    if not is_root():
-        raise LabError("netns: network namespaces need root; run as root or drop --netns")
-    clash = _subnet_in_use(network.subnet)
-    if clash:
-        raise LabError(
-            f"netns_subnet: {network.subnet} is already in use ({clash}); "
-            "pick another with netns_subnet or another --base-port"
-        )
-    existing = set(ip("netns", "list").stdout.split())
-    for site in network.sites.values():
-        if site.namespace in existing:
-            raise LabError(f"netns: namespace {site.namespace} already exists; run `skyfleet lab down` first")
-    ip("link", "add", network.bridge, "type", "bridge")
-    pin_bridge_address(network.bridge)
-    ip("addr", "add", f"{network.bridge_address}/24", "dev", network.bridge)
-    ip("link", "set", network.bridge, "up")
-    for site in network.sites.values():
-        ip("netns", "add", site.namespace)
-        ip("link", "add", site.veth_host, "type", "veth", "peer", "name", site.veth_ns)
-        ip("link", "set", site.veth_ns, "netns", site.namespace)
-        ip("link", "set", site.veth_host, "master", network.bridge, "up")
-        ip("-n", site.namespace, "addr", "add", f"{site.address}/24", "dev", site.veth_ns)
-        ip("-n", site.namespace, "link", "set", site.veth_ns, "up")
-        ip("-n", site.namespace, "link", "set", "lo", "up")
-
-
-def destroy(network: Network) -> list[str]:
-    """Delete the namespaces (their links go with them) and the bridge; idempotent."""
-    removed = []
-    existing = set(ip("netns", "list", check=False).stdout.split())
-    for site in network.sites.values():
-        if site.namespace in existing:
-            ip("netns", "del", site.namespace, check=False)
-            removed.append(site.namespace)
-        ip("link", "del", site.veth_host, check=False)
-        for device in delay_devices(site):  # left by a delay line that was SIGKILLed
-            if _device_exists(device):
-                ip("link", "del", device, check=False)
-                removed.append(device)
-    if Path(f"/sys/class/net/{network.bridge}").exists():
-        ip("link", "del", network.bridge, check=False)
-        removed.append(network.bridge)
-    return removed
-
-
-def destroy_by_id(lab_id: str) -> list[str]:
-    """Delete a lab's namespaces and bridge by name alone (when its state file is lost)."""
-    removed = []
-    for name in ip("netns", "list", check=False).stdout.split():
-        if name.startswith(namespace_name(lab_id, "")):
-            ip("netns", "del", name, check=False)
-            removed.append(name)
-    for prefix in (f"{DELAY_TAP_PREFIX}{lab_id}", f"{DELAY_SINK_PREFIX}{lab_id}"):
-        for device in sorted(os.listdir("/sys/class/net")):
-            if device.startswith(prefix):
-                ip("link", "del", device, check=False)
-                removed.append(device)
-    bridge = bridge_name(lab_id)
-    if Path(f"/sys/class/net/{bridge}").exists():
-        ip("link", "del", bridge, check=False)
-        removed.append(bridge)
-    return removed
-
-
-def set_link(site: SiteNetwork, up: bool) -> None:
-    """Connect or cut a site's only link to the rest of the lab."""
-    ip("link", "set", site.veth_host, "up" if up else "down")
-
-
-def link_is_up(site: SiteNetwork) -> bool:
-    out = ip("-o", "link", "show", site.veth_host, check=False).stdout
-    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
-    return "UP" in flags
-
-
 def netem_available() -> bool:
     """Whether this kernel has the netem qdisc (some VM kernels ship without sch_netem).
 
@@ -178,8 +74,8 @@ def netem_available() -> bool:
         ip("netns", "del", probe_ns, check=False)
 
 
-def set_netem(site: SiteNetwork, *, delay_ms: int, jitter_ms: int, loss_percent: float) -> str:
-    """Apply the same netem on both ends of the link, so both directions are affected."""
+def set_netem(site: SiteLink, *, delay_ms: int, jitter_ms: int, loss_percent: float) -> str:
+    """Apply the same netem on both ends of the uplink, so both directions are affected."""
     if not netem_available():
         raise LabError(
             f"latency/loss: this kernel ({os.uname().release}) has no netem qdisc (sch_netem), "
@@ -190,14 +86,14 @@ def set_netem(site: SiteNetwork, *, delay_ms: int, jitter_ms: int, loss_percent:
         spec.append(f"{jitter_ms}ms")
     if loss_percent:
         spec += ["loss", f"{loss_percent}%"]
-    tc("qdisc", "replace", "dev", site.veth_host, "root", "netem", *spec)
-    tc("qdisc", "replace", "dev", site.veth_ns, "root", "netem", *spec, netns=site.namespace)
+    tc("qdisc", "replace", "dev", site.uplink_host, "root", "netem", *spec)
+    tc("qdisc", "replace", "dev", site.uplink_site, "root", "netem", *spec, netns=site.namespace)
     return " ".join(spec)
 
 
-def clear_netem(site: SiteNetwork) -> None:
-    tc("qdisc", "del", "dev", site.veth_host, "root", check=False)
-    tc("qdisc", "del", "dev", site.veth_ns, "root", netns=site.namespace, check=False)
+def clear_netem(site: SiteLink) -> None:
+    tc("qdisc", "del", "dev", site.uplink_host, "root", check=False)
+    tc("qdisc", "del", "dev", site.uplink_site, "root", netns=site.namespace, check=False)
 
 
 # --- Packet loss without netem: nftables inside the site's namespace ----------------------
@@ -250,46 +146,44 @@ def loss_threshold(loss_percent: object, field: str = "loss_percent") -> tuple[f
     return percent, threshold
 
 
-def set_packet_loss(site: SiteNetwork, loss_percent: float, *, table: str = LOSS_TABLE) -> dict[str, object]:
-    """Drop ``loss_percent`` % of the packets crossing the site's link, in each direction.
+def set_packet_loss(site: SiteLink, loss_percent: float, *, table: str = LOSS_TABLE) -> dict[str, object]:
+    """Drop ``loss_percent`` % of the frames crossing the site's uplink, in each direction.
 
-    One nftables table inside the site's namespace, with an input and an output chain that
-    match only the site's veth (its own loopback traffic is untouched, as netem on the link
-    would leave it). The table is replaced in one transaction, so changing the percentage
-    never leaves a moment without, or with twice, the rule.
+    One nftables table (bridge family) inside the site's namespace, whose forward chain matches
+    only frames entering or leaving through the uplink: traffic inside the site is untouched, as
+    netem on the uplink would leave it. The table is replaced in one transaction, so changing the
+    percentage never leaves a moment without, or with twice, the rule.
     """
     percent, threshold = loss_threshold(loss_percent)
     # numgen's values are 0 … LOSS_SCALE-1, so 100 % is a rule without a condition.
     rule = f"numgen random mod {LOSS_SCALE} < {threshold}" if threshold < LOSS_SCALE else ""
+    cond = f"{rule} " if rule else ""
     script = (
-        f"table inet {table}\n"
-        f"delete table inet {table}\n"
-        f"table inet {table} {{\n"
-        "  chain input {\n"
-        "    type filter hook input priority -300; policy accept;\n"
-        f'    iifname "{site.veth_ns}" {rule}{" " if rule else ""}counter drop\n'
-        "  }\n"
-        "  chain output {\n"
-        "    type filter hook output priority -300; policy accept;\n"
-        f'    oifname "{site.veth_ns}" {rule}{" " if rule else ""}counter drop\n'
+        f"table bridge {table}\n"
+        f"delete table bridge {table}\n"
+        f"table bridge {table} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority -300; policy accept;\n"
+        f'    iifname "{site.uplink_site}" {cond}counter comment "in" drop\n'
+        f'    oifname "{site.uplink_site}" {cond}counter comment "out" drop\n'
         "  }\n"
         "}\n"
     )
     nft(site.namespace, "-f", "-", script=script)
     return {
-        "table": f"inet {table}",
+        "table": f"bridge {table}",
         "loss_percent": percent,
-        "rule": rule or "every packet",
+        "rule": rule or "every frame",
         "namespace": site.namespace,
     }
 
 
-def packet_loss(site: SiteNetwork, *, table: str = LOSS_TABLE) -> dict[str, object] | None:
-    """The site's loss table as it is now (percent and packets dropped per direction), or None."""
-    result = nft(site.namespace, "-j", "list", "table", "inet", table, check=False)
+def packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> dict[str, object] | None:
+    """The site's loss table as it is now (percent and frames dropped per direction), or None."""
+    result = nft(site.namespace, "-j", "list", "table", "bridge", table, check=False)
     if result.returncode != 0:
         return None
-    found: dict[str, object] = {"table": f"inet {table}", "loss_percent": 100.0}
+    found: dict[str, object] = {"table": f"bridge {table}", "loss_percent": 100.0}
     dropped: dict[str, int] = {}
     for item in json.loads(result.stdout).get("nftables", []):
         rule = item.get("rule")
@@ -300,17 +194,17 @@ def packet_loss(site: SiteNetwork, *, table: str = LOSS_TABLE) -> dict[str, obje
             if "numgen" in match.get("left", {}):
                 found["loss_percent"] = match["right"] * 100 / LOSS_SCALE
             if "counter" in expr:
-                dropped["in" if rule["chain"] == "input" else "out"] = expr["counter"]["packets"]
+                dropped[str(rule.get("comment", "?"))] = expr["counter"]["packets"]
     found["dropped"] = dropped
     return found
 
 
-def clear_packet_loss(site: SiteNetwork, *, table: str = LOSS_TABLE) -> bool:
+def clear_packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> bool:
     """Delete the site's loss table (only that one); False if there was none."""
-    if nft(site.namespace, "list", "table", "inet", table, check=False).returncode != 0:
+    if nft(site.namespace, "list", "table", "bridge", table, check=False).returncode != 0:
         return False
     # Declaring the table first makes the deletion succeed even if it vanished meanwhile.
-    nft(site.namespace, "-f", "-", script=f"table inet {table}\ndelete table inet {table}\n")
+    nft(site.namespace, "-f", "-", script=f"table bridge {table}\ndelete table bridge {table}\n")
     return True
 
 
@@ -336,9 +230,9 @@ def tun_available() -> bool:
     return os.path.exists("/dev/net/tun")
 
 
-def delay_devices(site: SiteNetwork) -> tuple[str, str]:
+def delay_devices(site: SiteLink) -> tuple[str, str]:
     """The TAP device and the private bridge a delay line on ``site`` uses (15-char names)."""
-    suffix = site.veth_host.removeprefix("sfh")
+    suffix = site.uplink_host.removeprefix("sfh")
     return f"{DELAY_TAP_PREFIX}{suffix}", f"{DELAY_SINK_PREFIX}{suffix}"
 
 
@@ -364,10 +258,10 @@ def pin_bridge_address(bridge: str) -> None:
         ip("link", "set", bridge, "address", address)
 
 
-def repair_link(network: Network, site: SiteNetwork) -> None:
-    """Put the site's veth back on the lab bridge and remove what a delay line left; idempotent."""
-    if _device_exists(site.veth_host) and link_master(site.veth_host) != network.bridge:
-        ip("link", "set", site.veth_host, "master", network.bridge)
+def repair_link(wan_bridge: str, site: SiteLink) -> None:
+    """Put the site's uplink back on the WAN and remove what a delay line left; idempotent."""
+    if _device_exists(site.uplink_host) and link_master(site.uplink_host) != wan_bridge:
+        ip("link", "set", site.uplink_host, "master", wan_bridge)
     for device in delay_devices(site):
         if _device_exists(device):
             ip("link", "del", device, check=False)

@@ -1,4 +1,4 @@
-"""The lab state file: every process, port and namespace of a lab, written as each starts.
+"""The lab state file: every site, pod, process and namespace of a lab, written as each starts.
 
 It lives in the state folder (``lab.json``) so that ``down``, ``status`` and the fault
 primitives work from any process, even after the ``skyfleet`` process that ran ``up`` died.
@@ -21,36 +21,44 @@ from pydantic import BaseModel, Field, ValidationError
 
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
+from skyfleet.lab.fabric import Fabric
 from skyfleet.lab.procs import ProcessRecord, Role
+from skyfleet.lab.values import Rewrite
 
 STATE_FILE = "lab.json"
 LOCK_FILE = "lab.lock"
 Phase = Literal["starting", "up", "failed", "stopping", "down"]
 
 
-class FrontDoor(BaseModel):
-    https_url: str | None
-    http_url: str
-    ca_file: str | None
-    admin_socket: str
-    log_file: str
-    backend: str = "agents"
+class SiteState(BaseModel):
+    """One site of the twin: its stack, its load balancer, its name service."""
+
+    stack: str
+    target: str
+    site: str
+    lb_address: str
+    lb_names: list[str]
+    hosts_file: str
+    # Managed endpoint names that follow a failover: name -> the cache service they belong to.
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    backends: dict[str, str] = Field(default_factory=dict)  # HAProxy server -> pod key
+    admin_socket: str = ""
+    lb_log: str = ""
 
 
-class SiteNetwork(BaseModel):
-    namespace: str
-    address: str
-    veth_host: str
-    veth_ns: str
+class Edge(BaseModel):
+    """The edge stack's twin: the global name, its routing, and the DNS server that answers it."""
 
-
-class Network(BaseModel):
-    """Root/netns mode: one bridge in the root namespace, one namespace per site."""
-
-    bridge: str
-    bridge_address: str
-    subnet: str
-    sites: dict[str, SiteNetwork] = Field(default_factory=dict)
+    stack: str
+    fqdn: str
+    routing: str
+    ttl: int
+    dns_address: str
+    dns_port: int = 53
+    # The health checks' settings, as the plan gives them (site -> interval, threshold, path).
+    health_checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    config_file: str = ""
+    events_file: str = ""
 
 
 class LabState(BaseModel):
@@ -59,16 +67,20 @@ class LabState(BaseModel):
     phase: Phase = "starting"
     created_at: float = Field(default_factory=time.time)
     config: dict[str, Any]
-    front_door: FrontDoor
-    api_key_file: str
-    secrets_dir: str
-    redis_master_name: str
-    ports: list[int] = Field(default_factory=list)
-    network: Network | None = None
+    fabric: Fabric
+    sites: dict[str, SiteState] = Field(default_factory=dict)
+    edge: Edge | None = None
     processes: list[ProcessRecord] = Field(default_factory=list)
-    # Latency faults without netem: the delay line process on each delayed site's link. Kept
-    # apart from ``processes``: it is a fault, not a part of the site (status, site loss and
-    # restarts ignore it); ``down`` stops it and removes its devices.
+    # What differs from the plans, said out loud: endpoint rewrites, what the lab cannot run or
+    # runs differently, replica caps.
+    rewrites: list[Rewrite] = Field(default_factory=list)
+    deviations: list[str] = Field(default_factory=list)
+    capped: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    not_run: list[str] = Field(default_factory=list)
+    public_ca_file: str = ""
+    api_key_file: str = ""
+    # Latency faults without netem: the delay line on each delayed site's uplink (a fault, not
+    # a part of the site; ``down`` stops it and removes its devices).
     delay_lines: dict[str, ProcessRecord] = Field(default_factory=dict)
 
     @property
@@ -76,8 +88,11 @@ class LabState(BaseModel):
         return LabConfig.model_validate(self.config)
 
     @property
-    def sites(self) -> list[str]:
-        return list(self.config["sites"])
+    def site_names(self) -> list[str]:
+        return list(self.sites)
+
+    def address(self, pod_key: str) -> str:
+        return self.fabric.pods[pod_key].address
 
     def get(self, name: str) -> ProcessRecord:
         for rec in self.processes:
@@ -85,9 +100,15 @@ class LabState(BaseModel):
                 return rec
         raise LabError(f"no process named {name!r} in the lab at {self.state_dir}")
 
-    def find(self, *, site: str | None = None, role: Role | None = None) -> list[ProcessRecord]:
+    def find(
+        self, *, site: str | None = None, role: Role | None = None, pod: str | None = None
+    ) -> list[ProcessRecord]:
         return [
-            r for r in self.processes if (site is None or r.site == site) and (role is None or r.role == role)
+            r
+            for r in self.processes
+            if (site is None or r.site == site)
+            and (role is None or r.role == role)
+            and (pod is None or r.pod == pod)
         ]
 
     def upsert(self, rec: ProcessRecord) -> None:

@@ -1,4 +1,5 @@
-"""``skyfleet lab status``: what runs, what is healthy, who is primary, and how far behind."""
+"""``skyfleet lab status``: what the twin runs, what is healthy, and every way it differs from
+the plans (endpoint rewrites, replica caps, what it runs differently or not at all)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from skyfleet.lab import broker, replication
+from skyfleet.lab import faults, names, twin
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.frontdoor import server_states
-from skyfleet.lab.lifecycle import http_ready
 from skyfleet.lab.procs import ProcessRecord, Role, is_running, is_stopped
 from skyfleet.lab.state import load_state
 
@@ -21,93 +20,77 @@ def process_state(rec: ProcessRecord) -> str:
     return "stopped" if not rec.wanted or rec.pid is None else "dead"
 
 
-def lab_status(state_dir: str, *, lag_window_seconds: float = 0.3) -> dict[str, Any]:
-    """Everything ``status --json`` prints; also a probe for drills (``healthy`` is the summary)."""
+def lab_status(state_dir: str) -> dict[str, Any]:
+    """Everything ``status --json`` prints; also a probe for drills (``healthy`` sums it up)."""
     state = load_state(state_dir)
-    config = state.lab_config
-    apis = state.find(role=Role.API)
+    live = [r for r in state.processes if not r.init]
+    containers = [r for r in live if r.role == Role.CONTAINER and is_running(r)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        ready = dict(zip([r.name for r in apis], pool.map(http_ready, apis), strict=True))
+        ready = dict(
+            zip([r.name for r in containers], pool.map(twin.container_ready, containers), strict=True)
+        )
     processes = [
         {
-            "name": rec.name,
-            "role": rec.role.value,
-            "site": rec.site,
-            "pid": rec.pid,
-            "state": process_state(rec),
-            "address": f"{rec.host}:{','.join(str(p) for p in rec.ports.values())}",
-            **({"ready": ready[rec.name]} if rec.name in ready else {}),
+            "name": r.name,
+            "role": r.role.value,
+            "site": r.site,
+            "pod": r.pod,
+            "pid": r.pid,
+            "state": process_state(r),
+            "address": f"{r.host}:{','.join(str(p) for p in r.ports.values())}" if r.ports else r.host,
+            **({"ready": ready[r.name]} if r.name in ready else {}),
         }
-        for rec in state.processes
+        for r in live
     ]
-    door = next(iter(state.find(role=Role.FRONTDOOR)), None)
-    servers: list[dict[str, Any]] = []
-    if door and is_running(door):
-        try:
-            servers = server_states(state_dir)
-        except LabError:
-            servers = []
-    redis_info: dict[str, Any] = {"nodes": replication.node_roles(state) if state.phase != "down" else []}
-    if state.phase != "down":
-        try:
-            redis_info["primary"] = replication.redis_primary(state_dir)
-        except LabError as exc:
-            redis_info["primary"] = None
-            redis_info["error"] = str(exc)
-        if redis_info["primary"] and len(state.find(role=Role.REDIS)) > 1:
-            try:
-                redis_info["lag_ms"] = replication.sample_lag(
-                    state_dir, window_seconds=lag_window_seconds, interval_ms=100
-                )
-            except LabError as exc:
-                redis_info["lag_ms"] = {"error": str(exc)}
-    nats = broker.cluster_status(state) if state.phase != "down" else {"nodes": []}
     sites = []
-    for site in config.sites:
-        own = [p for p in processes if p["site"] == site]
+    for name, site in state.sites.items():
+        own = [p for p in processes if p["site"] == name]
+        try:
+            backends = faults.backends(state, name) if state.phase == "up" else {}
+        except (LabError, OSError):
+            backends = {}
+        endpoints = {}
+        for endpoint in site.endpoints:
+            try:
+                endpoints[endpoint] = names.lookup(Path(site.hosts_file), endpoint)
+            except OSError:
+                endpoints[endpoint] = []
         sites.append(
             {
-                "name": site,
-                "processes_running": sum(1 for p in own if p["state"] == "running"),
+                "name": name,
+                "stack": site.stack,
+                "target": site.target,
+                "load_balancer": {"address": site.lb_address, "names": site.lb_names, "backends": backends},
+                "managed_endpoints": endpoints,
                 "processes": len(own),
-                "replicas_ready": sum(1 for p in own if p.get("ready")),
-                "front_door_up": sum(1 for s in servers if s["site"] == site and s["status"] == "UP"),
-                "address": state.network.sites[site].address if state.network else "127.0.0.1",
-                "namespace": state.network.sites[site].namespace if state.network else None,
+                "processes_running": sum(1 for p in own if p["state"] == "running"),
             }
         )
     healthy = (
         state.phase == "up"
         and all(p["state"] == "running" for p in processes)
         and all(ready.values())
-        and bool(servers)
-        and all(s["status"] == "UP" for s in servers)
-        and bool(redis_info.get("primary"))
-        # exactly one primary, every other node replicating it (no split brain after a partition)
-        and sum(1 for n in redis_info["nodes"] if n["role"] == "primary") == 1
-        and all(n.get("link") == "up" for n in redis_info["nodes"] if n["role"] == "replica")
-        and nats.get("nodes_up") == nats.get("cluster_size")
+        and all(b.startswith("UP") for s in sites for b in s["load_balancer"]["backends"].values())
     )
     return {
         "lab_id": state.lab_id,
         "state_dir": state.state_dir,
         "phase": state.phase,
         "healthy": healthy,
-        "routing": config.routing.value,
-        "mode": "netns" if state.network else "loopback",
+        "stacks": [s.stack for s in state.sites.values()] + ([state.edge.stack] if state.edge else []),
+        "edge": state.edge.model_dump() if state.edge else None,
         "endpoints": {
-            "front_door": state.front_door.https_url or state.front_door.http_url,
-            "https_url": state.front_door.https_url,
-            "http_url": state.front_door.http_url,
-            "ca_file": state.front_door.ca_file,
+            "global_name": state.edge.fqdn if state.edge else None,
+            "dns": f"{state.edge.dns_address}:{state.edge.dns_port}" if state.edge else None,
+            "ca_file": state.public_ca_file,
             "api_key_file": state.api_key_file,
-            "admin_socket": state.front_door.admin_socket,
-            "front_door_log": state.front_door.log_file,
         },
         "sites": sites,
         "processes": processes,
-        "front_door": {"servers": servers},
-        "redis": redis_info,
-        "nats": nats,
+        # Every way the lab differs from the plans, said out loud.
+        "rewrites": [r.model_dump() for r in state.rewrites],
+        "capped": {k: {"planned": v[0], "running": v[1]} for k, v in state.capped.items()},
+        "deviations": state.deviations,
+        "not_run": state.not_run,
         "logs": str(Path(state.state_dir) / "logs"),
     }

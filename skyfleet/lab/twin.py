@@ -22,16 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from skyfleet.lab import fabric, lb, names, pods, probes, procs
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.model import PlanValues, Probe
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.lab.procs import ProcessRecord, Role
+from skyfleet.lab.state import LabState, SiteState
 from skyfleet.lab.targets import aws, gcp, onprem
 from skyfleet.lab.targets.base import Context, SiteTwin
-from skyfleet.lab.values import LabValues, Rewrite
+from skyfleet.lab.values import LabValues
 from skyfleet.plan import Plan
 
 TARGETS: dict[str, Any] = {"aws": aws, "gcp": gcp, "onprem": onprem}
@@ -39,39 +38,9 @@ MARKER = procs.MARKER_ENV
 READY_TIMEOUT = 120.0
 
 
-class SiteState(BaseModel):
-    stack: str
-    target: str
-    site: str
-    lb_address: str
-    lb_names: list[str]
-    hosts_file: str
-    endpoints: dict[str, str] = Field(default_factory=dict)  # name -> pod key it points at
-    backends: dict[str, str] = Field(default_factory=dict)  # HAProxy server -> pod key
-    admin_socket: str = ""
-
-
-class TwinState(BaseModel):
-    lab_id: str
-    state_dir: str
-    phase: str = "starting"
-    fabric: fabric.Fabric
-    sites: dict[str, SiteState] = Field(default_factory=dict)
-    processes: list[ProcessRecord] = Field(default_factory=list)
-    rewrites: list[Rewrite] = Field(default_factory=list)
-    deviations: list[str] = Field(default_factory=list)
-    capped: dict[str, tuple[int, int]] = Field(default_factory=dict)
-    not_run: list[str] = Field(default_factory=list)
-    public_ca_file: str = ""
-    api_key_file: str = ""
-
-    def address(self, pod_key: str) -> str:
-        return self.fabric.pods[pod_key].address
-
-
 @dataclass
 class Built:
-    state: TwinState
+    state: LabState
     sites: list[SiteTwin]
     after_services: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
     after_pods: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
@@ -84,7 +53,13 @@ def _write_secret_file(path: Path, data: bytes | str, mode: int = 0o600) -> None
 
 
 def build(
-    plans: Iterable[Plan], *, state_dir: Path, lab_id: str, subnet: str, max_replicas: int | None
+    plans: Iterable[Plan],
+    *,
+    state_dir: Path,
+    lab_id: str,
+    subnet: str,
+    max_replicas: int | None,
+    config: dict[str, Any] | None = None,
 ) -> Built:
     """Everything the lab will run for the site ``plans``, with every file written."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -123,9 +98,10 @@ def build(
         for s in sites
     }
     net = fabric.plan(lab_id, subnet, [s.site for s in sites], pod_names)
-    state = TwinState(
+    state = LabState(
         lab_id=lab_id,
         state_dir=str(state_dir),
+        config=config or {},
         fabric=net,
         public_ca_file=str(secrets_dir / "public-ca.pem"),
         api_key_file=str(secrets_dir / "api-key"),
@@ -150,7 +126,7 @@ def build(
             lb_address=addresses["lb"],
             lb_names=site.lb.names if site.lb else [],
             hosts_file=str(hosts_file(site.site)),
-            endpoints={e.name: f"{site.site}/{e.pod}" for e in site.endpoints},
+            endpoints={e.name: e.service for e in site.endpoints},
         )
         state.deviations += [f"{site.site}: {d}" for d in site.deviations]
         state.capped.update({f"{site.site}/{k}": v for k, v in site.capped.items()})
@@ -240,6 +216,7 @@ def build(
                 lb.render(site.lb, address=addresses["lb"], pem=pem, admin_socket=admin), encoding="utf-8"
             )
             state.sites[site.site].admin_socket = str(admin)
+            state.sites[site.site].lb_log = str(logs / f"{site.site}.lb.log")
             state.sites[site.site].backends = lb.server_names(site.lb.backends)
             state.processes.append(
                 ProcessRecord(
@@ -317,13 +294,13 @@ def _tail(rec: ProcessRecord, lines: int = 20) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty log)"
 
 
-def _spawn(state: TwinState, records: list[ProcessRecord]) -> None:
+def _spawn(state: LabState, records: list[ProcessRecord]) -> None:
     secrets_dir = Path(state.state_dir) / "secrets"
     for rec in records:
         procs.spawn(rec, secrets_dir=secrets_dir, marker=state.state_dir)
 
 
-def _run_to_completion(state: TwinState, rec: ProcessRecord, timeout: float) -> int:
+def _run_to_completion(state: LabState, rec: ProcessRecord, timeout: float) -> int:
     """Run an init container and return its exit code (recorded, so ``down`` finds it meanwhile)."""
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
     env[MARKER] = state.state_dir
@@ -350,7 +327,9 @@ def container_ready(rec: ProcessRecord) -> bool:
     return procs.is_running(rec)
 
 
-def _start_pods(state: TwinState, wave: int, say: Callable[[str], None]) -> None:
+def _start_pods(
+    state: LabState, wave: int, say: Callable[[str], None], on_started: Callable[[], None]
+) -> None:
     containers = [r for r in state.processes if r.role == Role.CONTAINER and r.wave == wave]
     if not containers:
         return
@@ -365,31 +344,41 @@ def _start_pods(state: TwinState, wave: int, say: Callable[[str], None]) -> None
     mains = [r for r in containers if not r.init]
     say(f"starting {len(mains)} containers")
     _spawn(state, mains)
+    on_started()
     wait_for("ready (their probes pass)", mains, container_ready)
 
 
-def _addresses(state: TwinState, site: str) -> dict[str, str]:
+def _addresses(state: LabState, site: str) -> dict[str, str]:
     return {k.split("/", 1)[1]: p.address for k, p in state.fabric.pods.items() if k.startswith(f"{site}/")}
 
 
-def start(built: Built, *, say: Callable[[str], None] = lambda _: None) -> TwinState:
+def start(
+    built: Built,
+    *,
+    say: Callable[[str], None] = lambda _: None,
+    on_started: Callable[[], None] = lambda: None,
+) -> LabState:
+    """Start a built lab; ``on_started`` runs after each batch of processes starts (to record
+    their pids at once, so a crash of ``up`` itself leaves nothing ``down`` cannot find)."""
     state = built.state
     fabric.create(state.fabric)
     services = [r for r in state.processes if r.role == Role.SERVICE]
     say(f"starting {len(services)} managed-service processes")
     _spawn(state, services)
+    on_started()
     wait_for("listening", [r for r in services if r.ports], lambda r: _tcp_open(r.host, r.port))
     for site, step in built.after_services:
         say(f"{site}: preparing managed services")
         step(_addresses(state, site))
-    _start_pods(state, 0, say)
+    _start_pods(state, 0, say, on_started)
     for site, step in built.after_pods:
         say(f"{site}: running what the plan's Jobs do")
         step(_addresses(state, site))
-    _start_pods(state, 1, say)
+    _start_pods(state, 1, say, on_started)
     lbs = [r for r in state.processes if r.role == Role.LB]
     say(f"starting {len(lbs)} load balancers")
     _spawn(state, lbs)
+    on_started()
     wait_for("serving", lbs, lambda r: _tcp_open(r.host, 443))
     return state
 
@@ -413,10 +402,12 @@ def tls_get(address: str, name: str, path: str, ca_file: str, timeout: float = 5
     return int(head.split()[1]), body
 
 
-def stop(state: TwinState) -> dict[str, Any]:
-    stopped = procs.stop_records([r for r in state.processes if r.role == Role.LB], grace=5)
-    stopped += procs.stop_records([r for r in state.processes if r.role != Role.LB], grace=5)
+def stop(state: LabState, *, grace: float = 5.0) -> dict[str, Any]:
+    """Traffic stops first (the edge, the load balancers), then everything else at once: the
+    apps drain within their grace while the servers they use shut down beside them."""
+    front = [r for r in state.processes if r.role in (Role.EDGE, Role.LB)]
+    stopped = procs.stop_records(front, grace=grace)
+    stopped += procs.stop_records([r for r in state.processes if r not in front], grace=grace)
     orphans = procs.kill_marked(state.state_dir)
     removed = fabric.destroy(state.fabric)
-    subprocess.run(["true"], check=False)
     return {"stopped": stopped, "orphans_killed": orphans, "network_removed": removed}

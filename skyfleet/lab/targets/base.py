@@ -196,7 +196,10 @@ def managed_cache(
         text = "\n".join(
             [
                 f"bind {addresses[pod]}",
-                "port 26379",
+                # TLS everywhere: Sentinels speak it to each other as to the nodes.
+                "port 0",
+                "tls-port 26379",
+                "tls-auth-clients no",
                 f'dir "{folder}"',
                 "daemonize no",
                 "set-proc-title no",
