@@ -30,6 +30,7 @@ from tests.policies.conftest import Gate
 
 DEPLOYABILITY = {
     "skyfleet-app-env",
+    "skyfleet-app-secret-values",
     "skyfleet-worker-no-api-keys",
     "skyfleet-app-tls-names",
     "skyfleet-workload-permissions",
@@ -230,9 +231,48 @@ def test_app_env_secret_value_the_app_rejects(gate: Gate, shipped: dict[str, Pla
     version = res(plan, "secrets-api-keys", "aws:secretsmanager/secretVersion:SecretVersion")
     edit(version, lambda p: p["secretString"].update(value="too-short"))
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
-    found = check(gate, plan).on("skyfleet-app-env", api)
+    found = check(gate, plan).on("skyfleet-app-secret-values", api)
     assert_names(
-        found, plan, "skyfleet-app-env", api, "AGENT_API_KEYS: key on line 1 is shorter than 16 characters"
+        found,
+        plan,
+        "skyfleet-app-secret-values",
+        api,
+        "AGENT_API_KEYS: key on line 1 is shorter than 16 characters",
+    )
+
+
+def test_app_secret_values_missing_kubernetes_secret_key_and_mounted_keys(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "onprem-prod")
+    assert check(gate, plan).of("skyfleet-app-secret-values") == []
+    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+    edit(
+        res(plan, "redis-auth", "kubernetes:core/v1:Secret"),
+        lambda p: p["stringData"]["value"].update(pass_word="x"),
+    )
+    edit(
+        res(plan, "redis-auth", "kubernetes:core/v1:Secret"),
+        lambda p: p["stringData"]["value"].pop("password"),
+    )
+    found = check(gate, plan).on("skyfleet-app-secret-values", worker)
+    assert_names(
+        found, plan, "skyfleet-app-secret-values", worker, "Secret 'redis-auth' has no key 'password'"
+    )
+
+    plan = copy_of(shipped, "onprem-prod")
+    edit(
+        res(plan, "api-keys", "kubernetes:core/v1:Secret"),
+        lambda p: p["stringData"]["value"].update({"api-keys": "short\n"}),
+    )
+    api = res(plan, "api", "kubernetes:apps/v1:Deployment")
+    found = check(gate, plan).on("skyfleet-app-secret-values", api)
+    assert_names(
+        found,
+        plan,
+        "skyfleet-app-secret-values",
+        api,
+        "AGENT_API_KEYS_FILE (/var/run/secrets/skyfleet/api-keys)",
     )
 
 

@@ -277,13 +277,20 @@ def _k8s(resource: PolicyResource) -> Iterator[Container]:
         )
 
 
-def plan_containers(view: StackView) -> Iterator[Container]:
-    for r in view.of_type(ECS_TASK):
-        yield from _ecs(r)
-    for r in view.of_type(RUN_SERVICE):
-        yield from _run(r)
-    for r in view.of_type(*WORKLOADS):
-        yield from _k8s(r)
+def plan_containers(
+    view: StackView, platforms: tuple[str, ...] = ("ecs", "cloudrun", "kubernetes")
+) -> Iterator[Container]:
+    """The containers of every workload on the given platforms (read only those: a value that is
+    unknown in a preview elsewhere must not stop a check that does not need it)."""
+    if "ecs" in platforms:
+        for r in view.of_type(ECS_TASK):
+            yield from _ecs(r)
+    if "cloudrun" in platforms:
+        for r in view.of_type(RUN_SERVICE):
+            yield from _run(r)
+    if "kubernetes" in platforms:
+        for r in view.of_type(*WORKLOADS):
+            yield from _k8s(r)
 
 
 # -- secret values the plan knows ---------------------------------------------------------------
@@ -324,6 +331,15 @@ def k8s_object(view: StackView, kind: str, name: str, namespace: str | None) -> 
         ):
             return r
     return None
+
+
+def k8s_keys(view: StackView, kind: str, name: str, namespace: str | None) -> set[str] | None:
+    """The keys of a Secret or ConfigMap in the stack, without reading its values (None: not in
+    the stack)."""
+    obj = k8s_object(view, kind, name, namespace)
+    if obj is None:
+        return None
+    return {str(k) for field in ("data", "stringData") for k in (obj.props.get(field) or {})}
 
 
 def k8s_data(view: StackView, kind: str, name: str, namespace: str | None) -> dict[str, str] | None:
@@ -372,12 +388,9 @@ def provides(view: StackView, container: Container, path: str) -> tuple[bool, st
                 return True, ""
             continue
         kind = K8S_SECRET if source.kind == "secret" else K8S_CONFIGMAP
-        data = (
-            k8s_data(view, kind, source.name or "", source.scope)
-            if container.platform == "kubernetes"
-            else None
-        )
-        if data is None or rel in data:
+        on_k8s = container.platform == "kubernetes"
+        keys = k8s_keys(view, kind, source.name or "", source.scope) if on_k8s else None
+        if keys is None or rel in keys:
             return True, ""
     names = ", ".join(sorted({s.name or s.kind for s in mount.sources}))
     return False, f"the volume mounted at {mount.path} ({names}) has no {rel}"

@@ -40,9 +40,8 @@ def _prepared_by(app: Container, others: list[Container], volume: str) -> bool:
 
 def _scratch(view: StackView) -> Iterator[tuple[str, str | None]]:
     by_task: dict[str, list[Container]] = {}
-    for c in plan_containers(view):
-        if c.platform == "ecs":
-            by_task.setdefault(c.resource.urn, []).append(c)
+    for c in plan_containers(view, ("ecs",)):
+        by_task.setdefault(c.resource.urn, []).append(c)
     for urn, group in by_task.items():
         for c in group:
             if _user(c) in ROOT_USERS or not truthy(c.raw.get("readonlyRootFilesystem")):

@@ -28,10 +28,10 @@ from agent_app.contract import Env
 from ._plan import (
     K8S_SECRET,
     Container,
-    EnvValue,
     SecretRef,
     certificate_names,
     k8s_data,
+    k8s_keys,
     k8s_servers,
     name_covers,
     plan_containers,
@@ -94,21 +94,27 @@ def app_containers(view: StackView) -> Iterator[tuple[Container, str | None]]:
 
 
 class Resolved:
-    """One app container's environment as the app would see it, validated."""
+    """One app container's environment as the app would see it, validated by its settings model.
 
-    def __init__(self, view: StackView, container: Container) -> None:
+    With ``secrets``, values the plan holds in a secret store are used; without, every
+    secret-sourced variable is present but unknown (and no secret value is read, so a preview's
+    unknown secrets do not stop the rest of the check)."""
+
+    def __init__(self, view: StackView, container: Container, *, secrets: bool = False) -> None:
         self.container = container
-        self.unknown: set[str] = set()  # values only the platform knows at run time
+        self.unknown: set[str] = set()  # values the plan does not know: only presence counts
         self.mapping: dict[str, str] = {}
         for name, value in container.env.items():
-            known = _value(view, value)
+            known = value.value if value.kind == "value" else None
+            if secrets and value.kind == "secret" and value.secret is not None:
+                known = secret_value(view, value.secret)
             if known is None:
                 self.unknown.add(name)
                 self.mapping[name] = _PLACEHOLDER
             else:
                 self.mapping[name] = known
         self.files = {name: self.mapping.pop(name) for name in FILE_SETTINGS if name in self.mapping}
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (variable, the app's message)
         self.settings: Settings | None = None
         try:
             self.settings = PlannedSettings.model_validate(self.mapping)
@@ -119,7 +125,7 @@ class Resolved:
                 rejected.add(var)
                 if var in self.unknown and err["type"] != "missing":
                     continue  # a value the plan does not know cannot be judged
-                self.problems.append(line)
+                self.problems.append((var, line))
             # The settings without the rejected variables, for the checks that read the others.
             try:
                 rest = {k: v for k, v in self.mapping.items() if k not in rejected}
@@ -128,49 +134,46 @@ class Resolved:
                 self.settings = None
 
 
-def _value(view: StackView, value: EnvValue) -> str | None:
-    if value.kind == "value":
-        return value.value
-    if value.kind == "secret" and value.secret is not None:
-        return secret_value(view, value.secret)
-    return None
-
-
 def _env_problems(view: StackView, c: Container, role: str | None) -> Iterator[str]:
     resolved = Resolved(view, c)
-    yield from resolved.problems
+    yield from (line for _, line in resolved.problems)
     for name, path in resolved.files.items():
         if name in resolved.unknown:
             continue
         ok, why = provides(view, c, path)
         if not ok:
             yield f"{name}: {path} is not provided by the plan: {why}"
-    for name, value in c.env.items():
-        if value.kind == "secret" and value.secret is not None and value.secret.store == "kubernetes":
-            data = k8s_data(view, K8S_SECRET, value.secret.name, value.secret.scope)
-            if data is not None and value.secret.key not in data:
-                yield f"{name}: Secret {value.secret.name!r} has no key {value.secret.key!r}"
     if role == API:
-        yield from _api_keys(view, c, resolved)
+        inline_var, file_var = Env.API_KEYS.value, Env.API_KEYS_FILE.value
+        has_file = file_var in resolved.files and provides(view, c, resolved.files[file_var])[0]
+        if not has_file and inline_var not in c.env:
+            # The api refuses to start without client keys (agent_app.auth.ApiKeys): its own words.
+            try:
+                ApiKeys(file=None, inline=None)
+            except ConfigError as exc:
+                yield str(exc)
 
 
-def _api_keys(view: StackView, c: Container, resolved: Resolved) -> Iterator[str]:
-    """The api refuses to start without client keys (agent_app.auth.ApiKeys): same check, same words."""
-    inline_var, file_var = Env.API_KEYS.value, Env.API_KEYS_FILE.value
-    has_file = file_var in resolved.files and provides(view, c, resolved.files[file_var])[0]
-    has_inline = inline_var in c.env
-    if not has_file and not has_inline:
-        try:
-            ApiKeys(file=None, inline=None)
-        except ConfigError as exc:
-            yield str(exc)
+def _secret_problems(view: StackView, c: Container, role: str | None) -> Iterator[str]:
+    secret_vars = {n for n, v in c.env.items() if v.kind == "secret" and v.secret is not None}
+    for name in sorted(secret_vars):
+        ref = c.env[name].secret
+        assert ref is not None
+        if ref.store == "kubernetes":
+            keys = k8s_keys(view, K8S_SECRET, ref.name, ref.scope)
+            if keys is not None and ref.key not in keys:
+                yield f"{name}: Secret {ref.name!r} has no key {ref.key!r}"
+    resolved = Resolved(view, c, secrets=True)
+    yield from (f"{line} (from the secret store)" for var, line in resolved.problems if var in secret_vars)
+    if role != API:
         return
-    if has_inline and inline_var not in resolved.unknown:
+    inline_var, file_var = Env.API_KEYS.value, Env.API_KEYS_FILE.value
+    if inline_var in secret_vars and inline_var not in resolved.unknown:
         try:
             ApiKeys(file=None, inline=resolved.mapping[inline_var])
         except ConfigError as exc:
             yield str(exc)
-    if has_file:
+    if file_var in resolved.files:
         content = _file_content(view, c, resolved.files[file_var])
         if content is not None:
             try:
@@ -201,6 +204,12 @@ def _file_content(view: StackView, c: Container, path: str) -> str | None:
 def _app_env(view: StackView) -> Iterator[tuple[str, str | None]]:
     for c, role in app_containers(view):
         for problem in _env_problems(view, c, role):
+            yield f"{c.label} ({role or 'app'}) would exit at start: {problem}", c.resource.urn
+
+
+def _secret_values(view: StackView) -> Iterator[tuple[str, str | None]]:
+    for c, role in app_containers(view):
+        for problem in _secret_problems(view, c, role):
             yield f"{c.label} ({role or 'app'}) would exit at start: {problem}", c.resource.urn
 
 
@@ -281,13 +290,24 @@ CONTROLS = Controls(nist=("CM-6", "SI-10"), soc2=("CC8.1", "CC7.1"))
 RULES = [
     Rule(
         "skyfleet-app-env",
-        "Every app container's environment is accepted by the app's own settings model, its *_FILE "
-        "settings are provided by mounts, and the api has client keys.",
+        "Every app container's environment is accepted by the app's own settings model (secret-sourced "
+        "values count as present), its *_FILE settings are provided by mounts, and the api has client keys.",
         Severity.CRITICAL,
         CONTROLS,
         "Fix each variable named in the message (the message is the app's own); mount the files the "
         "*_FILE settings name; give the api AGENT_API_KEYS from the secret store or AGENT_API_KEYS_FILE.",
         stack_check=_app_env,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-app-secret-values",
+        "Every secret an app container takes from a secret store exists (Kubernetes Secret key) and, where "
+        "the plan holds its value, the app accepts it.",
+        Severity.HIGH,
+        CONTROLS,
+        "Fix the secret's value in the secret store (the message is the app's own), or reference an "
+        "existing Secret key.",
+        stack_check=_secret_values,
         group=SKYFLEET,
     ),
     Rule(
