@@ -238,6 +238,22 @@ async def test_nats_removing_any_subject_fails_the_phase_that_needs_it(nats_auth
     assert wrong == []
 
 
+def test_nats_policy_reader_agrees_with_the_server(nats_auth: NatsAuthServer) -> None:
+    """The policy pack reads the same nats.conf nats-server ran with, and judges each user as the
+    server did: every need of the table is permitted, and each removal denies its subject."""
+    from policies.compliance.rules import _nats_conf
+
+    conf = _nats_conf.parse(nats_auth.config())
+    users = _nats_conf.users(conf)
+    assert users is not None and set(users) == set(nats_auth.users)
+    for role in perm.ROLES:
+        assert all(
+            _nats_conf.permitted(users[role], n.permission, n.resource) for n in perm.needs(NATS_NEEDS, role)
+        )
+    for i, (role, direction, subject) in enumerate(REMOVALS):
+        assert not _nats_conf.permitted(users[_removal_user(role, i)], direction, subject), (role, subject)
+
+
 async def test_nats_streams_user_cannot_be_replaced_by_app_roles(nats_auth: NatsAuthServer) -> None:
     """The app roles cannot create streams: only the setup Job's user can."""
     for role in perm.ROLES:

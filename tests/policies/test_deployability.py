@@ -94,6 +94,21 @@ def add_dependency(r: PlannedResource, on: PlannedResource) -> None:
     r.dependencies = [*r.dependencies, on.urn]
 
 
+def _planned(template: PlannedResource, type_: str, name: str, props: dict[str, Any]) -> PlannedResource:
+    """A new resource next to ``template`` (same parent and provider), its outputs as the provider's."""
+    parent_type = template.urn.split("::")[2].rsplit("$", 1)[0]
+    return PlannedResource(
+        type=type_,
+        name=name,
+        urn=f"{template.urn.rsplit('::', 2)[0]}::{parent_type}${type_}::{name}",
+        parent=template.parent,
+        provider=template.provider,
+        inputs=copy.deepcopy(props),
+        outputs=copy.deepcopy(props),
+        dependencies=[],
+    )
+
+
 def policy_doc(props: dict[str, Any], key: str = "policy") -> dict[str, Any]:
     return json.loads(props[key])
 
@@ -207,6 +222,44 @@ def test_app_env_kubernetes_queue_url_the_contract_rejects(gate: Gate, shipped: 
     edit(api, lambda p: set_env(k8s_container(p)["env"], "AGENT_QUEUE_URL", "kafka://broker/tasks"))
     found = check(gate, plan).on("skyfleet-app-env", api)
     assert_names(found, plan, "skyfleet-app-env", api, "unsupported scheme 'kafka'")
+
+
+def test_app_env_kubernetes_env_from_a_config_map(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """envFrom counts: keys of an in-stack ConfigMap are validated; a source outside the stack may
+    hold what looks missing."""
+    plan = copy_of(shipped, "onprem-prod")
+    _fix_log_level(plan)
+    api = res(plan, "api", "kubernetes:apps/v1:Deployment")
+    settings = _planned(
+        res(plan, "nats-streams", "kubernetes:core/v1:ConfigMap"),
+        "kubernetes:core/v1:ConfigMap",
+        "api-settings",
+        {
+            "metadata": {"name": "api-settings", "namespace": "agent-app"},
+            "data": {"AGENT_SESSION_MAX_TURNS": "0"},
+        },
+    )
+    plan.resources.append(settings)
+
+    def env_from(p: dict[str, Any]) -> None:
+        k8s_container(p)["envFrom"] = [{"configMapRef": {"name": "api-settings"}}]
+
+    edit(api, env_from)
+    found = check(gate, plan).on("skyfleet-app-env", api)
+    assert_names(
+        found,
+        plan,
+        "skyfleet-app-env",
+        api,
+        "AGENT_SESSION_MAX_TURNS: Input should be greater than or equal to 1",
+    )
+
+    edit(settings, lambda p: p["data"].update(AGENT_SESSION_MAX_TURNS="10"))
+    edit(api, lambda p: set_env(k8s_container(p)["env"], "AGENT_REDIS_URL", None))
+    found = check(gate, plan).on("skyfleet-app-env", api)
+    assert_names(found, plan, "skyfleet-app-env", api, "AGENT_REDIS_URL: is required but not set")
+    edit(api, lambda p: k8s_container(p)["envFrom"].append({"secretRef": {"name": "made-elsewhere"}}))
+    assert check(gate, plan).on("skyfleet-app-env", api) == []
 
 
 def test_app_env_file_setting_not_mounted(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -624,6 +677,51 @@ def test_names_gcp_managed_certificate(gate: Gate, shipped: dict[str, Plan]) -> 
     cert = res(plan, "certificate", "gcp:compute/managedSslCertificate:ManagedSslCertificate")
     edit(cert, lambda p: p["managed"].update(domains=[*p["managed"]["domains"], GLOBAL]))
     assert check(gate, plan).of("skyfleet-site-host-names") == []
+
+
+def test_names_gcp_certificate_manager_map(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The lead's GCP shape: Certificate Manager certificates in a map on the HTTPS proxy, with the
+    provider's id formats (map id, entry's map by name, certificates by id, proxy's // URL)."""
+    plan = copy_of(shipped, "gcp-prod")
+    _declare(plan, "gcp.agents.example.com", GLOBAL)
+    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    base = "projects/skyfleet-prod-replace-me/locations/global"
+    certs = []
+    for i, domain in enumerate(("gcp.agents.example.com", GLOBAL)):
+        props = {"name": f"site-{i}", "id": f"{base}/certificates/site-{i}", "managed": {"domains": [domain]}}
+        certs.append(_planned(proxy, "gcp:certificatemanager/certificate:Certificate", f"cert-{i}", props))
+    cert_map = _planned(
+        proxy,
+        "gcp:certificatemanager/certificateMap:CertificateMap",
+        "cert-map",
+        {"name": "gcp-prod-map", "id": f"{base}/certificateMaps/gcp-prod-map"},
+    )
+    entries = [
+        _planned(
+            proxy,
+            "gcp:certificatemanager/certificateMapEntry:CertificateMapEntry",
+            f"entry-{i}",
+            {
+                "map": "gcp-prod-map",
+                "hostname": c.inputs["managed"]["domains"][0],
+                "certificates": [c.inputs["id"]],
+            },
+        )
+        for i, c in enumerate(certs)
+    ]
+    plan.resources += [*certs, cert_map, *entries]
+
+    def use_map(p: dict[str, Any]) -> None:
+        p.pop("sslCertificates")
+        p["certificateMap"] = f"//certificatemanager.googleapis.com/{base}/certificateMaps/gcp-prod-map"
+
+    edit(proxy, use_map)
+    assert check(gate, plan).of("skyfleet-site-host-names") == []
+    plan.resources.remove(entries[1])
+    found = check(gate, plan).on("skyfleet-site-host-names", proxy)
+    assert_names(
+        found, plan, "skyfleet-site-host-names", proxy, f"as {GLOBAL}, which its certificate does not cover"
+    )
 
 
 def test_names_ingress_tls_hosts_and_rules(gate: Gate, shipped: dict[str, Plan]) -> None:

@@ -122,6 +122,9 @@ class Container:
     scope: str | None = None  # Kubernetes namespace, GCP project
     init: bool = False
     task: Mapping[str, Any] = field(default_factory=dict)  # ECS: the whole task definition
+    # The platform may add variables the plan does not list (ECS environmentFiles, Kubernetes
+    # envFrom a ConfigMap or Secret outside the stack): a "missing" variable may not be missing.
+    opaque_env: bool = False
 
     @property
     def label(self) -> str:
@@ -159,7 +162,18 @@ def _ecs(resource: PolicyResource) -> Iterator[Container]:
             for m in as_list(d.get("mountPoints"))
         ]
         command = tuple(str(c) for c in [*as_list(d.get("entryPoint")), *as_list(d.get("command"))])
-        yield Container(resource, "ecs", text(d.get("name")), command, env, mounts, d, task=resource.props)
+        opaque = bool(as_list(d.get("environmentFiles")))
+        yield Container(
+            resource,
+            "ecs",
+            text(d.get("name")),
+            command,
+            env,
+            mounts,
+            d,
+            task=resource.props,
+            opaque_env=opaque,
+        )
 
 
 def ecs_secret_ref(value_from: str) -> SecretRef:
@@ -242,7 +256,28 @@ def _k8s_sources(volume: Mapping[str, Any], namespace: str | None) -> tuple[Sour
     return (Source("other"),)
 
 
-def _k8s(resource: PolicyResource) -> Iterator[Container]:
+def _k8s_env_from(view: StackView, c: Mapping[str, Any], namespace: str) -> tuple[dict[str, EnvValue], bool]:
+    """Variables from ``envFrom`` (all keys of a ConfigMap or Secret, with an optional prefix);
+    whether some source is outside the stack."""
+    env: dict[str, EnvValue] = {}
+    opaque = False
+    for source in as_list(c.get("envFrom")):
+        prefix = text(source.get("prefix"))
+        config_map, secret = source.get("configMapRef"), source.get("secretRef")
+        if isinstance(config_map, Mapping):
+            data = k8s_data(view, K8S_CONFIGMAP, text(config_map.get("name")), namespace)
+            opaque = opaque or data is None
+            env.update({prefix + k: EnvValue("value", v) for k, v in (data or {}).items()})
+        elif isinstance(secret, Mapping):
+            name = text(secret.get("name"))
+            keys = k8s_keys(view, K8S_SECRET, name, namespace)
+            opaque = opaque or keys is None
+            for key in keys or ():
+                env[prefix + key] = EnvValue("secret", secret=SecretRef("kubernetes", name, key, namespace))
+    return env, opaque
+
+
+def _k8s(view: StackView, resource: PolicyResource) -> Iterator[Container]:
     spec = pod_spec(resource.resource_type, resource.props)
     if spec is None:
         return
@@ -250,7 +285,7 @@ def _k8s(resource: PolicyResource) -> Iterator[Container]:
     volumes = {text(v.get("name")): _k8s_sources(v, namespace) for v in as_list(spec.get("volumes"))}
     main = len(as_list(spec.get("containers")))
     for index, c in enumerate(containers(spec, init=True)):
-        env: dict[str, EnvValue] = {}
+        env, opaque = _k8s_env_from(view, c, namespace)  # explicit env overrides envFrom
         for e in as_list(c.get("env")):
             name = text(e.get("name"))
             ref = get_path(e, "valueFrom", "secretKeyRef")
@@ -273,7 +308,16 @@ def _k8s(resource: PolicyResource) -> Iterator[Container]:
         ]
         command = tuple(str(x) for x in [*as_list(c.get("command")), *as_list(c.get("args"))])
         yield Container(
-            resource, "kubernetes", text(c.get("name")), command, env, mounts, c, namespace, index >= main
+            resource,
+            "kubernetes",
+            text(c.get("name")),
+            command,
+            env,
+            mounts,
+            c,
+            namespace,
+            index >= main,
+            opaque_env=opaque,
         )
 
 
@@ -290,7 +334,7 @@ def plan_containers(
             yield from _run(r)
     if "kubernetes" in platforms:
         for r in view.of_type(*WORKLOADS):
-            yield from _k8s(r)
+            yield from _k8s(view, r)
 
 
 # -- secret values the plan knows ---------------------------------------------------------------

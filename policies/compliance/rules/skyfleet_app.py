@@ -125,6 +125,8 @@ class Resolved:
                 rejected.add(var)
                 if var in self.unknown and err["type"] != "missing":
                     continue  # a value the plan does not know cannot be judged
+                if err["type"] == "missing" and container.opaque_env:
+                    continue  # it may come from a source the plan does not show
                 self.problems.append((var, line))
             # The settings without the rejected variables, for the checks that read the others.
             try:

@@ -283,9 +283,9 @@ def _secret_missing(view: StackView, role: AwsRole, process: str, value_from: st
     return missing
 
 
-def _ecs(view: StackView, c: Container, process: str) -> Iterator[str]:
+def _ecs(view: StackView, c: Container, process: str | None) -> Iterator[str]:
     queue = _queue(c)
-    if isinstance(queue, SqsQueue):
+    if process is not None and isinstance(queue, SqsQueue):
         role_arn = text(c.task.get("taskRoleArn"))
         role = _role(view, role_arn) if role_arn else None
         if not role_arn:
@@ -306,7 +306,8 @@ def _ecs(view: StackView, c: Container, process: str) -> Iterator[str]:
     if role is None:
         return
     refs = [text(s.get("valueFrom")) for s in as_list(c.raw.get("secrets"))]
-    missing = [m for ref in refs for m in _secret_missing(view, role, process, ref)]
+    # The platform reads the secrets the same way for either process.
+    missing = [m for ref in refs for m in _secret_missing(view, role, process or "api", ref)]
     if missing:
         yield f"the execution role {role.arn} is not granted " + "; ".join(map(str, missing))
 
@@ -395,7 +396,7 @@ def _gcp_granted(
     return False
 
 
-def _run(view: StackView, c: Container, process: str) -> Iterator[str]:
+def _run(view: StackView, c: Container, process: str | None) -> Iterator[str]:
     account = text(get_path(c.resource.props, "template", "serviceAccount"))
     if not account:
         yield "the service sets no service account, so no grant to it can be checked"
@@ -404,7 +405,7 @@ def _run(view: StackView, c: Container, process: str) -> Iterator[str]:
     grants = _grants(view)
     missing: list[str] = []
     queue = _queue(c)
-    if isinstance(queue, PubSubQueue):
+    if process is not None and isinstance(queue, PubSubQueue):
         names = {"topic": queue.topic, "subscription": queue.subscription}
         for need in perm.needs(perm.PUBSUB, process):
             name = names[need.resource]
@@ -415,7 +416,7 @@ def _run(view: StackView, c: Container, process: str) -> Iterator[str]:
     secrets |= {s.name for m in c.mounts for s in m.sources if s.kind == "secret" and s.name}
     for secret in sorted(secrets):
         project, name = _split(secret, c.scope)
-        for need in perm.needs(perm.SECRET_MANAGER, process):
+        for need in perm.needs(perm.SECRET_MANAGER, process or "api"):
             if not _gcp_granted(view, grants, member, need.permission, "secret", project, name):
                 missing.append(
                     f"{need.permission} on projects/{project}/secrets/{name} ({need.call}, {need.phase})"
@@ -447,9 +448,9 @@ def _nats_conf(view: StackView, host: str, namespace: str | None) -> dict[str, A
     return None
 
 
-def _nats(view: StackView, c: Container, process: str) -> Iterator[str]:
+def _nats(view: StackView, c: Container, process: str | None) -> Iterator[str]:
     queue = _queue(c)
-    if not isinstance(queue, NatsQueue) or c.platform != "kubernetes":
+    if process is None or not isinstance(queue, NatsQueue) or c.platform != "kubernetes":
         return
     first = urlsplit(queue.servers[0])
     conf = _nats_conf(view, first.hostname or "", c.scope)
@@ -480,11 +481,9 @@ def _nats(view: StackView, c: Container, process: str) -> Iterator[str]:
 
 def _permissions(view: StackView) -> Iterator[tuple[str, str | None]]:
     for c, process in app_containers(view):
-        if process is None:
-            continue
         checks = {"ecs": _ecs, "cloudrun": _run, "kubernetes": _nats}[c.platform]
         for problem in checks(view, c, process):
-            yield f"{c.label} ({process}): {problem}", c.resource.urn
+            yield f"{c.label} ({process or 'app'}): {problem}", c.resource.urn
 
 
 RULES = [
