@@ -932,3 +932,35 @@ def test_type_tokens_the_rules_read_are_the_sdks() -> None:
     for t in checked:
         cls = _sdk_class(t)
         assert cls is not None, t
+
+
+def test_nats_conf_reader_forms() -> None:
+    """The nats.conf forms the permissions rule must read (nats-server's own syntax)."""
+    from policies.compliance.rules import _nats_conf
+
+    text = """
+    # comment
+    PASS: "s3cret"            // another comment
+    listen 0.0.0.0:4222
+    authorization {
+      default_permissions = { publish = "_INBOX.>" }
+      users = [
+        {user: api, password: $PASS,
+         permissions: {publish: {allow: ["agent.tasks"], deny: "agent.tasks.dlq"}}}
+        {user: "worker"; password: 'x'}
+      ]
+    }
+    jetstream { max_file_store: 19GB }
+    """
+    conf = _nats_conf.parse(text)
+    assert conf["listen"] == "0.0.0.0:4222" and conf["jetstream"]["max_file_store"] == "19GB"
+    users = _nats_conf.users(conf)
+    assert users is not None and users["api"] is not None
+    assert conf["authorization"]["users"][0]["password"] == "s3cret"
+    assert _nats_conf.permitted(users["api"], "publish", "agent.tasks")
+    assert not _nats_conf.permitted(users["api"], "publish", "agent.tasks.dlq")
+    assert _nats_conf.permitted(users["worker"], "publish", "_INBOX.x")  # the default permissions
+    assert not _nats_conf.permitted(users["worker"], "publish", "agent.tasks")
+    assert _nats_conf.users(_nats_conf.parse("port: 4222\n")) is None
+    with pytest.raises(_nats_conf.NatsConfError, match="line 1"):
+        _nats_conf.parse('authorization { user: "x }')
