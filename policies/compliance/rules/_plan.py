@@ -32,6 +32,8 @@ K8S_CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
 AWS_SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 GCP_SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+KMS_KEY = "aws:kms/key:Key"
+KMS_ALIAS = "aws:kms/alias:Alias"
 
 
 # -- the graph ---------------------------------------------------------------------------------
@@ -540,6 +542,17 @@ def certificate_names(cert: PolicyResource) -> list[str]:
     if spec.get("commonName"):
         names.append(text(spec.get("commonName")))
     return names
+
+
+def kms_key(view: StackView, ref: str) -> PolicyResource | None:
+    """The KMS key behind a key id, key ARN, alias name or alias ARN, when it is in the stack."""
+    for alias in view.of_type(KMS_ALIAS):
+        if ref in (text(alias.props.get("name")), text(alias.props.get("arn"))):
+            ref = text(alias.props.get("targetKeyId"))
+    for key in view.of_type(KMS_KEY):
+        if ref in view.ids_of(key) or ref == text(key.props.get("keyId")):
+            return key
+    return None
 
 
 def json_doc(value: Any, what: str) -> Any:

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 
 from pulumi_policy import PolicyResource, Severity
 
-from ._plan import json_doc, text
+from ._plan import json_doc, kms_key, text
 from ._rule import Controls, Rule, StackView, as_list
 
 TOPIC = "aws:sns/topic:Topic"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 COMPOSITE_ALARM = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
-KMS_KEY = "aws:kms/key:Key"
-KMS_ALIAS = "aws:kms/alias:Alias"
 CLOUDWATCH = "cloudwatch.amazonaws.com"
 ACTIONS = ("alarmActions", "okActions", "insufficientDataActions")
 # What CloudWatch does with the topic's key when it publishes.
@@ -29,16 +27,6 @@ CLOUDWATCH_KMS_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
 def _aws_managed(key_ref: str) -> bool:
     return key_ref == "alias/aws/sns" or key_ref.endswith(":alias/aws/sns")
-
-
-def _key(view: StackView, ref: str) -> PolicyResource | None:
-    for alias in view.of_type(KMS_ALIAS):
-        if ref in (text(alias.props.get("name")), text(alias.props.get("arn"))):
-            ref = text(alias.props.get("targetKeyId"))
-    for key in view.of_type(KMS_KEY):
-        if ref in view.ids_of(key) or ref == text(key.props.get("keyId")):
-            return key
-    return None
 
 
 def _allows_cloudwatch(key: PolicyResource, action: str) -> bool:
@@ -79,7 +67,7 @@ def _alarm_delivery(view: StackView) -> Iterator[tuple[str, str | None]]:
                 topic.urn,
             )
             continue
-        key = _key(view, key_ref)
+        key = kms_key(view, key_ref)
         if key is None:
             continue  # a key from outside the stack: its policy is not in the plan
         missing = [a for a in CLOUDWATCH_KMS_ACTIONS if not _allows_cloudwatch(key, a)]

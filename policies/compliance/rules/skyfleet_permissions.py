@@ -27,7 +27,7 @@ from agent_app.contract import ContractError, Env, NatsQueue, PubSubQueue, SqsQu
 from agent_app.queues import permissions as perm
 
 from . import _nats_conf as nats_conf
-from ._plan import K8S_CONFIGMAP, Container, json_doc, k8s_object, k8s_servers, text
+from ._plan import K8S_CONFIGMAP, Container, json_doc, k8s_object, k8s_servers, kms_key, text
 from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
 from .kubernetes import pod_spec
 from .skyfleet_app import app_containers
@@ -38,8 +38,6 @@ ROLE_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 MANAGED_POLICY = "aws:iam/policy:Policy"
 SQS_QUEUE = "aws:sqs/queue:Queue"
 SM_SECRET = "aws:secretsmanager/secret:Secret"
-KMS_KEY = "aws:kms/key:Key"
-KMS_ALIAS = "aws:kms/alias:Alias"
 AWS_MANAGED_KEYS = ("alias/aws/sqs", "alias/aws/secretsmanager")
 
 
@@ -189,17 +187,6 @@ def _role(view: StackView, arn: str) -> AwsRole | None:
     return None
 
 
-def _key(view: StackView, ref: str) -> PolicyResource | None:
-    """The KMS key behind a key id, key ARN, alias name or alias ARN, when it is in the stack."""
-    for alias in view.of_type(KMS_ALIAS):
-        if ref in (text(alias.props.get("name")), text(alias.props.get("arn"))):
-            ref = text(alias.props.get("targetKeyId"))
-    for key in view.of_type(KMS_KEY):
-        if ref in view.ids_of(key) or ref == text(key.props.get("keyId")):
-            return key
-    return None
-
-
 def _key_policy_allows(key: PolicyResource, role_arn: str, action: str) -> bool:
     """The key policy lets the role use the key: directly, or by delegating to the account's IAM."""
     account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
@@ -218,7 +205,7 @@ def _key_policy_allows(key: PolicyResource, role_arn: str, action: str) -> bool:
 
 
 def _kms_missing(view: StackView, role: AwsRole, need: perm.Need, key_ref: str, via: str) -> Missing | None:
-    key = _key(view, key_ref)
+    key = kms_key(view, key_ref)
     arn = text(key.props.get("arn")) if key is not None else key_ref
     if not role.allows(need.permission, arn, {"kms:ViaService": via}):
         return Missing(need, arn)
@@ -239,16 +226,22 @@ def _sqs_missing(view: StackView, role: AwsRole, process: str, target: SqsQueue)
             key_ref = text(q.props.get("kmsMasterKeyId"))
             if key_ref and key_ref not in AWS_MANAGED_KEYS:
                 conditions.add(perm.QUEUE_CMK)
+    needs = [n for n in perm.needs(perm.SQS, process) if _applies(n, conditions)]
+    return _aws_missing(view, role, needs, queue_arn, key_ref, f"sqs.{target.region}.amazonaws.com")
+
+
+def _aws_missing(
+    view: StackView, role: AwsRole, needs: list[perm.Need], arn: str, key_ref: str, via: str
+) -> list[Missing]:
+    """The needs the role is not granted: on ``arn``, or on the KMS key (used through ``via``)."""
     missing = []
-    for need in perm.needs(perm.SQS, process):
-        if not _applies(need, conditions):
-            continue
+    for need in needs:
         if need.resource == "key":
-            found = _kms_missing(view, role, need, key_ref, f"sqs.{target.region}.amazonaws.com")
+            found = _kms_missing(view, role, need, key_ref, via)
             if found:
                 missing.append(found)
-        elif not role.allows(need.permission, queue_arn):
-            missing.append(Missing(need, queue_arn))
+        elif not role.allows(need.permission, arn):
+            missing.append(Missing(need, arn))
     return missing
 
 
@@ -269,18 +262,13 @@ def _secret_missing(view: StackView, role: AwsRole, process: str, value_from: st
         arn, region = value_from, parts[3] if len(parts) > 3 else ""
     else:
         return []  # a parameter name: its ARN depends on the account and region ECS runs in
-    missing = []
-    for need in perm.needs(perm.SECRETS_MANAGER, process):
-        ssm = need.when == perm.SSM_PARAMETER
-        if ssm != (perm.SSM_PARAMETER in conditions) or not _applies(need, conditions):
-            continue
-        if need.resource == "key":
-            found = _kms_missing(view, role, need, key_ref, f"secretsmanager.{region}.amazonaws.com")
-            if found:
-                missing.append(found)
-        elif not role.allows(need.permission, arn):
-            missing.append(Missing(need, arn))
-    return missing
+    ssm = perm.SSM_PARAMETER in conditions
+    needs = [
+        n
+        for n in perm.needs(perm.SECRETS_MANAGER, process)
+        if (n.when == perm.SSM_PARAMETER) == ssm and _applies(n, conditions)
+    ]
+    return _aws_missing(view, role, needs, arn, key_ref, f"secretsmanager.{region}.amazonaws.com")
 
 
 def _ecs(view: StackView, c: Container, process: str | None) -> Iterator[str]:
