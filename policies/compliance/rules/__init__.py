@@ -4,6 +4,7 @@ server: only the pack's `__main__.py` constructs the `PolicyPack`."""
 from __future__ import annotations
 
 from . import (
+    alarm_delivery,
     aws_alb,
     aws_cloudwatch,
     aws_ecs,
@@ -14,12 +15,18 @@ from . import (
     aws_s3,
     aws_sqs,
     cross_cutting,
+    deploy_order,
+    ecs_scratch,
     gcp_iam,
     gcp_lb,
     gcp_pubsub,
     gcp_redis,
     gcp_run,
     kubernetes,
+    skyfleet_app,
+    skyfleet_names,
+    skyfleet_permissions,
+    tls_names,
 )
 from ._rule import COMMON_SCHEMA, Controls, Rule
 
@@ -40,6 +47,14 @@ ALL_RULES: list[Rule] = [
     *gcp_lb.RULES,
     *kubernetes.RULES,
     *cross_cutting.RULES,
+    # Deployability: would the planned stack run?
+    *skyfleet_app.RULES,
+    *skyfleet_permissions.RULES,
+    *deploy_order.RULES,
+    *skyfleet_names.RULES,
+    *tls_names.RULES,
+    *alarm_delivery.RULES,
+    *ecs_scratch.RULES,
 ]
 
 __all__ = ["ALL_RULES", "COMMON_SCHEMA", "Controls", "Rule"]

@@ -1,0 +1,227 @@
+"""Every name a client can use to reach a site is served: the site's certificate covers it and its
+host rules route it.
+
+A site stack declares its names in the ``hostNames`` output (its own name and the edge's global
+name; infra/outputs.py) besides its ``endpoint``. The site rule checks them against what its
+load balancer serves: the ALB's HTTPS listeners and their ACM certificates, the GCP HTTPS
+proxy's certificates (classic managed certificates or a Certificate Manager map) and URL map,
+or the Kubernetes Ingress's TLS hosts and rules. The edge rule checks the other side: each site
+the edge sends its global name to declares that name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from pulumi_policy import PolicyResource, Severity
+
+from ._plan import name_covers, text
+from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
+
+STACK = "pulumi:pulumi:Stack"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+RECORD = "aws:route53/record:Record"
+HOST_NAMES = "hostNames"
+
+LISTENER = "aws:lb/listener:Listener"
+LISTENER_CERTIFICATE = "aws:lb/listenerCertificate:ListenerCertificate"
+LISTENER_RULE = "aws:lb/listenerRule:ListenerRule"
+ACM_CERTIFICATE = "aws:acm/certificate:Certificate"
+HTTPS_PROXY = "gcp:compute/targetHttpsProxy:TargetHttpsProxy"
+URL_MAP = "gcp:compute/uRLMap:URLMap"
+MANAGED_SSL = "gcp:compute/managedSslCertificate:ManagedSslCertificate"
+CM_CERTIFICATE = "gcp:certificatemanager/certificate:Certificate"
+CM_MAP_ENTRY = "gcp:certificatemanager/certificateMapEntry:CertificateMapEntry"
+CM_MAP = "gcp:certificatemanager/certificateMap:CertificateMap"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def declared_names(view: StackView) -> list[str]:
+    """The names the stack says clients use: ``hostNames`` and the host of ``endpoint``."""
+    names: list[str] = []
+    for root in view.of_type(STACK):
+        names += [text(n).lower() for n in as_list(root.props.get(HOST_NAMES))]
+        if root.props.get("endpoint"):
+            names.append(_host(text(root.props.get("endpoint"))))
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _referencing(view: StackView, value: str, types: tuple[str, ...]) -> list[PolicyResource]:
+    return [r for r in view.of_type(*types) if value and (value in view.ids_of(r) or value in _self_links(r))]
+
+
+def _self_links(r: PolicyResource) -> set[str]:
+    return {text(r.props.get(k)) for k in ("selfLink", "id", "name") if r.props.get(k)}
+
+
+# -- what each platform's load balancer serves: (certificate names, routed host patterns) --------
+# A routed pattern of "*" routes every host (a default action, service or backend).
+
+
+def _aws(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+    out = []
+    for listener in view.of_type(LISTENER):
+        if text(listener.props.get("protocol")).upper() != "HTTPS":
+            continue
+        arns = [text(listener.props.get("certificateArn"))]
+        lid = view.ids_of(listener)
+        arns += [
+            text(c.props.get("certificateArn"))
+            for c in view.of_type(LISTENER_CERTIFICATE)
+            if text(c.props.get("listenerArn")) in lid
+        ]
+        names: list[str] = []
+        for cert in view.of_type(ACM_CERTIFICATE):
+            if view.ids_of(cert) & set(arns):
+                names += [text(cert.props.get("domainName"))]
+                names += [text(n) for n in as_list(cert.props.get("subjectAlternativeNames"))]
+        routed: list[str] = []
+        if any(text(a.get("type")) == "forward" for a in as_list(listener.props.get("defaultActions"))):
+            routed.append("*")
+        for rule in view.of_type(LISTENER_RULE):
+            if text(rule.props.get("listenerArn")) in lid:
+                for cond in as_list(rule.props.get("conditions")):
+                    routed += [text(v) for v in as_list(get_path(cond, "hostHeader", "values"))]
+        out.append((listener, names, routed))
+    return out
+
+
+def _gcp(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+    out = []
+    for proxy in view.of_type(HTTPS_PROXY):
+        names: list[str] = []
+        for ref in as_list(proxy.props.get("sslCertificates")):
+            for cert in _referencing(view, text(ref), (MANAGED_SSL,)):
+                names += [text(d) for d in as_list(get_path(cert.props, "managed", "domains"))]
+        cm_refs = [text(r) for r in as_list(proxy.props.get("certificateManagerCertificates"))]
+        cert_map = text(proxy.props.get("certificateMap"))
+        if cert_map:
+            map_ids = {cert_map, cert_map.removeprefix("//certificatemanager.googleapis.com/")}
+            for m in view.of_type(CM_MAP):
+                if map_ids & _self_links(m):
+                    map_ids |= _self_links(m)
+            for entry in view.of_type(CM_MAP_ENTRY):
+                if text(entry.props.get("map")) in map_ids or any(
+                    i.endswith("/" + text(entry.props.get("map"))) for i in map_ids
+                ):
+                    cm_refs += [text(c) for c in as_list(entry.props.get("certificates"))]
+        for ref in cm_refs:
+            for cert in view.of_type(CM_CERTIFICATE):
+                ids = _self_links(cert)
+                if ref in ids or any(ref.endswith("/" + i) for i in ids if i):
+                    names += [text(d) for d in as_list(get_path(cert.props, "managed", "domains"))]
+        routed: list[str] = []
+        for url_map in _referencing(view, text(proxy.props.get("urlMap")), (URL_MAP,)):
+            if url_map.props.get("defaultService") or url_map.props.get("defaultUrlRedirect"):
+                routed.append("*")
+            for rule in as_list(url_map.props.get("hostRules")):
+                routed += [text(h) for h in as_list(rule.get("hosts"))]
+        out.append((proxy, names, routed))
+    return out
+
+
+def _k8s(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+    out = []
+    for ingress in view.of_type(INGRESS):
+        spec: Mapping[str, Any] = ingress.props.get("spec") or {}
+        names = [text(h) for tls in as_list(spec.get("tls")) for h in as_list(tls.get("hosts"))]
+        routed = ["*"] if spec.get("defaultBackend") else []
+        routed += [text(rule.get("host")) or "*" for rule in as_list(spec.get("rules"))]
+        out.append((ingress, names, routed))
+    return out
+
+
+def _routes(patterns: list[str], host: str) -> bool:
+    return any(p == "*" or name_covers(p, host) for p in patterns)
+
+
+def _site_names(view: StackView) -> Iterator[tuple[str, str | None]]:
+    names = declared_names(view)
+    if not names:
+        return
+    for front, certs, routed in [*_aws(view), *_gcp(view), *_k8s(view)]:
+        for name in names:
+            if not any(name_covers(c, name) for c in certs):
+                covered = ", ".join(c for c in certs if c) or "no name"
+                yield (
+                    f"clients reach the site as {name}, which its certificate does not cover ({covered})",
+                    front.urn,
+                )
+            if not _routes(routed, name):
+                yield f"clients reach the site as {name}, which no host rule routes", front.urn
+
+
+# -- the edge ----------------------------------------------------------------------------------
+
+
+def _edge_names(view: StackView) -> Iterator[tuple[str, str | None]]:
+    refs = view.of_type(STACK_REFERENCE)
+    records = view.of_type(RECORD)
+    if not refs or not records:
+        return
+    by_host: dict[str, tuple[PolicyResource, Mapping[str, Any]]] = {}
+    for ref in refs:
+        outputs = ref.props.get("outputs") or {}
+        for key in ("endpointHost", "endpoint"):
+            host = text(outputs.get(key))
+            if host:
+                by_host[_host(host) if "://" in host else host.lower()] = (ref, outputs)
+    # name -> names that lead to it (aliases and CNAMEs within the stack)
+    targets: dict[str, set[str]] = {}
+    for r in records:
+        name = text(r.props.get("name")).lower().rstrip(".")
+        pointed = [text(a.get("name")) for a in as_list(r.props.get("aliases"))]
+        if text(r.props.get("type")).upper() == "CNAME":
+            pointed += [text(v) for v in as_list(r.props.get("records"))]
+        for t in pointed:
+            targets.setdefault(t.lower().rstrip("."), set()).add(name)
+    entry = {n for names in targets.values() for n in names} - set(targets)
+
+    def entries(host: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        found: set[str] = set()
+        for source in targets.get(host, set()) - seen:
+            found |= {source} if source in entry else entries(source, seen | {host})
+        return found
+
+    for host, (ref, outputs) in sorted(by_host.items()):
+        declared = {text(n).lower() for n in as_list(outputs.get(HOST_NAMES))}
+        for name in sorted(entries(host) - declared):
+            site = text(outputs.get("site")) or text(ref.props.get("name"))
+            yield (
+                f"sends clients of {name} to site {site} ({host}), which does not declare that name in its "
+                f"{HOST_NAMES} output: its certificate and host rules are not shown to serve it",
+                ref.urn,
+            )
+
+
+NAMES = Controls(nist=("SC-8", "SC-23"), soc2=("CC6.7", "A1.2"))
+
+RULES = [
+    Rule(
+        "skyfleet-site-host-names",
+        "Every name a site declares (hostNames, endpoint) is covered by the certificate its load balancer "
+        "serves and routed by its host rules.",
+        Severity.HIGH,
+        NAMES,
+        "Add the name to the certificate (ACM subjectAlternativeNames, the Certificate Manager map, the "
+        "Ingress tls.hosts) and a host rule (listener rule, URL map hostRules, an Ingress rule per host).",
+        stack_check=_site_names,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-edge-site-names",
+        "Each site the edge sends its global name to declares that name in its hostNames output.",
+        Severity.HIGH,
+        NAMES,
+        "Give every site stack the edge's global name (skyfleet:edge fqdn) so it exports it in hostNames "
+        "and serves it.",
+        stack_check=_edge_names,
+        group=SKYFLEET,
+    ),
+]
