@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import random
 import ssl
 import time
@@ -513,7 +514,8 @@ async def probe(spec: HealthCheckSpec, resolve: Callable[[str], list[str]]) -> P
         except TimeoutError:
             return done(False, "Failure: Connection timed out", address)
         except OSError as exc:
-            return done(False, f"Failure: {exc.strerror or exc}", address)
+            # asyncio's message is "Connect call failed"; the errno says why.
+            return done(False, f"Failure: {os.strerror(exc.errno) if exc.errno else exc}", address)
         if spec.type is CheckType.TCP:
             return done(True, "Success: TCP connection established", address)
         try:
@@ -688,6 +690,7 @@ class HealthCheckers:
         due = loop.time() + phase
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
+            late = loop.time() - due  # how far a busy machine pushed this probe past its tick
             result = await probe(spec, self._resolve)
             at = time.time()
             state = self.states[spec.id]
@@ -697,7 +700,7 @@ class HealthCheckers:
                 self._emit(
                     "probe", spec, result.started, region=region, ok=result.ok,
                     reason=result.reason, status=result.status, address=result.address,
-                    duration_ms=round(result.duration * 1000, 1),
+                    duration_ms=round(result.duration * 1000, 1), late_ms=round(late * 1000, 1),
                     checker_healthy=checker.healthy, streak=checker.streak,
                 )  # fmt: skip
             if checker_changed:
