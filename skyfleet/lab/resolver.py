@@ -1,5 +1,5 @@
 """A client's DNS for the load generator: names resolved through the lab's DNS server, every
-record cached for its own TTL, as a caching stub resolver (nscd, systemd-resolved) keeps them.
+record cached for its own TTL, as a caching stub resolver (systemd-resolved) keeps them.
 
 So the load generator sees a failover no earlier than a real client honouring the TTL would:
 the global name's CNAME stays cached until its TTL ends, whatever the server answers meanwhile;

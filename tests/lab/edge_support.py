@@ -197,11 +197,19 @@ class _HttpsServer(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS in the request's own thread, so one slow handshake holds up nobody else.
+        conns = self.site.connections
+        conns.add(request)
+        tls: socket.socket | None = None
         try:
-            request = self.site.context.wrap_socket(request, server_side=True)
+            tls = self.site.context.wrap_socket(request, server_side=True)  # takes over the socket
+            conns.add(tls)
+            super().finish_request(tls, client_address)
         except (OSError, ssl.SSLError):
-            return
-        super().finish_request(request, client_address)
+            pass
+        finally:
+            conns.discard(request)
+            if tls is not None:
+                conns.discard(tls)
 
 
 class Site:
@@ -216,6 +224,7 @@ class Site:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(*cert)
         self.context.sni_callback = lambda _sock, server_name, _ctx: self.sni.append(server_name)
+        self.connections: set[socket.socket] = set()
         self._server: _HttpsServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -231,11 +240,14 @@ class Site:
         return self
 
     def stop(self) -> None:
-        """Stop listening (new connections are refused)."""
+        """The site is gone: new connections are refused, open ones are cut."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for conn in list(self.connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
 
