@@ -25,8 +25,9 @@ from nats.js.errors import NotFoundError
 
 from agent_app.contract import NatsQueue
 from agent_app.queues.base import CHECK_TIMEOUT_SECONDS, Delivery, QueueUnavailable, TaskQueue, bounded
+from agent_app.queues.permissions import NATS_CONSUMER as CONSUMER
+from agent_app.queues.permissions import nats_dlq_stream
 
-CONSUMER = "agent-worker"
 PUBLISH_TIMEOUT_SECONDS = 3.0
 
 
@@ -80,7 +81,7 @@ class NatsTaskQueue(TaskQueue):
 
     @property
     def dlq_stream(self) -> str:
-        return f"{self.target.stream}_DLQ"
+        return nats_dlq_stream(self.target.stream)
 
     async def start(self, *, consume: bool) -> None:
         tls = None

@@ -15,35 +15,28 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.gcp.site import GcpCapability, Site
+from policies.compliance.rules.deploy_order import gcp_api_needed
 
-# The API each module of the provider calls (gcp:<module>/<resource>:<Type>).
-API_BY_MODULE: dict[str, str] = {
-    "certificatemanager": "certificatemanager.googleapis.com",
-    "cloudrunv2": "run.googleapis.com",
-    "compute": "compute.googleapis.com",
-    "logging": "logging.googleapis.com",
-    "monitoring": "monitoring.googleapis.com",
-    "pubsub": "pubsub.googleapis.com",
-    "redis": "redis.googleapis.com",
-    "secretmanager": "secretmanager.googleapis.com",
-    "serviceaccount": "iam.googleapis.com",
-    "servicenetworking": "servicenetworking.googleapis.com",
-}
-# A service agent is generated for the service it names (its ``service`` input), which must be on.
-SERVICE_IDENTITY = "gcp:projects/serviceIdentity:ServiceIdentity"
-# Enabled for the site; serviceusage itself is on in every project (enabling APIs needs it).
-SERVICES: tuple[str, ...] = tuple(sorted({*API_BY_MODULE.values(), "cloudresourcemanager.googleapis.com"}))
+# The APIs this site's resources call (the one table of type -> API is the policy pack's, whose
+# rule checks every resource waits for its API). serviceusage itself is on in every project.
+SERVICES: tuple[str, ...] = (
+    "certificatemanager.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "compute.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
+    "redis.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "servicenetworking.googleapis.com",
+)
 
 
 def api_for(resource_type: str, props: Mapping[str, Any]) -> str | None:
     """The API a ``gcp:`` resource needs enabled, if any."""
-    if resource_type == SERVICE_IDENTITY:
-        service = props.get("service")
-        return service if isinstance(service, str) else None
-    if not resource_type.startswith("gcp:"):
-        return None
-    module = resource_type.split(":", 2)[1].split("/", 1)[0]
-    return API_BY_MODULE.get(module)
+    return gcp_api_needed(resource_type, props.get("service"))
 
 
 @dataclass(frozen=True)

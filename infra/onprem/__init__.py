@@ -20,7 +20,7 @@ from infra.onprem.alarms import Alarms, AlarmsArgs
 from infra.onprem.cache import Cache, CacheArgs
 from infra.onprem.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.onprem.network import Network, NetworkArgs
-from infra.onprem.queue import DLQ_STREAM, Queue, QueueArgs
+from infra.onprem.queue import DLQ_STREAM, STREAMS_USER, Queue, QueueArgs
 from infra.onprem.secrets import Secrets, SecretsArgs
 from infra.onprem.service import QUEUE_CA_FILE, REDIS_CA_FILE, Service, ServiceArgs
 from infra.spec import Environment, OnpremStack
@@ -55,7 +55,17 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
     )
     place = network.place
 
-    secrets = Secrets("secrets", SecretsArgs(place=place, values=workload.secret_values(spec)), opts)
+    # Generated passwords: Redis AUTH, and one per NATS user (each app role, the setup Job).
+    nats_users = {user: f"nats-{user}" for user in ("api", "worker", STREAMS_USER)}
+    secrets = Secrets(
+        "secrets",
+        SecretsArgs(
+            place=place,
+            values=workload.secret_values(spec),
+            generated=(workload.REDIS_AUTH, *nats_users.values()),
+        ),
+        opts,
+    )
 
     cache = Cache(
         "cache",
@@ -79,6 +89,7 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
         "queue",
         QueueArgs(
             place=place,
+            users={user: secrets.refs[logical] for user, logical in nats_users.items()},
             image=cluster.nats_image,
             box_image=cluster.nats_box_image,
             exporter_image=cluster.nats_exporter_image,
@@ -99,7 +110,10 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
     api, worker = workload.workloads(
         spec,
         redis_url=cache.url,
-        queue_url=queue.url,
+        queue_url=queue.urls["api"],
+        # Each process as its own NATS user.
+        role_env={role: {Env.QUEUE_URL.value: queue.urls[role]} for role in ("api", "worker")},
+        role_secret_env={role: {Env.QUEUE_PASSWORD.value: nats_users[role]} for role in ("api", "worker")},
         api_keys_as_file=True,
         extra_env={
             Env.REDIS_CA_FILE.value: REDIS_CA_FILE,

@@ -2,6 +2,11 @@
 JetStream cluster in prod), TLS for clients and cluster routes from cert-manager, a volume per
 node, and a Job that creates the task stream and its dead-letter stream.
 
+Clients authenticate: one NATS user per role (api, worker, and the setup Job's ``streams``), each
+allowed exactly the subjects the app's permission table lists for it
+(``agent_app.queues.permissions.nats_permissions``) and nothing else; passwords are generated
+into Kubernetes Secrets and reach the server through its environment, never its ConfigMap.
+
 Dead-lettering: JetStream has no native redrive. The worker's consumer stops redelivering
 after ``max_deliver`` attempts (carried in AGENT_QUEUE_URL) and the worker publishes the task
 to the dead-letter subject, which the DLQ stream keeps for ``dlq_retention_seconds``.
@@ -11,20 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from agent_app import contract
+from agent_app.queues import permissions
 from infra.component import Capability
 from infra.onprem import kube
 
 STREAM = "AGENT_TASKS"
 SUBJECT = "agent.tasks"
-DLQ_STREAM = "AGENT_TASKS_DLQ"
+DLQ_STREAM = permissions.nats_dlq_stream(STREAM)
 DLQ_SUBJECT = "agent.tasks.dlq"
+# The setup Job's user (the app's roles are the others).
+STREAMS_USER = "streams"
 
 _TLS_DIR = "/etc/nats/tls"
 _CONF_DIR = "/etc/nats/conf"
@@ -34,6 +42,8 @@ _NS = 1_000_000_000  # JetStream durations are nanoseconds
 @dataclass(frozen=True)
 class QueueArgs:
     place: kube.Placement
+    # NATS user (api, worker, streams) -> the Secret key holding its password.
+    users: Mapping[str, kube.SecretRef]
     image: str
     box_image: str
     exporter_image: str
@@ -50,8 +60,26 @@ class QueueArgs:
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
+def password_env(user: str) -> str:
+    """The variable the server reads ``user``'s password from (set from its Secret)."""
+    return f"NATS_{user.upper()}_PASSWORD"
+
+
+def _authorization(args: QueueArgs) -> list[str]:
+    """One user per role with exactly its allow lists; an empty list would mean "anything",
+    so every role has at least its inbox to subscribe on."""
+    allowed = permissions.nats_permissions(STREAM, SUBJECT, DLQ_SUBJECT)
+    lines = ["authorization {", "  users: ["]
+    for user in args.users:
+        perms = json.dumps(allowed[user])  # nats.conf reads JSON values as they are
+        lines.append(f'    {{user: "{user}", password: ${password_env(user)}, permissions: {perms}}}')
+    lines += ["  ]", "}"]
+    return lines
+
+
 def _server_config(args: QueueArgs, headless: str) -> str:
-    """nats.conf: TLS on the client port, JetStream on the volume, routes to every peer."""
+    """nats.conf: TLS on the client port, authenticated users, JetStream on the volume, routes
+    to every peer."""
     tls = (
         f'tls {{\n  cert_file: "{_TLS_DIR}/tls.crt"\n  key_file: "{_TLS_DIR}/tls.key"\n'
         f'  ca_file: "{_TLS_DIR}/ca.crt"\n'
@@ -68,6 +96,7 @@ def _server_config(args: QueueArgs, headless: str) -> str:
         "  max_memory_store: 256MB",
         f"  max_file_store: {max(1, args.storage_gb - 1)}GB",
         "}",
+        *_authorization(args),
     ]
     if args.replicas > 1:
         peers = [
@@ -122,14 +151,20 @@ class Queue(Capability):
         headless = f"{kube.NATS}-headless"
         self.tls_secret = f"{kube.NATS}-tls"
         host = kube.service_dns(kube.NATS, ns)
-        self.url = contract.nats_queue_url(
-            f"{host}:{kube.NATS_CLIENT_PORT}",
-            stream=STREAM,
-            subject=SUBJECT,
-            dlq_subject=DLQ_SUBJECT,
-            max_deliver=args.max_delivery_attempts,
-            tls=True,
-        )
+        # The app's AGENT_QUEUE_URL per role: its own user.
+        self.urls = {
+            user: contract.nats_queue_url(
+                f"{host}:{kube.NATS_CLIENT_PORT}",
+                stream=STREAM,
+                subject=SUBJECT,
+                dlq_subject=DLQ_SUBJECT,
+                max_deliver=args.max_delivery_attempts,
+                tls=True,
+                user=user,
+            )
+            for user in args.users
+            if user != STREAMS_USER
+        }
 
         # Certificate for clients (nats.<ns>.svc) and for the cluster routes between pods.
         cert = kube.certificate(
@@ -225,7 +260,8 @@ class Queue(Capability):
                                                 field_path="metadata.name"
                                             )
                                         ),
-                                    )
+                                    ),
+                                    *(ref.env(password_env(user)) for user, ref in args.users.items()),
                                 ],
                                 ports=[
                                     k8s.core.v1.ContainerPortArgs(
@@ -374,6 +410,9 @@ class Queue(Capability):
                                         name="NATS_URL", value=f"tls://{host}:{kube.NATS_CLIENT_PORT}"
                                     ),
                                     k8s.core.v1.EnvVarArgs(name="NATS_CA", value="/etc/nats-ca/ca.crt"),
+                                    # The nats CLI reads its credentials from these.
+                                    k8s.core.v1.EnvVarArgs(name="NATS_USER", value=STREAMS_USER),
+                                    args.users[STREAMS_USER].env("NATS_PASSWORD"),
                                 ],
                                 resources=kube.resources(100, 64),
                                 security_context=kube.container_security(kube.NATS_UID),
@@ -409,4 +448,4 @@ class Queue(Capability):
 
         # At most one NATS node down at a time: a 3-node JetStream cluster keeps quorum.
         kube.pdb("nats", place, kube.NATS, self.child())
-        self.register_outputs({"url": self.url, "stream": STREAM, "dlqStream": DLQ_STREAM})
+        self.register_outputs({"urls": self.urls, "stream": STREAM, "dlqStream": DLQ_STREAM})

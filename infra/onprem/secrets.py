@@ -1,11 +1,11 @@
 """The site's secret store on the cluster: Kubernetes Secrets filled from the stack's Pulumi
-secrets (API keys, model key) and a generated Redis password. Values stay Pulumi secrets end
-to end, so they are encrypted in the state and never printed.
+secrets (API keys, model key) and generated passwords (Redis, each NATS user). Values stay
+Pulumi secrets end to end, so they are encrypted in the state and never printed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -20,9 +20,10 @@ from infra.onprem import kube
 # The key of each logical secret inside its Kubernetes Secret.
 _KEYS = {
     workload.API_KEYS: contract.API_KEYS_FILE_NAME,
-    workload.REDIS_AUTH: "password",
     workload.MODEL_API_KEY: "api-key",
 }
+# A generated password's key in its Secret.
+PASSWORD_KEY = "password"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class SecretsArgs:
     place: kube.Placement
     # logical name (workload.API_KEYS, ...) -> value from the stack's secret config
     values: Mapping[str, str]
+    # logical names of passwords generated here (the Redis AUTH, each NATS user's)
+    generated: Sequence[str] = (workload.REDIS_AUTH,)
 
 
 class Secrets(Capability):
@@ -40,15 +43,17 @@ class Secrets(Capability):
     def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, opts)
 
-        # Redis AUTH password: generated, never chosen by a person, kept only in state (secret).
-        self.redis_password = random.RandomPassword("redis-auth", length=40, special=False, opts=self.child())
         values: dict[str, pulumi.Input[str]] = {k: pulumi.Output.secret(v) for k, v in args.values.items()}
-        values[workload.REDIS_AUTH] = self.redis_password.result
+        for logical in args.generated:
+            # A password generated here: never chosen by a person, kept only in state (secret).
+            values[logical] = random.RandomPassword(
+                logical, length=40, special=False, opts=self.child()
+            ).result
 
         self.refs: dict[str, kube.SecretRef] = {}
         self.objects: list[k8s.core.v1.Secret] = []
         for logical, value in values.items():
-            ref = kube.SecretRef(name=logical, key=_KEYS[logical])
+            ref = kube.SecretRef(name=logical, key=_KEYS.get(logical, PASSWORD_KEY))
             # One Opaque Secret per logical secret, so each pod can mount only what it needs.
             secret = k8s.core.v1.Secret(
                 logical,

@@ -405,13 +405,18 @@ def test_secrets_are_secret_outputs_and_never_leak_into_other_objects(plan: Plan
     assert {"api-keys", "redis-auth"} <= set(secrets)
     for r in secrets.values():
         assert SECRET_SIG in json.dumps(r.inputs["stringData"]), f"{r.name}: stringData is not a secret"
-    password = plain(secrets["redis-auth"].inputs)["stringData"]["password"]
-    assert len(password) >= 32
-    (rp,) = plan.of_type("random:index/randomPassword:RandomPassword")
-    assert rp.inputs["special"] is False
-    for r in kube_objects(plan):
-        if r.type != "kubernetes:core/v1:Secret":
-            assert password not in json.dumps(r.inputs), f"the Redis password appears in {r.type} {r.name}"
+    # Generated: the Redis AUTH and one password per NATS user (each app role, the setup Job).
+    generated = {r.name: r for r in plan.of_type("random:index/randomPassword:RandomPassword")}
+    assert set(generated) == {"redis-auth", "nats-api", "nats-worker", "nats-streams"}
+    assert all(r.inputs["special"] is False for r in generated.values())
+    for name in generated:
+        password = plain(secrets[name].inputs)["stringData"]["password"]
+        assert len(password) >= 32
+        for r in kube_objects(plan):
+            if r.type != "kubernetes:core/v1:Secret":
+                assert password not in json.dumps(r.inputs), (
+                    f"the {name} password appears in {r.type} {r.name}"
+                )
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -610,6 +615,9 @@ def test_plain_unwraps_the_wire_form() -> None:
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 T = TypeVar("T")
 PASSWORD = "s3cret-from-the-redis-auth-secret"
+# The NATS users' passwords, as their Secrets hand them to the server's environment.
+NATS_PASSWORD = {user: f"s3cret-nats-{user}" for user in ("api", "worker", "streams")}
+NATS_PASSWORDS = {f"NATS_{user.upper()}_PASSWORD": pw for user, pw in NATS_PASSWORD.items()}
 # Fail at once: a refused AUTH must not be retried with backoff.
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -785,7 +793,7 @@ def start_nats(
     (d / "nats.conf").write_text(conf)
     proc = subprocess.Popen(
         [str(NATS_SERVER), "--config", str(d / "nats.conf")],
-        env={"PATH": os.environ["PATH"], "POD_NAME": pod},
+        env={"PATH": os.environ["PATH"], "POD_NAME": pod, **NATS_PASSWORDS},
         stdout=(d / "nats.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -801,7 +809,14 @@ async def create_streams(plan: Plan, pki: Path, port: int) -> dict[str, dict[str
     """What the setup Job does: send each stream file to JetStream's create API as is."""
     files = one(plan, "kubernetes:core/v1:ConfigMap", "nats-streams")["data"]
     tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    nc = await nats.connect(f"tls://localhost:{port}", tls=tls, connect_timeout=5)
+    # As the Job does: its own user, which may only create and read the two streams.
+    nc = await nats.connect(
+        f"tls://localhost:{port}",
+        tls=tls,
+        connect_timeout=5,
+        user="streams",
+        password=NATS_PASSWORD["streams"],
+    )
     try:
         created = {}
         for body in files.values():
@@ -811,15 +826,35 @@ async def create_streams(plan: Plan, pki: Path, port: int) -> dict[str, dict[str
             )
             assert "error" not in reply, reply
             created[cfg["name"]] = reply
-        js = nc.jetstream()
-        (c,) = one(plan, "kubernetes:apps/v1:Deployment", "api")["spec"]["template"]["spec"]["containers"]
-        queue = parse_queue_url(env_of(c)[Env.QUEUE_URL]["value"])
-        assert isinstance(queue, NatsQueue)
-        assert (await js.publish(queue.subject, b"task")).stream == queue.stream
-        assert (await js.publish(queue.dlq_subject, b"dead")).stream != queue.stream
-        return created
     finally:
         await nc.close()
+    # The api as its own user: it may publish tasks, and nothing the table does not grant.
+    (c,) = one(plan, "kubernetes:apps/v1:Deployment", "api")["spec"]["template"]["spec"]["containers"]
+    queue = parse_queue_url(env_of(c)[Env.QUEUE_URL]["value"])
+    assert isinstance(queue, NatsQueue) and queue.user == "api"
+    nc = await nats.connect(
+        f"tls://localhost:{port}", tls=tls, connect_timeout=5, user="api", password=NATS_PASSWORD["api"]
+    )
+    try:
+        js = nc.jetstream()
+        assert (await js.publish(queue.subject, b"task")).stream == queue.stream
+        with pytest.raises(nats.errors.Error):
+            await js.publish(queue.dlq_subject, b"dead", timeout=2)  # the worker's subject
+    finally:
+        await nc.close()
+    with pytest.raises(nats.errors.Error):  # an unknown client gets nothing
+        await asyncio.wait_for(
+            nats.connect(
+                f"tls://localhost:{port}",
+                tls=tls,
+                connect_timeout=2,
+                allow_reconnect=False,
+                user="x",
+                password="y",
+            ),
+            10,
+        )
+    return created
 
 
 def test_dev_nats_config_runs_jetstream_with_tls_and_the_streams_apply(
@@ -841,7 +876,7 @@ def test_prod_nats_config_forms_a_three_node_jetstream_cluster_over_mutual_tls(
     (tmp_path / "nats-t.conf").write_text(conf.replace("/etc/nats/tls", str(pki)))
     check = subprocess.run(
         [str(NATS_SERVER), "-t", "-c", str(tmp_path / "nats-t.conf")],
-        env={"PATH": os.environ["PATH"], "POD_NAME": "nats-0"},
+        env={"PATH": os.environ["PATH"], "POD_NAME": "nats-0", **NATS_PASSWORDS},
         capture_output=True,
     )
     assert check.returncode == 0, check.stderr.decode()

@@ -68,10 +68,16 @@ def gcp_api_of(resource_type: str) -> str | None:
     return GCP_API_BY_MODULE.get(module)
 
 
+def gcp_api_needed(resource_type: str, service: object = None) -> str | None:
+    """The API a GCP resource waits for: its type's, or for a service agent, the API of the
+    service it is the agent of (``service``, its input), which must be on for it to exist."""
+    if resource_type == SERVICE_IDENTITY:
+        return service if isinstance(service, str) and service else None
+    return gcp_api_of(resource_type)
+
+
 def _needed_api(r: PolicyResource) -> str | None:
-    if r.resource_type == SERVICE_IDENTITY:
-        return text(r.props.get("service")) or None  # the agent exists once its own API is on
-    return gcp_api_of(r.resource_type)
+    return gcp_api_needed(r.resource_type, text(r.props.get("service")))
 
 
 def _api_order(view: StackView) -> Iterator[tuple[str, str | None]]:

@@ -451,7 +451,7 @@ def _nats(view: StackView, c: Container, process: str | None) -> Iterator[str]:
             "any client may publish and subscribe to anything"
         )
         return
-    user = first.username or text(get_path(conf, "authorization", "no_auth_user"))
+    user = queue.user or first.username or text(get_path(conf, "authorization", "no_auth_user"))
     if not user:
         yield f"{Env.QUEUE_URL.value} names no NATS user, and the server requires one"
         return
