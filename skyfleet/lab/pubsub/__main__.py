@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
-    held = sum(len(s.entries) for s in server.engine.subs.values())
-    print(json.dumps({"event": "ready", "ports": server.ports, "messages": held}), flush=True)
+    print(json.dumps({"event": "ready", "ports": server.ports, "messages": server.engine.held()}), flush=True)
     stop.wait()
     server.stop()
     if server.engine.journal is not None:

@@ -630,8 +630,15 @@ class Engine:
         self._log.append(frame(K_REMOVE, _pack({"s": sub.name, "q": [e.stored.seq]})))
         self.dead_lettered += 1
 
-    def pull(self, name: str, max_messages: int, wait_seconds: float) -> list[Any]:
-        """Up to ``max_messages`` deliveries; waits up to ``wait_seconds`` for a first one."""
+    def pull(
+        self,
+        name: str,
+        max_messages: int,
+        wait_seconds: float,
+        active: Callable[[], bool] = lambda: True,
+    ) -> list[Any]:
+        """Up to ``max_messages`` deliveries; waits up to ``wait_seconds`` for a first one.
+        Nothing is leased to a caller that is gone (``active`` false, see ``wake``)."""
         if max_messages <= 0:
             raise invalid("max_messages must be greater than 0")
         with self._lock:
@@ -640,6 +647,8 @@ class Engine:
             while True:
                 if self.closed:
                     raise ServiceError(grpc.StatusCode.UNAVAILABLE, "The server is shutting down.")
+                if not active():
+                    raise ServiceError(grpc.StatusCode.CANCELLED, "The caller went away.")
                 now = self.clock()
                 self._advance(sub, now)
                 taken = self._take(sub, now, max_messages)
@@ -768,6 +777,18 @@ class Engine:
                 position = 0
         if forwarded:
             self._sync(position)
+
+    def wake(self, name: str) -> None:
+        """Wake the Pulls waiting on a subscription (one of their callers went away)."""
+        with self._lock:
+            sub = self.subs.get(name)
+            if sub is not None:
+                sub.cond.notify_all()
+
+    def held(self) -> int:
+        """Messages held by all subscriptions."""
+        with self._lock:
+            return sum(len(s.entries) for s in self.subs.values())
 
     def close(self) -> None:
         """Wake every waiting Pull so the server can stop."""

@@ -99,8 +99,12 @@ class Services:
         wait = MAX_PULL_WAIT_SECONDS if remaining is None else min(MAX_PULL_WAIT_SECONDS, remaining)
         if request.return_immediately:
             wait = 0.0
+        context.add_callback(lambda: self.engine.wake(request.subscription))
         received = self.engine.pull(
-            request.subscription, request.max_messages, max(0.0, wait - PULL_MARGIN_SECONDS)
+            request.subscription,
+            request.max_messages,
+            max(0.0, wait - PULL_MARGIN_SECONDS),
+            active=context.is_active,
         )
         return pb.PullResponse(received_messages=received)
 
