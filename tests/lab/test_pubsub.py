@@ -569,9 +569,10 @@ def test_kill_9_loses_no_acknowledged_publish_nor_ack(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_restart_keeps_delivery_attempts_and_dead_letters(tmp_path: Path) -> None:
-    config = server_config(
-        data_dir=str(tmp_path / "data"),
+def with_dead_letters(**extra: Any) -> dict[str, Any]:
+    """Topic "tasks", subscription "work" (ack deadline 600 s = 12 s, dead letters to "dead"
+    after 5 attempts) and "hold" on "dead"."""
+    return server_config(
         time_scale=SCALE,
         topics=[{"name": "tasks"}, {"name": "dead"}],
         subscriptions=[
@@ -583,8 +584,12 @@ def test_restart_keeps_delivery_attempts_and_dead_letters(tmp_path: Path) -> Non
             },
             {"name": "hold", "topic": "dead"},
         ],
+        **extra,
     )
-    server = PubSubProcess(config, tmp_path).start()
+
+
+def test_restart_keeps_delivery_attempts_and_dead_letters(tmp_path: Path) -> None:
+    server = PubSubProcess(with_dead_letters(data_dir=str(tmp_path / "data")), tmp_path).start()
     try:
         pub, sub = gapic(server.host())
         pub.publish(topic=topic_path("tasks"), messages=[pst.PubsubMessage(data=b"poison")])
@@ -607,20 +612,7 @@ def test_restart_keeps_delivery_attempts_and_dead_letters(tmp_path: Path) -> Non
 
 
 def test_a_lease_and_its_ack_id_survive_a_restart(tmp_path: Path) -> None:
-    config = server_config(
-        data_dir=str(tmp_path / "data"),
-        time_scale=SCALE,
-        topics=[{"name": "tasks"}, {"name": "dead"}],
-        subscriptions=[
-            {
-                "name": "work",
-                "topic": "tasks",
-                "ack_deadline_seconds": 600,  # 12 s
-                "dead_letter_policy": {"dead_letter_topic": "dead", "max_delivery_attempts": 5},
-            }
-        ],
-    )
-    server = PubSubProcess(config, tmp_path).start()
+    server = PubSubProcess(with_dead_letters(data_dir=str(tmp_path / "data")), tmp_path).start()
     try:
         pub, sub = gapic(server.host())
         pub.publish(topic=topic_path("tasks"), messages=[pst.PubsubMessage(data=b"in progress")])
@@ -744,24 +736,9 @@ def test_config_from_the_gcp_prod_plan_reproduces_its_pubsub_and_grants(
 
 def test_without_the_service_agents_grants_nothing_is_dead_lettered(tmp_path: Path) -> None:
     agent = "serviceAccount:service-1@gcp-sa-pubsub.iam.gserviceaccount.com"
-    config = server_config(
-        time_scale=SCALE,
-        topics=[{"name": "tasks"}, {"name": "dead"}],
-        subscriptions=[
-            {
-                "name": "work",
-                "topic": "tasks",
-                "ack_deadline_seconds": 600,
-                "dead_letter_policy": {"dead_letter_topic": "dead", "max_delivery_attempts": 5},
-            },
-            {"name": "hold", "topic": "dead"},
-        ],
-        # The agent may publish dead letters but not remove them from "work".
-        iam={
-            "service_agent": agent,
-            "grants": [{"resource": "topics/dead", "role": "roles/pubsub.publisher", "member": agent}],
-        },
-    )
+    # The agent may publish dead letters but not remove them from "work".
+    grant = {"resource": "topics/dead", "role": "roles/pubsub.publisher", "member": agent}
+    config = with_dead_letters(iam={"service_agent": agent, "grants": [grant]})
     with running(config, tmp_path) as server:
         pub, sub = gapic(server.host())
         pub.publish(topic=topic_path("tasks"), messages=[pst.PubsubMessage(data=b"stuck")])
