@@ -58,11 +58,9 @@ def plan_lines(drill: Drill, target: Target | None) -> list[str]:
             + (f"; then wait {pause} s" if pause else "")
         )
         if undo:
-            from skyfleet.drills.activity import ACTIONS as registry
-
             args = activity.get("provider", {}).get("arguments") or {}
             try:
-                undo_text = registry[undo].describe(target, args)
+                undo_text = ACTIONS[undo].describe(target, args)
             except Exception as exc:
                 undo_text = f"{undo} [cannot resolve from outputs: {exc}]"
             lines.append(f"    rollback → {undo}: {undo_text}")

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
-from skyfleet.drills.load import LoadRecording, RequestRecord
+from skyfleet.drills.records import LoadRecording, RequestRecord
 
 
 class Percentiles(BaseModel):

@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from skyfleet.drills.load import LoadRecording
+from skyfleet.drills.context import FaultInfo
 from skyfleet.drills.measure import DataCheck, Measurements, TargetResult
+from skyfleet.drills.records import LoadRecording
 
 # Published failover figures (NOTES.md): what users compare a drill's numbers with.
 PUBLISHED_FIGURES: tuple[tuple[str, str], ...] = (
@@ -28,14 +29,6 @@ PUBLISHED_FIGURES: tuple[tuple[str, str], ...] = (
     ("Kubernetes probes (period 10 s, threshold 3)", "about 30 s"),
     ("ElastiCache Global Datastore", "RPO under 1 s, RTO about 1 min"),
 )
-
-
-class FaultInfo(BaseModel):
-    name: str | None = None
-    site: str | None = None
-    at: float | None = None
-    restored_at: float | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class HypothesisSummary(BaseModel):
