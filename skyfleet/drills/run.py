@@ -39,6 +39,7 @@ from skyfleet.drills.readback import read_back
 from skyfleet.drills.records import LoadRecording
 from skyfleet.drills.report import DrillReport, HypothesisSummary, write_report
 from skyfleet.drills.rollback import Ledger
+from skyfleet.drills.steady import SteadyWait, wait_for_steady_state
 from skyfleet.drills.target import LabTarget, StackTarget, Target
 
 logger = logging.getLogger("skyfleet.drills")
@@ -68,7 +69,7 @@ def set_current(run: DrillRun | None) -> None:
 
 
 class DrillRun:
-    """One drill from load start to report: load, samplers, abort conditions, verdict.
+    """One drill from load start to report: load, samplers, abort conditions, waits, verdict.
 
     What actions and probes may see of it is its ``context`` (skyfleet.drills.context).
     """
@@ -93,6 +94,10 @@ class DrillRun:
         self.lag_samples: list[float] = []
         self.polled_health_events: list[dict[str, Any]] = []
         self.safety_rollbacks: list[dict[str, Any]] = []
+        # The bounded waits for the steady state: under the fault before chaoslib's check
+        # after the method, and after the rollbacks (skyfleet.drills.steady).
+        self.after_method: SteadyWait | None = None
+        self.after_rollback: SteadyWait | None = None
         self.report: DrillReport | None = None
         self.started = False
         self.finished = False
@@ -242,8 +247,25 @@ class DrillRun:
 
             exit_gracefully()
 
-    def finish(self, journal: dict[str, Any] | None) -> DrillReport:
-        """Undo what is still open, settle, stop the load, read back, measure, report."""
+    def wait_after_method(
+        self, experiment: dict[str, Any], configuration: dict[str, Any] | None, secrets: dict[str, Any] | None
+    ) -> None:
+        """Before chaoslib's check after the method: wait (bounded) for the steady state to hold
+        under the fault, so that check does not catch a failover still in progress."""
+        if self.abort_reason or self.fault.at is None:
+            return
+        self.after_method = self._wait_steady(experiment, configuration, secrets, "the method")
+
+    def finish(
+        self,
+        journal: dict[str, Any] | None,
+        *,
+        experiment: dict[str, Any] | None = None,
+        configuration: dict[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+    ) -> DrillReport:
+        """Undo what is still open, wait for the steady state, settle, stop the load, read back,
+        measure, report. ``experiment`` etc. come from chaoslib (the control) for the wait."""
         if self.finished and self.report is not None:
             return self.report
         self.finished = True
@@ -252,6 +274,9 @@ class DrillRun:
         if leftover:
             self.safety_rollbacks.extend(leftover)
             self.context.fault_restored(time.time())
+        completed = (journal or {}).get("status") == "completed" and self.abort_reason is None
+        if experiment is not None and completed and self.fault.at is not None:
+            self.after_rollback = self._wait_steady(experiment, configuration, secrets, "the rollback")
         if self.load is not None and self.fault.at is not None:
             self._settle(self.spec.load.settle_seconds)
         self._stop.set()
@@ -264,6 +289,20 @@ class DrillRun:
         self.report = self._build_report(journal, recording, data)
         write_report(self.report, recording, self.report_dir)
         return self.report
+
+    def _wait_steady(
+        self,
+        experiment: dict[str, Any],
+        configuration: dict[str, Any] | None,
+        secrets: dict[str, Any] | None,
+        after: str,
+    ) -> SteadyWait | None:
+        timeout = self.spec.recovery_timeout_seconds
+        self.say(f"waiting for the steady state after {after} (at most {timeout:g} s)")
+        wait = wait_for_steady_state(experiment, configuration, secrets, after=after, timeout=timeout)
+        if wait is not None:
+            self.say(wait.describe())
+        return wait
 
     def _settle(self, seconds: float) -> None:
         self.say(f"settling {seconds:g} s under load after the rollback")
@@ -313,6 +352,8 @@ class DrillRun:
             data=data,
             tolerance=self.spec.success_rate_tolerance,
         )
+        if self.after_rollback is not None and self.after_rollback.met:
+            measurements.recovered_after_rollback_seconds = self.after_rollback.seconds
         targets = check_targets(measurements, self.spec.targets)
         states = journal.get("steady_states") or {}
         during = [s for s in states.get("during") or [] if s]
@@ -321,6 +362,8 @@ class DrillRun:
             after=_met(states.get("after")),
             during_checks=len(during),
             during_met=sum(1 for s in during if s.get("steady_state_met")),
+            after_method_wait=self.after_method,
+            after_rollback_wait=self.after_rollback,
         )
         status = str(journal.get("status") or "interrupted")
         deviated = bool(journal.get("deviated"))
@@ -331,6 +374,9 @@ class DrillRun:
         notes = list(self.notes)
         if self.fault.at is None:
             notes.append("no fault was applied: the drill proves nothing")
+        for wait in (self.after_method, self.after_rollback):
+            if wait is not None and not wait.met:
+                notes.append(wait.describe())
         failed_rollbacks = [r for r in rollbacks if r.get("status") != "succeeded"]
         passed = (
             status == "completed"
@@ -338,6 +384,7 @@ class DrillRun:
             and self.abort_reason is None
             and hypothesis.before is True
             and hypothesis.after is not False
+            and all(w is None or w.met for w in (self.after_method, self.after_rollback))
             and self.fault.at is not None
             and not failed_rollbacks
             and all(t.met for t in targets)
