@@ -156,7 +156,7 @@ def render_markdown(report: DrillReport) -> str:
     ):
         if wait is not None:
             shown = _fmt(wait.seconds, " s") if wait.met else f"**not within {wait.timeout_seconds:g} s**"
-            lines.append(f"| {label} | {shown} ({wait.checks} checks) |")
+            lines.append(f"| {label} | {shown} ({wait.checks_text}) |")
     lines += [
         "",
         "## Published figures, for comparison",

@@ -25,12 +25,16 @@ class SteadyWait(BaseModel):
     timeout_seconds: float
     last_failure: str | None = None  # why the last check that failed did not hold
 
+    @property
+    def checks_text(self) -> str:
+        return f"{self.checks} check{'' if self.checks == 1 else 's'}"
+
     def describe(self) -> str:
         if self.met:
-            return f"the steady state held {self.seconds:g} s after {self.after} ({self.checks} checks)"
+            return f"the steady state held {self.seconds:g} s after {self.after} ({self.checks_text})"
         return (
             f"the steady state did not hold within {self.timeout_seconds:g} s after {self.after} "
-            f"({self.checks} checks; last: {self.last_failure})"
+            f"({self.checks_text}; last: {self.last_failure})"
         )
 
 
