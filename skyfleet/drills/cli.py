@@ -58,11 +58,9 @@ def plan_lines(drill: Drill, target: Target | None) -> list[str]:
             + (f"; then wait {pause} s" if pause else "")
         )
         if undo:
-            from skyfleet.drills.activity import ACTIONS as registry
-
             args = activity.get("provider", {}).get("arguments") or {}
             try:
-                undo_text = registry[undo].describe(target, args)
+                undo_text = ACTIONS[undo].describe(target, args)
             except Exception as exc:
                 undo_text = f"{undo} [cannot resolve from outputs: {exc}]"
             lines.append(f"    rollback → {undo}: {undo_text}")
@@ -81,6 +79,7 @@ def print_report(report: DrillReport, report_dir: Path) -> None:
         ("result", "PASSED" if report.passed else "FAILED"),
         ("detection_seconds", str(m.detection_seconds)),
         ("recovery_seconds", str(m.recovery_seconds)),
+        ("recovered_after_rollback_seconds", str(m.recovered_after_rollback_seconds)),
         ("failed / total requests", f"{m.failed_requests} / {m.total_requests}"),
         ("error_window_seconds", str(m.error_window_seconds)),
         ("sessions_lost / turns_lost", f"{m.sessions_lost} / {m.turns_lost}"),
@@ -180,6 +179,10 @@ def _dry_run(drill: Drill, target: Target, yes: bool) -> None:
     typer.echo(
         f"load: {spec.load.rate:g} req/s, warm-up {spec.load.warmup_seconds:g} s, settle "
         f"{spec.load.settle_seconds:g} s, bounded at {spec.load.max_seconds:g} s"
+    )
+    typer.echo(
+        f"steady state: after the method and after the rollbacks, wait until it holds (at most "
+        f"{spec.recovery_timeout_seconds:g} s each)"
     )
     typer.echo("targets: " + ", ".join(f"{k} ≤ {v:g}" for k, v in sorted(spec.targets.items())))
     if prod_note:

@@ -4,12 +4,14 @@ Declared in every drill file (``controls: [{name: skyfleet, provider: {type: pyt
 skyfleet.drills.control}}]``), it works the same under ``skyfleet drill run`` (which has
 already started the drill) and under ``chaos run`` (where it starts it from the experiment's
 configuration): load and samplers before the hypothesis, abort conditions during the method,
+a bounded wait for the steady state before the check after the method and after the rollbacks,
 safety-net rollbacks, read-back, measurement and report after everything else.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +52,25 @@ def before_method_control(context: dict[str, Any], **kwargs: Any) -> None:
         run.in_method = True
 
 
-def after_method_control(context: dict[str, Any], **kwargs: Any) -> None:
+def after_method_control(
+    context: dict[str, Any],
+    experiment: dict[str, Any] | None = None,
+    configuration: dict[str, Any] | None = None,
+    secrets: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """The method is done: wait (bounded) until the steady state holds under the fault, so the
+    check chaoslib runs next does not depend on how fast this machine fails over. The abort
+    conditions stay armed meanwhile."""
     run = current()
-    if run is not None:
+    if run is None:
+        return
+    try:
+        # chaoslib calls this from a ``finally``: an exception on its way (Ctrl-C, SIGTERM, an
+        # abort, a failed action) means the method was cut short and the rollbacks come next.
+        if sys.exc_info()[0] is None:
+            run.wait_after_method(experiment or context, configuration, secrets)
+    finally:
         run.in_method = False
 
 
@@ -71,13 +89,17 @@ def after_activity_control(
 
 
 def after_experiment_control(
-    context: dict[str, Any], state: dict[str, Any] | None = None, **kwargs: Any
+    context: dict[str, Any],
+    state: dict[str, Any] | None = None,
+    configuration: dict[str, Any] | None = None,
+    secrets: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> None:
     global _owned
     run = current()
     if run is None:
         return
-    report = run.finish(state)
+    report = run.finish(state, experiment=context, configuration=configuration, secrets=secrets)
     if run is _owned:
         set_current(None)
         _owned = None

@@ -151,6 +151,12 @@ class SkyfleetExtension(_Strict):
         default=None, description="stack drills: the edge stack whose Route 53 checks detect the fault"
     )
     success_rate_tolerance: float = Field(default=0.99, gt=0, le=1)
+    recovery_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="bound on the wait for the steady state after the method and after the rollbacks",
+    )
 
     @field_validator("targets")
     @classmethod

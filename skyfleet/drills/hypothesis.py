@@ -13,26 +13,23 @@ from typing import Any
 import httpx
 
 from agent_app.contract import READINESS_PATH
-from skyfleet.drills.load import LoadRecording, ensure_loopback
+from skyfleet.drills import context
+from skyfleet.drills.context import NoLoadError
+from skyfleet.drills.load import ensure_loopback
 from skyfleet.drills.measure import percentile
-from skyfleet.drills.run import current
-from skyfleet.drills.target import target_from_configuration
+from skyfleet.drills.records import RequestRecord
 
 
-class NoLoadError(RuntimeError):
-    """A load-based probe ran without a drill's load (e.g. a stack with no loopback tunnel)."""
-
-
-def _recording() -> LoadRecording:
-    run = current()
-    if run is None or run.load is None:
-        raise NoLoadError("no drill load is running: this probe needs `skyfleet drill run` or its control")
-    return run.load.recording
+def _window(seconds: float) -> list[RequestRecord]:
+    run = context.current()
+    if run is None:
+        raise NoLoadError("no drill is running: this probe needs `skyfleet drill run` or its control")
+    return run.load_window(seconds)
 
 
 def success_rate(window_seconds: float = 2.0, min_requests: int = 5) -> float:
     """Share of requests answered 2xx in the last window (1.0 when too few to judge)."""
-    rows = _recording().window(window_seconds)
+    rows = _window(window_seconds)
     if len(rows) < min_requests:
         return 1.0
     return round(sum(r.ok for r in rows) / len(rows), 4)
@@ -40,12 +37,12 @@ def success_rate(window_seconds: float = 2.0, min_requests: int = 5) -> float:
 
 def latency_p99_ms(window_seconds: float = 2.0) -> float:
     """p99 latency (ms) of successful requests in the last window (0 when there were none)."""
-    rows = [r.latency_ms for r in _recording().window(window_seconds) if r.ok]
+    rows = [r.latency_ms for r in _window(window_seconds) if r.ok]
     return percentile(rows, 99) or 0.0
 
 
 # One client per front door for the process: building an httpx client builds a TLS context,
-# which holds the GIL for hundreds of ms on a busy machine and would stall the load generator.
+# which takes hundreds of ms on a busy machine; once is enough.
 _CLIENTS: dict[str, httpx.Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -58,15 +55,9 @@ def _client(base_url: str) -> httpx.Client:
         return _CLIENTS[base_url]
 
 
-def warm(base_url: str) -> None:
-    """Build the probe client now (before the load starts), not during the first probe."""
-    _client(base_url)
-
-
 def front_door_ready(configuration: dict[str, Any] | None = None, timeout: float = 2.0) -> bool:
     """The front door answers the readiness path with 200 (it routes to some healthy replica)."""
-    run = current()
-    target = run.target if run is not None else target_from_configuration(configuration)
+    target = context.target(configuration)
     door = target.front_door()
     if door is None:
         raise NoLoadError(f"{target.label} has no loopback front door to probe")

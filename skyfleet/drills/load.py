@@ -1,4 +1,4 @@
-"""The drill's load: open-loop, fixed-rate, realistic traffic against a front door.
+"""The drill's load: open-loop, fixed-rate, realistic traffic against a front door, in its own process.
 
 Requests are scheduled by the wall clock (request i leaves at ``start + i / rate``) whatever
 happened to the earlier ones, so a stalled site shows up as failures and latency instead of as
@@ -7,6 +7,13 @@ conversations, start async tasks and poll them. Every request is recorded with i
 time, status, latency and the site that served it (``contract.SITE_HEADER``); every acknowledged
 turn and accepted task is kept so the drill can check afterwards that nothing was lost.
 
+The generator runs in a child process (``python -m skyfleet.drills.load``), so nothing the drill
+process does (probes, faults, imports, a TLS context being built) can hold it back: the drill
+process's GIL is not the load's. ``LoadProcess`` is the drill's handle on it: the configuration
+(API key included) goes down the child's stdin, one JSON line per completed request comes back
+on its stdout and is folded into a live ``LoadRecording``. The child stops when told to, when
+its stdin closes (the drill process ended, even by SIGKILL), or at its own deadline.
+
 Load only ever goes to a loopback address: the lab's front door, or a tunnel to a real one.
 """
 
@@ -14,25 +21,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
+import json
+import os
+import queue
 import random
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER
 from skyfleet.drills.experiment import LoadSpec
+from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
 
-# Task statuses after which the app will not touch the task again.
-FINAL_TASK_STATUSES = frozenset({"succeeded", "failed"})
+# After the schedule's end, in-flight requests get their timeout and this much more; past that
+# the child exits whatever it is doing.
+EXIT_MARGIN_SECONDS = 10.0
 
 
 class LoadTargetError(ValueError):
     """The load was pointed somewhere it must not go."""
+
+
+class LoadProcessError(RuntimeError):
+    """The load process could not start or broke; the message carries its last words."""
 
 
 def ensure_loopback(url: str) -> None:
@@ -48,81 +67,125 @@ def ensure_loopback(url: str) -> None:
     raise LoadTargetError(f"load URL {url!r}: only loopback front doors may be loaded (got host {host!r})")
 
 
-@dataclass
-class RequestRecord:
-    """One request as the client saw it. Times are epoch seconds (comparable with fault times)."""
+def deadline_seconds(spec: LoadSpec) -> float:
+    """The longest the load process lives after it starts sending, whatever happens."""
+    return spec.max_seconds + spec.request_timeout_seconds + EXIT_MARGIN_SECONDS
 
-    kind: str  # session | message | task | poll
-    scheduled: float
-    sent: float
-    latency_ms: float
-    status: int | None
-    site: str | None
-    instance: str | None = None
-    error: str | None = None
-    session_id: str | None = None
-    task_id: str | None = None
+
+# --- the drill's side ---------------------------------------------------------------------------
+
+
+class LoadProcess:
+    """Starts the load process, folds its stream into ``recording``, stops it (bounded)."""
+
+    def __init__(self, base_url: str, api_key: str, spec: LoadSpec, *, seed: int = 7) -> None:
+        ensure_loopback(base_url)
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.spec = spec
+        self.seed = seed
+        self.recording = LoadRecording()
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._started = threading.Event()
+        self._problems: list[str] = []
+        self._last_words = ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the child and wait (bounded) until it sends its first scheduled request."""
+        # The child's stderr, kept for the whole run (closed in stop): its last words on failure.
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "skyfleet.drills.load"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+        )
+        self.pid = self._proc.pid
+        assert self._proc.stdin is not None
+        config = {
+            "url": self.base_url,
+            "api_key": self.api_key,
+            "spec": self.spec.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+        self._proc.stdin.write(json.dumps(config) + "\n")
+        self._proc.stdin.flush()
+        self._reader = threading.Thread(target=self._read, name="skyfleet-load-reader", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._started.wait(0.1):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                why = "exited" if self._proc.poll() is not None else f"did not start within {timeout:g} s"
+                self.stop(1.0)
+                raise LoadProcessError(f"the load process {why}: {self.problems() or 'no output'}")
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        rec = self.recording
+        for line in self._proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                self._problems.append(f"unreadable line from the load process: {line[:200]!r}")
+                continue
+            if "r" in item:
+                rec.add(RequestRecord(**item["r"]), item.get("task"))
+            elif "started" in item:
+                rec.started_at = float(item["started"])
+                self._started.set()
+            elif "done" in item:
+                rec.stopped_at = float(item["done"])
+            elif "error" in item:
+                self._problems.append(str(item["error"]))
 
     @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
-    @property
-    def completed(self) -> float:
-        return self.sent + self.latency_ms / 1000.0
+    def problems(self) -> str:
+        """What went wrong in the child, if anything: its errors and the tail of its stderr."""
+        return "; ".join([*self._problems, *([self._stderr_tail()] if self._stderr_tail() else [])])
 
+    def _stderr_tail(self) -> str:
+        if self._stderr is None or self._stderr.closed:
+            return self._last_words
+        self._stderr.seek(0)
+        return self._stderr.read()[-1000:].strip()
 
-@dataclass
-class AckedTurn:
-    session_id: str
-    marker: str
-    acked_at: float
-
-
-@dataclass
-class AcceptedTask:
-    task_id: str
-    session_id: str
-    accepted_at: float
-    last_status: str | None = None
-    final: dict[str, Any] | None = None
-    # Set when a task seen final is later seen non-final or with another final record: the
-    # app completed it twice (e.g. a lost final write made the queue run it again).
-    completed_twice: bool = False
-    attempts: int = 0
-
-    def observe(self, payload: Any) -> None:
-        """Fold one read of the task record (GET /v1/tasks/{id}) into what we know."""
-        if not isinstance(payload, dict):
-            return
-        status = payload.get("status")
-        self.last_status = status if isinstance(status, str) else None
-        attempts = payload.get("attempts")
-        if isinstance(attempts, int):
-            self.attempts = max(self.attempts, attempts)
-        if self.final is not None:
-            keys = ("status", "result", "updated_at")
-            if any(payload.get(k) != self.final.get(k) for k in keys):
-                self.completed_twice = True
-        elif self.last_status in FINAL_TASK_STATUSES:
-            self.final = payload
+    def stop(self, timeout: float | None = None) -> LoadRecording:
+        """Stop scheduling, let in-flight requests finish (bounded by their timeout), collect."""
+        proc = self._proc
+        if proc is None:
+            return self.recording
+        with contextlib.suppress(OSError, ValueError):  # already closed, or the child is gone
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.close()
+        wait = timeout if timeout is not None else self.spec.request_timeout_seconds + EXIT_MARGIN_SECONDS
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            self._problems.append(f"the load process did not stop within {wait:g} s and was killed")
+        if self._reader is not None:
+            self._reader.join(5)
+        if proc.returncode not in (0, None) and not self._problems:
+            self._problems.append(f"the load process exited with code {proc.returncode}")
+        if not self.recording.stopped_at:
+            self.recording.stopped_at = time.time()
+        if self._stderr is not None and not self._stderr.closed:
+            self._last_words = self._stderr_tail()
+            self._stderr.close()
+        return self.recording
 
 
-@dataclass
-class LoadRecording:
-    """Everything the load saw; shared between the load thread and the drill (append-only)."""
-
-    started_at: float = 0.0
-    stopped_at: float = 0.0
-    records: list[RequestRecord] = field(default_factory=list)
-    sessions: list[str] = field(default_factory=list)
-    turns: list[AckedTurn] = field(default_factory=list)
-    tasks: dict[str, AcceptedTask] = field(default_factory=dict)
-
-    def window(self, seconds: float, now: float | None = None) -> list[RequestRecord]:
-        """Requests whose answer (or failure) arrived in the last ``seconds``."""
-        now = time.time() if now is None else now
-        return [r for r in list(self.records) if now - seconds <= r.completed <= now]
+# --- the load process ---------------------------------------------------------------------------
 
 
 def _ids(body: Any, *names: str) -> str | None:
@@ -134,42 +197,60 @@ def _ids(body: Any, *names: str) -> str | None:
     return None
 
 
-class LoadGenerator:
-    """Runs the open-loop load on its own thread and event loop until stopped or bounded out."""
+def _error_text(payload: Any, text: str) -> str:
+    if isinstance(payload, dict):
+        err = payload.get("error", payload)
+        if isinstance(err, dict):
+            code, message = err.get("code"), err.get("message")
+            if code or message:
+                return f"{code}: {message}"[:200]
+    return text[:200]
 
-    def __init__(self, base_url: str, api_key: str, spec: LoadSpec, *, seed: int = 7) -> None:
-        ensure_loopback(base_url)
+
+class _Out:
+    """JSON lines to the drill process from a writer thread, so the event loop never blocks on
+    a full pipe. ``broken`` is set when the pipe breaks: the drill process is gone."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.broken = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="load-out", daemon=True)
+        self._thread.start()
+
+    def send(self, item: dict[str, Any]) -> None:
+        self._queue.put(json.dumps(item, separators=(",", ":")))
+
+    def _write(self) -> None:
+        while (line := self._queue.get()) is not None:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken.set()
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class Generator:
+    """The open-loop generator, run by the load process on one event loop."""
+
+    def __init__(self, base_url: str, api_key: str, spec: LoadSpec, out: _Out, *, seed: int = 7) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.spec = spec
-        self.recording = LoadRecording()
+        self.out = out
+        self.state = LoadRecording()  # sessions and tasks, for picking; records are streamed
+        self.stop = asyncio.Event()
         self._random = random.Random(seed)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._turn_counter = 0
         self._busy: set[str] = set()
         self._kinds = ["session", "message", "task", "poll"]
         mix = spec.mix
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
-
-    # --- lifecycle -----------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="skyfleet-load", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> LoadRecording:
-        """Stop scheduling, wait for in-flight requests (bounded by their timeout)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout or self.spec.request_timeout_seconds + 5)
-        return self.recording
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _main(self) -> None:
-        asyncio.run(self._run())
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -179,8 +260,7 @@ class LoadGenerator:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
 
-    async def _run(self) -> None:
-        rec = self.recording
+    async def run(self) -> None:
         interval = 1.0 / self.spec.rate
         in_flight: set[asyncio.Task[None]] = set()
         async with self._client() as client:
@@ -189,24 +269,24 @@ class LoadGenerator:
             with contextlib.suppress(httpx.HTTPError):
                 await client.get(LIVENESS_PATH)
             mono0, wall0 = time.monotonic(), time.time()
-            rec.started_at = wall0
+            self.out.send({"started": wall0})
             for i in range(self.spec.max_requests):
                 due = mono0 + i * interval
-                if due - mono0 > self.spec.max_seconds or self._stop.is_set():
+                if due - mono0 > self.spec.max_seconds or self.stop.is_set() or self.out.broken.is_set():
                     break
                 delay = due - time.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
-                if self._stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), delay)
+                if self.stop.is_set():
                     break
                 task = asyncio.create_task(self._one(client, wall0 + (due - mono0)))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             if in_flight:
                 await asyncio.wait(set(in_flight))
-        rec.stopped_at = time.time()
+        self.out.send({"done": time.time()})
 
-    # --- one request -----------------------------------------------------------------------
     def _pick(self) -> tuple[str, str | None]:
         """The next request kind and, for turns and tasks, an idle session to send it to.
 
@@ -215,11 +295,11 @@ class LoadGenerator:
         session). This is how people use the app, and it keeps session writes uncontended.
         """
         kind = self._random.choices(self._kinds, weights=self._weights)[0]
-        rec = self.recording
-        if kind == "poll" and not any(t.final is None for t in rec.tasks.values()):
+        state = self.state
+        if kind == "poll" and not any(t.final is None for t in state.tasks.values()):
             kind = "message"
         if kind in ("message", "task"):
-            idle = [s for s in rec.sessions if s not in self._busy]
+            idle = [s for s in state.sessions if s not in self._busy]
             if not idle:
                 return "session", None
             session_id = self._random.choice(idle)
@@ -237,7 +317,6 @@ class LoadGenerator:
     async def _send(
         self, client: httpx.AsyncClient, scheduled: float, kind: str, session_id: str | None
     ) -> None:
-        rec = self.recording
         task_id = marker = None
         if kind == "session":
             method, path, body = "POST", "/v1/sessions", {}
@@ -249,7 +328,7 @@ class LoadGenerator:
         elif kind == "task":
             method, path, body = "POST", f"/v1/sessions/{session_id}/tasks", {"input": "summarise"}
         else:
-            pending = [t for t in rec.tasks.values() if t.final is None]
+            pending = [t for t in self.state.tasks.values() if t.final is None]
             task_id = self._random.choice(pending).task_id
             method, path, body = "GET", f"/v1/tasks/{task_id}", None
         sent = time.time()
@@ -276,37 +355,70 @@ class LoadGenerator:
         ok = status is not None and 200 <= status < 300
         if ok and kind == "session":
             session_id = _ids(payload, "id", "session_id")
-            if session_id:
-                rec.sessions.append(session_id)
-        elif ok and kind == "message" and session_id and marker:
-            rec.turns.append(AckedTurn(session_id, marker, sent + latency_ms / 1000.0))
-        elif ok and kind == "task" and session_id:
+        elif ok and kind == "task":
             task_id = _ids(payload, "task_id", "id")
-            if task_id:
-                rec.tasks[task_id] = AcceptedTask(task_id, session_id, sent + latency_ms / 1000.0)
-        elif ok and kind == "poll" and task_id:
-            rec.tasks[task_id].observe(payload)
-        rec.records.append(
-            RequestRecord(
-                kind=kind,
-                scheduled=scheduled,
-                sent=sent,
-                latency_ms=latency_ms,
-                status=status,
-                site=site,
-                instance=instance,
-                error=error,
-                session_id=session_id,
-                task_id=task_id,
-            )
+        task = None
+        if ok and kind == "poll" and isinstance(payload, dict):
+            task = {k: payload.get(k) for k in TASK_FIELDS}
+        record = RequestRecord(
+            kind=kind,
+            scheduled=scheduled,
+            sent=sent,
+            latency_ms=latency_ms,
+            status=status,
+            site=site,
+            instance=instance,
+            error=error,
+            session_id=session_id,
+            task_id=task_id,
+            marker=marker,
         )
+        self.state.add(record, task, keep=False)
+        line: dict[str, Any] = {"r": dataclasses.asdict(record)}
+        if task is not None:
+            line["task"] = task
+        self.out.send(line)
 
 
-def _error_text(payload: Any, text: str) -> str:
-    if isinstance(payload, dict):
-        err = payload.get("error", payload)
-        if isinstance(err, dict):
-            code, message = err.get("code"), err.get("message")
-            if code or message:
-                return f"{code}: {message}"[:200]
-    return text[:200]
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """``stop`` on a "stop" line or when stdin closes (the drill process is gone)."""
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+    with contextlib.suppress(RuntimeError):  # the loop already ended
+        loop.call_soon_threadsafe(stop.set)
+
+
+async def _run(config: dict[str, Any], spec: LoadSpec, out: _Out) -> None:
+    ensure_loopback(config["url"])
+    gen = Generator(config["url"], config["api_key"], spec, out, seed=int(config.get("seed", 7)))
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=_watch_stdin, args=(loop, gen.stop), name="load-stdin", daemon=True).start()
+    await gen.run()
+
+
+def main() -> None:
+    """The load process: configuration on the first stdin line, then "stop" or EOF ends it."""
+    out = _Out(sys.stdout)
+    # Whatever a library prints must not corrupt the JSON stream.
+    sys.stdout = sys.stderr
+    first = sys.stdin.readline()
+    if not first:
+        return  # the drill process went away before sending the configuration
+    try:
+        config = json.loads(first)
+        spec = LoadSpec.model_validate(config["spec"])
+        # The bound on this process's life, whatever else fails: no orphan load.
+        killer = threading.Timer(deadline_seconds(spec) + 30.0, os._exit, args=(3,))
+        killer.daemon = True
+        killer.start()
+        asyncio.run(_run(config, spec, out))
+    except Exception as exc:
+        out.send({"error": f"{type(exc).__name__}: {exc}"})
+        out.close()
+        raise SystemExit(1) from None
+    out.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
-from skyfleet.drills.load import LoadRecording, RequestRecord
+from skyfleet.drills.records import LoadRecording, RequestRecord
 
 
 class Percentiles(BaseModel):
@@ -83,6 +83,9 @@ class Measurements(BaseModel):
     # load machine, not the system under test, was the bottleneck.
     send_lag_ms: Percentiles = Field(default_factory=Percentiles)
     errors_by_kind: dict[str, int] = Field(default_factory=dict)
+    # The end of the rollbacks -> the first steady-state check that held (the drill waits for
+    # it, bounded by recovery_timeout_seconds); None when it never held or was not checked.
+    recovered_after_rollback_seconds: float | None = None
 
     def metric(self, name: str) -> float | None:
         """A target metric by its report name (see experiment.TARGET_METRICS)."""

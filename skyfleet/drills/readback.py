@@ -15,8 +15,9 @@ from collections import Counter
 
 import httpx
 
-from skyfleet.drills.load import LoadRecording, ensure_loopback
+from skyfleet.drills.load import ensure_loopback
 from skyfleet.drills.measure import DataCheck
+from skyfleet.drills.records import LoadRecording
 
 _RETRYABLE = {429, 500, 502, 503, 504}
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from skyfleet.drills.load import LoadRecording
+from skyfleet.drills.context import FaultInfo
 from skyfleet.drills.measure import DataCheck, Measurements, TargetResult
+from skyfleet.drills.records import LoadRecording
+from skyfleet.drills.steady import SteadyWait
 
 # Published failover figures (NOTES.md): what users compare a drill's numbers with.
 PUBLISHED_FIGURES: tuple[tuple[str, str], ...] = (
@@ -30,19 +32,14 @@ PUBLISHED_FIGURES: tuple[tuple[str, str], ...] = (
 )
 
 
-class FaultInfo(BaseModel):
-    name: str | None = None
-    site: str | None = None
-    at: float | None = None
-    restored_at: float | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-
 class HypothesisSummary(BaseModel):
     before: bool | None = None
-    after: bool | None = None
+    after: bool | None = None  # chaoslib's check after the method, the fault still applied
     during_checks: int = 0
     during_met: int = 0
+    # The bounded waits for the steady state before that check, and after the rollbacks.
+    after_method_wait: SteadyWait | None = None
+    after_rollback_wait: SteadyWait | None = None
 
 
 class DrillReport(BaseModel):
@@ -69,6 +66,10 @@ class DrillReport(BaseModel):
         """The documented flat keys first (passed, detection_seconds, ...), then the detail."""
         body = self.model_dump(mode="json", exclude={"measurements"})
         return {"passed": self.passed, **self.measurements.model_dump(mode="json"), **body}
+
+
+def _yes(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "**no**")
 
 
 def _fmt(value: float | int | None, unit: str = "") -> str:
@@ -144,6 +145,18 @@ def render_markdown(report: DrillReport) -> str:
             + ", ".join(f"{k} x{n}" for k, n in sorted(m.errors_by_kind.items()))
             + " |"
         )
+    h = report.hypothesis
+    lines.append(
+        "| steady state: before / after the method / checks during it met | "
+        f"{_yes(h.before)} / {_yes(h.after)} / {h.during_met} of {h.during_checks} |"
+    )
+    for label, wait in (
+        ("wait for the steady state after the method (fault applied)", h.after_method_wait),
+        ("recovered after the rollback (rollbacks done → steady state holds)", h.after_rollback_wait),
+    ):
+        if wait is not None:
+            shown = _fmt(wait.seconds, " s") if wait.met else f"**not within {wait.timeout_seconds:g} s**"
+            lines.append(f"| {label} | {shown} ({wait.checks_text}) |")
     lines += [
         "",
         "## Published figures, for comparison",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import json
 import logging
 import os
@@ -31,12 +30,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from skyfleet.drills import context
+from skyfleet.drills.context import FaultInfo, RunContext
 from skyfleet.drills.experiment import Drill
-from skyfleet.drills.load import LoadGenerator, LoadRecording
+from skyfleet.drills.load import LoadProcess
 from skyfleet.drills.measure import DataCheck, check_targets, measure
 from skyfleet.drills.readback import read_back
-from skyfleet.drills.report import DrillReport, FaultInfo, HypothesisSummary, write_report
+from skyfleet.drills.records import LoadRecording
+from skyfleet.drills.report import DrillReport, HypothesisSummary, write_report
 from skyfleet.drills.rollback import Ledger
+from skyfleet.drills.steady import SteadyWait, wait_for_steady_state
 from skyfleet.drills.target import LabTarget, StackTarget, Target
 
 logger = logging.getLogger("skyfleet.drills")
@@ -58,13 +61,18 @@ def current() -> DrillRun | None:
 
 
 def set_current(run: DrillRun | None) -> None:
+    """Make ``run`` the running drill, and its context the one actions and probes see."""
     global _current
     with _current_lock:
         _current = run
+        context.activate(run.context if run is not None else None)
 
 
 class DrillRun:
-    """The live state of one drill: its target, load, ledger, fault times and abort state."""
+    """One drill from load start to report: load, samplers, abort conditions, waits, verdict.
+
+    What actions and probes may see of it is its ``context`` (skyfleet.drills.context).
+    """
 
     def __init__(
         self,
@@ -76,19 +84,20 @@ class DrillRun:
     ) -> None:
         self.drill = drill
         self.spec = drill.skyfleet
-        self.target = target
         self.report_dir = report_dir
         self.say = say
-        self.ledger = Ledger()
-        self.fault = FaultInfo()
+        self.context = RunContext(target, fault_site=self.spec.fault_site, say=say)
         self.started_at = time.time()
-        self.load: LoadGenerator | None = None
+        self.load: LoadProcess | None = None
         self.abort_reason: str | None = None
         self.in_method = False
         self.lag_samples: list[float] = []
         self.polled_health_events: list[dict[str, Any]] = []
-        self.notes: list[str] = []
         self.safety_rollbacks: list[dict[str, Any]] = []
+        # The bounded waits for the steady state: under the fault before chaoslib's check
+        # after the method, and after the rollbacks (skyfleet.drills.steady).
+        self.after_method: SteadyWait | None = None
+        self.after_rollback: SteadyWait | None = None
         self.report: DrillReport | None = None
         self.started = False
         self.finished = False
@@ -96,25 +105,29 @@ class DrillRun:
         self._lag_ready = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    # --- faults (called by skyfleet.drills.activity) --------------------------------------
-    def fault_applied(self, name: str, site: str | None, at: float, detail: dict[str, Any]) -> None:
-        if self.fault.at is None:
-            self.fault = FaultInfo(name=name, site=site or self.spec.fault_site, at=at, detail=detail)
-            self.say(f"fault applied: {name} ({site or '-'})")
+    @property
+    def target(self) -> Target:
+        return self.context.target
 
-    def fault_restored(self, at: float) -> None:
-        if self.fault.at is not None and not self.ledger.pending():
-            self.fault.restored_at = at
-            self.say("fault rolled back")
+    @property
+    def fault(self) -> FaultInfo:
+        return self.context.fault
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.context.ledger
+
+    @property
+    def notes(self) -> list[str]:
+        return self.context.notes
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Start the load and samplers, then let the load warm up before the hypothesis."""
+        """Start the samplers and the load, then let the load warm up before the hypothesis."""
         if self.started:
             return
         self.started = True
         door = self.target.front_door()
-        self._warm(door[0] if door else None)
         for name, fn in (
             ("lag", self._lag_loop),
             ("watchdog", self._watchdog),
@@ -124,42 +137,17 @@ class DrillRun:
             thread.start()
             self._threads.append(thread)
         # The sampler process's start-up (an interpreter and its imports) is done before the
-        # load starts rather than during its first seconds.
+        # load starts rather than during its first seconds: they share the machine's cores.
         self._lag_ready.wait(10)
         if door is not None:
             url, key = door
-            self.load = LoadGenerator(url, key, self.spec.load)
+            self.load = LoadProcess(url, key, self.spec.load)
             self.load.start()
-            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url}")
+            self.context.load = self.load.recording
+            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url} (process {self.load.pid})")
             self._stop.wait(self.spec.load.warmup_seconds)
         else:
             self.notes.append("no loopback front door for this target: no load, no request figures")
-
-    def _warm(self, url: str | None) -> None:
-        """Import and build now what the run needs later, before the load starts.
-
-        An import holds the import lock and the GIL; done in the middle of the fault (the lab's
-        fault module, chaoslib's exit module, a probe's HTTP client and its TLS context) it
-        stalls the load generator for hundreds of ms and shows up as the system's latency.
-        """
-        modules = {"chaoslib.exit", "chaoslib.run", "skyfleet.drills.activity", "skyfleet.drills.control"}
-        if isinstance(self.target, LabTarget):
-            modules |= {"skyfleet.lab.faults", "skyfleet.lab.frontdoor", "skyfleet.lab.status"}
-        for section in ("method", "rollbacks"):
-            for activity in self.drill.experiment.get(section) or []:
-                module = (activity.get("provider") or {}).get("module")
-                if module:
-                    modules.add(module)
-        for module in sorted(modules):
-            importlib.import_module(module)
-        from skyfleet.drills import activity, hypothesis
-
-        text = json.dumps(self.drill.experiment)
-        for info in activity.ACTIONS.values():
-            if info.platform != "lab" and info.func in text:
-                importlib.import_module(f"skyfleet.drills.cloud.{info.platform}")
-        if url is not None:
-            hypothesis.warm(url)
 
     def _lag_loop(self) -> None:
         """Collect lag samples from the sampler child process (see skyfleet.drills.lag)."""
@@ -211,7 +199,7 @@ class DrillRun:
         site, edge_stack = self.spec.fault_site, self.spec.edge_stack
         if not isinstance(self.target, StackTarget) or not site or not edge_stack:
             return
-        from skyfleet.drills.cloud import aws
+        from skyfleet.drills.actions import aws
 
         try:
             edge = self.target.edge(edge_stack)
@@ -237,7 +225,7 @@ class DrillRun:
             if time.time() - self.started_at > abort.max_seconds:
                 reason = f"the drill ran longer than abort.max_seconds={abort.max_seconds:g}"
             elif self.load is not None and abort.max_error_rate < 1.0:
-                window = self.load.recording.window(abort.window_seconds)
+                window = self.context.load_window(abort.window_seconds)
                 if len(window) >= 5:
                     rate = sum(not r.ok for r in window) / len(window)
                     if rate >= abort.max_error_rate:
@@ -259,8 +247,25 @@ class DrillRun:
 
             exit_gracefully()
 
-    def finish(self, journal: dict[str, Any] | None) -> DrillReport:
-        """Undo what is still open, settle, stop the load, read back, measure, report."""
+    def wait_after_method(
+        self, experiment: dict[str, Any], configuration: dict[str, Any] | None, secrets: dict[str, Any] | None
+    ) -> None:
+        """Before chaoslib's check after the method: wait (bounded) for the steady state to hold
+        under the fault, so that check does not catch a failover still in progress."""
+        if self.abort_reason or self.fault.at is None:
+            return
+        self.after_method = self._wait_steady(experiment, configuration, secrets, "the method")
+
+    def finish(
+        self,
+        journal: dict[str, Any] | None,
+        *,
+        experiment: dict[str, Any] | None = None,
+        configuration: dict[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+    ) -> DrillReport:
+        """Undo what is still open, wait for the steady state, settle, stop the load, read back,
+        measure, report. ``experiment`` etc. come from chaoslib (the control) for the wait."""
         if self.finished and self.report is not None:
             return self.report
         self.finished = True
@@ -268,17 +273,36 @@ class DrillRun:
         leftover = self.ledger.restore_all("drill ended with the fault still applied")
         if leftover:
             self.safety_rollbacks.extend(leftover)
-            self.fault_restored(time.time())
+            self.context.fault_restored(time.time())
+        completed = (journal or {}).get("status") == "completed" and self.abort_reason is None
+        if experiment is not None and completed and self.fault.at is not None:
+            self.after_rollback = self._wait_steady(experiment, configuration, secrets, "the rollback")
         if self.load is not None and self.fault.at is not None:
             self._settle(self.spec.load.settle_seconds)
         self._stop.set()
         recording = self.load.stop() if self.load is not None else None
+        if self.load is not None and self.load.problems():
+            self.notes.append(f"load process: {self.load.problems()}")
         for thread in self._threads:
             thread.join(6)
         data = self._read_back(recording)
         self.report = self._build_report(journal, recording, data)
         write_report(self.report, recording, self.report_dir)
         return self.report
+
+    def _wait_steady(
+        self,
+        experiment: dict[str, Any],
+        configuration: dict[str, Any] | None,
+        secrets: dict[str, Any] | None,
+        after: str,
+    ) -> SteadyWait | None:
+        timeout = self.spec.recovery_timeout_seconds
+        self.say(f"waiting for the steady state after {after} (at most {timeout:g} s)")
+        wait = wait_for_steady_state(experiment, configuration, secrets, after=after, timeout=timeout)
+        if wait is not None:
+            self.say(wait.describe())
+        return wait
 
     def _settle(self, seconds: float) -> None:
         self.say(f"settling {seconds:g} s under load after the rollback")
@@ -328,6 +352,8 @@ class DrillRun:
             data=data,
             tolerance=self.spec.success_rate_tolerance,
         )
+        if self.after_rollback is not None and self.after_rollback.met:
+            measurements.recovered_after_rollback_seconds = self.after_rollback.seconds
         targets = check_targets(measurements, self.spec.targets)
         states = journal.get("steady_states") or {}
         during = [s for s in states.get("during") or [] if s]
@@ -336,6 +362,8 @@ class DrillRun:
             after=_met(states.get("after")),
             during_checks=len(during),
             during_met=sum(1 for s in during if s.get("steady_state_met")),
+            after_method_wait=self.after_method,
+            after_rollback_wait=self.after_rollback,
         )
         status = str(journal.get("status") or "interrupted")
         deviated = bool(journal.get("deviated"))
@@ -346,6 +374,9 @@ class DrillRun:
         notes = list(self.notes)
         if self.fault.at is None:
             notes.append("no fault was applied: the drill proves nothing")
+        for wait in (self.after_method, self.after_rollback):
+            if wait is not None and not wait.met:
+                notes.append(wait.describe())
         failed_rollbacks = [r for r in rollbacks if r.get("status") != "succeeded"]
         passed = (
             status == "completed"
@@ -353,6 +384,7 @@ class DrillRun:
             and self.abort_reason is None
             and hypothesis.before is True
             and hypothesis.after is not False
+            and all(w is None or w.met for w in (self.after_method, self.after_rollback))
             and self.fault.at is not None
             and not failed_rollbacks
             and all(t.met for t in targets)

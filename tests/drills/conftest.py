@@ -7,11 +7,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
+
+from tests.agent_app.brokers import NatsBroker
+from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -70,3 +75,53 @@ def no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+
+
+@dataclass
+class AgentSite:
+    """A real agent app: api and worker processes on real Redis and NATS JetStream."""
+
+    api: AppProcess
+    worker: AppProcess
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    @property
+    def api_key(self) -> str:
+        return API_KEY
+
+
+@pytest.fixture(scope="module")
+def agent_site() -> Iterator[AgentSite]:
+    """One real site for a module's load and drill tests (no lab: no front door, one replica)."""
+    redis, nats = RedisServer().start(), NatsServer().start()
+    env = app_env(redis.url, NatsBroker(nats).env["AGENT_QUEUE_URL"])
+    api = worker = None
+    try:
+        api = AppProcess("api", env).start()
+        worker = AppProcess("worker", env).start()
+        yield AgentSite(api, worker)
+    finally:
+        for proc in (worker, api):
+            if proc is not None:
+                proc.stop()
+        nats.stop()
+        redis.stop()
+
+
+def ecs_service(cluster: str, service: str, count: int) -> Callable[[], int]:
+    """Create an ECS service of ``count`` tasks on moto (``aws_env``); return a reader of its
+    desired count."""
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    ecs.create_cluster(clusterName=cluster)
+    ecs.register_task_definition(
+        family="api", containerDefinitions=[{"name": "api", "image": "agent:1", "memory": 512}]
+    )
+    ecs.create_service(cluster=cluster, serviceName=service, taskDefinition="api", desiredCount=count)
+
+    def desired() -> int:
+        return ecs.describe_services(cluster=cluster, services=[service])["services"][0]["desiredCount"]
+
+    return desired

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from infra.outputs import EdgeOutputs, SiteOutputs
 from skyfleet.drills import activity
+from skyfleet.drills.actions import aws
 from skyfleet.drills.activity import ACTIONS
 from skyfleet.drills.cli import app
-from skyfleet.drills.cloud import aws
-from tests.drills.conftest import no_credentials
+from tests.drills.conftest import ecs_service, no_credentials
 
 SITES: dict[str, dict[str, Any]] = {
     "aws-dev": {
@@ -170,19 +170,9 @@ def _config(tmp_path: Path, stack: dict[str, Any], edge: dict[str, Any] | None =
 
 
 def test_ecs_scale_to_zero_and_restore(aws_env: str, tmp_path: Path) -> None:
-    ecs = boto3.client("ecs", region_name="us-east-1")
-    ecs.create_cluster(clusterName="drill-cluster")
-    ecs.register_task_definition(
-        family="api", containerDefinitions=[{"name": "api", "image": "agent:1", "memory": 512}]
-    )
-    ecs.create_service(cluster="drill-cluster", serviceName="drill-api", taskDefinition="api", desiredCount=3)
+    count = ecs_service("drill-cluster", "drill-api", 3)
     stack = {**SITES["aws-dev"], "clusterName": "drill-cluster", "apiServiceName": "drill-api"}
     cfg = _config(tmp_path, stack)
-
-    def count() -> int:
-        return ecs.describe_services(cluster="drill-cluster", services=["drill-api"])["services"][0][
-            "desiredCount"
-        ]
 
     applied = activity.aws_service_scale_to_zero(service="api", configuration=cfg)
     assert applied["previous_desired_count"] == 3

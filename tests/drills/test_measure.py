@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skyfleet.drills.load import LoadRecording, RequestRecord
+from skyfleet.drills.context import FaultInfo
 from skyfleet.drills.measure import DataCheck, check_targets, detection, measure, percentile, recovery
-from skyfleet.drills.report import DrillReport, FaultInfo, write_report
+from skyfleet.drills.records import LoadRecording, RequestRecord
+from skyfleet.drills.report import DrillReport, write_report
 
 FAULT = 1_000.0
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from infra.outputs import SiteOutputs
+from skyfleet.drills.actions.registry import Applied, StackFault, Undo
+from skyfleet.drills.target import StackTarget, Target
+
+SDK_MODULES = ("kubernetes.client", "kubernetes.config")
 
 DENY_POLICY_NAME = "skyfleet-drill-deny-all"
 
@@ -79,3 +83,72 @@ def remove_deny_all(site: SiteOutputs) -> None:
     except client.exceptions.ApiException as exc:
         if exc.status != 404:  # already gone is what we want
             raise
+
+
+# --- the faults -------------------------------------------------------------------------------
+
+
+class ScaleToZero(StackFault):
+    """Scale a deployment (api or worker) of the on-prem site to 0 replicas."""
+
+    platform = "kubernetes"
+    fault, rollback, key = "k8s_scale_to_zero", "k8s_scale_restore", "k8s-scale:{deployment}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        name, ns = "<deployment>", "<namespace>"
+        if isinstance(target, StackTarget):
+            site = target.site()
+            name, ns = deployment_name(site, args.get("deployment", "api")), site.namespace
+        return f"kubernetes: scale deployment {ns}/{name} to 0 replicas"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return "kubernetes: scale the deployment back to its previous replicas"
+
+    def apply(self, stack: StackTarget, deployment: str = "api") -> Applied:
+        site = stack.site()
+        previous = scale(site, deployment, 0)
+        return Applied(
+            site.site,
+            f"deployment {deployment} scaled to 0 (was {previous})",
+            {"previous_replicas": previous},
+            lambda: scale(site, deployment, previous),
+        )
+
+    def restore(
+        self, stack: StackTarget, deployment: str = "api", replicas: int | None = None
+    ) -> Undo | None:
+        return None if replicas is None else (lambda: scale(stack.site(), deployment, replicas))
+
+
+class DenyAll(StackFault):
+    """A NetworkPolicy that admits no ingress to a deployment's pods."""
+
+    platform = "kubernetes"
+    fault, rollback, key = "k8s_deny_all", "k8s_deny_all_remove", "k8s-deny"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        ns = target.site().namespace if isinstance(target, StackTarget) else "<namespace>"
+        return (
+            f"kubernetes: create NetworkPolicy {ns}/{DENY_POLICY_NAME} denying all ingress to the "
+            f"{args.get('deployment', 'api')} pods"
+        )
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"kubernetes: delete NetworkPolicy {DENY_POLICY_NAME}"
+
+    def apply(self, stack: StackTarget, deployment: str = "api") -> Applied:
+        site = stack.site()
+        policy = add_deny_all(site, deployment)
+        return Applied(
+            site.site,
+            "deny-all NetworkPolicy",
+            {"policy": policy["metadata"]["name"]},
+            lambda: remove_deny_all(site),
+        )
+
+    def restore(self, stack: StackTarget) -> Undo | None:
+        return lambda: remove_deny_all(stack.site())
+
+
+k8s_scale_to_zero, k8s_scale_restore = ScaleToZero.functions()
+k8s_deny_all, k8s_deny_all_remove = DenyAll.functions()

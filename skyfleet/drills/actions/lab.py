@@ -1,0 +1,300 @@
+"""Lab faults and probes, through the lab's own primitives (``skyfleet.lab.faults``).
+
+The lab's primitives are idempotent and their undos wait until the part is ready again. A
+site argument may name the role rather than the site: ``redis-primary`` is the site holding the
+Redis primary when the fault is applied (the worst site to lose: it takes the cache primary
+with it). The ledger key keeps the name as given, so the rollback finds the fault whichever
+site it turned out to be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skyfleet.drills import context
+from skyfleet.drills.actions.registry import Applied, Configuration, LabFault, Undo, probe
+from skyfleet.drills.target import LabTarget, Target
+
+# What the lab's actions use, imported when first needed (the fault module alone takes ~0.7 s).
+SDK_MODULES = ("skyfleet.lab.faults", "skyfleet.lab.frontdoor", "skyfleet.lab.replication")
+PRIMARY_SITE = "redis-primary"
+
+
+def _faults():  # the module skyfleet.lab.faults
+    import skyfleet.lab.faults
+
+    return skyfleet.lab.faults
+
+
+def _site(lab: LabTarget, site: str) -> str:
+    """The site a fault acts on: ``site`` itself, or the Redis primary's site right now."""
+    if site != PRIMARY_SITE:
+        return site
+    from skyfleet.lab.replication import redis_primary
+
+    return str(redis_primary(lab.state_dir)["site"])
+
+
+def _named(site: str) -> str:
+    """A rollback without its fault in the ledger must be told which site to restore."""
+    if site == PRIMARY_SITE:
+        raise RuntimeError(
+            f"no open fault for site {PRIMARY_SITE!r} in this run: the primary has moved since, so "
+            "name the site to restore (e.g. site: aws)"
+        )
+    return site
+
+
+def _where(args: dict[str, Any], *, undo: bool = False) -> str:
+    """How a dry run names the site a lab action acts on."""
+    if args.get("site") == PRIMARY_SITE:
+        return "the site that held the Redis primary" if undo else "the site holding the Redis primary"
+    return f"site {args.get('site')!r}"
+
+
+class SiteLoss(LabFault):
+    """SIGKILL every process of a site (api replicas, worker, Redis, Sentinel, NATS)."""
+
+    fault, rollback, key = "site_down", "site_up", "site:{site}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return (
+            f"lab: SIGKILL every process of site {args['site']!r} "
+            "(api replicas, worker, Redis, Sentinel, NATS)"
+        )
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: restart every process of {_where(args, undo=True)}, wait until ready"
+
+    def apply(self, lab: LabTarget, site: str) -> Applied:
+        name = _site(lab, site)
+        return Applied(
+            name,
+            f"site {name} down",
+            _faults().stop_site(lab.state_dir, name),
+            lambda: _faults().start_site(lab.state_dir, name),
+        )
+
+    def restore(self, lab: LabTarget, site: str) -> Undo:
+        return lambda: _faults().start_site(lab.state_dir, _named(site))
+
+
+class ReplicaLoss(LabFault):
+    """SIGKILL one api replica."""
+
+    fault, rollback, key = "replica_down", "replica_up", "replica:{site}:{index}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: SIGKILL api replica {args.get('index', 0)} of site {args['site']!r}"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: restart api replica {args.get('index', 0)} of site {args['site']!r}"
+
+    def apply(self, lab: LabTarget, site: str, index: int = 0) -> Applied:
+        return Applied(
+            site,
+            f"replica {site}/{index} down",
+            _faults().kill_replica(lab.state_dir, site, index),
+            lambda: _faults().restart_replica(lab.state_dir, site, index),
+        )
+
+    def restore(self, lab: LabTarget, site: str, index: int = 0) -> Undo:
+        return lambda: _faults().restart_replica(lab.state_dir, site, index)
+
+
+class CachePrimaryLoss(LabFault):
+    """SIGKILL the current Redis primary (Sentinel promotes a replica in a peer site)."""
+
+    fault, rollback, key = "cache_primary_down", "cache_restore", "redis-primary"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return "lab: SIGKILL the current Redis primary (Sentinel promotes a replica)"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return "lab: restart stopped Redis nodes as replicas of the new primary"
+
+    def apply(self, lab: LabTarget) -> Applied:
+        return Applied(
+            None,
+            "Redis primary down",
+            _faults().kill_redis_primary(lab.state_dir),
+            lambda: _faults().restore_redis(lab.state_dir),
+        )
+
+    def restore(self, lab: LabTarget) -> Undo:
+        return lambda: _faults().restore_redis(lab.state_dir)
+
+
+class BrokerLoss(LabFault):
+    """SIGKILL a site's NATS JetStream node."""
+
+    fault, rollback, key = "broker_down", "broker_up", "broker:{site}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: SIGKILL the NATS node of site {args['site']!r}"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: restart the NATS node of site {args['site']!r}"
+
+    def apply(self, lab: LabTarget, site: str) -> Applied:
+        return Applied(
+            site,
+            f"broker of {site} down",
+            _faults().stop_broker(lab.state_dir, site),
+            lambda: _faults().start_broker(lab.state_dir, site),
+        )
+
+    def restore(self, lab: LabTarget, site: str) -> Undo:
+        return lambda: _faults().start_broker(lab.state_dir, site)
+
+
+class ReplicaHang(LabFault):
+    """SIGSTOP one api replica: it hangs (slow or no answers) without dying."""
+
+    fault, rollback, key = "replica_slow", "replica_resume", "pause:{site}:{index}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: SIGSTOP api replica {args.get('index', 0)} of site {args['site']!r} (it hangs)"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab: SIGCONT api replica {args.get('index', 0)} of site {args['site']!r}"
+
+    def apply(self, lab: LabTarget, site: str, index: int = 0) -> Applied:
+        return Applied(
+            site,
+            f"replica {site}/{index} stopped",
+            _faults().pause_replica(lab.state_dir, site, index),
+            lambda: _faults().resume_replica(lab.state_dir, site, index),
+        )
+
+    def restore(self, lab: LabTarget, site: str, index: int = 0) -> Undo:
+        return lambda: _faults().resume_replica(lab.state_dir, site, index)
+
+
+class Partition(LabFault):
+    """Cut a site's network link (root, ``--netns``): its processes run on, unreachable."""
+
+    fault, rollback, key = "site_partition", "partition_heal", "partition:{site}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab (root): cut the network link of {_where(args)}"
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab (root): restore the network link of {_where(args, undo=True)}"
+
+    def apply(self, lab: LabTarget, site: str) -> Applied:
+        name = _site(lab, site)
+        return Applied(
+            name,
+            f"site {name} partitioned",
+            _faults().partition_site(lab.state_dir, name),
+            lambda: _faults().heal_partition(lab.state_dir, name),
+        )
+
+    def restore(self, lab: LabTarget, site: str) -> Undo:
+        return lambda: _faults().heal_partition(lab.state_dir, _named(site))
+
+
+class Latency(LabFault):
+    """Delay (and drop) packets to and from a site, each direction (root, ``--netns``)."""
+
+    fault, rollback, key = "site_latency", "latency_clear", "netem:{site}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        figures = (
+            f"+{args.get('delay_ms', 100)} ms ±{args.get('jitter_ms', 0)} ms, "
+            f"{args.get('loss_percent', 0)} % loss"
+        )
+        return (
+            f"lab (root): delay (and drop) packets to and from site {args['site']!r}, each direction: "
+            f"{figures} (tc netem; without netem, a userspace delay line on the link and nftables for "
+            "the loss)"
+        )
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return (
+            "lab (root): remove the delay and loss (tc netem, or delay line and nftables) of site "
+            f"{args['site']!r}"
+        )
+
+    def apply(
+        self, lab: LabTarget, site: str, delay_ms: int = 100, jitter_ms: int = 0, loss_percent: float = 0.0
+    ) -> Applied:
+        return Applied(
+            site,
+            f"latency on {site}",
+            _faults().add_latency(lab.state_dir, site, delay_ms, jitter_ms, loss_percent),
+            lambda: _faults().clear_latency(lab.state_dir, site),
+        )
+
+    def restore(self, lab: LabTarget, site: str) -> Undo:
+        return lambda: _faults().clear_latency(lab.state_dir, site)
+
+
+class PacketLoss(LabFault):
+    """Drop a share of the packets to and from a site with nftables (root, ``--netns``)."""
+
+    fault, rollback, key = "site_packet_loss", "packet_loss_clear", "loss:{site}"
+
+    def describe(self, target: Target | None, args: dict[str, Any]) -> str:
+        return (
+            f"lab (root): nftables in the site's namespace drops {args.get('loss_percent', 10)} % of the "
+            f"packets to and from {_where(args)}, each direction (no netem needed)"
+        )
+
+    def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
+        return f"lab (root): delete the packet-loss nftables table of {_where(args, undo=True)}"
+
+    def apply(self, lab: LabTarget, site: str, loss_percent: float = 10) -> Applied:
+        name = _site(lab, site)
+        return Applied(
+            name,
+            f"{loss_percent} % packet loss on {name}",
+            _faults().add_packet_loss(lab.state_dir, name, loss_percent),
+            lambda: _faults().clear_packet_loss(lab.state_dir, name),
+        )
+
+    def restore(self, lab: LabTarget, site: str) -> Undo:
+        return lambda: _faults().clear_packet_loss(lab.state_dir, _named(site))
+
+
+site_down, site_up = SiteLoss.functions()
+replica_down, replica_up = ReplicaLoss.functions()
+cache_primary_down, cache_restore = CachePrimaryLoss.functions()
+broker_down, broker_up = BrokerLoss.functions()
+replica_slow, replica_resume = ReplicaHang.functions()
+site_partition, partition_heal = Partition.functions()
+site_latency, latency_clear = Latency.functions()
+site_packet_loss, packet_loss_clear = PacketLoss.functions()
+
+
+# --- probes -------------------------------------------------------------------------------------
+
+
+def _lab(configuration: Configuration) -> LabTarget:
+    target = context.target(configuration)
+    if not isinstance(target, LabTarget):
+        raise RuntimeError(f"this action acts on the lab, but the drill targets {target.label}")
+    return target
+
+
+@probe("lab", lambda t, a: f"lab: read the front door's server states (site {a.get('site', 'any')})")
+def front_door_servers(site: str | None = None, configuration: Configuration = None) -> list[dict[str, Any]]:
+    from skyfleet.lab.frontdoor import server_states
+
+    states = server_states(_lab(configuration).state_dir)
+    return [s for s in states if site is None or s.get("site") == site]
+
+
+@probe("lab", lambda t, a: f"lab: is every front door server of site {a['site']!r} out of rotation")
+def site_out_of_rotation(site: str, configuration: Configuration = None) -> bool:
+    servers = front_door_servers(site, configuration)
+    return bool(servers) and all(not str(s.get("status", "")).startswith("UP") for s in servers)
+
+
+@probe("lab", lambda t, a: "lab: is every front door server of the faulted site out of rotation")
+def faulted_site_out_of_rotation(configuration: Configuration = None) -> bool:
+    run = context.current()
+    if run is None or run.fault.site is None:
+        raise RuntimeError("no fault with a site has been applied in this drill")
+    return site_out_of_rotation(run.fault.site, configuration)

@@ -1,0 +1,112 @@
+"""What the drill's load saw: one record per request, and the turns and tasks it must find again.
+
+The load process builds these as its requests complete and streams them to the drill process,
+which folds each one into its own ``LoadRecording`` with the same ``LoadRecording.add`` (so both
+sides agree on which sessions exist, which turns were acknowledged and which tasks accepted).
+Times are epoch seconds, comparable with the fault times the drill records.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Task statuses after which the app will not touch the task again.
+FINAL_TASK_STATUSES = frozenset({"succeeded", "failed"})
+# The fields of a task record that tell whether it changed after it was final.
+TASK_FIELDS = ("status", "result", "updated_at", "attempts")
+
+
+@dataclass
+class RequestRecord:
+    """One request as the client saw it."""
+
+    kind: str  # session | message | task | poll
+    scheduled: float
+    sent: float
+    latency_ms: float
+    status: int | None
+    site: str | None
+    instance: str | None = None
+    error: str | None = None
+    session_id: str | None = None
+    task_id: str | None = None
+    marker: str | None = None  # a turn's unique marker, looked up again on read-back
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def completed(self) -> float:
+        return self.sent + self.latency_ms / 1000.0
+
+
+@dataclass
+class AckedTurn:
+    session_id: str
+    marker: str
+    acked_at: float
+
+
+@dataclass
+class AcceptedTask:
+    task_id: str
+    session_id: str
+    accepted_at: float
+    last_status: str | None = None
+    final: dict[str, Any] | None = None
+    # Set when a task seen final is later seen non-final or with another final record: the
+    # app completed it twice (e.g. a lost final write made the queue run it again).
+    completed_twice: bool = False
+    attempts: int = 0
+
+    def observe(self, payload: Any) -> None:
+        """Fold one read of the task record (GET /v1/tasks/{id}) into what we know."""
+        if not isinstance(payload, dict):
+            return
+        status = payload.get("status")
+        self.last_status = status if isinstance(status, str) else None
+        attempts = payload.get("attempts")
+        if isinstance(attempts, int):
+            self.attempts = max(self.attempts, attempts)
+        if self.final is not None:
+            keys = ("status", "result", "updated_at")
+            if any(payload.get(k) != self.final.get(k) for k in keys):
+                self.completed_twice = True
+        elif self.last_status in FINAL_TASK_STATUSES:
+            self.final = payload
+
+
+@dataclass
+class LoadRecording:
+    """Everything the load saw. Appended to by one thread, read by others (list copies)."""
+
+    started_at: float = 0.0
+    stopped_at: float = 0.0
+    records: list[RequestRecord] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+    turns: list[AckedTurn] = field(default_factory=list)
+    tasks: dict[str, AcceptedTask] = field(default_factory=dict)
+
+    def add(self, r: RequestRecord, task: dict[str, Any] | None = None, *, keep: bool = True) -> None:
+        """Fold one completed request in: a new session, an acknowledged turn, an accepted task,
+        or (a poll) the task record it read, ``task``. ``keep=False`` folds without keeping the
+        record itself (the load process needs the sessions and tasks, not the history)."""
+        if r.ok:
+            if r.kind == "session" and r.session_id:
+                self.sessions.append(r.session_id)
+            elif r.kind == "message" and r.session_id and r.marker:
+                self.turns.append(AckedTurn(r.session_id, r.marker, r.completed))
+            elif r.kind == "task" and r.session_id and r.task_id:
+                self.tasks[r.task_id] = AcceptedTask(r.task_id, r.session_id, r.completed)
+            elif r.kind == "poll" and r.task_id in self.tasks:
+                self.tasks[r.task_id].observe(task)
+        if keep:
+            self.records.append(r)
+
+    def window(self, seconds: float, now: float | None = None) -> list[RequestRecord]:
+        """Requests whose answer (or failure) arrived in the last ``seconds``."""
+        now = time.time() if now is None else now
+        return [r for r in list(self.records) if now - seconds <= r.completed <= now]
