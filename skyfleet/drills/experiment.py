@@ -132,8 +132,8 @@ class AbortSpec(_Strict):
 
 class Requirements(_Strict):
     root: bool = False
-    netns: bool = False
     min_sites: int = Field(default=1, ge=1)
+    # The edge's health-check interval the drill's targets assume (the lab's comes from its plan).
     health_interval_seconds: float | None = Field(default=None, gt=0)
     target: Literal["lab", "stack", "any"] = "any"
 

@@ -15,7 +15,7 @@ import httpx
 from agent_app.contract import READINESS_PATH
 from skyfleet.drills import context
 from skyfleet.drills.context import NoLoadError
-from skyfleet.drills.load import ensure_loopback
+from skyfleet.drills.frontdoor import FrontDoor
 from skyfleet.drills.measure import percentile
 from skyfleet.drills.records import RequestRecord
 
@@ -47,21 +47,21 @@ _CLIENTS: dict[str, httpx.Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _client(base_url: str) -> httpx.Client:
+def _client(door: FrontDoor) -> httpx.Client:
     with _CLIENTS_LOCK:
-        if base_url not in _CLIENTS:
-            ensure_loopback(base_url)
-            _CLIENTS[base_url] = httpx.Client(base_url=base_url.rstrip("/"))
-        return _CLIENTS[base_url]
+        if door.url not in _CLIENTS:
+            _CLIENTS[door.url] = door.client()
+        return _CLIENTS[door.url]
 
 
 def front_door_ready(configuration: dict[str, Any] | None = None, timeout: float = 2.0) -> bool:
-    """The front door answers the readiness path with 200 (it routes to some healthy replica)."""
+    """The front door answers the readiness path with 200 (it routes to some healthy replica),
+    reached as a client would reach it (the global name through the edge, in the lab)."""
     target = context.target(configuration)
     door = target.front_door()
     if door is None:
-        raise NoLoadError(f"{target.label} has no loopback front door to probe")
+        raise NoLoadError(f"{target.label} has no front door to probe")
     try:
-        return _client(door[0]).get(READINESS_PATH, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
+        return _client(door).get(READINESS_PATH, timeout=timeout).status_code == 200
+    except (httpx.HTTPError, OSError):
         return False

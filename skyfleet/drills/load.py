@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import os
 import queue
@@ -33,12 +32,12 @@ import tempfile
 import threading
 import time
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER
 from skyfleet.drills.experiment import LoadSpec
+from skyfleet.drills.frontdoor import FrontDoor
 from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
 
 # After the schedule's end, in-flight requests get their timeout and this much more; past that
@@ -46,25 +45,8 @@ from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
 EXIT_MARGIN_SECONDS = 10.0
 
 
-class LoadTargetError(ValueError):
-    """The load was pointed somewhere it must not go."""
-
-
 class LoadProcessError(RuntimeError):
     """The load process could not start or broke; the message carries its last words."""
-
-
-def ensure_loopback(url: str) -> None:
-    """Refuse any front door that is not on 127.0.0.0/8 or ::1: drills never load the internet."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise LoadTargetError(f"load URL {url!r}: only loopback front doors may be loaded (got host {host!r})")
 
 
 def deadline_seconds(spec: LoadSpec) -> float:
@@ -78,10 +60,10 @@ def deadline_seconds(spec: LoadSpec) -> float:
 class LoadProcess:
     """Starts the load process, folds its stream into ``recording``, stops it (bounded)."""
 
-    def __init__(self, base_url: str, api_key: str, spec: LoadSpec, *, seed: int = 7) -> None:
-        ensure_loopback(base_url)
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+    def __init__(self, door: FrontDoor, spec: LoadSpec, *, seed: int = 7) -> None:
+        door.check()
+        self.door = door
+        self.base_url = door.url.rstrip("/")
         self.spec = spec
         self.seed = seed
         self.recording = LoadRecording()
@@ -108,8 +90,7 @@ class LoadProcess:
         self.pid = self._proc.pid
         assert self._proc.stdin is not None
         config = {
-            "url": self.base_url,
-            "api_key": self.api_key,
+            "door": self.door.as_dict(),
             "spec": self.spec.model_dump(mode="json"),
             "seed": self.seed,
         }
@@ -238,9 +219,8 @@ class _Out:
 class Generator:
     """The open-loop generator, run by the load process on one event loop."""
 
-    def __init__(self, base_url: str, api_key: str, spec: LoadSpec, out: _Out, *, seed: int = 7) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+    def __init__(self, door: FrontDoor, spec: LoadSpec, out: _Out, *, seed: int = 7) -> None:
+        self.door = door
         self.spec = spec
         self.out = out
         self.state = LoadRecording()  # sessions and tasks, for picking; records are streamed
@@ -253,9 +233,8 @@ class Generator:
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.api_key}"},
+        return self.door.async_client(
+            headers={"Authorization": f"Bearer {self.door.api_key}"},
             timeout=self.spec.request_timeout_seconds,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
@@ -390,8 +369,9 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 async def _run(config: dict[str, Any], spec: LoadSpec, out: _Out) -> None:
-    ensure_loopback(config["url"])
-    gen = Generator(config["url"], config["api_key"], spec, out, seed=int(config.get("seed", 7)))
+    door = FrontDoor.from_dict(config["door"])
+    door.check()
+    gen = Generator(door, spec, out, seed=int(config.get("seed", 7)))
     loop = asyncio.get_running_loop()
     threading.Thread(target=_watch_stdin, args=(loop, gen.stop), name="load-stdin", daemon=True).start()
     await gen.run()

@@ -15,7 +15,7 @@ from collections import Counter
 
 import httpx
 
-from skyfleet.drills.load import ensure_loopback
+from skyfleet.drills.frontdoor import FrontDoor
 from skyfleet.drills.measure import DataCheck
 from skyfleet.drills.records import LoadRecording
 
@@ -40,8 +40,7 @@ async def _get(client: httpx.AsyncClient, path: str, deadline: float) -> httpx.R
 
 
 async def read_back(
-    base_url: str,
-    api_key: str,
+    door: FrontDoor,
     recording: LoadRecording,
     *,
     fault_at: float | None,
@@ -49,16 +48,14 @@ async def read_back(
     request_timeout: float = 5.0,
     concurrency: int = 16,
 ) -> DataCheck:
-    ensure_loopback(base_url)
     check = DataCheck()
     deadline = time.monotonic() + max(drain_seconds, request_timeout)
     gate = asyncio.Semaphore(concurrency)
     turns_by_session: dict[str, list] = {}
     for turn in recording.turns:
         turns_by_session.setdefault(turn.session_id, []).append(turn)
-    async with httpx.AsyncClient(
-        base_url=base_url.rstrip("/"),
-        headers={"Authorization": f"Bearer {api_key}"},
+    async with door.async_client(
+        headers={"Authorization": f"Bearer {door.api_key}"},
         timeout=request_timeout,
     ) as client:
 

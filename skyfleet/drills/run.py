@@ -140,11 +140,12 @@ class DrillRun:
         # load starts rather than during its first seconds: they share the machine's cores.
         self._lag_ready.wait(10)
         if door is not None:
-            url, key = door
-            self.load = LoadProcess(url, key, self.spec.load)
+            self.load = LoadProcess(door, self.spec.load)
             self.load.start()
             self.context.load = self.load.recording
-            self.say(f"load: {self.spec.load.rate:g} req/s open loop against {url} (process {self.load.pid})")
+            how = f" (resolved by the lab's DNS {door.dns[0]}:{door.dns[1]})" if door.dns else ""
+            rate = f"{self.spec.load.rate:g} req/s open loop"
+            self.say(f"load: {rate} against {door.url}{how} (process {self.load.pid})")
             self._stop.wait(self.spec.load.warmup_seconds)
         else:
             self.notes.append("no loopback front door for this target: no load, no request figures")
@@ -316,8 +317,7 @@ class DrillRun:
         try:
             return asyncio.run(
                 read_back(
-                    door[0],
-                    door[1],
+                    door,
                     recording,
                     fault_at=self.fault.at,
                     drain_seconds=self.spec.load.drain_seconds,
@@ -424,27 +424,25 @@ def check_requirements(drill: Drill, target: Target) -> None:
         raise DrillRefused(f"{drill.path}: this drill only runs against the lab (--target lab)")
     if req.target == "stack" and not isinstance(target, StackTarget):
         raise DrillRefused(f"{drill.path}: this drill only runs against a deployed stack (--stack NAME)")
-    if req.root and os.geteuid() != 0:
+    if (req.root or req.target == "lab") and isinstance(target, LabTarget) and os.geteuid() != 0:
         raise DrillSkipped(
-            f"{drill.name} needs root (network namespaces and the network faults in them); run it as root "
-            "against a lab started with `skyfleet lab up --netns`"
+            f"{drill.name} needs root: the lab runs every site and pod in namespaces of its own "
+            "(start it with `sudo skyfleet lab up`)"
         )
     if isinstance(target, LabTarget):
         info = target.describe()
-        if req.netns and not info["netns"]:
-            raise DrillSkipped(
-                f"{drill.name} needs a lab with one network namespace per site; "
-                "start it as root with `skyfleet lab up --netns`"
-            )
         if len(info["sites"]) < req.min_sites:
             raise DrillRefused(
                 f"{drill.name} needs at least {req.min_sites} sites; the lab has {info['sites']}"
             )
+        if info["edge"] is None:
+            raise DrillRefused(f"{drill.name} needs the lab's edge (started without one: drop --no-edge)")
         want = req.health_interval_seconds
-        if want is not None and abs(info["health_interval_seconds"] - want) > 1e-6:
+        intervals = {c["interval_seconds"] for c in info["health_checks"].values()}
+        if want is not None and intervals != {want}:
             raise DrillRefused(
-                f"{drill.name} is specified at a {want:g} s health interval; the lab checks every "
-                f"{info['health_interval_seconds']:g} s (skyfleet lab up --health-interval {want:g}s)"
+                f"{drill.name} is specified for edge health checks every {want:g} s; the lab's edge plan "
+                f"checks every {sorted(intervals)} s"
             )
         site = drill.skyfleet.fault_site
         if site is not None and site not in info["sites"]:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infra.outputs import EdgeOutputs, SiteOutputs
+from skyfleet.drills.frontdoor import FrontDoor
 
 
 class TargetError(RuntimeError):
@@ -44,36 +45,45 @@ class LabTarget:
         except LabError as exc:
             raise TargetError(str(exc)) from None
 
-    def front_door(self) -> tuple[str, str] | None:
+    def front_door(self) -> FrontDoor | None:
+        """The edge's global name, resolved through the lab's DNS (None: a lab without edge)."""
         from skyfleet.lab.state import read_api_key
 
         state = self._state()
-        return state.front_door.http_url, read_api_key(self.state_dir)
+        if state.edge is None:
+            return None
+        return FrontDoor(
+            url=f"https://{state.edge.fqdn}",
+            api_key=read_api_key(self.state_dir),
+            dns=(state.edge.dns_address, state.edge.dns_port),
+            network=state.fabric.subnet,
+            ca_file=state.public_ca_file,
+        )
 
     def describe(self) -> dict[str, Any]:
         state = self._state()
+        checks = state.edge.health_checks if state.edge else {}
         return {
-            "sites": state.sites,
-            "netns": bool(state.network),
-            "health_interval_seconds": state.lab_config.health_interval_ms / 1000.0,
+            "sites": list(state.sites),
+            "stacks": [s.stack for s in state.sites.values()],
+            "edge": state.edge.fqdn if state.edge else None,
+            "routing": state.edge.routing if state.edge else None,
+            "health_checks": checks,
             "phase": state.phase,
+            "capped": {k: list(v) for k, v in state.capped.items()},
         }
 
     def health_events(self, since: float) -> list[dict[str, Any]]:
-        from skyfleet.lab.frontdoor import health_events
+        from skyfleet.lab.edge import health_events
 
-        return list(health_events(self.state_dir, since=since))
+        return health_events(self.state_dir, since=since)
 
     def sample_lag(self, window_seconds: float) -> list[float]:
-        """Replication lag samples (ms) over a window, from the lab's sampler."""
+        """Replication lag samples (ms) inside each site's cache, from the lab's sampler."""
         from skyfleet.lab.replication import sample_lag
 
         result = sample_lag(self.state_dir, window_seconds=window_seconds)
-        samples = result.get("samples_ms")
-        if isinstance(samples, list):
-            return [float(s) for s in samples]
-        # Older sampler: only percentiles; keep them as representative points.
-        return [float(result[k]) for k in ("p50_ms", "p99_ms") if result.get(k) is not None]
+        return [float(s) for s in result.get("samples_ms") or []]
 
 
 @dataclass
@@ -173,10 +183,10 @@ class StackTarget:
     def environment(self) -> str:
         return self.outputs.environment
 
-    def front_door(self) -> tuple[str, str] | None:
+    def front_door(self) -> FrontDoor | None:
         if self.load_url is None:
             return None
-        return self.load_url, self.api_key or os.environ.get("SKYFLEET_API_KEY", "")
+        return FrontDoor(self.load_url, self.api_key or os.environ.get("SKYFLEET_API_KEY", ""))
 
     def describe(self) -> dict[str, Any]:
         out = self.outputs

@@ -1,17 +1,150 @@
 """The edge stack's twin: its Route 53 records and health checks, answered by the lab's DNS
-server for every client of the lab (see ``skyfleet.lab.route53`` and ``skyfleet.lab.dns``)."""
+server (``skyfleet.lab.dns``) on the WAN, for every client of the lab.
+
+The records and checks come from the edge plan as they are (``route53.edge_from_plan``):
+routing, TTL, the checks' interval, threshold, path and checker regions. The only names the
+lab adds are the sites' own: each site's host names (its load balancer's certificate names and
+the endpoint host its health check asks for) resolve to that site's load balancer, as the
+site's DNS records (or the operator's, for names no stack manages) would. A site the edge
+names but the lab does not run has no such name: its checks fail, as for a site that is down.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from skyfleet.lab.state import LabState
+from skyfleet.lab import dns, procs, route53
+from skyfleet.lab.errors import LabError
+from skyfleet.lab.procs import ProcessRecord, Role
+from skyfleet.lab.state import Edge, LabState, load_state
+
+DNS_PORT = 53
+SITE_NAME_TTL = 60
 
 
 def build(state: LabState, plan: Any) -> None:
     """Record the edge of ``plan`` in ``state`` and write the DNS server's config."""
-    raise NotImplementedError("the edge twin is being built")
+    try:
+        edge = route53.edge_from_plan(plan.resources)
+    except route53.EdgePlanError as exc:
+        raise LabError(f"{plan.stack}: {exc}") from None
+    folder = Path(state.state_dir) / "edge"
+    folder.mkdir(parents=True, exist_ok=True)
+    static: dict[str, tuple[list[str], int]] = {}
+    for site in state.sites.values():
+        site_plan_outputs = _site_outputs(plan, site.stack)
+        hosts = {*site.lb_names, str(site_plan_outputs.get("endpointHost") or "")} - {""}
+        for host in hosts:
+            static.setdefault(host.lower().rstrip("."), ([site.lb_address], SITE_NAME_TTL))
+    zone = edge.zone()
+    static = {name: v for name, v in static.items() if name not in zone}
+    events_file = folder / "events.jsonl"
+    config = dns.DnsConfig.for_edge(
+        edge, listen=state.fabric.wan_address, port=DNS_PORT, events_file=events_file, static_names=static
+    )
+    config_file = folder / "dns.json"
+    dns.write_config(config_file, config)
+    fqdn = str(plan.outputs.get("fqdn"))
+    record = next((r for r in edge.records if r.name.rstrip(".") == fqdn.rstrip(".")), None)
+    state.edge = Edge(
+        stack=plan.stack,
+        fqdn=fqdn,
+        routing=str(plan.outputs.get("routing")),
+        ttl=record.ttl if record and record.ttl is not None else 0,
+        dns_address=state.fabric.wan_address,
+        dns_port=DNS_PORT,
+        health_checks={
+            c.site: {
+                "interval_seconds": c.request_interval,
+                "failure_threshold": c.failure_threshold,
+                "path": c.resource_path,
+                "regions": list(c.regions),
+            }
+            for c in edge.health_checks
+        },
+        config_file=str(config_file),
+        events_file=str(events_file),
+    )
+    missing = sorted({c.site for c in edge.health_checks} - set(state.sites))
+    if missing:
+        state.deviations.append(
+            f"edge: the lab runs no site for {missing}; their health checks fail as for a site that is down"
+        )
+    state.processes.append(
+        ProcessRecord(
+            name="edge/dns",
+            role=Role.EDGE,
+            site="edge",
+            argv=dns.command(config_file),
+            cwd=state.state_dir,
+            log_file=str(Path(state.state_dir) / "logs" / "edge.dns.log"),
+            host=state.fabric.wan_address,
+            ports={"dns": DNS_PORT},
+        )
+    )
+
+
+def _site_outputs(edge_plan: Any, stack: str) -> dict[str, Any]:
+    """A site's outputs as the edge's StackReference saw them."""
+    for r in edge_plan.resources:
+        if (
+            r.type == "pulumi:pulumi:StackReference"
+            and str(r.inputs.get("name", r.name)).split("/")[-1] == stack
+        ):
+            return dict(r.outputs.get("outputs") or {})
+    return {}
 
 
 def start(state: LabState) -> None:
-    raise NotImplementedError("the edge twin is being built")
+    """Start the DNS server and wait until it answers with its first routing."""
+    assert state.edge is not None
+    rec = next(r for r in state.processes if r.role == Role.EDGE)
+    procs.spawn(rec, secrets_dir=Path(state.state_dir) / "secrets", marker=state.state_dir)
+    assert rec.pid is not None
+    try:
+        dns.wait_ready(Path(state.edge.events_file), rec.pid, timeout=30, alive=lambda: procs.is_running(rec))
+    except TimeoutError as exc:
+        raise LabError(f"the edge's DNS server did not start: {exc}") from None
+
+
+def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
+    """The edge's health-check transitions since ``since``: site, state (UP/DOWN), time."""
+    state = load_state(state_dir)
+    if state.edge is None:
+        return []
+    out = []
+    for e in dns.health_transitions(dns.read_events(Path(state.edge.events_file))):
+        t = float(e.get("t", 0))
+        if t >= since:
+            out.append({"site": e.get("site"), "state": "UP" if e.get("healthy") else "DOWN", "time": t})
+    return out
+
+
+def routed_sites(state_dir: str) -> list[str]:
+    """The sites the global name is routed to now (the last routing event)."""
+    state = load_state(state_dir)
+    if state.edge is None:
+        return []
+    routing = [e for e in dns.read_events(Path(state.edge.events_file)) if e.get("event") == "routing"]
+    if not routing:
+        return []
+    targets = routing[-1].get("routing", {}).get(route53.normalise(state.edge.fqdn)) or []
+    config, _ = dns.load_config(Path(state.edge.config_file))
+    by_address = {s.lb_address: name for name, s in state.sites.items()}
+    sites = set()
+    for target in targets:
+        static = config.static_names.get(route53.normalise(str(target)))
+        sites |= {by_address[str(a)] for a in (static.addresses if static else ()) if str(a) in by_address}
+    return sorted(sites)
+
+
+def wait_routed(state_dir: str, site: str, *, timeout: float) -> float:
+    """Wait until the edge routes the global name to ``site``; return how long it took."""
+    started = time.monotonic()
+    while site not in routed_sites(state_dir):
+        if time.monotonic() - started > timeout:
+            raise LabError(f"the edge does not route to {site} after {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started

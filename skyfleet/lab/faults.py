@@ -313,40 +313,49 @@ def _rejoin_as_replica(state_dir: str, site: str, rec: ProcessRecord) -> None:
 # --- a broker ------------------------------------------------------------------------------------
 
 
-def _broker(state: LabState, site: str) -> list[ProcessRecord]:
+def _broker(state: LabState, site: str) -> tuple[list[ProcessRecord], bool]:
+    """The site's queue service, and whether its loss is a freeze (a provider's regional
+    service that keeps its messages through an outage, which the lab holds in memory) rather
+    than a kill (a NATS node, the Pub/Sub server, which keep theirs on disk)."""
     _check_site(state, site)
     pods = [r for r in state.find(site=site, role=Role.CONTAINER) if r.container == "nats"]
     if pods:
-        return [r for r in state.processes if r.pod == pods[0].pod and not r.init]
-    service = [r for r in state.find(site=site, role=Role.SERVICE) if r.container == "pubsub"]
-    if service:
-        return service
-    raise LabError(
-        f"{site}: its queue is a provider's regional service the lab keeps in memory (SQS on moto): "
-        "losing that process would lose messages SQS keeps; lose a replica or the site instead"
-    )
+        return [r for r in state.processes if r.pod == pods[0].pod and not r.init], False
+    pubsub = [r for r in state.find(site=site, role=Role.SERVICE) if r.container == "pubsub"]
+    if pubsub:
+        return pubsub, False
+    sqs = [r for r in state.find(site=site, role=Role.SERVICE) if r.container == "sqs"]
+    if sqs:
+        return sqs, True
+    raise LabError(f"{site}: the lab runs no queue service there")
 
 
 def stop_broker(state_dir: str, site: str) -> dict[str, Any]:
-    """Lose one broker node of the site (a NATS pod), or its Pub/Sub server."""
+    """Lose the site's queue service: one NATS node, the Pub/Sub server (SIGKILL; they keep their
+    messages on disk), or SQS (frozen with SIGSTOP: unreachable, its messages kept)."""
     state = _lab(state_dir)
-    when, killed = _kill(state_dir, _broker(state, site))
+    records, freeze = _broker(state, site)
+    if freeze:
+        when = time.time()
+        frozen = [r.name for r in records if procs.signal_process(r, signal.SIGSTOP)]
+        return {"fault": "stop_broker", "site": site, "time": when, "frozen": frozen}
+    when, killed = _kill(state_dir, records)
     return {"fault": "stop_broker", "site": site, "time": when, "killed": killed}
 
 
 def start_broker(state_dir: str, site: str) -> dict[str, Any]:
     state = _lab(state_dir)
-    records = _broker(state, site)
+    records, freeze = _broker(state, site)
     when = time.time()
+    if freeze:
+        thawed = [r.name for r in records if procs.signal_process(r, signal.SIGCONT)]
+        return {"fault": "start_broker", "site": site, "time": when, "thawed": thawed}
     started = _start(state_dir, records)
     if records[0].role == Role.CONTAINER:
         _wait_ready(state_dir, records)
     else:
-        twin.wait_for(
-            "listening",
-            [load_state(state_dir).get(records[0].name)],
-            lambda r: twin._tcp_open(r.host, r.port),
-        )
+        fresh = load_state(state_dir).get(records[0].name)
+        twin.wait_for("listening", [fresh], lambda r: twin._tcp_open(r.host, r.port))
     return {"fault": "start_broker", "site": site, "time": when, "started": started}
 
 

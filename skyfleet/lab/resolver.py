@@ -74,8 +74,11 @@ class CachingResolver:
         timeout: float = DEFAULT_TIMEOUT,
         attempts: int = DEFAULT_ATTEMPTS,
         clock: Callable[[], float] = time.monotonic,
+        allowed: ipaddress.IPv4Network | None = None,
     ) -> None:
         self.server = server
+        # Answers outside this network are refused: a client of the lab reaches only the lab.
+        self.allowed = allowed
         self.timeout = timeout
         self.attempts = attempts
         self.clock = clock
@@ -152,6 +155,13 @@ class CachingResolver:
         if fresh == before:
             raise ResolveError(f"{name}: no IPv4 address (empty answer)")
 
+    def _inside(self, name: str, addresses: list[str]) -> list[str]:
+        if self.allowed is not None:
+            outside = [a for a in addresses if ipaddress.IPv4Address(a) not in self.allowed]
+            if outside:
+                raise ResolveError(f"{name}: answered {outside}, outside the allowed network {self.allowed}")
+        return addresses
+
     def resolve(self, name: str) -> list[str]:
         """The IPv4 addresses of ``name`` (cache first, then the server)."""
         name = _normalise(name)
@@ -159,7 +169,7 @@ class CachingResolver:
         for _ in range(MAX_HOPS):
             addresses, missing = self._walk(name, fresh)
             if addresses:
-                return addresses
+                return self._inside(name, addresses)
             self._step(missing, self._query(missing), fresh)
         raise ResolveError(f"{name}: no address after {MAX_HOPS} queries")
 
@@ -170,7 +180,7 @@ class CachingResolver:
         for _ in range(MAX_HOPS):
             addresses, missing = self._walk(name, fresh)
             if addresses:
-                return addresses
+                return self._inside(name, addresses)
             self._step(missing, await self._query_async(missing), fresh)
         raise ResolveError(f"{name}: no address after {MAX_HOPS} queries")
 

@@ -169,7 +169,7 @@ def build(
                     hostname=name,
                     dns_files=dns_files,
                     ca_bundle=bundle,
-                    platform_env=site.platform_env,
+                    platform_env={**site.platform_env, **site.workload_env.get(spec.name, {})},
                 )
                 runs, skipped = pods.prepare(
                     pod,

@@ -1,9 +1,9 @@
 """Lab faults and probes, through the lab's own primitives (``skyfleet.lab.faults``).
 
 The lab's primitives are idempotent and their undos wait until the part is ready again. A
-site argument may name the role rather than the site: ``redis-primary`` is the site holding the
-Redis primary when the fault is applied (the worst site to lose: it takes the cache primary
-with it). The ledger key keeps the name as given, so the rollback finds the fault whichever
+site argument may name the role rather than the site: ``serving`` is the site the edge sends
+the global name to when the fault is applied (the one holding the users' sessions: the worst
+to lose). The ledger key keeps the name as given, so the rollback finds the fault whichever
 site it turned out to be.
 """
 
@@ -16,8 +16,8 @@ from skyfleet.drills.actions.registry import Applied, Configuration, LabFault, U
 from skyfleet.drills.target import LabTarget, Target
 
 # What the lab's actions use, imported when first needed (the fault module alone takes ~0.7 s).
-SDK_MODULES = ("skyfleet.lab.faults", "skyfleet.lab.frontdoor", "skyfleet.lab.replication")
-PRIMARY_SITE = "redis-primary"
+SDK_MODULES = ("skyfleet.lab.faults", "skyfleet.lab.edge", "skyfleet.lab.replication")
+PRIMARY_SITE = "serving"
 
 
 def _faults():  # the module skyfleet.lab.faults
@@ -27,12 +27,17 @@ def _faults():  # the module skyfleet.lab.faults
 
 
 def _site(lab: LabTarget, site: str) -> str:
-    """The site a fault acts on: ``site`` itself, or the Redis primary's site right now."""
+    """The site a fault acts on: ``site`` itself, or the site the edge routes to right now."""
     if site != PRIMARY_SITE:
         return site
-    from skyfleet.lab.replication import redis_primary
+    from skyfleet.lab.edge import routed_sites
 
-    return str(redis_primary(lab.state_dir)["site"])
+    routed = routed_sites(lab.state_dir)
+    if len(routed) != 1:
+        raise RuntimeError(
+            f"site {PRIMARY_SITE!r}: the edge routes the global name to {routed}, not one site"
+        )
+    return routed[0]
 
 
 def _named(site: str) -> str:
@@ -48,20 +53,18 @@ def _named(site: str) -> str:
 def _where(args: dict[str, Any], *, undo: bool = False) -> str:
     """How a dry run names the site a lab action acts on."""
     if args.get("site") == PRIMARY_SITE:
-        return "the site that held the Redis primary" if undo else "the site holding the Redis primary"
+        return "the site that served the global name" if undo else "the site serving the global name"
     return f"site {args.get('site')!r}"
 
 
 class SiteLoss(LabFault):
-    """SIGKILL every process of a site (api replicas, worker, Redis, Sentinel, NATS)."""
+    """Lose a site: SIGKILL its pods and load balancer and cut its uplink (a provider's regional
+    services keep their data behind the cut, as through a region's outage)."""
 
     fault, rollback, key = "site_down", "site_up", "site:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return (
-            f"lab: SIGKILL every process of site {args['site']!r} "
-            "(api replicas, worker, Redis, Sentinel, NATS)"
-        )
+        return f"lab: SIGKILL every pod and the load balancer of {_where(args)} and cut its uplink"
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
         return f"lab: restart every process of {_where(args, undo=True)}, wait until ready"
@@ -91,6 +94,7 @@ class ReplicaLoss(LabFault):
         return f"lab: restart api replica {args.get('index', 0)} of site {args['site']!r}"
 
     def apply(self, lab: LabTarget, site: str, index: int = 0) -> Applied:
+        site = _site(lab, site)
         return Applied(
             site,
             f"replica {site}/{index} down",
@@ -103,49 +107,53 @@ class ReplicaLoss(LabFault):
 
 
 class CachePrimaryLoss(LabFault):
-    """SIGKILL the current Redis primary (Sentinel promotes a replica in a peer site)."""
+    """Lose a site's cache primary: the failover its plan asks for (the provider's, or
+    Sentinel's on-prem) must bring writes back."""
 
-    fault, rollback, key = "cache_primary_down", "cache_restore", "redis-primary"
+    fault, rollback, key = "cache_primary_down", "cache_restore", "cache:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return "lab: SIGKILL the current Redis primary (Sentinel promotes a replica)"
+        return f"lab: SIGKILL the cache primary of {_where(args)} (its failover promotes a replica)"
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
-        return "lab: restart stopped Redis nodes as replicas of the new primary"
+        return f"lab: restart the lost cache node of {_where(args, undo=True)} as a replica"
 
-    def apply(self, lab: LabTarget) -> Applied:
+    def apply(self, lab: LabTarget, site: str = PRIMARY_SITE) -> Applied:
+        name = _site(lab, site)
         return Applied(
-            None,
-            "Redis primary down",
-            _faults().kill_redis_primary(lab.state_dir),
-            lambda: _faults().restore_redis(lab.state_dir),
+            name,
+            f"cache primary of {name} down",
+            _faults().kill_cache_primary(lab.state_dir, name),
+            lambda: _faults().restore_cache(lab.state_dir, name),
         )
 
-    def restore(self, lab: LabTarget) -> Undo:
-        return lambda: _faults().restore_redis(lab.state_dir)
+    def restore(self, lab: LabTarget, site: str = PRIMARY_SITE) -> Undo:
+        return lambda: _faults().restore_cache(lab.state_dir, _named(site))
 
 
 class BrokerLoss(LabFault):
-    """SIGKILL a site's NATS JetStream node."""
+    """Lose a site's broker: a NATS node on-prem, the Pub/Sub server, or SQS made unreachable
+    (frozen: a regional service keeps its messages through an outage)."""
 
     fault, rollback, key = "broker_down", "broker_up", "broker:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab: SIGKILL the NATS node of site {args['site']!r}"
+        return f"lab: take down the queue service of {_where(args)}"
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab: restart the NATS node of site {args['site']!r}"
+        return f"lab: bring back the queue service of {_where(args, undo=True)}"
 
     def apply(self, lab: LabTarget, site: str) -> Applied:
+        name = _site(lab, site)
         return Applied(
-            site,
-            f"broker of {site} down",
-            _faults().stop_broker(lab.state_dir, site),
-            lambda: _faults().start_broker(lab.state_dir, site),
+            name,
+            f"broker of {name} down",
+            _faults().stop_broker(lab.state_dir, name),
+            lambda: _faults().start_broker(lab.state_dir, name),
         )
 
     def restore(self, lab: LabTarget, site: str) -> Undo:
-        return lambda: _faults().start_broker(lab.state_dir, site)
+        return lambda: _faults().start_broker(lab.state_dir, _named(site))
 
 
 class ReplicaHang(LabFault):
@@ -172,15 +180,15 @@ class ReplicaHang(LabFault):
 
 
 class Partition(LabFault):
-    """Cut a site's network link (root, ``--netns``): its processes run on, unreachable."""
+    """Cut a site's uplink: its processes run on, unreachable from outside."""
 
     fault, rollback, key = "site_partition", "partition_heal", "partition:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab (root): cut the network link of {_where(args)}"
+        return f"lab: cut the uplink of {_where(args)}"
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab (root): restore the network link of {_where(args, undo=True)}"
+        return f"lab: restore the uplink of {_where(args, undo=True)}"
 
     def apply(self, lab: LabTarget, site: str) -> Applied:
         name = _site(lab, site)
@@ -278,21 +286,22 @@ def _lab(configuration: Configuration) -> LabTarget:
     return target
 
 
-@probe("lab", lambda t, a: f"lab: read the front door's server states (site {a.get('site', 'any')})")
-def front_door_servers(site: str | None = None, configuration: Configuration = None) -> list[dict[str, Any]]:
-    from skyfleet.lab.frontdoor import server_states
+@probe("lab", lambda t, a: f"lab: read the load balancer's backend states of site {a['site']!r}")
+def site_backends(site: str, configuration: Configuration = None) -> dict[str, str]:
+    from skyfleet.lab.faults import backends
+    from skyfleet.lab.state import load_state
 
-    states = server_states(_lab(configuration).state_dir)
-    return [s for s in states if site is None or s.get("site") == site]
+    return backends(load_state(_lab(configuration).state_dir), site)
 
 
-@probe("lab", lambda t, a: f"lab: is every front door server of site {a['site']!r} out of rotation")
+@probe("lab", lambda t, a: f"lab: does the edge route the global name away from site {a['site']!r}")
 def site_out_of_rotation(site: str, configuration: Configuration = None) -> bool:
-    servers = front_door_servers(site, configuration)
-    return bool(servers) and all(not str(s.get("status", "")).startswith("UP") for s in servers)
+    from skyfleet.lab.edge import routed_sites
+
+    return site not in routed_sites(_lab(configuration).state_dir)
 
 
-@probe("lab", lambda t, a: "lab: is every front door server of the faulted site out of rotation")
+@probe("lab", lambda t, a: "lab: does the edge route the global name away from the faulted site")
 def faulted_site_out_of_rotation(configuration: Configuration = None) -> bool:
     run = context.current()
     if run is None or run.fault.site is None:

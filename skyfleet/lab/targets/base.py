@@ -68,8 +68,10 @@ class SiteTwin:
     # Names the site's pods resolve (name -> pod names whose addresses it has, or addresses).
     names: dict[str, list[str]] = field(default_factory=dict)
     endpoints: list[Endpoint] = field(default_factory=list)
-    # Variables the platform gives every app container (credentials, endpoint overrides).
+    # Variables the platform gives every app container (credentials, endpoint overrides), and
+    # those it gives one workload's only (workload name -> variables).
     platform_env: dict[str, str] = field(default_factory=dict)
+    workload_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Private CAs of the site's cert-manager issuers (issuer name -> CA), "public" for the web PKI.
     issuers: dict[str, CertificateAuthority] = field(default_factory=dict)
     search_domains: list[str] = field(default_factory=list)

@@ -83,12 +83,27 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         f"{redis_version()}; failover after 5 s of a lost primary (the lab's Sentinels)"
     )
 
-    # Pub/Sub: the lab's server, built from the plan's topics and subscriptions.
+    # Pub/Sub: the lab's server, built from the plan's topics, subscriptions and grants. Each
+    # service's identity calls it on a port of its own, where the plan's grants are enforced.
     from skyfleet.lab import pubsub
 
     folder = ctx.state_dir / "services" / site.site / "pubsub"
+    callers: dict[str, int] = {}
+    for i, spec in enumerate(site.app_pods):
+        svc = next(r for r in plan.of_type("gcp:cloudrunv2/service:Service") if r.urn == spec.resource)
+        account = str((svc.inputs.get("template") or {}).get("serviceAccount") or "")
+        port = PUBSUB_PORT + 1 + i
+        callers[f"serviceAccount:{account}"] = port
+        emulator = f"{addresses['pubsub']}:{port}"
+        site.workload_env.setdefault(spec.name, {})["PUBSUB_EMULATOR_HOST"] = emulator
+        values.rewrite(
+            site.site,
+            f"Pub/Sub API for {account} (PUBSUB_EMULATOR_HOST, plain gRPC)",
+            "pubsub.googleapis.com:443",
+            emulator,
+        )
     config = pubsub.config_from_plan(
-        plan, host=addresses["pubsub"], port=PUBSUB_PORT, data_dir=folder / "data"
+        plan.resources, host=addresses["pubsub"], port=PUBSUB_PORT, data_dir=folder / "data", callers=callers
     )
     config_file = folder / "pubsub.json"
     site.services.append(
@@ -101,14 +116,9 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
             port=PUBSUB_PORT,
         )
     )
-    emulator = f"{addresses['pubsub']}:{PUBSUB_PORT}"
-    site.platform_env["PUBSUB_EMULATOR_HOST"] = emulator
-    values.rewrite(
-        site.site, "Pub/Sub API (PUBSUB_EMULATOR_HOST, plain gRPC)", "pubsub.googleapis.com:443", emulator
-    )
     site.deviations.append(
-        "Pub/Sub is the lab's server speaking Google's protocol without TLS or IAM (the service "
-        "accounts' grants are checked offline by `skyfleet check`)"
+        "Pub/Sub is the lab's server speaking Google's protocol in plain text (emulator mode); each "
+        "service account calls it on its own port, where the plan's IAM grants are enforced"
     )
 
     # The load balancer: the names of the certificate the HTTPS proxy serves.

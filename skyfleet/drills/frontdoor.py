@@ -1,0 +1,114 @@
+"""How a drill reaches the service: as a client of its global name.
+
+Against the lab, the URL is the edge's global name (``https://api.agents.example.com``): a
+client resolves it through the lab's DNS server, which answers as the edge's Route 53 records
+and health checks would, caches each answer for its TTL, and checks the site's certificate for
+that name against the lab's public roots. So failed requests, detection and recovery are what a
+client of the deployed edge would see. Against a deployed stack, it is a loopback tunnel the
+operator opened (``--load-url``).
+
+Load only ever goes to loopback or to the lab's own addresses: a name is resolved only through
+the lab's DNS, and an answer outside the lab's network is refused before any connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+
+class LoadTargetError(ValueError):
+    """The load's target is not one a drill may send traffic to."""
+
+
+def ensure_loopback(url: str) -> None:
+    """Refuse a URL whose host is not a loopback address."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise LoadTargetError(f"load URL {url!r}: only loopback front doors may be loaded (got host {host!r})")
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """Where clients send requests, and how they find and trust it."""
+
+    url: str
+    api_key: str
+    # The lab's DNS server and the network its answers must stay in (None: a loopback URL).
+    dns: tuple[str, int] | None = None
+    network: str | None = None
+    ca_file: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "api_key": self.api_key,
+            "dns": list(self.dns) if self.dns else None,
+            "network": self.network,
+            "ca_file": self.ca_file,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrontDoor:
+        dns = data.get("dns")
+        return cls(
+            url=str(data["url"]),
+            api_key=str(data["api_key"]),
+            dns=(str(dns[0]), int(dns[1])) if dns else None,
+            network=data.get("network"),
+            ca_file=data.get("ca_file"),
+        )
+
+    def check(self) -> None:
+        if self.dns is None:
+            ensure_loopback(self.url)
+        elif self.network is None:
+            raise LoadTargetError(f"{self.url}: a name resolved by a lab DNS needs the lab's network")
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+
+    def _resolver(self) -> Any:
+        from skyfleet.lab.resolver import CachingResolver
+
+        assert self.dns is not None and self.network is not None
+        return CachingResolver(self.dns, allowed=ipaddress.IPv4Network(self.network))
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        self.check()
+        if self.dns is None:
+            return httpx.Client(base_url=self.url, verify=self._verify(), **kwargs)
+        from skyfleet.lab.resolver import ResolvingTransport
+
+        verify = self._verify()
+        assert isinstance(verify, ssl.SSLContext)
+        return httpx.Client(
+            base_url=self.url, transport=ResolvingTransport(self._resolver(), verify=verify), **kwargs
+        )
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        self.check()
+        limits = kwargs.pop("limits", None)
+        if self.dns is None:
+            return httpx.AsyncClient(
+                base_url=self.url, verify=self._verify(), limits=limits or httpx.Limits(), **kwargs
+            )
+        from skyfleet.lab.resolver import AsyncResolvingTransport
+
+        verify = self._verify()
+        assert isinstance(verify, ssl.SSLContext)
+        transport = AsyncResolvingTransport(
+            self._resolver(), verify=verify, **({"limits": limits} if limits is not None else {})
+        )
+        return httpx.AsyncClient(base_url=self.url, transport=transport, **kwargs)

@@ -1,0 +1,76 @@
+"""Replication lag inside each site's cache: how far behind its primary its replicas are.
+
+The twin's sites do not replicate to each other (no stack deploys that); each site's cache does
+replicate to its own replicas (ElastiCache and Memorystore replicas, the on-prem Redis pods).
+``sample_lag`` writes a key with a timestamp on each site's primary and polls that site's
+replicas until it appears: the lag a failover inside the site could lose without ``WAIT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from agent_app.contract import REPLICATED_KEY_PREFIX
+from skyfleet.lab import faults
+from skyfleet.lab.procs import is_running
+from skyfleet.lab.state import load_state
+
+PROBE_PREFIX = f"{REPLICATED_KEY_PREFIX}lab:lag-probe:"
+_TIMEOUT = 0.5
+
+
+def _client(rec: Any, state: Any) -> redis.Redis:
+    password, ca = faults._cache_credentials(rec, state)
+    return redis.Redis(
+        host=rec.host,
+        port=rec.port,
+        password=password,
+        ssl=True,
+        ssl_ca_certs=ca,
+        ssl_check_hostname=False,
+        socket_timeout=_TIMEOUT,
+        socket_connect_timeout=_TIMEOUT,
+    )
+
+
+def sample_lag(state_dir: str, *, window_seconds: float = 1.0, interval_ms: int = 100) -> dict[str, Any]:
+    """Lag samples (ms) over ``window_seconds``, every site's cache, and their p50/p99/max."""
+    state = load_state(state_dir)
+    samples: list[float] = []
+    deadline = time.monotonic() + window_seconds
+    while time.monotonic() < deadline:
+        for site in state.sites:
+            nodes = [r for r in faults.cache_nodes(state, site) if is_running(r)]
+            roles = {r.name: faults._redis_role(r, state) for r in nodes}
+            primary = next((r for r in nodes if roles[r.name] == "master"), None)
+            replicas = [r for r in nodes if roles[r.name] == "slave"]
+            if primary is None or not replicas:
+                continue
+            key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+            with contextlib.closing(_client(primary, state)) as p:
+                p.set(key, "1", px=60_000)
+            written = time.monotonic()
+            for rec in replicas:
+                with contextlib.closing(_client(rec, state)) as c:
+                    while not c.exists(key):
+                        if time.monotonic() - written > 5:
+                            break
+                        time.sleep(0.0005)
+                    samples.append(round((time.monotonic() - written) * 1000, 3))
+        time.sleep(interval_ms / 1000)
+    ordered = sorted(samples)
+
+    def pct(p: float) -> float | None:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else None
+
+    return {
+        "samples_ms": samples,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": ordered[-1] if ordered else None,
+    }
