@@ -12,11 +12,12 @@ path with a valid session id, a ``Bearer`` credential, an ``application/json`` b
 parses and validates as :class:`~agent_app.schemas.MessageCreate`. Anything else (no or
 another auth scheme, other media types, malformed or invalid bodies, a client that goes
 away) is handed to FastAPI unchanged, body replayed, so every error keeps FastAPI's exact
-handling. What runs after that is shared with the route: :func:`agent_app.api.authorize`
-(draining, key, rate limit) and :func:`agent_app.api.take_turn`, errors through the same
-handlers, the reply serialised from :class:`~agent_app.schemas.TurnReply` exactly as the
-route's ``response_model`` does (validated once, dumped once), and ``scope["route"]`` set to
-the route so metrics and the access log name its template.
+handling. What runs after that is shared with the route: :func:`agent_app.deps.authorize`
+(draining, key, rate limit) and :func:`agent_app.deps.take_turn`, errors through the same
+responses (``agent_app.handlers``), the reply serialised from
+:class:`~agent_app.schemas.TurnReply` exactly as the route's ``response_model`` does
+(validated once, dumped once), and ``scope["route"]`` set to the route so metrics and the
+access log name its template.
 
 It is not used when tracing is on: then every request goes through FastAPI so its spans
 (native or from the instrumentor) cover turns too.
@@ -30,12 +31,14 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
-from agent_app.api import State, agent_error_response, authorize, take_turn, unexpected_error_response
+from agent_app.deps import State, authorize, take_turn
 from agent_app.errors import AgentError
+from agent_app.handlers import agent_error_response, unexpected_error_response
 from agent_app.http import ASGIApp, Receive, Scope, Send, read_request, replaying
+from agent_app.routers.sessions import TURN_ROUTE
+from agent_app.routers.sessions import router as sessions_router
 from agent_app.schemas import ID_PATTERN, MessageCreate, TurnReply
 
-TURN_ROUTE = "/v1/sessions/{session_id}/messages"
 # The route's path with its session-id rule (``ID_PATTERN`` without its anchors); fullmatch.
 _TURN_PATH = re.compile("/v1/sessions/(" + ID_PATTERN.removeprefix("^").removesuffix("$") + ")/messages")
 _REPLY = TypeAdapter(TurnReply)
@@ -79,7 +82,10 @@ class TurnFastPath:
     def __init__(self, app: FastAPI) -> None:
         self.app: ASGIApp = app
         self.state: State = app.state.agent
-        self.route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == TURN_ROUTE)
+        # The route object the router puts in ``scope["route"]`` for this path.
+        self.route = next(
+            r for r in sessions_router.routes if isinstance(r, APIRoute) and r.path == TURN_ROUTE
+        )
         assert self.route.methods and "POST" in self.route.methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -32,10 +32,10 @@ from agent_app.errors import NotFound
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
+from agent_app.process import bootstrap
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
 from agent_app.runtime import Runtime
 from agent_app.schemas import Message, TaskMessage
-from agent_app.serve import bootstrap
 from agent_app.tasks import Claim
 from agent_app.telemetry import setup_tracing, span
 
