@@ -56,10 +56,18 @@ async def _agent_error(request: Request, exc: Exception) -> JSONResponse:
     return agent_error_response(exc)
 
 
+def _printable(part: int | str) -> int | str:
+    """A location part as the error body can carry it: a client's key may hold a lone
+    surrogate (a JSON escape), which UTF-8 cannot encode; it is shown escaped."""
+    if isinstance(part, str):
+        return part.encode("utf-8", "backslashreplace").decode("utf-8")
+    return part
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": [_printable(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     where = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
