@@ -4,8 +4,9 @@ It builds the FastAPI app (``agent_app.app``), puts the turn fast path (``agent_
 and the edge layer (``agent_app.http``) in front, and serves it with uvicorn, draining on
 SIGTERM: the runtime starts draining (``/readyz`` answers 503 so the load balancer takes the
 instance out, new ``/v1`` requests get 503 ``draining``), in-flight requests finish, and only
-then, or when ``AGENT_SHUTDOWN_GRACE_SECONDS`` runs out, uvicorn closes. A second signal
-stops at once.
+then, or when ``AGENT_SHUTDOWN_GRACE_SECONDS`` less the close reserve runs out, uvicorn
+closes. The grace period bounds the whole shutdown (``process.ShutdownClock``). A second
+signal stops at once.
 """
 
 from __future__ import annotations
@@ -28,16 +29,15 @@ from agent_app.schemas import MAX_BODY_BYTES
 from agent_app.telemetry import setup_tracing
 
 log = logging.getLogger("agent_app.api")
-# After in-flight work is done, how long uvicorn may take to close idle connections.
+# After in-flight work is done, how long uvicorn may take to close connections, at most.
 CLOSE_SECONDS = 1.0
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, runtime: Runtime, edge: Edge, grace: float) -> None:
+    def __init__(self, config: uvicorn.Config, *, runtime: Runtime, edge: Edge) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.edge = edge
-        self.grace = grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -60,13 +60,17 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        clock = self.runtime.shutdown
         try:
-            await asyncio.wait_for(self.edge.idle.wait(), self.grace)
+            await asyncio.wait_for(self.edge.idle.wait(), clock.left(clock.reserve))
             log.info("drained: no request in flight")
         except TimeoutError:
             log.warning(
                 "grace period over; closing with requests in flight", extra={"in_flight": self.edge.in_flight}
             )
+        # What uvicorn then waits for connections to close (whole seconds) before it cancels
+        # the requests still running: within what the reserve leaves, so closing fits too.
+        self.config.timeout_graceful_shutdown = int(min(CLOSE_SECONDS, clock.left() / 2))
         self.should_exit = True
 
 
@@ -97,7 +101,7 @@ def main() -> None:
         "starting api",
         extra={"port": settings.port, "queue": runtime.queue.kind, "model": runtime.model.name},
     )
-    DrainingServer(config, runtime=runtime, edge=edge, grace=settings.shutdown_grace_seconds).run()
+    DrainingServer(config, runtime=runtime, edge=edge).run()
 
 
 if __name__ == "__main__":

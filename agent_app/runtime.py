@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from agent_app.agent import Agent
 from agent_app.cache import Cache
@@ -19,6 +20,7 @@ from agent_app.errors import DependencyDown, Draining
 from agent_app.metrics import DRAINING, TASKS_ENQUEUED
 from agent_app.model import backend_from_settings
 from agent_app.model.base import ModelBackend
+from agent_app.process import ShutdownClock, within
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
 from agent_app.schemas import Message, TaskMessage, TurnReply
@@ -28,6 +30,10 @@ from agent_app.telemetry import span
 
 log = logging.getLogger("agent_app.runtime")
 QUEUE_RETRY_SECONDS = 1.0
+# How long closing the clients may take when no shutdown deadline is running (tests, tools).
+CLOSE_SECONDS = 5.0
+# What closing leaves of the deadline, for the process's own exit.
+EXIT_MARGIN_SECONDS = 0.25
 TASK_TTL_FLOOR_SECONDS = 86_400
 
 
@@ -45,6 +51,7 @@ class Runtime:
         self.model = model or backend_from_settings(settings)
         self.agent = Agent(self.model)
         self.draining = False
+        self.shutdown = ShutdownClock(settings.shutdown_grace_seconds)
         self.queue_connected = asyncio.Event()
         self._queue_error = "connecting"
         self._connector: asyncio.Task[None] | None = None
@@ -77,20 +84,32 @@ class Runtime:
             return
 
     def begin_drain(self) -> None:
+        """Start draining, and the shutdown deadline (its watchdog included)."""
         if not self.draining:
             self.draining = True
+            self.shutdown.start()
             DRAINING.set(1)
-            log.info("draining: readiness fails, no new work is taken")
+            log.info(
+                "draining: readiness fails, no new work is taken",
+                extra={"grace_s": self.shutdown.grace},
+            )
 
     async def close(self) -> None:
+        """Close every client at once, within what the shutdown deadline leaves: a client
+        whose server is gone (a reconnect loop, a flush that cannot land) is abandoned."""
         for background in (self._connector, self._primary_watch):
             if background is not None:
                 background.cancel()
-        for closer in (self.queue.close, self.model.aclose, self.cache.close):
+
+        async def close(closer: Callable[[], Awaitable[None]]) -> None:
             try:
                 await closer()
             except Exception:
                 log.warning("error while closing", exc_info=True)
+
+        bound = self.shutdown.left(EXIT_MARGIN_SECONDS) if self.shutdown.started else CLOSE_SECONDS
+        closers = (self.queue.close, self.model.aclose, self.cache.close)
+        await within(asyncio.gather(*(close(c) for c in closers)), bound, "closing the clients")
 
     async def readiness(self) -> dict[str, str]:
         """Check every dependency concurrently; the empty-string value means healthy."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,9 @@ class PubSubServer:
         self.subs: dict[str, _Sub] = {}
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
+        self._flowing = threading.Event()
+        self.held: Counter[str] = Counter()  # calls taken while stalled, by method
+        self._flowing.set()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         publisher = {
             "CreateTopic": self._unary(self.create_topic, t.Topic, t.Topic),
@@ -75,18 +79,33 @@ class PubSubServer:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @staticmethod
-    def _unary(fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+    def _unary(self, fn: Any, request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
         serialize = response_type.serialize if response_type else empty_pb2.Empty.SerializeToString
+
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            if not self._flowing.is_set():
+                with self._cond:
+                    self.held[fn.__name__] += 1
+                self._flowing.wait()
+            return fn(request, context)
+
         return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=request_type.deserialize, response_serializer=serialize
+            handle, request_deserializer=request_type.deserialize, response_serializer=serialize
         )
+
+    def stall(self) -> None:
+        """Take every call and answer none (an endpoint black-holed mid-call) until :meth:`flow`."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
 
     def start(self) -> PubSubServer:
         self._server.start()
         return self
 
     def stop(self) -> None:
+        self.flow()
         self._server.stop(grace=0).wait()
 
     # --- Publisher ---------------------------------------------------------------------
