@@ -7,6 +7,7 @@ the same order (draining, then key, then budget) and run the same turn.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Request, Security
@@ -68,11 +69,25 @@ async def caller(
     return await authorize(get_state(request), credentials.credentials if credentials else None)
 
 
-async def take_turn(state: State, session_id: str, content: str) -> TurnReply:
+def turn_id(key_id: str, session_id: str, idempotency_key: str | None) -> str | None:
+    """The turn id a client's ``Idempotency-Key`` stands for: keys are the client's (the API
+    key's) and the session's, so two clients choosing the same key never meet."""
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip('"')  # the draft standard sends it as a quoted string
+    material = f"{key_id}\0{session_id}\0{key}".encode()
+    return "idem-" + hashlib.sha256(material).hexdigest()[:32]
+
+
+async def take_turn(
+    state: State, session_id: str, content: str, *, key_id: str, idempotency_key: str | None = None
+) -> TurnReply:
     """One agent turn, counted by outcome: the body of ``POST /v1/sessions/{id}/messages``."""
     session_id_var.set(session_id)
     try:
-        reply = await state.runtime.turn(session_id, content)
+        reply = await state.runtime.turn(
+            session_id, content, turn_id=turn_id(key_id, session_id, idempotency_key)
+        )
     except AgentError as exc:
         TURNS.labels(exc.code).inc()
         raise

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_MESSAGE_CHARS = 4000
 MAX_BODY_BYTES = 64 * 1024
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# An Idempotency-Key header: printable ASCII (a UUID, typically), optionally quoted.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
 class Strict(BaseModel):

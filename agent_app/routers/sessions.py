@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Header, Request
 
 from agent_app.deps import caller, get_runtime, get_state, take_turn
 from agent_app.logs import session_id_var
 from agent_app.routers import ERROR, NOT_FOUND, V1_ERRORS, SessionId
-from agent_app.schemas import MessageCreate, Session, SessionCreate, TurnReply
+from agent_app.schemas import IDEMPOTENCY_KEY_PATTERN, MessageCreate, Session, SessionCreate, TurnReply
 
 router = APIRouter(tags=["sessions"])
 TURN_ROUTE = "/v1/sessions/{session_id}/messages"
@@ -32,12 +32,36 @@ async def get_session(request: Request, session_id: SessionId, _: Annotated[str,
     return await get_runtime(request).sessions.get(session_id)
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Makes a retried turn safe: a turn with this key already stored in the session is "
+            "answered with its stored reply and not run again (the same key with another message: 422)"
+        ),
+    ),
+]
+
+
 @router.post(
     TURN_ROUTE,
     response_model=TurnReply,
-    responses={**V1_ERRORS, **NOT_FOUND, 409: {**ERROR, "description": "Too many concurrent turns"}},
+    responses={
+        **V1_ERRORS,
+        **NOT_FOUND,
+        409: {**ERROR, "description": "The session stayed busy with earlier turns; retry"},
+        422: {**ERROR, "description": "Malformed request, or an Idempotency-Key reused for another message"},
+    },
 )
 async def post_message(
-    request: Request, session_id: SessionId, body: MessageCreate, _: Annotated[str, Depends(caller)]
+    request: Request,
+    session_id: SessionId,
+    body: MessageCreate,
+    key_id: Annotated[str, Depends(caller)],
+    idempotency_key: IdempotencyKey = None,
 ) -> TurnReply:
-    return await take_turn(get_state(request), session_id, body.content)
+    return await take_turn(
+        get_state(request), session_id, body.content, key_id=key_id, idempotency_key=idempotency_key
+    )
