@@ -181,7 +181,7 @@ def test_a_malformed_idempotency_key_is_refused_by_name(api: AppProcess) -> None
             response = client.post(
                 f"/v1/sessions/{session_id}/messages",
                 json={"content": "hi"},
-                headers={"Idempotency-Key": key},
+                headers=[(b"Idempotency-Key", key)],
             )
             assert response.status_code == 422, (key, response.text)
             assert ["header", "Idempotency-Key"] in [d["loc"] for d in response.json()["details"]]
