@@ -98,9 +98,16 @@ def statuses(api: AppProcess, task_ids: list[str]) -> list[str]:
         return [client.get(f"/v1/tasks/{t}").json()["status"] for t in task_ids]
 
 
-def test_worker_with_every_slot_busy_stops_within_grace_and_hands_tasks_back(deps: Deps) -> None:
-    """The fault behind issue #15: with all slots running long tasks, the worker waited for
-    one of them to finish before it even looked at the SIGTERM."""
+@dataclass
+class BusyWorker:
+    api: AppProcess
+    worker: AppProcess
+    tasks: list[str]
+
+
+@pytest.fixture
+def busy_worker(deps: Deps) -> Iterator[BusyWorker]:
+    """A worker with both of its slots running long tasks and two more tasks queued."""
     env = app_env(
         deps.redis.url,
         NatsBroker(deps.nats).env["AGENT_QUEUE_URL"],
@@ -110,15 +117,21 @@ def test_worker_with_every_slot_busy_stops_within_grace_and_hands_tasks_back(dep
     api = AppProcess("api", env).start()
     worker = AppProcess("worker", env).start()
     try:
-        tasks = start_long_tasks(api, 3)
+        tasks = start_long_tasks(api, 4)
         wait_until(lambda: statuses(api, tasks).count("running") == 2, what="both slots busy")
-        code, _ = stop_time(worker)
-        assert code == 0
-        assert sorted(statuses(api, tasks)) == ["queued"] * 3  # handed back, none lost
-        assert "worker drained" in worker.output()
+        yield BusyWorker(api, worker, tasks)
     finally:
-        worker.stop()
-        api.stop()
+        worker.proc.kill()
+        api.proc.kill()
+
+
+def test_worker_with_every_slot_busy_stops_within_grace_and_hands_tasks_back(busy_worker: BusyWorker) -> None:
+    """The fault behind issue #15: with all slots running long tasks, the worker waited for
+    one of them to finish before it even looked at the SIGTERM."""
+    code, _ = stop_time(busy_worker.worker)
+    assert code == 0
+    assert statuses(busy_worker.api, busy_worker.tasks) == ["queued"] * 4  # handed back, none lost
+    assert "worker drained" in busy_worker.worker.output()
 
 
 @pytest.mark.parametrize(
@@ -131,30 +144,18 @@ def test_worker_with_every_slot_busy_stops_within_grace_and_hands_tasks_back(dep
         ("hang", "before"),
     ],
 )
-def test_worker_stops_within_grace_whatever_its_dependencies_do(deps: Deps, fault: str, when: str) -> None:
-    env = app_env(
-        deps.redis.url,
-        NatsBroker(deps.nats).env["AGENT_QUEUE_URL"],
-        AGENT_SHUTDOWN_GRACE_SECONDS=str(GRACE),
-        AGENT_WORKER_CONCURRENCY="2",
-    )
-    api = AppProcess("api", env).start()
-    worker = AppProcess("worker", env).start()
-    try:
-        tasks = start_long_tasks(api, 4)  # two running, two queued
-        wait_until(lambda: statuses(api, tasks).count("running") == 2, what="both slots busy")
-        if when == "before":
-            deps.fault(fault)
-            code, _ = stop_time(worker)
-        else:
-            timer = threading.Timer(0.2, deps.fault, args=(fault,))
-            timer.start()
-            code, _ = stop_time(worker)
-            timer.join()
-        assert code in (0, EXIT_FORCED)
-    finally:
-        worker.proc.kill()
-        api.proc.kill()
+def test_worker_stops_within_grace_whatever_its_dependencies_do(
+    busy_worker: BusyWorker, deps: Deps, fault: str, when: str
+) -> None:
+    if when == "before":
+        deps.fault(fault)
+        code, _ = stop_time(busy_worker.worker)
+    else:
+        timer = threading.Timer(0.2, deps.fault, args=(fault,))
+        timer.start()
+        code, _ = stop_time(busy_worker.worker)
+        timer.join()
+    assert code in (0, EXIT_FORCED)
 
 
 @pytest.mark.parametrize("fault", ["kill:nats,redis", "kill:redis,nats", "hang"])
