@@ -37,6 +37,11 @@ class RateLimited(AgentError):
     code = "rate_limited"
 
 
+class IdempotencyKeyReused(AgentError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
 class Conflict(AgentError):
     status = 409
     code = "conflict"

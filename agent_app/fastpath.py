@@ -5,18 +5,19 @@ on (issue #3: at least 0.7 of a framework-free baseline's throughput). FastAPI's
 stack (middleware layers, router, request object, dependency resolution, body and response
 validation) costs more per turn than everything the app itself does around the Redis work.
 
-What stays the same: the FastAPI route remains the contract (OpenAPI, models, status
-codes) and handles every request this path does not take. The fast path only takes a
-request it can tell is well formed *before* anything with a side effect runs: the exact
-path with a valid session id, a ``Bearer`` credential, an ``application/json`` body that
-parses and validates as :class:`~agent_app.schemas.MessageCreate`. Anything else (no or
-another auth scheme, other media types, malformed or invalid bodies, a client that goes
-away) is handed to FastAPI unchanged, body replayed, so every error keeps FastAPI's exact
-handling. What runs after that is shared with the route: :func:`agent_app.api.authorize`
-(draining, key, rate limit) and :func:`agent_app.api.take_turn`, errors through the same
-handlers, the reply serialised from :class:`~agent_app.schemas.TurnReply` exactly as the
-route's ``response_model`` does (validated once, dumped once), and ``scope["route"]`` set to
-the route so metrics and the access log name its template.
+What stays the same: the FastAPI route remains the contract (OpenAPI, models, status codes)
+and handles every request this path does not take. The fast path only takes a request it can
+tell is well formed *before* anything with a side effect runs: the exact path with a valid
+session id, a ``Bearer`` credential, no malformed ``Idempotency-Key``, an
+``application/json`` body that parses and validates as
+:class:`~agent_app.schemas.MessageCreate`. Anything else (no or another auth scheme, other
+media types, malformed or invalid bodies, a client that goes away) is handed to FastAPI
+unchanged, body replayed, so every error keeps FastAPI's exact handling. What runs after
+that is shared with the route: :func:`agent_app.deps.authorize` (draining, key, rate limit)
+and :func:`agent_app.deps.take_turn`, errors through the same responses
+(``agent_app.handlers``), the reply serialised from :class:`~agent_app.schemas.TurnReply`
+exactly as the route's ``response_model`` does (validated once, dumped once), and
+``scope["route"]`` set to the route so metrics and the access log name its template.
 
 It is not used when tracing is on: then every request goes through FastAPI so its spans
 (native or from the instrumentor) cover turns too.
@@ -30,34 +31,43 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
-from agent_app.api import State, agent_error_response, authorize, take_turn, unexpected_error_response
+from agent_app.deps import State, authorize, take_turn
 from agent_app.errors import AgentError
+from agent_app.handlers import agent_error_response, unexpected_error_response
 from agent_app.http import ASGIApp, Receive, Scope, Send, read_request, replaying
-from agent_app.schemas import ID_PATTERN, MessageCreate, TurnReply
+from agent_app.routers.sessions import TURN_ROUTE
+from agent_app.routers.sessions import router as sessions_router
+from agent_app.schemas import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN, MessageCreate, TurnReply
 
-TURN_ROUTE = "/v1/sessions/{session_id}/messages"
 # The route's path with its session-id rule (``ID_PATTERN`` without its anchors); fullmatch.
 _TURN_PATH = re.compile("/v1/sessions/(" + ID_PATTERN.removeprefix("^").removesuffix("$") + ")/messages")
 _REPLY = TypeAdapter(TurnReply)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
-def _credentials(scope: Scope) -> str | None:
-    """The bearer token when the request carries one and declares a JSON body, read as
-    FastAPI reads them (the first header of each name; ``HTTPBearer``'s parsing; a JSON media
-    type); ``None`` when FastAPI might see anything else."""
-    token = content_type = None
+def _credentials(scope: Scope) -> tuple[str, str | None] | None:
+    """The bearer token and the ``Idempotency-Key`` (or ``None``) when the request carries a
+    token, declares a JSON body and has no malformed key, read as FastAPI reads them (the
+    first header of each name; ``HTTPBearer``'s parsing; a JSON media type; the key's
+    pattern); ``None`` when FastAPI might see anything else."""
+    token = content_type = key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             token = value if token is None else token
         elif name == b"content-type":
             content_type = value if content_type is None else content_type
+        elif name == b"idempotency-key":
+            key = value if key is None else key
     if token is None or content_type is None:
         return None
     if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
         return None
+    idempotency_key = key.decode("latin-1") if key is not None else None
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        return None
     scheme, _, credentials = token.decode("latin-1").partition(" ")
     credentials = credentials.strip()
-    return credentials if scheme.lower() == "bearer" and credentials else None
+    return (credentials, idempotency_key) if scheme.lower() == "bearer" and credentials else None
 
 
 def _parse(body: bytes) -> MessageCreate | None:
@@ -79,15 +89,18 @@ class TurnFastPath:
     def __init__(self, app: FastAPI) -> None:
         self.app: ASGIApp = app
         self.state: State = app.state.agent
-        self.route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == TURN_ROUTE)
+        # The route object the router puts in ``scope["route"]`` for this path.
+        self.route = next(
+            r for r in sessions_router.routes if isinstance(r, APIRoute) and r.path == TURN_ROUTE
+        )
         assert self.route.methods and "POST" in self.route.methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = None
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
             path = _TURN_PATH.fullmatch(scope["path"])
-        token = _credentials(scope) if path else None
-        if path is None or token is None:
+        credentials = _credentials(scope) if path else None
+        if path is None or credentials is None:
             await self.app(scope, receive, send)
             return
         # The whole body (Edge has bounded its size), kept for a replay to FastAPI.
@@ -97,15 +110,24 @@ class TurnFastPath:
         if request is None:
             await self.app(scope, replaying(read, receive), send)
             return
-        await self._turn(scope, receive, send, path.group(1), token, request.content)
+        await self._turn(scope, receive, send, path.group(1), credentials, request.content)
 
     async def _turn(
-        self, scope: Scope, receive: Receive, send: Send, session_id: str, token: str, text: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session_id: str,
+        credentials: tuple[str, str | None],
+        text: str,
     ) -> None:
         scope["route"] = self.route  # as the router sets it: metrics and logs use its template
+        token, idempotency_key = credentials
         try:
-            await authorize(self.state, token)
-            reply = await take_turn(self.state, session_id, text)
+            key_id = await authorize(self.state, token)
+            reply = await take_turn(
+                self.state, session_id, text, key_id=key_id, idempotency_key=idempotency_key
+            )
         except AgentError as exc:
             await agent_error_response(exc)(scope, receive, send)
             return

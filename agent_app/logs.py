@@ -8,8 +8,10 @@ every call. One JSON object per line is what CloudWatch, Cloud Logging and Loki 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -191,3 +193,25 @@ def setup_logging(level: str, *, site: str, instance: str, process: str) -> None
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("botocore", "aiobotocore", "nats", "google", "grpc", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def last_words(msg: str, fields: dict[str, Any]) -> None:
+    """Write an error line, and whatever lines are pending, right before ``os._exit``.
+
+    Called from a thread that must not block: when the handler's lock cannot be had soon (the
+    thread holding it may be the stuck one), the line is written straight to stdout's file
+    descriptor, without the pending lines.
+    """
+    handler = _handler
+    formatter = handler.formatter if handler is not None else None
+    if not isinstance(formatter, JsonFormatter):
+        formatter = JsonFormatter()
+    line = formatter.render(time.time(), "ERROR", "agent_app.process", msg, fields.items()) + "\n"
+    if handler is not None and handler.lock is not None and handler.lock.acquire(timeout=0.2):
+        try:
+            handler.write_line(line, at_once=True)
+            return
+        finally:
+            handler.lock.release()
+    with contextlib.suppress(OSError, ValueError):
+        os.write(sys.stdout.fileno(), line.encode())

@@ -15,7 +15,7 @@ OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 
 
 def document() -> dict[str, Any]:
-    from agent_app.api import create_app
+    from agent_app.app import create_app
 
     return create_app().openapi()
 

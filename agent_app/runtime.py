@@ -11,23 +11,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from agent_app.agent import Agent
 from agent_app.cache import Cache
 from agent_app.config import Settings
-from agent_app.errors import DependencyDown, Draining
+from agent_app.errors import DependencyDown, Draining, IdempotencyKeyReused
 from agent_app.metrics import DRAINING, TASKS_ENQUEUED
 from agent_app.model import backend_from_settings
 from agent_app.model.base import ModelBackend
+from agent_app.process import ShutdownClock, within
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
-from agent_app.schemas import Message, TaskMessage, TurnReply
+from agent_app.schemas import Message, Session, TaskMessage, TurnReply
 from agent_app.sessions import SessionStore, new_id
 from agent_app.tasks import TaskStore
 from agent_app.telemetry import span
 
 log = logging.getLogger("agent_app.runtime")
 QUEUE_RETRY_SECONDS = 1.0
+# How long closing the clients may take when no shutdown deadline is running (tests, tools).
+CLOSE_SECONDS = 5.0
+# What closing leaves of the deadline, for the process's own exit.
+EXIT_MARGIN_SECONDS = 0.25
 TASK_TTL_FLOOR_SECONDS = 86_400
 
 
@@ -45,6 +51,7 @@ class Runtime:
         self.model = model or backend_from_settings(settings)
         self.agent = Agent(self.model)
         self.draining = False
+        self.shutdown = ShutdownClock(settings.shutdown_grace_seconds)
         self.queue_connected = asyncio.Event()
         self._queue_error = "connecting"
         self._connector: asyncio.Task[None] | None = None
@@ -77,20 +84,32 @@ class Runtime:
             return
 
     def begin_drain(self) -> None:
+        """Start draining, and the shutdown deadline (its watchdog included)."""
         if not self.draining:
             self.draining = True
+            self.shutdown.start()
             DRAINING.set(1)
-            log.info("draining: readiness fails, no new work is taken")
+            log.info(
+                "draining: readiness fails, no new work is taken",
+                extra={"grace_s": self.shutdown.grace},
+            )
 
     async def close(self) -> None:
+        """Close every client at once, within what the shutdown deadline leaves: a client
+        whose server is gone (a reconnect loop, a flush that cannot land) is abandoned."""
         for background in (self._connector, self._primary_watch):
             if background is not None:
                 background.cancel()
-        for closer in (self.queue.close, self.model.aclose, self.cache.close):
+
+        async def close(closer: Callable[[], Awaitable[None]]) -> None:
             try:
                 await closer()
             except Exception:
                 log.warning("error while closing", exc_info=True)
+
+        bound = self.shutdown.left(EXIT_MARGIN_SECONDS) if self.shutdown.started else CLOSE_SECONDS
+        closers = (self.queue.close, self.model.aclose, self.cache.close)
+        await within(asyncio.gather(*(close(c) for c in closers)), bound, "closing the clients")
 
     async def readiness(self) -> dict[str, str]:
         """Check every dependency concurrently; the empty-string value means healthy."""
@@ -159,28 +178,56 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    async def turn(self, session_id: str, text: str) -> TurnReply:
-        session, version = await self.sessions.load(session_id)
-        self.sessions.check_room(session)
-        history = list(session.messages)
-        with span("agent.turn", session_id=session_id):
-            result = await self.agent.respond(
-                history, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
+    async def turn(self, session_id: str, text: str, *, turn_id: str | None = None) -> TurnReply:
+        """One turn, taken when the session's earlier turns are done (``SessionStore.begin_turn``).
+
+        ``turn_id`` comes from the client's ``Idempotency-Key``: when a turn with that id is
+        stored already (a retry after a lost reply, a double submit), its reply is returned
+        and nothing runs again; the same key with another message is refused.
+        """
+        session, version, lock = await self.sessions.begin_turn(session_id)
+        try:
+            if turn_id is not None and (done := replay(session, turn_id, text)) is not None:
+                return done
+            self.sessions.check_room(session)
+            history = list(session.messages)
+            with span("agent.turn", session_id=session_id):
+                result = await self.agent.respond(
+                    history, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
+                )
+            turn_id = turn_id or new_id()
+            now = time.time()
+            reply = Message(
+                role="assistant",
+                content=result.reply,
+                at=now,
+                turn_id=turn_id,
+                tool_calls=result.tool_calls,
+                task_id=result.task_id,
             )
-        turn_id = new_id()
-        now = time.time()
-        reply = Message(
-            role="assistant",
-            content=result.reply,
-            at=now,
-            turn_id=turn_id,
-            tool_calls=result.tool_calls,
-            task_id=result.task_id,
-        )
-        stored = await self.sessions.append(
-            session_id,
-            [Message(role="user", content=text, at=now, turn_id=turn_id), reply],
-            counts_as_turn=True,
-            loaded=(session, version),
-        )
+            stored = await self.sessions.append(
+                session_id,
+                [Message(role="user", content=text, at=now, turn_id=turn_id), reply],
+                counts_as_turn=True,
+                loaded=(session, version),
+                lock=lock,
+            )
+        finally:
+            await lock.release()
         return TurnReply(session_id=session_id, turn=stored.turns, reply=reply, task_id=result.task_id)
+
+
+def replay(session: Session, turn_id: str, text: str) -> TurnReply | None:
+    """The stored reply of turn ``turn_id``, if that turn is in the history."""
+    turns = 0
+    for i, message in enumerate(session.messages):
+        turns += message.role == "user"
+        if message.turn_id != turn_id:
+            continue
+        if message.content != text:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another message in this session; use a new key"
+            )
+        reply = session.messages[i + 1]
+        return TurnReply(session_id=session.id, turn=turns, reply=reply, task_id=reply.task_id)
+    return None

@@ -7,17 +7,25 @@ document is generated from them, and the limits declared here are the ones enfor
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_MESSAGE_CHARS = 4000
 MAX_BODY_BYTES = 64 * 1024
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# An Idempotency-Key header: printable ASCII (a UUID, typically), optionally quoted.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """What clients (and the queue) send: exactly the published schema, nothing coerced.
+
+    Pydantic's default (lax) mode would take ``false`` or ``"5"`` for a number and ``1`` for
+    a string, values the committed OpenAPI document refuses; strict mode refuses them too
+    (a JSON integer still counts as a number, as in JSON Schema)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ToolUse(BaseModel):
@@ -37,8 +45,14 @@ class Message(BaseModel):
     task_id: str | None = Field(default=None, description="Task started by, or reported in, this message")
 
 
+# A label's key and value. The bound also makes pydantic check the text is encodable (no lone
+# surrogate from a JSON escape), which an unconstrained str is not checked for.
+LabelKey = Annotated[str, Field(min_length=1, max_length=64)]
+LabelValue = Annotated[str, Field(max_length=512)]
+
+
 class SessionCreate(Strict):
-    metadata: dict[str, str] = Field(
+    metadata: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=16, description="Free-form labels kept with the session"
     )
 
@@ -72,6 +86,7 @@ class TaskCreate(Strict):
         default=0,
         ge=0,
         le=600,
+        allow_inf_nan=False,
         description="Extra time the offline model spends on the task: stands in for a slow model call",
     )
 
@@ -110,7 +125,7 @@ class TaskMessage(Strict):
     task_id: str = Field(pattern=ID_PATTERN)
     session_id: str = Field(pattern=ID_PATTERN)
     input: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-    work_seconds: float = Field(default=0, ge=0, le=600)
+    work_seconds: float = Field(default=0, ge=0, le=600, allow_inf_nan=False)
     enqueued_at: float
 
 

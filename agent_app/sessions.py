@@ -1,14 +1,20 @@
-"""Sessions in Redis: bounded history, a TTL, and appends that never lose an update.
+"""Sessions in Redis: bounded history, a TTL, turns taken one at a time, appends that never
+lose an update.
 
 A session is one hash under ``skyfleet:session:{<id>}`` (inside the replicated prefix, so a
-peer site's replica can carry on the conversation). Appends are compare-and-set on a
-version field inside a Lua script: two concurrent turns both land, the loser re-reads and
-re-applies its messages. Each message carries its turn id, so a write retried after a lost
-reply is recognised instead of stored twice.
+peer site's replica can carry on the conversation). A turn holds the session's turn lock
+(``agent:turn:{<id>}``, a lease renewed while the turn runs) from reading the history to
+storing its messages, so concurrent turns on one session run one after another and each sees
+the ones before it; taking the lock and reading the history is one script, and so are storing
+and releasing it, so a turn costs no extra round trip. Appends are compare-and-set on a version
+field: a write that does not hold the lock (a task's report, or a turn whose lease ran out)
+re-reads and re-applies its messages rather than overwrite another. Each message carries its
+turn id, so a write retried after a lost reply is recognised instead of stored twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -22,19 +28,49 @@ from agent_app.errors import Conflict, NotFound, TooLarge
 from agent_app.schemas import Message, Session
 
 APPEND_ATTEMPTS = 8
+# The turn lock's lease, renewed every third of it while the turn runs; a process that dies
+# mid-turn holds the session for at most this.
+TURN_LEASE_SECONDS = 3.0
+# How long a turn waits for the turns ahead of it on the same session before it answers 409.
+TURN_WAIT_SECONDS = 15.0
 # One validator for the whole history: parsed and dumped in one call into pydantic-core.
 _MESSAGES = TypeAdapter(list[Message])
 
-# KEYS[1] session; ARGV: expected version, messages JSON, turns, updated_at, ttl seconds.
-# Returns the new version, -1 on a version mismatch, -2 when the session does not exist.
+# KEYS[1] session, KEYS[2] its turn lock (optional); ARGV: expected version, messages JSON,
+# turns, updated_at, ttl seconds, lock token (with KEYS[2]). Returns the new version, -1 on a
+# version mismatch, -2 when the session does not exist. Releases the lock when the write
+# landed or the session is gone.
 _CAS = """
 local v = redis.call('HGET', KEYS[1], 'version')
-if not v then return -2 end
+local function unlock()
+  if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[6] then redis.call('DEL', KEYS[2]) end
+end
+if not v then unlock(); return -2 end
 if v ~= ARGV[1] then return -1 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'version', nv, 'messages', ARGV[2], 'turns', ARGV[3], 'updated_at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+unlock()
 return nv
+"""
+
+# KEYS[1] session, KEYS[2] its turn lock; ARGV: token, lease ms. Returns {0, ms left} while
+# another turn holds the lock, {1, {}} when the session does not exist, else takes the lock
+# and returns {1, the session hash as field/value pairs}. ``#!lua`` (a writing script): a
+# replica refuses it up front, like the task scripts.
+_LOCK_AND_LOAD = """#!lua
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2])} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS[1] turn lock; ARGV: token, lease ms (0: release). Returns 1 while the token holds it.
+_LEASE = """#!lua
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
 """
 
 
@@ -43,10 +79,53 @@ def session_key(session_id: str) -> str:
     return f"{REPLICATED_KEY_PREFIX}session:{{{session_id}}}"
 
 
+def turn_lock_key(session_id: str) -> str:
+    # Transient (outside the replicated prefix), in the session's slot.
+    return f"agent:turn:{{{session_id}}}"
+
+
 def new_id() -> str:
     """128 random bits as 32 hex characters: the shape ``uuid4().hex`` had, for a fifth of
     its cost (a turn makes one, and its request id another; nothing parses them as UUIDs)."""
     return os.urandom(16).hex()
+
+
+class TurnLock:
+    """The session's turn lock while one turn holds it: renewed every third of its lease
+    until :meth:`release` (a no-op once the append that stored the turn released it)."""
+
+    def __init__(self, store: SessionStore, session_id: str, token: str) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.token = token
+        self.held = True
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # A timer, not a task per turn: most turns end before the first renewal is due.
+        self._renewal = asyncio.get_running_loop().call_later(TURN_LEASE_SECONDS / 3, self._renew)
+
+    def _renew(self) -> None:
+        self._renewing = asyncio.ensure_future(self._extend())
+
+    async def _extend(self) -> None:
+        try:
+            self.held = await self.store.lease(self.session_id, self.token, TURN_LEASE_SECONDS)
+        except Exception:  # the append's compare-and-set still keeps every update
+            self.held = False
+        if self.held:
+            self._schedule()
+
+    async def release(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+        if self._renewing is not None:
+            self._renewing.cancel()
+        if self.held:
+            self.held = False
+            await self.store.lease(self.session_id, self.token, 0)
 
 
 class SessionStore:
@@ -55,6 +134,8 @@ class SessionStore:
         self.ttl = ttl_seconds
         self.max_turns = max_turns
         self._cas = cache.script(_CAS)
+        self._lock_and_load = cache.script(_LOCK_AND_LOAD)
+        self._lease = cache.script(_LEASE)
 
     async def create(self, metadata: dict[str, str]) -> Session:
         now = time.time()
@@ -89,9 +170,43 @@ class SessionStore:
         raw: dict[str, str] = await self.cache.run(
             lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
         )
+        return self._parse(session_id, raw), raw["version"]
+
+    async def begin_turn(self, session_id: str) -> tuple[Session, str, TurnLock]:
+        """Wait for the session's turn (at most ``TURN_WAIT_SECONDS``, else 409), then the
+        session, its version and the lock, which the caller releases."""
+        token = new_id()
+        keys = [session_key(session_id), turn_lock_key(session_id)]
+        lease_ms = int(TURN_LEASE_SECONDS * 1000)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TURN_WAIT_SECONDS
+        pause = 0.002
+        while True:
+            got, detail = await self._lock_and_load(keys, [token, lease_ms])
+            if int(got) == 1:
+                raw = dict(zip(detail[::2], detail[1::2], strict=True))
+                session = self._parse(session_id, raw)
+                return session, raw["version"], TurnLock(self, session_id, token)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise Conflict(
+                    f"session {session_id!r} stayed busy with other turns for {TURN_WAIT_SECONDS:g} s; "
+                    "retry the request (with the same Idempotency-Key)",
+                    retry_after=1,
+                )
+            # Look again soon (a turn takes milliseconds), backing off; never past the
+            # holder's lease or the wait's end.
+            await asyncio.sleep(min(pause, max(int(detail), 1) / 1000, left))
+            pause = min(pause * 2, 0.05)
+
+    async def lease(self, session_id: str, token: str, seconds: float) -> bool:
+        """Extend the turn lock ``token`` holds, or release it (``seconds`` 0)."""
+        return int(await self._lease([turn_lock_key(session_id)], [token, int(seconds * 1000)])) == 1
+
+    def _parse(self, session_id: str, raw: dict[str, str]) -> Session:
         if not raw or "version" not in raw:
             raise NotFound(f"session {session_id!r} does not exist or has expired")
-        session = Session(
+        return Session(
             id=session_id,
             created_at=float(raw["created_at"]),
             updated_at=float(raw["updated_at"]),
@@ -100,7 +215,6 @@ class SessionStore:
             metadata=json.loads(raw.get("metadata", "{}")),
             messages=_MESSAGES.validate_json(raw["messages"]),
         )
-        return session, raw["version"]
 
     async def get(self, session_id: str) -> Session:
         return (await self.load(session_id))[0]
@@ -119,14 +233,18 @@ class SessionStore:
         *,
         counts_as_turn: bool,
         loaded: tuple[Session, str] | None = None,
+        lock: TurnLock | None = None,
     ) -> Session:
         """Append ``messages`` atomically; all of them carry the same ``turn_id``.
 
         ``loaded`` is a copy read earlier by the caller: the first compare-and-set tries it,
-        saving a round trip when no other turn came in between.
+        saving a round trip when no other write came in between. ``lock``, the turn lock the
+        caller holds, is released by the write that lands.
         """
         turn_id = messages[0].turn_id
-        key = session_key(session_id)
+        keys = [session_key(session_id)]
+        if lock is not None:
+            keys.append(turn_lock_key(session_id))
         for _ in range(APPEND_ATTEMPTS):
             session, version = loaded or await self.load(session_id)
             loaded = None
@@ -139,17 +257,21 @@ class SessionStore:
             session.updated_at = time.time()
             body = _MESSAGES.dump_json(session.messages, exclude_defaults=True)
             args = [version, body, session.turns, session.updated_at, self.ttl]
-            outcome = int(await self._write_cas(key, args))
+            if lock is not None:
+                args.append(lock.token)
+            outcome = int(await self._write_cas(keys, args))
             if outcome == -2:
                 raise NotFound(f"session {session_id!r} does not exist or has expired")
             if outcome >= 0:
+                if lock is not None:
+                    lock.held = False  # released by the script
                 return session
         raise Conflict(f"session {session_id!r} is too busy; retry the request", retry_after=1)
 
-    async def _write_cas(self, key: str, args: list[Any]) -> Any:
+    async def _write_cas(self, keys: list[str], args: list[Any]) -> Any:
         """Run the compare-and-set: in a pipeline with ``WAIT`` when replicas must ack it,
         else as the one command it is (a pipeline costs a turn more client-side work for
         the same single round trip and the same retry policy)."""
         if not self.cache.wait_replicas:
-            return await self._cas([key], args)
-        return (await self.cache.write(lambda pipe: self._cas.stage(pipe, [key], args)))[0]
+            return await self._cas(keys, args)
+        return (await self.cache.write(lambda pipe: self._cas.stage(pipe, keys, args)))[0]

@@ -5,8 +5,9 @@ malformed body is a poison message), claim the task in Redis (a finished task me
 duplicate delivery: ack without running), run the agent while a heartbeat extends both the
 broker's lease and the Redis claim, store the result, and only then ack. A failure hands
 the message back with backoff; on the broker's last attempt it is dead-lettered and the
-task marked failed. On SIGTERM the worker stops receiving, lets running tasks finish within
-``AGENT_SHUTDOWN_GRACE_SECONDS``, and releases the rest for immediate redelivery.
+task marked failed. On SIGTERM the worker stops receiving at once, lets running tasks finish
+within ``AGENT_SHUTDOWN_GRACE_SECONDS`` less a close reserve, and releases the rest for
+immediate redelivery; the grace period bounds the whole shutdown (``process.ShutdownClock``).
 
 The worker also serves /healthz, /readyz and /metrics on ``AGENT_PORT`` for probes and
 Prometheus.
@@ -32,10 +33,10 @@ from agent_app.errors import NotFound
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
+from agent_app.process import bootstrap, within
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
-from agent_app.runtime import Runtime
+from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
 from agent_app.schemas import Message, TaskMessage
-from agent_app.serve import bootstrap
 from agent_app.tasks import Claim
 from agent_app.telemetry import setup_tracing, span
 
@@ -55,7 +56,6 @@ class Worker:
         self.rt = runtime
         self.lease = runtime.settings.task_lease_seconds
         self.concurrency = runtime.settings.worker_concurrency
-        self.grace = runtime.settings.shutdown_grace_seconds
         self.record_wait = runtime.settings.task_record_wait_seconds
         self.instance = runtime.settings.instance
         self.stopping = asyncio.Event()
@@ -69,40 +69,75 @@ class Worker:
 
     async def run(self) -> None:
         self.rt.start(consume=True)
-        connected = asyncio.create_task(self.rt.queue_connected.wait())
-        stopping = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        connected.cancel()
-        stopping.cancel()
-        if self.rt.queue.max_attempts is None and not self.stopping.is_set():
-            log.warning("the queue has no dead-letter policy: poison messages will be retried forever")
-        while not self.stopping.is_set():
-            free = self.concurrency - len(self.running)
-            if free <= 0:
-                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                deliveries = await self.rt.queue.receive(free, RECEIVE_WAIT_SECONDS)
-            except Exception as exc:
-                log.warning("receive failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-                await asyncio.sleep(QUEUE_ERROR_PAUSE_SECONDS)
-                continue
-            for delivery in deliveries:
-                if self.stopping.is_set():
-                    await self._quietly(delivery.release(0), "release on shutdown")
+        # Every wait below also wakes on SIGTERM: a worker with all its slots busy (long
+        # tasks) or a receive stuck on a broker that does not answer must still stop taking
+        # work at once and drain within the grace period.
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            connected = asyncio.create_task(self.rt.queue_connected.wait())
+            await asyncio.wait({connected, stop}, return_when=asyncio.FIRST_COMPLETED)
+            connected.cancel()
+            if self.rt.queue.max_attempts is None and not self.stopping.is_set():
+                log.warning("the queue has no dead-letter policy: poison messages will be retried forever")
+            while not self.stopping.is_set():
+                free = self.concurrency - len(self.running)
+                if free <= 0:
+                    await asyncio.wait({*self.running, stop}, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                task = asyncio.create_task(self.handle(delivery))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                deliveries = await self._receive(free, stop)
+                for delivery in deliveries:
+                    if self.stopping.is_set():
+                        await self._hand_back(delivery)
+                        continue
+                    task = asyncio.create_task(self.handle(delivery))
+                    self.running.add(task)
+                    task.add_done_callback(self.running.discard)
+        finally:
+            stop.cancel()
         await self._drain()
 
+    async def _receive(self, free: int, stop: asyncio.Task[bool]) -> list[Delivery]:
+        """Up to ``free`` deliveries; none once SIGTERM arrives (a receive cut short loses no
+        message: what the broker handed out comes back when its lease runs out)."""
+        receive = asyncio.create_task(self.rt.queue.receive(free, RECEIVE_WAIT_SECONDS))
+        await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not receive.done():
+            receive.cancel()
+        try:
+            return await receive
+        except asyncio.CancelledError:
+            if not receive.cancelled():
+                raise  # this task itself is being cancelled
+            return []
+        except Exception as exc:
+            log.warning("receive failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            await asyncio.wait({stop}, timeout=QUEUE_ERROR_PAUSE_SECONDS)
+            return []
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        clock = self.rt.shutdown
+        await within(
+            self._quietly(delivery.release(0), "release on shutdown"), clock.left(clock.reserve), "a release"
+        )
+
     async def _drain(self) -> None:
+        """Running tasks get the grace period less the close reserve; then the rest are
+        cancelled, which hands each back (claim dropped, message released), within half the
+        reserve. A task that cannot be handed back in time (its broker or cache gone) is left
+        to its lease, which runs out and makes it deliverable again."""
+        clock = self.rt.shutdown
         if self.running:
-            log.info("draining running tasks", extra={"running": len(self.running), "grace_s": self.grace})
-            _, pending = await asyncio.wait(set(self.running), timeout=self.grace)
+            log.info("draining running tasks", extra={"running": len(self.running), "grace_s": clock.grace})
+            _, pending = await asyncio.wait(set(self.running), timeout=clock.left(clock.reserve))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                _, stuck = await asyncio.wait(pending, timeout=clock.left(clock.reserve / 2))
+                if stuck:
+                    log.warning(
+                        "tasks not handed back in time; their leases will run out",
+                        extra={"tasks": len(stuck)},
+                    )
         log.info("worker drained")
 
     async def _quietly(self, coro: object, what: str) -> None:
@@ -338,7 +373,7 @@ async def amain() -> None:
     finally:
         probes.should_exit = True
         await runtime.close()
-        await probe_task
+        await within(probe_task, runtime.shutdown.left(EXIT_MARGIN_SECONDS), "stopping the probe server")
 
 
 def main() -> None:

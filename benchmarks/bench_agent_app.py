@@ -63,8 +63,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,6 +175,7 @@ class OpenLoopRun:
     errors: int
     elapsed: float
     send_lags: list[float]  # s, issue time minus scheduled time, every request
+    error_kinds: Counter[str] = field(default_factory=Counter)  # status or exception: count
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -238,11 +240,18 @@ async def closed_loop(port: int, sessions: list[str], count: int, concurrency: i
     return elapsed / (count // concurrency * concurrency) * 1000
 
 
-async def open_loop(port: int, sessions: list[str], rate: int, seconds: float) -> OpenLoopRun:
+async def open_loop(
+    port: int,
+    sessions: list[str],
+    rate: int,
+    seconds: float,
+    request: Callable[[int, str], bytes] | None = None,
+) -> OpenLoopRun:
     """Send ``rate * seconds`` turns at a fixed rate; latencies from scheduled times.
 
-    Times come from ``time.perf_counter``: uvloop's ``loop.time()`` has millisecond
-    resolution and is cached for a whole loop iteration."""
+    Request ``i`` goes to session ``i % len(sessions)``; ``request(i, session_id)`` builds it
+    (a plain turn by default). Times come from ``time.perf_counter``: uvloop's ``loop.time()``
+    has millisecond resolution and is cached for a whole loop iteration."""
     clock = time.perf_counter
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(CONNECTIONS):
@@ -250,23 +259,24 @@ async def open_loop(port: int, sessions: list[str], rate: int, seconds: float) -
     count = int(rate * seconds)
     latencies: list[float] = []
     send_lags: list[float] = []
-    errors = 0
+    kinds: Counter[str] = Counter()
     last_done = 0.0
 
     async def one(i: int, scheduled: float) -> None:
-        nonlocal errors, last_done
-        raw = turn_request(sessions[i % len(sessions)])
+        nonlocal last_done
+        session_id = sessions[i % len(sessions)]
+        raw = request(i, session_id) if request else turn_request(session_id)
         conn = await pool.get()
         try:
             status, _ = await _request(*conn, raw)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            kinds[type(exc).__name__] += 1
             conn = await asyncio.open_connection("127.0.0.1", port)
         else:
             if status == 200:
                 latencies.append(clock() - scheduled)
             else:
-                errors += 1
+                kinds[str(status)] += 1
         pool.put_nowait(conn)
         last_done = clock()
 
@@ -282,10 +292,11 @@ async def open_loop(port: int, sessions: list[str], rate: int, seconds: float) -
     _, pending = await asyncio.wait(tasks, timeout=seconds + 10)  # bounded: stragglers count as errors
     for task in pending:
         task.cancel()
-    errors += len(pending)
+    if pending:
+        kinds["no answer within 10 s"] += len(pending)
     while not pool.empty():
         pool.get_nowait()[1].close()
-    return OpenLoopRun(latencies, errors, max(1e-9, last_done - start), send_lags)
+    return OpenLoopRun(latencies, sum(kinds.values()), max(1e-9, last_done - start), send_lags, kinds)
 
 
 def _pct(values: list[float], p: float) -> float:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,7 +16,7 @@ import pytest
 
 from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
 from tests.agent_app.brokers import NatsBroker
-from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env, wait_until
+from tests.agent_app.servers import API_KEY, AppProcess, NatsServer, Proc, RedisServer, app_env, wait_until
 
 TURN_ROUTE = "/v1/sessions/{session_id}/messages"
 SECOND_KEY = "second-key-0123456789abcdef"
@@ -65,26 +69,123 @@ def test_full_session_flow(api: AppProcess) -> None:
         assert history.headers[REQUEST_ID_HEADER]  # generated when the client sends none
 
 
-def test_concurrent_turns_lose_no_update(api: AppProcess) -> None:
+@pytest.fixture
+def busy_cores() -> Iterator[None]:
+    """Every core kept busy by another process (bounded to a minute), as on a loaded machine."""
+    loop = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    burners = [Proc("burner", [sys.executable, "-c", loop]).start() for _ in range(os.cpu_count() or 2)]
+    yield
+    for burner in burners:
+        burner.kill()
+
+
+def turn_in(reply: dict[str, Any]) -> int:
+    """Which turn of the conversation the offline model saw itself answering."""
+    match = re.search(r"This is turn (\d+) of our conversation", reply["reply"]["content"])
+    assert match, reply
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "application/vnd.skyfleet+json"])
+def test_concurrent_turns_on_one_session_are_taken_in_turn(
+    api: AppProcess, busy_cores: None, media_type: str
+) -> None:
+    """Concurrent turns on one session all succeed, whatever the load, and run one after
+    another: each sees every turn stored before it, none is lost or stored twice."""
     with api.client() as client:
         session_id = new_session(client)
     texts = [f"concurrent message {i}" for i in range(12)]
+    start = threading.Barrier(len(texts))
 
-    def send(text: str) -> int:
-        with api.client() as c:
-            return say(c, session_id, text).status_code
+    def send(text: str) -> httpx.Response:
+        with api.client(timeout=60) as c:
+            start.wait()
+            return c.post(
+                f"/v1/sessions/{session_id}/messages",
+                json={"content": text},
+                headers={"content-type": media_type},
+            )
 
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        statuses = list(pool.map(send, texts))
-    assert statuses == [200] * len(texts)
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        responses = list(pool.map(send, texts))
+    assert [r.status_code for r in responses] == [200] * len(texts), [r.text for r in responses]
+    replies = [r.json() for r in responses]
+    # Each turn was answered knowing all the turns before it, and got its own number.
+    assert sorted(r["turn"] for r in replies) == list(range(1, len(texts) + 1))
+    assert all(turn_in(r) == r["turn"] for r in replies)
     with api.client() as client:
         body = client.get(f"/v1/sessions/{session_id}").json()
     assert body["turns"] == len(texts)
     users = [m["content"] for m in body["messages"] if m["role"] == "user"]
     assert sorted(users) == sorted(texts)
-    # every user message is directly followed by its own reply
-    for user, reply in zip(body["messages"][::2], body["messages"][1::2], strict=True):
+    # every user message is directly followed by its own reply, in the order they were taken
+    for number, (user, reply) in enumerate(
+        zip(body["messages"][::2], body["messages"][1::2], strict=True), 1
+    ):
         assert user["turn_id"] == reply["turn_id"]
+        assert f"This is turn {number} of" in reply["content"]
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "application/vnd.skyfleet+json"])
+def test_a_retried_turn_is_answered_once(api: AppProcess, media_type: str) -> None:
+    """A retry after a lost reply, and a double submit, with the same Idempotency-Key: one
+    turn stored, every request answered 200 with its reply; the key with another message: 422."""
+    with api.client() as client:
+        session_id = new_session(client)
+        url = f"/v1/sessions/{session_id}/messages"
+
+        def send(text: str, key: str) -> httpx.Response:
+            headers = {"content-type": media_type, "Idempotency-Key": key}
+            return client.post(url, content=json.dumps({"content": text}).encode(), headers=headers)
+
+        first = send("my name is Ada", "key-1")
+        retried = send("my name is Ada", "key-1")
+        quoted = send("my name is Ada", '"key-1"')  # the draft standard's quoted form
+        assert first.status_code == retried.status_code == quoted.status_code == 200
+        assert first.json() == retried.json() == quoted.json()
+        other = send("what is my name?", "key-2")
+        assert other.json()["turn"] == 2
+        assert other.json()["reply"]["content"] == "Your name is Ada."
+        reused = send("something else", "key-1")
+        assert reused.status_code == 422
+        assert reused.json()["code"] == "idempotency_key_reused"
+        stored = client.get(f"/v1/sessions/{session_id}").json()
+    assert stored["turns"] == 2
+    assert [m["content"] for m in stored["messages"][::2]] == ["my name is Ada", "what is my name?"]
+
+
+def test_a_double_submit_is_not_an_error(api: AppProcess, busy_cores: None) -> None:
+    """The same message sent several times at once with one key (a UI's double click, a
+    client retrying before the first answer): all 200 with the same reply, stored once."""
+    with api.client() as client:
+        session_id = new_session(client)
+    start = threading.Barrier(4)
+
+    def send(_: int) -> httpx.Response:
+        with api.client(timeout=60, headers={"Idempotency-Key": "double-1"}) as c:
+            start.wait()
+            return say(c, session_id, "hello once")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(send, range(4)))
+    assert [r.status_code for r in responses] == [200] * 4
+    assert len({json.dumps(r.json(), sort_keys=True) for r in responses}) == 1
+    with api.client() as client:
+        assert client.get(f"/v1/sessions/{session_id}").json()["turns"] == 1
+
+
+def test_a_malformed_idempotency_key_is_refused_by_name(api: AppProcess) -> None:
+    with api.client() as client:
+        session_id = new_session(client)
+        for key in [b"", b"x" * 256, "café".encode(), b"a b"]:
+            response = client.post(
+                f"/v1/sessions/{session_id}/messages",
+                json={"content": "hi"},
+                headers=[(b"Idempotency-Key", key)],
+            )
+            assert response.status_code == 422, (key, response.text)
+            assert ["header", "Idempotency-Key"] in [d["loc"] for d in response.json()["details"]]
+        assert client.get(f"/v1/sessions/{session_id}").json()["turns"] == 0
 
 
 @pytest.mark.parametrize(

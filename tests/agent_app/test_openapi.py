@@ -9,10 +9,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.parameters import ParameterLocation
 
 from agent_app.openapi import OPENAPI_FILE, render
 from tests.agent_app.servers import API_KEY, AppProcess
@@ -49,20 +51,22 @@ def session_id(api: AppProcess) -> str:
     derandomize=True,
 )
 def test_fuzz_finds_no_server_error(case: schemathesis.Case, api: AppProcess, session_id: str) -> None:
-    if (
-        "session_id" in (case.path_parameters or {})
-        and case.path_parameters
-        and len(case.path_parameters["session_id"]) % 2
-    ):
-        case.path_parameters["session_id"] = session_id  # half the cases reach a real session
+    """Positive and negative cases: no 5xx, nothing outside the document, and every request
+    the document refuses is refused (strict types at the boundary)."""
+    # What this test overwrites is no longer what was generated, so a negative value there
+    # says nothing about the app: the bearer header always, the session id in half the cases.
+    overwritten = [ParameterLocation.HEADER]
+    path = case.path_parameters or {}
+    if "session_id" in path and len(path["session_id"]) % 2:
+        path["session_id"] = session_id  # half the cases reach a real session
+        overwritten.append(ParameterLocation.PATH)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance]
+    checks.append(response_schema_conformance)
+    if case.meta is None or not any(case.meta.is_negative_at(where) for where in overwritten):
+        checks.append(negative_data_rejection)
     case.call_and_validate(
         base_url=api.url,
         headers={"Authorization": f"Bearer {API_KEY}"},
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
+        checks=checks,
         timeout=10,
     )

@@ -15,7 +15,10 @@ What is and is not reproduced: ``docs/lab-pubsub.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import grpc
 
 from skyfleet.lab.pubsub.config import PubSubConfig, config_from_plan, load_config, parse_config
 from skyfleet.lab.pubsub.engine import Engine, ServiceError
@@ -34,8 +37,14 @@ __all__ = [
 ]
 
 
-def build(config: PubSubConfig, *, data_dir: Path | None = None) -> Server:
-    """A server for ``config`` with its state recovered from the data folder (not started)."""
+def build(
+    config: PubSubConfig,
+    *,
+    data_dir: Path | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> Server:
+    """A server for ``config`` with its state recovered from the data folder (not started);
+    ``interceptors`` run before every call (fault injection, tracing)."""
     data_dir = data_dir or config.data_dir
     topics, subscriptions = config.resources()
     engine = Engine(
@@ -48,4 +57,10 @@ def build(config: PubSubConfig, *, data_dir: Path | None = None) -> Server:
     engine.declare(topics, subscriptions)
     engine.recover()
     callers = {c.member: c.port for c in config.iam.callers} if config.iam else None
-    return Server(engine, host=config.listen.host, port=config.listen.port, callers=callers)
+    return Server(
+        engine,
+        host=config.listen.host,
+        port=config.listen.port,
+        callers=callers,
+        interceptors=interceptors,
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -171,7 +171,13 @@ class Server:
     """The engine behind one gRPC server per listener, plus the housekeeping thread."""
 
     def __init__(
-        self, engine: Engine, *, host: str, port: int, callers: dict[str, int] | None = None
+        self,
+        engine: Engine,
+        *,
+        host: str,
+        port: int,
+        callers: dict[str, int] | None = None,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
     ) -> None:
         self.engine = engine
         self.host = host
@@ -183,6 +189,7 @@ class Server:
             server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=WORKERS_PER_LISTENER, thread_name_prefix="pubsub"),
                 maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                interceptors=interceptors,
             )
             server.add_generic_rpc_handlers(Services(engine, member).handlers())
             bound = server.add_insecure_port(f"{host}:{wanted}")
