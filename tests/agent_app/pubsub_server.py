@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -55,11 +55,13 @@ class _Stall(grpc.ServerInterceptor):
 
 
 class PubSubServer:
-    def __init__(self, project: str = "skyfleet-test") -> None:
+    def __init__(
+        self, project: str = "skyfleet-test", interceptors: Sequence[grpc.ServerInterceptor] = ()
+    ) -> None:
         self._stall = _Stall()
         self._server: Server = build(
             parse_config({"listen": {"host": "127.0.0.1", "port": 0}, "project": project}),
-            interceptors=[self._stall],
+            interceptors=[*interceptors, self._stall],
         )
 
     @property

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from agent_app.contract import NatsQueue, PubSubQueue, SqsQueue
@@ -431,40 +432,53 @@ def test_secrets_manager_get_secret_value_is_what_ecs_needs() -> None:
 PROJECT = "perm-project"
 
 
-class RecordingPubSubServer(PubSubServer):
-    """The gRPC test server, noting (phase, RPC, resource) for every call it answers."""
+class _Recorder(grpc.ServerInterceptor):
+    """Notes (phase, RPC, resource) for every call the server answers."""
 
     def __init__(self) -> None:
         self.phase = "setup"
         self.calls: list[tuple[str, str, str]] = []
-        super().__init__()
 
-    def _note(self, rpc: str, resource: str) -> None:
-        self.calls.append((self.phase, rpc, resource))
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, rpc = str(handler_call_details.method).strip("/").split("/")
+        name = f"{service.rsplit('.', 1)[-1]}.{rpc}"
+        inner = handler.unary_unary
 
-    def get_topic(self, request: Any, context: Any) -> Any:
-        self._note("Publisher.GetTopic", request.topic)
-        return super().get_topic(request, context)
+        def noted(request: Any, context: Any) -> Any:
+            resource = getattr(request, "subscription", "") or getattr(request, "topic", "")
+            if name.endswith((".CreateTopic", ".CreateSubscription")):
+                resource = request.name
+            self.calls.append((self.phase, name, resource))
+            return inner(request, context)
 
-    def publish(self, request: Any, context: Any) -> Any:
-        self._note("Publisher.Publish", request.topic)
-        return super().publish(request, context)
+        return grpc.unary_unary_rpc_method_handler(
+            noted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
-    def get_subscription(self, request: Any, context: Any) -> Any:
-        self._note("Subscriber.GetSubscription", request.subscription)
-        return super().get_subscription(request, context)
 
-    def pull(self, request: Any, context: Any) -> Any:
-        self._note("Subscriber.Pull", request.subscription)
-        return super().pull(request, context)
+class RecordingPubSubServer(PubSubServer):
+    """The lab's Pub/Sub server with every call noted under the phase the test is in."""
 
-    def acknowledge(self, request: Any, context: Any) -> Any:
-        self._note("Subscriber.Acknowledge", request.subscription)
-        return super().acknowledge(request, context)
+    def __init__(self) -> None:
+        self._recorder = _Recorder()
+        super().__init__(interceptors=[self._recorder])
 
-    def modify_ack_deadline(self, request: Any, context: Any) -> Any:
-        self._note("Subscriber.ModifyAckDeadline", request.subscription)
-        return super().modify_ack_deadline(request, context)
+    @property
+    def phase(self) -> str:
+        return self._recorder.phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        self._recorder.phase = value
+
+    @property
+    def calls(self) -> list[tuple[str, str, str]]:
+        return self._recorder.calls
 
 
 @pytest.fixture
