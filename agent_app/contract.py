@@ -34,6 +34,9 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # The app's log levels; platforms set the default.
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "INFO"
+# Seconds a process may still need after its shutdown grace: its watchdog ends it at the
+# deadline, then the interpreter exits. A platform's SIGKILL must come at least this much later.
+SHUTDOWN_EXIT_SECONDS = 2
 # Redis key prefix for all data that must survive a site loss (replicated across sites).
 REPLICATED_KEY_PREFIX = "skyfleet:"
 

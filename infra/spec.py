@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from agent_app.contract import PLATFORM_ENV, SECRET_ENV, Env
+from agent_app.contract import PLATFORM_ENV, SECRET_ENV, SHUTDOWN_EXIT_SECONDS, Env
 
 NAMESPACE = "skyfleet"
 
@@ -418,9 +418,25 @@ class SiteStack(_Stack):
     )
     model_api_key: str | None = Field(default=None, repr=False)
 
+    # Seconds the platform waits between SIGTERM and SIGKILL; the app drains within it.
+    stop_grace_seconds: ClassVar[int]
+
+    @property
+    def app_shutdown_grace(self) -> int:
+        """The app's AGENT_SHUTDOWN_GRACE_SECONDS: the platform's wait less the seconds the
+        process needs to exit after its own deadline (its watchdog, then the interpreter)."""
+        return self.stop_grace_seconds - SHUTDOWN_EXIT_SECONDS
+
     @model_validator(mode="after")
     def _site_rules(self) -> SiteStack:
         problems: list[str] = []
+        grace = self.app.env.get(Env.SHUTDOWN_GRACE_SECONDS.value, "")
+        if grace.strip().isdigit() and int(grace) > self.app_shutdown_grace:
+            problems.append(
+                f"app.env.{Env.SHUTDOWN_GRACE_SECONDS.value} is {grace}; the {self.target.value} "
+                f"platform kills the process {self.stop_grace_seconds} s after SIGTERM, so at "
+                f"most {self.app_shutdown_grace}"
+            )
         if self.environment is Environment.PROD:
             if self.app.replicas.min < 2:
                 problems.append(f"app.replicas.min is {self.app.replicas.min}; prod needs >= 2")
@@ -444,6 +460,8 @@ class AwsStack(SiteStack):
     """ECS Fargate behind an ALB, ElastiCache, SQS, Secrets Manager, in its own VPC."""
 
     target: Literal[Target.AWS]  # pyright: ignore[reportIncompatibleVariableOverride]
+    # The task definition's stopTimeout (Fargate allows up to 120).
+    stop_grace_seconds: ClassVar[int] = 30
     region: str = Field(description="the aws region, e.g. eu-west-1")
     account_id: str = Field(
         pattern=r"^[0-9]{12}$",
@@ -464,6 +482,8 @@ class GcpStack(SiteStack):
     """Cloud Run behind a global HTTPS load balancer, Memorystore, Pub/Sub, Secret Manager."""
 
     target: Literal[Target.GCP]  # pyright: ignore[reportIncompatibleVariableOverride]
+    # Cloud Run's container contract: SIGKILL 10 s after SIGTERM, not settable.
+    stop_grace_seconds: ClassVar[int] = 10
     region: str = Field(description="the gcp region, e.g. europe-west1")
     project: str = Field(description="the GCP project id")
     cloud_armor: bool = Field(default=False, description="attach a Cloud Armor policy")
@@ -478,6 +498,8 @@ class OnpremStack(SiteStack):
     """A Kubernetes cluster of your own: Deployments, Redis with Sentinel, NATS JetStream."""
 
     target: Literal[Target.ONPREM]  # pyright: ignore[reportIncompatibleVariableOverride]
+    # The pods' terminationGracePeriodSeconds.
+    stop_grace_seconds: ClassVar[int] = 45
     cluster: ClusterSpec = Field(description="a cluster section (at least cluster.context)")
 
 

@@ -75,6 +75,8 @@ def workloads(
         Env.PORT.value: str(contract.DEFAULT_PORT),
         # The worker's task lease is the queue's visibility timeout / ack deadline.
         Env.TASK_LEASE_SECONDS.value: str(spec.queue.visibility_timeout_seconds),
+        # The platform's SIGKILL comes after its stop grace; the app finishes before it.
+        Env.SHUTDOWN_GRACE_SECONDS.value: str(spec.app_shutdown_grace),
         **app.env,
         **(extra_env or {}),
     }

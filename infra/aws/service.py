@@ -18,7 +18,7 @@ import pulumi_aws as aws
 from agent_app import contract
 from infra.aws.site import AwsSite, policy_json, service_assume_policy
 from infra.component import Capability
-from infra.spec import Autoscaling
+from infra.spec import Autoscaling, AwsStack
 from infra.workload import Workload
 
 # ECR image references: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@digest]
@@ -256,7 +256,7 @@ class Service(Capability):
             ],
             "dependsOn": [{"containerName": SCRATCH_INIT, "condition": "SUCCESS"}],
             "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-            "stopTimeout": 30,
+            "stopTimeout": AwsStack.stop_grace_seconds,
             "logConfiguration": self._logs(args, workload),
         }
         # Both processes serve their probes and metrics on the contract's port.

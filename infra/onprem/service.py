@@ -20,6 +20,7 @@ from agent_app import contract
 from agent_app.contract import Env
 from infra.component import Capability
 from infra.onprem import kube
+from infra.spec import OnpremStack
 from infra.workload import API_KEYS, Workload
 
 # Where each CA certificate (from the data stores' cert-manager Secrets) is mounted.
@@ -27,9 +28,6 @@ REDIS_CA_DIR = "/etc/skyfleet/tls/redis"
 QUEUE_CA_DIR = "/etc/skyfleet/tls/nats"
 REDIS_CA_FILE = f"{REDIS_CA_DIR}/ca.crt"
 QUEUE_CA_FILE = f"{QUEUE_CA_DIR}/ca.crt"
-
-# The app drains within AGENT_SHUTDOWN_GRACE_SECONDS (default 30); the kubelet waits longer.
-_GRACE_SECONDS = 45
 
 
 @dataclass(frozen=True)
@@ -222,7 +220,7 @@ class Service(Capability):
                         topology_spread_constraints=kube.spread(
                             w.role, args.topology_key, strict_hosts=args.strict_hosts
                         ),
-                        termination_grace_period_seconds=_GRACE_SECONDS,
+                        termination_grace_period_seconds=OnpremStack.stop_grace_seconds,
                         containers=[container],
                         volumes=volumes,
                     ),

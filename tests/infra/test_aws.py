@@ -302,6 +302,13 @@ def test_app_env_points_at_this_sites_cache_and_queue(plan: Plan) -> None:
         assert env[Env.SITE.value] == spec_of(plan.stack)["site"]
 
 
+def test_the_app_ends_its_shutdown_before_ecs_kills_it(plan: Plan) -> None:
+    for c in containers(plan).values():
+        env = {e["name"]: e["value"] for e in c["environment"]}
+        grace = int(env[Env.SHUTDOWN_GRACE_SECONDS.value])
+        assert 0 < grace + contract.SHUTDOWN_EXIT_SECONDS <= c["stopTimeout"]
+
+
 def test_logs_are_retained_and_encrypted_with_a_rotating_key(plan: Plan) -> None:
     key = one(plan, "aws:kms/key:Key")
     assert key.inputs["enableKeyRotation"] is True

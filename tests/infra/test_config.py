@@ -139,3 +139,19 @@ def test_an_agent_variable_the_app_does_not_read_is_refused(temp_project: Callab
     message = str(_config_error(temp_project, text))
     assert "skyfleet:app.env" in message and "AGENT_MODEL_BAKEND: the app reads no such variable" in message
     assert "AGENT_MODEL_BACKEND" in message
+
+
+def test_an_app_grace_longer_than_the_platform_allows_is_refused(
+    temp_project: Callable[[str, str], Path],
+) -> None:
+    """ECS kills a task 30 s after SIGTERM: an app told to drain for 29 s would be killed
+    before its own deadline ends it."""
+    text = _break(
+        GOOD,
+        "      AGENT_MODEL_BACKEND: offline",
+        "      AGENT_MODEL_BACKEND: offline\n      AGENT_SHUTDOWN_GRACE_SECONDS: '29'",
+    )
+    message = str(_config_error(temp_project, text))
+    assert "Pulumi.broken.yaml" in message
+    assert "app.env.AGENT_SHUTDOWN_GRACE_SECONDS is 29" in message and "at most 28" in message
+

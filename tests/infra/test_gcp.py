@@ -425,6 +425,16 @@ def test_app_env_wires_cache_queue_and_secrets(prod: Plan) -> None:
     assert Env.API_KEYS not in api_env
 
 
+# Cloud Run's container runtime contract: SIGKILL 10 s after SIGTERM.
+CLOUD_RUN_SIGKILL_SECONDS = 10
+
+
+def test_the_app_ends_its_shutdown_before_cloud_run_kills_it(prod: Plan) -> None:
+    for role in ("api", "worker"):
+        grace = int(envs(app_container(service(prod, role), role))[Env.SHUTDOWN_GRACE_SECONDS]["value"])
+        assert 0 < grace + contract.SHUTDOWN_EXIT_SECONDS <= CLOUD_RUN_SIGKILL_SECONDS
+
+
 def test_secret_values_are_pulumi_secrets_in_region(prod: Plan) -> None:
     region = config()["skyfleet:region"]
     for secret in of(prod, SECRET):

@@ -241,6 +241,13 @@ def test_app_pods_run_as_the_image_user_with_a_scratch_dir(plan: Plan) -> None:
         assert sa["automountServiceAccountToken"] is False
 
 
+def test_the_app_ends_its_shutdown_before_the_kubelet_kills_it(plan: Plan) -> None:
+    for role in ("api", "worker"):
+        pod = one(plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]
+        grace = int(env_of(pod["containers"][0])[Env.SHUTDOWN_GRACE_SECONDS]["value"])
+        assert 0 < grace + contract.SHUTDOWN_EXIT_SECONDS <= pod["terminationGracePeriodSeconds"]
+
+
 def test_app_env_follows_the_contract_and_secrets_come_from_secret_refs(plan: Plan) -> None:
     for role, command in (("api", contract.API_COMMAND), ("worker", contract.WORKER_COMMAND)):
         (c,) = one(plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]["containers"]
