@@ -44,7 +44,10 @@ class FrontDoor:
     """Where clients send requests, and how they find and trust it."""
 
     url: str
-    api_key: str
+    # The clients' API keys. A deployed site rate-limits each key, so a drill's load comes from
+    # many clients, each session with its own key, as real traffic does; one key would measure
+    # the rate limiter.
+    api_keys: tuple[str, ...]
     # The lab's DNS server and the network its answers must stay in (None: a loopback URL).
     dns: tuple[str, int] | None = None
     network: str | None = None
@@ -53,7 +56,7 @@ class FrontDoor:
     def as_dict(self) -> dict[str, Any]:
         return {
             "url": self.url,
-            "api_key": self.api_key,
+            "api_keys": list(self.api_keys),
             "dns": list(self.dns) if self.dns else None,
             "network": self.network,
             "ca_file": self.ca_file,
@@ -64,13 +67,23 @@ class FrontDoor:
         dns = data.get("dns")
         return cls(
             url=str(data["url"]),
-            api_key=str(data["api_key"]),
+            api_keys=tuple(str(k) for k in data["api_keys"]),
             dns=(str(dns[0]), int(dns[1])) if dns else None,
             network=data.get("network"),
             ca_file=data.get("ca_file"),
         )
 
+    @property
+    def api_key(self) -> str:
+        return self.api_keys[0]
+
+    def auth(self, client: int) -> dict[str, str]:
+        """The Authorization header of client number ``client`` (any integer)."""
+        return {"Authorization": f"Bearer {self.api_keys[client % len(self.api_keys)]}"}
+
     def check(self) -> None:
+        if not self.api_keys or not all(self.api_keys):
+            raise LoadTargetError(f"{self.url}: no client API key (SKYFLEET_API_KEY: comma-separated keys)")
         if self.dns is None:
             ensure_loopback(self.url)
         elif self.network is None:

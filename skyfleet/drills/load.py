@@ -228,13 +228,15 @@ class Generator:
         self._random = random.Random(seed)
         self._turn_counter = 0
         self._busy: set[str] = set()
+        # Each session belongs to one client (API key); sessions are handed out in turn.
+        self._clients: dict[str, int] = {}
+        self._sessions_opened = 0
         self._kinds = ["session", "message", "task", "poll"]
         mix = spec.mix
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
 
     def _client(self) -> httpx.AsyncClient:
         return self.door.async_client(
-            headers={"Authorization": f"Bearer {self.door.api_key}"},
             timeout=self.spec.request_timeout_seconds,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
@@ -297,7 +299,10 @@ class Generator:
         self, client: httpx.AsyncClient, scheduled: float, kind: str, session_id: str | None
     ) -> None:
         task_id = marker = None
+        client_number = self._clients.get(session_id or "", 0)
         if kind == "session":
+            self._sessions_opened += 1
+            client_number = self._sessions_opened
             method, path, body = "POST", "/v1/sessions", {}
         elif kind == "message":
             self._turn_counter += 1
@@ -309,6 +314,7 @@ class Generator:
         else:
             pending = [t for t in self.state.tasks.values() if t.final is None]
             task_id = self._random.choice(pending).task_id
+            client_number = self._clients.get(self.state.tasks[task_id].session_id or "", 0)
             method, path, body = "GET", f"/v1/tasks/{task_id}", None
         sent = time.time()
         started = time.perf_counter()
@@ -318,7 +324,9 @@ class Generator:
         try:
             # One deadline for the whole exchange (httpx's timeout applies per operation).
             async with asyncio.timeout(self.spec.request_timeout_seconds):
-                response = await client.request(method, path, json=body)
+                response = await client.request(
+                    method, path, json=body, headers=self.door.auth(client_number)
+                )
             status = response.status_code
             site = response.headers.get(SITE_HEADER)
             instance = response.headers.get(INSTANCE_HEADER)
@@ -334,6 +342,8 @@ class Generator:
         ok = status is not None and 200 <= status < 300
         if ok and kind == "session":
             session_id = _ids(payload, "id", "session_id")
+            if session_id:
+                self._clients[session_id] = client_number
         elif ok and kind == "task":
             task_id = _ids(payload, "task_id", "id")
         task = None

@@ -22,13 +22,15 @@ from skyfleet.drills.records import LoadRecording
 _RETRYABLE = {429, 500, 502, 503, 504}
 
 
-async def _get(client: httpx.AsyncClient, path: str, deadline: float) -> httpx.Response | None:
+async def _get(
+    client: httpx.AsyncClient, path: str, deadline: float, headers: dict[str, str]
+) -> httpx.Response | None:
     """GET with retries on transient answers until the deadline; None if it never answered."""
     delay = 0.1
     last: httpx.Response | None = None
     while True:
         try:
-            last = await client.get(path)
+            last = await client.get(path, headers=headers)
             if last.status_code not in _RETRYABLE:
                 return last
         except httpx.HTTPError:
@@ -54,14 +56,12 @@ async def read_back(
     turns_by_session: dict[str, list] = {}
     for turn in recording.turns:
         turns_by_session.setdefault(turn.session_id, []).append(turn)
-    async with door.async_client(
-        headers={"Authorization": f"Bearer {door.api_key}"},
-        timeout=request_timeout,
-    ) as client:
+    # Reads are spread over the clients' keys, as the load's were: each key is rate-limited.
+    async with door.async_client(timeout=request_timeout) as client:
 
-        async def one_session(session_id: str) -> None:
+        async def one_session(number: int, session_id: str) -> None:
             async with gate:
-                response = await _get(client, f"/v1/sessions/{session_id}", deadline)
+                response = await _get(client, f"/v1/sessions/{session_id}", deadline, door.auth(number))
             turns = turns_by_session.get(session_id, [])
             check.sessions_checked += 1
             check.turns_checked += len(turns)
@@ -80,15 +80,17 @@ async def read_back(
                 1 for t in missing if fault_at is not None and t.acked_at < fault_at
             )
 
-        await asyncio.gather(*(one_session(s) for s in list(recording.sessions)))
+        await asyncio.gather(*(one_session(n, s) for n, s in enumerate(recording.sessions)))
 
         tasks = list(recording.tasks.values())
         check.tasks_checked = len(tasks)
 
+        numbers = {t: n for n, t in enumerate(recording.tasks)}
+
         async def poll(task_id: str) -> None:
             task = recording.tasks[task_id]
             async with gate:
-                response = await _get(client, f"/v1/tasks/{task_id}", deadline)
+                response = await _get(client, f"/v1/tasks/{task_id}", deadline, door.auth(numbers[task_id]))
             if response is not None and response.status_code == 200:
                 task.observe(response.json())
 

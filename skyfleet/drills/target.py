@@ -47,14 +47,14 @@ class LabTarget:
 
     def front_door(self) -> FrontDoor | None:
         """The edge's global name, resolved through the lab's DNS (None: a lab without edge)."""
-        from skyfleet.lab.state import read_api_key
+        from skyfleet.lab.state import read_api_keys
 
         state = self._state()
         if state.edge is None:
             return None
         return FrontDoor(
             url=f"https://{state.edge.fqdn}",
-            api_key=read_api_key(self.state_dir),
+            api_keys=tuple(read_api_keys(self.state_dir)),
             dns=(state.edge.dns_address, state.edge.dns_port),
             network=state.fabric.subnet,
             ca_file=state.public_ca_file,
@@ -153,7 +153,7 @@ class StackTarget:
     stack: str
     source: OutputsSource = field(default_factory=OutputsSource)
     load_url: str | None = None  # a loopback tunnel to the stack's front door, if any
-    api_key: str | None = None
+    api_key: str | None = None  # one key, or several comma-separated (one per client)
     kind: str = "stack"
 
     @property
@@ -186,7 +186,8 @@ class StackTarget:
     def front_door(self) -> FrontDoor | None:
         if self.load_url is None:
             return None
-        return FrontDoor(self.load_url, self.api_key or os.environ.get("SKYFLEET_API_KEY", ""))
+        keys = self.api_key or os.environ.get("SKYFLEET_API_KEY", "")
+        return FrontDoor(self.load_url, tuple(k.strip() for k in keys.split(",") if k.strip()))
 
     def describe(self) -> dict[str, Any]:
         out = self.outputs

@@ -11,6 +11,8 @@ names but the lab does not run has no such name: its checks fail, as for a site 
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,42 @@ def start(state: LabState) -> None:
         dns.wait_ready(Path(state.edge.events_file), rec.pid, timeout=30, alive=lambda: procs.is_running(rec))
     except TimeoutError as exc:
         raise LabError(f"the edge's DNS server did not start: {exc}") from None
+
+
+def check_global_name(state: LabState, *, timeout: float = 30.0) -> None:
+    """Every site the edge may route the global name to serves a certificate that a client
+    verifying that name accepts. Route 53's HTTPS health checks do not verify certificates, so
+    such a site would be routed to and fail every client: the lab refuses to come up instead.
+    """
+    assert state.edge is not None
+    fqdn = state.edge.fqdn.rstrip(".")
+    context = ssl.create_default_context(cafile=state.public_ca_file)
+    problems: list[str] = []
+    for name in sorted(set(state.edge.health_checks) & set(state.sites)):
+        site = state.sites[name]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with (
+                    socket.create_connection((site.lb_address, 443), timeout=5) as raw,
+                    context.wrap_socket(raw, server_hostname=fqdn),
+                ):
+                    break
+            except ssl.SSLCertVerificationError as exc:
+                problems.append(
+                    f"{site.stack}: its load balancer's certificate ({site.lb_certificate}) covers "
+                    f"{site.lb_names}, not the global name {fqdn} that {state.edge.stack} routes "
+                    f"to it; clients would fail to verify it ({exc.verify_message})"
+                )
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    where = f"{site.lb_address}:443"
+                    problems.append(f"{site.stack}: its load balancer {where} does not answer: {exc}")
+                    break
+                time.sleep(0.2)
+    if problems:
+        raise LabError("the global name would fail clients:\n  " + "\n  ".join(problems))
 
 
 def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:

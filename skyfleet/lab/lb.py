@@ -52,6 +52,7 @@ class LoadBalancerSpec:
     site: str
     kind: Literal["alb", "google", "ingress"]
     names: list[str]  # the names its certificate covers
+    certificate: str  # the plan resource those names come from, for error messages
     issuer: str  # the CA that signs it: "public" or a cert-manager issuer name
     hosts: list[str] | None  # host rules (Ingress); None routes any host
     check: Check

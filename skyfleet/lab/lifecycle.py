@@ -103,8 +103,18 @@ def plans(config: LabConfig, say: Callable[[str], None] = lambda _: None) -> tup
     return sites, edge_plan
 
 
-def up(config: LabConfig, *, console: Console | None = None) -> LabState:
-    """Build the twin of ``config``'s stacks and start it; return its state once it serves."""
+def up(
+    config: LabConfig,
+    *,
+    console: Console | None = None,
+    planned: tuple[list[Any], Any] | None = None,
+) -> LabState:
+    """Build the twin of ``config``'s stacks and start it; return its state once it serves.
+
+    ``planned`` gives the site plans and the edge plan (or None) to build from instead of
+    planning ``config``'s stacks: plans made elsewhere, or a plan with a defect planted on
+    purpose to see what the twin makes of it.
+    """
     root = config.state_path
     _refuse_running(root)
     if not is_root():
@@ -123,7 +133,7 @@ def up(config: LabConfig, *, console: Console | None = None) -> LabState:
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     with _progress(console) as step:
-        sites, edge_plan = plans(config, step)
+        sites, edge_plan = planned if planned is not None else plans(config, step)
         step("building the sites from their plans")
         built = twin.build(
             sites,
@@ -142,6 +152,7 @@ def up(config: LabConfig, *, console: Console | None = None) -> LabState:
             if state.edge is not None:
                 step(f"starting the edge: {state.edge.fqdn} ({state.edge.routing})")
                 edge.start(state)
+                edge.check_global_name(state)
         except BaseException:
             state.phase = "failed"
             save_state(state)

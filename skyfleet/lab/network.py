@@ -164,8 +164,8 @@ def set_packet_loss(site: SiteLink, loss_percent: float, *, table: str = LOSS_TA
         f"table bridge {table} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority -300; policy accept;\n"
-        f'    iifname "{site.uplink_site}" {cond}counter comment "in" drop\n'
-        f'    oifname "{site.uplink_site}" {cond}counter comment "out" drop\n'
+        f'    iifname "{site.uplink_site}" {cond}counter drop comment "in"\n'
+        f'    oifname "{site.uplink_site}" {cond}counter drop comment "out"\n'
         "  }\n"
         "}\n"
     )

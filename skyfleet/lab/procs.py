@@ -68,6 +68,8 @@ class ProcessRecord(BaseModel):
     # The twin: the pod (site/pod) it belongs to, and its container or service name there.
     pod: str | None = None
     container: str | None = None
+    # Where it comes from in the plans ("<stack>: <type> '<name>', container '<c>'"), for errors.
+    origin: str | None = None
     # Runs to completion before its pod's other containers start (an init container).
     init: bool = False
     # The probe that says the container is ready (skyfleet.lab.model.Probe as a dict), and the

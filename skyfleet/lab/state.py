@@ -38,6 +38,7 @@ class SiteState(BaseModel):
     site: str
     lb_address: str
     lb_names: list[str]
+    lb_certificate: str = ""  # the plan resource its certificate's names come from
     hosts_file: str
     # Managed endpoint names that follow a failover: name -> the cache service they belong to.
     endpoints: dict[str, str] = Field(default_factory=dict)
@@ -169,7 +170,12 @@ def updating(state_dir: str | Path) -> Iterator[LabState]:
             save_state(state)  # pids started before a failure must be recorded too
 
 
-def read_api_key(state_dir: str | Path) -> str:
-    """The lab's client API key (for ``Authorization: Bearer``)."""
+def read_api_keys(state_dir: str | Path) -> list[str]:
+    """The lab's clients' API keys (for ``Authorization: Bearer``), one per client."""
     state = load_state(state_dir)
-    return Path(state.api_key_file).read_text(encoding="utf-8").split()[0]
+    return Path(state.api_key_file).read_text(encoding="utf-8").split()
+
+
+def read_api_key(state_dir: str | Path) -> str:
+    """The first client's API key."""
+    return read_api_keys(state_dir)[0]

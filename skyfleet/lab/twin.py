@@ -68,7 +68,7 @@ def build(
     public = CertificateAuthority("skyfleet lab public roots (stands in for the web PKI)")
     secrets_dir = state_dir / "secrets"
     _write_secret_file(secrets_dir / "public-ca.pem", public.pem, 0o644)
-    _write_secret_file(secrets_dir / "api-key", values.api_key + "\n")
+    _write_secret_file(secrets_dir / "api-key", "".join(f"{k}\n" for k in values.api_keys))
     hosts_dir = state_dir / "names"
 
     def hosts_file(site: str) -> Path:
@@ -125,6 +125,7 @@ def build(
             site=site.site,
             lb_address=addresses["lb"],
             lb_names=site.lb.names if site.lb else [],
+            lb_certificate=site.lb.certificate if site.lb else "",
             hosts_file=str(hosts_file(site.site)),
             endpoints={e.name: e.service for e in site.endpoints},
         )
@@ -198,6 +199,7 @@ def build(
                             ports={"http": run.container.ports[0]} if run.container.ports else {},
                             pod=pod.key,
                             container=run.container.name,
+                            origin=f"{site.stack}: {_resource(spec.resource)}, container {c.name!r}",
                             init=run.container.init,
                             probe=asdict(probe) if probe else None,
                             # Stateful pods (caches, brokers) come up before the pods using them.
@@ -274,16 +276,28 @@ def wait_for(
         while pending:
             for rec in pending:
                 if not procs.is_running(rec):
-                    raise LabError(f"{rec.name} exited while starting ({what}); its log:\n{_tail(rec)}")
+                    raise LabError(f"{_who(rec)} exited while starting ({what}); its log:\n{_tail(rec)}")
             results = list(pool.map(check, pending))
             pending = [r for r, ok in zip(pending, results, strict=True) if not ok]
             if pending and time.monotonic() > deadline:
                 raise LabError(
                     f"not {what} after {timeout:.0f} s: {', '.join(r.name for r in pending)}; "
-                    f"log of {pending[0].name}:\n{_tail(pending[0])}"
+                    f"log of {_who(pending[0])}:\n{_tail(pending[0])}"
                 )
             if pending:
                 time.sleep(0.1)
+
+
+def _resource(urn: str) -> str:
+    """``<type> '<name>'`` of a URN (urn:pulumi:<stack>::<project>::<parent$...$type>::<name>)."""
+    parts = urn.split("::")
+    if len(parts) < 4:
+        return urn
+    return f"{parts[2].rsplit('$', 1)[-1]} {parts[3]!r}"
+
+
+def _who(rec: ProcessRecord) -> str:
+    return f"{rec.name} ({rec.origin})" if rec.origin else rec.name
 
 
 def _tail(rec: ProcessRecord, lines: int = 20) -> str:
@@ -312,7 +326,7 @@ def _run_to_completion(state: LabState, rec: ProcessRecord, timeout: float) -> i
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
             ).returncode
         except subprocess.TimeoutExpired:
-            raise LabError(f"{rec.name} (an init container) did not finish within {timeout:.0f} s") from None
+            raise LabError(f"{_who(rec)} (an init container) did not finish within {timeout:.0f} s") from None
 
 
 def container_ready(rec: ProcessRecord) -> bool:
@@ -340,7 +354,7 @@ def _start_pods(
             codes = list(pool.map(lambda r: _run_to_completion(state, r, 60), inits))
         for rec, code in zip(inits, codes, strict=True):
             if code != 0:
-                raise LabError(f"{rec.name}: the init container exited with code {code}:\n{_tail(rec)}")
+                raise LabError(f"{_who(rec)}: the init container exited with code {code}:\n{_tail(rec)}")
     mains = [r for r in containers if not r.init]
     say(f"starting {len(mains)} containers")
     _spawn(state, mains)

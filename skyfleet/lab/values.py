@@ -26,6 +26,9 @@ from pydantic import BaseModel
 # The placeholder the offline plan gives a stack's secret config key (infra.config).
 STACK_SECRET_PREFIX = "offline-plan-secret:"
 API_KEYS_CONFIG = "skyfleet:apiKeys"
+# The lab's clients, one API key each: a site rate-limits per key (app.rateLimitPerMinute), so
+# a drill's load is spread over many clients as real traffic is.
+CLIENTS = 32
 
 
 class Rewrite(BaseModel):
@@ -41,13 +44,13 @@ class Rewrite(BaseModel):
 class LabValues:
     """Secret values by plan value, and the endpoint rewrites, for one lab."""
 
-    api_key: str
+    api_keys: list[str]
     _secrets: dict[str, str] = field(default_factory=dict)
     rewrites: list[Rewrite] = field(default_factory=list)
 
     @classmethod
     def new(cls) -> LabValues:
-        return cls(api_key=f"sk-lab-{random.token_urlsafe(32)}")
+        return cls(api_keys=[f"sk-lab-{random.token_urlsafe(32)}" for _ in range(CLIENTS)])
 
     def serve(self, plan_value: object, lab_value: str) -> None:
         """A managed service (or the lab's client key set) answers for ``plan_value``."""
@@ -58,8 +61,9 @@ class LabValues:
         key = str(plan_value)
         if key not in self._secrets:
             if key == f"{STACK_SECRET_PREFIX}{API_KEYS_CONFIG}":
-                # Every site's stack secret apiKeys: one client key set for the fleet.
-                self._secrets[key] = self.api_key
+                # Every site's stack secret apiKeys: one client key set for the fleet, in the
+                # stack config's own form (comma-separated).
+                self._secrets[key] = ",".join(self.api_keys)
             else:
                 self._secrets[key] = random.token_hex(20)
         return self._secrets[key]

@@ -35,7 +35,7 @@ def _gone(pid: int) -> bool:
 
 def test_open_loop_every_request_streamed_and_nothing_lost(agent_site: AgentSite) -> None:
     spec = LoadSpec(rate=40, max_seconds=3, warmup_seconds=0, request_timeout_seconds=5)
-    load = LoadProcess(FrontDoor(agent_site.url, agent_site.api_key), spec)
+    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
     load.start()
     assert load.pid is not None and load.pid != os.getpid()
     # The schedule ends at max_seconds: the process ends on its own, without being told.
@@ -59,7 +59,13 @@ def test_open_loop_every_request_streamed_and_nothing_lost(agent_site: AgentSite
     assert m.total_requests == 121 and m.failed_requests == 0
     assert m.send_lag_ms.count == 121 and m.latency_ms.before.p99 is not None
     data = asyncio.run(
-        read_back(agent_site.url, agent_site.api_key, rec, fault_at=None, drain_seconds=20, request_timeout=5)
+        read_back(
+            FrontDoor(agent_site.url, (agent_site.api_key,)),
+            rec,
+            fault_at=None,
+            drain_seconds=20,
+            request_timeout=5,
+        )
     )
     assert data.turns_checked == len(rec.turns) and data.turns_lost == 0 and data.sessions_lost == 0
     assert data.tasks_checked == len(rec.tasks) and data.tasks_lost == 0 and data.tasks_duplicated == 0
@@ -70,7 +76,7 @@ def test_a_stalled_drill_process_does_not_delay_the_load(agent_site: AgentSite) 
     its own process, still sends the requests due meanwhile on schedule."""
     stall = 2.0
     spec = LoadSpec(rate=50, max_seconds=4, warmup_seconds=0, request_timeout_seconds=5)
-    load = LoadProcess(FrontDoor(agent_site.url, agent_site.api_key), spec)
+    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
     load.start()
     time.sleep(1.0)
     stalled_from = time.time()
@@ -92,7 +98,7 @@ def test_a_stalled_drill_process_does_not_delay_the_load(agent_site: AgentSite) 
 def test_failures_are_recorded_by_kind_and_the_schedule_holds(tmp_path: Path) -> None:
     """Nothing listens: every request fails (no response), and still leaves on schedule."""
     spec = LoadSpec(rate=20, max_seconds=1, warmup_seconds=0, request_timeout_seconds=2)
-    load = LoadProcess(FrontDoor(f"http://127.0.0.1:{free_port()}", "key"), spec)
+    load = LoadProcess(FrontDoor(f"http://127.0.0.1:{free_port()}", ("key",)), spec)
     load.start()
     wait_until(lambda: not load.running, timeout=30, what="the load process to end")
     rec = load.stop()
@@ -111,7 +117,7 @@ def test_the_load_process_ends_with_the_drill_process(agent_site: AgentSite) -> 
         "from skyfleet.drills.experiment import LoadSpec\n"
         "from skyfleet.drills.frontdoor import FrontDoor\n"
         "from skyfleet.drills.load import LoadProcess\n"
-        f"door = FrontDoor({agent_site.url!r}, {agent_site.api_key!r})\n"
+        f"door = FrontDoor({agent_site.url!r}, ({agent_site.api_key!r},))\n"
         "load = LoadProcess(door, LoadSpec(rate=5, max_seconds=600))\n"
         "load.start()\n"
         "print(load.pid, flush=True)\n"
@@ -133,6 +139,6 @@ def test_the_load_process_ends_with_the_drill_process(agent_site: AgentSite) -> 
 
 def test_the_load_goes_to_loopback_or_the_labs_own_network_only() -> None:
     with pytest.raises(LoadTargetError, match="only loopback front doors"):
-        LoadProcess(FrontDoor("http://10.0.0.1:8080", "key"), LoadSpec())
+        LoadProcess(FrontDoor("http://10.0.0.1:8080", ("key",)), LoadSpec())
     with pytest.raises(LoadTargetError, match="needs the lab's network"):
-        LoadProcess(FrontDoor("https://api.example.com", "key", dns=("10.0.0.1", 53)), LoadSpec())
+        LoadProcess(FrontDoor("https://api.example.com", ("key",), dns=("10.0.0.1", 53)), LoadSpec())

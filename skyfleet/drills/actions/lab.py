@@ -45,7 +45,7 @@ def _named(site: str) -> str:
     if site == PRIMARY_SITE:
         raise RuntimeError(
             f"no open fault for site {PRIMARY_SITE!r} in this run: the primary has moved since, so "
-            "name the site to restore (e.g. site: aws)"
+            "name the site to restore (e.g. site: aws-prod)"
         )
     return site
 

@@ -189,7 +189,7 @@ class Server:
             server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=WORKERS_PER_LISTENER, thread_name_prefix="pubsub"),
                 maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-                interceptors=interceptors,
+                interceptors=list(interceptors),
             )
             server.add_generic_rpc_handlers(Services(engine, member).handlers())
             bound = server.add_insecure_port(f"{host}:{wanted}")

@@ -165,12 +165,14 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         (c for c in plan.of_type(CERTIFICATE) if str(c.outputs.get("arn")) in (cert_arn, *validated)), None
     )
     if cert is not None:
+        source = f"{cert.type} {cert.name!r}"
         names = [
             str(cert.inputs["domainName"]),
             *(str(n) for n in cert.inputs.get("subjectAlternativeNames") or []),
         ]
     else:
         names = [str(n) for n in plan.outputs.get("hostNames") or []]
+        source = f"certificate {cert_arn} (not in the plan)"
         site.deviations.append(
             f"the HTTPS listener uses certificate {cert_arn}, which is not in the plan: the lab serves "
             f"one for the names the stack says it serves ({names})"
@@ -181,6 +183,7 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         site=site.site,
         kind="alb",
         names=names,
+        certificate=source,
         issuer="public",
         hosts=None,
         check=Check(

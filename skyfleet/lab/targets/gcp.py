@@ -122,21 +122,16 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
     )
 
     # The load balancer: the names of the certificate the HTTPS proxy serves.
-    managed = plan.of_type(CM_CERTIFICATE)
-    if managed:
-        names = [str(d) for c in managed for d in (c.inputs.get("managed") or {}).get("domains") or []]
-    else:
-        names = [
-            str(d)
-            for c in plan.of_type(MANAGED_CERTIFICATE)
-            for d in (c.inputs.get("managed") or {}).get("domains") or []
-        ]
+    certificates = plan.of_type(CM_CERTIFICATE) or plan.of_type(MANAGED_CERTIFICATE)
+    names = [str(d) for c in certificates for d in (c.inputs.get("managed") or {}).get("domains") or []]
+    source = ", ".join(f"{c.type} {c.name!r}" for c in certificates) or "no certificate in the plan"
     api = next(p for p in site.app_pods if p.containers and p.containers[0].ports and p.name.endswith("api"))
     liveness = api.main_containers[0].liveness
     site.lb = LoadBalancerSpec(
         site=site.site,
         kind="google",
         names=names,
+        certificate=source,
         issuer="public",
         hosts=None,
         # Cloud Run sends requests only to started instances and knows at once when one is

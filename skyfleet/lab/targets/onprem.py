@@ -111,6 +111,7 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         site=site.site,
         kind="ingress",
         names=tls_hosts,
+        certificate=f"Ingress {meta.get('name')!r} tls hosts (cert-manager ClusterIssuer {issuer!r})",
         issuer=issuer,
         hosts=rule_hosts,
         check=Check(
