@@ -25,7 +25,7 @@ def _open_policy(s: Subject) -> Iterator[str]:
     try:
         for stmt in statements(policy, "key policy"):
             if is_public_principal(stmt):
-                yield "key policy allows Principal '*' without a condition"
+                yield "key policy allows Principal '*' without a condition on the caller's account or service"
     except DocumentError as exc:
         yield str(exc)
 
@@ -39,6 +39,7 @@ RULES = [
         "Set enable_key_rotation=True.",
         KEY,
         _rotation,
+        checkov=("CKV_AWS_7",),
     ),
     Rule(
         "aws-kms-no-public-principal",
@@ -49,5 +50,6 @@ RULES = [
         "kms:CallerAccount.",
         KEY,
         _open_policy,
+        checkov=("CKV_AWS_33",),
     ),
 ]
