@@ -319,7 +319,7 @@ def _gcp_site() -> list[PlannedResource]:
                     "containers": [
                         {
                             "image": "europe-west1-docker.pkg.dev/p/r/agent" + DIGEST,
-                            "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                            "envs": [{"name": "LOG_LEVEL", "value": "info"}],
                         }
                     ],
                 },
@@ -816,7 +816,11 @@ CASES: list[Case] = [
     Case("k8s-resource-limits", "k8s", "api", setp(f"{C}.resources.limits", {"cpu": "1"}), "no memory limit"),
     Case("k8s-image-pinned", "k8s", "api", setp(f"{C}.image", "agent:latest"), "latest"),
     Case(
-        "k8s-no-service-account-token", "k8s", "api", setp(f"{P}.automountServiceAccountToken", True), "token"
+        "k8s-no-service-account-token",
+        "k8s",
+        "redis",
+        setp(f"{P}.automountServiceAccountToken", True),
+        "token",
     ),
     Case(
         "k8s-no-literal-secrets-in-env",

@@ -228,7 +228,7 @@ def extra() -> list[PlannedResource]:
 
 
 def _env(name: str, value: str) -> Flip:
-    return append("template.containers.0.env", {"name": name, "value": value})
+    return append("template.containers.0.envs", {"name": name, "value": value})
 
 
 # (rule, resource, flip, label)

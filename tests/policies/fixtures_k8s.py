@@ -49,7 +49,7 @@ def extra() -> list[PlannedResource]:
                     "kind": "Role",
                     "name": "api-config-reader",
                 },
-                "subjects": [{"kind": "ServiceAccount", "name": "api", "namespace": "agents"}],
+                "subjects": [{"kind": "ServiceAccount", "name": "config-reader", "namespace": "agents"}],
             },
         ),
     ]

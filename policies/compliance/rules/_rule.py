@@ -310,7 +310,7 @@ class StackView:
 # Small readers shared by the rule modules. They read through the proxy, so unknowns propagate.
 
 
-def get_path(props: Mapping[str, Any] | None, *path: str | int) -> Any:
+def get_path(props: Any, *path: str | int) -> Any:
     """Read a nested value; None when any step is missing."""
     cur: Any = props
     for step in path:

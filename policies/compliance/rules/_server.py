@@ -101,7 +101,8 @@ def install(rules: Sequence[Rule]) -> bool:
             finally:
                 _local.dicts = _local.props = None
 
-    sdk._PolicyAnalyzerServicer = TypeIndexedServicer
-    sdk.json_format = _JsonFormat()
-    sdk.deserialize_properties = _cached(id, deserialize, "props")
+    # setattr: these names are the SDK module's internals, not its exported API.
+    setattr(sdk, "_PolicyAnalyzerServicer", TypeIndexedServicer)  # noqa: B010
+    setattr(sdk, "json_format", _JsonFormat())  # noqa: B010
+    setattr(sdk, "deserialize_properties", _cached(id, deserialize, "props"))  # noqa: B010
     return True

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, num, truthy
 
 LB = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 LISTENER = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
@@ -52,7 +52,7 @@ def _https_only(s: Subject) -> Iterator[str]:
     if not actions or len(redirects) != len(actions):
         kinds = ", ".join(sorted({str(get_path(a, "type")) for a in actions})) or "no action"
         yield (
-            f"plain HTTP listener on port {s.props.get('port')} does {kinds} instead of only "
+            f"plain HTTP listener on port {num(s.props.get('port'))} does {kinds} instead of only "
             "redirecting to HTTPS"
         )
 

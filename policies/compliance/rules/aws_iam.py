@@ -198,23 +198,24 @@ def _oidc_trust(stmt: Statement, federated: str) -> Iterator[str]:
         return
     issuer = federated.split("oidc-provider/", 1)[-1].lower()
     claim = ":aud" if issuer.startswith("cognito-identity.amazonaws.com") else ":sub"
+    # The condition key names the issuer (token.actions.githubusercontent.com:sub); the provider's
+    # ARN may not be known yet, so any issuer's claim key counts.
     values = [
         v
         for op in stmt.condition
         for k in stmt.condition_keys()
-        if k == issuer + claim
+        if k.endswith(claim)
         for v in stmt.condition_value(str(op), k)
     ]
+    who = issuer if "." in issuer else "the OIDC provider"
     if not values:
         yield (
-            f"web-identity trust on {issuer} has no condition on the token's '{claim[1:]}' claim: any "
+            f"web-identity trust on {who} has no condition on the token's '{claim[1:]}' claim: any "
             "workload that can get a token from the issuer may assume the role"
         )
     elif any(v.strip("*") in ("", "repo:", "system:serviceaccount:") for v in values):
-        yield (
-            f"web-identity trust on {issuer} accepts '{claim[1:]}' {', '.join(values)}: that matches "
-            "every workload"
-        )
+        accepted = ", ".join(values)
+        yield f"web-identity trust on {who} accepts '{claim[1:]}' {accepted}: that matches every workload"
 
 
 def _trust(s: Subject) -> Iterator[str]:
@@ -242,15 +243,20 @@ def _trust(s: Subject) -> Iterator[str]:
 # -- users and their credentials ---------------------------------------------------------------
 
 
+def _for_user(s: Subject) -> str:
+    user = s.props.get("user")
+    return f" for IAM user {user!r}" if user else " for an IAM user"
+
+
 def _long_lived(s: Subject) -> Iterator[str]:
     if s.type == "aws:iam/accessKey:AccessKey":
         if str(s.props.get("status") or "Active").lower() != "inactive":
             yield (
-                f"creates a long-lived access key for IAM user {s.props.get('user')!r}; use a role "
-                "(instance/task role, IRSA, or OIDC federation for CI) instead"
+                f"creates a long-lived access key{_for_user(s)}; use a role (instance/task role, IRSA, "
+                "or OIDC federation for CI) instead"
             )
     else:
-        yield f"gives IAM user {s.props.get('user')!r} a console password; use IAM Identity Center (SSO)"
+        yield f"gives{_for_user(s)} a console password; use IAM Identity Center (SSO)"
 
 
 def _user_policy(s: Subject) -> Iterator[str]:
@@ -259,7 +265,7 @@ def _user_policy(s: Subject) -> Iterator[str]:
         if users:
             yield f"attaches a policy directly to user(s) {', '.join(users)}; attach it to a group"
     else:
-        yield f"attaches a policy directly to user {s.props.get('user')!r}; attach it to a group or role"
+        yield f"attaches a policy directly to{_for_user(s).replace(' for', '')}; attach it to a group or role"
 
 
 def _password_policy(s: Subject) -> Iterator[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from pulumi_policy import PolicyResource, Severity
 
 from ._docs import DocumentError, is_public_principal, load_json, statements, wildcard_principal
-from ._rule import Controls, Rule, StackView, Subject, is_false
+from ._rule import Controls, Rule, StackView, Subject, is_false, truthy
 
 QUEUE = ("aws:sqs/queue:Queue",)
 POLICY = ("aws:sqs/queuePolicy:QueuePolicy", "aws:sqs/queue:Queue")
@@ -23,9 +23,12 @@ REDRIVE_ALLOW = ("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy",)
 
 
 def _sse(s: Subject) -> Iterator[str]:
-    # New queues get SSE-SQS unless it is switched off (AWS default since 2022).
-    if is_false(s.props.get("sqsManagedSseEnabled")) and not s.props.get("kmsMasterKeyId"):
+    if s.props.get("kmsMasterKeyId") or truthy(s.props.get("sqsManagedSseEnabled")):
+        return
+    if is_false(s.props.get("sqsManagedSseEnabled")):
         yield "sqsManagedSseEnabled is false and no kmsMasterKeyId is set: messages are stored unencrypted"
+    else:
+        yield "neither sqsManagedSseEnabled nor kmsMasterKeyId is set: say how the queue is encrypted"
 
 
 def _redrive_doc(value: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -102,7 +105,7 @@ RULES = [
         "SQS queues use server-side encryption.",
         Severity.HIGH,
         Controls(nist=("SC-28",), soc2=("CC6.1",), pci=("3.5.1",)),
-        "Leave sqs_managed_sse_enabled on (the default), or set kms_master_key_id to a customer managed key.",
+        "Set sqs_managed_sse_enabled=True, or kms_master_key_id to a customer managed key.",
         QUEUE,
         _sse,
         checkov=("CKV_AWS_27",),

@@ -93,8 +93,17 @@ def _missing(present: Mapping[str, Any], required: list[str]) -> list[str]:
     return missing
 
 
+def _internal_range(s: Subject) -> bool:
+    """A reserved internal range (VPC peering, Private Service Connect): nothing to allocate cost to."""
+    return (
+        s.type == "gcp:compute/globalAddress:GlobalAddress" and norm(s.props.get("addressType")) == "internal"
+    )
+
+
 def _tag_check(props_key: str, provider_key: str, inner: str | None, what: str):
     def check(s: Subject) -> Iterator[str]:
+        if _internal_range(s):
+            return
         own = s.props.get(props_key) if props_key != "metadata" else get_path(s.props, "metadata", "labels")
         present = {**_provider_defaults(s, provider_key, inner), **(own or {})}
         missing = _missing(present, list(s.config.get("requiredTags") or DEFAULT_REQUIRED))

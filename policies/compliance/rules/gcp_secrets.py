@@ -32,8 +32,8 @@ def _containers(s: Subject) -> list[Any]:
     return as_list(get_path(p, "template", "spec", "containers"))
 
 
-def _env_list(container: Any, key: str) -> Iterator[tuple[str, str]]:
-    for env in as_list(get_path(container, key)):
+def _env_list(container: Any) -> Iterator[tuple[str, str]]:
+    for env in as_list(get_path(container, "envs")):
         name = str(get_path(env, "name") or "")
         what = secret_in_variable(name, get_path(env, "value"))
         if what is not None:
@@ -43,9 +43,8 @@ def _env_list(container: Any, key: str) -> Iterator[tuple[str, str]]:
 def _plaintext(s: Subject) -> Iterator[str]:
     p = s.props
     if s.type in RUN_V2 + RUN_V1:
-        key = "env" if s.type in RUN_V2 else "envs"
         for c in _containers(s):
-            for name, what in _env_list(c, key):
+            for name, what in _env_list(c):
                 yield (
                     f"container {get_path(c, 'name') or get_path(c, 'image')!r}: env {name!r} holds {what}; "
                     "use value_source.secret_key_ref (Secret Manager)"

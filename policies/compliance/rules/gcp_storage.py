@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, Severity
+from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
 from ._docs import DocumentError, load_json
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
@@ -81,20 +81,25 @@ def _versioning(s: Subject) -> Iterator[str]:
         yield "versioning is off: overwritten or deleted objects cannot be recovered"
 
 
-def _log_buckets(view: StackView) -> set[str]:
-    return {str(get_path(b.props, "logging", "logBucket")) for b in view.of_type(*BUCKET)}
+def _log_target(view: StackView, bucket: PolicyResource) -> list[PolicyResource]:
+    """The bucket(s) this bucket's access logs go to (by value or by property dependency)."""
+    found = {r.urn: r for r in view.referenced(get_path(bucket.props, "logging", "logBucket"), BUCKET)}
+    found.update(
+        {d.urn: d for d in bucket.property_dependencies.get("logging", []) if d.resource_type in BUCKET}
+    )
+    return list(found.values())
 
 
 def _access_logs(view: StackView) -> Iterator[tuple[str, str | None]]:
-    targets = _log_buckets(view)
-    for b in view.of_type(*BUCKET):
-        target = get_path(b.props, "logging", "logBucket")
-        if view.ids_of(b) & targets and not target:
-            continue  # the log bucket itself
-        if not target:
-            yield f"bucket {b.name!r} has no access logging (logging.logBucket)", b.urn
-        elif str(target) in view.ids_of(b):
+    buckets = view.of_type(*BUCKET)
+    targets = {t.urn: b for b in buckets for t in _log_target(view, b)}
+    for b in buckets:
+        logging = b.props.get("logging")
+        logs_to = _log_target(view, b)
+        if any(t.urn == b.urn for t in logs_to):
             yield f"bucket {b.name!r} logs into itself", b.urn
+        elif not logs_to and not get_path(logging, "logBucket") and b.urn not in targets:
+            yield f"bucket {b.name!r} has no access logging (logging.logBucket)", b.urn
 
 
 _PUBLIC = Controls(cis=("GCP-5.1",), nist=("AC-3", "SC-7"), soc2=("CC6.1",), pci=("1.4.4", "7.2.1"))

@@ -595,22 +595,34 @@ def _prod_replicas(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"{w.name!r} runs {num(replicas)} replica(s) ({source}); prod needs at least 2", w.urn
 
 
+def _api_callers(view: StackView) -> set[str]:
+    """namespace/name of the service accounts a (Cluster)RoleBinding grants API access to."""
+    callers: set[str] = set()
+    for b in view.of_type(*BINDINGS):
+        for subject in as_list(b.props.get("subjects")):
+            if norm(get_path(subject, "kind")) == "serviceaccount":
+                ns = get_path(subject, "namespace") or namespace_of(b)
+                callers.add(f"{ns}/{get_path(subject, 'name')}")
+    return callers
+
+
 def _token(view: StackView) -> Iterator[tuple[str, str | None]]:
     no_token = {
         f"{namespace_of(sa)}/{get_path(sa.props, 'metadata', 'name') or sa.name}"
         for sa in view.of_type(*SERVICE_ACCOUNT)
         if sa.props.get("automountServiceAccountToken") is False
     }
+    callers = _api_callers(view)
     for w in view.of_type(*WORKLOADS):
         spec = pod_spec(w.resource_type, w.props) or {}
         own = spec.get("automountServiceAccountToken")
         account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-        if own is False or (own is None and f"{namespace_of(w)}/{account}" in no_token):
-            continue
+        key = f"{namespace_of(w)}/{account}"
+        if own is False or (own is None and key in no_token) or (account != "default" and key in callers):
+            continue  # no token, or a token its RBAC bindings show it uses
         yield (
-            f"{w.name!r} automounts the token of service account {account!r}; set "
-            "automountServiceAccountToken: "
-            "false on the pod or the ServiceAccount unless it calls the Kubernetes API",
+            f"{w.name!r} automounts the token of service account {account!r}, which no RoleBinding "
+            "grants anything; set automountServiceAccountToken: false on the pod or the ServiceAccount",
             w.urn,
         )
 
@@ -785,12 +797,12 @@ RULES = [
     ),
     Rule(
         "k8s-no-service-account-token",
-        "Pods do not automount a service account token unless they need it (the pod or its ServiceAccount "
-        "turns it off).",
+        "Pods do not automount a service account token unless they call the API (their ServiceAccount is "
+        "bound to a role); otherwise the pod or its ServiceAccount turns it off.",
         Severity.MEDIUM,
         Controls(cis=("K8s-5.1.6",), nist=("AC-6", "IA-5"), soc2=("CC6.1",)),
-        "Set automountServiceAccountToken: false in the pod spec or on its ServiceAccount; exclude pods that "
-        "call the API, with a justification.",
+        "Set automountServiceAccountToken: false in the pod spec or on its ServiceAccount; pods that call "
+        "the API get their own ServiceAccount bound to a least-privilege Role.",
         stack_check=_token,
         checkov=("CKV_K8S_38",),
     ),
