@@ -29,6 +29,7 @@ DYNAMODB = ("aws:dynamodb/table:Table",)
 KINESIS = ("aws:kinesis/stream:Stream",)
 SNAPSHOTS = ("aws:rds/snapshot:Snapshot", "aws:rds/clusterSnapshot:ClusterSnapshot")
 DMS = ("aws:dms/replicationInstance:ReplicationInstance",)
+MQ = ("aws:mq/broker:Broker",)
 PARAMETER_GROUPS = (
     "aws:rds/parameterGroup:ParameterGroup",
     "aws:rds/clusterParameterGroup:ClusterParameterGroup",
@@ -36,7 +37,7 @@ PARAMETER_GROUPS = (
 ELASTICACHE_CLUSTER = ("aws:elasticache/cluster:Cluster",)
 
 ENCRYPTED_TYPES = RDS_INSTANCE + RDS_CLUSTER + DOCDB + NEPTUNE + REDSHIFT + EFS + SEARCH + KINESIS
-PUBLIC_TYPES = RDS_INSTANCE + RDS_CLUSTER_INSTANCE + REDSHIFT + DMS + SNAPSHOTS
+PUBLIC_TYPES = RDS_INSTANCE + RDS_CLUSTER_INSTANCE + REDSHIFT + DMS + MQ + SNAPSHOTS
 BACKUP_TYPES = RDS_INSTANCE + RDS_CLUSTER + DOCDB + NEPTUNE + REDSHIFT + DYNAMODB
 OLD_CAS = ("rds-ca-2015", "rds-ca-2019")
 
@@ -50,6 +51,10 @@ def _encrypted(s: Subject) -> Iterator[str]:
             yield "nodeToNodeEncryption.enabled must be true"
         if not truthy(get_path(p, "domainEndpointOptions", "enforceHttps")):
             yield "domainEndpointOptions.enforceHttps must be true"
+        tls = str(get_path(p, "domainEndpointOptions", "tlsSecurityPolicy") or "Policy-Min-TLS-1-0-2019-07")
+        if "tls-1-2" not in tls.lower():
+            allowed = "Policy-Min-TLS-1-2-2019-07, Policy-Min-TLS-1-2-PFS-2023-10"
+            yield f"tlsSecurityPolicy is {tls}; allowed: {allowed}"
         return
     if s.type in KINESIS:
         if norm(p.get("encryptionType")) != "kms":
@@ -122,7 +127,11 @@ def _backups(s: Subject) -> Iterator[str]:
 
 def _iam_auth(s: Subject) -> Iterator[str]:
     engine = norm(s.props.get("engine"))
-    if engine and not any(k in engine for k in ("mysql", "postgres", "aurora", "mariadb")):
+    if (
+        s.type not in NEPTUNE
+        and engine
+        and not any(k in engine for k in ("mysql", "postgres", "aurora", "mariadb"))
+    ):
         return  # Oracle and SQL Server have no IAM database authentication
     if not truthy(s.props.get("iamDatabaseAuthenticationEnabled")):
         yield "iamDatabaseAuthenticationEnabled is off: database users authenticate with passwords only"
@@ -140,6 +149,12 @@ def _minor_upgrades(s: Subject) -> Iterator[str]:
 
 
 def _logs(s: Subject) -> Iterator[str]:
+    if s.type in SEARCH:
+        kinds = {norm(get_path(o, "logType")) for o in as_list(s.props.get("logPublishingOptions"))}
+        missing = [k for k in ("audit_logs", "es_application_logs") if k not in kinds]
+        if missing:
+            yield f"logPublishingOptions does not publish {', '.join(missing).upper()}"
+        return
     if s.type in REDSHIFT:
         if not truthy(get_path(s.props, "logging", "enable")) and not s.props.get("logging"):
             yield "audit logging is off"
@@ -204,6 +219,7 @@ RULES = [
             "CKV_AWS_43",
             "CKV_AWS_74",
             "CKV_AWS_44",
+            "CKV_AWS_228",
         ),
     ),
     Rule(
@@ -214,7 +230,7 @@ RULES = [
         "Set publicly_accessible=False and place the store in private subnets; keep search domains in a VPC; "
         "share snapshots with named accounts only.",
         stack_check=_public,
-        checkov=("CKV_AWS_17", "CKV_AWS_87", "CKV_AWS_302", "CKV_AWS_391", "CKV_AWS_137"),
+        checkov=("CKV_AWS_17", "CKV_AWS_87", "CKV_AWS_302", "CKV_AWS_391", "CKV_AWS_137", "CKV_AWS_69"),
     ),
     Rule(
         "aws-data-store-backups",
@@ -226,18 +242,18 @@ RULES = [
         BACKUP_TYPES,
         _backups,
         prod_only=True,
-        checkov=("CKV_AWS_133", "CKV_AWS_28", "CKV_AWS_343"),
+        checkov=("CKV_AWS_133", "CKV_AWS_28", "CKV_AWS_343", "CKV_AWS_360", "CKV_AWS_361"),
     ),
     Rule(
         "aws-rds-iam-auth",
-        "RDS and Aurora (MySQL, PostgreSQL) accept IAM database authentication.",
+        "RDS, Aurora (MySQL, PostgreSQL) and Neptune accept IAM database authentication.",
         Severity.LOW,
         Controls(nist=("IA-2", "IA-5"), soc2=("CC6.1",)),
         "Set iam_database_authentication_enabled=True and let workloads connect with IAM tokens.",
-        RDS_INSTANCE + RDS_CLUSTER,
+        RDS_INSTANCE + RDS_CLUSTER + NEPTUNE,
         _iam_auth,
         enforcement=EnforcementLevel.ADVISORY,
-        checkov=("CKV_AWS_161", "CKV_AWS_162"),
+        checkov=("CKV_AWS_161", "CKV_AWS_162", "CKV_AWS_359"),
     ),
     Rule(
         "aws-rds-multi-az",
@@ -264,15 +280,25 @@ RULES = [
     ),
     Rule(
         "aws-db-logs-exported",
-        "Databases export their logs (RDS to CloudWatch, Redshift audit logging).",
+        "Databases export their logs (RDS, DocumentDB and Neptune to CloudWatch, Redshift audit logging, "
+        "OpenSearch audit and application logs).",
         Severity.LOW,
         Controls(nist=("AU-2", "AU-12"), soc2=("CC7.2",), pci=("10.2.1",)),
         "Set enabled_cloudwatch_logs_exports (e.g. ['postgresql'] or ['audit', 'error']); enable "
         "Redshift logging.",
-        RDS_INSTANCE + RDS_CLUSTER + REDSHIFT,
+        RDS_INSTANCE + RDS_CLUSTER + DOCDB + NEPTUNE + REDSHIFT + SEARCH,
         _logs,
         enforcement=EnforcementLevel.ADVISORY,
-        checkov=("CKV_AWS_129", "CKV_AWS_324", "CKV_AWS_325", "CKV_AWS_71"),
+        checkov=(
+            "CKV_AWS_129",
+            "CKV_AWS_324",
+            "CKV_AWS_325",
+            "CKV_AWS_71",
+            "CKV_AWS_85",
+            "CKV_AWS_101",
+            "CKV_AWS_84",
+            "CKV_AWS_317",
+        ),
     ),
     Rule(
         "aws-rds-current-ca",

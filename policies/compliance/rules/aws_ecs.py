@@ -8,11 +8,12 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Severity
 
-from ._docs import DocumentError, container_definitions
+from ._docs import DocumentError, container_definitions, load_json
 from ._rule import Controls, Rule, Subject, as_list, get_path, norm, truthy
 from ._secrets import secret_in_variable
 
 TASK = ("aws:ecs/taskDefinition:TaskDefinition",)
+BATCH = ("aws:batch/jobDefinition:JobDefinition",)
 SERVICE = ("aws:ecs/service:Service",)
 CLUSTER = ("aws:ecs/cluster:Cluster",)
 # Capabilities that give a container control over the host kernel or its network.
@@ -26,7 +27,12 @@ def _per_container(check: Callable[[dict[str, Any]], Iterator[str]]) -> Callable
 
     def run(s: Subject) -> Iterator[str]:
         try:
-            defs = container_definitions(s.props.get("containerDefinitions"))
+            if s.type in BATCH:
+                props = s.props.get("containerProperties")
+                defs = [load_json(props, "containerProperties")] if props else []
+                defs = [d for d in defs if isinstance(d, dict)]
+            else:
+                defs = container_definitions(s.props.get("containerDefinitions"))
         except DocumentError as exc:
             yield str(exc)
             return
@@ -113,13 +119,13 @@ _HARDEN = Controls(cis=("Docker-5.4",), nist=("AC-6", "CM-7"), soc2=("CC6.1",), 
 RULES = [
     Rule(
         "aws-ecs-not-privileged",
-        "ECS containers do not run privileged or add kernel capabilities.",
+        "ECS and Batch containers do not run privileged or add kernel capabilities.",
         Severity.HIGH,
         _HARDEN,
         "Remove privileged=true and linuxParameters.capabilities.add from the container definition.",
-        TASK,
+        TASK + BATCH,
         _per_container(_privileged),
-        checkov=("CKV_AWS_334",),
+        checkov=("CKV_AWS_334", "CKV_AWS_210"),
     ),
     Rule(
         "aws-ecs-readonly-root-filesystem",

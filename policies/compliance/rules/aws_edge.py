@@ -8,11 +8,13 @@ from collections.abc import Iterator
 
 from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, Subject, as_list, get_path, norm, truthy
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 DISTRIBUTION = ("aws:cloudfront/distribution:Distribution",)
 METHOD = ("aws:apigateway/method:Method",)
 ROUTE = ("aws:apigatewayv2/route:Route",)
+ZONE = ("aws:route53/zone:Zone",)
+DNSSEC = ("aws:route53/hostedZoneDnsSec:HostedZoneDnsSec",)
 STAGES = ("aws:apigateway/stage:Stage", "aws:apigatewayv2/stage:Stage")
 # CloudFront security policies older than TLS 1.2.
 OLD_VIEWER_PROTOCOLS = ("sslv3", "tlsv1", "tlsv1_2016", "tlsv1.1_2016")
@@ -82,6 +84,18 @@ def _access_logs(s: Subject) -> Iterator[str]:
         yield "accessLogSettings.destinationArn is not set: requests are not logged"
 
 
+def _dnssec(view: StackView) -> Iterator[tuple[str, str | None]]:
+    signing = view.of_type(*DNSSEC)
+    for zone in view.of_type(*ZONE):
+        if as_list(zone.props.get("vpcs")):
+            continue  # private zones are not resolvable from the internet
+        if not any(zone in view.refers(d, "hostedZoneId", ZONE) for d in signing):
+            yield (
+                f"public hosted zone {zone.name!r} is not DNSSEC-signed (aws.route53.HostedZoneDnsSec)",
+                zone.urn,
+            )
+
+
 RULES = [
     Rule(
         "aws-cloudfront-viewer-https",
@@ -149,5 +163,16 @@ RULES = [
         _access_logs,
         enforcement=EnforcementLevel.ADVISORY,
         checkov=("CKV_AWS_76",),
+    ),
+    Rule(
+        "aws-route53-dnssec",
+        "Public Route 53 hosted zones are signed with DNSSEC.",
+        Severity.LOW,
+        Controls(nist=("SC-20",), soc2=("CC6.6",)),
+        "Add an aws.route53.KeySigningKey (KMS key in us-east-1) and aws.route53.HostedZoneDnsSec for the "
+        "zone.",
+        stack_check=_dnssec,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV2_AWS_38",),
     ),
 ]

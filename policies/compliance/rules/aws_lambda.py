@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, Subject, norm
+from ._rule import Controls, Rule, Subject, as_list, get_path, norm
 
 FUNCTION = ("aws:lambda/function:Function",)
 PERMISSION = ("aws:lambda/permission:Permission",)
@@ -59,6 +59,10 @@ def _function_url(s: Subject) -> Iterator[str]:
     auth = s.props.get("authorizationType")
     if norm(auth) == "none":
         yield "function URL authorizationType is NONE: anyone on the internet may invoke the function"
+    origins = [str(o) for o in as_list(get_path(s.props, "cors", "allowOrigins"))]
+    methods = [str(m) for m in as_list(get_path(s.props, "cors", "allowMethods"))]
+    if "*" in origins and "*" in methods:
+        yield "CORS allows every method from every origin ('*')"
 
 
 def _runtime(s: Subject) -> Iterator[str]:
@@ -81,13 +85,13 @@ RULES = [
     ),
     Rule(
         "aws-lambda-url-auth",
-        "Lambda function URLs require IAM authentication.",
+        "Lambda function URLs require IAM authentication and do not open CORS to every origin and method.",
         Severity.HIGH,
         Controls(nist=("AC-3", "IA-2"), soc2=("CC6.1",), pci=("8.3.1",)),
         "Set authorization_type='AWS_IAM' (put API Gateway with an authorizer in front for public clients).",
         FUNCTION_URL,
         _function_url,
-        checkov=("CKV_AWS_258",),
+        checkov=("CKV_AWS_258", "CKV2_AWS_75"),
     ),
     Rule(
         "aws-lambda-supported-runtime",

@@ -62,7 +62,7 @@ RULES = [
         "aws:PrincipalOrgID conditions.",
         tuple(POLICY_DOCS) + LAYER_PERMISSION,
         _public,
-        checkov=("CKV_AWS_169", "CKV_AWS_32"),
+        checkov=("CKV_AWS_169", "CKV_AWS_32", "CKV_AWS_167"),
     ),
     Rule(
         "aws-sns-encrypted",

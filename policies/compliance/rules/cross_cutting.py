@@ -399,7 +399,7 @@ RULES = [
         DATA_STORES,
         _deletion_protection,
         prod_only=True,
-        checkov=("CKV_AWS_293", "CKV_AWS_139", "CKV_GCP_121"),
+        checkov=("CKV_AWS_293", "CKV_AWS_139", "CKV2_AWS_58", "CKV_GCP_121"),
     ),
     Rule(
         "database-password-strength",

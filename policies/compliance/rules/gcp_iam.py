@@ -189,7 +189,6 @@ RULES = [
             "CKV_GCP_112",
             "CKV2_GCP_6",
             "CKV2_GCP_8",
-            "CKV2_GCP_9",
         ),
     ),
     Rule(

@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A container platform on AWS: an ECR repository, an ECS Fargate service behind private
 subnets, an EKS cluster with a managed node group, and the CI identity that deploys them.
 `hardened` picks the careful settings; the others are planted violations (planted.yaml)."""

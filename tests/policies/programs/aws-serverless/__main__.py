@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A serverless order API: API Gateway (HTTP API) -> Lambda -> DynamoDB, with an SQS work queue
 (dead-lettered through a separate RedrivePolicy), SNS notifications and a Secrets Manager
 secret. `hardened` picks the careful settings; the others are planted violations (planted.yaml)."""

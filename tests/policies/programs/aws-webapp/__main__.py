@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A classic three-tier web app on AWS. The `hardened` config flag picks between the settings a
 careful production engineer would choose and the ones planted as violations (planted.yaml)."""
 

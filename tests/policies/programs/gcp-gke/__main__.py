@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A production GKE cluster: the default node pool removed and replaced by a managed pool,
 Dataplane V2, Workload Identity, a KMS key for secrets encryption, and the CI identity.
 `hardened` picks the careful settings; the others are planted violations (planted.yaml)."""

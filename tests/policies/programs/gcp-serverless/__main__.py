@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """An event pipeline on GCP: a Cloud Run ingest service publishes to Pub/Sub; a Cloud Function
 (2nd gen) consumes, with poison messages parked on a dead-letter topic; results land in
 BigQuery. `hardened` picks the careful settings; the others are planted violations."""

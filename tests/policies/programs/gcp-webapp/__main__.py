@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A web app on Compute Engine: a VPC with a private subnet, a VM behind IAP for SSH, Cloud SQL
 for PostgreSQL on private IP, and a media bucket. `hardened` picks the careful settings; the
 others are planted violations (planted.yaml)."""

@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """Cluster add-ons: a log shipper (DaemonSet reading the nodes' logs), a nightly backup CronJob,
 an operator with its ServiceAccount and RBAC, and a metrics Service. `hardened` picks the
 careful settings; the others are planted violations (planted.yaml)."""

@@ -1,3 +1,5 @@
+# pyright: reportArgumentType=false, reportCallIssue=false
+# (Pulumi args written as dict literals, as programs usually are; pyright cannot infer their TypedDicts.)
 """A web shop on Kubernetes: a storefront Deployment behind an Ingress, Postgres in a
 StatefulSet, settings in a ConfigMap, credentials in a Secret, and network policies. Objects
 without a namespace land in the provider's namespace. `hardened` picks the careful settings; the
