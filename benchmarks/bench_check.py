@@ -200,9 +200,9 @@ def main() -> None:
     ]
     if baseline is not None:
         b, pack_then = _median(baseline.wall), _median(baseline.in_pack)
+        label = args.baseline_label or args.baseline_pack
         rows += [
-            f"| baseline pack {args.baseline_label or args.baseline_pack} ({baseline.rules} rules), same command | "
-            f"{b:.2f} s "
+            f"| baseline pack {label} ({baseline.rules} rules), same command | {b:.2f} s "
             f"(runs: {_runs(baseline.wall)}; exit {baseline.exit}) |",
             f"| of which in the baseline pack | {pack_then:.2f} s (runs: {_runs(baseline.in_pack)}) |",
             f"| gate / baseline (all stacks, wall) | {g / b:.2f}x |",
