@@ -340,6 +340,17 @@ def extra() -> list[PlannedResource]:
             },
         ),
         # -- edge --------------------------------------------------------------------------------
+        res("aws:route53/zone:Zone", "public-zone", {"name": "agents.example.com"}, id_="Z0PUBLIC"),
+        res(
+            "aws:route53/keySigningKey:KeySigningKey",
+            "public-zone-ksk",
+            {"hostedZoneId": "Z0PUBLIC", "keyManagementServiceArn": "arn:fixture:dnssec-key", "name": "ksk"},
+        ),
+        res(
+            "aws:route53/hostedZoneDnsSec:HostedZoneDnsSec",
+            "public-zone-dnssec",
+            {"hostedZoneId": "Z0PUBLIC"},
+        ),
         res(
             "aws:cloudfront/distribution:Distribution",
             "cdn",
@@ -472,6 +483,13 @@ CASES: list[tuple[str, str, Flip, str]] = [
         "deputy",
     ),
     ("aws-lambda-url-auth", "thumbnails-url", setp("authorizationType", "none"), "url none"),
+    (
+        "aws-lambda-url-auth",
+        "thumbnails-url",
+        setp("cors", {"allowOrigins": ["*"], "allowMethods": ["*"]}),
+        "cors",
+    ),
+    ("aws-route53-dnssec", "public-zone-dnssec", setp("hostedZoneId", "Z0OTHER"), "unsigned zone"),
     ("aws-lambda-supported-runtime", "thumbnails", setp("runtime", "python3.7"), "old runtime"),
     ("aws-ecs-non-root-user", "api-task", _task(lambda c: c.update(user="0:0")), "root"),
     ("aws-ecs-no-host-namespaces", "api-task", setp("networkMode", "host"), "host network"),

@@ -125,24 +125,32 @@ def ingresses(view: StackView) -> Iterator[Ingress]:
         yield _vpc_ingress(group, r.urn, r.props)
 
 
+def _any_world(*values: object) -> bool:
+    return any(is_world(c) for v in values for c in as_list(v))
+
+
 def _subject_ingresses(s: Subject) -> Iterator[Ingress]:
+    """The resource's ingress rules from the internet (the CIDRs are read first, so a preview's
+    unknown group ids elsewhere in the rule do not stop the check)."""
     if s.type in SG:
         for rule in as_list(s.props.get("ingress")):
-            yield _inline(None, s.urn, rule)
+            if _any_world(get_path(rule, "cidrBlocks"), get_path(rule, "ipv6CidrBlocks")):
+                yield _inline(None, s.urn, rule)
     elif s.type in SG_RULE:
-        if norm(s.props.get("type")) == "ingress":
+        if norm(s.props.get("type")) == "ingress" and _any_world(
+            s.props.get("cidrBlocks"), s.props.get("ipv6CidrBlocks")
+        ):
             yield _rule_ingress(None, s.urn, s.props)
-    else:
+    elif _any_world(s.props.get("cidrIpv4"), s.props.get("cidrIpv6")):
         yield _vpc_ingress(None, s.urn, s.props)
 
 
 def _public_admin(s: Subject) -> Iterator[str]:
     for ing in _subject_ingresses(s):
-        if ing.world:
-            exposed = ing.admin_ports()
-            if exposed:
-                world = ", ".join(c for c in ing.cidrs if is_world(c))
-                yield f"ingress from {world} opens {', '.join(exposed)}"
+        exposed = ing.admin_ports()
+        if exposed:
+            world = ", ".join(c for c in ing.cidrs if is_world(c))
+            yield f"ingress from {world} opens {', '.join(exposed)}"
 
 
 def _load_balancer_ports(view: StackView) -> dict[str, set[int]]:
