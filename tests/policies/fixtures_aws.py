@@ -278,6 +278,21 @@ def extra() -> list[PlannedResource]:
             },
         ),
         res(
+            "aws:iam/role:Role",
+            "vendor-audit",
+            {
+                "tags": TAGS,
+                "assumeRolePolicy": doc(
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::999988887777:root"},
+                        "Action": "sts:AssumeRole",
+                        "Condition": {"StringEquals": {"sts:ExternalId": "vendor-7f3a"}},
+                    }
+                ),
+            },
+        ),
+        res(
             "aws:iam/accessKey:AccessKey",
             "break-glass-key",
             {"user": "break-glass", "status": "Inactive"},
@@ -552,6 +567,7 @@ CASES: list[tuple[str, str, Flip, str]] = [
     ("aws-s3-no-open-cors", "data-cors", setp("corsRules.1.allowedOrigins", ["*"]), "any origin writes"),
     ("aws-iam-trust-policy-restricted", "deploy", _assume(Condition={}), "any repo"),
     ("aws-iam-trust-policy-restricted", "api-role", _assume(Principal={"AWS": "*"}), "anyone"),
+    ("aws-iam-cross-account-trust-conditions", "vendor-audit", _assume(Condition={}), "no external id"),
     ("aws-iam-no-long-lived-credentials", "break-glass-key", setp("status", "Active"), "active key"),
     ("aws-iam-no-user-attached-policies", "auditors-read", setp("users", ["alice"]), "user"),
     ("aws-iam-password-policy", "password-policy", setp("minimumPasswordLength", 8), "short"),

@@ -19,6 +19,11 @@ def extra() -> list[PlannedResource]:
             {"metadata": _meta("api"), "automountServiceAccountToken": False},
         ),
         res(
+            "kubernetes:core/v1:Secret",
+            "cache-auth",
+            {"metadata": _meta("cache-auth"), "stringData": {"password": "t7Vq2mZx9LpR4wNc8bJ1sKd6"}},
+        ),
+        res(
             "kubernetes:rbac.authorization.k8s.io/v1:Role",
             "api-config-reader",
             {
@@ -90,6 +95,7 @@ CASES: list[tuple[str, str, Flip, str]] = [
         "args",
     ),
     ("k8s-no-secrets-in-configmap", "tasks-dlq-stream", setp("data.NATS_TOKEN", "s3cr3t-t0ken"), "token"),
+    ("database-password-strength", "cache-auth", setp("stringData.password", "Adm1n!2024-Pass"), "secret"),
     ("k8s-service-not-exposed", "api-svc", setp("spec.type", "NodePort"), "node port"),
     (
         "k8s-service-not-exposed",

@@ -289,14 +289,20 @@ def secrets_in_env(env: Mapping[str, Any] | None) -> Iterator[tuple[str, str]]:
             yield str(name), what
 
 
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
+)
+
+
 def weak_password(value: Any) -> str | None:
     """Why a password set in the program is guessable (None when it is not, or not known)."""
     if not isinstance(value, str) or not value or REFERENCE.match(value):
         return None
-    lowered = value.lower()
     if len(value) < 12:
         return f"it is {len(value)} characters long"
+    lowered = value.lower()
+    plain = lowered.translate(_LEET)
     for word in _WEAK_PASSWORDS:
-        if word in lowered:
-            return f"it contains the common word {word!r}"
+        if word in lowered or word in plain:
+            return f"it is built on the common word {word!r}"
     return None

@@ -61,8 +61,8 @@ def _encrypted(s: Subject) -> Iterator[str]:
             yield f"encryptionType is {p.get('encryptionType') or 'NONE'!r}; set 'KMS'"
         return
     if s.type in REDSHIFT:
-        if is_false(p.get("encrypted")):
-            yield "encrypted is false"
+        if not truthy(p.get("encrypted")):
+            yield "encrypted must be true"
         return
     if s.type in EFS:
         if not truthy(p.get("encrypted")):

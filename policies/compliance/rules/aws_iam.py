@@ -9,10 +9,11 @@ Action names are compared case-insensitively and as the patterns IAM evaluates t
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Iterator
 
-from pulumi_policy import Severity
+from pulumi_policy import EnforcementLevel, Severity
 
 from ._docs import DocumentError, Statement, is_public_principal, statements, wildcard_principal
 from ._rule import Controls, Rule, Subject, as_list, get_path, num
@@ -240,6 +241,49 @@ def _trust(s: Subject) -> Iterator[str]:
         yield str(exc)
 
 
+# Conditions that tie a cross-account trust to a known caller (third party, organisation, MFA).
+CROSS_ACCOUNT_KEYS = frozenset(
+    {
+        "sts:externalid",
+        "aws:principalorgid",
+        "aws:principalorgpaths",
+        "aws:principalarn",
+        "aws:multifactorauthpresent",
+        "aws:sourceaccount",
+        "aws:sourcearn",
+    }
+)
+ACCOUNT = re.compile(r"^(?:arn:aws[a-z-]*:iam::)?(\d{12})(?::root)?$")
+
+
+def _own_accounts(s: Subject) -> set[str]:
+    if s.provider is None:
+        return set()
+    allowed = s.provider.props.get("allowedAccountIds")
+    text = allowed if isinstance(allowed, str) else json.dumps(allowed or [])
+    return set(re.findall(r"\d{12}", text))
+
+
+def _cross_account(s: Subject) -> Iterator[str]:
+    doc = s.props.get("assumeRolePolicy")
+    if not doc:
+        return
+    own = _own_accounts(s)
+    try:
+        for stmt in statements(doc, "assumeRolePolicy"):
+            if not stmt.allows or stmt.condition_keys() & CROSS_ACCOUNT_KEYS:
+                continue
+            for principal in stmt.principal_types.get("AWS", ()):
+                match = ACCOUNT.match(principal.strip())
+                if match and match.group(1) not in own:
+                    yield (
+                        f"any identity of account {match.group(1)} may assume the role, with no "
+                        "sts:ExternalId, aws:PrincipalOrgID, aws:PrincipalArn or MFA condition"
+                    )
+    except DocumentError as exc:
+        yield str(exc)
+
+
 # -- users and their credentials ---------------------------------------------------------------
 
 
@@ -382,5 +426,17 @@ RULES = [
             "CKV_AWS_14",
             "CKV_AWS_15",
         ),
+    ),
+    Rule(
+        "aws-iam-cross-account-trust-conditions",
+        "Roles that another account may assume require an external id, an organisation, a named principal "
+        "or MFA.",
+        Severity.MEDIUM,
+        Controls(nist=("AC-3", "IA-8"), soc2=("CC6.1",), pci=("7.2.1",)),
+        "Add Condition {StringEquals: {sts:ExternalId: ...}} for third parties, aws:PrincipalOrgID for your "
+        "organisation, or name the exact role ARN in Principal.",
+        ROLE,
+        _cross_account,
+        enforcement=EnforcementLevel.ADVISORY,
     ),
 ]

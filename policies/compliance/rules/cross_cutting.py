@@ -4,6 +4,8 @@ cache, queue and DLQ; Skyfleet programs only)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,7 +14,7 @@ from pulumi_policy import Severity
 
 from ._docs import DocumentError, load_json
 from ._rule import SKYFLEET, Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
-from ._secrets import weak_password
+from ._secrets import is_credential_name, weak_password
 from .aws_sqs import QUEUE, dead_letter_targets
 from .kubernetes import NAMESPACE, WORKLOADS, containers, pod_spec
 
@@ -253,21 +255,39 @@ PASSWORD_FIELDS = {
     "aws:mq/broker:Broker": ("users",),
     "gcp:sql/user:User": ("password",),
     "gcp:sql/databaseInstance:DatabaseInstance": ("rootPassword",),
+    "kubernetes:core/v1:Secret": ("stringData", "data"),
 }
+
+
+def _secret_entries(s: Subject, key: str) -> list[tuple[str, Any]]:
+    """(where, value) of the credential-named entries of a Kubernetes Secret (data decoded)."""
+    entries = s.props.get(key) or {}
+    out = []
+    for name in entries if hasattr(entries, "keys") else []:
+        if is_credential_name(str(name)):
+            value = entries[name]
+            if key == "data" and isinstance(value, str):
+                try:
+                    value = base64.b64decode(value, validate=True).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError, ValueError):
+                    continue
+            out.append((f"{key}.{name}", value))
+    return out
 
 
 def _weak_passwords(s: Subject) -> Iterator[str]:
     for key in PASSWORD_FIELDS[s.type]:
-        values = (
-            [get_path(u, "password") for u in as_list(s.props.get(key))]
-            if key == "users"
-            else [s.props.get(key)]
-        )
-        for value in values:
+        if s.type == "kubernetes:core/v1:Secret":
+            values = _secret_entries(s, key)
+        elif key == "users":
+            values = [(key, get_path(u, "password")) for u in as_list(s.props.get(key))]
+        else:
+            values = [(key, s.props.get(key))]
+        for where, value in values:
             why = weak_password(value)
             if why is not None:
                 yield (
-                    f"{key} is guessable ({why}); generate it (random.RandomPassword) or let the "
+                    f"{where} is guessable ({why}); generate it (random.RandomPassword) or let the "
                     "service manage it"
                 )
 
@@ -403,7 +423,7 @@ RULES = [
     ),
     Rule(
         "database-password-strength",
-        "Database and cache passwords set by the program are not guessable.",
+        "Passwords the program sets (databases, caches, brokers, Kubernetes Secrets) are not guessable.",
         Severity.HIGH,
         Controls(nist=("IA-5(1)",), soc2=("CC6.1",), pci=("8.3.6",)),
         "Generate the password (random.RandomPassword, stored as a secret) or let the service manage it "

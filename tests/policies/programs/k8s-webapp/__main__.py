@@ -59,7 +59,7 @@ k8s.core.v1.ConfigMap(
 k8s.core.v1.Secret(
     "db-credentials",
     metadata=meta("db-credentials"),
-    string_data={"password": config.get("dbPassword") or "set-by-external-secrets"},
+    string_data={"password": config.require_secret("dbPassword")},
     opts=opts,
 )
 k8s.core.v1.ServiceAccount(
