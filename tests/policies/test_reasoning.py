@@ -290,3 +290,47 @@ def test_iam_actions_match_as_iam_evaluates_them(gate: Gate) -> None:
     assert "aws-iam-no-unscoped-data-access" not in rules_on(
         gate, [policy("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:eu-west-1:1:secret:x")]
     )
+
+
+# -- Skyfleet's design choices apply to Skyfleet programs only ---------------------------------------
+
+
+def _web_and_cache(web_port: int, cache_cidr: str) -> list[PlannedResource]:
+    return [
+        res(
+            "aws:ec2/securityGroup:SecurityGroup",
+            "web",
+            {
+                "tags": TAGS,
+                "ingress": [
+                    {"protocol": "tcp", "fromPort": web_port, "toPort": web_port, "cidrBlocks": ["0.0.0.0/0"]}
+                ],
+            },
+        ),
+        res(
+            "aws:ec2/securityGroup:SecurityGroup",
+            "cache-sg",
+            {
+                "tags": TAGS,
+                "ingress": [
+                    {"protocol": "tcp", "fromPort": 6379, "toPort": 6379, "cidrBlocks": [cache_cidr]}
+                ],
+            },
+            id_="sg-cache",
+        ),
+        res(
+            "aws:elasticache/replicationGroup:ReplicationGroup",
+            "cache",
+            {"securityGroupIds": ["sg-cache"], "port": 6379, "tags": TAGS},
+        ),
+    ]
+
+
+def test_outside_skyfleet_a_web_server_may_serve_https_and_a_cache_its_vpc(gate: Gate) -> None:
+    from tests.policies.fixtures import skyfleet_program
+
+    design = {"aws-network-alb-only-public-ingress", "aws-network-cache-ingress-from-service"}
+    assert rules_on(gate, _web_and_cache(443, "10.0.0.0/16")) & design == set()
+    assert rules_on(gate, skyfleet_program(lambda: _web_and_cache(443, "10.0.0.0/16"), "aws")()) >= design
+    # Beyond the web ports and private ranges, the rules hold for every program.
+    assert rules_on(gate, _web_and_cache(8080, "198.51.100.0/24")) >= design

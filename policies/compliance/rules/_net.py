@@ -54,6 +54,21 @@ def is_world(cidr: Any) -> bool:
         return False
 
 
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def is_private(cidr: Any) -> bool:
+    """A CIDR inside private address space (RFC 1918, shared CGNAT, RFC 4193 unique local)."""
+    try:
+        net = ipaddress.ip_network(str(cidr).strip(), strict=False)
+    except ValueError:
+        return False
+    return any(net.version == p.version and net.subnet_of(p) for p in PRIVATE_NETWORKS)  # type: ignore[arg-type]  (versions checked first)
+
+
 def port_range(value: Any) -> tuple[int, int] | None:
     """ "22", "1-65535", 443 -> (low, high); None when it is not a port or range."""
     text = str(value).strip()

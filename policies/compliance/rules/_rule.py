@@ -249,6 +249,11 @@ class StackView:
             self._by_type.setdefault(r.resource_type, []).append(r)
         self._ids: dict[str, set[str]] = {}
 
+    @property
+    def skyfleet(self) -> bool:
+        """The stack is a Skyfleet program (some of Skyfleet's own design choices apply)."""
+        return any(t.startswith(SKYFLEET_TYPE_PREFIX) for t in self._by_type)
+
     def of_type(self, *types: str) -> list[PolicyResource]:
         if len(types) == 1:
             return list(self._by_type.get(types[0], ()))

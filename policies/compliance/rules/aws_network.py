@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
-from ._net import ALL_PROTOCOLS, admin_ports_in, describe, is_world
+from ._net import ALL_PROTOCOLS, admin_ports_in, describe, is_private, is_world
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 SG = ("aws:ec2/securityGroup:SecurityGroup",)
@@ -179,6 +179,9 @@ def _alb_only_public(view: StackView) -> Iterator[tuple[str, str | None]]:
         if not ing.world:
             continue
         if ing.group is None or ing.group.urn not in lb_ports:
+            web_only = not ing.every_port and WEB_PORTS.issuperset(range(ing.from_port, ing.to_port + 1))
+            if web_only and not view.skyfleet:
+                continue  # outside Skyfleet's design, a web server may serve 80/443 itself
             yield (
                 f"ingress from the internet on {ing.ports()} to a security group no load balancer uses",
                 ing.urn,
@@ -204,13 +207,14 @@ def _cache_only_service(view: StackView) -> Iterator[tuple[str, str | None]]:
         for ing in all_ingress:
             if ing.group is None or ing.group.urn not in groups:
                 continue
-            if ing.cidrs:
+            public = [c for c in ing.cidrs if not is_private(c)]
+            if public or (ing.cidrs and view.skyfleet):
                 yield (
-                    f"cache security group admits CIDR {', '.join(ing.cidrs)}; admit the service's "
+                    f"cache security group admits CIDR {', '.join(public or ing.cidrs)}; admit the service's "
                     "security group only",
                     ing.urn,
                 )
-            elif not ing.source_groups:
+            elif not ing.cidrs and not ing.source_groups:
                 yield "cache ingress names no source security group", ing.urn
             elif not (ing.from_port == ing.to_port == port):
                 yield f"cache ingress opens {ing.ports()}; only the cache port {port} is needed", ing.urn
@@ -283,7 +287,8 @@ _EDGE = Controls(cis=("AWS-5.2", "AWS-5.3"), nist=("SC-7", "AC-4"), soc2=("CC6.6
 RULES = [
     Rule(
         "aws-network-alb-only-public-ingress",
-        "Only load balancers' security groups admit the internet, and only on their listener ports.",
+        "Only load balancers' security groups admit the internet, and only on their listener ports (outside "
+        "Skyfleet programs, a group may also serve 80/443 itself).",
         Severity.CRITICAL,
         _EDGE,
         "Remove 0.0.0.0/0 and ::/0 ingress from every group but the load balancer's, and limit that one to "
@@ -309,7 +314,8 @@ RULES = [
     ),
     Rule(
         "aws-network-cache-ingress-from-service",
-        "The cache's security group admits only the service's security group, on the cache port.",
+        "The cache's security group admits only the service's security group, on the cache port (outside "
+        "Skyfleet programs, private CIDRs are accepted too).",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
         "Use a security-group reference (source_security_group_id / referenced_security_group_id) to the "
