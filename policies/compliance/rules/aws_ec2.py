@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pulumi_policy import PolicyResource, Severity
+from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
 from ._rule import Controls, Rule, StackView, as_list, get_path, is_false, norm, truthy
 
@@ -120,6 +120,7 @@ RULES = [
         "Put instances in private subnets (associate_public_ip_address=False) behind a load balancer; reach "
         "them with SSM Session Manager.",
         stack_check=_public_ip,
+        enforcement=EnforcementLevel.ADVISORY,
         checkov=("CKV_AWS_88", "CKV_AWS_389"),
     ),
 ]

@@ -146,6 +146,7 @@ RULES = [
         "Remove access_configs; reach the VM through IAP or a load balancer, and egress through Cloud NAT.",
         INSTANCE,
         _public_ip,
+        enforcement=EnforcementLevel.ADVISORY,
         checkov=("CKV_GCP_40",),
     ),
     Rule(

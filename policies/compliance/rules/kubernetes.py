@@ -968,6 +968,7 @@ RULES = [
         Controls(cis=("K8s-5.3.2",), nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
         "Add a NetworkPolicy whose podSelector matches the pods (a default-deny podSelector: {} covers all).",
         stack_check=_workload_netpol,
+        enforcement=EnforcementLevel.ADVISORY,
         checkov=("CKV2_K8S_6",),
     ),
     Rule(
