@@ -334,3 +334,26 @@ def test_outside_skyfleet_a_web_server_may_serve_https_and_a_cache_its_vpc(gate:
     assert rules_on(gate, skyfleet_program(lambda: _web_and_cache(443, "10.0.0.0/16"), "aws")()) >= design
     # Beyond the web ports and private ranges, the rules hold for every program.
     assert rules_on(gate, _web_and_cache(8080, "198.51.100.0/24")) >= design
+
+
+def test_a_cache_is_what_serves_redis_not_what_mentions_it(gate: Gate) -> None:
+    def pod(name: str, image: str, port: int) -> PlannedResource:
+        container = {"name": name, "image": image, "ports": [{"containerPort": port}]}
+        return res(
+            "kubernetes:core/v1:Pod",
+            name,
+            {"metadata": {"name": name, "namespace": "shop"}, "spec": {"containers": [container]}},
+        )
+
+    found = {
+        f.resource_name
+        for f in gate.check(
+            [
+                pod("php-redis", "pulumi/guestbook-php-redis:1.0", 80),
+                pod("replica", "pulumi/guestbook-redis-replica:1.0", 6379),
+                pod("cache", "docker.io/library/redis:7.2", 6380),
+            ]
+        ).findings
+        if f.rule == "k8s-cache-ingress-from-service"
+    }
+    assert found == {"replica", "cache"}

@@ -154,7 +154,7 @@ def _public_admin(s: Subject) -> Iterator[str]:
 
 
 def _load_balancer_ports(view: StackView) -> dict[str, set[int]]:
-    """Security group URN -> the ports its load balancers' listeners serve (80/443 if unknown)."""
+    """Security group URN -> the ports its load balancers serve: their listeners', and 80/443."""
     served: dict[str, set[int]] = {}
     for listener in view.of_type(*LISTENERS):
         port = listener.props.get("port")
@@ -169,7 +169,7 @@ def _load_balancer_ports(view: StackView) -> dict[str, set[int]]:
             if isinstance(p := get_path(entry, "lbPort"), int | float)
         }
         for group in view.refers(lb, "securityGroups", SG):
-            out.setdefault(group.urn, set()).update(ports or WEB_PORTS)
+            out.setdefault(group.urn, set()).update(ports | WEB_PORTS)
     return out
 
 

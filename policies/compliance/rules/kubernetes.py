@@ -65,6 +65,25 @@ NAMESPACED = (
     "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
 )
 CACHE_IMAGES = ("redis", "valkey")
+CACHE_PORT = 6379
+CACHE_SERVERS = ("redis-server", "valkey-server")
+
+
+def is_cache(resource_type: str, props: Mapping[str, Any]) -> bool:
+    """Pods that run Redis or Valkey: they serve its port, run its server, or run its image (the
+    repository's own name, not a name that merely mentions it, as php-redis does)."""
+    for c in containers(pod_spec(resource_type, props), False):
+        name = str(c.get("image") or "").rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0].lower()
+        words = " ".join(str(x) for x in as_list(c.get("command")) + as_list(c.get("args")))
+        ports = {get_path(p, "containerPort") for p in as_list(c.get("ports"))}
+        if (
+            name in CACHE_IMAGES
+            or name.startswith(tuple(f"{i}-" for i in CACHE_IMAGES))
+            or CACHE_PORT in ports
+            or any(server in words for server in CACHE_SERVERS)
+        ):
+            return True
+    return False
 
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -566,8 +585,7 @@ def _workload_netpol(view: StackView) -> Iterator[tuple[str, str | None]]:
 
 def _cache_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
     for w in view.of_type(*WORKLOADS):
-        images = [str(c.get("image") or "") for c in containers(pod_spec(w.resource_type, w.props), False)]
-        if not any(any(k in i.rsplit("/", 1)[-1] for k in CACHE_IMAGES) for i in images):
+        if not is_cache(w.resource_type, w.props):
             continue
         policies = _ingress_policies(view, w)
         if not policies:
