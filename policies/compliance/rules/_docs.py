@@ -157,6 +157,21 @@ def is_public_principal(stmt: Statement) -> bool:
     return not (stmt.condition_keys() & RESTRICTING_KEYS)
 
 
+def public_grants(document: Any, what: str) -> Iterator[str]:
+    """What a resource policy grants to anyone (one message per open statement); a document that
+    is not valid JSON is reported as such."""
+    if not document:
+        return
+    try:
+        for stmt in statements(document, what):
+            if is_public_principal(stmt):
+                who = wildcard_principal(stmt) or "everyone but the NotPrincipal"
+                actions = ", ".join(stmt.actions) or "every action but " + ", ".join(stmt.not_actions)
+                yield f"{what} allows {actions} to Principal {who!r} without a condition on the caller"
+    except DocumentError as exc:
+        yield str(exc)
+
+
 def container_definitions(value: Any) -> list[dict[str, Any]]:
     defs = load_json(value, "containerDefinitions")
     if not isinstance(defs, list) or not all(isinstance(d, dict) for d in defs):

@@ -69,32 +69,18 @@ def _port(value: object, default: int) -> int:
     return int(value) if isinstance(value, int | float) else default
 
 
-def _inline(group: PolicyResource | None, urn: str, rule: object) -> Ingress:
+def _cidr_ingress(group: PolicyResource | None, urn: str, rule: object, sources: str) -> Ingress:
+    """An ingress written with cidrBlocks/ipv6CidrBlocks: a group's inline rule (sources in
+    `securityGroups`) or a SecurityGroupRule (`sourceSecurityGroupId`)."""
+    cidrs = as_list(get_path(rule, "cidrBlocks")) + as_list(get_path(rule, "ipv6CidrBlocks"))
     return Ingress(
         group,
         urn,
         _port(get_path(rule, "fromPort"), 0),
         _port(get_path(rule, "toPort"), 0),
-        tuple(
-            str(c) for c in as_list(get_path(rule, "cidrBlocks")) + as_list(get_path(rule, "ipv6CidrBlocks"))
-        ),
-        tuple(str(g) for g in as_list(get_path(rule, "securityGroups"))),
+        tuple(str(c) for c in cidrs),
+        tuple(str(g) for g in as_list(get_path(rule, sources))),
         norm(get_path(rule, "protocol")),
-    )
-
-
-def _rule_ingress(group: PolicyResource | None, urn: str, props: object) -> Ingress:
-    return Ingress(
-        group,
-        urn,
-        _port(get_path(props, "fromPort"), 0),
-        _port(get_path(props, "toPort"), 0),
-        tuple(
-            str(c)
-            for c in as_list(get_path(props, "cidrBlocks")) + as_list(get_path(props, "ipv6CidrBlocks"))
-        ),
-        tuple(str(g) for g in as_list(get_path(props, "sourceSecurityGroupId"))),
-        norm(get_path(props, "protocol")),
     )
 
 
@@ -114,12 +100,12 @@ def _vpc_ingress(group: PolicyResource | None, urn: str, props: object) -> Ingre
 def ingresses(view: StackView) -> Iterator[Ingress]:
     for sg in view.of_type(*SG):
         for rule in as_list(sg.props.get("ingress")):
-            yield _inline(sg, sg.urn, rule)
+            yield _cidr_ingress(sg, sg.urn, rule, "securityGroups")
     for r in view.of_type(*SG_RULE):
         if norm(r.props.get("type")) != "ingress":
             continue
         group = next(iter(view.refers(r, "securityGroupId", SG)), None)
-        yield _rule_ingress(group, r.urn, r.props)
+        yield _cidr_ingress(group, r.urn, r.props, "sourceSecurityGroupId")
     for r in view.of_type(*SG_INGRESS):
         group = next(iter(view.refers(r, "securityGroupId", SG)), None)
         yield _vpc_ingress(group, r.urn, r.props)
@@ -135,12 +121,12 @@ def _subject_ingresses(s: Subject) -> Iterator[Ingress]:
     if s.type in SG:
         for rule in as_list(s.props.get("ingress")):
             if _any_world(get_path(rule, "cidrBlocks"), get_path(rule, "ipv6CidrBlocks")):
-                yield _inline(None, s.urn, rule)
+                yield _cidr_ingress(None, s.urn, rule, "securityGroups")
     elif s.type in SG_RULE:
         if norm(s.props.get("type")) == "ingress" and _any_world(
             s.props.get("cidrBlocks"), s.props.get("ipv6CidrBlocks")
         ):
-            yield _rule_ingress(None, s.urn, s.props)
+            yield _cidr_ingress(None, s.urn, s.props, "sourceSecurityGroupId")
     elif _any_world(s.props.get("cidrIpv4"), s.props.get("cidrIpv6")):
         yield _vpc_ingress(None, s.urn, s.props)
 

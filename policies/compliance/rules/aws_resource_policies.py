@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from pulumi_policy import Severity
 
-from ._docs import DocumentError, is_public_principal, statements, wildcard_principal
+from ._docs import public_grants
 from ._rule import Controls, Rule, Subject
 
 # type -> the property holding its resource policy document
@@ -33,17 +33,7 @@ def _public(s: Subject) -> Iterator[str]:
         if str(s.props.get("principal") or "").strip() == "*" and not s.props.get("organizationId"):
             yield "the layer version may be used by every AWS account (principal '*')"
         return
-    document = s.props.get(POLICY_DOCS[s.type])
-    if not document:
-        return
-    try:
-        for stmt in statements(document, "resource policy"):
-            if is_public_principal(stmt):
-                actions = ", ".join(stmt.actions) or "every action"
-                who = wildcard_principal(stmt) or "*"
-                yield f"policy allows {actions} to Principal {who!r} without a condition on the caller"
-    except DocumentError as exc:
-        yield str(exc)
+    yield from public_grants(s.props.get(POLICY_DOCS[s.type]), "resource policy")
 
 
 def _sns_encrypted(s: Subject) -> Iterator[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
-from ._docs import DocumentError, is_public_principal, statements, wildcard_principal
+from ._docs import DocumentError, public_grants, statements
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
@@ -70,17 +70,7 @@ def _tls_policy(s: Subject) -> Iterator[str]:
 
 
 def _public_policy(s: Subject) -> Iterator[str]:
-    policy = s.props.get("policy")
-    if not policy:
-        return
-    try:
-        for stmt in statements(policy, "bucket policy"):
-            if is_public_principal(stmt):
-                who = wildcard_principal(stmt) or "everyone but the NotPrincipal"
-                actions = ", ".join(stmt.actions) or "every action but " + ", ".join(stmt.not_actions)
-                yield f"bucket policy allows {actions} to Principal {who!r} without a condition on the caller"
-    except DocumentError as exc:
-        yield str(exc)
+    yield from public_grants(s.props.get("policy"), "bucket policy")
 
 
 def _sse_algorithms(rules: Any) -> list[str]:

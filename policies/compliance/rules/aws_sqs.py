@@ -13,7 +13,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource, Severity
 
-from ._docs import DocumentError, is_public_principal, load_json, statements, wildcard_principal
+from ._docs import DocumentError, load_json, public_grants
 from ._rule import Controls, Rule, StackView, Subject, is_false, truthy
 
 QUEUE = ("aws:sqs/queue:Queue",)
@@ -86,17 +86,7 @@ def _dlq(view: StackView) -> Iterator[tuple[str, str | None]]:
 
 
 def _public(s: Subject) -> Iterator[str]:
-    policy = s.props.get("policy")
-    if not policy:
-        return
-    try:
-        for stmt in statements(policy, "queue policy"):
-            if is_public_principal(stmt):
-                actions = ", ".join(stmt.actions) or "actions"
-                who = wildcard_principal(stmt) or "*"
-                yield f"queue policy allows {actions} to Principal {who!r} without a condition on the caller"
-    except DocumentError as exc:
-        yield str(exc)
+    yield from public_grants(s.props.get("policy"), "queue policy")
 
 
 RULES = [
