@@ -12,7 +12,10 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rules import ALL_RULES
+from rules import ALL_RULES, _server
+
+# Offer each resource only to the rules for its type (see rules/_server.py).
+_server.install(ALL_RULES)
 
 PolicyPack(
     name="skyfleet-compliance",

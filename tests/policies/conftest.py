@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,5 +61,8 @@ class Gate:
 
 @pytest.fixture(scope="session")
 def gate() -> Iterator[Gate]:
-    with PolicyPackProcess(DEFAULT_PACK, timeout=60) as pack:
+    # SKYFLEET_TEST_POLICY_PACK runs the same tests against another pack (e.g. an older version).
+    with PolicyPackProcess(
+        Path(os.environ.get("SKYFLEET_TEST_POLICY_PACK", DEFAULT_PACK)), timeout=60
+    ) as pack:
         yield Gate(pack)

@@ -10,41 +10,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from skyfleet.plan import PlannedResource
-
-TAGS = {"owner": "platform", "environment": "prod", "cost-center": "cc-1", "app": "agent"}
-K8S_LABELS = {
-    "owner": "platform",
-    "environment": "prod",
-    "cost-center": "cc-1",
-    "app.kubernetes.io/name": "agent",
-}
-DIGEST = "@sha256:" + "a" * 64
-
-
-def res(
-    type_: str, name: str, inputs: dict[str, Any], *, id_: str | None = None, protect: bool = False
-) -> PlannedResource:
-    ident = id_ or f"{name}-id"
-    outputs = {**inputs, "id": ident, "arn": f"arn:fixture:{name}"}
-    r = PlannedResource(
-        type=type_,
-        name=name,
-        urn=f"urn:pulumi:fixture::fixture::{type_}::{name}",
-        parent=None,
-        provider=None,
-        inputs=inputs,
-        outputs=outputs,
-        dependencies=[],
-        options={"protect": protect},  # the engine's protect option, as a plan records it
-    )
-    return r
-
-
-def doc(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+from tests.policies import fixtures_aws, fixtures_gcp, fixtures_k8s
+from tests.policies.kit import (
+    DELETE,
+    DIGEST,
+    K8S_LABELS,
+    TAGS,
+    C,
+    P,
+    container,
+    doc,
+    res,
+    role_statement,
+    setp,
+    statement,
+)
 
 
 def aws_site() -> list[PlannedResource]:
+    return _aws_site() + fixtures_aws.extra()
+
+
+def _aws_site() -> list[PlannedResource]:
     container = {
         "name": "api",
         "image": "repo/agent" + DIGEST,
@@ -153,7 +140,7 @@ def aws_site() -> list[PlannedResource]:
                 "atRestEncryptionEnabled": True,
                 "transitEncryptionEnabled": True,
                 "transitEncryptionMode": "required",
-                "authToken": "from-secrets-manager",
+                "authToken": "Vq8xN2pL5tR9wK3mZ7bY4cH6jD1fG0sA",
                 "automaticFailoverEnabled": True,
                 "multiAzEnabled": True,
                 "numCacheClusters": 2,
@@ -206,7 +193,19 @@ def aws_site() -> list[PlannedResource]:
         res(
             "aws:ecs/taskDefinition:TaskDefinition",
             "api-task",
-            {"containerDefinitions": json.dumps([container]), "tags": TAGS},
+            {
+                "containerDefinitions": json.dumps([container]),
+                "networkMode": "awsvpc",
+                "taskRoleArn": "arn:fixture:api-role",
+                "executionRoleArn": "arn:fixture:exec-role",
+                "volumes": [
+                    {
+                        "name": "shared",
+                        "efsVolumeConfiguration": {"fileSystemId": "fs-1", "transitEncryption": "ENABLED"},
+                    }
+                ],
+                "tags": TAGS,
+            },
         ),
         res(
             "aws:ecs/service:Service",
@@ -218,6 +217,13 @@ def aws_site() -> list[PlannedResource]:
             "api-role",
             {
                 "tags": TAGS,
+                "assumeRolePolicy": doc(
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ),
                 "inlinePolicies": [
                     {
                         "name": "queue",
@@ -295,6 +301,10 @@ def aws_site() -> list[PlannedResource]:
 
 
 def gcp_site() -> list[PlannedResource]:
+    return _gcp_site() + fixtures_gcp.extra()
+
+
+def _gcp_site() -> list[PlannedResource]:
     labels = {k.replace("-", "_") if k == "cost-center" else k: v for k, v in TAGS.items()}
     return [
         res(
@@ -304,7 +314,15 @@ def gcp_site() -> list[PlannedResource]:
                 "location": "europe-west1",
                 "ingress": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
                 "labels": labels,
-                "template": {"serviceAccount": "api@skyfleet-prod.iam.gserviceaccount.com"},
+                "template": {
+                    "serviceAccount": "api@skyfleet-prod.iam.gserviceaccount.com",
+                    "containers": [
+                        {
+                            "image": "europe-west1-docker.pkg.dev/p/r/agent" + DIGEST,
+                            "envs": [{"name": "LOG_LEVEL", "value": "info"}],
+                        }
+                    ],
+                },
             },
             id_="api-svc",
         ),
@@ -420,6 +438,18 @@ def _meta(name: str) -> dict[str, Any]:
 
 
 def k8s_site() -> list[PlannedResource]:
+    return _k8s_site() + fixtures_k8s.extra()
+
+
+def _api_pod() -> dict[str, Any]:
+    """The api's pod: its token stays unmounted through its ServiceAccount, not the pod spec."""
+    pod = _pod("api", "agent" + DIGEST)
+    del pod["spec"]["automountServiceAccountToken"]
+    pod["spec"]["serviceAccountName"] = "api"
+    return pod
+
+
+def _k8s_site() -> list[PlannedResource]:
     return [
         res("kubernetes:core/v1:Namespace", "agents", {"metadata": {"name": "agents", "labels": K8S_LABELS}}),
         res(
@@ -430,7 +460,7 @@ def k8s_site() -> list[PlannedResource]:
                 "spec": {
                     "replicas": 2,
                     "selector": {"matchLabels": {"app": "api"}},
-                    "template": _pod("api", "agent" + DIGEST),
+                    "template": _api_pod(),
                 },
             },
         ),
@@ -471,7 +501,10 @@ def k8s_site() -> list[PlannedResource]:
             "api-ingress",
             {
                 "metadata": _meta("api"),
-                "spec": {"tls": [{"hosts": ["agents.example.com"], "secretName": "tls"}]},
+                "spec": {
+                    "tls": [{"hosts": ["agents.example.com"], "secretName": "tls"}],
+                    "rules": [{"host": "agents.example.com"}],
+                },
             },
         ),
         res(
@@ -582,57 +615,6 @@ class Case:
             out.append(r)
         return out
 
-
-def setp(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    """Set (or with value=DELETE, remove) a dotted path; digits index lists."""
-
-    def flip(inputs: dict[str, Any]) -> None:
-        keys = path.split(".")
-        cur: Any = inputs
-        for k in keys[:-1]:
-            cur = cur[int(k)] if k.isdigit() else cur[k]
-        last = keys[-1]
-        if value is DELETE:
-            del cur[last]
-        elif last.isdigit():
-            cur[int(last)] = value
-        else:
-            cur[last] = value
-
-    return flip
-
-
-DELETE = object()
-
-
-def in_json(key: str, change: Callable[[Any], None]) -> Callable[[dict[str, Any]], None]:
-    def flip(inputs: dict[str, Any]) -> None:
-        value = json.loads(inputs[key])
-        change(value)
-        inputs[key] = json.dumps(value)
-
-    return flip
-
-
-def container(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    return in_json("containerDefinitions", lambda defs: change(defs[0]))
-
-
-def statement(key: str, **fields: Any) -> Callable[[dict[str, Any]], None]:
-    return in_json(key, lambda d: d["Statement"][0].update(fields))
-
-
-def role_statement(**fields: Any) -> Callable[[dict[str, Any]], None]:
-    def flip(inputs: dict[str, Any]) -> None:
-        policy = json.loads(inputs["inlinePolicies"][0]["policy"])
-        policy["Statement"][0].update(fields)
-        inputs["inlinePolicies"][0]["policy"] = json.dumps(policy)
-
-    return flip
-
-
-C = "spec.template.spec.containers.0"
-P = "spec.template.spec"
 
 CASES: list[Case] = [
     Case(
@@ -834,7 +816,11 @@ CASES: list[Case] = [
     Case("k8s-resource-limits", "k8s", "api", setp(f"{C}.resources.limits", {"cpu": "1"}), "no memory limit"),
     Case("k8s-image-pinned", "k8s", "api", setp(f"{C}.image", "agent:latest"), "latest"),
     Case(
-        "k8s-no-service-account-token", "k8s", "api", setp(f"{P}.automountServiceAccountToken", True), "token"
+        "k8s-no-service-account-token",
+        "k8s",
+        "redis",
+        setp(f"{P}.automountServiceAccountToken", True),
+        "token",
     ),
     Case(
         "k8s-no-literal-secrets-in-env",
@@ -857,3 +843,6 @@ CASES: list[Case] = [
     Case("k8s-prod-replicas", "k8s", "api-hpa", setp("spec.minReplicas", 1), "hpa min 1"),
     Case("k8s-required-labels", "k8s", "api", setp("metadata.labels", {"app": "api"}), "labels"),
 ]
+CASES += [Case(rule, "aws", name, flip, label) for rule, name, flip, label in fixtures_aws.CASES]
+CASES += [Case(rule, "gcp", name, flip, label) for rule, name, flip, label in fixtures_gcp.CASES]
+CASES += [Case(rule, "k8s", name, flip, label) for rule, name, flip, label in fixtures_k8s.CASES]

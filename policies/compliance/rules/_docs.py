@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._rule import as_list
@@ -43,12 +43,42 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Statement:
+    """One IAM-style statement, normalised: the effect capitalised as IAM spells it, principals
+    flattened (``{"AWS": "*"}`` and ``"*"`` both give ``"*"``), condition keys lower-cased (IAM
+    compares them case-insensitively)."""
+
     effect: str
     actions: tuple[str, ...]
     resources: tuple[str, ...]
     principals: tuple[str, ...]
     has_condition: bool
     condition: Mapping[str, Any]
+    not_actions: tuple[str, ...] = ()
+    not_principals: tuple[str, ...] = ()
+    principal_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def allows(self) -> bool:
+        return self.effect == "Allow"
+
+    def condition_keys(self) -> set[str]:
+        """Every condition key the statement tests, lower-cased, whatever the operator."""
+        keys: set[str] = set()
+        for block in self.condition.values():
+            if isinstance(block, Mapping):
+                keys.update(str(k).lower() for k in block)
+        return keys
+
+    def condition_value(self, operator: str, key: str) -> list[str]:
+        """The values tested by `operator` on `key` (both compared case-insensitively)."""
+        out: list[str] = []
+        for op, block in self.condition.items():
+            if str(op).lower() != operator.lower() or not isinstance(block, Mapping):
+                continue
+            for k, v in block.items():
+                if str(k).lower() == key.lower():
+                    out.extend(str(x).lower() for x in as_list(v))
+        return out
 
 
 def statements(document: Any, what: str = "policy") -> Iterator[Statement]:
@@ -58,29 +88,88 @@ def statements(document: Any, what: str = "policy") -> Iterator[Statement]:
     for raw in as_list(doc.get("Statement")):
         if not isinstance(raw, dict):
             raise DocumentError(f"{what} has a statement that is not an object")
+        effect = str(raw.get("Effect", "")).strip().capitalize()
+        types = _principal_types(raw.get("Principal"))
         yield Statement(
-            effect=str(raw.get("Effect", "")),
+            effect=effect,
             actions=tuple(str(a) for a in as_list(raw.get("Action"))),
             resources=tuple(str(r) for r in as_list(raw.get("Resource"))),
-            principals=tuple(_principals(raw.get("Principal"))),
+            principals=tuple(p for ps in types.values() for p in ps),
             has_condition=bool(raw.get("Condition")),
             condition=raw.get("Condition") or {},
+            not_actions=tuple(str(a) for a in as_list(raw.get("NotAction"))),
+            not_principals=tuple(p for ps in _principal_types(raw.get("NotPrincipal")).values() for p in ps),
+            principal_types=types,
         )
 
 
-def _principals(principal: Any) -> Iterator[str]:
+def _principal_types(principal: Any) -> dict[str, tuple[str, ...]]:
     if principal is None:
-        return
+        return {}
     if isinstance(principal, str):
-        yield principal
-        return
+        return {"*": (principal,)}
     if isinstance(principal, dict):
-        for value in principal.values():
-            yield from (str(v) for v in as_list(value))
+        return {str(k): tuple(str(v) for v in as_list(value)) for k, value in principal.items()}
+    return {}
+
+
+# Condition keys that pin who (or what, from where) may use a grant to everyone.
+RESTRICTING_KEYS = frozenset(
+    {
+        "aws:sourcearn",
+        "aws:sourceaccount",
+        "aws:sourceowner",
+        "aws:sourceorgid",
+        "aws:sourceorgpaths",
+        "aws:principalorgid",
+        "aws:principalorgpaths",
+        "aws:principalaccount",
+        "aws:principalarn",
+        "aws:principalservicename",
+        "aws:sourcevpc",
+        "aws:sourcevpce",
+        "aws:sourceip",
+        "aws:userid",
+        "aws:username",
+        "kms:calleraccount",
+        "kms:viaservice",
+        "s3:dataaccesspointaccount",
+        "sns:endpoint",
+    }
+)
+
+
+def wildcard_principal(stmt: Statement) -> str | None:
+    """The principal that means "anyone" ("*", an account wildcard), if the statement has one."""
+    for p in stmt.principals:
+        parts = p.split(":")
+        if p == "*" or (p.startswith("arn:") and len(parts) > 4 and "*" in parts[4]):
+            return p
+    return None
 
 
 def is_public_principal(stmt: Statement) -> bool:
-    return stmt.effect == "Allow" and "*" in stmt.principals and not stmt.has_condition
+    """An Allow to anyone that no condition narrows to known callers, networks or accounts."""
+    if not stmt.allows:
+        return False
+    if wildcard_principal(stmt) is None and not stmt.not_principals:
+        return False
+    return not (stmt.condition_keys() & RESTRICTING_KEYS)
+
+
+def public_grants(document: Any, what: str) -> Iterator[str]:
+    """What a resource policy grants to anyone (one message per open statement); a document that
+    is not valid JSON is reported as such."""
+    if not document:
+        return
+    try:
+        for stmt in statements(document, what):
+            if is_public_principal(stmt):
+                who = wildcard_principal(stmt) or "everyone but the NotPrincipal"
+                actions = ", ".join(stmt.actions) or "every action but " + ", ".join(stmt.not_actions)
+                yield f"{what} allows {actions} to Principal {who!r} without a condition on the caller"
+    except DocumentError as exc:
+        yield str(exc)
 
 
 def container_definitions(value: Any) -> list[dict[str, Any]]:
@@ -88,30 +177,3 @@ def container_definitions(value: Any) -> list[dict[str, Any]]:
     if not isinstance(defs, list) or not all(isinstance(d, dict) for d in defs):
         raise DocumentError("containerDefinitions is not a JSON array of objects")
     return defs
-
-
-_SECRET_HINTS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "apikey",
-    "api_key",
-    "api-key",
-    "privatekey",
-    "private_key",
-    "credential",
-    "auth",
-)
-
-
-# Names that hold a reference to a credential (a mounted file, a secret's ARN), not the credential.
-_REFERENCE_SUFFIXES = ("_file", "_path", "_dir", "_arn", "_ref", "_secret_name")
-
-
-def looks_secret(name: str) -> bool:
-    """A variable name that suggests its value is a credential itself."""
-    lowered = name.lower()
-    if lowered.endswith(_REFERENCE_SUFFIXES):
-        return False
-    return any(hint in lowered for hint in _SECRET_HINTS)

@@ -13,8 +13,9 @@ turn into the protocol's `not_applicable` answer carrying the justification.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pulumi_policy import (
@@ -115,9 +116,19 @@ ResourceCheck = Callable[[Subject], Iterable[str]]
 StackCheck = Callable[["StackView"], Iterable[tuple[str, str | None]]]
 
 
+@lru_cache(maxsize=4096)
+def type_matches(patterns: tuple[str, ...], resource_type: str) -> bool:
+    """A type token against exact tokens and globs ("gcp:*IamMember:*"); cached, as every
+    Analyze call asks every rule."""
+    return any(resource_type == t or ("*" in t and fnmatch.fnmatchcase(resource_type, t)) for t in patterns)
+
+
 @dataclass(frozen=True)
 class Rule:
-    """A compliance rule: metadata next to its check."""
+    """A compliance rule: metadata next to its check.
+
+    `checkov` names the checkov checks this rule implements (on the Terraform or Kubernetes
+    equivalent); docs/policies.md's coverage table is generated from it."""
 
     id: str
     description: str
@@ -131,16 +142,14 @@ class Rule:
     prod_only: bool = False
     config: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     group: str = GENERAL
+    checkov: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
         return "stack" if self.stack_check is not None else "resource"
 
     def applies_to(self, resource_type: str) -> bool:
-        return any(
-            resource_type == t or (t.endswith("*") and resource_type.startswith(t[:-1]))
-            for t in self.resource_types
-        )
+        return type_matches(self.resource_types, resource_type)
 
     def _metadata(self) -> dict[str, Any]:
         framework = None
@@ -224,37 +233,89 @@ def urn_name(urn: str) -> str:
 
 
 class StackView:
-    """The stack's resources, indexed the ways stack rules look them up."""
+    """The stack's resources, indexed the ways stack rules look them up, and the references
+    between them (by value: an id, ARN, name, self link or URL; or by the engine's property
+    dependencies, which hold even when a value is unknown)."""
+
+    # Output properties other resources use to point at a resource.
+    ID_KEYS = ("id", "arn", "name", "selfLink", "bucket", "url", "email", "uniqueId", "keyId")
 
     def __init__(self, resources: Sequence[PolicyResource], config: Mapping[str, Any]) -> None:
         self.resources = list(resources)
         self.config = config
         self.by_urn = {r.urn: r for r in self.resources}
+        self._by_type: dict[str, list[PolicyResource]] = {}
+        for r in self.resources:
+            self._by_type.setdefault(r.resource_type, []).append(r)
+        self._ids: dict[str, set[str]] = {}
+
+    @property
+    def skyfleet(self) -> bool:
+        """The stack is a Skyfleet program (some of Skyfleet's own design choices apply)."""
+        return any(t.startswith(SKYFLEET_TYPE_PREFIX) for t in self._by_type)
 
     def of_type(self, *types: str) -> list[PolicyResource]:
+        if len(types) == 1:
+            return list(self._by_type.get(types[0], ()))
         return [r for r in self.resources if r.resource_type in types]
 
     def has_type(self, *types: str) -> bool:
-        return any(r.resource_type in types for r in self.resources)
+        return any(t in self._by_type for t in types)
 
     def with_prefix(self, prefix: str) -> list[PolicyResource]:
         return [r for r in self.resources if r.resource_type.startswith(prefix)]
 
     def ids_of(self, resource: PolicyResource) -> set[str]:
-        """Values other resources use to reference this one (id, arn, name, self link)."""
-        keys = ("id", "arn", "name", "selfLink", "bucket")
-        return {str(v) for k in keys if isinstance(v := resource.props.get(k), str) and v}
+        """Values other resources use to reference this one (id, ARN, name, self link, URL), with
+        the last path segment of each (a companion may name what another holds as a path)."""
+        found = self._ids.get(resource.urn)
+        if found is None:
+            found = set()
+            for k in self.ID_KEYS:
+                v = resource.props.get(k)
+                if isinstance(v, str) and v:
+                    found.add(v)
+                    if "/" in v.rstrip("/"):
+                        found.add(v.rstrip("/").rsplit("/", 1)[-1])
+            self._ids[resource.urn] = found
+        return found
 
     def referenced(self, value: Any, types: tuple[str, ...]) -> list[PolicyResource]:
         """Resources of `types` whose id/arn/name equals `value` (or any element of it)."""
-        wanted = {str(v) for v in value} if isinstance(value, list | tuple) else {str(value)}
+        wanted = {str(v) for v in as_list(value) if v not in (None, "")}
+        wanted |= {w.rstrip("/").rsplit("/", 1)[-1] for w in wanted if "/" in w}
+        if not wanted:
+            return []
         return [r for r in self.of_type(*types) if self.ids_of(r) & wanted]
+
+    def refers(self, source: PolicyResource, key: str, types: tuple[str, ...]) -> list[PolicyResource]:
+        """Resources of `types` that `source.props[key]` points at, by value or by the engine's
+        property dependency on `key`."""
+        found = {r.urn: r for r in self.referenced(source.props.get(key), types)}
+        for dep in source.property_dependencies.get(key, []):
+            if dep.resource_type in types:
+                found.setdefault(dep.urn, dep)
+        return list(found.values())
+
+    def referrers(self, target: PolicyResource, types: tuple[str, ...], *keys: str) -> list[PolicyResource]:
+        """Resources of `types` whose property (any of `keys`) points at `target`."""
+        names = self.ids_of(target)
+        out = []
+        for r in self.of_type(*types):
+            for key in keys:
+                values = {str(v) for v in as_list(r.props.get(key)) if v not in (None, "")}
+                values |= {v.rstrip("/").rsplit("/", 1)[-1] for v in values if "/" in v}
+                deps = {d.urn for d in r.property_dependencies.get(key, [])}
+                if values & names or target.urn in deps:
+                    out.append(r)
+                    break
+        return out
 
 
 # Small readers shared by the rule modules. They read through the proxy, so unknowns propagate.
 
 
-def get_path(props: Mapping[str, Any] | None, *path: str | int) -> Any:
+def get_path(props: Any, *path: str | int) -> Any:
     """Read a nested value; None when any step is missing."""
     cur: Any = props
     for step in path:
@@ -281,3 +342,27 @@ def as_list(value: Any) -> list[Any]:
 
 def truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def norm(value: Any) -> str:
+    """A string value compared case-insensitively (enums, protocols, regions)."""
+    return str(value).strip().lower() if value is not None else ""
+
+
+def is_false(value: Any) -> bool:
+    """Explicitly false (a provider default does not count)."""
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+
+
+def findings(*pairs: tuple[bool, str]) -> Iterator[str]:
+    """The messages whose condition holds."""
+    for bad, message in pairs:
+        if bad:
+            yield message
+
+
+def num(value: Any) -> str:
+    """A number as a person writes it (struct values arrive as floats: 8080.0 -> 8080)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

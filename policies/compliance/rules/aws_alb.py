@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pulumi_policy import Severity
+from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, Subject, as_list, get_path, truthy
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, num, truthy
 
 LB = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 LISTENER = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
+WAF_ASSOCIATION = ("aws:wafv2/webAclAssociation:WebAclAssociation",)
 
 # ELB security policies that offer TLS 1.2 as the minimum (AWS's published list).
 TLS12_POLICIES = frozenset(
@@ -31,34 +32,40 @@ TLS12_POLICIES = frozenset(
 )
 
 
+_TLS12 = frozenset(p.lower() for p in TLS12_POLICIES)
+
+
 def _is_alb(s: Subject) -> bool:
-    return str(s.props.get("loadBalancerType") or "application") == "application"
+    return norm(s.props.get("loadBalancerType") or "application") == "application"
 
 
 def _https_only(s: Subject) -> Iterator[str]:
-    protocol = str(s.props.get("protocol") or "HTTP").upper()
-    if protocol != "HTTP":
+    protocol = norm(s.props.get("protocol") or "HTTP")
+    if protocol != "http":
         return
     actions = as_list(s.props.get("defaultActions"))
     redirects = [
         a
         for a in actions
-        if get_path(a, "type") == "redirect"
-        and str(get_path(a, "redirect", "protocol") or "").upper() == "HTTPS"
+        if norm(get_path(a, "type")) == "redirect" and norm(get_path(a, "redirect", "protocol")) == "https"
     ]
     if not actions or len(redirects) != len(actions):
-        yield "plain HTTP listener that does not only redirect to HTTPS"
+        kinds = ", ".join(sorted({str(get_path(a, "type")) for a in actions})) or "no action"
+        yield (
+            f"plain HTTP listener on port {num(s.props.get('port'))} does {kinds} instead of only "
+            "redirecting to HTTPS"
+        )
 
 
 def _tls_policy(s: Subject) -> Iterator[str]:
-    protocol = str(s.props.get("protocol") or "HTTP").upper()
-    if protocol not in ("HTTPS", "TLS"):
+    protocol = norm(s.props.get("protocol") or "HTTP")
+    if protocol not in ("https", "tls"):
         return
     policy = s.props.get("sslPolicy")
     if not policy:
         yield "no sslPolicy: the AWS default (ELBSecurityPolicy-2016-08) still allows TLS 1.0"
-    elif str(policy) not in TLS12_POLICIES:
-        yield f"sslPolicy {policy!r} allows TLS older than 1.2"
+    elif norm(policy) not in _TLS12:
+        yield f"sslPolicy {policy!r} allows TLS older than 1.2 (use e.g. ELBSecurityPolicy-TLS13-1-2-2021-06)"
 
 
 def _drop_headers(s: Subject) -> Iterator[str]:
@@ -79,6 +86,23 @@ def _deletion(s: Subject) -> Iterator[str]:
         yield "enableDeletionProtection must be true in prod"
 
 
+def _desync(s: Subject) -> Iterator[str]:
+    mode = norm(s.props.get("desyncMitigationMode") or "defensive")
+    if _is_alb(s) and mode not in ("defensive", "strictest"):
+        yield f"desyncMitigationMode is {mode}; use defensive or strictest"
+
+
+def _waf(view: StackView) -> Iterator[tuple[str, str | None]]:
+    associations = view.of_type(*WAF_ASSOCIATION)
+    for lb in view.of_type(*LB):
+        if norm(lb.props.get("loadBalancerType") or "application") != "application" or truthy(
+            lb.props.get("internal")
+        ):
+            continue
+        if not any(lb in view.refers(a, "resourceArn", LB) for a in associations):
+            yield f"internet-facing ALB {lb.name!r} has no WAF web ACL (aws.wafv2.WebAclAssociation)", lb.urn
+
+
 _TLS = Controls(nist=("SC-8", "SC-8(1)", "SC-13"), soc2=("CC6.7",), pci=("4.2.1",))
 
 RULES = [
@@ -91,6 +115,7 @@ RULES = [
         "HTTPS and status HTTP_301; serve traffic on an HTTPS listener.",
         LISTENER,
         _https_only,
+        checkov=("CKV_AWS_2", "CKV2_AWS_20"),
     ),
     Rule(
         "aws-alb-tls12-policy",
@@ -100,6 +125,7 @@ RULES = [
         "Set ssl_policy='ELBSecurityPolicy-TLS13-1-2-2021-06' (or another TLS 1.2+ policy).",
         LISTENER,
         _tls_policy,
+        checkov=("CKV_AWS_103", "CKV2_AWS_74"),
     ),
     Rule(
         "aws-alb-drop-invalid-headers",
@@ -109,6 +135,7 @@ RULES = [
         "Set drop_invalid_header_fields=True on the load balancer.",
         LB,
         _drop_headers,
+        checkov=("CKV_AWS_131",),
     ),
     Rule(
         "aws-alb-access-logs",
@@ -118,6 +145,7 @@ RULES = [
         "Set access_logs={enabled: True, bucket: <encrypted, non-public bucket>}.",
         LB,
         _access_logs,
+        checkov=("CKV_AWS_91",),
     ),
     Rule(
         "aws-alb-deletion-protection",
@@ -128,5 +156,27 @@ RULES = [
         LB,
         _deletion,
         prod_only=True,
+        checkov=("CKV_AWS_150",),
+    ),
+    Rule(
+        "aws-alb-desync-mitigation",
+        "ALBs mitigate HTTP desync in defensive or strictest mode.",
+        Severity.LOW,
+        Controls(nist=("SI-10",), soc2=("CC7.1",), pci=("6.2.4",)),
+        "Leave desync_mitigation_mode at 'defensive' (or set 'strictest').",
+        LB,
+        _desync,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_AWS_328",),
+    ),
+    Rule(
+        "aws-alb-waf",
+        "Internet-facing ALBs are protected by AWS WAF.",
+        Severity.LOW,
+        Controls(nist=("SC-7", "SI-4"), soc2=("CC6.6",), pci=("6.4.2",)),
+        "Associate a WAFv2 web ACL (aws.wafv2.WebAclAssociation) with the AWS managed rule groups.",
+        stack_check=_waf,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV2_AWS_28",),
     ),
 ]

@@ -1,17 +1,25 @@
-"""ECS task definitions (their `containerDefinitions` JSON) and services."""
+"""ECS task definitions (their `containerDefinitions` JSON, network, PID and IPC modes, volumes),
+services and clusters."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pulumi_policy import Severity
+from pulumi_policy import EnforcementLevel, Severity
 
-from ._docs import DocumentError, container_definitions, looks_secret
-from ._rule import Controls, Rule, Subject, get_path, truthy
+from ._docs import DocumentError, container_definitions, load_json
+from ._rule import Controls, Rule, Subject, as_list, get_path, norm, truthy
+from ._secrets import secret_in_variable
 
 TASK = ("aws:ecs/taskDefinition:TaskDefinition",)
+BATCH = ("aws:batch/jobDefinition:JobDefinition",)
 SERVICE = ("aws:ecs/service:Service",)
+CLUSTER = ("aws:ecs/cluster:Cluster",)
+# Capabilities that give a container control over the host kernel or its network.
+DANGEROUS_CAPABILITIES = frozenset(
+    {"ALL", "SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_MODULE", "DAC_READ_SEARCH", "SYS_RAWIO", "BPF"}
+)
 
 
 def _per_container(check: Callable[[dict[str, Any]], Iterator[str]]) -> Callable[[Subject], Iterator[str]]:
@@ -19,7 +27,12 @@ def _per_container(check: Callable[[dict[str, Any]], Iterator[str]]) -> Callable
 
     def run(s: Subject) -> Iterator[str]:
         try:
-            defs = container_definitions(s.props.get("containerDefinitions"))
+            if s.type in BATCH:
+                props = s.props.get("containerProperties")
+                defs = [load_json(props, "containerProperties")] if props else []
+                defs = [d for d in defs if isinstance(d, dict)]
+            else:
+                defs = container_definitions(s.props.get("containerDefinitions"))
         except DocumentError as exc:
             yield str(exc)
             return
@@ -32,8 +45,14 @@ def _per_container(check: Callable[[dict[str, Any]], Iterator[str]]) -> Callable
 
 
 def _privileged(c: dict[str, Any]) -> Iterator[str]:
-    if c.get("privileged") is True:
+    if truthy(c.get("privileged")):
         yield "privileged is true"
+    added = {
+        str(a).upper().removeprefix("CAP_")
+        for a in as_list(get_path(c, "linuxParameters", "capabilities", "add"))
+    }
+    if added & DANGEROUS_CAPABILITIES:
+        yield f"linuxParameters adds {', '.join(sorted(added & DANGEROUS_CAPABILITIES))}"
 
 
 def _readonly(c: dict[str, Any]) -> Iterator[str]:
@@ -43,8 +62,11 @@ def _readonly(c: dict[str, Any]) -> Iterator[str]:
 
 def _plain_secrets(c: dict[str, Any]) -> Iterator[str]:
     for env in c.get("environment") or []:
-        if isinstance(env, dict) and looks_secret(str(env.get("name", ""))) and env.get("value"):
-            yield f"environment variable {env.get('name')!r} holds a literal value; use secrets[].valueFrom"
+        if not isinstance(env, dict):
+            continue
+        what = secret_in_variable(str(env.get("name", "")), env.get("value"))
+        if what is not None:
+            yield f"environment variable {env.get('name')!r} holds {what}; use secrets[].valueFrom"
 
 
 def _logging(c: dict[str, Any]) -> Iterator[str]:
@@ -52,9 +74,44 @@ def _logging(c: dict[str, Any]) -> Iterator[str]:
         yield "no logConfiguration.logDriver: the container's output is lost"
 
 
+def _root_user(c: dict[str, Any]) -> Iterator[str]:
+    user = str(c.get("user") or "").strip()
+    if user and user.split(":", 1)[0].lower() in ("0", "root"):
+        yield f"user is {user!r}: the container runs as root"
+
+
+def _host_namespaces(s: Subject) -> Iterator[str]:
+    for key in ("networkMode", "pidMode", "ipcMode"):
+        if norm(s.props.get(key)) == "host":
+            yield f"{key} is 'host': the task shares the instance's {key[:-4]} namespace"
+
+
+def _efs_transit(s: Subject) -> Iterator[str]:
+    for volume in as_list(s.props.get("volumes")):
+        efs = get_path(volume, "efsVolumeConfiguration")
+        if efs is not None and norm(get_path(efs, "transitEncryption")) != "enabled":
+            yield f"EFS volume {get_path(volume, 'name')!r} mounts without transitEncryption ENABLED"
+
+
+def _separate_roles(s: Subject) -> Iterator[str]:
+    task, execution = s.props.get("taskRoleArn"), s.props.get("executionRoleArn")
+    if task and execution and str(task) == str(execution):
+        yield (
+            "taskRoleArn and executionRoleArn are the same role: the app gets the agent's pull/secret rights"
+        )
+
+
 def _public_ip(s: Subject) -> Iterator[str]:
     if truthy(get_path(s.props, "networkConfiguration", "assignPublicIp")):
         yield "networkConfiguration.assignPublicIp is true; tasks belong in private subnets behind the ALB"
+
+
+def _insights(s: Subject) -> Iterator[str]:
+    settings = {
+        norm(get_path(x, "name")): norm(get_path(x, "value")) for x in as_list(s.props.get("settings"))
+    }
+    if settings.get("containerinsights") not in ("enabled", "enhanced"):
+        yield "containerInsights is not enabled on the cluster"
 
 
 _HARDEN = Controls(cis=("Docker-5.4",), nist=("AC-6", "CM-7"), soc2=("CC6.1",), pci=("2.2.1",))
@@ -62,12 +119,13 @@ _HARDEN = Controls(cis=("Docker-5.4",), nist=("AC-6", "CM-7"), soc2=("CC6.1",), 
 RULES = [
     Rule(
         "aws-ecs-not-privileged",
-        "ECS containers do not run privileged.",
+        "ECS and Batch containers do not run privileged or add kernel capabilities.",
         Severity.HIGH,
         _HARDEN,
-        "Remove privileged=true from the container definition.",
-        TASK,
+        "Remove privileged=true and linuxParameters.capabilities.add from the container definition.",
+        TASK + BATCH,
         _per_container(_privileged),
+        checkov=("CKV_AWS_334", "CKV_AWS_210"),
     ),
     Rule(
         "aws-ecs-readonly-root-filesystem",
@@ -77,6 +135,7 @@ RULES = [
         "Set readonlyRootFilesystem=true and mount a volume for the paths the app writes.",
         TASK,
         _per_container(_readonly),
+        checkov=("CKV_AWS_336",),
     ),
     Rule(
         "aws-ecs-no-plaintext-secrets",
@@ -97,6 +156,52 @@ RULES = [
         _per_container(_logging),
     ),
     Rule(
+        "aws-ecs-non-root-user",
+        "ECS containers do not run as root.",
+        Severity.HIGH,
+        Controls(cis=("Docker-4.1",), nist=("AC-6", "CM-7"), soc2=("CC6.1",), pci=("2.2.1",)),
+        "Set user to a non-zero UID (e.g. '10001') or build the image with a non-root USER.",
+        TASK,
+        _per_container(_root_user),
+    ),
+    Rule(
+        "aws-ecs-no-host-namespaces",
+        "ECS tasks do not share the host's network, PID or IPC namespace.",
+        Severity.HIGH,
+        Controls(
+            cis=("Docker-5.9", "Docker-5.15", "Docker-5.16"),
+            nist=("SC-7", "AC-6"),
+            soc2=("CC6.1",),
+            pci=("2.2.1",),
+        ),
+        "Use network_mode='awsvpc' and leave pid_mode and ipc_mode unset.",
+        TASK,
+        _host_namespaces,
+        checkov=("CKV_AWS_335",),
+    ),
+    Rule(
+        "aws-ecs-efs-transit-encryption",
+        "EFS volumes of ECS tasks are mounted with TLS.",
+        Severity.MEDIUM,
+        Controls(nist=("SC-8", "SC-8(1)"), soc2=("CC6.7",), pci=("4.2.1",)),
+        "Set efs_volume_configuration.transit_encryption='ENABLED'.",
+        TASK,
+        _efs_transit,
+        checkov=("CKV_AWS_97",),
+    ),
+    Rule(
+        "aws-ecs-separate-task-role",
+        "ECS tasks do not run with their execution role.",
+        Severity.LOW,
+        Controls(nist=("AC-6",), soc2=("CC6.3",)),
+        "Give the task its own role with only what the app calls; keep image pull and secret reads on the "
+        "execution role.",
+        TASK,
+        _separate_roles,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_AWS_249",),
+    ),
+    Rule(
         "aws-ecs-no-public-ip",
         "ECS services do not assign public IPs to tasks.",
         Severity.HIGH,
@@ -104,5 +209,17 @@ RULES = [
         "Set network_configuration.assign_public_ip=False and use private subnets with NAT egress.",
         SERVICE,
         _public_ip,
+        checkov=("CKV_AWS_333",),
+    ),
+    Rule(
+        "aws-ecs-container-insights",
+        "ECS clusters have Container Insights enabled.",
+        Severity.LOW,
+        Controls(nist=("SI-4", "AU-12"), soc2=("CC7.2",)),
+        "Set settings=[{name: 'containerInsights', value: 'enabled'}] on the cluster.",
+        CLUSTER,
+        _insights,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_AWS_65",),
     ),
 ]

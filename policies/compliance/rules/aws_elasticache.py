@@ -1,4 +1,5 @@
-"""ElastiCache (Redis/Valkey) replication groups: encryption, AUTH, HA and network placement."""
+"""ElastiCache (Redis/Valkey) replication groups, and single-node clusters: encryption, AUTH, HA,
+backups and network placement."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pulumi_policy import Severity
 from ._rule import Controls, Rule, Subject, as_list, truthy
 
 RG = ("aws:elasticache/replicationGroup:ReplicationGroup",)
+CLUSTER = ("aws:elasticache/cluster:Cluster",)
 
 
 def _at_rest(s: Subject) -> Iterator[str]:
@@ -23,7 +25,7 @@ def _in_transit(s: Subject) -> Iterator[str]:
     if not truthy(s.props.get("transitEncryptionEnabled")):
         yield "transitEncryptionEnabled must be true"
     mode = s.props.get("transitEncryptionMode")
-    if mode is not None and mode != "required":
+    if mode is not None and str(mode).lower() != "required":
         yield f"transitEncryptionMode is {mode!r}; it must be 'required' so plaintext clients are refused"
 
 
@@ -42,13 +44,22 @@ def _failover(s: Subject) -> Iterator[str]:
         yield f"numCacheClusters is {clusters:g}; failover needs at least 2"
 
 
+def _standalone(s: Subject) -> bool:
+    """A replication group, or a cluster that is not a member of one."""
+    return s.type in RG or not s.props.get("replicationGroupId")
+
+
 def _backups(s: Subject) -> Iterator[str]:
+    if not _standalone(s) or str(s.props.get("engine") or "redis").lower() == "memcached":
+        return  # members follow their group; Memcached has no snapshots
     limit = s.props.get("snapshotRetentionLimit")
     if not isinstance(limit, int | float) or limit < 1:
         yield "snapshotRetentionLimit must be at least 1 day in prod"
 
 
 def _subnet_group(s: Subject) -> Iterator[str]:
+    if not _standalone(s):
+        return
     group = s.props.get("subnetGroupName")
     if not group or str(group) == "default":
         yield "subnetGroupName must name a dedicated subnet group of private subnets, not the default"
@@ -66,6 +77,7 @@ RULES = [
         "ReplicationGroup; changing it replaces the group, so plan a migration.",
         RG,
         _at_rest,
+        checkov=("CKV_AWS_29",),
     ),
     Rule(
         "aws-elasticache-encrypted-in-transit",
@@ -75,6 +87,7 @@ RULES = [
         "Set transit_encryption_enabled=True and transit_encryption_mode='required'; clients use rediss://.",
         RG,
         _in_transit,
+        checkov=("CKV_AWS_30",),
     ),
     Rule(
         "aws-elasticache-auth",
@@ -84,6 +97,7 @@ RULES = [
         "Set auth_token from a Secrets Manager secret (or user_group_ids for RBAC).",
         RG,
         _auth,
+        checkov=("CKV_AWS_31",),
     ),
     Rule(
         "aws-elasticache-automatic-failover",
@@ -94,6 +108,7 @@ RULES = [
         RG,
         _failover,
         prod_only=True,
+        checkov=("CKV2_AWS_50",),
     ),
     Rule(
         "aws-elasticache-backups",
@@ -101,9 +116,10 @@ RULES = [
         Severity.MEDIUM,
         Controls(nist=("CP-9",), soc2=("A1.2",)),
         "Set snapshot_retention_limit>=1 (and a snapshot_window outside peak hours).",
-        RG,
+        RG + CLUSTER,
         _backups,
         prod_only=True,
+        checkov=("CKV_AWS_134",),
     ),
     Rule(
         "aws-elasticache-no-default-subnet-group",
@@ -112,7 +128,8 @@ RULES = [
         Controls(nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.4.1",)),
         "Create an aws.elasticache.SubnetGroup over the private subnets and pass its name as "
         "subnet_group_name.",
-        RG,
+        RG + CLUSTER,
         _subnet_group,
+        checkov=("CKV_AWS_323",),
     ),
 ]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pulumi_policy import Severity
 
-from ._docs import DocumentError, is_public_principal, statements
+from ._docs import public_grants
 from ._rule import Controls, Rule, Subject, truthy
 
 KEY = ("aws:kms/key:Key",)
@@ -19,15 +19,7 @@ def _rotation(s: Subject) -> Iterator[str]:
 
 
 def _open_policy(s: Subject) -> Iterator[str]:
-    policy = s.props.get("policy")
-    if not policy:
-        return
-    try:
-        for stmt in statements(policy, "key policy"):
-            if is_public_principal(stmt):
-                yield "key policy allows Principal '*' without a condition"
-    except DocumentError as exc:
-        yield str(exc)
+    yield from public_grants(s.props.get("policy"), "key policy")
 
 
 RULES = [
@@ -39,6 +31,7 @@ RULES = [
         "Set enable_key_rotation=True.",
         KEY,
         _rotation,
+        checkov=("CKV_AWS_7",),
     ),
     Rule(
         "aws-kms-no-public-principal",
@@ -49,5 +42,6 @@ RULES = [
         "kms:CallerAccount.",
         KEY,
         _open_policy,
+        checkov=("CKV_AWS_33",),
     ),
 ]

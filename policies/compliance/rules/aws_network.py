@@ -1,21 +1,37 @@
-"""Security-group topology (stack rules): only the ALB faces the internet, on 443/80 only; the
-cache admits only the service's security group."""
+"""Security groups, network ACLs, the default security group and VPC flow logs.
+
+A security group's rules may be inline (`ingress`) or separate resources (SecurityGroupRule,
+vpc.SecurityGroupIngressRule): the rules below read all three forms, and follow references
+(a load balancer's `securityGroups`, a listener's load balancer) through the stack's graph.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pulumi_policy import PolicyResource, Severity
+from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
-from ._rule import Controls, Rule, StackView, as_list, get_path
+from ._net import ALL_PROTOCOLS, admin_ports_in, describe, is_private, is_world
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 SG = ("aws:ec2/securityGroup:SecurityGroup",)
 SG_RULE = ("aws:ec2/securityGroupRule:SecurityGroupRule",)
 SG_INGRESS = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",)
-ALB = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+DEFAULT_SG = ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",)
+LOAD_BALANCERS = (
+    "aws:lb/loadBalancer:LoadBalancer",
+    "aws:alb/loadBalancer:LoadBalancer",
+    "aws:elb/loadBalancer:LoadBalancer",
+)
+LISTENERS = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
 CACHE = ("aws:elasticache/replicationGroup:ReplicationGroup",)
-WORLD = ("0.0.0.0/0", "::/0")
+NACL = ("aws:ec2/networkAcl:NetworkAcl",)
+NACL_RULE = ("aws:ec2/networkAclRule:NetworkAclRule",)
+VPC = ("aws:ec2/vpc:Vpc",)
+FLOW_LOG = ("aws:ec2/flowLog:FlowLog",)
+SUBNET = ("aws:ec2/subnet:Subnet",)
+WEB_PORTS = frozenset({80, 443})
 
 
 @dataclass(frozen=True)
@@ -28,121 +44,312 @@ class Ingress:
     to_port: int
     cidrs: tuple[str, ...]
     source_groups: tuple[str, ...]
+    protocol: str = "tcp"
 
     @property
     def world(self) -> bool:
-        return any(c in WORLD for c in self.cidrs)
+        return any(is_world(c) for c in self.cidrs)
+
+    @property
+    def every_port(self) -> bool:
+        return self.protocol in ALL_PROTOCOLS or (self.from_port <= 0 and self.to_port in (0, -1, 65535))
 
     def ports(self) -> str:
-        return (
-            "all ports"
-            if self.from_port <= 0 and self.to_port in (0, -1, 65535)
-            else (
-                str(self.from_port) if self.from_port == self.to_port else f"{self.from_port}-{self.to_port}"
-            )
-        )
+        return "all ports" if self.every_port else describe(self.from_port, self.to_port)
+
+    def admin_ports(self) -> list[str]:
+        if self.every_port:
+            return ["all ports"]
+        if self.protocol in ("icmp", "1", "icmpv6", "58"):
+            return []
+        return admin_ports_in(self.from_port, self.to_port)
 
 
 def _port(value: object, default: int) -> int:
     return int(value) if isinstance(value, int | float) else default
 
 
+def _cidr_ingress(group: PolicyResource | None, urn: str, rule: object, sources: str) -> Ingress:
+    """An ingress written with cidrBlocks/ipv6CidrBlocks: a group's inline rule (sources in
+    `securityGroups`) or a SecurityGroupRule (`sourceSecurityGroupId`)."""
+    cidrs = as_list(get_path(rule, "cidrBlocks")) + as_list(get_path(rule, "ipv6CidrBlocks"))
+    return Ingress(
+        group,
+        urn,
+        _port(get_path(rule, "fromPort"), 0),
+        _port(get_path(rule, "toPort"), 0),
+        tuple(str(c) for c in cidrs),
+        tuple(str(g) for g in as_list(get_path(rule, sources))),
+        norm(get_path(rule, "protocol")),
+    )
+
+
+def _vpc_ingress(group: PolicyResource | None, urn: str, props: object) -> Ingress:
+    cidrs = (get_path(props, "cidrIpv4"), get_path(props, "cidrIpv6"))
+    return Ingress(
+        group,
+        urn,
+        _port(get_path(props, "fromPort"), 0),
+        _port(get_path(props, "toPort"), 0),
+        tuple(str(c) for c in cidrs if c),
+        tuple(str(g) for g in as_list(get_path(props, "referencedSecurityGroupId"))),
+        norm(get_path(props, "ipProtocol")),
+    )
+
+
 def ingresses(view: StackView) -> Iterator[Ingress]:
     for sg in view.of_type(*SG):
         for rule in as_list(sg.props.get("ingress")):
-            yield Ingress(
-                sg,
-                sg.urn,
-                _port(get_path(rule, "fromPort"), 0),
-                _port(get_path(rule, "toPort"), 0),
-                tuple(as_list(get_path(rule, "cidrBlocks")) + as_list(get_path(rule, "ipv6CidrBlocks"))),
-                tuple(str(g) for g in as_list(get_path(rule, "securityGroups"))),
-            )
+            yield _cidr_ingress(sg, sg.urn, rule, "securityGroups")
     for r in view.of_type(*SG_RULE):
-        if r.props.get("type") != "ingress":
+        if norm(r.props.get("type")) != "ingress":
             continue
-        group = next(iter(view.referenced(r.props.get("securityGroupId"), SG)), None)
-        yield Ingress(
-            group,
-            r.urn,
-            _port(r.props.get("fromPort"), 0),
-            _port(r.props.get("toPort"), 0),
-            tuple(as_list(r.props.get("cidrBlocks")) + as_list(r.props.get("ipv6CidrBlocks"))),
-            tuple(str(g) for g in as_list(r.props.get("sourceSecurityGroupId"))),
-        )
+        group = next(iter(view.refers(r, "securityGroupId", SG)), None)
+        yield _cidr_ingress(group, r.urn, r.props, "sourceSecurityGroupId")
     for r in view.of_type(*SG_INGRESS):
-        group = next(iter(view.referenced(r.props.get("securityGroupId"), SG)), None)
-        yield Ingress(
-            group,
-            r.urn,
-            _port(r.props.get("fromPort"), 0),
-            _port(r.props.get("toPort"), 0),
-            tuple(str(c) for c in (r.props.get("cidrIpv4"), r.props.get("cidrIpv6")) if c),
-            tuple(str(g) for g in as_list(r.props.get("referencedSecurityGroupId"))),
-        )
+        group = next(iter(view.refers(r, "securityGroupId", SG)), None)
+        yield _vpc_ingress(group, r.urn, r.props)
 
 
-def _attached_groups(view: StackView, types: tuple[str, ...], key: str) -> set[str]:
-    """URNs of the security groups that resources of `types` list under `key`."""
-    urns: set[str] = set()
-    for res in view.of_type(*types):
-        urns.update(g.urn for g in view.referenced(as_list(res.props.get(key)), SG))
-    return urns
+def _any_world(*values: object) -> bool:
+    return any(is_world(c) for v in values for c in as_list(v))
+
+
+def _subject_ingresses(s: Subject) -> Iterator[Ingress]:
+    """The resource's ingress rules from the internet (the CIDRs are read first, so a preview's
+    unknown group ids elsewhere in the rule do not stop the check)."""
+    if s.type in SG:
+        for rule in as_list(s.props.get("ingress")):
+            if _any_world(get_path(rule, "cidrBlocks"), get_path(rule, "ipv6CidrBlocks")):
+                yield _cidr_ingress(None, s.urn, rule, "securityGroups")
+    elif s.type in SG_RULE:
+        if norm(s.props.get("type")) == "ingress" and _any_world(
+            s.props.get("cidrBlocks"), s.props.get("ipv6CidrBlocks")
+        ):
+            yield _cidr_ingress(None, s.urn, s.props, "sourceSecurityGroupId")
+    elif _any_world(s.props.get("cidrIpv4"), s.props.get("cidrIpv6")):
+        yield _vpc_ingress(None, s.urn, s.props)
+
+
+def _public_admin(s: Subject) -> Iterator[str]:
+    for ing in _subject_ingresses(s):
+        exposed = ing.admin_ports()
+        if exposed:
+            world = ", ".join(c for c in ing.cidrs if is_world(c))
+            yield f"ingress from {world} opens {', '.join(exposed)}"
+
+
+def _load_balancer_ports(view: StackView) -> dict[str, set[int]]:
+    """Security group URN -> the ports its load balancers serve: their listeners', and 80/443."""
+    served: dict[str, set[int]] = {}
+    for listener in view.of_type(*LISTENERS):
+        port = listener.props.get("port")
+        for lb in view.refers(listener, "loadBalancerArn", LOAD_BALANCERS):
+            if isinstance(port, int | float):
+                served.setdefault(lb.urn, set()).add(int(port))
+    out: dict[str, set[int]] = {}
+    for lb in view.of_type(*LOAD_BALANCERS):
+        ports = served.get(lb.urn, set()) | {
+            int(p)
+            for entry in as_list(lb.props.get("listeners"))
+            if isinstance(p := get_path(entry, "lbPort"), int | float)
+        }
+        for group in view.refers(lb, "securityGroups", SG):
+            out.setdefault(group.urn, set()).update(ports | WEB_PORTS)
+    return out
 
 
 def _alb_only_public(view: StackView) -> Iterator[tuple[str, str | None]]:
-    alb_groups = _attached_groups(view, ALB, "securityGroups")
+    lb_ports = _load_balancer_ports(view)
     for ing in ingresses(view):
         if not ing.world:
             continue
-        if ing.group is None or ing.group.urn not in alb_groups:
-            yield f"ingress from the internet on {ing.ports()} to a security group no ALB uses", ing.urn
-        elif not (ing.from_port == ing.to_port and ing.from_port in (80, 443)):
+        if ing.group is None or ing.group.urn not in lb_ports:
+            web_only = not ing.every_port and WEB_PORTS.issuperset(range(ing.from_port, ing.to_port + 1))
+            if web_only and not view.skyfleet:
+                continue  # outside Skyfleet's design, a web server may serve 80/443 itself
             yield (
-                f"ALB security group admits the internet on {ing.ports()}; only 443 and 80 are allowed",
+                f"ingress from the internet on {ing.ports()} to a security group no load balancer uses",
+                ing.urn,
+            )
+            continue
+        allowed = lb_ports[ing.group.urn]
+        if ing.every_port or not (ing.from_port == ing.to_port and ing.from_port in allowed):
+            yield (
+                f"load balancer security group admits the internet on {ing.ports()}; its listeners serve "
+                f"{', '.join(str(p) for p in sorted(allowed))}",
                 ing.urn,
             )
 
 
 def _cache_only_service(view: StackView) -> Iterator[tuple[str, str | None]]:
+    all_ingress = list(ingresses(view))
     for cache in view.of_type(*CACHE):
-        groups = {g.urn for g in view.referenced(as_list(cache.props.get("securityGroupIds")), SG)}
+        groups = {g.urn for g in view.refers(cache, "securityGroupIds", SG)}
         if not groups:
             yield "cache has no dedicated security group (securityGroupIds)", cache.urn
             continue
         port = _port(cache.props.get("port"), 6379)
-        for ing in ingresses(view):
+        for ing in all_ingress:
             if ing.group is None or ing.group.urn not in groups:
                 continue
-            if ing.cidrs:
+            public = [c for c in ing.cidrs if not is_private(c)]
+            if public or (ing.cidrs and view.skyfleet):
                 yield (
-                    f"cache security group admits CIDR {', '.join(ing.cidrs)}; admit the service's "
+                    f"cache security group admits CIDR {', '.join(public or ing.cidrs)}; admit the service's "
                     "security group only",
                     ing.urn,
                 )
-            elif not ing.source_groups:
+            elif not ing.cidrs and not ing.source_groups:
                 yield "cache ingress names no source security group", ing.urn
             elif not (ing.from_port == ing.to_port == port):
                 yield f"cache ingress opens {ing.ports()}; only the cache port {port} is needed", ing.urn
 
 
+def _default_sg(s: Subject) -> Iterator[str]:
+    rules = [("ingress", r) for r in as_list(s.props.get("ingress"))]
+    rules += [("egress", r) for r in as_list(s.props.get("egress"))]
+    if rules:
+        kinds = sorted({k for k, _ in rules})
+        yield (
+            f"the default security group keeps {len(rules)} {'/'.join(kinds)} rule(s); it must allow nothing"
+        )
+
+
+def _nacl_entries(s: Subject) -> Iterator[tuple[str, str, int, int]]:
+    """(action, cidr, from, to) of the ingress entries, with all-protocol entries as 0-65535."""
+    if s.type in NACL:
+        entries = as_list(s.props.get("ingress"))
+        for e in entries:
+            proto = norm(get_path(e, "protocol"))
+            low, high = (
+                (0, 65535)
+                if proto in ALL_PROTOCOLS
+                else (
+                    _port(get_path(e, "fromPort"), 0),
+                    _port(get_path(e, "toPort"), 65535),
+                )
+            )
+            for cidr in (get_path(e, "cidrBlock"), get_path(e, "ipv6CidrBlock")):
+                if cidr:
+                    yield norm(get_path(e, "action")), str(cidr), low, high
+    elif not truthy(s.props.get("egress")):
+        proto = norm(s.props.get("protocol"))
+        low, high = (
+            (0, 65535)
+            if proto in ALL_PROTOCOLS
+            else (
+                _port(s.props.get("fromPort"), 0),
+                _port(s.props.get("toPort"), 65535),
+            )
+        )
+        for cidr in (s.props.get("cidrBlock"), s.props.get("ipv6CidrBlock")):
+            if cidr:
+                yield norm(s.props.get("ruleAction")), str(cidr), low, high
+
+
+def _nacl(s: Subject) -> Iterator[str]:
+    for action, cidr, low, high in _nacl_entries(s):
+        if action == "allow" and is_world(cidr):
+            exposed = admin_ports_in(low, high)
+            if exposed:
+                yield f"network ACL allows {cidr} in on {', '.join(exposed)}"
+
+
+def _flow_logs(view: StackView) -> Iterator[tuple[str, str | None]]:
+    logs = view.of_type(*FLOW_LOG)
+    for vpc in view.of_type(*VPC):
+        if not any(vpc in view.refers(f, "vpcId", VPC) for f in logs):
+            yield f"VPC {vpc.name!r} has no flow log (aws.ec2.FlowLog with vpc_id)", vpc.urn
+
+
+def _subnet_public_ip(s: Subject) -> Iterator[str]:
+    if truthy(s.props.get("mapPublicIpOnLaunch")):
+        yield "mapPublicIpOnLaunch is true: every instance launched here gets a public IP"
+
+
+_EDGE = Controls(cis=("AWS-5.2", "AWS-5.3"), nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1", "1.4.1"))
+
 RULES = [
     Rule(
         "aws-network-alb-only-public-ingress",
-        "Only the ALB's security group admits the internet, and only on 443 and 80.",
+        "Only load balancers' security groups admit the internet, and only on their listener ports (outside "
+        "Skyfleet programs, a group may also serve 80/443 itself).",
         Severity.CRITICAL,
-        Controls(cis=("AWS-5.2", "AWS-5.3"), nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1", "1.4.1")),
-        "Remove 0.0.0.0/0 and ::/0 ingress from every group but the ALB's, and limit that one to 443 "
-        "(and 80 for the redirect).",
+        _EDGE,
+        "Remove 0.0.0.0/0 and ::/0 ingress from every group but the load balancer's, and limit that one to "
+        "the ports its listeners serve (443, and 80 for the redirect).",
         stack_check=_alb_only_public,
+        checkov=("CKV_AWS_260",),
+    ),
+    Rule(
+        "aws-sg-no-public-admin-ports",
+        "Security groups do not admit the internet to administration or data-store ports, nor to all ports.",
+        Severity.CRITICAL,
+        Controls(
+            cis=("AWS-5.2", "AWS-5.3", "AWS-5.4"),
+            nist=("SC-7", "AC-17"),
+            soc2=("CC6.6",),
+            pci=("1.3.1", "1.4.1"),
+        ),
+        "Reach instances through SSM Session Manager or a VPN/bastion CIDR; admit databases and caches only "
+        "from the application's security group.",
+        SG + SG_RULE + SG_INGRESS,
+        _public_admin,
+        checkov=("CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_277"),
     ),
     Rule(
         "aws-network-cache-ingress-from-service",
-        "The cache's security group admits only the service's security group, on the cache port.",
+        "The cache's security group admits only the service's security group, on the cache port (outside "
+        "Skyfleet programs, private CIDRs are accepted too).",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
         "Use a security-group reference (source_security_group_id / referenced_security_group_id) to the "
         "tasks' group on port 6379 and no CIDR ingress.",
         stack_check=_cache_only_service,
+    ),
+    Rule(
+        "aws-default-sg-closed",
+        "A managed default security group allows no traffic.",
+        Severity.MEDIUM,
+        Controls(cis=("AWS-5.4",), nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
+        "Declare aws.ec2.DefaultSecurityGroup with no ingress and no egress rules; give "
+        "workloads their own groups.",
+        DEFAULT_SG,
+        _default_sg,
+        checkov=("CKV2_AWS_12",),
+    ),
+    Rule(
+        "aws-nacl-no-public-admin-ports",
+        "Network ACLs do not allow the internet in on administration ports.",
+        Severity.MEDIUM,
+        Controls(cis=("AWS-5.1",), nist=("SC-7",), soc2=("CC6.6",), pci=("1.3.1",)),
+        "Deny 0.0.0.0/0 and ::/0 to 22, 3389 and the other admin ports in the ACL (security groups stay the "
+        "primary control).",
+        NACL + NACL_RULE,
+        _nacl,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_AWS_229", "CKV_AWS_230", "CKV_AWS_231", "CKV_AWS_232", "CKV_AWS_352"),
+    ),
+    Rule(
+        "aws-vpc-flow-logs",
+        "Every VPC records flow logs.",
+        Severity.LOW,
+        Controls(cis=("AWS-3.9",), nist=("AU-2", "AU-12", "SI-4"), soc2=("CC7.2",), pci=("10.2.1",)),
+        "Add an aws.ec2.FlowLog (traffic_type ALL) for the VPC, to CloudWatch Logs or S3.",
+        stack_check=_flow_logs,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV2_AWS_11",),
+    ),
+    Rule(
+        "aws-subnet-no-auto-public-ip",
+        "Subnets do not give every instance a public IP.",
+        Severity.LOW,
+        Controls(nist=("SC-7",), soc2=("CC6.6",), pci=("1.4.4",)),
+        "Set map_public_ip_on_launch=False; give public addresses only to load balancers and NAT gateways.",
+        SUBNET,
+        _subnet_public_ip,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_AWS_130",),
     ),
 ]

@@ -1,15 +1,21 @@
 """Rules that span clouds: required tags/labels, allowed regions, deletion protection of data
-stores in prod, and site parity (every site provides LB, cache, queue and DLQ)."""
+stores in prod, guessable database passwords, and Skyfleet's site parity (every site provides LB,
+cache, queue and DLQ; Skyfleet programs only)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pulumi_policy import Severity
 
 from ._docs import DocumentError, load_json
-from ._rule import SKYFLEET, Controls, Rule, StackView, Subject, get_path, truthy
+from ._rule import SKYFLEET, Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
+from ._secrets import is_credential_name, weak_password
+from .aws_sqs import QUEUE, dead_letter_targets
 from .kubernetes import NAMESPACE, WORKLOADS, containers, pod_spec
 
 AWS_TAGGABLE = (
@@ -89,8 +95,17 @@ def _missing(present: Mapping[str, Any], required: list[str]) -> list[str]:
     return missing
 
 
+def _internal_range(s: Subject) -> bool:
+    """A reserved internal range (VPC peering, Private Service Connect): nothing to allocate cost to."""
+    return (
+        s.type == "gcp:compute/globalAddress:GlobalAddress" and norm(s.props.get("addressType")) == "internal"
+    )
+
+
 def _tag_check(props_key: str, provider_key: str, inner: str | None, what: str):
     def check(s: Subject) -> Iterator[str]:
+        if _internal_range(s):
+            return
         own = s.props.get(props_key) if props_key != "metadata" else get_path(s.props, "metadata", "labels")
         present = {**_provider_defaults(s, provider_key, inner), **(own or {})}
         missing = _missing(present, list(s.config.get("requiredTags") or DEFAULT_REQUIRED))
@@ -103,6 +118,7 @@ def _tag_check(props_key: str, provider_key: str, inner: str | None, what: str):
 _TAG_CONFIG = {"requiredTags": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_REQUIRED}}
 _TAG_CONTROLS = Controls(nist=("CM-8", "PM-5"), soc2=("CC6.1", "CC3.2"), pci=("12.5.1",))
 
+# Regions, and the multi- and dual-region locations that keep data within them.
 DEFAULT_REGIONS = [
     "us-east-1",
     "us-east-2",
@@ -116,41 +132,81 @@ DEFAULT_REGIONS = [
     "europe-west1",
     "europe-west4",
     "europe-north1",
+    "eu",
+    "europe",
+    "us",
+    "eur4",
+    "nam4",
     "global",
 ]
+# GCP multi- and dual-region locations and the regions they span (for messages).
+MULTI_REGIONS = {
+    "eu": "EU member-state regions",
+    "europe": "European regions",
+    "us": "US regions",
+    "asia": "Asian regions",
+    "eur4": "europe-north1 + europe-west4",
+    "eur5": "europe-west1 + europe-west2",
+    "eur7": "europe-west2 + europe-west3",
+    "eur8": "europe-west3 + europe-west6",
+    "nam4": "us-central1 + us-east1",
+    "asia1": "asia-northeast1 + asia-northeast2",
+}
 
 
 def _region_of(s: Subject) -> str | None:
-    for key in ("region", "location"):
+    for key in ("region", "location", "zone", "availabilityZone"):
         value = s.props.get(key)
         if isinstance(value, str) and value:
             return value
     if s.provider is not None:
-        value = s.provider.props.get("region")
-        if isinstance(value, str) and value:
-            return value
+        for key in ("region", "zone"):
+            value = s.provider.props.get(key)
+            if isinstance(value, str) and value:
+                return value
     return None
 
 
+def region_base(location: str) -> str:
+    """A zone's region (europe-west1-b -> europe-west1, eu-west-1a -> eu-west-1), lower-cased."""
+    loc = location.strip().lower()
+    if re.fullmatch(r"[a-z]+-[a-z]+\d+-[a-z]", loc):  # GCP zone
+        return loc.rsplit("-", 1)[0]
+    if re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d[a-z]", loc):  # AWS availability zone
+        return loc[:-1]
+    return loc
+
+
 def _regions(s: Subject) -> Iterator[str]:
-    region = _region_of(s)
-    if region is None:
+    location = _region_of(s)
+    if location is None:
         return
-    allowed = list(s.config.get("allowedRegions") or DEFAULT_REGIONS)
-    # GCP zones (europe-west1-b) belong to their region.
-    base = region[:-2] if s.type.startswith("gcp:") and region[-2:-1] == "-" else region
-    if region not in allowed and base not in allowed:
-        yield f"region {region} is not in the allowed regions ({', '.join(allowed)})"
+    allowed = [str(r).strip().lower() for r in (s.config.get("allowedRegions") or DEFAULT_REGIONS)]
+    base = region_base(location)
+    if base in allowed:
+        return
+    what = (
+        f"multi-region {location} ({MULTI_REGIONS[base]})" if base in MULTI_REGIONS else f"region {location}"
+    )
+    yield f"{what} is not allowed; allowed: {', '.join(allowed)}"
 
 
 DATA_STORES = (
     "aws:rds/instance:Instance",
     "aws:rds/cluster:Cluster",
+    "aws:docdb/cluster:Cluster",
+    "aws:neptune/cluster:Cluster",
+    "aws:redshift/cluster:Cluster",
     "aws:dynamodb/table:Table",
     "aws:elasticache/replicationGroup:ReplicationGroup",
     "aws:s3/bucket:Bucket",
+    "aws:s3/bucketV2:BucketV2",
     "gcp:sql/databaseInstance:DatabaseInstance",
     "gcp:redis/instance:Instance",
+    "gcp:storage/bucket:Bucket",
+    "gcp:bigquery/dataset:Dataset",
+    "gcp:bigquery/table:Table",
+    "gcp:spanner/instance:Instance",
     "kubernetes:apps/v1:StatefulSet",
 )
 
@@ -159,28 +215,81 @@ def _deletion_protection(s: Subject) -> Iterator[str]:
     if s.protect:
         return
     p = s.props
-    if s.type.startswith("aws:rds/"):
+    t = s.type
+    if t.startswith(("aws:rds/", "aws:docdb/", "aws:neptune/")) or t in (
+        "gcp:redis/instance:Instance",
+        "gcp:spanner/instance:Instance",
+    ):
         ok, fix = truthy(p.get("deletionProtection")), "deletionProtection=true"
-    elif s.type == "aws:dynamodb/table:Table":
+    elif t == "aws:redshift/cluster:Cluster":
+        ok, fix = not truthy(p.get("skipFinalSnapshot")), "skipFinalSnapshot=false with a final snapshot"
+    elif t == "aws:dynamodb/table:Table":
         ok, fix = truthy(p.get("deletionProtectionEnabled")), "deletionProtectionEnabled=true"
-    elif s.type == "aws:elasticache/replicationGroup:ReplicationGroup":
+    elif t == "aws:elasticache/replicationGroup:ReplicationGroup":
         ok, fix = (
             bool(p.get("finalSnapshotIdentifier")),
             "finalSnapshotIdentifier (a last snapshot on delete)",
         )
-    elif s.type == "aws:s3/bucket:Bucket":
+    elif t in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", "gcp:storage/bucket:Bucket"):
         ok, fix = not truthy(p.get("forceDestroy")), "forceDestroy=false"
-    elif s.type == "gcp:redis/instance:Instance":
-        ok, fix = truthy(p.get("deletionProtection")), "deletionProtection=true"
-    elif s.type == "gcp:sql/databaseInstance:DatabaseInstance":
+    elif t == "gcp:bigquery/dataset:Dataset":
+        ok, fix = not truthy(p.get("deleteContentsOnDestroy")), "deleteContentsOnDestroy=false"
+    elif t in ("gcp:sql/databaseInstance:DatabaseInstance", "gcp:bigquery/table:Table"):
         ok, fix = p.get("deletionProtection") is not False, "deletionProtection=true"
-    elif s.type == "kubernetes:apps/v1:StatefulSet":
+    elif t == "kubernetes:apps/v1:StatefulSet":
         when = get_path(p, "spec", "persistentVolumeClaimRetentionPolicy", "whenDeleted") or "Retain"
-        ok, fix = when == "Retain", "persistentVolumeClaimRetentionPolicy.whenDeleted=Retain"
+        ok, fix = norm(when) == "retain", "persistentVolumeClaimRetentionPolicy.whenDeleted=Retain"
     else:
         ok, fix = False, "the protect=True resource option"
     if not ok:
         yield f"prod data store is not deletion-protected: set {fix} (or protect=True)"
+
+
+# Password fields of managed databases; a credential written into the program is in its history.
+PASSWORD_FIELDS = {
+    "aws:rds/instance:Instance": ("password",),
+    "aws:rds/cluster:Cluster": ("masterPassword",),
+    "aws:redshift/cluster:Cluster": ("masterPassword",),
+    "aws:docdb/cluster:Cluster": ("masterPassword",),
+    "aws:elasticache/replicationGroup:ReplicationGroup": ("authToken",),
+    "aws:mq/broker:Broker": ("users",),
+    "gcp:sql/user:User": ("password",),
+    "gcp:sql/databaseInstance:DatabaseInstance": ("rootPassword",),
+    "kubernetes:core/v1:Secret": ("stringData", "data"),
+}
+
+
+def _secret_entries(s: Subject, key: str) -> list[tuple[str, Any]]:
+    """(where, value) of the credential-named entries of a Kubernetes Secret (data decoded)."""
+    entries = s.props.get(key) or {}
+    out = []
+    for name in entries if hasattr(entries, "keys") else []:
+        if is_credential_name(str(name)):
+            value = entries[name]
+            if key == "data" and isinstance(value, str):
+                try:
+                    value = base64.b64decode(value, validate=True).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError, ValueError):
+                    continue
+            out.append((f"{key}.{name}", value))
+    return out
+
+
+def _weak_passwords(s: Subject) -> Iterator[str]:
+    for key in PASSWORD_FIELDS[s.type]:
+        if s.type == "kubernetes:core/v1:Secret":
+            values = _secret_entries(s, key)
+        elif key == "users":
+            values = [(key, get_path(u, "password")) for u in as_list(s.props.get(key))]
+        else:
+            values = [(key, s.props.get(key))]
+        for where, value in values:
+            why = weak_password(value)
+            if why is not None:
+                yield (
+                    f"{where} is guessable ({why}); generate it (random.RandomPassword) or let the "
+                    "service manage it"
+                )
 
 
 # -- site parity ------------------------------------------------------------------------------
@@ -194,24 +303,9 @@ def _k8s_images(view: StackView) -> list[tuple[Any, str]]:
     ]
 
 
-def _named_like(view: StackView, prefix: str, *hints: str) -> bool:
-    return any(any(h in r.name.lower() for h in hints) for r in view.with_prefix(prefix))
-
-
 def _aws_parts(view: StackView) -> dict[str, bool]:
-    queues = view.of_type("aws:sqs/queue:Queue")
-    targets: set[str] = set()
-    for q in queues:
-        try:
-            redrive = (
-                load_json(q.props.get("redrivePolicy"), "redrivePolicy")
-                if q.props.get("redrivePolicy")
-                else {}
-            )
-        except DocumentError:
-            redrive = {}
-        if isinstance(redrive, dict) and redrive.get("deadLetterTargetArn"):
-            targets.add(str(redrive["deadLetterTargetArn"]))
+    queues = view.of_type(*QUEUE)
+    targets = dead_letter_targets(view)
     return {
         "load balancer": view.has_type(
             "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"
@@ -243,8 +337,7 @@ def _k8s_parts(view: StackView) -> dict[str, bool]:
         or any(get_path(s.props, "spec", "type") == "LoadBalancer" for s in services),
         "cache": any(i.startswith(("redis", "valkey")) for i in images),
         "queue": any(i.startswith(("nats", "rabbitmq", "kafka")) for i in images),
-        "dead-letter queue": _named_like(view, "kubernetes:", "dlq", "dead-letter", "deadletter")
-        or any(
+        "dead-letter queue": any(
             _mentions_dead_letter(c.props.get("data")) for c in view.of_type("kubernetes:core/v1:ConfigMap")
         ),
     }
@@ -326,6 +419,17 @@ RULES = [
         DATA_STORES,
         _deletion_protection,
         prod_only=True,
+        checkov=("CKV_AWS_293", "CKV_AWS_139", "CKV2_AWS_58", "CKV_GCP_121"),
+    ),
+    Rule(
+        "database-password-strength",
+        "Passwords the program sets (databases, caches, brokers, Kubernetes Secrets) are not guessable.",
+        Severity.HIGH,
+        Controls(nist=("IA-5(1)",), soc2=("CC6.1",), pci=("8.3.6",)),
+        "Generate the password (random.RandomPassword, stored as a secret) or let the service manage it "
+        "(manage_master_user_password=True on RDS).",
+        tuple(PASSWORD_FIELDS),
+        _weak_passwords,
     ),
     Rule(
         "site-parity",

@@ -1,15 +1,27 @@
-"""The global HTTPS load balancer: SSL policy strength, policy attached, request logging."""
+"""External HTTP(S) load balancers: SSL policy strength, policy attached, request logging, plain
+HTTP only redirecting to HTTPS (followed from the proxy to its URL map), and DNSSEC for public
+zones."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pulumi_policy import Severity
+from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, Subject, get_path, truthy
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 SSL_POLICY = ("gcp:compute/sSLPolicy:SSLPolicy",)
 HTTPS_PROXY = ("gcp:compute/targetHttpsProxy:TargetHttpsProxy",)
+HTTP_PROXY = (
+    "gcp:compute/targetHttpProxy:TargetHttpProxy",
+    "gcp:compute/regionTargetHttpProxy:RegionTargetHttpProxy",
+)
+URL_MAP = ("gcp:compute/uRLMap:URLMap", "gcp:compute/regionUrlMap:RegionUrlMap")
+FORWARDING = (
+    "gcp:compute/globalForwardingRule:GlobalForwardingRule",
+    "gcp:compute/forwardingRule:ForwardingRule",
+)
+ZONE = ("gcp:dns/managedZone:ManagedZone",)
 BACKEND = (
     "gcp:compute/backendService:BackendService",
     "gcp:compute/regionBackendService:RegionBackendService",
@@ -17,9 +29,9 @@ BACKEND = (
 
 
 def _min_tls(s: Subject) -> Iterator[str]:
-    version = s.props.get("minTlsVersion") or "TLS_1_0"
-    if version not in ("TLS_1_2", "TLS_1_3"):
-        yield f"minTlsVersion is {version}; it must be TLS_1_2 or newer"
+    version = norm(s.props.get("minTlsVersion") or "TLS_1_0")
+    if version not in ("tls_1_2", "tls_1_3"):
+        yield f"minTlsVersion is {version.upper()}; allowed: TLS_1_2, TLS_1_3"
 
 
 WEAK_CIPHERS = (
@@ -32,11 +44,11 @@ WEAK_CIPHERS = (
 
 
 def _profile(s: Subject) -> Iterator[str]:
-    profile = s.props.get("profile") or "COMPATIBLE"
-    if profile == "COMPATIBLE":
-        yield "profile COMPATIBLE enables weak cipher suites; use MODERN or RESTRICTED"
-    elif profile == "CUSTOM":
-        weak = [c for c in (s.props.get("customFeatures") or []) if c in WEAK_CIPHERS]
+    profile = norm(s.props.get("profile") or "COMPATIBLE")
+    if profile == "compatible":
+        yield "profile COMPATIBLE enables weak cipher suites; allowed: MODERN, RESTRICTED"
+    elif profile == "custom":
+        weak = [str(c) for c in as_list(s.props.get("customFeatures")) if str(c).upper() in WEAK_CIPHERS]
         if weak:
             yield f"custom features include weak ciphers {', '.join(weak)}"
 
@@ -51,6 +63,42 @@ def _logging(s: Subject) -> Iterator[str]:
         yield "logConfig.enable must be true"
 
 
+def _redirect_only(view: StackView) -> Iterator[tuple[str, str | None]]:
+    for proxy in view.of_type(*HTTP_PROXY):
+        exposed = any(
+            norm(f.props.get("loadBalancingScheme") or "EXTERNAL").startswith("external")
+            for f in view.referrers(proxy, FORWARDING, "target")
+        ) or not view.referrers(proxy, FORWARDING, "target")
+        if not exposed:
+            continue
+        maps = view.refers(proxy, "urlMap", URL_MAP)
+        if not maps:
+            yield (
+                f"HTTP proxy {proxy.name!r} serves a URL map this stack cannot see; it must only redirect",
+                proxy.urn,
+            )
+        for url_map in maps:
+            redirect = get_path(url_map.props, "defaultUrlRedirect")
+            if not truthy(get_path(redirect, "httpsRedirect")) or url_map.props.get("pathMatchers"):
+                yield (
+                    f"HTTP proxy {proxy.name!r} serves URL map {url_map.name!r}, which does not "
+                    "only redirect "
+                    "to HTTPS: plain-HTTP requests reach the backends",
+                    proxy.urn,
+                )
+
+
+def _dnssec(s: Subject) -> Iterator[str]:
+    if norm(s.props.get("visibility") or "public") != "public":
+        return
+    cfg = s.props.get("dnssecConfig") or {}
+    if norm(get_path(cfg, "state")) != "on":
+        yield "DNSSEC is off for a public zone (dnssecConfig.state)"
+    for spec in as_list(get_path(cfg, "defaultKeySpecs")):
+        if norm(get_path(spec, "algorithm")) == "rsasha1":
+            yield f"DNSSEC {get_path(spec, 'keyType')} uses RSASHA1"
+
+
 _TLS = Controls(cis=("GCP-3.9",), nist=("SC-8", "SC-13"), soc2=("CC6.7",), pci=("4.2.1",))
 
 RULES = [
@@ -62,6 +110,7 @@ RULES = [
         "Set min_tls_version='TLS_1_2'.",
         SSL_POLICY,
         _min_tls,
+        checkov=("CKV_GCP_4",),
     ),
     Rule(
         "gcp-ssl-policy-no-weak-profile",
@@ -71,6 +120,7 @@ RULES = [
         "Set profile='MODERN' (or 'RESTRICTED').",
         SSL_POLICY,
         _profile,
+        checkov=("CKV_GCP_4",),
     ),
     Rule(
         "gcp-https-proxy-ssl-policy",
@@ -89,5 +139,26 @@ RULES = [
         "Set log_config={enable: True, sample_rate: 1.0} on the backend service.",
         BACKEND,
         _logging,
+    ),
+    Rule(
+        "gcp-lb-http-redirect-only",
+        "Plain-HTTP load balancer frontends only redirect to HTTPS.",
+        Severity.HIGH,
+        _TLS,
+        "Point the TargetHttpProxy at a URL map whose only content is default_url_redirect={https_redirect: "
+        "True}.",
+        stack_check=_redirect_only,
+        checkov=("CKV2_GCP_37", "CKV2_GCP_38"),
+    ),
+    Rule(
+        "gcp-dns-dnssec",
+        "Public Cloud DNS zones sign records with DNSSEC, not RSASHA1.",
+        Severity.LOW,
+        Controls(cis=("GCP-3.3", "GCP-3.4", "GCP-3.5"), nist=("SC-20",), soc2=("CC6.6",)),
+        "Set dnssec_config={state: 'on'} with RSASHA256 (or ECDSA) key specs.",
+        ZONE,
+        _dnssec,
+        enforcement=EnforcementLevel.ADVISORY,
+        checkov=("CKV_GCP_16", "CKV_GCP_17"),
     ),
 ]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pulumi_policy import Severity
 
-from ._rule import Controls, Rule, Subject, truthy
+from ._rule import Controls, Rule, Subject, norm, truthy
 
 INSTANCE = ("gcp:redis/instance:Instance",)
 
@@ -17,19 +17,19 @@ def _auth(s: Subject) -> Iterator[str]:
 
 
 def _tls(s: Subject) -> Iterator[str]:
-    mode = s.props.get("transitEncryptionMode") or "DISABLED"
-    if mode != "SERVER_AUTHENTICATION":
-        yield f"transitEncryptionMode is {mode}; it must be SERVER_AUTHENTICATION"
+    mode = norm(s.props.get("transitEncryptionMode") or "DISABLED")
+    if mode != "server_authentication":
+        yield f"transitEncryptionMode is {mode.upper()}; allowed: SERVER_AUTHENTICATION"
 
 
 def _ha(s: Subject) -> Iterator[str]:
-    tier = s.props.get("tier") or "BASIC"
-    if tier != "STANDARD_HA":
-        yield f"tier is {tier}; prod needs STANDARD_HA (replica with automatic failover)"
+    tier = norm(s.props.get("tier") or "BASIC")
+    if tier != "standard_ha":
+        yield f"tier is {tier.upper()}; prod needs STANDARD_HA (replica with automatic failover)"
 
 
 def _private(s: Subject) -> Iterator[str]:
-    if s.props.get("connectMode") != "PRIVATE_SERVICE_ACCESS":
+    if norm(s.props.get("connectMode")) != "private_service_access":
         yield "connectMode must be PRIVATE_SERVICE_ACCESS so only the service's VPC reaches the cache"
     if not s.props.get("authorizedNetwork"):
         yield "authorizedNetwork must name the service's VPC"
@@ -44,6 +44,7 @@ RULES = [
         "Set auth_enabled=True and hand the AUTH string to the service through Secret Manager.",
         INSTANCE,
         _auth,
+        checkov=("CKV_GCP_95",),
     ),
     Rule(
         "gcp-redis-tls",
@@ -53,6 +54,7 @@ RULES = [
         "Set transit_encryption_mode='SERVER_AUTHENTICATION' (clients use rediss:// with the server CA).",
         INSTANCE,
         _tls,
+        checkov=("CKV_GCP_97",),
     ),
     Rule(
         "gcp-redis-ha",
