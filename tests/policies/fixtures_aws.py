@@ -428,6 +428,27 @@ def _task(change: Any) -> Flip:
     return in_json("containerDefinitions", lambda defs: change(defs[0]))
 
 
+def _root_init(*, awaited: bool = True, drop: tuple[str, ...] = ("ALL",), essential: bool = False) -> Flip:
+    """A root setup container beside the app (as the shipped stacks' scratch-permissions step),
+    confined or not."""
+
+    def change(defs: list[dict[str, Any]]) -> None:
+        defs.append(
+            {
+                "name": "prepare",
+                "image": defs[0]["image"],
+                "essential": essential,
+                "user": "0:0",
+                "readonlyRootFilesystem": True,
+                "linuxParameters": {"capabilities": {"drop": list(drop)}},
+            }
+        )
+        if awaited:
+            defs[0]["dependsOn"] = [{"containerName": "prepare", "condition": "SUCCESS"}]
+
+    return in_json("containerDefinitions", change)
+
+
 def _assume(**fields: Any) -> Flip:
     return in_json("assumeRolePolicy", lambda d: d["Statement"][0].update(fields))
 
@@ -507,6 +528,9 @@ CASES: list[tuple[str, str, Flip, str]] = [
     ("aws-route53-dnssec", "public-zone-dnssec", setp("hostedZoneId", "Z0OTHER"), "unsigned zone"),
     ("aws-lambda-supported-runtime", "thumbnails", setp("runtime", "python3.7"), "old runtime"),
     ("aws-ecs-non-root-user", "api-task", _task(lambda c: c.update(user="0:0")), "root"),
+    ("aws-ecs-non-root-user", "api-task", _root_init(awaited=False), "root step nobody awaits"),
+    ("aws-ecs-non-root-user", "api-task", _root_init(drop=("NET_RAW",)), "root step with capabilities"),
+    ("aws-ecs-non-root-user", "api-task", _root_init(essential=True), "root step that keeps running"),
     ("aws-ecs-no-host-namespaces", "api-task", setp("networkMode", "host"), "host network"),
     (
         "aws-ecs-efs-transit-encryption",

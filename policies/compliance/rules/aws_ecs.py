@@ -74,10 +74,44 @@ def _logging(c: dict[str, Any]) -> Iterator[str]:
         yield "no logConfiguration.logDriver: the container's output is lost"
 
 
-def _root_user(c: dict[str, Any]) -> Iterator[str]:
+def _is_root(c: dict[str, Any]) -> bool:
     user = str(c.get("user") or "").strip()
-    if user and user.split(":", 1)[0].lower() in ("0", "root"):
-        yield f"user is {user!r}: the container runs as root"
+    return bool(user) and user.split(":", 1)[0].lower() in ("0", "root")
+
+
+def _confined_init_step(c: dict[str, Any], defs: list[dict[str, Any]]) -> bool:
+    """A one-shot setup step (preparing a task volume for a non-root app, say): not essential,
+    awaited to completion by another container, every capability dropped and none added, not
+    privileged, on a read-only root. Root there can only touch what root already owns."""
+    name = c.get("name")
+    awaited = any(
+        d.get("containerName") == name and str(d.get("condition", "")).upper() in ("SUCCESS", "COMPLETE")
+        for other in defs
+        if other is not c
+        for d in as_list(other.get("dependsOn"))
+        if isinstance(d, dict)
+    )
+    caps = get_path(c, "linuxParameters", "capabilities") or {}
+    dropped = {str(x).upper() for x in as_list(get_path(caps, "drop"))}
+    return (
+        awaited
+        and c.get("essential") is False
+        and "ALL" in dropped
+        and not as_list(get_path(caps, "add"))
+        and c.get("privileged") is not True
+        and c.get("readonlyRootFilesystem") is True
+    )
+
+
+def _root_user(s: Subject) -> Iterator[str]:
+    try:
+        defs = container_definitions(s.props.get("containerDefinitions"))
+    except DocumentError as exc:
+        yield str(exc)
+        return
+    for c in defs:
+        if _is_root(c) and not _confined_init_step(c, defs):
+            yield f"container {c.get('name', '?')!r}: user is {c.get('user')!r}: the container runs as root"
 
 
 def _host_namespaces(s: Subject) -> Iterator[str]:
@@ -160,9 +194,11 @@ RULES = [
         "ECS containers do not run as root.",
         Severity.HIGH,
         Controls(cis=("Docker-4.1",), nist=("AC-6", "CM-7"), soc2=("CC6.1",), pci=("2.2.1",)),
-        "Set user to a non-zero UID (e.g. '10001') or build the image with a non-root USER.",
+        "Set user to a non-zero UID (e.g. '10001') or build the image with a non-root USER. A one-shot "
+        "setup step may run as root if it is not essential, awaited by another container, drops every "
+        "capability and has a read-only root.",
         TASK,
-        _per_container(_root_user),
+        _root_user,
     ),
     Rule(
         "aws-ecs-no-host-namespaces",
