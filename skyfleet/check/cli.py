@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from skyfleet.check.analyzer import PackError, PolicyPackProcess
 from skyfleet.check.catalogue import markdown_catalogue
+from skyfleet.check.model import Report, ToolError
 from skyfleet.check.policy_config import PolicyConfigError, pack_config_document, read_settings
 from skyfleet.check.reports import print_terminal, write_json, write_junit, write_sarif
 from skyfleet.check.runner import DEFAULT_PACK, run
@@ -75,11 +76,11 @@ def check(
         except PackError as exc:
             raise _fail(str(exc)) from None
         return
-    if bool(stack) == all_stacks:
-        raise _fail("give exactly one of --stack NAME or --all")
-    if emit_policy_config and all_stacks:
-        raise _fail("--emit-policy-config takes one --stack")
     try:
+        if bool(stack) == all_stacks:
+            raise PlanError("give exactly one of --stack NAME or --all")
+        if emit_policy_config and all_stacks:
+            raise PlanError("--emit-policy-config takes one --stack")
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -96,7 +97,7 @@ def check(
                 emit_policy_config.write_text(json.dumps(document, indent=2) + "\n")
                 err.print(f"wrote {emit_policy_config}")
                 return
-            total = sum(len(p.resources) for p in plans)
+            total = sum(1 for p in plans for r in p.resources if not r.read)
             task = progress.add_task("analyzing", total=total)
 
             def on_stack(name: str) -> None:
@@ -109,14 +110,26 @@ def check(
                 on_stack=on_stack,
                 on_resource=lambda: progress.advance(task),
             )
-    except (PlanError, PackError, PolicyConfigError) as exc:
-        raise _fail(str(exc)) from None
+    except Exception as exc:
+        # No verdict: every requested report still says so, with the error and its place.
+        known = isinstance(exc, PlanError | PackError | PolicyConfigError)
+        message = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
+        file = getattr(exc, "file", None)
+        line = getattr(exc, "line", None)
+        report = Report(error=ToolError(message=message, file=str(file) if file else None, line=line))
+        _write_reports(report, program, json_out, sarif_out, junit_out)
+        raise _fail(message) from None
     print_terminal(report, console)
-    root = program.resolve()
+    _write_reports(report, program, json_out, sarif_out, junit_out)
+    raise typer.Exit(report.exit_code())
+
+
+def _write_reports(
+    report: Report, program: Path, json_out: Path | None, sarif_out: Path | None, junit_out: Path | None
+) -> None:
     if json_out:
         write_json(report, json_out)
     if sarif_out:
-        write_sarif(report, sarif_out, root)
+        write_sarif(report, sarif_out, program.resolve())
     if junit_out:
         write_junit(report, junit_out)
-    raise typer.Exit(report.exit_code())

@@ -6,6 +6,7 @@ values a reviewer can recognise.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -402,7 +403,23 @@ def outputs(typ: str, name: str, inputs: dict[str, Any], ctx: MockContext) -> di
 
 
 def call(token: str, args: dict[str, Any], ctx: MockContext) -> dict[str, Any] | None:
-    """Invokes whose answer depends on the region (the common ones live in mocks.py)."""
+    """Invokes whose answer depends on the region, or has a format programs parse (the common
+    ones live in mocks.py; the rest are synthesized from the SDK's result types)."""
+    if token in (
+        "aws:ecr/getAuthorizationToken:getAuthorizationToken",
+        "aws:ecr/getCredentials:getCredentials",
+    ):
+        # A base64 "AWS:<password>" token, as ECR gives (programs split it into user/password).
+        password = _hex(ctx, "ecr-token", 64)
+        return {
+            "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
+            "userName": "AWS",
+            "password": password,
+            "proxyEndpoint": f"https://{ctx.account}.dkr.ecr.{_region(args, ctx)}.amazonaws.com",
+            "expiresAt": "2026-01-01T12:00:00Z",
+            "registryId": str(args.get("registryId") or ctx.account),
+            "id": _region(args, ctx),
+        }
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
         region = str(args.get("region") or ctx.region)
         code = "".join(p[0] if not p.isdigit() else p for p in region.split("-"))
