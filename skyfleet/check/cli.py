@@ -33,7 +33,12 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _plans(
-    program: Path, stack: str | None, all_stacks: bool, preview: bool, progress: Progress
+    program: Path,
+    stack: str | None,
+    all_stacks: bool,
+    preview: bool,
+    progress: Progress,
+    references: Path | None = None,
 ) -> list[Plan]:
     project = Project.load(program)
     stacks = site_stacks_first(project) if all_stacks else [str(stack)]
@@ -45,9 +50,10 @@ def _plans(
         progress.update(task, description=f"planning {name} under mocks", advance=1)
 
     if all_stacks:
-        return [p for p, _ in plan_all(program, stacks, preview=preview, on_stack=on_stack)]
+        plans = plan_all(program, stacks, preview=preview, on_stack=on_stack, references=references)
+        return [p for p, _ in plans]
     on_stack(stacks[0])
-    return [plan_stack(program, stacks[0], preview=preview)]
+    return [plan_stack(program, stacks[0], preview=preview, plans_dir=references)]
 
 
 def check(
@@ -64,6 +70,9 @@ def check(
         typer.Option(help="write the stack's --policy-pack-config file for `pulumi preview` and stop"),
     ] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="print the pack's rule catalogue")] = False,
+    references: Annotated[
+        Path | None, typer.Option(help="answer StackReferences from DIR/<stack>.json (plans or outputs)")
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="seconds the pack may take to start or to answer a call")
     ] = 60.0,
@@ -88,7 +97,7 @@ def check(
             console=err,
             transient=True,
         ) as progress:
-            plans = _plans(program, stack, all_stacks, preview, progress)
+            plans = _plans(program, stack, all_stacks, preview, progress, references)
             if emit_policy_config:
                 with PolicyPackProcess(policy_pack, timeout=timeout) as pack:
                     info = pack.info()

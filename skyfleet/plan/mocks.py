@@ -156,9 +156,17 @@ class SkyfleetMocks(Mocks):
         return rid, {**base, **args.inputs, **extra}
 
     def resource(
-        self, typ: str, name: str, inputs: dict[str, Any], resource_id: str | None, *, custom: bool
+        self,
+        typ: str,
+        name: str,
+        inputs: dict[str, Any],
+        resource_id: str | None,
+        *,
+        custom: bool,
+        everything: bool = False,
     ) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
-        """(id, defaults the inputs override, outputs that override the inputs)."""
+        """(id, defaults the inputs override, outputs that override the inputs).
+        ``everything``: synthesize every field (a stand-in whose inputs nobody gave)."""
         if typ == STACK_REFERENCE:
             ref = str(inputs.get("name") or resource_id or name)
             outputs = self.stack_outputs(ref)
@@ -192,9 +200,9 @@ class SkyfleetMocks(Mocks):
             generic["tagsAll"] = inputs["tags"]
         if cls is not None:
             known = {**generic, **inputs, **extra}
-            extra.update(
-                Synth(self.ctx, typ, name).fill(cls, known, inputs=sdk.input_names(cls), preview=False)
-            )
+            declared = frozenset() if everything else sdk.input_names(cls)
+            synth = Synth(self.ctx, typ, name)
+            extra.update(synth.fill(cls, known, inputs=declared, preview=False, everything=everything))
         return rid, generic, extra
 
     def read(self, typ: str, name: str, rid: str, props: dict[str, Any]) -> dict[str, Any]:
@@ -246,14 +254,8 @@ class SkyfleetMocks(Mocks):
         if self.preview:
             state = Synth(self.ctx, typ, name).fill(cls, {}, inputs=frozenset(), preview=True) if cls else {}
             return "", state
-        rid, base, extra = self.resource(typ, name, {}, None, custom=True)
+        rid, base, extra = self.resource(typ, name, {}, None, custom=True, everything=True)
         state = {**base, **extra}
-        if cls is not None:
-            state.update(
-                Synth(self.ctx, typ, name).fill(
-                    cls, state, inputs=frozenset(), preview=False, everything=True
-                )
-            )
         state.pop("id", None)
         return rid or "", state
 
@@ -355,7 +357,7 @@ class RecordingMonitor(MockMonitor):
         wire = json_format.MessageToDict(request.properties)
         state = {**wire, **self.answers.read(request.type, request.name, request.id, plain(wire))}
         self.resources[urn] = MockMonitor.ResourceRegistration(urn, request.id, plain(state))
-        response = resource_pb2.ReadResourceResponse(urn=urn, properties=struct(state))
+        response = resource_pb2.ReadResourceResponse(urn=urn, id=request.id, properties=struct(state))
         self.registrations[urn] = Registration(
             type=request.type,
             name=request.name,

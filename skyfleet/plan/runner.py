@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import os
 import runpy
@@ -29,7 +30,7 @@ from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import SpecError, engine_strings, read_stack_file
-from skyfleet.plan.mocks import MockContext, RecordingMonitor, SkyfleetMocks, Unexpanded
+from skyfleet.plan.mocks import MockContext, RecordingMonitor, Registration, SkyfleetMocks, Unexpanded
 
 
 class PlanError(Exception):
@@ -168,8 +169,15 @@ def plan_stack(
         short = ref.split("/")[-1]
         if short in references:
             return references[short]
-        if plans_dir and (plans_dir / f"{short}.json").exists():
-            references[short] = json.loads((plans_dir / f"{short}.json").read_text()).get("outputs", {})
+        path = plans_dir / f"{short}.json" if plans_dir else None
+        if path and path.exists():
+            try:
+                doc = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise PlanError(f"{path}: not JSON ({exc})", path) from None
+            # A plan written by `skyfleet plan --out`, or the stack's outputs object itself.
+            is_plan = isinstance(doc, dict) and "resources" in doc and "outputs" in doc
+            references[short] = doc["outputs"] if is_plan else doc
             return references[short]
         return None
 
@@ -180,7 +188,10 @@ def plan_stack(
             if short == stack or not project.stack_file(short).exists():
                 raise PlanError(
                     f"{project.stack_file(stack)}: StackReference {ref!r} has no offline plan and "
-                    f"{project.stack_file(short)} does not exist"
+                    f"{project.stack_file(short)} does not exist; give its outputs with "
+                    f"--references DIR ({short}.json: a plan from `skyfleet plan --out` or an "
+                    "object of the stack's outputs)",
+                    project.stack_file(stack),
                 )
             referenced, _ = _run(project, short, False, lookup)
             references[short] = referenced.outputs if referenced else {}
@@ -253,7 +264,7 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
             read=r.read,
             remote=r.remote,
         )
-        for r in monitor.registrations.values()
+        for r in _in_stable_order(monitor.registrations)
     ]
     plan = Plan(
         stack=stack,
@@ -268,6 +279,34 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
         unanswered=sorted(set(mocks.unanswered)),
     )
     return plan, list(mocks.missing_references)
+
+
+def _in_stable_order(registrations: Mapping[str, Registration]) -> list[Registration]:
+    """Registrations in an order that is the same on every run: the SDK registers from a
+    thread pool, so arrival order varies. Every resource still comes after its parent, its
+    provider and its dependencies (as the engine needs them); ties go by URN."""
+    after: dict[str, set[str]] = {}
+    for urn, r in registrations.items():
+        needs = {r.parent or "", (r.provider or "").rsplit("::", 1)[0], *r.dependencies}
+        needs.update(u for urns in r.property_dependencies.values() for u in urns)
+        after[urn] = {n for n in needs if n in registrations and n != urn}
+    waiting = {urn: len(needs) for urn, needs in after.items()}
+    dependents: dict[str, list[str]] = {}
+    for urn, needs in after.items():
+        for n in needs:
+            dependents.setdefault(n, []).append(urn)
+    ready = [urn for urn, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[Registration] = []
+    while ready:
+        urn = heapq.heappop(ready)
+        order.append(registrations[urn])
+        for d in dependents.get(urn, []):
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                heapq.heappush(ready, d)
+    placed = {r.urn for r in order}
+    return order + [r for urn, r in registrations.items() if urn not in placed]  # cycles: as they came
 
 
 def _unexpanded(monitor: RecordingMonitor, mocks: SkyfleetMocks) -> list[Unexpanded]:

@@ -333,7 +333,11 @@ class Synth:
         if subject in ("key", "kmskey"):
             h = self._hex(path, 32)
             return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        prefix = _AWS_ID_PREFIX.get(subject) or _AWS_ID_PREFIX.get(noun[-1] if noun else "")
+        last = noun[-1] if noun else ""
+        prefix = next(
+            (_AWS_ID_PREFIX[k] for k in (subject, subject.removesuffix("s"), last) if k in _AWS_ID_PREFIX),
+            None,
+        )
         return f"{prefix}-{self._hex(path, 17)}" if prefix else f"{self._slug()}-{self._hex(path, 8)}"
 
     def _address(self, path: tuple[str, ...], where: set[str]) -> str:
