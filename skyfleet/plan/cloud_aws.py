@@ -341,6 +341,20 @@ def _alarm(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any
     return {"id": aname, "arn": _arn(ctx, inputs, "cloudwatch", f"alarm:{aname}")}
 
 
+def _graphql_api(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
+    api_id = _hex(ctx, name, 26)
+    host = f"{_hex(ctx, name + 'host', 26)}.appsync-api.{_region(inputs, ctx)}.amazonaws.com"
+    return {
+        "id": api_id,
+        "arn": _arn(ctx, inputs, "appsync", f"apis/{api_id}"),
+        # Programs read the endpoints by key.
+        "uris": {
+            "GRAPHQL": f"https://{host}/graphql",
+            "REALTIME": f"wss://{host.replace('appsync-api', 'appsync-realtime-api')}/graphql",
+        },
+    }
+
+
 def _topic(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
     arn = _arn(ctx, inputs, "sns", _name(inputs, name))
     return {"id": arn, "arn": arn, "owner": ctx.account}
@@ -394,6 +408,7 @@ _HANDLERS: dict[str, Callable[[str, dict[str, Any], MockContext], dict[str, Any]
     "aws:appautoscaling/policy:Policy": _scaling_policy,
     "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
     "aws:sns/topic:Topic": _topic,
+    "aws:appsync/graphQLApi:GraphQLApi": _graphql_api,
 }
 
 

@@ -16,6 +16,7 @@ declared types, with references to stand-in children that are not part of the pl
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import json
@@ -27,6 +28,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import yaml
 from google.protobuf import json_format, struct_pb2
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 from pulumi.runtime.proto import provider_pb2, resource_pb2
@@ -314,9 +316,14 @@ class RecordingMonitor(MockMonitor):
             return resource_pb2.RegisterResourceResponse(urn=urn)
         wire = json_format.MessageToDict(request.object)
         inputs = plain(wire)
-        if request.remote:
+        manifests = _manifests(request.type, inputs) if request.remote else None
+        if isinstance(manifests, list):
             rid = ""
-            self.unexpanded[urn] = Unexpanded(request.type, request.name, urn, MLC_REASON)
+            state = {"resources": [self._register_object(urn, request, inputs, obj) for obj in manifests]}
+        elif request.remote:
+            rid = ""
+            reason = manifests or MLC_REASON
+            self.unexpanded[urn] = Unexpanded(request.type, request.name, urn, reason)
             state = self.answers.component(
                 request.type, request.name, inputs, self._child_ref(urn, request.name)
             )
@@ -385,17 +392,51 @@ class RecordingMonitor(MockMonitor):
                 )
                 return resource_pb2.ResourceInvokeResponse(failures=[failure])
             ret = {"urn": found.urn, "id": found.id, "state": found.state}
-            return resource_pb2.ResourceInvokeResponse(**{"return": struct(ret)})
+            return _returning(resource_pb2.ResourceInvokeResponse(), ret)
         result, failures = self.answers.call(
             MockCallArgs(token=request.tok, args=args, provider=request.provider)
         )
         checks = [provider_pb2.CheckFailure(property=p, reason=r) for p, r in failures or []]
-        return resource_pb2.ResourceInvokeResponse(failures=checks, **{"return": struct(result)})
+        return _returning(resource_pb2.ResourceInvokeResponse(failures=checks), result)
 
     def Call(self, request: Any) -> Any:
         args = plain(json_format.MessageToDict(request.args))
         result = self.answers.method(request.tok, args)
-        return provider_pb2.CallResponse(**{"return": struct(result)})
+        return _returning(provider_pb2.CallResponse(), result)
+
+    def _register_object(
+        self, parent_urn: str, parent: Any, inputs: dict[str, Any], obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One object of a ``yaml/v2`` manifest, registered as that component's provider would:
+        a child resource of its own type, named ``<prefix>-<namespace>/<name>``."""
+        api_version = str(obj.get("apiVersion", "v1"))
+        group_version = api_version if "/" in api_version else f"core/{api_version}"
+        token = f"kubernetes:{group_version}:{obj.get('kind', '')}"
+        meta = obj.get("metadata") or {}
+        qualified = (
+            f"{meta['namespace']}/{meta.get('name', '')}" if meta.get("namespace") else meta.get("name", "")
+        )
+        name = f"{inputs.get('resourcePrefix') or parent.name}-{qualified}"
+        urn = self.make_urn(parent_urn, token, name)
+        rid_or_none, base, extra = self.answers.resource(token, name, dict(obj), None, custom=True)
+        state = {**base, **obj, **extra}
+        rid = rid_or_none or ""
+        self.resources[urn] = MockMonitor.ResourceRegistration(urn, rid, plain(state))
+        self.registrations[urn] = Registration(
+            type=token,
+            name=name,
+            urn=urn,
+            custom=True,
+            parent=parent_urn,
+            provider=None,
+            inputs=json.loads(json.dumps(obj, default=str)),
+            dependencies=[],
+            property_dependencies={},
+            id=rid or None,
+            outputs=json_format.MessageToDict(struct(state)),
+            source=_source(parent),
+        )
+        return {SIG: RESOURCE_SIG, "urn": urn, "id": rid, "packageVersion": ""}
 
     def _child_ref(self, parent_urn: str, parent_name: str) -> Callable[[type, str, int], Any]:
         """A resource reference to a stand-in child, so typed outputs deserialize."""
@@ -413,6 +454,53 @@ class RecordingMonitor(MockMonitor):
             return {SIG: RESOURCE_SIG, "urn": urn, "id": self.resources[urn].id, "packageVersion": ""}
 
         return ref
+
+
+_MANIFEST_COMPONENTS = ("kubernetes:yaml/v2:ConfigFile", "kubernetes:yaml/v2:ConfigGroup")
+
+
+def _manifests(typ: str, inputs: dict[str, Any]) -> list[dict[str, Any]] | str | None:
+    """The objects of a ``yaml/v2`` ConfigFile or ConfigGroup, read here as its provider reads
+    them (files and globs relative to the program, YAML text, objects; ``*List`` kinds
+    flattened). A reason string when they cannot be read offline; None for other types."""
+    if typ not in _MANIFEST_COMPONENTS:
+        return None
+    files = [inputs["file"]] if "file" in inputs else list(inputs.get("files") or [])
+    texts: list[str] = []
+    for pattern in files:
+        pattern = str(pattern)
+        if pattern == UNKNOWN or "://" in pattern:
+            return f"manifest {pattern!r} is fetched or computed at deployment: its objects were not planned"
+        paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for path in paths:
+            try:
+                texts.append(Path(path).read_text())
+            except OSError as exc:
+                return f"manifest {path!r} cannot be read ({exc.strerror}): its objects were not planned"
+    yaml_inputs = inputs.get("yaml")
+    texts.extend(
+        str(t)
+        for t in (yaml_inputs if isinstance(yaml_inputs, list) else [yaml_inputs] if yaml_inputs else [])
+    )
+    objects: list[Any] = list(inputs.get("objs") or [])
+    try:
+        for text in texts:
+            objects.extend(d for d in yaml.safe_load_all(text) if d is not None)
+    except yaml.YAMLError as exc:
+        return f"manifest is not valid YAML ({exc}): its objects were not planned"
+    out: list[dict[str, Any]] = []
+    for obj in objects:
+        if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List") and "items" in obj:
+            out.extend(i for i in obj["items"] if isinstance(i, dict))
+        elif isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def _returning(response: Any, value: Mapping[str, Any]) -> Any:
+    """Set an invoke or call response's ``return`` (a Python keyword, so not a kwarg)."""
+    getattr(response, "return").CopyFrom(struct(value))
+    return response
 
 
 def _source(request: Any) -> tuple[str, int] | None:

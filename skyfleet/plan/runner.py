@@ -167,18 +167,22 @@ def plan_stack(
 
     def lookup(ref: str) -> Mapping[str, Any] | None:
         short = ref.split("/")[-1]
-        if short in references:
-            return references[short]
-        path = plans_dir / f"{short}.json" if plans_dir else None
-        if path and path.exists():
+        for key in (ref, short):
+            if key in references:
+                return references[key]
+        # DIR/<org>/<project>/<stack>.json, DIR/<project>/<stack>.json, then DIR/<stack>.json.
+        parts = ref.split("/")
+        candidates = [Path(*parts[i:]).with_suffix(".json") for i in range(len(parts))] if plans_dir else []
+        path = next((plans_dir / c for c in candidates if plans_dir and (plans_dir / c).exists()), None)
+        if path:
             try:
                 doc = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 raise PlanError(f"{path}: not JSON ({exc})", path) from None
             # A plan written by `skyfleet plan --out`, or the stack's outputs object itself.
             is_plan = isinstance(doc, dict) and "resources" in doc and "outputs" in doc
-            references[short] = doc["outputs"] if is_plan else doc
-            return references[short]
+            references[ref] = doc["outputs"] if is_plan else doc
+            return references[ref]
         return None
 
     plan, missing = _run(project, stack, preview, lookup)
@@ -189,8 +193,8 @@ def plan_stack(
                 raise PlanError(
                     f"{project.stack_file(stack)}: StackReference {ref!r} has no offline plan and "
                     f"{project.stack_file(short)} does not exist; give its outputs with "
-                    f"--references DIR ({short}.json: a plan from `skyfleet plan --out` or an "
-                    "object of the stack's outputs)",
+                    f"--references DIR (<project>/{short}.json or {short}.json: a plan from "
+                    "`skyfleet plan --out` or an object of the stack's outputs)",
                     project.stack_file(stack),
                 )
             referenced, _ = _run(project, short, False, lookup)

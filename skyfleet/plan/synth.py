@@ -64,6 +64,30 @@ def _computed_string(name: str) -> bool:
     return bool(ws) and (ws[-1] in ("certificate", "cert", "endpoint", "fingerprint") or "ca" in ws[:-1])
 
 
+def _conform(hint: Any, value: Any) -> Any:
+    """An argument echoed into a result field, as the field's type (a data source returns its
+    query in its own types: ``most_recent="true"`` comes back a bool), or None if it is not."""
+    if value is None or value == UNKNOWN:
+        return None
+    hint = sdk.strip_optional(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        return {"true": True, "false": False}.get(str(value).lower())
+    if hint is int:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+        return int(value) if ok else None
+    if hint is float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if hint is str:
+        return value if isinstance(value, str) else None
+    if sdk.sequence_item(hint) is not None:
+        return value if isinstance(value, list) else None
+    if sdk.mapping_value(hint) is not None or sdk.is_output_type(hint):
+        return value if isinstance(value, dict) else None
+    return None
+
+
 def words(name: str) -> list[str]:
     """``clusterCaCertificate`` / ``cluster_ca_certificate`` -> ['cluster', 'ca', 'certificate']."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name.replace("_", " ").replace("-", " "))
@@ -142,10 +166,8 @@ class Synth:
         """Every field of an invoke or method result."""
         out: dict[str, Any] = {}
         for f in sdk.fields(cls):
-            if f.name in self.args and self.args[f.name] not in (None, UNKNOWN):
-                out[f.name] = self.args[f.name]
-            else:
-                out[f.name] = self.value(f.hint, (f.name,))
+            echoed = _conform(f.hint, self.args.get(f.name))
+            out[f.name] = echoed if echoed is not None else self.value(f.hint, (f.name,))
         return out
 
     # --- values -----------------------------------------------------------------------------

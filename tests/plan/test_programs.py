@@ -240,12 +240,18 @@ def test_manifests_expand_and_charts_are_reported(
         ("kubernetes:helm.sh/v4:Chart", "metrics"),
     }
     assert any("ingress-nginx" in u.reason for u in plan.unexpanded)
+    # A yaml/v2 ConfigFile is a remote component whose provider only reads YAML: expanded here.
+    workers = _resource(plan, "kubernetes:yaml/v2:ConfigFile", "workers")
+    worker = _resource(plan, "kubernetes:apps/v1:Deployment", "workers-shop/worker")
+    assert worker.parent == workers.urn
     if not preview:
         assert ipaddress.ip_address(plan.outputs["frontIp"])
         assert plan.outputs["cartReplicas"] == 2
-    # The manifest's objects reach the rules like any other resource.
+        assert plan.outputs["workerObjects"] == 1
+    # The manifests' objects reach the rules like any other resource.
     findings = checked(plan).findings
     assert any(f.rule == "k8s-no-privileged" and f.urn == cart.urn for f in findings)
+    assert any(f.rule == "k8s-image-pinned" and f.urn == worker.urn for f in findings)
 
 
 # --- config and determinism ---------------------------------------------------------------

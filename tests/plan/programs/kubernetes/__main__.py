@@ -1,5 +1,6 @@
-"""A manifest file (expanded offline), a Helm v3 chart and a Helm v4 chart (rendered by helm,
-so not expanded offline) and a Service whose load-balancer address the program exports."""
+"""Manifest files (v1 and v2 ConfigFile: expanded offline), a Helm v3 chart and a Helm v4
+chart (rendered by helm, so not expanded offline) and a Service whose load-balancer address
+the program exports."""
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -7,6 +8,7 @@ import pulumi_kubernetes as k8s
 namespace = pulumi.Config().require("namespace")
 
 app = k8s.yaml.ConfigFile("app", file="manifests/app.yaml")
+workers = k8s.yaml.v2.ConfigFile("workers", file="manifests/workers.yaml")
 ingress = k8s.helm.v3.Chart(
     "ingress",
     k8s.helm.v3.ChartOpts(
@@ -32,4 +34,5 @@ front = k8s.core.v1.Service(
 )
 
 pulumi.export("frontIp", front.status.load_balancer.ingress[0].ip)
+pulumi.export("workerObjects", workers.resources.apply(len))
 pulumi.export("cartReplicas", app.get_resource("apps/v1/Deployment", "cart", "shop").spec.replicas)
