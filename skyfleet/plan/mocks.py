@@ -151,6 +151,16 @@ class SkyfleetMocks(Mocks):
         self.unrendered: dict[str, str] = {}
         self._clouds = _cloud_modules()
 
+    def _model(self, hook: str, *args: Any) -> Any:
+        """The first per-cloud model's answer for ``hook`` (outputs, call, component_counts);
+        None when no model knows (the caller then synthesizes)."""
+        for cloud in self._clouds:
+            fn = getattr(cloud, hook, None)
+            found = fn(*(dict(a) if isinstance(a, dict) else a for a in args), self.ctx) if fn else None
+            if found is not None:
+                return found
+        return None
+
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         rid, base, extra = self.resource(
             args.typ, args.name, dict(args.inputs), args.resource_id, custom=bool(args.custom)
@@ -186,13 +196,7 @@ class SkyfleetMocks(Mocks):
                 {},
                 Synth(self.ctx, typ, name).fill(cls, inputs, inputs=sdk.input_names(cls), preview=True),
             )
-        extra: dict[str, Any] = {}
-        for cloud in self._clouds:
-            fn = getattr(cloud, "outputs", None)
-            found = fn(typ, name, dict(inputs), self.ctx) if fn else None
-            if found is not None:
-                extra = found
-                break
+        extra: dict[str, Any] = self._model("outputs", typ, name, inputs) or {}
         rid = str(extra.pop("id", None) or resource_id or f"{name}-{self.ctx.uid(name, 8)}")
         generic: dict[str, Any] = {"id": rid}
         if typ.startswith("aws:") and "arn" not in extra:
@@ -212,13 +216,7 @@ class SkyfleetMocks(Mocks):
         if typ == STACK_REFERENCE:
             _, base, extra = self.resource(typ, name, {"name": rid, **props}, rid, custom=True)
             return {**base, **extra}
-        found: dict[str, Any] | None = None
-        for cloud in self._clouds:
-            fn = getattr(cloud, "outputs", None)
-            found = fn(typ, name, dict(props), self.ctx) if fn else None
-            if found is not None:
-                break
-        state = {**(found or {}), **props}
+        state = {**(self._model("outputs", typ, name, props) or {}), **props}
         state.pop("id", None)
         cls = sdk.resource_class(typ)
         if cls is not None:
@@ -237,12 +235,7 @@ class SkyfleetMocks(Mocks):
         cls = sdk.resource_class(typ)
         if cls is None:
             return {}
-        counts: dict[str, int] | None = None
-        for cloud in self._clouds:
-            fn = getattr(cloud, "component_counts", None)
-            counts = fn(typ, name, dict(inputs), self.ctx) if fn else None
-            if counts is not None:
-                break
+        counts = self._model("component_counts", typ, name, inputs)
         synth = Synth(self.ctx, typ, name, resource_ref=child_ref, counts=counts)
         out: dict[str, Any] = {}
         for f in sdk.fields(cls):
@@ -263,11 +256,9 @@ class SkyfleetMocks(Mocks):
 
     def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
         token, call_args = args.token, dict(args.args)
-        for cloud in self._clouds:
-            fn = getattr(cloud, "call", None)
-            found = fn(token, call_args, self.ctx) if fn else None
-            if found is not None:
-                return self._chart(token, call_args, found), []
+        found = self._model("call", token, call_args)
+        if found is not None:
+            return self._chart(token, call_args, found), []
         found = _common_call(token, call_args, self.ctx)
         if found is not None:
             return found, []
@@ -322,7 +313,7 @@ class RecordingMonitor(MockMonitor):
             state = {"resources": [self._register_object(urn, request, inputs, obj) for obj in manifests]}
         elif request.remote:
             rid = ""
-            reason = manifests or MLC_REASON
+            reason = manifests or _rendered_by(request.type, inputs) or MLC_REASON
             self.unexpanded[urn] = Unexpanded(request.type, request.name, urn, reason)
             state = self.answers.component(
                 request.type, request.name, inputs, self._child_ref(urn, request.name)
@@ -454,6 +445,21 @@ class RecordingMonitor(MockMonitor):
             return {SIG: RESOURCE_SIG, "urn": urn, "id": self.resources[urn].id, "packageVersion": ""}
 
         return ref
+
+
+def _rendered_by(typ: str, inputs: dict[str, Any]) -> str | None:
+    """Why a Kubernetes component that renders with a tool was not expanded."""
+    if typ == "kubernetes:helm.sh/v4:Chart":
+        return (
+            f"helm chart {str(inputs.get('chart') or 'chart')!r} is rendered by helm and its chart "
+            "repository, which the offline plan does not run: its resources were not planned and not checked"
+        )
+    if typ == "kubernetes:kustomize/v2:Directory":
+        return (
+            f"kustomization {str(inputs.get('directory') or '')!r} is built by kustomize, which the "
+            "offline plan does not run: its resources were not planned and not checked"
+        )
+    return None
 
 
 _MANIFEST_COMPONENTS = ("kubernetes:yaml/v2:ConfigFile", "kubernetes:yaml/v2:ConfigGroup")
