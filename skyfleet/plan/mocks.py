@@ -149,6 +149,8 @@ class SkyfleetMocks(Mocks):
         self.unanswered: list[str] = []
         # Helm charts (by release name) whose rendering needs helm, which the plan does not run.
         self.unrendered: dict[str, str] = {}
+        # yaml.ConfigFile components (by name) whose manifest is a URL, never fetched offline.
+        self.unfetched: dict[str, str] = {}
         self._clouds = _cloud_modules()
 
     def _model(self, hook: str, *args: Any) -> Any:

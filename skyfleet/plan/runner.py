@@ -9,8 +9,10 @@ Pulumi Python project with a ``Pulumi.yaml``, not only Skyfleet's.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import heapq
+import importlib.util
 import json
 import os
 import runpy
@@ -228,7 +230,7 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
         runpy.run_path(str(main), run_name="__main__")
         root["stack"] = pulumi_settings.get_root_resource()
 
-    with _engine_environment(project, config, secret_keys), _own_event_loop():
+    with _engine_environment(project, config, secret_keys), _own_event_loop(), _no_manifest_downloads(mocks):
         pulumi_settings.reset_options(
             project=project.name, stack=stack, preview=preview, root_directory=str(project.dir)
         )
@@ -323,6 +325,8 @@ def _unexpanded(monitor: RecordingMonitor, mocks: SkyfleetMocks) -> list[Unexpan
         elif r.type == "kubernetes:helm.sh/v3:Chart":
             reason = mocks.unrendered.get(r.name, _RENDERED_BY["helm"])
             out.append(Unexpanded(r.type, r.name, r.urn, reason))
+        elif r.type == "kubernetes:yaml:ConfigFile" and r.name in mocks.unfetched:
+            out.append(Unexpanded(r.type, r.name, r.urn, mocks.unfetched[r.name]))
         elif r.type == "kubernetes:kustomize:Directory":
             out.append(Unexpanded(r.type, r.name, r.urn, _RENDERED_BY["kustomize"]))
     return out
@@ -416,6 +420,35 @@ def _context(config: Mapping[str, Any], stack: str, project: str) -> MockContext
 
 
 @contextlib.contextmanager
+def _no_manifest_downloads(mocks: SkyfleetMocks) -> Iterator[None]:
+    """A plan never fetches: a v1 ``yaml.ConfigFile`` whose file is a URL reads no objects,
+    and the plan reports it as not expanded (the SDK downloads such files itself, before any
+    provider call, so this is the one place to stop it)."""
+    if importlib.util.find_spec("pulumi_kubernetes") is None:
+        yield
+        return
+    from pulumi_kubernetes.yaml import yaml as k8s_yaml
+
+    original = k8s_yaml._read_url
+
+    def offline(url: str) -> str:
+        owner = sys._getframe(1).f_locals.get("self")
+        name = getattr(owner, "_name", None)
+        if isinstance(name, str):
+            mocks.unfetched[name] = (
+                f"manifest {url!r} is downloaded at deployment, which the offline plan does not do: "
+                "its resources were not planned and not checked"
+            )
+        return ""
+
+    k8s_yaml._read_url = offline
+    try:
+        yield
+    finally:
+        k8s_yaml._read_url = original
+
+
+@contextlib.contextmanager
 def _engine_environment(project: Project, config: Mapping[str, Any], secret_keys: set[str]) -> Iterator[None]:
     """What the language host gives a program: config in the environment, the main folder
     as working directory, the project's modules fresh for each stack."""
@@ -448,11 +481,27 @@ def _engine_environment(project: Project, config: Mapping[str, Any], secret_keys
                 del sys.modules[name]
 
 
+class _Inline(concurrent.futures.ThreadPoolExecutor):
+    """Runs each monitor call at once on the event loop's thread. The SDK hands its RPCs to a
+    thread pool because a real engine blocks; the mock monitor never does, and calls from pool
+    threads race the program's own thread on the SDKs' lazily loaded modules (a class missing
+    from a half-loaded module) and make the registration order vary from run to run."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting task, as a pool would
+            future.set_exception(exc)
+        return future
+
+
 @contextlib.contextmanager
 def _own_event_loop() -> Iterator[None]:
     """The SDK schedules on the current event loop; a host (a test runner, an async app) may
     have none or a closed one. Each plan gets its own, closed afterwards."""
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(_Inline())
     asyncio.set_event_loop(loop)
     try:
         yield

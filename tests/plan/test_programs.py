@@ -238,6 +238,7 @@ def test_manifests_expand_and_charts_are_reported(
     assert {(u.type, u.name) for u in plan.unexpanded} == {
         ("kubernetes:helm.sh/v3:Chart", "ingress"),
         ("kubernetes:helm.sh/v4:Chart", "metrics"),
+        ("kubernetes:yaml:ConfigFile", "crds"),
     }
     assert any("ingress-nginx" in u.reason for u in plan.unexpanded)
     # A yaml/v2 ConfigFile is a remote component whose provider only reads YAML: expanded here.

@@ -1,6 +1,6 @@
-"""Manifest files (v1 and v2 ConfigFile: expanded offline), a Helm v3 chart and a Helm v4
-chart (rendered by helm, so not expanded offline) and a Service whose load-balancer address
-the program exports."""
+"""Manifest files (v1 and v2 ConfigFile: expanded offline), a manifest at a URL, a Helm v3
+chart and a Helm v4 chart (downloaded or rendered at deployment, so not expanded offline) and
+a Service whose load-balancer address the program exports."""
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -9,6 +9,8 @@ namespace = pulumi.Config().require("namespace")
 
 app = k8s.yaml.ConfigFile("app", file="manifests/app.yaml")
 workers = k8s.yaml.v2.ConfigFile("workers", file="manifests/workers.yaml")
+# A manifest the SDK would download at deployment: never fetched offline, reported instead.
+crds = k8s.yaml.ConfigFile("crds", file="https://manifests.example.invalid/crds.yaml")
 ingress = k8s.helm.v3.Chart(
     "ingress",
     k8s.helm.v3.ChartOpts(
