@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from skyfleet.check.analyzer import PackError, PolicyPackProcess
 from skyfleet.check.catalogue import markdown_catalogue
+from skyfleet.check.model import Report, ToolError
 from skyfleet.check.policy_config import PolicyConfigError, pack_config_document, read_settings
 from skyfleet.check.reports import print_terminal, write_json, write_junit, write_sarif
 from skyfleet.check.runner import DEFAULT_PACK, run
@@ -32,7 +33,12 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _plans(
-    program: Path, stack: str | None, all_stacks: bool, preview: bool, progress: Progress
+    program: Path,
+    stack: str | None,
+    all_stacks: bool,
+    preview: bool,
+    progress: Progress,
+    references: Path | None = None,
 ) -> list[Plan]:
     project = Project.load(program)
     stacks = site_stacks_first(project) if all_stacks else [str(stack)]
@@ -44,9 +50,10 @@ def _plans(
         progress.update(task, description=f"planning {name} under mocks", advance=1)
 
     if all_stacks:
-        return [p for p, _ in plan_all(program, stacks, preview=preview, on_stack=on_stack)]
+        plans = plan_all(program, stacks, preview=preview, on_stack=on_stack, references=references)
+        return [p for p, _ in plans]
     on_stack(stacks[0])
-    return [plan_stack(program, stacks[0], preview=preview)]
+    return [plan_stack(program, stacks[0], preview=preview, plans_dir=references)]
 
 
 def check(
@@ -63,6 +70,9 @@ def check(
         typer.Option(help="write the stack's --policy-pack-config file for `pulumi preview` and stop"),
     ] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="print the pack's rule catalogue")] = False,
+    references: Annotated[
+        Path | None, typer.Option(help="answer StackReferences from DIR/<stack>.json (plans or outputs)")
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="seconds the pack may take to start or to answer a call")
     ] = 60.0,
@@ -75,11 +85,11 @@ def check(
         except PackError as exc:
             raise _fail(str(exc)) from None
         return
-    if bool(stack) == all_stacks:
-        raise _fail("give exactly one of --stack NAME or --all")
-    if emit_policy_config and all_stacks:
-        raise _fail("--emit-policy-config takes one --stack")
     try:
+        if bool(stack) == all_stacks:
+            raise PlanError("give exactly one of --stack NAME or --all")
+        if emit_policy_config and all_stacks:
+            raise PlanError("--emit-policy-config takes one --stack")
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -87,7 +97,7 @@ def check(
             console=err,
             transient=True,
         ) as progress:
-            plans = _plans(program, stack, all_stacks, preview, progress)
+            plans = _plans(program, stack, all_stacks, preview, progress, references)
             if emit_policy_config:
                 with PolicyPackProcess(policy_pack, timeout=timeout) as pack:
                     info = pack.info()
@@ -96,7 +106,7 @@ def check(
                 emit_policy_config.write_text(json.dumps(document, indent=2) + "\n")
                 err.print(f"wrote {emit_policy_config}")
                 return
-            total = sum(len(p.resources) for p in plans)
+            total = sum(1 for p in plans for r in p.resources if not r.read)
             task = progress.add_task("analyzing", total=total)
 
             def on_stack(name: str) -> None:
@@ -109,14 +119,26 @@ def check(
                 on_stack=on_stack,
                 on_resource=lambda: progress.advance(task),
             )
-    except (PlanError, PackError, PolicyConfigError) as exc:
-        raise _fail(str(exc)) from None
+    except Exception as exc:
+        # No verdict: every requested report still says so, with the error and its place.
+        known = isinstance(exc, PlanError | PackError | PolicyConfigError)
+        message = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
+        file = getattr(exc, "file", None)
+        line = getattr(exc, "line", None)
+        report = Report(error=ToolError(message=message, file=str(file) if file else None, line=line))
+        _write_reports(report, program, json_out, sarif_out, junit_out)
+        raise _fail(message) from None
     print_terminal(report, console)
-    root = program.resolve()
+    _write_reports(report, program, json_out, sarif_out, junit_out)
+    raise typer.Exit(report.exit_code())
+
+
+def _write_reports(
+    report: Report, program: Path, json_out: Path | None, sarif_out: Path | None, junit_out: Path | None
+) -> None:
     if json_out:
         write_json(report, json_out)
     if sarif_out:
-        write_sarif(report, sarif_out, root)
+        write_sarif(report, sarif_out, program.resolve())
     if junit_out:
         write_junit(report, junit_out)
-    raise typer.Exit(report.exit_code())

@@ -46,6 +46,26 @@ class AppliedExclusion(BaseModel):
     reason: str
 
 
+class UnexpandedComponent(BaseModel):
+    """A component whose children the offline plan could not produce, so no rule saw them."""
+
+    stack: str
+    type: str
+    name: str
+    urn: str
+    reason: str
+    # Types of the children its declared outputs refer to (stand-ins that were not checked).
+    children: list[str] = Field(default_factory=list)
+
+
+class ToolError(BaseModel):
+    """Why the gate could not give a verdict (exit code 2), and where, when that is known."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+
 class StackResult(BaseModel):
     stack: str
     project: str
@@ -58,6 +78,11 @@ class StackResult(BaseModel):
     exclusions: list[AppliedExclusion] = Field(default_factory=list)
     policy_config: dict[str, dict[str, object]] = Field(default_factory=dict)
     rule_levels: dict[str, str] = Field(default_factory=dict)
+    # Resources the program only read (Resource.get): state, not resources, so not analyzed.
+    reads: int = 0
+    unexpanded: list[UnexpandedComponent] = Field(default_factory=list)
+    # Invokes the offline plan answered with nothing (no model, no declared result type).
+    unanswered: list[str] = Field(default_factory=list)
 
     @property
     def mandatory(self) -> int:
@@ -65,11 +90,12 @@ class StackResult(BaseModel):
 
 
 class Report(BaseModel):
-    pack: str
-    pack_version: str
-    rules: list[RuleInfo]
-    stacks: list[StackResult]
+    pack: str = ""
+    pack_version: str = ""
+    rules: list[RuleInfo] = Field(default_factory=list)
+    stacks: list[StackResult] = Field(default_factory=list)
     seconds: float = 0.0
+    error: ToolError | None = None
 
     @property
     def mandatory(self) -> int:
@@ -79,5 +105,11 @@ class Report(BaseModel):
     def advisory(self) -> int:
         return sum(len(s.findings) - s.mandatory for s in self.stacks)
 
+    @property
+    def unexpanded(self) -> list[UnexpandedComponent]:
+        return [u for s in self.stacks for u in s.unexpanded]
+
     def exit_code(self) -> int:
+        if self.error is not None:
+            return 2
         return 1 if self.mandatory else 0

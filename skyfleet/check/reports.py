@@ -20,6 +20,10 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def print_terminal(report: Report, console: Console) -> None:
+    if report.error is not None:
+        where = f" ({report.error.file}:{report.error.line})" if report.error.file else ""
+        console.print(f"[red]ERROR[/] no verdict{where}: {report.error.message}", highlight=False)
+        return
     for stack in report.stacks:
         title = (
             f"[bold]{stack.stack}[/] ({stack.environment}, profile {stack.profile}"
@@ -44,6 +48,16 @@ def print_terminal(report: Report, console: Console) -> None:
             console.print(table)
         for e in stack.exclusions:
             console.print(f"  [dim]excluded[/] {e.rule} on {e.urn}: {e.reason}", highlight=False)
+        for u in stack.unexpanded:
+            children = f" (children seen only as stand-ins: {', '.join(sorted(set(u.children)))})"
+            console.print(
+                f"  [yellow]not expanded[/] {u.type} {u.name!r}: {u.reason}{children if u.children else ''}",
+                highlight=False,
+            )
+        if stack.reads:
+            console.print(f"  [dim]{stack.reads} read resource(s) (Resource.get) not analyzed[/]")
+        for token in stack.unanswered:
+            console.print(f"  [dim]no answer offline for {token}: the program got an empty result[/]")
     verdict = "[red]FAIL[/]" if report.mandatory else "[green]PASS[/]"
     console.print(
         f"{verdict} {len(report.stacks)} stack(s), {len(report.rules)} rules, "
@@ -52,6 +66,12 @@ def print_terminal(report: Report, console: Console) -> None:
         f"{sum(len(s.exclusions) for s in report.stacks)} exclusion(s) applied, {report.seconds:.2f} s",
         highlight=False,
     )
+    if report.unexpanded:
+        console.print(
+            f"[yellow]WARNING[/] {len(report.unexpanded)} component(s) not expanded offline: "
+            "their child resources were not checked",
+            highlight=False,
+        )
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -59,7 +79,9 @@ def write_json(report: Report, path: Path) -> None:
     doc["summary"] = {
         "mandatory": report.mandatory,
         "advisory": report.advisory,
+        "unexpanded": len(report.unexpanded),
         "exitCode": report.exit_code(),
+        "error": report.error.message if report.error else None,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -155,6 +177,13 @@ def sarif(report: Report, root: Path) -> dict[str, Any]:
                     "suppressions": [{"kind": "external", "justification": e.reason}],
                 }
             )
+    invocation: dict[str, Any] = {
+        "executionSuccessful": report.error is None,
+        "exitCode": report.exit_code(),
+    }
+    notifications = _notifications(report, root)
+    if notifications:
+        invocation["toolExecutionNotifications"] = notifications
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -170,10 +199,53 @@ def sarif(report: Report, root: Path) -> dict[str, Any]:
                 },
                 "originalUriBaseIds": {"%SRCROOT%": {"uri": root.resolve().as_uri() + "/"}},
                 "results": results,
-                "invocations": [{"executionSuccessful": True, "exitCode": report.exit_code()}],
+                "invocations": [invocation],
             }
         ],
     }
+
+
+def _notifications(report: Report, root: Path) -> list[dict[str, Any]]:
+    """The tool's own messages: the error that stopped it, and every component whose children
+    it could not check (a partial verdict must say so where CI shows it)."""
+    out: list[dict[str, Any]] = []
+    if report.error is not None:
+        note: dict[str, Any] = {"level": "error", "message": {"text": report.error.message}}
+        if report.error.file:
+            note["locations"] = [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {
+                            "uri": _artifact(report.error.file, root),
+                            "uriBaseId": "%SRCROOT%",
+                        },
+                        "region": {"startLine": report.error.line or 1},
+                    }
+                }
+            ]
+        out.append(note)
+    for stack in report.stacks:
+        for u in stack.unexpanded:
+            out.append(
+                {
+                    "level": "warning",
+                    "descriptor": {"id": "skyfleet-unexpanded-component"},
+                    "message": {"text": f"[{stack.stack}] {u.type} {u.name!r} not expanded: {u.reason}"},
+                    "locations": [
+                        {
+                            "physicalLocation": {
+                                "artifactLocation": {
+                                    "uri": _artifact(stack.stack_file, root),
+                                    "uriBaseId": "%SRCROOT%",
+                                },
+                                "region": {"startLine": 1},
+                            },
+                            "logicalLocations": [{"fullyQualifiedName": u.urn, "kind": "resource"}],
+                        }
+                    ],
+                }
+            )
+    return out
 
 
 def write_sarif(report: Report, path: Path, root: Path | None = None) -> None:
@@ -185,7 +257,16 @@ def junit(report: Report) -> ET.Element:
     suites = ET.Element(
         "testsuites", name="skyfleet check", tests="0", failures="0", time=f"{report.seconds:.3f}"
     )
-    total = failures = 0
+    total = failures = errors = 0
+    if report.error is not None:
+        suite = ET.SubElement(suites, "testsuite", name="skyfleet check", tests="1", failures="0")
+        suite.set("errors", "1")
+        suite.set("skipped", "0")
+        case = ET.SubElement(suite, "testcase", name="plan and analyze", classname="skyfleet.check")
+        where = f"{report.error.file}:{report.error.line}: " if report.error.file else ""
+        error = ET.SubElement(case, "error", type="tool-error", message=report.error.message.splitlines()[0])
+        error.text = where + report.error.message
+        total, errors = 1, 1
     for stack in report.stacks:
         suite = ET.SubElement(suites, "testsuite", name=stack.stack)
         s_fail = s_skip = 0
@@ -207,14 +288,23 @@ def junit(report: Report) -> ET.Element:
                 ET.SubElement(case, "system-out").text = "\n".join(
                     f"advisory {f.urn}: {f.message}" for f in found
                 )
-        suite.set("tests", str(len(report.rules)))
+        for u in stack.unexpanded:
+            # A skipped case per component whose children no rule saw, so CI shows the gap.
+            case = ET.SubElement(
+                suite, "testcase", name=f"expand {u.type} {u.name}", classname=f"skyfleet.check.{stack.stack}"
+            )
+            ET.SubElement(case, "skipped", message=f"not expanded offline: {u.reason}")
+            s_skip += 1
+        tests = len(report.rules) + len(stack.unexpanded)
+        suite.set("tests", str(tests))
         suite.set("failures", str(s_fail))
         suite.set("skipped", str(s_skip))
         suite.set("errors", "0")
-        total += len(report.rules)
+        total += tests
         failures += s_fail
     suites.set("tests", str(total))
     suites.set("failures", str(failures))
+    suites.set("errors", str(errors))
     return suites
 
 

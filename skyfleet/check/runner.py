@@ -13,7 +13,14 @@ from typing import Any
 from pulumi.runtime.proto import analyzer_pb2
 
 from skyfleet.check.analyzer import PolicyPackProcess
-from skyfleet.check.model import AppliedExclusion, Finding, Report, RuleInfo, StackResult
+from skyfleet.check.model import (
+    AppliedExclusion,
+    Finding,
+    Report,
+    RuleInfo,
+    StackResult,
+    UnexpandedComponent,
+)
 from skyfleet.check.policy_config import (
     LEVEL_NAMES,
     configure_request,
@@ -59,6 +66,8 @@ class StackInput:
         providers: dict[str, WireResource] = {}
         defaults: dict[str, WireResource] = {}
         for r in plan.resources:
+            if r.read:
+                continue  # as the engine: only registered resources are analyzed, never reads
             w = WireResource(
                 r.type,
                 urn_name(r.urn),
@@ -148,6 +157,14 @@ def check_stack(
         resources=len(resources),
         policy_config={k: {"enforcementLevel": lvl, **props} for k, (lvl, props) in config.items()},
         rule_levels={k: lvl for k, (lvl, _) in config.items()},
+        reads=sum(r.read for r in plan.resources),
+        unexpanded=[
+            UnexpandedComponent(
+                stack=plan.stack, type=u.type, name=u.name, urn=u.urn, reason=u.reason, children=u.children
+            )
+            for u in plan.unexpanded
+        ],
+        unanswered=list(plan.unanswered),
     )
     root = resources[0].urn
 

@@ -19,7 +19,12 @@ err = Console(stderr=True)
 
 
 def plan_all(
-    program_dir: Path, stacks: list[str], *, preview: bool = False, on_stack: Any = None
+    program_dir: Path,
+    stacks: list[str],
+    *,
+    preview: bool = False,
+    on_stack: Any = None,
+    references: Path | None = None,
 ) -> list[tuple[Plan, float]]:
     """Plan stacks in order; outputs of earlier plans answer later StackReferences."""
     known: dict[str, dict[str, Any]] = {}
@@ -28,7 +33,7 @@ def plan_all(
         if on_stack:
             on_stack(stack)
         started = time.perf_counter()
-        plan = plan_stack(program_dir, stack, preview=preview, known_outputs=known)
+        plan = plan_stack(program_dir, stack, preview=preview, known_outputs=known, plans_dir=references)
         results.append((plan, time.perf_counter() - started))
         if not preview:
             known[stack] = plan.outputs
@@ -53,6 +58,9 @@ def plan(
     out: Annotated[Path | None, typer.Option(help="write DIR/<stack>.json")] = None,
     preview: Annotated[bool, typer.Option(help="leave computed outputs unknown, as a preview does")] = False,
     program: Annotated[Path, typer.Option(help="the Pulumi project folder")] = Path("."),
+    references: Annotated[
+        Path | None, typer.Option(help="answer StackReferences from DIR/<stack>.json (plans or outputs)")
+    ] = None,
 ) -> None:
     """Run the Pulumi program offline under the SDK's mocks: no CLI, no credentials."""
     if bool(stack) == all_stacks:
@@ -75,7 +83,7 @@ def plan(
             def on_stack(name: str) -> None:
                 progress.update(task, description=f"planning {name}", advance=0)
 
-            results = plan_all(program, stacks, preview=preview, on_stack=on_stack)
+            results = plan_all(program, stacks, preview=preview, on_stack=on_stack, references=references)
     except PlanError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -6,6 +6,7 @@ values a reviewer can recognise.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -344,6 +345,20 @@ def _alarm(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any
     return {"id": aname, "arn": _arn(ctx, inputs, "cloudwatch", f"alarm:{aname}")}
 
 
+def _graphql_api(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
+    api_id = _hex(ctx, name, 26)
+    host = f"{_hex(ctx, name + 'host', 26)}.appsync-api.{_region(inputs, ctx)}.amazonaws.com"
+    return {
+        "id": api_id,
+        "arn": _arn(ctx, inputs, "appsync", f"apis/{api_id}"),
+        # Programs read the endpoints by key.
+        "uris": {
+            "GRAPHQL": f"https://{host}/graphql",
+            "REALTIME": f"wss://{host.replace('appsync-api', 'appsync-realtime-api')}/graphql",
+        },
+    }
+
+
 def _topic(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
     arn = _arn(ctx, inputs, "sns", _name(inputs, name))
     return {"id": arn, "arn": arn, "owner": ctx.account}
@@ -397,6 +412,7 @@ _HANDLERS: dict[str, Callable[[str, dict[str, Any], MockContext], dict[str, Any]
     "aws:appautoscaling/policy:Policy": _scaling_policy,
     "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
     "aws:sns/topic:Topic": _topic,
+    "aws:appsync/graphQLApi:GraphQLApi": _graphql_api,
 }
 
 
@@ -406,7 +422,23 @@ def outputs(typ: str, name: str, inputs: dict[str, Any], ctx: MockContext) -> di
 
 
 def call(token: str, args: dict[str, Any], ctx: MockContext) -> dict[str, Any] | None:
-    """Invokes whose answer depends on the region (the common ones live in mocks.py)."""
+    """Invokes whose answer depends on the region, or has a format programs parse (the common
+    ones live in mocks.py; the rest are synthesized from the SDK's result types)."""
+    if token in (
+        "aws:ecr/getAuthorizationToken:getAuthorizationToken",
+        "aws:ecr/getCredentials:getCredentials",
+    ):
+        # A base64 "AWS:<password>" token, as ECR gives (programs split it into user/password).
+        password = _hex(ctx, "ecr-token", 64)
+        return {
+            "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
+            "userName": "AWS",
+            "password": password,
+            "proxyEndpoint": f"https://{ctx.account}.dkr.ecr.{_region(args, ctx)}.amazonaws.com",
+            "expiresAt": "2026-01-01T12:00:00Z",
+            "registryId": str(args.get("registryId") or ctx.account),
+            "id": _region(args, ctx),
+        }
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
         region = str(args.get("region") or ctx.region)
         code = "".join(p[0] if not p.isdigit() else p for p in region.split("-"))

@@ -10,6 +10,8 @@ import hashlib
 import ipaddress
 from typing import Any
 
+import yaml
+
 from skyfleet.plan.mocks import MockContext
 
 _CREATED = "2026-01-01T00:00:00Z"
@@ -82,3 +84,16 @@ def outputs(typ: str, name: str, inputs: dict[str, Any], ctx: MockContext) -> di
     if status is not None:
         out["status"] = status
     return out
+
+
+def call(token: str, args: dict[str, Any], ctx: MockContext) -> dict[str, Any] | None:
+    """The provider's manifest functions: YAML is decoded here exactly as the provider does
+    (every document, empty ones dropped), so ``yaml.ConfigFile``/``ConfigGroup`` expand
+    offline; helm and kustomize rendering need their tools and answer no objects (the plan
+    reports those components as not expanded)."""
+    if token == "kubernetes:yaml:decode":
+        docs = yaml.safe_load_all(str(args.get("text") or ""))
+        return {"result": [d for d in docs if d is not None]}
+    if token in ("kubernetes:helm:template", "kubernetes:kustomize:directory"):
+        return {"result": []}
+    return None

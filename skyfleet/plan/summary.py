@@ -42,3 +42,8 @@ def print_summary(plan: Plan, console: Console, seconds: float | None = None) ->
     for capability, met, evidence in capability_lines(plan):
         mark = "[green]✓[/]" if met else "[red]✗[/]"
         console.print(f"  {mark} {capability:<14} {evidence}")
+    for u in plan.unexpanded:
+        console.print(f"  [yellow]not expanded[/] {u.type} {u.name!r}: {u.reason}", highlight=False)
+    reads = sum(r.read for r in plan.resources)
+    if reads:
+        console.print(f"  [dim]{reads} read resource(s) (Resource.get): looked up, not managed[/]")
