@@ -288,6 +288,15 @@ class Generator:
             return kind, session_id
         return kind, None
 
+    def _forget(self, kind: str, session_id: str | None, task_id: str | None) -> None:
+        """A 404 means the site serving now has no such session or task (it lived in a lost
+        site's store): its user starts over, as people do, instead of retrying it forever. The
+        loss itself is counted by the read-back; here it stops being picked."""
+        if kind in ("message", "task") and session_id in self.state.sessions:
+            self.state.sessions.remove(session_id)
+        if kind == "poll" and task_id is not None:
+            self.state.tasks.pop(task_id, None)
+
     async def _one(self, client: httpx.AsyncClient, scheduled: float) -> None:
         kind, session_id = self._pick()
         try:
@@ -363,6 +372,8 @@ class Generator:
             marker=marker,
         )
         self.state.add(record, task, keep=False)
+        if status == 404:
+            self._forget(kind, session_id, task_id)
         line: dict[str, Any] = {"r": dataclasses.asdict(record)}
         if task is not None:
             line["task"] = task

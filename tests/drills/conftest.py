@@ -83,6 +83,7 @@ class AgentSite:
 
     api: AppProcess
     worker: AppProcess
+    redis: RedisServer
 
     @property
     def url(self) -> str:
@@ -102,7 +103,7 @@ def agent_site() -> Iterator[AgentSite]:
     try:
         api = AppProcess("api", env).start()
         worker = AppProcess("worker", env).start()
-        yield AgentSite(api, worker)
+        yield AgentSite(api, worker, redis)
     finally:
         for proc in (worker, api):
             if proc is not None:

@@ -71,6 +71,29 @@ def test_open_loop_every_request_streamed_and_nothing_lost(agent_site: AgentSite
     assert data.tasks_checked == len(rec.tasks) and data.tasks_lost == 0 and data.tasks_duplicated == 0
 
 
+def test_a_user_whose_session_is_gone_starts_a_new_one(agent_site: AgentSite) -> None:
+    """The store loses every session mid-load (as the next site has none of a lost site's):
+    each user's next request gets 404 once, then they start over; nobody retries a lost session
+    for the rest of the run."""
+    import redis as redis_lib
+
+    spec = LoadSpec(rate=40, max_seconds=6, warmup_seconds=0, request_timeout_seconds=5)
+    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
+    load.start()
+    wait_until(lambda: len(load.recording.sessions) >= 10, timeout=30, what="ten sessions")
+    with redis_lib.Redis.from_url(agent_site.redis.url) as store:
+        store.flushall()
+    lost_at = time.time()
+    wait_until(lambda: not load.running, timeout=60, what="the load process to end")
+    rec = load.stop()
+    misses = [r for r in rec.records if r.status == 404 and r.kind in ("message", "task")]
+    assert misses, "no request reached a lost session: the test proves nothing"
+    per_session = [r.session_id for r in misses]
+    assert len(per_session) == len(set(per_session)), "a lost session was retried after its 404"
+    after = [r for r in rec.records if r.sent > lost_at + 2]
+    assert after and all(r.ok or r.kind == "poll" for r in after), [r for r in after if not r.ok][:3]
+
+
 def test_a_stalled_drill_process_does_not_delay_the_load(agent_site: AgentSite) -> None:
     """The drill process holding its GIL (an import, a TLS context...) for 2 s: the load, in
     its own process, still sends the requests due meanwhile on schedule."""
