@@ -61,6 +61,9 @@ class DrillReport(BaseModel):
     data: DataCheck | None = None
     rollbacks: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    # What the figures describe: the target as it ran (stacks, edge, and for the lab every way
+    # it differs from the plans).
+    system: dict[str, Any] = Field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The documented flat keys first (passed, detection_seconds, ...), then the detail."""
@@ -78,6 +81,30 @@ def _fmt(value: float | int | None, unit: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.3f}{unit}" if abs(value) < 10 else f"{value:.1f}{unit}"
     return f"{value}{unit}"
+
+
+def _system(info: dict[str, Any]) -> list[str]:
+    """What the figures describe, said plainly."""
+    if not info:
+        return []
+    lines = ["", "## What these figures describe", ""]
+    if info.get("stacks"):
+        lines.append(
+            f"- stacks: {', '.join(info['stacks'])}"
+            + (f" behind `{info['edge']}`" if info.get("edge") else "")
+        )
+    if info.get("routing"):
+        checks = "; ".join(
+            f"{site} every {c['interval_seconds']:g} s, {c['failure_threshold']} failures, path {c['path']}"
+            for site, c in sorted((info.get("health_checks") or {}).items())
+        )
+        lines.append(f"- edge routing: {info['routing']}; health checks: {checks}")
+    for name, (planned, running) in sorted((info.get("capped") or {}).items()):
+        lines.append(f"- replicas capped: {name} runs {running} of the plan's {planned}")
+    lines += [f"- differs from the plans: {d}" for d in info.get("deviations") or []]
+    if info.get("target") and not info.get("stacks"):
+        lines.append(f"- stack `{info.get('stack')}` ({info['target']}, {info.get('environment')})")
+    return lines
 
 
 def render_markdown(report: DrillReport) -> str:
@@ -168,6 +195,7 @@ def render_markdown(report: DrillReport) -> str:
         f"This drill: detection {_fmt(m.detection_seconds, ' s')}, recovery "
         f"{_fmt(m.recovery_seconds, ' s')}, sessions lost {_fmt(m.sessions_lost)}.",
     ]
+    lines += _system(report.system)
     if report.rollbacks:
         lines += ["", "## Rollbacks", ""]
         lines += [f"- `{r.get('name')}`: {r.get('status')}" for r in report.rollbacks]

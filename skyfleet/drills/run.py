@@ -407,7 +407,15 @@ class DrillRun:
             data=data,
             rollbacks=rollbacks,
             notes=notes,
+            system=_describe(self.target),
         )
+
+
+def _describe(target: Target) -> dict[str, Any]:
+    try:
+        return target.describe()
+    except Exception as exc:  # a report is still written when the target cannot say
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
 
 
 def _met(state: dict[str, Any] | None) -> bool | None:

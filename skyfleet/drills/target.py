@@ -71,6 +71,7 @@ class LabTarget:
             "health_checks": checks,
             "phase": state.phase,
             "capped": {k: list(v) for k, v in state.capped.items()},
+            "deviations": list(state.deviations),
         }
 
     def health_events(self, since: float) -> list[dict[str, Any]]:

@@ -502,6 +502,15 @@ def _own_event_loop() -> Iterator[None]:
     have none or a closed one. Each plan gets its own, closed afterwards."""
     loop = asyncio.new_event_loop()
     loop.set_default_executor(_Inline())
+
+    def quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A failed run leaves the SDK's registration futures holding the error the run itself
+        # reports (or a run abandoned to plan a referenced stack first): not news, not printed.
+        if context.get("message") == "Future exception was never retrieved":
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(quiet)
     asyncio.set_event_loop(loop)
     try:
         yield

@@ -8,23 +8,20 @@ import pytest
 from typer.testing import CliRunner
 
 from skyfleet.lab.cli import app
-from skyfleet.lab.config import LabConfig
+from skyfleet.lab.config import DEFAULT_EDGE_STACK, DEFAULT_SITE_STACKS, LabConfig
 from skyfleet.lab.errors import LabConfigError
 
 
 @pytest.mark.parametrize(
     ("body", "field", "says"),
     [
-        ("replicas: 1\n", "replicas", "greater than or equal to 2"),
-        ("sites: [aws, aws]\n", "sites", "unique"),
-        ("sites: [AWS]\n", "sites", "not a valid site name"),
-        ("health_interval: soon\n", "health_interval", "duration"),
-        ("routing: round-robin\n", "routing", "'failover' or 'weighted'"),
-        ("weights: {azure: 10}\n", "weights", "not one of the sites"),
-        ("primary_site: azure\n", "primary_site", "not one of the sites"),
-        ("base_port: 80\n", "base_port", "greater than or equal to 1024"),
-        ("app_env: {AGENT_REDIS_URL: redis://elsewhere}\n", "app_env", "set by the lab"),
-        ("replica: 3\n", "replica", "Extra inputs are not permitted"),
+        ("stacks: [aws-prod, aws-prod]\n", "stacks", "unique"),
+        ("stacks: []\n", "stacks", "at least 1 item"),
+        ("max_replicas: 0\n", "max_replicas", "greater than or equal to 1"),
+        ("subnet: 8.8.8.0/24\n", "subnet", "private IPv4 /24"),
+        ("subnet: 10.1.0.0/16\n", "subnet", "private IPv4 /24"),
+        ("subnet: elsewhere\n", "subnet", "Expected 4 octets in 'elsewhere'"),
+        ("replicas: 3\n", "replicas", "Extra inputs are not permitted"),
     ],
 )
 def test_bad_field_is_named(tmp_path: Path, body: str, field: str, says: str) -> None:
@@ -40,29 +37,32 @@ def test_bad_field_is_named(tmp_path: Path, body: str, field: str, says: str) ->
 
 def test_not_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
-    path.write_text("- aws\n- gcp\n")
+    path.write_text("- aws-prod\n- gcp-prod\n")
     with pytest.raises(LabConfigError, match="must be a mapping"):
         LabConfig.from_yaml(path)
 
 
-def test_a_good_file_with_flags_winning(tmp_path: Path) -> None:
+def test_defaults_are_the_shipped_prod_stacks_and_flags_win(tmp_path: Path) -> None:
+    assert LabConfig().stacks == DEFAULT_SITE_STACKS and LabConfig().edge == DEFAULT_EDGE_STACK
     path = tmp_path / "lab.yaml"
-    path.write_text("sites: [east, west]\nhealth_interval: 250ms\nrouting: failover\nreplicas: 3\n")
-    config = LabConfig.from_yaml(path, replicas=4)
-    assert config.sites == ["east", "west"] and config.replicas == 4
-    assert config.health_interval_ms == 250 and config.primary == "east" and config.has_witness
-    # A stored config loads back to the same values (durations are kept as "<n>ms").
-    assert LabConfig.model_validate(config.model_dump(mode="json", by_alias=True)) == config
+    path.write_text("stacks: [gcp-prod]\nedge: null\nmax_replicas: 1\n")
+    config = LabConfig.from_yaml(path, max_replicas=2)
+    assert config.stacks == ["gcp-prod"] and config.edge is None and config.max_replicas == 2
+    # Two state folders, two networks.
+    other = LabConfig(state_dir=tmp_path / "other")
+    assert config.network != other.network
+    assert LabConfig.model_validate(config.model_dump(mode="json")) == config
 
 
 def test_cli_reports_the_field_and_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
-    path.write_text("replicas: 1\n")
+    path.write_text("max_replicas: 0\n")
     state_dir = tmp_path / "state"
     result = CliRunner().invoke(app, ["up", "--config", str(path), "--state-dir", str(state_dir)])
     assert result.exit_code == 2
-    assert "replicas" in result.output and str(path) in result.output
+    assert "max_replicas" in result.output and str(path) in result.output
     assert not (state_dir / "lab.json").exists()
 
-    result = CliRunner().invoke(app, ["up", "--sites", "aws,aws", "--state-dir", str(state_dir)])
-    assert result.exit_code == 2 and "'sites'" in result.output
+    result = CliRunner().invoke(app, ["up", "--stacks", "aws-prod,aws-prod", "--state-dir", str(state_dir)])
+    assert result.exit_code == 2 and "'stacks'" in result.output
+    assert not (state_dir / "lab.json").exists()

@@ -1,8 +1,12 @@
-"""Every shipped drill in a real lab, and rollbacks after aborted drills.
+"""Every shipped lab drill on the twin of the shipped stacks, and rollbacks after aborted drills.
 
-One three-site lab (2 api replicas per site, 1 s health checks; one network namespace per site
-when root, as CI is) serves the whole module: every drill rolls its fault back, and the next
-one starts only when the lab reports itself healthy again.
+The twin (aws-prod, gcp-prod, onprem-prod behind edge-prod, as their plans deploy them) serves
+the whole package: every drill rolls its fault back, and the next one starts only when the twin
+reports itself healthy again.
+
+A drill whose targets the deployed design does not meet yet is an expected failure: it must miss
+only targets listed for it below (anything else missed is a regression), and it fails the day it
+meets them all, so the entry is removed. The figures are in docs/drills.md.
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,54 +26,44 @@ import yaml
 
 from skyfleet.drills.experiment import Drill, load_drill, validate_experiment
 from skyfleet.drills.report import DrillReport
-from skyfleet.drills.run import DrillSkipped, run_drill
+from skyfleet.drills.run import run_drill
 from skyfleet.drills.target import LabTarget
-from skyfleet.lab.config import LabConfig
-from skyfleet.lab.errors import LabError
-from skyfleet.lab.lifecycle import down, up
-from skyfleet.lab.procs import marked_pids
-from skyfleet.lab.state import load_state
-from skyfleet.lab.status import lab_status, process_state
-from tests.lab.conftest import free_base_port
+from skyfleet.lab.state import LabState, load_state
+from skyfleet.lab.status import process_state
+from tests.support.twin import needs_root, wait_healthy
+
+pytestmark = needs_root
 
 DRILLS = Path(__file__).resolve().parents[2] / "drills"
 LAB_DRILLS = [p for p in sorted(DRILLS.glob("*.yaml")) if load_drill(p).skyfleet.requires.target == "lab"]
-IS_ROOT = os.geteuid() == 0
+
+# What the deployed design misses today, and why (issue #12 exists to meet these targets).
+EXPECTED_MISSES: dict[str, tuple[set[str], str]] = {
+    "replica-loss": (
+        {"failed_requests", "recovery_seconds"},
+        "the ALB keeps a killed task in rotation until its health checks fail it",
+    ),
+    "broker-outage": (
+        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
+        "readiness includes the queue: the whole site leaves the edge, and the next site has none "
+        "of its sessions",
+    ),
+    "partition": (
+        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
+        "Route 53 failover takes health checks plus the TTL; each site has its own cache, so "
+        "sessions do not follow users across sites either way",
+    ),
+    "site-loss": (
+        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
+        "Route 53 failover takes health checks plus the TTL; the next site has none of the lost "
+        "site's sessions",
+    ),
+}
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabTarget]:
-    state_dir = tmp_path_factory.mktemp("drill-lab")
-    config = LabConfig.model_validate(
-        {
-            "sites": ["aws", "gcp", "onprem"],
-            "state_dir": state_dir,
-            "base_port": free_base_port(),
-            "health_interval": "1s",
-            "netns": IS_ROOT,
-        }
-    )
-    up(config)
-    try:
-        yield LabTarget(state_dir=str(state_dir))
-    finally:
-        down(str(state_dir))
-        assert marked_pids(str(state_dir)) == []
-
-
-def wait_healthy(lab: LabTarget, timeout: float = 60.0) -> None:
-    """Every process running and every front door server UP (a previous drill's rollback done)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = lab_status(lab.state_dir)
-            if last["healthy"]:
-                return
-        except LabError as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise AssertionError(f"lab not healthy after {timeout:g} s: {last}")
+@pytest.fixture
+def lab(twin: LabState) -> LabTarget:
+    return LabTarget(state_dir=twin.state_dir)
 
 
 def _explain(report: DrillReport) -> str:
@@ -88,19 +80,27 @@ def _explain(report: DrillReport) -> str:
 # in the output, separates a starved run from a real regression (which fails both times).
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("path", LAB_DRILLS, ids=[p.stem for p in LAB_DRILLS])
-def test_shipped_drill_passes_in_the_lab(path: Path, lab: LabTarget, tmp_path: Path) -> None:
+def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -> None:
     drill = load_drill(path)
-    if drill.skyfleet.requires.root and not IS_ROOT:
-        with pytest.raises(DrillSkipped, match="needs root"):
-            run_drill(drill, lab, tmp_path)
-        pytest.skip(f"{path.stem} needs root (network namespaces, tc netem)")
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     report = run_drill(drill, lab, tmp_path / "report")
     for name in ("report.json", "report.md", "timeline.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    assert report.fault.at is not None and report.fault.restored_at is not None
+    assert report.fault.at is not None and report.fault.restored_at is not None, _explain(report)
     assert report.measurements.total_requests > 0
-    assert report.passed, _explain(report)
+    # The report says what it measured: the twin of these stacks, and how it differs from them.
+    assert report.system["stacks"] == ["aws-prod", "gcp-prod", "onprem-prod"]
+    assert "What these figures describe" in (tmp_path / "report" / "report.md").read_text()
+    missed = {t.metric for t in report.targets if not t.met}
+    expected, why = EXPECTED_MISSES.get(path.stem, (set(), ""))
+    if not expected:
+        assert report.passed, _explain(report)
+        return
+    assert missed, f"{path.stem} now meets every target: remove it from EXPECTED_MISSES. {_explain(report)}"
+    assert missed <= expected, f"{path.stem} missed more than expected: {_explain(report)}"
+    # Only targets may fail: the drill itself ran to the end and rolled back.
+    assert report.fault.restored_at is not None and report.aborted is None, _explain(report)
+    pytest.xfail(f"{path.stem} misses {sorted(missed)}: {why}")
 
 
 # --- aborted drills still roll back -----------------------------------------------------------
@@ -145,16 +145,16 @@ def _call(name: str, func: str, pause: float | None = None, **arguments: Any) ->
     return activity
 
 
-def _replica(lab: LabTarget, site: str = "aws", index: int = 0) -> str:
-    return process_state(load_state(lab.state_dir).get(f"{site}-api-{index}"))
+def _replica(lab: LabTarget, site: str = "aws-prod", index: int = 0) -> str:
+    return process_state(load_state(lab.state_dir).get(f"{site}/api-{index}/api"))
 
 
-KILL = _call("kill-aws-api-0", "replica_down", pause=40, site="aws", index=0)
-RESTART = _call("restart-aws-api-0", "replica_up", site="aws", index=0)
+KILL = _call("kill-aws-api-0", "replica_down", pause=40, site="aws-prod", index=0)
+RESTART = _call("restart-aws-api-0", "replica_up", site="aws-prod", index=0)
 
 
 def test_rollback_runs_when_an_abort_condition_trips(lab: LabTarget, tmp_path: Path) -> None:
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     drill = _short_drill(tmp_path, method=[KILL], rollbacks=[RESTART], abort={"max_seconds": 15})
     report = run_drill(drill, lab, tmp_path / "report")
     assert report.fault.at is not None and report.fault.restored_at is not None
@@ -169,10 +169,12 @@ def test_rollback_runs_when_an_abort_condition_trips(lab: LabTarget, tmp_path: P
 
 
 def test_rollback_runs_after_an_exception_mid_method(lab: LabTarget, tmp_path: Path) -> None:
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     broken = _call("kill-a-replica-of-no-site", "replica_down", site="nosuchsite", index=0)
     drill = _short_drill(
-        tmp_path, method=[_call("kill", "replica_down", site="aws", index=0), broken], rollbacks=[RESTART]
+        tmp_path,
+        method=[_call("kill", "replica_down", site="aws-prod", index=0), broken],
+        rollbacks=[RESTART],
     )
     report = run_drill(drill, lab, tmp_path / "report")
     assert report.aborted and "'kill-a-replica-of-no-site' failed" in report.aborted
@@ -183,7 +185,7 @@ def test_rollback_runs_after_an_exception_mid_method(lab: LabTarget, tmp_path: P
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_rollback_runs_on_a_signal(signum: int, lab: LabTarget, tmp_path: Path) -> None:
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     drill = _short_drill(tmp_path, method=[KILL], rollbacks=[RESTART])
     # Late enough to land in the method's 40 s pause, after the warm-up.
     timer = threading.Timer(10.0, os.kill, args=(os.getpid(), signum))
@@ -199,20 +201,26 @@ def test_rollback_runs_on_a_signal(signum: int, lab: LabTarget, tmp_path: Path) 
 
 
 def test_safety_net_undoes_a_fault_without_declared_rollback(lab: LabTarget, tmp_path: Path) -> None:
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     drill = _short_drill(
-        tmp_path, method=[_call("kill", "replica_down", pause=1, site="aws", index=1)], rollbacks=[]
+        tmp_path, method=[_call("kill", "replica_down", pause=1, site="aws-prod", index=1)], rollbacks=[]
     )
     report = run_drill(drill, lab, tmp_path / "report")
-    assert {"name": "undo replica_down", "key": "replica:aws:1", "status": "succeeded"} in report.rollbacks
+    assert {
+        "name": "undo replica_down",
+        "key": "replica:aws-prod:1",
+        "status": "succeeded",
+    } in report.rollbacks
     assert _replica(lab, index=1) == "running"
 
 
 def test_drill_runs_under_chaos_run(lab: LabTarget, tmp_path: Path) -> None:
     """The same drill file runs under the Chaos Toolkit CLI, with Skyfleet's control and report."""
-    wait_healthy(lab)
+    wait_healthy(lab.state_dir)
     drill = _short_drill(
-        tmp_path, method=[_call("kill", "replica_down", pause=2, site="aws", index=0)], rollbacks=[RESTART]
+        tmp_path,
+        method=[_call("kill", "replica_down", pause=2, site="aws-prod", index=0)],
+        rollbacks=[RESTART],
     )
     env = {**os.environ, "SKYFLEET_LAB_DIR": lab.state_dir, "SKYFLEET_REPORT_DIR": str(tmp_path / "report")}
     journal = tmp_path / "journal.json"
