@@ -1,7 +1,7 @@
-"""The deployability rules on the real shipped plans: each rule fires on a defect planted in a copy
-of a shipped stack, naming the stack, the resource and the rule (mandatory in prod), and is quiet
-once that defect is fixed in the copy. The checks read values, references and the graph, so the
-plants are flips of planned properties and dependencies, as a user's stack would have them.
+"""The deployability rules on the real shipped plans: each rule is quiet on the shipped stacks and
+fires on a defect planted in a copy of one, naming the stack, the resource and the rule (mandatory
+in prod) and what is wrong. The checks read values, references and the graph, so the plants are
+flips of planned properties and dependencies, as a program bug would produce them.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ def set_env(env: list[dict[str, Any]], name: str, value: str | None, *, key: str
         env.append({"name": name, key: value})
 
 
+def _env_value(r: PlannedResource, name: str) -> str:
+    return next(e["value"] for e in k8s_container(r.inputs)["env"] if e["name"] == name)
+
+
 def k8s_container(props: dict[str, Any]) -> dict[str, Any]:
     return props["spec"]["template"]["spec"]["containers"][0]
 
@@ -90,8 +95,11 @@ def drop_dependency(r: PlannedResource, on: PlannedResource) -> None:
     r.property_dependencies = {k: [d for d in v if d != on.urn] for k, v in r.property_dependencies.items()}
 
 
-def add_dependency(r: PlannedResource, on: PlannedResource) -> None:
-    r.dependencies = [*r.dependencies, on.urn]
+def remove(plan: Plan, r: PlannedResource) -> None:
+    """Take a resource out of the plan, and every dependency on it."""
+    plan.resources.remove(r)
+    for other in plan.resources:
+        drop_dependency(other, r)
 
 
 def _planned(template: PlannedResource, type_: str, name: str, props: dict[str, Any]) -> PlannedResource:
@@ -148,54 +156,65 @@ def assert_names(found: list[Finding], plan: Plan, rule: str, r: PlannedResource
         assert any(t in x.message for x in found), f"{t!r} not in {[x.message for x in found]}"
 
 
+def fires(gate: Gate, plan: Plan, rule: str, r: PlannedResource, *text: str, only: bool = False) -> None:
+    """Checking ``plan``, ``rule`` fires on ``r`` naming each of ``text`` (with ``only``: on nothing
+    else)."""
+    checked = check(gate, plan)
+    assert_names(checked.on(rule, r), plan, rule, r, *text)
+    if only:
+        assert {f.urn for f in checked.of(rule)} == {r.urn}, [f.resource_name for f in checked.of(rule)]
+
+
 # -- the app accepts its environment -----------------------------------------------------------
 
 
-def _info_level(defs: list[dict[str, Any]]) -> None:
-    for d in defs:
-        set_env(d["environment"], "AGENT_LOG_LEVEL", "INFO")
+APP_WORKLOADS = (
+    "aws:ecs/taskDefinition:TaskDefinition",
+    "gcp:cloudrunv2/service:Service",
+    "kubernetes:apps/v1:Deployment",
+)
 
 
-def _fix_log_level(plan: Plan) -> None:
-    """The lead's fix of the log level, so a test sees only its own plant."""
-    for r in plan.resources:
-        if r.type == "aws:ecs/taskDefinition:TaskDefinition":
-            edit(r, containers_json(_info_level))
-        elif r.type == "gcp:cloudrunv2/service:Service":
-            edit(r, lambda p: set_env(run_container(p)["envs"], "AGENT_LOG_LEVEL", "INFO"))
-        elif r.type == "kubernetes:apps/v1:Deployment":
-            edit(r, lambda p: set_env(k8s_container(p)["env"], "AGENT_LOG_LEVEL", "INFO"))
+def ecs_app(defs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The app container of a task definition (the essential one; the setup step is not)."""
+    found = [d for d in defs if d.get("essential", True)]
+    assert len(found) == 1, [d["name"] for d in defs]
+    return found[0]
+
+
+def set_app_env(r: PlannedResource, name: str, value: str | None) -> None:
+    """Set (or with None remove) a plain variable of the app container of an ECS task definition,
+    Cloud Run service or Kubernetes workload."""
+    if r.type == "aws:ecs/taskDefinition:TaskDefinition":
+        edit(r, containers_json(lambda defs: set_env(ecs_app(defs)["environment"], name, value)))
+    elif r.type == "gcp:cloudrunv2/service:Service":
+        edit(r, lambda p: set_env(run_container(p)["envs"], name, value))
+    else:
+        edit(r, lambda p: set_env(k8s_container(p)["env"], name, value))
 
 
 @pytest.mark.parametrize("stack", ["aws-prod", "gcp-prod", "onprem-prod"])
-def test_app_env_log_level_of_todays_stacks_and_its_fix(
-    gate: Gate, shipped: dict[str, Plan], stack: str
-) -> None:
+def test_app_env_log_level_the_app_rejects(gate: Gate, shipped: dict[str, Plan], stack: str) -> None:
     plan = copy_of(shipped, stack)
-    today = check(gate, plan)
-    api = next(
-        r
-        for r in plan.resources
-        if r.type
-        in (
-            "aws:ecs/taskDefinition:TaskDefinition",
-            "gcp:cloudrunv2/service:Service",
-            "kubernetes:apps/v1:Deployment",
-        )
-        and r.name in ("service-api", "api")
-    )
-    assert_names(
-        today.on("skyfleet-app-env", api), plan, "skyfleet-app-env", api, "AGENT_LOG_LEVEL", "got 'info'"
-    )
-    _fix_log_level(plan)
     assert check(gate, plan).of("skyfleet-app-env") == []
+    api = next(r for r in plan.resources if r.type in APP_WORKLOADS and r.name in ("service-api", "api"))
+    set_app_env(api, "AGENT_LOG_LEVEL", "info")  # the app reads any case
+    assert check(gate, plan).of("skyfleet-app-env") == []
+    set_app_env(api, "AGENT_LOG_LEVEL", "verbose")
+    fires(
+        gate,
+        plan,
+        "skyfleet-app-env",
+        api,
+        "AGENT_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR' (got 'VERBOSE')",
+        only=True,
+    )
 
 
 def test_app_env_ecs_value_out_of_range(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "aws-prod")
-    _fix_log_level(plan)
     worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
-    edit(worker, containers_json(lambda d: set_env(d[0]["environment"], "AGENT_WORKER_CONCURRENCY", "0")))
+    set_app_env(worker, "AGENT_WORKER_CONCURRENCY", "0")
     found = check(gate, plan).on("skyfleet-app-env", worker)
     assert_names(
         found,
@@ -208,7 +227,6 @@ def test_app_env_ecs_value_out_of_range(gate: Gate, shipped: dict[str, Plan]) ->
 
 def test_app_env_cloud_run_missing_required(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "gcp-prod")
-    _fix_log_level(plan)
     worker = res(plan, "worker", "gcp:cloudrunv2/service:Service")
     edit(worker, lambda p: set_env(run_container(p)["envs"], "AGENT_REDIS_URL", None))
     found = check(gate, plan).on("skyfleet-app-env", worker)
@@ -217,7 +235,6 @@ def test_app_env_cloud_run_missing_required(gate: Gate, shipped: dict[str, Plan]
 
 def test_app_env_kubernetes_queue_url_the_contract_rejects(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "onprem-prod")
-    _fix_log_level(plan)
     api = res(plan, "api", "kubernetes:apps/v1:Deployment")
     edit(api, lambda p: set_env(k8s_container(p)["env"], "AGENT_QUEUE_URL", "kafka://broker/tasks"))
     found = check(gate, plan).on("skyfleet-app-env", api)
@@ -228,7 +245,6 @@ def test_app_env_kubernetes_env_from_a_config_map(gate: Gate, shipped: dict[str,
     """envFrom counts: keys of an in-stack ConfigMap are validated; a source outside the stack may
     hold what looks missing."""
     plan = copy_of(shipped, "onprem-prod")
-    _fix_log_level(plan)
     api = res(plan, "api", "kubernetes:apps/v1:Deployment")
     settings = _planned(
         res(plan, "nats-streams", "kubernetes:core/v1:ConfigMap"),
@@ -264,7 +280,6 @@ def test_app_env_kubernetes_env_from_a_config_map(gate: Gate, shipped: dict[str,
 
 def test_app_env_file_setting_not_mounted(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "onprem-prod")
-    _fix_log_level(plan)
     api = res(plan, "api", "kubernetes:apps/v1:Deployment")
     edit(
         api,
@@ -280,7 +295,7 @@ def test_app_env_file_setting_not_mounted(gate: Gate, shipped: dict[str, Plan]) 
 def test_app_env_secret_value_the_app_rejects(gate: Gate, shipped: dict[str, Plan]) -> None:
     """Where the plan holds the secret, its value is checked as the app checks it."""
     plan = copy_of(shipped, "aws-prod")
-    _fix_log_level(plan)
+    assert check(gate, plan).of("skyfleet-app-secret-values") == []
     version = res(plan, "secrets-api-keys", "aws:secretsmanager/secretVersion:SecretVersion")
     edit(version, lambda p: p["secretString"].update(value="too-short"))
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
@@ -331,7 +346,6 @@ def test_app_secret_values_missing_kubernetes_secret_key_and_mounted_keys(
 
 def test_app_env_api_without_keys(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "gcp-prod")
-    _fix_log_level(plan)
     api = res(plan, "api", "gcp:cloudrunv2/service:Service")
     edit(api, lambda p: set_env(run_container(p)["envs"], "AGENT_API_KEYS_FILE", None))
     found = check(gate, plan).on("skyfleet-app-env", api)
@@ -342,7 +356,6 @@ def test_app_env_ignores_the_checking_machines_environment(shipped: dict[str, Pl
     """The settings model must see only the plan: a variable in the pack's own environment does
     not fill a gap in a container's."""
     plan = copy_of(shipped, "gcp-prod")
-    _fix_log_level(plan)
     worker = res(plan, "worker", "gcp:cloudrunv2/service:Service")
     edit(worker, lambda p: set_env(run_container(p)["envs"], "AGENT_REDIS_URL", None))
     saved = dict(os.environ)
@@ -372,59 +385,121 @@ def test_app_env_settings_model_reads_the_environment_unless_told_not_to(
         skyfleet_app.PlannedSettings.model_validate({})
 
 
-def test_worker_api_keys_today_and_fixed(gate: Gate, shipped: dict[str, Plan]) -> None:
+def test_worker_api_keys(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A program that hands both roles the same secrets gives the worker the client keys."""
     plan = copy_of(shipped, "aws-prod")
+    assert check(gate, plan).of("skyfleet-worker-no-api-keys") == []
+    api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
     worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
+    api_secrets = ecs_app(json.loads(api.inputs["containerDefinitions"]))["secrets"]
+    keys = next(s for s in api_secrets if s["name"] == "AGENT_API_KEYS")
+    edit(worker, containers_json(lambda defs: ecs_app(defs)["secrets"].append(keys)))
+    checked = check(gate, plan)
     assert_names(
-        check(gate, plan).on("skyfleet-worker-no-api-keys", worker),
+        checked.on("skyfleet-worker-no-api-keys", worker),
         plan,
         "skyfleet-worker-no-api-keys",
         worker,
+        "(worker) is given AGENT_API_KEYS, which the worker never reads",
     )
-    edit(
-        worker,
-        containers_json(
-            lambda d: d[0].update(secrets=[s for s in d[0]["secrets"] if s["name"] != "AGENT_API_KEYS"])
-        ),
-    )
-    assert check(gate, plan).on("skyfleet-worker-no-api-keys", worker) == []
+    assert checked.on("skyfleet-worker-no-api-keys", api) == []
 
 
 # -- TLS names of the cache and broker ---------------------------------------------------------
 
 
-def test_tls_memorystore_hostname_today(gate: Gate, shipped: dict[str, Plan]) -> None:
+def test_tls_memorystore_hostname_check(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """Memorystore's certificate names its address only in the subject CN: the shipped services
+    turn the name check off and verify the instance's CA; either one undone fails."""
     plan = copy_of(shipped, "gcp-prod")
-    api = res(plan, "api", "gcp:cloudrunv2/service:Service")
-    found = check(gate, plan).on("skyfleet-app-tls-names", api)
-    assert_names(found, plan, "skyfleet-app-tls-names", api, "names that address only in its subject CN")
-
-
-def test_tls_memorystore_hostname_check_off_passes(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """Goes green once agent_app.config has AGENT_REDIS_TLS_CHECK_HOSTNAME (the lead's fix)."""
-    plan = copy_of(shipped, "gcp-prod")
-    _fix_log_level(plan)
-    for name in ("api", "worker"):
-        edit(
-            res(plan, name, "gcp:cloudrunv2/service:Service"),
-            lambda p: set_env(run_container(p)["envs"], "AGENT_REDIS_TLS_CHECK_HOSTNAME", "false"),
+    assert check(gate, plan).of("skyfleet-app-tls-names") == []
+    api, worker = (res(plan, name, "gcp:cloudrunv2/service:Service") for name in ("api", "worker"))
+    host = res(plan, "redis", "gcp:redis/instance:Instance").outputs["host"]
+    set_app_env(api, "AGENT_REDIS_TLS_CHECK_HOSTNAME", None)  # the app's default: check
+    set_app_env(worker, "AGENT_REDIS_TLS_CHECK_HOSTNAME", "true")
+    checked = check(gate, plan)
+    for r in (api, worker):
+        assert_names(
+            checked.on("skyfleet-app-tls-names", r),
+            plan,
+            "skyfleet-app-tls-names",
+            r,
+            f"AGENT_REDIS_URL connects to Memorystore at {host}, whose certificate names that address only "
+            "in its subject CN",
         )
-    assert [f.message for f in check(gate, plan).of("skyfleet-app-tls-names")] == []
+
+    plan = copy_of(shipped, "gcp-prod")
+    worker = res(plan, "worker", "gcp:cloudrunv2/service:Service")
+    set_app_env(worker, "AGENT_REDIS_CA_FILE", None)
+    fires(
+        gate,
+        plan,
+        "skyfleet-app-tls-names",
+        worker,
+        "Memorystore's certificate is signed by the instance's own CA; set AGENT_REDIS_CA_FILE",
+        only=True,
+    )
 
 
 def test_tls_in_cluster_certificate_must_name_the_host(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "onprem-prod")
-    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
-    assert check(gate, plan).on("skyfleet-app-tls-names", worker) == []
+    assert check(gate, plan).of("skyfleet-app-tls-names") == []
+    api, worker = (res(plan, name, "kubernetes:apps/v1:Deployment") for name in ("api", "worker"))
+
+    # The cache's certificate names its Service but not the pods the app reaches through Sentinel.
     cert = res(plan, "redis-tls", "kubernetes:cert-manager.io/v1:Certificate")
-    edit(cert, lambda p: p["spec"].update(dnsNames=[n for n in p["spec"]["dnsNames"] if ".svc" not in n]))
-    found = check(gate, plan).on("skyfleet-app-tls-names", worker)
-    assert_names(
-        found, plan, "skyfleet-app-tls-names", worker, "redis.agent-app.svc, which the server's certificate"
+    edit(
+        cert, lambda p: p["spec"].update(dnsNames=[n for n in p["spec"]["dnsNames"] if "-headless" not in n])
     )
-    edit(worker, lambda p: set_env(k8s_container(p)["env"], "AGENT_QUEUE_CA_FILE", None))
-    found = check(gate, plan).on("skyfleet-app-tls-names", worker)
-    assert_names(found, plan, "skyfleet-app-tls-names", worker, "set AGENT_QUEUE_CA_FILE")
+    checked = check(gate, plan)
+    for r in (api, worker):
+        assert_names(
+            checked.on("skyfleet-app-tls-names", r),
+            plan,
+            "skyfleet-app-tls-names",
+            r,
+            "AGENT_REDIS_URL connects to redis-0.redis-headless.agent-app.svc.cluster.local, which the "
+            "server's certificate does not name (redis, redis.agent-app.svc, "
+            "redis.agent-app.svc.cluster.local, localhost)",
+        )
+
+    # The same certificate with the app's URL on the Service name: the Sentinels the app asks for
+    # the primary are still reached by their pod names, with the same TLS settings.
+    set_app_env(worker, "AGENT_REDIS_URL", "rediss://redis.agent-app.svc:6379")
+    checked = check(gate, plan)
+    assert_names(
+        checked.on("skyfleet-app-tls-names", worker),
+        plan,
+        "skyfleet-app-tls-names",
+        worker,
+        "AGENT_REDIS_SENTINELS connects to redis-1.redis-headless.agent-app.svc.cluster.local, which the "
+        "server's certificate does not name",
+    )
+    assert not any("AGENT_REDIS_URL" in f.message for f in checked.on("skyfleet-app-tls-names", worker))
+
+    # The broker's certificate has only the long form of the Service name the app uses.
+    plan = copy_of(shipped, "onprem-prod")
+    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+    cert = res(plan, "nats-tls", "kubernetes:cert-manager.io/v1:Certificate")
+    edit(cert, lambda p: p["spec"]["dnsNames"].remove("nats.agent-app.svc"))
+    fires(
+        gate,
+        plan,
+        "skyfleet-app-tls-names",
+        worker,
+        "AGENT_QUEUE_URL connects to nats.agent-app.svc, which the server's certificate does not name",
+    )
+
+    plan = copy_of(shipped, "onprem-prod")
+    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+    set_app_env(worker, "AGENT_QUEUE_CA_FILE", None)
+    fires(
+        gate,
+        plan,
+        "skyfleet-app-tls-names",
+        worker,
+        "AGENT_QUEUE_URL: the server's certificate comes from an in-cluster issuer; set AGENT_QUEUE_CA_FILE",
+    )
 
 
 # -- the workload's identity can do what the app does ------------------------------------------
@@ -520,52 +595,97 @@ def test_permissions_cloud_run_project_level_grant_counts(gate: Gate, shipped: d
     assert check(gate, plan).of("skyfleet-workload-permissions") == []
 
 
-def _nats_with_users(plan: Plan, permissions: dict[str, Any]) -> None:
-    """NATS users in the broker's nats.conf and the user in each app's queue URL."""
+def _nats_conf(plan: Plan, change: Callable[[str], str]) -> None:
+    """Edit the broker's nats.conf text (as infra/onprem/queue.py renders it)."""
     conf = res(plan, "nats-config", "kubernetes:core/v1:ConfigMap")
-    users = [
-        {"user": u, "password": f"$NATS_{u.upper()}_PASSWORD", "permissions": p}
-        for u, p in permissions.items()
-    ]
-    edit(
-        conf,
-        lambda p: p["data"].update(
-            {"nats.conf": p["data"]["nats.conf"] + f"authorization: {json.dumps({'users': users})}\n"}
-        ),
-    )
-    for role in ("api", "worker"):
-        deployment = res(plan, role, "kubernetes:apps/v1:Deployment")
 
-        def with_user(p: dict[str, Any], role: str = role) -> None:
-            env = k8s_container(p)["env"]
-            url = next(e["value"] for e in env if e["name"] == "AGENT_QUEUE_URL")
-            set_env(env, "AGENT_QUEUE_URL", url.replace("nats://", f"nats://{role}@"))
+    def apply(p: dict[str, Any]) -> None:
+        before = p["data"]["nats.conf"]
+        p["data"]["nats.conf"] = change(before)
+        assert p["data"]["nats.conf"] != before, "the plant changed nothing"
 
-        edit(deployment, with_user)
+    edit(conf, apply)
+
+
+def _queue_url(r: PlannedResource, change: Callable[[str], str]) -> None:
+    def apply(p: dict[str, Any]) -> None:
+        env = k8s_container(p)["env"]
+        set_env(
+            env, "AGENT_QUEUE_URL", change(next(e["value"] for e in env if e["name"] == "AGENT_QUEUE_URL"))
+        )
+
+    edit(r, apply)
 
 
 def test_permissions_nats_users(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The shipped broker has one user per role with exactly its permission table, and each app's
+    queue URL names its user; each way of getting that wrong fails on the workload it breaks."""
     plan = copy_of(shipped, "onprem-prod")
-    api = res(plan, "api", "kubernetes:apps/v1:Deployment")
-    found = check(gate, plan).on("skyfleet-workload-permissions", api)
-    assert_names(found, plan, "skyfleet-workload-permissions", api, "authenticates no client")
-
-    table = nats_permissions("AGENT_TASKS", "agent.tasks", "agent.tasks.dlq")
-    _nats_with_users(plan, table)
     assert check(gate, plan).of("skyfleet-workload-permissions") == []
+    table = nats_permissions("AGENT_TASKS", "agent.tasks", "agent.tasks.dlq")
+    assert "api@" in _env_value(res(plan, "api", "kubernetes:apps/v1:Deployment"), "AGENT_QUEUE_URL")
 
+    # No authorization block: the server lets anyone in.
     plan = copy_of(shipped, "onprem-prod")
-    broken = copy.deepcopy(table)
-    broken["worker"]["publish"]["allow"].remove("$JS.API.CONSUMER.MSG.NEXT.AGENT_TASKS.agent-worker")
-    _nats_with_users(plan, broken)
+    _nats_conf(plan, lambda text: re.sub(r"(?ms)^authorization \{.*?^\}\n", "", text))
+    checked = check(gate, plan)
+    for role in ("api", "worker"):
+        r = res(plan, role, "kubernetes:apps/v1:Deployment")
+        assert_names(
+            checked.on("skyfleet-workload-permissions", r),
+            plan,
+            "skyfleet-workload-permissions",
+            r,
+            "the NATS server at nats.agent-app.svc authenticates no client",
+        )
+
+    # The worker's user rendered without one subject the worker's table needs.
+    plan = copy_of(shipped, "onprem-prod")
+    subject = "$JS.API.CONSUMER.MSG.NEXT.AGENT_TASKS.agent-worker"
+    assert subject in table["worker"]["publish"]["allow"]
+    _nats_conf(plan, lambda text: text.replace(f'"{subject}", ', ""))
     worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
-    found = check(gate, plan).on("skyfleet-workload-permissions", worker)
-    assert_names(
-        found,
+    fires(
+        gate,
         plan,
         "skyfleet-workload-permissions",
         worker,
-        "NATS user 'worker' may not publish $JS.API.CONSUMER.MSG.NEXT",
+        f"NATS user 'worker' may not publish {subject}",
+        only=True,
+    )
+
+    # The worker given the api's queue URL (user): the api's permissions do not let it consume.
+    plan = copy_of(shipped, "onprem-prod")
+    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+    _queue_url(worker, lambda url: url.replace("nats://worker@", "nats://api@"))
+    fires(
+        gate,
+        plan,
+        "skyfleet-workload-permissions",
+        worker,
+        "NATS user 'api' may not publish $JS.API.CONSUMER.DURABLE.CREATE.AGENT_TASKS.agent-worker",
+        f"publish {subject} (CONSUMER.MSG.NEXT, work)",
+    )
+
+    # A queue URL without a user, and one naming a user the server does not define.
+    plan = copy_of(shipped, "onprem-prod")
+    api, worker = (res(plan, name, "kubernetes:apps/v1:Deployment") for name in ("api", "worker"))
+    _queue_url(api, lambda url: url.replace("nats://api@", "nats://"))
+    _queue_url(worker, lambda url: url.replace("nats://worker@", "nats://workers@"))
+    checked = check(gate, plan)
+    assert_names(
+        checked.on("skyfleet-workload-permissions", api),
+        plan,
+        "skyfleet-workload-permissions",
+        api,
+        "AGENT_QUEUE_URL names no NATS user, and the server requires one",
+    )
+    assert_names(
+        checked.on("skyfleet-workload-permissions", worker),
+        plan,
+        "skyfleet-workload-permissions",
+        worker,
+        "NATS user 'workers' is not defined in the server's configuration",
     )
 
 
@@ -581,62 +701,70 @@ def test_order_gcp_resource_without_its_api(gate: Gate, shipped: dict[str, Plan]
     assert_names(found, plan, "gcp-api-enablement-order", topic, "pubsub.googleapis.com")
 
 
-def test_order_gcp_todays_races_and_their_fix(gate: Gate, shipped: dict[str, Plan]) -> None:
+def test_order_gcp_every_resource_waits_for_its_api(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A program that enables the APIs but passes no depends_on races every resource against its
+    API: the rule names each one and the API it needs."""
     plan = copy_of(shipped, "gcp-prod")
-    sa = res(plan, "api-sa", "gcp:serviceaccount/account:Account")
-    assert_names(
-        check(gate, plan).on("gcp-api-enablement-order", sa),
-        plan,
-        "gcp-api-enablement-order",
-        sa,
-        "iam.googleapis.com",
-    )
-    services = {r.inputs["service"]: r for r in plan.of_type("gcp:projects/service:Service")}
-    for r in plan.resources:
-        api = deploy_order.gcp_api_of(r.type)
-        if api in services:
-            add_dependency(r, services[api])
     assert check(gate, plan).of("gcp-api-enablement-order") == []
+    services = {r.inputs["service"]: r for r in plan.of_type("gcp:projects/service:Service")}
+    racing: dict[str, str] = {}
+    for r in plan.resources:
+        for service in services.values():
+            drop_dependency(r, service)
+        api = deploy_order.gcp_api_needed(r.type, r.inputs.get("service"))
+        if api is not None and api in services:
+            racing[r.urn] = api
+    assert len(racing) > 40 and "iam.googleapis.com" in racing.values()
+    checked = check(gate, plan)
+    assert {f.urn for f in checked.of("gcp-api-enablement-order")} == set(racing)
+    for r in plan.resources:
+        if r.urn in racing:
+            assert_names(
+                checked.on("gcp-api-enablement-order", r), plan, "gcp-api-enablement-order", r, racing[r.urn]
+            )
 
 
 def test_order_service_agent_needs_a_service_identity(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A program that writes the Pub/Sub agent's address from the project number instead of
+    taking it from a ServiceIdentity grants a role to an account that may not exist yet."""
     plan = copy_of(shipped, "gcp-prod")
-    grant = res(plan, "dead-letter-agent-publisher")
-    assert_names(
-        check(gate, plan).on("gcp-service-agent-order", grant),
-        plan,
-        "gcp-service-agent-order",
-        grant,
-        "ServiceIdentity",
-    )
-    api = res(plan, "api-pubsub")
-    identity = PlannedResource(
-        type="gcp:projects/serviceIdentity:ServiceIdentity",
-        name="pubsub-agent",
-        urn=api.urn.replace(
-            "gcp:projects/service:Service::api-pubsub",
-            "gcp:projects/serviceIdentity:ServiceIdentity::pubsub-agent",
-        ),
-        parent=api.parent,
-        provider=api.provider,
-        inputs={"service": "pubsub.googleapis.com", "project": "skyfleet-prod-replace-me"},
-        outputs={"service": "pubsub.googleapis.com", "project": "skyfleet-prod-replace-me", "email": "x"},
-        dependencies=[api.urn],
-    )
-    plan.resources.append(identity)
-    for name in ("dead-letter-agent-publisher", "dead-letter-agent-subscriber"):
-        add_dependency(res(plan, name), identity)
     assert check(gate, plan).of("gcp-service-agent-order") == []
+    remove(plan, res(plan, "pubsub-agent", "gcp:projects/serviceIdentity:ServiceIdentity"))
+    checked = check(gate, plan)
+    grants = [res(plan, name) for name in ("dead-letter-agent-publisher", "dead-letter-agent-subscriber")]
+    for grant in grants:
+        assert_names(
+            checked.on("gcp-service-agent-order", grant),
+            plan,
+            "gcp-service-agent-order",
+            grant,
+            "grants a role to the pubsub.googleapis.com service agent "
+            "(service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com)",
+            "gcp.projects.ServiceIdentity",
+        )
+    assert {f.urn for f in checked.of("gcp-service-agent-order")} == {g.urn for g in grants}
 
 
-def test_order_route53_alias_today_and_fixed(gate: Gate, shipped: dict[str, Plan]) -> None:
+def test_order_route53_alias_waits_for_its_target(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The failover alias points at the tier-1 records; created before them, Route 53 refuses it.
+    Depending on any one record of that name is enough."""
     plan = copy_of(shipped, "edge-prod")
-    alias = res(plan, "secondary-tier-1")
-    assert_names(
-        check(gate, plan).on("aws-route53-alias-order", alias), plan, "aws-route53-alias-order", alias
-    )
-    add_dependency(alias, res(plan, "primary-gcp-prod"))
     assert check(gate, plan).of("aws-route53-alias-order") == []
+    alias = res(plan, "secondary-tier-1")
+    targets = [res(plan, "primary-gcp-prod"), res(plan, "secondary-onprem-prod")]
+    assert all(t.inputs["name"] == alias.inputs["aliases"][0]["name"] for t in targets)
+    drop_dependency(alias, targets[0])
+    assert check(gate, plan).of("aws-route53-alias-order") == []
+    drop_dependency(alias, targets[1])
+    fires(
+        gate,
+        plan,
+        "aws-route53-alias-order",
+        alias,
+        "is an alias to failover-1.api.agents.example.com, a record this stack creates, but does not "
+        "depend on it",
+        only=True,
+    )
 
 
 # -- names ----------------------------------------------------------------------------------------
@@ -645,125 +773,243 @@ def test_order_route53_alias_today_and_fixed(gate: Gate, shipped: dict[str, Plan
 GLOBAL = "api.agents.example.com"
 
 
-def _declare(plan: Plan, *names: str) -> None:
-    plan.outputs = {**plan.outputs, "hostNames": [*names]}
+def _without(names: list[str], name: str) -> list[str]:
+    assert name in names, names
+    return [n for n in names if n != name]
 
 
 def test_names_aws_certificate_must_cover_the_global_name(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A program that builds the certificate from the site's own aliases forgets the edge's name."""
     plan = copy_of(shipped, "aws-prod")
-    _declare(plan, "aws.agents.example.com", GLOBAL)
+    assert GLOBAL in plan.outputs["hostNames"]
+    assert check(gate, plan).of("skyfleet-site-host-names") == []
+    edit(
+        res(plan, "lb-cert", "aws:acm/certificate:Certificate"),
+        lambda p: p.update(subjectAlternativeNames=_without(p["subjectAlternativeNames"], GLOBAL)),
+    )
     listener = res(plan, "lb-https", "aws:lb/listener:Listener")
-    found = check(gate, plan).on("skyfleet-site-host-names", listener)
-    assert_names(
-        found,
+    fires(
+        gate,
         plan,
         "skyfleet-site-host-names",
         listener,
-        f"as {GLOBAL}, which its certificate does not cover",
+        f"clients reach the site as {GLOBAL}, which its certificate does not cover (aws.agents.example.com)",
+        only=True,
     )
-    edit(
-        res(plan, "lb-cert", "aws:acm/certificate:Certificate"),
-        lambda p: p.update(subjectAlternativeNames=[GLOBAL]),
+
+
+def _https_proxy_with(plan: Plan, certificates: list[PlannedResource]) -> PlannedResource:
+    """The GCP site's HTTPS proxy serving classic certificates instead of its Certificate Manager map."""
+    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    plan.resources += certificates
+
+    def use(p: dict[str, Any]) -> None:
+        p.pop("certificateMap")
+        p["sslCertificates"] = [c.outputs["selfLink"] for c in certificates]
+
+    edit(proxy, use)
+    return proxy
+
+
+def _managed_ssl(template: PlannedResource, name: str, domains: list[str]) -> PlannedResource:
+    base = "projects/skyfleet-prod-replace-me/global/sslCertificates"
+    return _planned(
+        template,
+        "gcp:compute/managedSslCertificate:ManagedSslCertificate",
+        name,
+        {
+            "name": name,
+            "id": f"{base}/{name}",
+            "selfLink": f"https://www.googleapis.com/compute/v1/{base}/{name}",
+            "managed": {"domains": domains},
+        },
     )
-    assert check(gate, plan).of("skyfleet-site-host-names") == []
 
 
 def test_names_gcp_managed_certificate(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The classic shape: managed certificates on the HTTPS proxy, any of which may carry a name."""
     plan = copy_of(shipped, "gcp-prod")
-    _declare(plan, "gcp.agents.example.com", GLOBAL)
-    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
-    found = check(gate, plan).on("skyfleet-site-host-names", proxy)
-    assert_names(found, plan, "skyfleet-site-host-names", proxy, GLOBAL)
-    cert = res(plan, "certificate", "gcp:compute/managedSslCertificate:ManagedSslCertificate")
-    edit(cert, lambda p: p["managed"].update(domains=[*p["managed"]["domains"], GLOBAL]))
+    template = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    site_only = _managed_ssl(template, "gcp-prod-site", ["gcp.agents.example.com"])
+    proxy = _https_proxy_with(plan, [site_only])
+    fires(
+        gate,
+        plan,
+        "skyfleet-site-host-names",
+        proxy,
+        f"clients reach the site as {GLOBAL}, which its certificate does not cover (gcp.agents.example.com)",
+        only=True,
+    )
+
+    plan = copy_of(shipped, "gcp-prod")
+    global_name = _managed_ssl(template, "gcp-prod-global", [GLOBAL])
+    _https_proxy_with(
+        plan, [_managed_ssl(template, "gcp-prod-site", ["gcp.agents.example.com"]), global_name]
+    )
     assert check(gate, plan).of("skyfleet-site-host-names") == []
 
 
 def test_names_gcp_certificate_manager_map(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """The lead's GCP shape: Certificate Manager certificates in a map on the HTTPS proxy, with the
-    provider's id formats (map id, entry's map by name, certificates by id, proxy's // URL)."""
+    """The shipped GCP shape: a Certificate Manager certificate in a map on the HTTPS proxy, with
+    the provider's id formats (map id, entry's map by name, certificates by id, proxy's // URL).
+    A client gets the certificates of the entry for its hostname, else the primary entry's."""
     plan = copy_of(shipped, "gcp-prod")
-    _declare(plan, "gcp.agents.example.com", GLOBAL)
-    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
-    base = "projects/skyfleet-prod-replace-me/locations/global"
-    certs = []
-    for i, domain in enumerate(("gcp.agents.example.com", GLOBAL)):
-        props = {"name": f"site-{i}", "id": f"{base}/certificates/site-{i}", "managed": {"domains": [domain]}}
-        certs.append(_planned(proxy, "gcp:certificatemanager/certificate:Certificate", f"cert-{i}", props))
-    cert_map = _planned(
-        proxy,
-        "gcp:certificatemanager/certificateMap:CertificateMap",
-        "cert-map",
-        {"name": "gcp-prod-map", "id": f"{base}/certificateMaps/gcp-prod-map"},
-    )
-    entries = [
-        _planned(
-            proxy,
-            "gcp:certificatemanager/certificateMapEntry:CertificateMapEntry",
-            f"entry-{i}",
-            {
-                "map": "gcp-prod-map",
-                "hostname": c.inputs["managed"]["domains"][0],
-                "certificates": [c.inputs["id"]],
-            },
-        )
-        for i, c in enumerate(certs)
-    ]
-    plan.resources += [*certs, cert_map, *entries]
-
-    def use_map(p: dict[str, Any]) -> None:
-        p.pop("sslCertificates")
-        p["certificateMap"] = f"//certificatemanager.googleapis.com/{base}/certificateMaps/gcp-prod-map"
-
-    edit(proxy, use_map)
     assert check(gate, plan).of("skyfleet-site-host-names") == []
-    plan.resources.remove(entries[1])
-    found = check(gate, plan).on("skyfleet-site-host-names", proxy)
-    assert_names(
-        found, plan, "skyfleet-site-host-names", proxy, f"as {GLOBAL}, which its certificate does not cover"
+    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    assert proxy.inputs["certificateMap"].startswith("//certificatemanager.googleapis.com/")
+    cert = res(plan, "certificate", "gcp:certificatemanager/certificate:Certificate")
+    not_covered = f"clients reach the site as {GLOBAL}, which its certificate does not cover"
+
+    # The certificate requested for the site's own name only.
+    def site_name_only(p: dict[str, Any]) -> None:
+        p["managed"]["domains"] = _without(p["managed"]["domains"], GLOBAL)
+        p["managed"]["dnsAuthorizations"] = p["managed"]["dnsAuthorizations"][:1]
+
+    edit(cert, site_name_only)
+    fires(
+        gate,
+        plan,
+        "skyfleet-site-host-names",
+        proxy,
+        f"{not_covered} (gcp.agents.example.com)",
+        only=True,
     )
+
+    # One certificate per name, the global name's entry wired to the site name's certificate:
+    # the map holds a certificate for every name, but not where the global name is looked up.
+    plan = copy_of(shipped, "gcp-prod")
+    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    cert = res(plan, "certificate", "gcp:certificatemanager/certificate:Certificate")
+    site_cert = copy.deepcopy(cert)
+    site_cert.name = "certificate-site"
+    site_cert.urn = cert.urn.replace("::certificate", "::certificate-site")
+    site_id = cert.outputs["id"] + "-site"
+    edit(site_cert, site_name_only)
+    edit(site_cert, lambda p: p.update(name=p["name"] + "-site", id=site_id))
+    plan.resources.append(site_cert)
+    global_entry = res(plan, "certificate-map-1")
+    assert global_entry.inputs["hostname"] == GLOBAL
+    edit(global_entry, lambda p: p.update(certificates=[site_id]))
+    fires(
+        gate,
+        plan,
+        "skyfleet-site-host-names",
+        proxy,
+        f"{not_covered} (gcp.agents.example.com)",
+    )
+
+    # Without the global name's entry, the primary entry's certificate (which has it) serves it;
+    # without that too, the global name finds no certificate in the map.
+    plan = copy_of(shipped, "gcp-prod")
+    proxy = res(plan, "https", "gcp:compute/targetHttpsProxy:TargetHttpsProxy")
+    remove(plan, res(plan, "certificate-map-1"))
+    assert check(gate, plan).of("skyfleet-site-host-names") == []
+    remove(plan, res(plan, "certificate-map-primary"))
+    checked = check(gate, plan)
+    assert_names(
+        checked.on("skyfleet-site-host-names", proxy),
+        plan,
+        "skyfleet-site-host-names",
+        proxy,
+        f"{not_covered} (no name)",
+    )
+    assert len(checked.of("skyfleet-site-host-names")) == 1
 
 
 def test_names_ingress_tls_hosts_and_rules(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """An Ingress rendered for the site's own name only: neither its certificate nor its rules
+    serve the global name."""
     plan = copy_of(shipped, "onprem-prod")
-    _declare(plan, "onprem.agents.example.com", GLOBAL)
+    assert check(gate, plan).of("skyfleet-site-host-names") == []
     ingress = res(plan, "api", "kubernetes:networking.k8s.io/v1:Ingress")
-    found = check(gate, plan).on("skyfleet-site-host-names", ingress)
-    assert_names(
-        found, plan, "skyfleet-site-host-names", ingress, "certificate does not cover", "no host rule routes"
+
+    def site_name_only(p: dict[str, Any]) -> None:
+        p["spec"]["tls"][0]["hosts"] = _without(p["spec"]["tls"][0]["hosts"], GLOBAL)
+        p["spec"]["rules"] = [rule for rule in p["spec"]["rules"] if rule["host"] != GLOBAL]
+
+    edit(ingress, site_name_only)
+    fires(
+        gate,
+        plan,
+        "skyfleet-site-host-names",
+        ingress,
+        f"clients reach the site as {GLOBAL}, which its certificate does not cover "
+        "(onprem.agents.example.com)",
+        f"clients reach the site as {GLOBAL}, which no host rule routes",
     )
 
-    def serve(p: dict[str, Any]) -> None:
-        p["spec"]["tls"][0]["hosts"].append(GLOBAL)
-        p["spec"]["rules"].append({**copy.deepcopy(p["spec"]["rules"][0]), "host": GLOBAL})
+    plan = copy_of(shipped, "onprem-prod")
+    ingress = res(plan, "api", "kubernetes:networking.k8s.io/v1:Ingress")
+    edit(ingress, lambda p: p["spec"].update(rules=[r for r in p["spec"]["rules"] if r["host"] != GLOBAL]))
+    found = check(gate, plan).on("skyfleet-site-host-names", ingress)
+    assert_names(found, plan, "skyfleet-site-host-names", ingress, "which no host rule routes")
+    assert not any("certificate does not cover" in f.message for f in found)
 
-    edit(ingress, serve)
-    assert check(gate, plan).of("skyfleet-site-host-names") == []
 
-
+@pytest.mark.xfail(
+    strict=True,
+    reason="rule bug: skyfleet-edge-site-names reads the StackReferences' outputs, but a StackReference "
+    "is a read resource and the engine sends reads to no policy (pulumi/pulumi#3950; the check runner "
+    "does the same), so the rule never sees a site",
+)
 def test_names_edge_sites_must_declare_the_global_name(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A site stack built without the edge's name does not export it: the edge must not send the
+    global name there."""
     plan = copy_of(shipped, "edge-prod")
-    ref = res(plan, "org/skyfleet/gcp-prod", "pulumi:pulumi:StackReference")
-    found = check(gate, plan).on("skyfleet-edge-site-names", ref)
-    assert_names(found, plan, "skyfleet-edge-site-names", ref, f"clients of {GLOBAL} to site gcp-prod")
-    for r in plan.of_type("pulumi:pulumi:StackReference"):
-        r.outputs["outputs"]["hostNames"] = [GLOBAL]  # what each fixed site stack exports
     assert check(gate, plan).of("skyfleet-edge-site-names") == []
+    ref = res(plan, "org/skyfleet/gcp-prod", "pulumi:pulumi:StackReference")
+    outputs = ref.outputs["outputs"]
+    outputs["hostNames"] = _without(outputs["hostNames"], GLOBAL)
+    fires(
+        gate,
+        plan,
+        "skyfleet-edge-site-names",
+        ref,
+        f"sends clients of {GLOBAL} to site gcp-prod (gcp.agents.example.com), which does not declare "
+        "that name",
+        only=True,
+    )
 
 
 # -- cert-manager issuers --------------------------------------------------------------------------
 
 
 def test_issuer_used_for_internal_and_public_names(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The shipped cluster uses a CA issuer for the data stores and an ACME one for the Ingress; a
+    program that passes one issuer to both gets a certificate no one can issue or trust."""
+    plan = copy_of(shipped, "onprem-prod")
+    assert check(gate, plan).of("cert-manager-issuer-fits-names") == []
+    ingress = res(plan, "api", "kubernetes:networking.k8s.io/v1:Ingress")
+    cert = res(plan, "redis-tls", "kubernetes:cert-manager.io/v1:Certificate")
+    internal, public = cert.inputs["spec"]["issuerRef"]["name"], "letsencrypt-dns01"
+    annotation = "cert-manager.io/cluster-issuer"
+    assert ingress.inputs["metadata"]["annotations"][annotation] == public != internal
+
+    edit(ingress, lambda p: p["metadata"]["annotations"].update({annotation: internal}))
+    fires(
+        gate,
+        plan,
+        "cert-manager-issuer-fits-names",
+        ingress,
+        f"uses ClusterIssuer {internal!r} for public names (onprem.agents.example.com, {GLOBAL}) while it "
+        "also signs cluster-internal names",
+        only=True,
+    )
+
     plan = copy_of(shipped, "onprem-prod")
     ingress = res(plan, "api", "kubernetes:networking.k8s.io/v1:Ingress")
-    found = check(gate, plan).on("cert-manager-issuer-fits-names", ingress)
-    assert_names(found, plan, "cert-manager-issuer-fits-names", ingress, "ClusterIssuer 'skyfleet-ca'")
     edit(
-        ingress,
-        lambda p: p["metadata"]["annotations"].update({"cert-manager.io/cluster-issuer": "letsencrypt"}),
+        res(plan, "nats-tls", "kubernetes:cert-manager.io/v1:Certificate"),
+        lambda p: p["spec"]["issuerRef"].update(name=public),
     )
-    assert check(gate, plan).of("cert-manager-issuer-fits-names") == []
+    fires(
+        gate,
+        plan,
+        "cert-manager-issuer-fits-names",
+        ingress,
+        f"uses ClusterIssuer {public!r} for public names",
+        "nats.agent-app.svc",
+    )
 
 
 def test_issuer_kind_must_fit_when_the_stack_defines_it(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -794,62 +1040,106 @@ def test_issuer_kind_must_fit_when_the_stack_defines_it(gate: Gate, shipped: dic
 
 
 def test_alarm_topic_aws_managed_key_and_a_customer_key(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """Both shipped alarm topics use a customer managed key that lets CloudWatch in; the AWS-managed
+    key, or a key policy without CloudWatch, drops every notification."""
     edge = copy_of(shipped, "edge-prod")
+    assert check(gate, edge).of("aws-alarm-topic-deliverable") == []
     topic = res(edge, "edge-alarms", "aws:sns/topic:Topic")
-    found = check(gate, edge).on("aws-alarm-topic-deliverable", topic)
-    assert_names(found, edge, "aws-alarm-topic-deliverable", topic, "alias/aws/sns")
-
-    site = copy_of(shipped, "aws-prod")  # its alarm topic's key already lets CloudWatch in
-    site_topic = res(site, "alarms-topic", "aws:sns/topic:Topic")
-    assert check(gate, site).of("aws-alarm-topic-deliverable") == []
+    edit(topic, lambda p: p.update(kmsMasterKeyId="alias/aws/sns"))
+    fires(
+        gate,
+        edge,
+        "aws-alarm-topic-deliverable",
+        topic,
+        "encrypted with the AWS-managed key alias/aws/sns",
+        only=True,
+    )
 
     def without_cloudwatch(props: dict[str, Any]) -> None:
         doc = policy_doc(props)
-        doc["Statement"] = [
-            s for s in doc["Statement"] if s.get("Principal") != {"Service": "cloudwatch.amazonaws.com"}
-        ]
+        kept = [s for s in doc["Statement"] if s.get("Principal") != {"Service": "cloudwatch.amazonaws.com"}]
+        assert len(kept) < len(doc["Statement"])
+        doc["Statement"] = kept
         props["policy"] = json.dumps(doc)
 
+    site = copy_of(shipped, "aws-prod")
+    assert check(gate, site).of("aws-alarm-topic-deliverable") == []
+    site_topic = res(site, "alarms-topic", "aws:sns/topic:Topic")
     edit(res(site, "secrets-key", "aws:kms/key:Key"), without_cloudwatch)
     found = check(gate, site).on("aws-alarm-topic-deliverable", site_topic)
     assert_names(
         found, site, "aws-alarm-topic-deliverable", site_topic, "kms:GenerateDataKey and kms:Decrypt"
     )
 
+    edge = copy_of(shipped, "edge-prod")
+    topic = res(edge, "edge-alarms", "aws:sns/topic:Topic")
+    edit(res(edge, "edge-alarms", "aws:kms/key:Key"), without_cloudwatch)
+    found = check(gate, edge).on("aws-alarm-topic-deliverable", topic)
+    assert_names(found, edge, "aws-alarm-topic-deliverable", topic, "kms:GenerateDataKey and kms:Decrypt")
+
 
 # -- Fargate scratch volume --------------------------------------------------------------------------
 
 
-def test_ecs_scratch_volume_today_and_with_an_init_container(gate: Gate, shipped: dict[str, Plan]) -> None:
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "no setup container",
+        "app does not wait",
+        "app waits only for the start",
+        "setup not root",
+        "setup essential",
+        "setup mounts read-only",
+        "setup mounts another volume",
+    ],
+)
+def test_ecs_scratch_volume_prepared_by_a_setup_container(
+    gate: Gate, shipped: dict[str, Plan], plant: str
+) -> None:
+    """The shipped tasks open the scratch volume with a root, non-essential setup container the app
+    waits for; each way of undoing one of those leaves /tmp unwritable to the app."""
     plan = copy_of(shipped, "aws-prod")
+    assert check(gate, plan).of("aws-ecs-writable-volume-prepared") == []
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
-    found = check(gate, plan).on("aws-ecs-writable-volume-prepared", api)
-    assert_names(found, plan, "aws-ecs-writable-volume-prepared", api, "'scratch' at /tmp")
 
-    def init(defs: list[dict[str, Any]]) -> None:
-        app_container = defs[0]
-        defs.append(
-            {
-                "name": "scratch-init",
-                "image": app_container["image"],
-                "essential": False,
-                "user": "0",
-                "command": ["sh", "-c", "chown 10001:10001 /tmp && chmod 0700 /tmp"],
-                "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/tmp", "readOnly": False}],
-            }
-        )
-        app_container["dependsOn"] = [{"containerName": "scratch-init", "condition": "SUCCESS"}]
+    def undo(defs: list[dict[str, Any]]) -> None:
+        app_container = ecs_app(defs)
+        (wait,) = app_container["dependsOn"]
+        setup = next(d for d in defs if d["name"] == wait["containerName"])
+        assert wait["condition"] == "SUCCESS" and setup["essential"] is False
+        if plant == "no setup container":
+            defs.remove(setup)
+            del app_container["dependsOn"]
+        elif plant == "app does not wait":
+            del app_container["dependsOn"]
+        elif plant == "app waits only for the start":
+            wait["condition"] = "START"
+        elif plant == "setup not root":
+            setup["user"] = app_container["user"]
+        elif plant == "setup essential":
+            setup["essential"] = True
+        elif plant == "setup mounts read-only":
+            setup["mountPoints"][0]["readOnly"] = True
+        else:
+            setup["mountPoints"][0]["sourceVolume"] = "other"
 
-    edit(api, containers_json(init))
-    assert check(gate, plan).on("aws-ecs-writable-volume-prepared", api) == []
+    edit(api, containers_json(undo))
+    fires(
+        gate,
+        plan,
+        "aws-ecs-writable-volume-prepared",
+        api,
+        "container 'api'",
+        "runs as 10001:10001 on a read-only root and mounts task volume 'scratch' at /tmp writable",
+        only=True,
+    )
 
 
 # -- the shipped stacks, preview, end to end ------------------------------------------------------
 
 
 def test_shipped_stacks_pass_the_deployability_rules(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """Red until the lead's infra fixes for issue #10 land; the findings list is the regression
-    evidence of which rule catches which shipped defect."""
+    """Every shipped stack passes every deployability rule (the list names any that does not)."""
     found = [
         (stack, f.rule, f.resource_name, f.message.splitlines()[-1])
         for stack, plan in shipped.items()

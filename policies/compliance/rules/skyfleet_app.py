@@ -235,6 +235,17 @@ def _tls_problems(view: StackView, c: Container, settings: Settings) -> Iterator
         yield from _server_tls(
             view, c, redis.hostname, check_hostname, Env.REDIS_URL.value, Env.REDIS_CA_FILE.value
         )
+        # With Sentinel the app connects to every Sentinel with the same TLS settings.
+        for host in dict.fromkeys(h for h, _ in settings.sentinel_hosts if h != redis.hostname):
+            yield from _server_tls(
+                view,
+                c,
+                host,
+                check_hostname,
+                Env.REDIS_SENTINELS.value,
+                Env.REDIS_CA_FILE.value,
+                ca_check=False,  # said once, for the URL
+            )
     queue = settings.queue
     if isinstance(queue, contract.NatsQueue):
         for server in queue.servers:
@@ -246,9 +257,16 @@ def _tls_problems(view: StackView, c: Container, settings: Settings) -> Iterator
 
 
 def _server_tls(
-    view: StackView, c: Container, host: str, check_hostname: bool, url_var: str, ca_var: str
+    view: StackView,
+    c: Container,
+    host: str,
+    check_hostname: bool,
+    url_var: str,
+    ca_var: str,
+    *,
+    ca_check: bool = True,
 ) -> Iterator[str]:
-    has_ca = ca_var in c.env
+    has_ca = ca_var in c.env or not ca_check
     for instance in view.of_type(MEMORYSTORE):
         if text(instance.props.get("host")) != host:
             continue

@@ -11,7 +11,7 @@ the edge sends its global name to declares that name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,8 +63,16 @@ def _self_links(r: PolicyResource) -> set[str]:
 # -- what each platform's load balancer serves: (certificate names, routed host patterns) --------
 # A routed pattern of "*" routes every host (a default action, service or backend).
 
+# The certificate names a client asking for a host is served (by SNI).
+Served = Callable[[str], list[str]]
 
-def _aws(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+
+def _any_of(names: list[str]) -> Served:
+    """Certificates the load balancer picks among by SNI: any of them serves a name it covers."""
+    return lambda _host: names
+
+
+def _aws(view: StackView) -> list[tuple[PolicyResource, Served, list[str]]]:
     out = []
     for listener in view.of_type(LISTENER):
         if text(listener.props.get("protocol")).upper() != "HTTPS":
@@ -88,52 +96,84 @@ def _aws(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
             if text(rule.props.get("listenerArn")) in lid:
                 for cond in as_list(rule.props.get("conditions")):
                     routed += [text(v) for v in as_list(get_path(cond, "hostHeader", "values"))]
-        out.append((listener, names, routed))
+        out.append((listener, _any_of(names), routed))
     return out
 
 
-def _gcp(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+def _cm_certificate_names(view: StackView, refs: list[str]) -> list[str]:
+    names: list[str] = []
+    for ref in refs:
+        for cert in view.of_type(CM_CERTIFICATE):
+            ids = _self_links(cert)
+            if ref in ids or any(ref.endswith("/" + i) for i in ids if i):
+                names += [text(d) for d in as_list(get_path(cert.props, "managed", "domains"))]
+    return names
+
+
+def _map_entries(view: StackView, cert_map: str) -> list[PolicyResource]:
+    map_ids = {cert_map, cert_map.removeprefix("//certificatemanager.googleapis.com/")}
+    for m in view.of_type(CM_MAP):
+        if map_ids & _self_links(m):
+            map_ids |= _self_links(m)
+    return [
+        entry
+        for entry in view.of_type(CM_MAP_ENTRY)
+        if text(entry.props.get("map")) in map_ids
+        or any(i.endswith("/" + text(entry.props.get("map"))) for i in map_ids)
+    ]
+
+
+def _map_served(view: StackView, entries: list[PolicyResource]) -> Served:
+    """A certificate map serves a host the certificates of its entry for that hostname (exact,
+    else a ``*.`` wildcard), else those of its PRIMARY entry; other entries' certificates never."""
+
+    def served(host: str) -> list[str]:
+        hostnames = [(e, text(e.props.get("hostname")).lower().rstrip(".")) for e in entries]
+        exact = [e for e, h in hostnames if h == host]
+        wildcard = [e for e, h in hostnames if h.startswith("*.") and name_covers(h, host)]
+        primary = [e for e in entries if text(e.props.get("matcher")).upper() == "PRIMARY"]
+        chosen = exact or wildcard or primary
+        return _cm_certificate_names(
+            view, [text(c) for e in chosen for c in as_list(e.props.get("certificates"))]
+        )
+
+    return served
+
+
+def _gcp(view: StackView) -> list[tuple[PolicyResource, Served, list[str]]]:
     out = []
     for proxy in view.of_type(HTTPS_PROXY):
         names: list[str] = []
         for ref in as_list(proxy.props.get("sslCertificates")):
             for cert in _referencing(view, text(ref), (MANAGED_SSL,)):
                 names += [text(d) for d in as_list(get_path(cert.props, "managed", "domains"))]
-        cm_refs = [text(r) for r in as_list(proxy.props.get("certificateManagerCertificates"))]
+        names += _cm_certificate_names(
+            view, [text(r) for r in as_list(proxy.props.get("certificateManagerCertificates"))]
+        )
         cert_map = text(proxy.props.get("certificateMap"))
-        if cert_map:
-            map_ids = {cert_map, cert_map.removeprefix("//certificatemanager.googleapis.com/")}
-            for m in view.of_type(CM_MAP):
-                if map_ids & _self_links(m):
-                    map_ids |= _self_links(m)
-            for entry in view.of_type(CM_MAP_ENTRY):
-                if text(entry.props.get("map")) in map_ids or any(
-                    i.endswith("/" + text(entry.props.get("map"))) for i in map_ids
-                ):
-                    cm_refs += [text(c) for c in as_list(entry.props.get("certificates"))]
-        for ref in cm_refs:
-            for cert in view.of_type(CM_CERTIFICATE):
-                ids = _self_links(cert)
-                if ref in ids or any(ref.endswith("/" + i) for i in ids if i):
-                    names += [text(d) for d in as_list(get_path(cert.props, "managed", "domains"))]
+        by_map = _map_served(view, _map_entries(view, cert_map)) if cert_map else None
+
+        def served(host: str, names: list[str] = names, by_map: Served | None = by_map) -> list[str]:
+            return names + (by_map(host) if by_map else [])
+
         routed: list[str] = []
         for url_map in _referencing(view, text(proxy.props.get("urlMap")), (URL_MAP,)):
             if url_map.props.get("defaultService") or url_map.props.get("defaultUrlRedirect"):
                 routed.append("*")
             for rule in as_list(url_map.props.get("hostRules")):
                 routed += [text(h) for h in as_list(rule.get("hosts"))]
-        out.append((proxy, names, routed))
+        out.append((proxy, served, routed))
     return out
 
 
-def _k8s(view: StackView) -> list[tuple[PolicyResource, list[str], list[str]]]:
+def _k8s(view: StackView) -> list[tuple[PolicyResource, Served, list[str]]]:
     out = []
     for ingress in view.of_type(INGRESS):
         spec: Mapping[str, Any] = ingress.props.get("spec") or {}
         names = [text(h) for tls in as_list(spec.get("tls")) for h in as_list(tls.get("hosts"))]
         routed = ["*"] if spec.get("defaultBackend") else []
         routed += [text(rule.get("host")) or "*" for rule in as_list(spec.get("rules"))]
-        out.append((ingress, names, routed))
+        out.append((ingress, _any_of(names), routed))
     return out
 
 
@@ -145,10 +185,11 @@ def _site_names(view: StackView) -> Iterator[tuple[str, str | None]]:
     names = declared_names(view)
     if not names:
         return
-    for front, certs, routed in [*_aws(view), *_gcp(view), *_k8s(view)]:
+    for front, served, routed in [*_aws(view), *_gcp(view), *_k8s(view)]:
         for name in names:
+            certs = served(name)
             if not any(name_covers(c, name) for c in certs):
-                covered = ", ".join(c for c in certs if c) or "no name"
+                covered = ", ".join(dict.fromkeys(c for c in certs if c)) or "no name"
                 yield (
                     f"clients reach the site as {name}, which its certificate does not cover ({covered})",
                     front.urn,
