@@ -39,7 +39,6 @@ DEPLOYABILITY = {
     "gcp-service-agent-order",
     "aws-route53-alias-order",
     "skyfleet-site-host-names",
-    "skyfleet-edge-site-names",
     "cert-manager-issuer-fits-names",
     "aws-alarm-topic-deliverable",
     "aws-ecs-writable-volume-prepared",
@@ -944,31 +943,6 @@ def test_names_ingress_tls_hosts_and_rules(gate: Gate, shipped: dict[str, Plan])
     found = check(gate, plan).on("skyfleet-site-host-names", ingress)
     assert_names(found, plan, "skyfleet-site-host-names", ingress, "which no host rule routes")
     assert not any("certificate does not cover" in f.message for f in found)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="rule bug: skyfleet-edge-site-names reads the StackReferences' outputs, but a StackReference "
-    "is a read resource and the engine sends reads to no policy (pulumi/pulumi#3950; the check runner "
-    "does the same), so the rule never sees a site",
-)
-def test_names_edge_sites_must_declare_the_global_name(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """A site stack built without the edge's name does not export it: the edge must not send the
-    global name there."""
-    plan = copy_of(shipped, "edge-prod")
-    assert check(gate, plan).of("skyfleet-edge-site-names") == []
-    ref = res(plan, "org/skyfleet/gcp-prod", "pulumi:pulumi:StackReference")
-    outputs = ref.outputs["outputs"]
-    outputs["hostNames"] = _without(outputs["hostNames"], GLOBAL)
-    fires(
-        gate,
-        plan,
-        "skyfleet-edge-site-names",
-        ref,
-        f"sends clients of {GLOBAL} to site gcp-prod (gcp.agents.example.com), which does not declare "
-        "that name",
-        only=True,
-    )
 
 
 # -- cert-manager issuers --------------------------------------------------------------------------

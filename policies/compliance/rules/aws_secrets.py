@@ -12,7 +12,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Severity
 
-from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
+from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm
 from ._secrets import secret_in_variable, secrets_in_env, secrets_in_text
 
 FUNCTION = ("aws:lambda/function:Function",)
@@ -76,7 +76,8 @@ def _plaintext(s: Subject) -> Iterator[str]:
 def _rotation(view: StackView) -> Iterator[tuple[str, str | None]]:
     for secret in view.of_type(*SECRET):
         rotations = view.referrers(secret, ROTATION, "secretId")
-        if not any(truthy(r.props.get("rotationEnabled", True)) for r in rotations):
+        # rotationEnabled is an output the provider computes, never a program's setting.
+        if not rotations:
             yield f"secret {secret.name!r} has no rotation (aws.secretsmanager.SecretRotation)", secret.urn
 
 

@@ -21,8 +21,6 @@ from ._plan import name_covers, text
 from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
 
 STACK = "pulumi:pulumi:Stack"
-STACK_REFERENCE = "pulumi:pulumi:StackReference"
-RECORD = "aws:route53/record:Record"
 HOST_NAMES = "hostNames"
 
 LISTENER = "aws:lb/listener:Listener"
@@ -198,49 +196,6 @@ def _site_names(view: StackView) -> Iterator[tuple[str, str | None]]:
                 yield f"clients reach the site as {name}, which no host rule routes", front.urn
 
 
-# -- the edge ----------------------------------------------------------------------------------
-
-
-def _edge_names(view: StackView) -> Iterator[tuple[str, str | None]]:
-    refs = view.of_type(STACK_REFERENCE)
-    records = view.of_type(RECORD)
-    if not refs or not records:
-        return
-    by_host: dict[str, tuple[PolicyResource, Mapping[str, Any]]] = {}
-    for ref in refs:
-        outputs = ref.props.get("outputs") or {}
-        for key in ("endpointHost", "endpoint"):
-            host = text(outputs.get(key))
-            if host:
-                by_host[_host(host) if "://" in host else host.lower()] = (ref, outputs)
-    # name -> names that lead to it (aliases and CNAMEs within the stack)
-    targets: dict[str, set[str]] = {}
-    for r in records:
-        name = text(r.props.get("name")).lower().rstrip(".")
-        pointed = [text(a.get("name")) for a in as_list(r.props.get("aliases"))]
-        if text(r.props.get("type")).upper() == "CNAME":
-            pointed += [text(v) for v in as_list(r.props.get("records"))]
-        for t in pointed:
-            targets.setdefault(t.lower().rstrip("."), set()).add(name)
-    entry = {n for names in targets.values() for n in names} - set(targets)
-
-    def entries(host: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        found: set[str] = set()
-        for source in targets.get(host, set()) - seen:
-            found |= {source} if source in entry else entries(source, seen | {host})
-        return found
-
-    for host, (ref, outputs) in sorted(by_host.items()):
-        declared = {text(n).lower() for n in as_list(outputs.get(HOST_NAMES))}
-        for name in sorted(entries(host) - declared):
-            site = text(outputs.get("site")) or text(ref.props.get("name"))
-            yield (
-                f"sends clients of {name} to site {site} ({host}), which does not declare that name in its "
-                f"{HOST_NAMES} output: its certificate and host rules are not shown to serve it",
-                ref.urn,
-            )
-
-
 NAMES = Controls(nist=("SC-8", "SC-23"), soc2=("CC6.7", "A1.2"))
 
 RULES = [
@@ -253,16 +208,6 @@ RULES = [
         "Add the name to the certificate (ACM subjectAlternativeNames, the Certificate Manager map, the "
         "Ingress tls.hosts) and a host rule (listener rule, URL map hostRules, an Ingress rule per host).",
         stack_check=_site_names,
-        group=SKYFLEET,
-    ),
-    Rule(
-        "skyfleet-edge-site-names",
-        "Each site the edge sends its global name to declares that name in its hostNames output.",
-        Severity.HIGH,
-        NAMES,
-        "Give every site stack the edge's global name (skyfleet:edge fqdn) so it exports it in hostNames "
-        "and serves it.",
-        stack_check=_edge_names,
         group=SKYFLEET,
     ),
 ]
