@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agent_app.contract import (
     DEFAULT_LOG_LEVEL,
     DEFAULT_PORT,
+    LOG_LEVELS,
     ContractError,
     Env,
     QueueTarget,
@@ -73,7 +74,11 @@ def _sentinels(value: str | None) -> str | None:
 
 def _log_level(value: object) -> object:
     # "info" and "INFO" mean the same to everyone who writes a config.
-    return value.upper() if isinstance(value, str) else value
+    if isinstance(value, str):
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)} (any case)")
+        return value.upper()
+    return value
 
 
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_log_level)]

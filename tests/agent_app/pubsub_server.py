@@ -31,9 +31,7 @@ class _Stall(grpc.ServerInterceptor):
         self.held: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: Any
-    ) -> Any:
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler

@@ -57,7 +57,7 @@ def test_api_without_keys_exits_2() -> None:
         ("AGENT_REDIS_SENTINELS", "a:1,b", "expected host:port"),
         ("AGENT_REDIS_CA_FILE", "/nonexistent/ca.pem", "does not point to a file"),
         ("AGENT_MODEL_BACKEND", "openai", "AGENT_MODEL_BASE_URL: expected an http(s):// base URL"),
-        ("AGENT_LOG_LEVEL", "LOUD", "Input should be"),
+        ("AGENT_LOG_LEVEL", "LOUD", "expected one of DEBUG, INFO, WARNING, ERROR"),
     ],
 )
 def test_each_bad_variable_is_named(

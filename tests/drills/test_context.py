@@ -98,7 +98,7 @@ def test_fault_and_rollback_signatures_come_from_the_declaration() -> None:
         "count",
         "configuration",
     ]
-    assert list(inspect.signature(activity.cache_restore).parameters) == ["configuration"]
+    assert list(inspect.signature(activity.cache_restore).parameters) == ["site", "configuration"]
     assert activity.site_down.__module__ == "skyfleet.drills.actions.lab"
     with pytest.raises(TypeError, match="unexpected keyword argument 'zone'"):
         activity.site_down(site="aws", zone="a")

@@ -154,4 +154,3 @@ def test_an_app_grace_longer_than_the_platform_allows_is_refused(
     message = str(_config_error(temp_project, text))
     assert "Pulumi.broken.yaml" in message
     assert "app.env.AGENT_SHUTDOWN_GRACE_SECONDS is 29" in message and "at most 28" in message
-

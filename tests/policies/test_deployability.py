@@ -205,7 +205,7 @@ def test_app_env_log_level_the_app_rejects(gate: Gate, shipped: dict[str, Plan],
         plan,
         "skyfleet-app-env",
         api,
-        "AGENT_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR' (got 'VERBOSE')",
+        "AGENT_LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR (any case) (got 'verbose')",
         only=True,
     )
 
