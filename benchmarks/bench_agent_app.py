@@ -691,8 +691,7 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from tests.agent_app.brokers import NatsBroker
-    from tests.agent_app.servers import (
+    from skyfleet.testing.servers import (
         AppProcess,
         NatsServer,
         Proc,
@@ -707,7 +706,7 @@ def main() -> None:
     redis_server, nats_server = RedisServer().start(), NatsServer().start()
     env = app_env(
         redis_server.url,
-        NatsBroker(nats_server).env["AGENT_QUEUE_URL"],
+        nats_server.queue().url,
         AGENT_API_KEYS=BENCH_KEY,
         AGENT_RATE_LIMIT_PER_MINUTE="1000000",
         AGENT_SESSION_MAX_TURNS="1000",

@@ -28,13 +28,10 @@ from typing import Any
 import httpx
 from _common import machine, stamp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the sites and CA of the edge tests
-
-from skyfleet.lab import dns  # noqa: E402
-from skyfleet.lab.resolver import AsyncResolvingTransport, CachingResolver  # noqa: E402
-from skyfleet.lab.route53 import Edge  # noqa: E402
-from tests.lab.edge_support import GLOBAL_NAME, TestCA, dns_server, edge, sites  # noqa: E402
+from skyfleet.lab import dns
+from skyfleet.lab.resolver import AsyncResolvingTransport, CachingResolver
+from skyfleet.lab.route53 import Edge
+from skyfleet.testing.edge import GLOBAL_NAME, TestCA, dns_server, edge, sites
 
 RATE = 20.0  # requests per second
 SITE_TTL = 60  # an ALB's A records have a 60 s TTL

@@ -221,8 +221,7 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from tests.agent_app.brokers import NatsBroker
-    from tests.agent_app.servers import AppProcess, NatsServer, RedisServer, app_env
+    from skyfleet.testing.servers import AppProcess, NatsServer, RedisServer, app_env
 
     console = Console()
     info = machine()
@@ -233,7 +232,7 @@ def main() -> None:
         nats_server.start()
         env = app_env(
             redis_server.url,
-            NatsBroker(nats_server).env["AGENT_QUEUE_URL"],
+            nats_server.queue().url,
             AGENT_API_KEYS=BENCH_KEY,
             AGENT_RATE_LIMIT_PER_MINUTE="1000000",
             AGENT_SESSION_MAX_TURNS=str(TURNS_PER_SESSION),

@@ -24,7 +24,7 @@ from dnslib import QTYPE, RCODE
 from skyfleet.lab import dns
 from skyfleet.lab.resolver import AsyncResolvingTransport, CachingResolver, NameNotFound, ResolvingTransport
 from skyfleet.lab.route53 import Edge
-from tests.lab.edge_support import (
+from skyfleet.testing.edge import (
     GLOBAL_NAME,
     ROOT,
     Site,

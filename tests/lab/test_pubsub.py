@@ -42,7 +42,7 @@ from agent_app.queues.pubsub_queue import PubSubTaskQueue
 from skyfleet.lab.errors import LabConfigError
 from skyfleet.lab.pubsub import config_from_plan, parse_config
 from skyfleet.plan import PlannedResource
-from tests.agent_app.servers import REPO, VENV_BIN, Proc, free_port, wait_until
+from skyfleet.testing.servers import REPO, VENV_BIN, Proc, free_port, wait_until
 
 PROJECT = "skyfleet-lab"
 SCALE = 0.02  # 10 service seconds = 0.2 s

@@ -26,7 +26,7 @@ from skyfleet.lab.route53 import (
     edge_from_plan,
     probe,
 )
-from tests.lab.edge_support import (
+from skyfleet.testing.edge import (
     GLOBAL_NAME,
     Site,
     TestCA,

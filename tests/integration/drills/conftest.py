@@ -1,0 +1,41 @@
+"""Fixtures for the drill tests: boto3 pointed at the session's moto_server, and one real
+agent site per module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from skyfleet.testing.servers import AppProcess, MotoServer, NatsServer, RedisServer, app_env
+from tests.support.drills import AgentSite
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """boto3 pointed at moto (AWS_ENDPOINT_URL) with throwaway credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server.endpoint
+
+
+@pytest.fixture(scope="module")
+def agent_site() -> Iterator[AgentSite]:
+    """One real site for a module's load and drill tests (no lab: no front door, one replica)."""
+    redis, nats = RedisServer().start(), NatsServer().start()
+    env = app_env(redis.url, nats.queue().url)
+    api = worker = None
+    try:
+        api = AppProcess("api", env).start()
+        worker = AppProcess("worker", env).start()
+        yield AgentSite(api, worker, redis)
+    finally:
+        for proc in (worker, api):
+            if proc is not None:
+                proc.stop()
+        nats.stop()
+        redis.stop()

@@ -1,0 +1,331 @@
+"""The onprem target's generated data-store configs on real servers: the ConfigMaps' files are
+what the pods run; here they run on a real redis-server and nats-server, with only the in-pod
+paths and ports mapped to a temp folder and free loopback ports, and certificates from a
+throwaway CA standing in for cert-manager's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from agent_app.contract import Env, NatsQueue, parse_queue_url
+from skyfleet.plan import Plan, plan_stack
+from skyfleet.testing.servers import free_port
+from tests.support.onprem import NAMESPACE, STACK, env_of, one, plan_dev_site
+from tests.support.plans import ROOT
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+T = TypeVar("T")
+PASSWORD = "s3cret-from-the-redis-auth-secret"
+# The NATS users' passwords, as their Secrets hand them to the server's environment.
+NATS_PASSWORD = {user: f"s3cret-nats-{user}" for user in ("api", "worker", "streams")}
+NATS_PASSWORDS = {f"NATS_{user.upper()}_PASSWORD": pw for user, pw in NATS_PASSWORD.items()}
+# Fail at once: a refused AUTH must not be retried with backoff.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    """onprem-prod on its own: this target's tests do not depend on the other targets'."""
+    return plan_stack(ROOT, STACK)
+
+
+@pytest.fixture(scope="module")
+def dev_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    return plan_dev_site(tmp_path_factory.mktemp("onprem-dev"))
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on a private loop: asyncio.run would unset the thread's loop, which the Pulumi SDK
+    (the plans of later tests) still needs."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path, attempts: int = 100
+) -> None:
+    """Poll (bounded) until ``check`` passes; fail with the server's log otherwise."""
+    for _ in range(attempts):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    proc.kill()
+    out = log.read_text() if log.exists() else ""
+    raise AssertionError(f"{what} did not come up:\n{out[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca.crt, tls.crt, tls.key as a cert-manager Secret holds them (server and client auth)."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=skyfleet-test-ca",
+    )
+    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return d
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def start_redis(
+    plan: Plan, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]], primary_port: int = 0
+) -> int:
+    """One Redis pod: the init container's script with its plan env, then redis-server on the
+    ConfigMap. Paths, the port and the pods' DNS names map to this machine (loopback ports); no
+    Sentinel answers here, so the script takes the fresh-set roles (pod 0 primary)."""
+    files = one(plan, "kubernetes:core/v1:ConfigMap", "redis-config")["data"]
+    sts = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]["template"]["spec"]
+    (init,) = sts["initContainers"]
+    plan_env = {k: v["value"] for k, v in env_of(init).items() if "value" in v}
+    port = free_port()
+    data, run_dir, sentinel_dir = root / pod / "data", root / pod / "run", root / pod / "sentinel"
+    data.mkdir(parents=True)
+    run_dir.mkdir()
+    sentinel_dir.mkdir()
+    mapped = {
+        "/etc/redis/tls": str(pki),
+        "/run/redis": str(run_dir),
+        "/run/sentinel": str(sentinel_dir),
+        "dir /data": f"dir {data}",
+    }
+    conf, script = files["redis.conf"], files["init.sh"]
+    for a, b in mapped.items():
+        conf, script = conf.replace(a, b), script.replace(a, b)
+    conf = conf.replace("tls-port 6379", f"tls-port {port}")
+    (root / pod / "redis.conf").write_text(conf)
+    env = {"PATH": os.environ["PATH"], **plan_env, "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
+    subprocess.run(["sh", "-c", script], env=env, check=True)
+    runtime = (run_dir / "runtime.conf").read_text()
+    # The pods' DNS names (pod.redis-headless...:6379) are loopback ports here.
+    runtime = re.sub(r"replicaof \S+ 6379", f"replicaof 127.0.0.1 {primary_port}", runtime)
+    runtime = re.sub(r"replica-announce-ip \S+", "replica-announce-ip 127.0.0.1", runtime)
+    (run_dir / "runtime.conf").write_text(runtime)
+    proc = subprocess.Popen(
+        ["redis-server", str(root / pod / "redis.conf")],
+        stdout=(root / pod / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    servers.append(proc)
+    wait_until(lambda: redis_client(pki, port).ping() is True, f"redis {pod}", proc, root / pod / "redis.log")
+    return port
+
+
+def redis_client(pki: Path, port: int, password: str | None = PASSWORD) -> redis.Redis:
+    return redis.Redis(
+        host="localhost",
+        port=port,
+        password=password,
+        ssl=True,
+        ssl_ca_certs=str(pki / "ca.crt"),
+        socket_timeout=5,
+        retry=NO_RETRY,
+    )
+
+
+def test_redis_config_serves_tls_with_auth_and_replicates(
+    plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    primary = start_redis(plan, pki, tmp_path, "redis-0", servers)
+    # AUTH is required; the password file never leaves the pod's memory volume.
+    with pytest.raises(redis.AuthenticationError):
+        redis_client(pki, primary, password=None).set("k", "v")
+    with pytest.raises(redis.AuthenticationError):
+        redis_client(pki, primary, password="wrong").ping()
+    # TLS only: a plain-text client gets no answer it can use.
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(
+            host="127.0.0.1", port=primary, password=PASSWORD, socket_timeout=1, retry=NO_RETRY
+        ).ping()
+    client = redis_client(pki, primary)
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        client.execute_command("FLUSHALL")
+    # Pod 1 replicates pod 0 over TLS with the same password (masterauth).
+    replica = start_redis(plan, pki, tmp_path, "redis-1", servers, primary_port=primary)
+    linked = lambda: redis_client(pki, replica).info("replication")["master_link_status"] == "up"  # noqa: E731
+    wait_until(linked, "replica sync", servers[-1], tmp_path / "redis-1" / "redis.log", attempts=300)
+    client.set("skyfleet:session:1", "turns")
+    assert client.execute_command("WAIT", 1, 10000) == 1
+    assert redis_client(pki, replica).get("skyfleet:session:1") == b"turns"
+    assert redis_client(pki, replica).info("replication")["role"] == "slave"
+
+
+def start_nats(
+    conf_text: str, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]]
+) -> tuple[int, int]:
+    """One NATS pod on its ConfigMap, on free loopback ports."""
+    client, monitor = free_port(), free_port()
+    d = root / pod
+    (d / "data").mkdir(parents=True)
+    conf = conf_text.replace("/etc/nats/tls", str(pki)).replace('"/data', f'"{d}/data')
+    conf = conf.replace("port: 4222", f"port: {client}").replace("http_port: 8222", f"http_port: {monitor}")
+    (d / "nats.conf").write_text(conf)
+    proc = subprocess.Popen(
+        [str(NATS_SERVER), "--config", str(d / "nats.conf")],
+        env={"PATH": os.environ["PATH"], "POD_NAME": pod, **NATS_PASSWORDS},
+        stdout=(d / "nats.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    servers.append(proc)
+    health = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"  # the pods' probe
+    wait_until(
+        lambda: urllib.request.urlopen(health, timeout=2).status == 200, f"nats {pod}", proc, d / "nats.log"
+    )
+    return client, monitor
+
+
+async def create_streams(plan: Plan, pki: Path, port: int) -> dict[str, dict[str, Any]]:
+    """What the setup Job does: send each stream file to JetStream's create API as is."""
+    files = one(plan, "kubernetes:core/v1:ConfigMap", "nats-streams")["data"]
+    tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    # As the Job does: its own user, which may only create and read the two streams.
+    nc = await nats.connect(
+        f"tls://localhost:{port}",
+        tls=tls,
+        connect_timeout=5,
+        user="streams",
+        password=NATS_PASSWORD["streams"],
+    )
+    try:
+        created = {}
+        for body in files.values():
+            cfg = json.loads(body)
+            reply = json.loads(
+                (await nc.request(f"$JS.API.STREAM.CREATE.{cfg['name']}", body.encode(), 10)).data
+            )
+            assert "error" not in reply, reply
+            created[cfg["name"]] = reply
+    finally:
+        await nc.close()
+    # The api as its own user: it may publish tasks, and nothing the table does not grant.
+    (c,) = one(plan, "kubernetes:apps/v1:Deployment", "api")["spec"]["template"]["spec"]["containers"]
+    queue = parse_queue_url(env_of(c)[Env.QUEUE_URL]["value"])
+    assert isinstance(queue, NatsQueue) and queue.user == "api"
+    nc = await nats.connect(
+        f"tls://localhost:{port}", tls=tls, connect_timeout=5, user="api", password=NATS_PASSWORD["api"]
+    )
+    try:
+        js = nc.jetstream()
+        assert (await js.publish(queue.subject, b"task")).stream == queue.stream
+        with pytest.raises(nats.errors.Error):
+            await js.publish(queue.dlq_subject, b"dead", timeout=2)  # the worker's subject
+    finally:
+        await nc.close()
+    with pytest.raises(nats.errors.Error):  # an unknown client gets nothing
+        await asyncio.wait_for(
+            nats.connect(
+                f"tls://localhost:{port}",
+                tls=tls,
+                connect_timeout=2,
+                allow_reconnect=False,
+                user="x",
+                password="y",
+            ),
+            10,
+        )
+    return created
+
+
+def test_dev_nats_config_runs_jetstream_with_tls_and_the_streams_apply(
+    dev_plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    conf = one(dev_plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
+    client, _ = start_nats(conf, pki, tmp_path, "nats-0", servers)
+    created = run_async(create_streams(dev_plan, pki, client))
+    tasks = created["AGENT_TASKS"]["config"]
+    assert tasks["retention"] == "workqueue" and tasks["max_age"] == 345600 * 10**9
+    assert tasks["metadata"]["skyfleet.max_deliver"] == "5"
+    assert created["AGENT_TASKS_DLQ"]["config"]["max_age"] == 1209600 * 10**9
+
+
+def test_prod_nats_config_forms_a_three_node_jetstream_cluster_over_mutual_tls(
+    plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    conf = one(plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
+    (tmp_path / "nats-t.conf").write_text(conf.replace("/etc/nats/tls", str(pki)))
+    check = subprocess.run(
+        [str(NATS_SERVER), "-t", "-c", str(tmp_path / "nats-t.conf")],
+        env={"PATH": os.environ["PATH"], "POD_NAME": "nats-0", **NATS_PASSWORDS},
+        capture_output=True,
+    )
+    assert check.returncode == 0, check.stderr.decode()
+    # The peers' DNS names (nats-N.nats-headless...) map to loopback ports.
+    routes = {f"nats-{i}.nats-headless.{NAMESPACE}.svc.cluster.local:6222": free_port() for i in range(3)}
+    mapped = conf
+    for peer, port in routes.items():
+        mapped = mapped.replace(peer, f"127.0.0.1:{port}")
+    clients = []
+    for i, port in enumerate(routes.values()):
+        own = mapped.replace("port: 6222", f"port: {port}")
+        proc_conf = own.replace("max_file_store: 19GB", "max_file_store: 1GB")
+        clients.append(start_nats(proc_conf, pki, tmp_path, f"nats-{i}", servers)[0])
+    # R3 streams need all three peers: created only if routes authenticate each other.
+    created = {}
+    for _ in range(100):
+        try:
+            created = run_async(create_streams(plan, pki, clients[0]))
+            break
+        except (AssertionError, nats.errors.Error, TimeoutError):
+            time.sleep(0.2)
+    assert created, "the streams could not be created on the cluster"
+    assert created["AGENT_TASKS"]["config"]["num_replicas"] == 3
+    assert len(created["AGENT_TASKS"]["cluster"]["replicas"]) == 2

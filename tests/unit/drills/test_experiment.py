@@ -1,0 +1,139 @@
+"""Drill files: every shipped drill is valid; a bad one is refused with the file and field named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skyfleet.drills.experiment import DrillFileError, load_drill
+
+DRILLS = Path(__file__).resolve().parents[3] / "drills"
+SHIPPED = sorted(DRILLS.glob("*.yaml"))
+
+
+def test_every_drill_is_shipped() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {"site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_drills_are_valid(path: Path) -> None:
+    drill = load_drill(path)
+    assert drill.skyfleet.targets, f"{path.name} sets no targets"
+    assert drill.document.rollbacks, f"{path.name} has no rollbacks"
+
+
+def _site_loss() -> dict[str, Any]:
+    return yaml.safe_load((DRILLS / "site-loss.yaml").read_text())
+
+
+def _write(tmp_path: Path, data: Any, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def _mutate(fn: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_site_loss())
+    fn(data)
+    return data
+
+
+CASES = [
+    ("no title", lambda d: d.pop("title"), "title: Field required"),
+    (
+        "no func",
+        lambda d: d["method"][0]["provider"].pop("func"),
+        "method[0].provider.func: Field required",
+    ),
+    (
+        "bad activity type",
+        lambda d: d["method"][0].update(type="fault"),
+        "method[0].type: Input should be 'action' or 'probe'",
+    ),
+    (
+        "no tolerance",
+        lambda d: d["steady-state-hypothesis"]["probes"][1].pop("tolerance"),
+        "steady-state-hypothesis.probes[1].tolerance: Field required",
+    ),
+    (
+        "unknown target metric",
+        lambda d: d["extensions"][0]["targets"].update(recovery_secs=3),
+        "extensions[0].targets: Value error, unknown metric(s) ['recovery_secs']",
+    ),
+    (
+        "negative rate",
+        lambda d: d["extensions"][0]["load"].update(rate=-1),
+        "extensions[0].load.rate: Input should be greater than 0",
+    ),
+    (
+        "typo in load",
+        lambda d: d["extensions"][0]["load"].update(rat=5),
+        "extensions[0].load.rat: Extra inputs are not permitted",
+    ),
+    (
+        "not a skyfleet module",
+        lambda d: d["method"][0]["provider"].update(module="skyfleet.drills.activities"),
+        "method[0].provider.module: 'skyfleet.drills.activities' is not a Skyfleet activity module",
+    ),
+    (
+        "no skyfleet extension",
+        lambda d: d.pop("extensions"),
+        "extensions: no entry with name: skyfleet",
+    ),
+    (
+        "unknown function",
+        lambda d: d["method"][0]["provider"].update(func="site_gone"),
+        "method[0].provider.func: skyfleet.drills.activity has no function 'site_gone'",
+    ),
+    (
+        "unexpected argument",
+        lambda d: d["method"][0]["provider"]["arguments"].update(zone="a"),
+        "method[0].provider.arguments: got an unexpected keyword argument 'zone'",
+    ),
+    (
+        "missing argument",
+        lambda d: d["rollbacks"][0]["provider"].pop("arguments"),
+        "rollbacks[0].provider.arguments: missing a required argument: 'site'",
+    ),
+    (
+        "chaoslib: bad tolerance type",
+        lambda d: d["steady-state-hypothesis"]["probes"][1].update(tolerance={"type": "rang"}),
+        "hypothesis probe tolerance type 'rang' is unsupported",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutation", "expected"), [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_drill_names_file_and_field(tmp_path: Path, mutation: Any, expected: str) -> None:
+    path = _write(tmp_path, _mutate(mutation))
+    with pytest.raises(DrillFileError) as err:
+        load_drill(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert expected in str(err.value)
+
+
+def test_unparseable_yaml_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, "title: [unclosed\n")
+    with pytest.raises(DrillFileError, match=rf"^{path}: not valid YAML/JSON"):
+        load_drill(path)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DrillFileError, match="cannot read drill file"):
+        load_drill(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_bad_file_with_exit_code_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from skyfleet.drills.cli import app
+
+    path = _write(tmp_path, _mutate(lambda d: d["extensions"][0]["load"].update(rate=0)))
+    result = CliRunner().invoke(app, ["run", str(path), "--target", "lab", "--dry-run"])
+    assert result.exit_code == 2
+    assert "extensions[0].load.rate" in result.output

@@ -1,0 +1,156 @@
+"""Bad stack config fails before any resource is registered, with every problem located."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from infra.config import SpecError, load_stack_file
+from infra.spec import AwsStack, Environment, parse_spec
+from skyfleet.plan import ConfigError, plan_stack
+
+ROOT = Path(__file__).resolve().parents[3]
+GOOD = (ROOT / "stacks" / "Pulumi.aws-dev.yaml").read_text()
+
+
+def _break(text: str, old: str, new: str) -> str:
+    assert old in text, f"fixture drifted: {old!r} not in aws-dev"
+    return text.replace(old, new, 1)
+
+
+def _config_error(make: Callable[[str, str], Path], text: str) -> ConfigError:
+    project = make("broken", text)
+    with pytest.raises(ConfigError) as info:
+        plan_stack(project, "broken")
+    assert info.value.registered == 0, "resources were registered despite invalid config"
+    return info.value
+
+
+def test_shipped_dev_stack_is_valid() -> None:
+    spec = load_stack_file(ROOT / "stacks" / "Pulumi.aws-dev.yaml")
+    assert spec.environment is Environment.DEV
+
+
+def test_typo_names_the_key_line_and_the_valid_keys(temp_project: Callable[[str, str], Path]) -> None:
+    err = _config_error(temp_project, _break(GOOD, "    memory: 512", "    memroy: 512"))
+    message = str(err)
+    assert "stacks/Pulumi.broken.yaml" in message
+    line = next(
+        i
+        for i, raw in enumerate(_break(GOOD, "    memory: 512", "    memroy: 512").splitlines(), 1)
+        if "memroy" in raw
+    )
+    assert f"skyfleet:app.memroy (line {line}): given an unknown key" in message
+    assert "expected one of:" in message and "memory" in message
+
+
+def test_wrong_type_says_given_and_expected(temp_project: Callable[[str, str], Path]) -> None:
+    message = str(_config_error(temp_project, _break(GOOD, "    cpu: 256", "    cpu: lots")))
+    assert re.search(r"skyfleet:app\.cpu \(line \d+\): given 'lots'; expected .*valid integer", message)
+
+
+def test_out_of_range_value(temp_project: Callable[[str, str], Path]) -> None:
+    message = str(_config_error(temp_project, _break(GOOD, "    cpu: 256", "    cpu: 99999")))
+    assert (
+        "skyfleet:app.cpu" in message and "given 99999" in message and "less than or equal to 4096" in message
+    )
+
+
+def test_missing_required_value(temp_project: Callable[[str, str], Path]) -> None:
+    message = str(_config_error(temp_project, _break(GOOD, "  skyfleet:region: eu-west-1\n", "")))
+    assert "skyfleet:region: given nothing; expected the aws region" in message
+
+
+def test_plain_text_secret_is_refused_and_not_echoed(temp_project: Callable[[str, str], Path]) -> None:
+    text = re.sub(r"  skyfleet:apiKeys:\n    secure: .*\n", "  skyfleet:apiKeys: sk-live-verysecret\n", GOOD)
+    message = str(_config_error(temp_project, text))
+    assert "skyfleet:apiKeys" in message and "expected a Pulumi secret" in message
+    assert "sk-live-verysecret" not in message
+
+
+def test_every_problem_is_listed_at_once(temp_project: Callable[[str, str], Path]) -> None:
+    text = _break(_break(GOOD, "    cpu: 256", "    cpu: lots"), "    memory: 512", "    memroy: 512")
+    text = _break(text, "  skyfleet:region: eu-west-1\n", "")
+    err = _config_error(temp_project, text)
+    assert "3 problems" in str(err)
+
+
+def test_moving_image_tag_is_refused(temp_project: Callable[[str, str], Path]) -> None:
+    text = re.sub(r"    image: .*\n", "    image: ghcr.io/acme/agent-app:latest\n", GOOD)
+    assert "pin by digest" in str(_config_error(temp_project, text))
+
+
+def test_prod_refuses_fragile_values(temp_project: Callable[[str, str], Path]) -> None:
+    text = _break(GOOD, "skyfleet:environment: dev", "skyfleet:environment: prod")
+    text = _break(text, "    cpu: 256", "    replicas: {min: 1, max: 2}\n    cpu: 256")
+    text = text.replace("  skyfleet:policy:\n    profile: dev\n", "  skyfleet:deletionProtection: false\n")
+    message = str(_config_error(temp_project, text))
+    assert "skyfleet:app.replicas.min" in message and "prod needs >= 2" in message
+    assert "skyfleet:deletionProtection" in message
+
+
+def test_dev_and_prod_defaults_differ() -> None:
+    base = {
+        "target": "aws",
+        "region": "eu-west-1",
+        "accountId": "123456789012",
+        "app": {"image": "r.example.com/a@sha256:" + "a" * 64},
+        "domain": {"name": "a.example.com", "zoneId": "Z0EXAMPLE"},
+        "tags": {"owner": "o", "costCenter": "c"},
+        "apiKeys": "x",
+    }
+    dev = parse_spec({**base, "environment": "dev"})
+    prod = parse_spec({**base, "environment": "prod"})
+    assert isinstance(dev, AwsStack) and isinstance(prod, AwsStack)
+    assert prod.app.replicas.min >= 2 > dev.app.replicas.min
+    assert prod.cache.ha and not dev.cache.ha
+    assert prod.deletion_protection and not dev.deletion_protection
+    assert prod.cache.size_gb > dev.cache.size_gb
+
+
+def test_spec_error_lists_file(tmp_path: Path) -> None:
+    bad = tmp_path / "Pulumi.x.yaml"
+    bad.write_text("config:\n  skyfleet:target: mars\n")
+    with pytest.raises(SpecError) as info:
+        load_stack_file(bad)
+    assert str(bad) in str(info.value) and "skyfleet:target" in str(info.value)
+
+
+def test_cli_exits_2_with_the_message(temp_project: Callable[[str, str], Path]) -> None:
+    project = temp_project("broken", _break(GOOD, "    memory: 512", "    memroy: 512"))
+    result = subprocess.run(
+        [sys.executable, "-m", "skyfleet.cli", "plan", "--stack", "broken", "--program", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "skyfleet:app.memroy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_agent_variable_the_app_does_not_read_is_refused(temp_project: Callable[[str, str], Path]) -> None:
+    text = _break(GOOD, "      AGENT_MODEL_BACKEND: offline", "      AGENT_MODEL_BAKEND: offline")
+    message = str(_config_error(temp_project, text))
+    assert "skyfleet:app.env" in message and "AGENT_MODEL_BAKEND: the app reads no such variable" in message
+    assert "AGENT_MODEL_BACKEND" in message
+
+
+def test_an_app_grace_longer_than_the_platform_allows_is_refused(
+    temp_project: Callable[[str, str], Path],
+) -> None:
+    """ECS kills a task 30 s after SIGTERM: an app told to drain for 29 s would be killed
+    before its own deadline ends it."""
+    text = _break(
+        GOOD,
+        "      AGENT_MODEL_BACKEND: offline",
+        "      AGENT_MODEL_BACKEND: offline\n      AGENT_SHUTDOWN_GRACE_SECONDS: '29'",
+    )
+    message = str(_config_error(temp_project, text))
+    assert "Pulumi.broken.yaml" in message
+    assert "app.env.AGENT_SHUTDOWN_GRACE_SECONDS is 29" in message and "at most 28" in message
