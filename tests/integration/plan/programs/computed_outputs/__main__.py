@@ -30,7 +30,7 @@ eks = aws.eks.Cluster(
     vpc_config={"subnet_ids": ["subnet-0a1b2c3d4e5f60718", "subnet-0a1b2c3d4e5f60719"]},
     tags=tags,
 )
-ca_pem = eks.certificate_authority.apply(lambda ca: base64.b64decode(ca.data).decode())
+ca_pem = eks.certificate_authority.apply(lambda ca: base64.b64decode(ca.data or "").decode())
 kubeconfig = pulumi.Output.json_dumps(
     {
         "apiVersion": "v1",

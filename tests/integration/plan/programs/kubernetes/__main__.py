@@ -36,5 +36,5 @@ front = k8s.core.v1.Service(
 )
 
 pulumi.export("frontIp", front.status.load_balancer.ingress[0].ip)
-pulumi.export("workerObjects", workers.resources.apply(len))
+pulumi.export("workerObjects", workers.resources.apply(lambda objects: len(objects or [])))
 pulumi.export("cartReplicas", app.get_resource("apps/v1/Deployment", "cart", "shop").spec.replicas)

@@ -1,5 +1,8 @@
 """``acme:network:Network``: a VPC with a subnet per zone and a NAT gateway (remote)."""
 
+# Written as Pulumi's SDK generator writes a component's class: the instance is ``__self__``.
+# pyright: reportSelfClsParameterName=false
+
 from collections.abc import Sequence
 
 import pulumi
@@ -60,7 +63,15 @@ class Network(pulumi.ComponentResource):
             __props__.__dict__["subnet_ids"] = None
             __props__.__dict__["subnets"] = None
             __props__.__dict__["vpc"] = None
-        super().__init__("acme:network:Network", resource_name, __props__, opts, remote=True)
+        # The SDK takes an @input_type object as props (generated SDKs pass one), though its
+        # annotation names only a mapping.
+        super().__init__(
+            "acme:network:Network",
+            resource_name,
+            __props__,  # pyright: ignore[reportArgumentType]
+            opts,
+            remote=True,
+        )
 
     @property
     @pulumi.getter
