@@ -1,7 +1,8 @@
-"""The unit tier starts no server. While a unit test runs (setup, call, teardown), binding a
-socket or launching a server's process (redis-server, nats-server, moto_server, haproxy,
-podman, a policy pack's Analyzer) fails the test, naming what it started: such a test belongs
-in tests/integration/."""
+"""The unit tier starts no server. While a unit test sets up and runs, binding a socket or
+launching a server's process (redis-server, nats-server, moto_server, haproxy, podman, a policy
+pack's Analyzer) fails the test, naming what it started: such a test belongs in
+tests/integration/. (Not in teardown: when the tiers share a process, the last test's teardown
+also stops the integration tier's session servers.)"""
 
 from __future__ import annotations
 
@@ -60,9 +61,4 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
-    return (yield from _guarded())
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _guarded())
