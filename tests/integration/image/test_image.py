@@ -268,8 +268,12 @@ def test_api_and_worker_serve_a_turn_and_a_task(lab: Lab, api: Running, worker: 
             what=f"task {task_id} to succeed",
         )
         assert task["result"] == "6*7 = 42"
-    # Done by the worker container: it logged the task (the api never runs one).
-    assert task_id in lab.log(worker.spec).read_text(errors="replace")
+    # Done by the worker container: it logged the task (the api never runs one). Its log line
+    # reaches the file after the result reaches Redis: wait for it, with a bound.
+    worker_log = lab.log(worker.spec)
+    wait_until(
+        lambda: task_id in worker_log.read_text(errors="replace"), timeout=10, what="the worker's log line"
+    )
 
 
 @pytest.mark.parametrize("which", ["api", "worker"])
