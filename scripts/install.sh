@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Skyfleet on a fresh Debian/Ubuntu machine: the servers the lab and the tests run
 # (redis-server, haproxy, iproute2 for network namespaces, nftables for the packet-loss fault),
-# as root also podman, runc and debootstrap (`skyfleet lab image build` and tests/image), and a
+# as root also podman, runc and debootstrap (`skyfleet lab image build` and tests/integration/image), and a
 # Python venv in .venv.
 #   scripts/install.sh          runtime only (the dependency ranges of pyproject.toml)
 #   scripts/install.sh --dev    the dev environment as locked in requirements-dev.lock: plus the

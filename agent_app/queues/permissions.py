@@ -4,7 +4,7 @@ Every entry names the process role (``api``, ``worker``), the phase the call hap
 (``start``: before the process serves, ``readiness``: each ``/readyz``, ``work``: publishing or
 consuming tasks), the API call as the client library makes it, the permission the provider
 checks and the resource it must be granted on. The tables are data, tested against the most
-faithful servers we can run (tests/agent_app/test_permissions.py): moto's SQS with IAM
+faithful servers we can run (tests/integration/agent_app/test_permissions.py): moto's SQS with IAM
 enforcement, the Pub/Sub gRPC test server recording each RPC, a real nats-server whose users get
 exactly the allow lists below. The policy pack's ``skyfleet-workload-permissions`` rule checks
 a plan's grants against them, and infra renders the on-prem NATS users from
