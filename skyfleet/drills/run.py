@@ -507,6 +507,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# An earlier fault's aftermath (a failback needs the edge's failure threshold × its interval of
+# passing checks) ends well within this.
+SETTLE_TIMEOUT_SECONDS = 300.0
+
+
 def run_drill(
     drill: Drill,
     target: Target,
@@ -521,6 +526,8 @@ def run_drill(
 
     check_requirements(drill, target)
     ensure_prod_confirmed(target, yes)
+    if isinstance(target, LabTarget):
+        target.wait_settled(SETTLE_TIMEOUT_SECONDS, say)
     run = DrillRun(drill, target, report_dir, say=say)
     set_current(run)
     journal: dict[str, Any] | None = None
