@@ -397,7 +397,7 @@ def start(
             rc = -1
     state = inspect(podman, spec.name)
     if rc != 0 or state is None:
-        tail = _tail(log_file)
+        tail = log_tail(log_file)
         remove(podman, spec.name)
         raise ContainerError(f"{spec.name}: podman start failed (exit {rc}); the log ends with:\n{tail}")
     ticks = start_ticks(state.pid) if state.pid else None
@@ -406,7 +406,8 @@ def start(
     )
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log, indented, for an error message."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:

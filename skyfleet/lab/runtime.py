@@ -38,7 +38,7 @@ from skyfleet.lab import container, pods, twin
 from skyfleet.lab.container import Bind, ContainerSpec, Podman, Started
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.model import Container, PlanValues, Probe, resource_label
-from skyfleet.lab.probes import http_ok, tcp_ok
+from skyfleet.lab.probes import run_probe
 from skyfleet.lab.values import LabValues
 
 INIT_TIMEOUT = 60.0
@@ -193,14 +193,6 @@ def pod_runs(pod: pods.Pod, ctx: SiteContext) -> list[Run]:
     return [container_spec(pod, c, ctx) for c in (*pod.spec.init_containers, *pod.spec.main_containers)]
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "    (no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
 def start_pod(podman: Podman, runs: list[Run], *, init_timeout: float = INIT_TIMEOUT) -> list[Started]:
     """Run the pod's init containers to completion (each must exit 0), then start the others.
 
@@ -219,7 +211,7 @@ def start_pod(podman: Podman, runs: list[Run], *, init_timeout: float = INIT_TIM
         if code != 0:
             raise LabError(
                 f"{run.origin}: the init container exited with code {code}; its log ends with:\n"
-                f"{_tail(run.log_file)}"
+                f"{container.log_tail(run.log_file)}"
             )
     for run in [r for r in runs if not r.spec.init]:
         started.append(container.start(podman, run.spec, log_file=run.log_file, secret_values=run.secrets))
@@ -234,23 +226,24 @@ def stop_pod(podman: Podman, runs: list[Run]) -> dict[str, int | None]:
 def probe_passes(podman: Podman, run: Run, probe: Probe) -> bool:
     """``probe`` as the platform runs it: HTTP and TCP against the pod's address, exec inside
     the container (as its user, with its environment: ``podman exec``)."""
-    timeout = max(1.0, probe.timeout)
-    if probe.kind == "http":
-        return http_ok(run.pod.address, probe.port or 80, probe.path or "/", timeout)
-    if probe.kind == "tcp":
-        return tcp_ok(run.pod.address, probe.port or 0, timeout)
-    try:
-        out = subprocess.run(
-            podman.argv("exec", run.spec.name, *probe.command),
-            env=podman.env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout + 5,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return out.returncode == 0
+
+    def in_container(command: tuple[str, ...], timeout: float) -> bool:
+        try:
+            return (
+                subprocess.run(
+                    podman.argv("exec", run.spec.name, *command),
+                    env=podman.env(),
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=timeout + 5,
+                    check=False,
+                ).returncode
+                == 0
+            )
+        except subprocess.TimeoutExpired:
+            return False
+
+    return run_probe(probe, run.pod.address, in_container)
 
 
 def ready(podman: Podman, run: Run) -> bool:
@@ -287,4 +280,4 @@ def describe_failure(podman: Podman, run: Run) -> str:
     """Why a container is not running: its exit code and the end of its log."""
     state = container.inspect(podman, run.spec.name)
     status = "gone" if state is None else f"{state.status}, exit code {state.exit_code}"
-    return f"{run.origin} ({run.spec.name}): {status}; its log ends with:\n{_tail(run.log_file)}"
+    return f"{run.origin} ({run.spec.name}): {status}; its log ends with:\n{container.log_tail(run.log_file)}"
