@@ -239,6 +239,11 @@ def test_containers_run_as_the_plan_says(app: App, which: str) -> None:
         assert fields["CapEff"] == "0000000000000000"
         assert fields["NoNewPrivs"] == "1"
 
+    # The plan's own probe passes, run as its platform runs it (ECS: the health check's command
+    # inside the container; Kubernetes and Cloud Run: HTTP against the pod's address).
+    probe = c.readiness or c.startup or c.liveness
+    assert probe is not None and runtime.ready(site.podman, run), probe
+
     # Its network namespace is its pod's (an awsvpc task's, a pod's, an instance's own).
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{run.pod.netns}").st_ino
 
