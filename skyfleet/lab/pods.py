@@ -373,7 +373,8 @@ def prepare(
                     SANDBOX,
                     str(spec_file),
                 ],
-                log_file=pod.folder.parent.parent / "logs" / f"{pod.site}.{pod.name}.{container.name}.log",
+                # <state>/logs, which `lab down` keeps for the post-mortem (pods/ it deletes).
+                log_file=pod.folder.parents[2] / "logs" / f"{pod.site}.{pod.name}.{container.name}.log",
             )
         )
     return runs, skipped
