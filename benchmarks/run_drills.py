@@ -1,16 +1,13 @@
-"""Run every shipped lab drill in a fresh lab, N rounds, and write the measured figures into
-docs/drills.md (between the ``measured`` markers), so the figures there come from a script run.
+"""Run every shipped lab drill on a fresh twin of the shipped prod stacks, N rounds, and write
+the measured figures into docs/drills.md (between the ``measured`` markers), so the figures
+there come from a script run. Needs root (the twin runs every site and pod in namespaces).
 
-As root the lab runs one network namespace per site (``--netns``), so the partition drill runs
-too; without root it is reported as skipped.
-
-    .venv/bin/python benchmarks/run_drills.py [--rounds 3] [--base-port 28400]
+    .venv/bin/python benchmarks/run_drills.py [--rounds 2] [--max-replicas N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,18 +17,20 @@ from _common import machine, stamp
 from rich.console import Console
 
 from skyfleet.drills.experiment import load_drill
-from skyfleet.drills.run import DrillSkipped, run_drill
+from skyfleet.drills.run import run_drill
 from skyfleet.drills.target import LabTarget
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.lifecycle import down, up
+from skyfleet.lab.state import LabState
 from skyfleet.lab.status import lab_status
 
 ROOT = Path(__file__).resolve().parents[1]
 DRILLS = ["site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition", "site-latency"]
+WAIT_HEALTHY_SECONDS = 180
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
 
-def wait_healthy(state_dir: str, seconds: float = 60) -> None:
+def wait_healthy(state_dir: str, seconds: float = WAIT_HEALTHY_SECONDS) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if lab_status(state_dir).get("healthy"):
@@ -63,48 +62,45 @@ def row(name: str, report: Any) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--base-port", type=int, default=28400)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-replicas", type=int, default=None)
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "drills.md")
     args = ap.parse_args()
     console = Console()
-    netns = os.geteuid() == 0
     header = (
         "| drill | passed | detection s | recovery s | failed / total | latency p50/p99 ms before "
         "| during | after | sessions lost | tasks lost | tasks run twice | lag p50/p99 ms | missed |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     sections = []
+    described: LabState | None = None
     for n in range(1, args.rounds + 1):
         rows = []
         with tempfile.TemporaryDirectory() as state_dir, tempfile.TemporaryDirectory() as reports:
-            config = {
-                "state_dir": state_dir,
-                "base_port": args.base_port,
-                "health_interval": "1s",
-                "netns": netns,
-            }
-            up(LabConfig.model_validate(config))
+            state = up(
+                LabConfig(program=ROOT, state_dir=Path(state_dir), max_replicas=args.max_replicas),
+                console=console,
+            )
+            described = state
             try:
                 for name in DRILLS:
                     wait_healthy(state_dir)
                     drill = load_drill(ROOT / "drills" / f"{name}.yaml")
                     console.print(f"round {n}: {name}")
-                    try:
-                        report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
-                    except DrillSkipped as exc:
-                        rows.append(f"| {name} | skipped: {exc} |" + " |" * 11)
-                        continue
+                    report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
                     rows.append(row(name, report))
             finally:
                 down(state_dir)
         sections.append(f"**Round {n}** ({stamp()})\n\n{header}\n" + "\n".join(rows) + "\n")
-    mode = "one network namespace per site (root, `--netns`)" if netns else "loopback (not root)"
+    assert described is not None
+    state = described
+    capped = ", ".join(f"{k} {v[1]} of {v[0]}" for k, v in state.capped.items()) or "none"
     body = (
         f"Measured by `benchmarks/run_drills.py --rounds {args.rounds}` on {machine()}. Each round: a\n"
-        f"fresh lab (3 sites × 2 api replicas + worker, 1 s health checks, {mode}), then every\n"
-        "shipped lab drill once with its own load (30 req/s open loop: sessions, turns, tasks).\n\n"
-        + "\n".join(sections)
+        f"fresh twin of {', '.join(s.stack for s in state.sites.values())} behind "
+        f"{state.edge.stack if state.edge else 'no edge'} (replicas capped: {capped}), then\n"
+        "every shipped lab drill once with its own load (30 req/s open loop from 32 clients: sessions,\n"
+        "turns, tasks) through the global name.\n\n" + "\n".join(sections)
     )
     text = args.doc.read_text()
     if BEGIN in text and END in text:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,23 @@ from skyfleet.drills.frontdoor import FrontDoor
 
 class TargetError(RuntimeError):
     """The drill's target cannot be reached or described; the message says which and why."""
+
+
+def _unsettled(report: dict[str, Any]) -> str:
+    down = [p["name"] for p in report["processes"] if p["state"] != "running" or p.get("ready") is False]
+    backends = [
+        f"{s['name']}:{pod}"
+        for s in report["sites"]
+        for pod, status in s["load_balancer"]["backends"].items()
+        if not str(status).startswith("UP")
+    ]
+    edge = [site for site, ok in ((report.get("edge") or {}).get("health") or {}).items() if not ok]
+    parts = [
+        f"processes not ready: {down[:5]}" if down else "",
+        f"load balancer backends not up: {backends[:5]}" if backends else "",
+        f"out of the edge's rotation: {edge}" if edge else "",
+    ]
+    return "; ".join(p for p in parts if p) or f"phase {report['phase']}"
 
 
 @dataclass
@@ -44,6 +62,31 @@ class LabTarget:
             return load_state(self.state_dir)
         except LabError as exc:
             raise TargetError(str(exc)) from None
+
+    def wait_settled(self, timeout: float, say: Callable[[str], None]) -> float:
+        """Wait until every process runs and is ready, every load balancer backend is up and
+        every site is back in the edge's rotation (an earlier drill's failback included), so
+        one drill's verdict never carries the last one's aftermath. Returns the seconds waited."""
+        import time
+
+        from skyfleet.lab.errors import LabError
+        from skyfleet.lab.status import lab_status
+
+        started = time.monotonic()
+        told = False
+        while True:
+            try:
+                report = lab_status(self.state_dir)
+            except LabError as exc:
+                raise TargetError(str(exc)) from None
+            if report["healthy"]:
+                return time.monotonic() - started
+            if not told:
+                say(f"waiting for the lab to settle (at most {timeout:.0f} s): {_unsettled(report)}")
+                told = True
+            if time.monotonic() - started > timeout:
+                raise TargetError(f"the lab did not settle within {timeout:.0f} s: {_unsettled(report)}")
+            time.sleep(1.0)
 
     def front_door(self) -> FrontDoor | None:
         """The edge's global name, resolved through the lab's DNS (None: a lab without edge)."""

@@ -1,13 +1,13 @@
 """Run a process of the agent app in its image, the way a platform runs it (rootful podman + runc).
 
-A container gets what the plan gives an ECS task, a Cloud Run revision or a Kubernetes pod:
-the image's user (uid:gid), a read-only root filesystem with one writable scratch dir (a
-tmpfs at ``/tmp``), no capabilities and no privilege escalation, the plan's environment
-verbatim, secret variables, and files (API keys, CA files) mounted read-only where the plan
-says. It joins a network namespace instead of getting its own: the host's (a lab whose
-servers listen on 127.0.0.1) or a site's (``ip netns`` of a lab run as root), as the
-containers of one pod or awsvpc task share theirs; published ports would need every server to
-listen beyond loopback, and cannot reach into a site's namespace.
+A container gets what its plan gives an ECS task, a Cloud Run instance or a Kubernetes pod
+(``skyfleet.lab.runtime`` translates the plan's container into a ``ContainerSpec``): the
+plan's user and groups, a read-only root where the plan says so, the pod's volumes bound at
+the plan's paths (a scratch dir, a Secret's files), the plan's environment verbatim, secret
+variables, no capabilities and no privilege escalation. It joins a network namespace instead
+of getting its own: a pod's (``ip netns`` of a lab run as root; the containers of one pod or
+awsvpc task share it) or the host's; published ports would need every server to listen beyond
+loopback, and cannot reach into a namespace.
 
 Process model: the container runs detached and its init process *is* the app (pid 1 inside,
 an ordinary pid on the host). That host pid, checked with its start time, is what the lab
@@ -31,22 +31,20 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent_app.contract import RUN_AS_GID, RUN_AS_UID, SCRATCH_DIR
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.procs import start_ticks
 
-# Labels on every container: its lab (the marker, the lab's state folder), the lab process it
-# runs, and where its staged files live (removed with it).
+# Labels on every container: its lab (the marker, the lab's state folder) and the lab process
+# it runs.
 LABEL_LAB = "io.skyfleet.lab"
 LABEL_PROCESS = "io.skyfleet.process"
-LABEL_STAGE = "io.skyfleet.stage"
 CONTAINERS_CONF = """\
 # Written by skyfleet; read only by the podman commands skyfleet runs (CONTAINERS_CONF).
 [containers]
@@ -139,32 +137,50 @@ class Podman:
         return proc
 
 
-class FileMount(BaseModel):
-    """A host file the container sees read-only at ``target`` (a secret, a CA file)."""
+def _path_arg(value: str, what: str) -> str:
+    if not value.startswith("/") or "," in value:
+        raise ValueError(f"expected an absolute {what} without ',', got {value!r}")
+    return value
+
+
+class Bind(BaseModel):
+    """A host file or folder the container sees at ``target``: a pod's volume (a scratch dir, a
+    Secret's files), the site's hosts file, a trust store."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Path
     target: str
+    read_only: bool = True
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: Path) -> Path:
+        _path_arg(str(value), "path on this machine")
+        return value
 
     @field_validator("target")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or "," in value or value.rstrip("/") in ("", SCRATCH_DIR):
-            raise ValueError(
-                f"expected an absolute path in the container, outside {SCRATCH_DIR}; got {value!r}"
-            )
+    def _target(cls, value: str) -> str:
+        _path_arg(value, "path in the container")
+        if value.rstrip("/") == "":
+            raise ValueError("expected a path below /, got '/'")
         return value
 
 
 class ContainerSpec(BaseModel):
-    """One app process as a container: what a platform is told to run, plus the lab's name for it."""
+    """One process as a container: what a platform is told to run, plus the lab's name for it.
+
+    Built from a plan's container by ``skyfleet.lab.runtime``; nothing here has a default that
+    a plan would otherwise set, except the hardening every platform applies (no capabilities,
+    no privilege escalation).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="container name, unique on the host (see container_name)")
     lab: str = Field(description="the lab's marker (its state folder); labels the container")
-    process: str = Field(description="the lab process it runs, e.g. aws-api-0")
+    process: str = Field(description="the lab process it runs, e.g. aws-prod/api-0/api")
     image: str
     command: tuple[str, ...]
     # Plain settings, passed verbatim; secrets never go here (they would land on a command line).
@@ -172,10 +188,16 @@ class ContainerSpec(BaseModel):
     # Names of variables whose values ``start`` takes from ``secret_values``: they reach the
     # container through podman's own environment, never a command line or a file.
     secret_env: tuple[str, ...] = ()
-    files: tuple[FileMount, ...] = ()
-    uid: int = Field(default=RUN_AS_UID, ge=1)
-    gid: int = Field(default=RUN_AS_GID, ge=1)
-    scratch_mb: int = Field(default=64, ge=1, le=65_536)
+    mounts: tuple[Bind, ...] = ()
+    # None: the image's USER (Cloud Run runs it; a plan that names no user gets it everywhere).
+    uid: int | None = Field(default=None, ge=0)
+    gid: int | None = Field(default=None, ge=0)
+    groups: tuple[int, ...] = ()  # supplementary groups (a pod's fsGroup)
+    read_only_root: bool = True
+    # Runs to completion before the pod's other containers start (an init container, an ECS
+    # container others wait for with condition SUCCESS): the only kind that may run as root.
+    init: bool = False
+    hostname: str | None = None
     # None: the caller's (host) network namespace; else the name of a namespace in /run/netns.
     netns: str | None = None
     stop_grace_seconds: int = Field(default=10, ge=0, le=3600)
@@ -198,7 +220,7 @@ class ContainerSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _secrets_apart(self) -> ContainerSpec:
+    def _consistent(self) -> ContainerSpec:
         bad = [k for k in self.secret_env if not _ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"secret_env: invalid variable names: {bad}")
@@ -207,6 +229,16 @@ class ContainerSpec(BaseModel):
             raise ValueError(f"secret_env: {both} also given as plain env; a variable is one or the other")
         if not self.command:
             raise ValueError("command: expected the process's argv, got nothing")
+        if self.uid is None and self.gid is not None:
+            raise ValueError("gid: given without a uid; name the user too (or neither: the image's USER)")
+        if self.uid == 0 and not self.init:
+            raise ValueError(
+                "uid: 0 (root) runs only a one-shot init container (init=True), never a long-running process"
+            )
+        targets = [m.target.rstrip("/") for m in self.mounts]
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ValueError(f"mounts: {twice} mounted more than once")
         return self
 
 
@@ -219,14 +251,13 @@ def network_arg(netns: str | None) -> str:
     return "host" if netns is None else f"ns:/run/netns/{netns}"
 
 
-def create_args(spec: ContainerSpec, staged: Sequence[tuple[Path, str]], stage: Path) -> list[str]:
-    """``podman create`` arguments for ``spec``; ``staged`` holds (host copy, container path)."""
+def create_args(spec: ContainerSpec) -> list[str]:
+    """``podman create`` arguments for ``spec``."""
     args = [
         "create",
         "--name", spec.name,
         "--label", f"{LABEL_LAB}={spec.lab}",
         "--label", f"{LABEL_PROCESS}={spec.process}",
-        "--label", f"{LABEL_STAGE}={stage}",
         "--pull=never",  # no registry: the image is built here (skyfleet lab image build)
         # The container writes to the file the caller gave (the lab's log), no copy, no prefix.
         "--log-driver", "passthrough",
@@ -234,16 +265,21 @@ def create_args(spec: ContainerSpec, staged: Sequence[tuple[Path, str]], stage: 
         # podman would want systemd timers to run it).
         "--no-healthcheck",
         "--uts", "private",
-        "--hostname", spec.name,
+        "--hostname", spec.hostname or spec.name,
         "--network", network_arg(spec.netns),
-        "--user", f"{spec.uid}:{spec.gid}",
-        "--read-only",
-        "--read-only-tmpfs=false",  # else /run and /var/tmp would be writable too
-        "--tmpfs", f"{SCRATCH_DIR}:rw,nosuid,nodev,size={spec.scratch_mb}m,mode=1777",
         "--cap-drop", "all",
         "--security-opt", "no-new-privileges",
         "--stop-timeout", str(spec.stop_grace_seconds),
     ]  # fmt: skip
+    if spec.uid is not None:
+        # A uid alone takes its group from the image's /etc/passwd, as Docker and ECS do.
+        args += ["--user", str(spec.uid) if spec.gid is None else f"{spec.uid}:{spec.gid}"]
+    for group in spec.groups:
+        args += ["--group-add", str(group)]
+    if spec.read_only_root:
+        # Without =false podman would also put writable tmpfs at /tmp, /run and /var/tmp: only
+        # what the plan mounts may take writes.
+        args += ["--read-only", "--read-only-tmpfs=false"]
     if spec.memory_mb is not None:
         args += ["--memory", f"{spec.memory_mb}m"]
     if spec.cpus is not None:
@@ -252,35 +288,12 @@ def create_args(spec: ContainerSpec, staged: Sequence[tuple[Path, str]], stage: 
         args += ["--env", f"{key}={value}"]
     for key in spec.secret_env:
         args += ["--env", key]  # no value: podman copies it from its own environment
-    for copy, target in staged:
-        args += ["--mount", f"type=bind,source={copy},destination={target},ro=true"]
+    for m in spec.mounts:
+        args += [
+            "--mount",
+            f"type=bind,source={m.source},destination={m.target},ro={str(m.read_only).lower()}",
+        ]
     return [*args, spec.image, *spec.command]
-
-
-def stage_files(spec: ContainerSpec, stage: Path) -> list[tuple[Path, str]]:
-    """Copy the files to mount into ``stage``, owned by the container's user, mode 0400.
-
-    As a kubelet writes a secret volume for the pod's user: the sources (the lab's secrets)
-    stay root-only, and a rotated source does not change a running container's copy.
-    """
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True, mode=0o700)
-    staged = []
-    for i, mount in enumerate(spec.files):
-        try:
-            data = mount.source.read_bytes()
-        except OSError as exc:
-            raise ContainerError(
-                f"{spec.name}: cannot read the file to mount at {mount.target}: "
-                f"{mount.source}: {exc.strerror}"
-            ) from None
-        copy = stage / f"{i}-{Path(mount.target).name}"
-        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            os.fchown(out.fileno(), spec.uid, spec.gid)
-        staged.append((copy, mount.target))
-    return staged
 
 
 @dataclass(frozen=True)
@@ -340,19 +353,21 @@ def start(
     spec: ContainerSpec,
     *,
     log_file: Path,
-    stage_dir: Path,
     secret_values: Mapping[str, str] | None = None,
     timeout: float = 60.0,
 ) -> Started:
     """Create and start ``spec``'s container; its output is appended to ``log_file``.
 
-    Staged copies of ``spec.files`` go to ``stage_dir/<name>``. An exited container of the
-    same name (an earlier run) is removed first; a running one is an error.
+    An exited container of the same name (an earlier run) is removed first; a running one is
+    an error. Every source of ``spec.mounts`` must exist (a volume the caller has written).
     """
     secrets = dict(secret_values or {})
     missing = [k for k in spec.secret_env if k not in secrets]
     if missing:
         raise ContainerError(f"{spec.name}: no value given for secret variables {missing}")
+    absent = [f"{m.source} (for {m.target})" for m in spec.mounts if not m.source.exists()]
+    if absent:
+        raise ContainerError(f"{spec.name}: nothing to mount at {', '.join(absent)}")
     old = inspect(podman, spec.name)
     if old is not None:
         if old.running:
@@ -361,12 +376,9 @@ def start(
                 "stop it first"
             )
         remove(podman, spec.name)
-    stage = stage_dir / spec.name
-    staged = stage_files(spec, stage)
     try:
-        podman.run(*create_args(spec, staged, stage), env=secrets, timeout=timeout)
+        podman.run(*create_args(spec), env=secrets, timeout=timeout)
     except ContainerError as exc:
-        shutil.rmtree(stage, ignore_errors=True)
         raise ContainerError(f"{spec.name}: cannot create the container: {exc}") from None
     log_file.parent.mkdir(parents=True, exist_ok=True)
     # conmon inherits this command's stdout and stderr and hands them to the container
@@ -385,7 +397,7 @@ def start(
             rc = -1
     state = inspect(podman, spec.name)
     if rc != 0 or state is None:
-        tail = _tail(log_file)
+        tail = log_tail(log_file)
         remove(podman, spec.name)
         raise ContainerError(f"{spec.name}: podman start failed (exit {rc}); the log ends with:\n{tail}")
     ticks = start_ticks(state.pid) if state.pid else None
@@ -394,7 +406,8 @@ def start(
     )
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log, indented, for an error message."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -452,16 +465,13 @@ def kill(podman: Podman, name: str, *, keep: bool = False) -> int | None:
 
 
 def remove(podman: Podman, name: str) -> bool:
-    """Remove the container (SIGKILL first if it still runs) and its staged files."""
+    """Remove the container (SIGKILL first if it still runs)."""
     state = inspect(podman, name)
     if state is None:
         return False
     podman.run("rm", "--force", "--time", "0", name, check=False)
     if inspect(podman, name) is not None:
         raise ContainerError(f"{name}: podman could not remove the container")
-    stage = state.labels.get(LABEL_STAGE)
-    if stage and Path(stage).name == name:  # only a folder start() made for this container
-        shutil.rmtree(stage, ignore_errors=True)
     return True
 
 

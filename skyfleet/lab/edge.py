@@ -160,6 +160,17 @@ def health_events(state_dir: str, since: float = 0.0) -> list[dict[str, Any]]:
     return out
 
 
+def site_health(state_dir: str) -> dict[str, bool]:
+    """Each health-checked site's status at the edge now (Route 53 starts a check healthy)."""
+    state = load_state(state_dir)
+    if state.edge is None:
+        return {}
+    health = dict.fromkeys(state.edge.health_checks, True)
+    for e in dns.health_transitions(dns.read_events(Path(state.edge.events_file))):
+        health[str(e.get("site"))] = bool(e.get("healthy"))
+    return health
+
+
 def routed_sites(state_dir: str) -> list[str]:
     """The sites the global name is routed to now (the last routing event)."""
     state = load_state(state_dir)

@@ -14,7 +14,11 @@ namespace. Nothing here reaches beyond the lab's own addresses.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,11 +138,42 @@ def create(fabric: Fabric) -> None:
             ip("-n", pod.namespace, "link", "set", POD_IFACE, "up")
 
 
+def kill_inside(namespaces: list[str], timeout: float = 5.0) -> list[int]:
+    """SIGKILL every process living in ``namespaces``, and wait until they are gone.
+
+    The lab's own marker is not enough to find them: a process may rewrite its environment
+    (redis-server sets its title over it), and a process left in a deleted namespace keeps it,
+    and its addresses, alive. Whatever runs in a lab namespace belongs to the lab.
+    """
+    pids: list[int] = []
+    for ns in namespaces:
+        out = ip("netns", "pids", ns, check=False).stdout
+        pids += [int(p) for p in out.split() if p.isdigit()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.02)
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Not exited (a zombie waiting for its reaper has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def destroy(fabric: Fabric) -> list[str]:
     """Delete every namespace (their links go with them) and the WAN bridge; idempotent."""
     removed = []
     existing = set(ip("netns", "list", check=False).stdout.split())
-    for ns in [p.namespace for p in fabric.pods.values()] + [s.namespace for s in fabric.sites.values()]:
+    mine = [p.namespace for p in fabric.pods.values()] + [s.namespace for s in fabric.sites.values()]
+    kill_inside([ns for ns in mine if ns in existing])
+    for ns in mine:
         if ns in existing:
             ip("netns", "del", ns, check=False)
             removed.append(ns)
@@ -154,10 +189,12 @@ def destroy(fabric: Fabric) -> list[str]:
 def destroy_by_id(lab_id: str) -> list[str]:
     """Delete a lab's namespaces and bridge by name alone (when its state file is lost)."""
     removed = []
-    for name in ip("netns", "list", check=False).stdout.split():
-        if name.startswith(f"skyfleet-{lab_id}-"):
-            ip("netns", "del", name, check=False)
-            removed.append(name)
+    listed = ip("netns", "list", check=False).stdout.split()
+    names = [n for n in listed if n.startswith(f"skyfleet-{lab_id}-")]
+    kill_inside(names)
+    for name in names:
+        ip("netns", "del", name, check=False)
+        removed.append(name)
     for device in (f"sfw{lab_id}",):
         if Path(f"/sys/class/net/{device}").exists():
             ip("link", "del", device, check=False)

@@ -52,6 +52,14 @@ def is_secret(value: Any) -> bool:
     return isinstance(value, Mapping) and SECRET_SIG in value
 
 
+def resource_label(urn: str) -> str:
+    """``<type> '<name>'`` of a URN (urn:pulumi:<stack>::<project>::<parent$...$type>::<name>)."""
+    parts = urn.split("::")
+    if len(parts) < 4:
+        return urn
+    return f"{parts[2].rsplit('$', 1)[-1]} {parts[3]!r}"
+
+
 def _num(value: Any, default: float = 0) -> float:
     return float(value) if isinstance(value, int | float) else default
 

@@ -164,7 +164,10 @@ def _write(path: Path, data: bytes | str, *, mode: int, gid: int | None) -> None
         os.chown(path, 0, gid)
 
 
-def _volume_dir(pod: Pod, volume: Volume) -> Path:
+def volume_path(pod: Pod, volume: Volume, data_dir: Path) -> Path:
+    """Where ``materialize_volume`` keeps a volume of ``pod`` on this machine."""
+    if volume.kind == "data":
+        return data_dir / pod.site / f"{volume.name}-{pod.name}"
     return pod.folder / "volumes" / volume.name
 
 
@@ -173,10 +176,9 @@ def materialize_volume(
 ) -> Path:
     """Write one volume of a pod as the platform would present it; return its host folder."""
     gid = pod.spec.fs_group
-    target = _volume_dir(pod, volume)
+    target = volume_path(pod, volume, data_dir)
     if volume.kind == "data":
         # Per replica and kept across restarts of the pod (a PersistentVolumeClaim).
-        target = data_dir / pod.site / f"{volume.name}-{pod.name}"
         target.mkdir(parents=True, exist_ok=True)
         if gid is not None:
             os.chown(target, 0, gid)
@@ -371,7 +373,8 @@ def prepare(
                     SANDBOX,
                     str(spec_file),
                 ],
-                log_file=pod.folder.parent.parent / "logs" / f"{pod.site}.{pod.name}.{container.name}.log",
+                # <state>/logs, which `lab down` keeps for the post-mortem (pods/ it deletes).
+                log_file=pod.folder.parents[2] / "logs" / f"{pod.site}.{pod.name}.{container.name}.log",
             )
         )
     return runs, skipped

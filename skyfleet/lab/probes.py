@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from skyfleet.lab.model import Probe
@@ -56,10 +57,16 @@ def exec_ok(rec: ProcessRecord, command: tuple[str, ...], timeout: float) -> boo
     return result.returncode == 0
 
 
-def passes(rec: ProcessRecord, probe: Probe) -> bool:
+def run_probe(probe: Probe, host: str, run_command: Callable[[tuple[str, ...], float], bool]) -> bool:
+    """``probe`` against ``host`` (HTTP, TCP); an exec probe through ``run_command(argv, timeout)``,
+    which runs it inside the container."""
     timeout = max(1.0, probe.timeout)
     if probe.kind == "http":
-        return http_ok(rec.host, probe.port or 80, probe.path or "/", timeout)
+        return http_ok(host, probe.port or 80, probe.path or "/", timeout)
     if probe.kind == "tcp":
-        return tcp_ok(rec.host, probe.port or 0, timeout)
-    return exec_ok(rec, probe.command, timeout)
+        return tcp_ok(host, probe.port or 0, timeout)
+    return run_command(probe.command, timeout)
+
+
+def passes(rec: ProcessRecord, probe: Probe) -> bool:
+    return run_probe(probe, rec.host, lambda command, timeout: exec_ok(rec, command, timeout))

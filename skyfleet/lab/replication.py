@@ -8,7 +8,6 @@ replicas until it appears: the lag a failover inside the site could lose without
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from typing import Any
@@ -42,27 +41,47 @@ def sample_lag(state_dir: str, *, window_seconds: float = 1.0, interval_ms: int 
     """Lag samples (ms) over ``window_seconds``, every site's cache, and their p50/p99/max."""
     state = load_state(state_dir)
     samples: list[float] = []
+    # One connection per node for the whole window: a TLS handshake per sample would be
+    # measured as lag.
+    clients: dict[str, redis.Redis] = {}
+
+    def client(rec: Any) -> redis.Redis:
+        if rec.name not in clients:
+            clients[rec.name] = _client(rec, state)
+        return clients[rec.name]
+
     deadline = time.monotonic() + window_seconds
-    while time.monotonic() < deadline:
-        for site in state.sites:
-            nodes = [r for r in faults.cache_nodes(state, site) if is_running(r)]
-            roles = {r.name: faults._redis_role(r, state) for r in nodes}
-            primary = next((r for r in nodes if roles[r.name] == "master"), None)
-            replicas = [r for r in nodes if roles[r.name] == "slave"]
-            if primary is None or not replicas:
-                continue
-            key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-            with contextlib.closing(_client(primary, state)) as p:
-                p.set(key, "1", px=60_000)
-            written = time.monotonic()
-            for rec in replicas:
-                with contextlib.closing(_client(rec, state)) as c:
-                    while not c.exists(key):
-                        if time.monotonic() - written > 5:
-                            break
-                        time.sleep(0.0005)
-                    samples.append(round((time.monotonic() - written) * 1000, 3))
-        time.sleep(interval_ms / 1000)
+    try:
+        while time.monotonic() < deadline:
+            for site in state.sites:
+                nodes = [r for r in faults.cache_nodes(state, site) if is_running(r)]
+                roles = {r.name: faults._redis_role(r, state) for r in nodes}
+                primary = next((r for r in nodes if roles[r.name] == "master"), None)
+                replicas = [r for r in nodes if roles[r.name] == "slave"]
+                if primary is None or not replicas:
+                    continue
+                key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+                try:
+                    for rec in replicas:
+                        client(rec).ping()  # connected before the clock starts
+                    client(primary).set(key, "1", px=60_000)
+                    written = time.monotonic()
+                    for rec in replicas:
+                        c = client(rec)
+                        while not c.exists(key):
+                            if time.monotonic() - written > 5:
+                                break
+                            time.sleep(0.0005)
+                        samples.append(round((time.monotonic() - written) * 1000, 3))
+                except (redis.RedisError, OSError):
+                    for rec in (primary, *replicas):  # a node that failed over: reconnect next time
+                        stale = clients.pop(rec.name, None)
+                        if stale is not None:
+                            stale.close()
+            time.sleep(interval_ms / 1000)
+    finally:
+        for c in clients.values():
+            c.close()
     ordered = sorted(samples)
 
     def pct(p: float) -> float | None:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from skyfleet.lab import faults, names, twin
+from skyfleet.lab import edge, faults, names, twin
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.procs import ProcessRecord, Role, is_running, is_stopped
 from skyfleet.lab.state import load_state
@@ -66,8 +66,12 @@ def lab_status(state_dir: str) -> dict[str, Any]:
                 "processes_running": sum(1 for p in own if p["state"] == "running"),
             }
         )
+    # A site the lab runs is back in the edge's rotation only once its checks pass again (a
+    # failback takes the failure threshold × the interval): until then the lab is not settled.
+    edge_health = edge.site_health(state_dir) if state.edge is not None and state.phase == "up" else {}
     healthy = (
         state.phase == "up"
+        and all(ok for site, ok in edge_health.items() if site in state.sites)
         and all(p["state"] == "running" for p in processes)
         and all(ready.values())
         and all(b.startswith("UP") for s in sites for b in s["load_balancer"]["backends"].values())
@@ -78,7 +82,7 @@ def lab_status(state_dir: str) -> dict[str, Any]:
         "phase": state.phase,
         "healthy": healthy,
         "stacks": [s.stack for s in state.sites.values()] + ([state.edge.stack] if state.edge else []),
-        "edge": state.edge.model_dump() if state.edge else None,
+        "edge": {**state.edge.model_dump(), "health": edge_health} if state.edge else None,
         "endpoints": {
             "global_name": state.edge.fqdn if state.edge else None,
             "dns": f"{state.edge.dns_address}:{state.edge.dns_port}" if state.edge else None,

@@ -24,7 +24,7 @@ from typing import Any
 
 from skyfleet.lab import fabric, lb, names, pods, probes, procs
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.model import PlanValues, Probe
+from skyfleet.lab.model import PlanValues, Probe, resource_label
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.lab.procs import ProcessRecord, Role
 from skyfleet.lab.state import LabState, SiteState
@@ -44,6 +44,11 @@ class Built:
     sites: list[SiteTwin]
     after_services: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
     after_pods: list[tuple[str, Callable[[dict[str, str]], None]]] = field(default_factory=list)
+    # Every replica of the plans' pods as placed in the lab (pod key "site/pod" -> pod), its
+    # volumes written: what a runner other than the sandbox (a container engine) starts from.
+    placed: dict[str, pods.Pod] = field(default_factory=dict)
+    # The lab's secret values and endpoint rewrites, as the managed services were given them.
+    values: LabValues = field(default_factory=LabValues.new)
 
 
 def _write_secret_file(path: Path, data: bytes | str, mode: int = 0o600) -> None:
@@ -111,7 +116,7 @@ def build(
     system = Path("/etc/ssl/certs/ca-certificates.crt")
     _write_secret_file(bundle, (system.read_bytes() if system.exists() else b"") + public.pem, 0o644)
     app_image = pods.app_image()
-    built = Built(state=state, sites=sites)
+    built = Built(state=state, sites=sites, values=values)
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for site in sites:
@@ -181,6 +186,7 @@ def build(
                     data_dir=state_dir / "data",
                     marker=(MARKER, str(state_dir)),
                 )
+                built.placed[pod.key] = pod
                 state.not_run += skipped
                 for run in runs:
                     c = run.container
@@ -199,7 +205,7 @@ def build(
                             ports={"http": run.container.ports[0]} if run.container.ports else {},
                             pod=pod.key,
                             container=run.container.name,
-                            origin=f"{site.stack}: {_resource(spec.resource)}, container {c.name!r}",
+                            origin=f"{site.stack}: {resource_label(spec.resource)}, container {c.name!r}",
                             init=run.container.init,
                             probe=asdict(probe) if probe else None,
                             # Stateful pods (caches, brokers) come up before the pods using them.
@@ -288,14 +294,6 @@ def wait_for(
                 time.sleep(0.1)
 
 
-def _resource(urn: str) -> str:
-    """``<type> '<name>'`` of a URN (urn:pulumi:<stack>::<project>::<parent$...$type>::<name>)."""
-    parts = urn.split("::")
-    if len(parts) < 4:
-        return urn
-    return f"{parts[2].rsplit('$', 1)[-1]} {parts[3]!r}"
-
-
 def _who(rec: ProcessRecord) -> str:
     return f"{rec.name} ({rec.origin})" if rec.origin else rec.name
 
@@ -374,6 +372,25 @@ def start(
 ) -> LabState:
     """Start a built lab; ``on_started`` runs after each batch of processes starts (to record
     their pids at once, so a crash of ``up`` itself leaves nothing ``down`` cannot find)."""
+    state = start_backing(built, say=say, on_started=on_started)
+    _start_pods(state, 1, say, on_started)
+    lbs = [r for r in state.processes if r.role == Role.LB]
+    say(f"starting {len(lbs)} load balancers")
+    _spawn(state, lbs)
+    on_started()
+    wait_for("serving", lbs, lambda r: _tcp_open(r.host, 443))
+    return state
+
+
+def start_backing(
+    built: Built,
+    *,
+    say: Callable[[str], None] = lambda _: None,
+    on_started: Callable[[], None] = lambda: None,
+) -> LabState:
+    """The part of ``start`` the app's pods depend on: the network, the managed services, the
+    stateful pods (caches, brokers) and what the plan's Jobs do. The app's pods and the load
+    balancers are not started."""
     state = built.state
     fabric.create(state.fabric)
     services = [r for r in state.processes if r.role == Role.SERVICE]
@@ -388,12 +405,6 @@ def start(
     for site, step in built.after_pods:
         say(f"{site}: running what the plan's Jobs do")
         step(_addresses(state, site))
-    _start_pods(state, 1, say, on_started)
-    lbs = [r for r in state.processes if r.role == Role.LB]
-    say(f"starting {len(lbs)} load balancers")
-    _spawn(state, lbs)
-    on_started()
-    wait_for("serving", lbs, lambda r: _tcp_open(r.host, 443))
     return state
 
 

@@ -61,6 +61,18 @@ EXPECTED_MISSES: dict[str, tuple[set[str], str]] = {
 }
 
 
+# Targets a run may meet or miss: the measured figure straddles the target, so neither outcome
+# says anything about the code. Every other target of the drill is held strictly.
+STRADDLING: dict[str, tuple[set[str], str]] = {
+    "cache-primary-loss": (
+        {"recovery_seconds"},
+        "aws-prod's managed cache fails over 5 s after a lost primary (the lab's Sentinels: "
+        "ElastiCache publishes no figure); writes come back 4.9-5.4 s after the fault, around the "
+        "5 s target",
+    ),
+}
+
+
 @pytest.fixture
 def lab(twin: LabState) -> LabTarget:
     return LabTarget(state_dir=twin.state_dir)
@@ -82,8 +94,7 @@ def _explain(report: DrillReport) -> str:
 @pytest.mark.parametrize("path", LAB_DRILLS, ids=[p.stem for p in LAB_DRILLS])
 def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -> None:
     drill = load_drill(path)
-    wait_healthy(lab.state_dir)
-    report = run_drill(drill, lab, tmp_path / "report")
+    report = run_drill(drill, lab, tmp_path / "report")  # waits for the twin to settle first
     for name in ("report.json", "report.md", "timeline.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert report.fault.at is not None and report.fault.restored_at is not None, _explain(report)
@@ -94,6 +105,12 @@ def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -
     missed = {t.metric for t in report.targets if not t.met}
     expected, why = EXPECTED_MISSES.get(path.stem, (set(), ""))
     if not expected:
+        straddling, why = STRADDLING.get(path.stem, (set(), ""))
+        if missed and missed <= straddling and not report.passed:
+            assert report.status == "completed" and report.aborted is None, _explain(report)
+            assert not report.deviated and not report.notes, _explain(report)  # every wait held
+            assert all(t.met for t in report.targets if t.metric not in straddling), _explain(report)
+            pytest.xfail(f"{path.stem} missed {sorted(missed)} this time: {why}")
         assert report.passed, _explain(report)
         return
     assert missed, f"{path.stem} now meets every target: remove it from EXPECTED_MISSES. {_explain(report)}"

@@ -19,7 +19,17 @@ from skyfleet.lab.lifecycle import down, up
 from skyfleet.lab.procs import marked_pids
 from skyfleet.lab.state import LabState, load_state
 from skyfleet.lab.status import lab_status
-from tests.support.twin import ROOT, client, namespaces, needs_root, running, site_name, twin_config
+from tests.support.twin import (
+    ROOT,
+    alive,
+    client,
+    namespaces,
+    needs_root,
+    pids_inside,
+    running,
+    site_name,
+    twin_config,
+)
 
 
 def test_a_folder_that_is_not_a_lab_is_left_alone(tmp_path: Path) -> None:
@@ -70,21 +80,26 @@ def test_down_after_skyfleet_was_killed_mid_up_leaves_no_orphans(tmp_path: Path)
         with pytest.raises(LabError, match="skyfleet lab down"):
             up(twin_config(state_dir, stacks=["onprem-prod"], edge=None))
     finally:
+        inside = pids_inside(lab_id)
         down(state_dir)
     assert marked_pids(str(state_dir)) == []
     assert namespaces(lab_id) == []
+    assert alive(inside) == []
 
 
 @needs_root
 def test_down_with_a_damaged_state_file_still_finds_every_process(tmp_path: Path) -> None:
     state = up(twin_config(tmp_path / "lab", stacks=["onprem-prod"], edge=None))
     running_before = marked_pids(state.state_dir)
-    assert running_before and namespaces(state.lab_id)
+    # Redis sets its process title over its environment: the lab's marker is gone from them.
+    inside = pids_inside(state.lab_id)
+    assert running_before and set(inside) - set(running_before)
     Path(state.state_dir, "lab.json").write_text("{ not json")
     result = down(state.state_dir)
     assert set(result["orphans_killed"]) >= set(running_before)
     assert marked_pids(state.state_dir) == []
     assert namespaces(state.lab_id) == []
+    assert alive(inside) == []
 
 
 @needs_root

@@ -97,6 +97,28 @@ def namespaces(lab_id: str) -> list[str]:
     return [ln.split()[0] for ln in out.splitlines() if ln.startswith(f"skyfleet-{lab_id}")]
 
 
+def pids_inside(lab_id: str) -> list[int]:
+    """Every process living in one of the lab's namespaces (whatever its environment says)."""
+    pids = []
+    for ns in namespaces(lab_id):
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    return pids
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie waiting for its reaper has exited)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            running.append(pid)
+    return running
+
+
 @contextlib.contextmanager
 def running(config: LabConfig, **kwargs: Any) -> Iterator[LabState]:
     """A lab up for the block, and down after it with no process or namespace of it left."""
@@ -104,8 +126,10 @@ def running(config: LabConfig, **kwargs: Any) -> Iterator[LabState]:
     try:
         yield state
     finally:
+        inside = pids_inside(state.lab_id)
         down(state.state_dir)
         assert marked_pids(state.state_dir) == []
+        assert alive(inside) == [], "processes of the lab outlived lab down"
         assert namespaces(state.lab_id) == []
         assert load_state(state.state_dir).phase == "down"
 

@@ -23,3 +23,22 @@ def steady_unless(after_fault: float = 0.0, after_rollback: float = 0.0) -> bool
         if since is not None and now >= since and (seconds < 0 or now < since + seconds):
             return False
     return True
+
+
+def starve_load(seconds: float) -> bool:
+    """Stop the drill's load process for ``seconds`` (SIGSTOP, then SIGCONT), as a machine too
+    busy to run the load generator does."""
+    import os
+    import signal
+
+    from skyfleet.drills.run import current as current_run
+
+    run = current_run()
+    if run is None or run.load is None or run.load.pid is None:
+        raise RuntimeError("starve_load needs a running drill with its load")
+    os.kill(run.load.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(run.load.pid, signal.SIGCONT)
+    return True

@@ -117,3 +117,31 @@ def test_a_drill_whose_steady_state_never_returns_fails_saying_so(
     md = (tmp_path / "report" / "report.md").read_text()
     assert "**FAILED**" in md and why in md and "**not within 3 s**" in md
     assert api_count() == 2
+
+
+def test_a_run_whose_load_generator_was_starved_is_invalid(
+    agent_site: AgentSite, api_count: Callable[[], int], tmp_path: Path
+) -> None:
+    """A load generator that cannot keep its schedule makes requests time out in the client:
+    the figures are the machine's, so the drill must not pass on them or fail on them silently."""
+    drill = _drill(tmp_path, after_fault=0, after_rollback=0, timeout=20)
+    data = copy.deepcopy(drill.experiment)
+    data["method"].append(
+        {
+            "type": "probe",
+            "name": "starve-the-load",
+            "provider": {
+                "type": "python",
+                "module": "tests.integration.drills.probes",
+                "func": "starve_load",
+                "arguments": {"seconds": 8},
+            },
+        }
+    )
+    drill = validate_experiment(data, drill.path)
+    report = run_drill(drill, _target(tmp_path, agent_site), tmp_path / "report")
+    assert not report.passed
+    lag = report.measurements.send_lag_ms.p50
+    assert lag is not None and lag > 250
+    assert any(n.startswith("invalid run: the load generator sent its requests") for n in report.notes)
+    assert "invalid run" in (tmp_path / "report" / "report.md").read_text()

@@ -1,5 +1,6 @@
-"""What needs neither root nor podman: container specs refuse what cannot run as planned, and
-`skyfleet lab image build` says what to install when a tool is missing."""
+"""What needs neither root nor podman: container specs refuse what cannot run as planned and
+become the podman options they say, and `skyfleet lab image build` says what to install when a
+tool is missing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent_app.contract import API_COMMAND
-from skyfleet.lab.container import ContainerSpec, FileMount, create_args
+from skyfleet.lab.container import Bind, ContainerSpec, create_args
 
 
 def spec(**kw: object) -> ContainerSpec:
@@ -36,10 +37,18 @@ def spec(**kw: object) -> ContainerSpec:
             "secret_env",
             "one or the other",
         ),
-        ({"files": [{"source": "/k", "target": "relative/path"}]}, "target", "absolute path"),
-        ({"files": [{"source": "/k", "target": "/tmp"}]}, "target", "outside /tmp"),
+        ({"mounts": [{"source": "/k", "target": "relative/path"}]}, "target", "absolute path"),
+        ({"mounts": [{"source": "/k,x", "target": "/k"}]}, "source", "without ','"),
+        ({"mounts": [{"source": "/k", "target": "/"}]}, "target", "below /"),
+        (
+            {"mounts": [{"source": "/a", "target": "/tmp"}, {"source": "/b", "target": "/tmp/"}]},
+            "mounts",
+            "mounted more than once",
+        ),
         ({"name": "has space"}, "name", "letters, digits"),
-        ({"uid": 0}, "uid", "greater than or equal to 1"),  # root is never the app's user
+        ({"uid": 0}, "uid", "init container"),  # root runs only a one-shot init container
+        ({"uid": -1}, "uid", "greater than or equal to 0"),
+        ({"gid": 10001}, "gid", "without a uid"),
         ({"command": []}, "command", "argv"),
     ],
 )
@@ -50,31 +59,46 @@ def test_spec_refuses_what_cannot_run_as_planned(change: dict[str, object], fiel
     assert field in text and words in text, text
 
 
-def test_run_options_are_the_plans() -> None:
+def test_run_options_are_the_specs() -> None:
     s = spec(
         env={"AGENT_LOG_LEVEL": "INFO", "ODD": "a = $b *"},
         secret_env=["AGENT_REDIS_PASSWORD"],
-        files=[
-            FileMount(source=Path("/srv/lab/secrets/api-keys"), target="/var/run/secrets/skyfleet/api-keys")
+        mounts=[
+            Bind(source=Path("/srv/lab/pods/api-0/volumes/api-keys"), target="/var/run/secrets/skyfleet"),
+            Bind(source=Path("/srv/lab/pods/api-0/volumes/scratch"), target="/tmp", read_only=False),
         ],
+        uid=10001,
+        gid=10001,
+        groups=[10001],
+        hostname="api-0",
         netns="skyfleet-aws",
     )
-    args = create_args(s, [(Path("/stage/0-api-keys"), "/var/run/secrets/skyfleet/api-keys")], Path("/stage"))
+    args = create_args(s)
     pairs = set(itertools.pairwise(args))
-    assert ("--user", "10001:10001") in pairs
+    assert ("--user", "10001:10001") in pairs and ("--group-add", "10001") in pairs
     assert "--read-only" in args and "--read-only-tmpfs=false" in args
-    assert any(a == "--tmpfs" and b.startswith("/tmp:rw,") for a, b in pairs)
+    assert "--tmpfs" not in args  # only what the plan mounts is writable
     assert ("--cap-drop", "all") in pairs and ("--security-opt", "no-new-privileges") in pairs
-    assert ("--network", "ns:/run/netns/skyfleet-aws") in pairs
+    assert ("--network", "ns:/run/netns/skyfleet-aws") in pairs and ("--hostname", "api-0") in pairs
     assert ("--env", "ODD=a = $b *") in pairs  # verbatim, one argv item, no shell
     assert ("--env", "AGENT_REDIS_PASSWORD") in pairs  # the value comes from podman's environment
     assert (
         "--mount",
-        "type=bind,source=/stage/0-api-keys,destination=/var/run/secrets/skyfleet/api-keys,ro=true",
+        "type=bind,source=/srv/lab/pods/api-0/volumes/api-keys,destination=/var/run/secrets/skyfleet,ro=true",
     ) in pairs
+    scratch = "type=bind,source=/srv/lab/pods/api-0/volumes/scratch,destination=/tmp,ro=false"
+    assert ("--mount", scratch) in pairs
     assert ("--label", "io.skyfleet.lab=/srv/lab") in pairs
     assert args[-3:] == ["python", "-m", "agent_app.api"] and args[-4] == s.image
-    assert ("--network", "host") in set(itertools.pairwise(create_args(spec(), [], Path("/s"))))
+    # Nothing said: the host's network, the image's USER, a read-only root all the same.
+    bare = create_args(spec())
+    assert ("--network", "host") in set(itertools.pairwise(bare))
+    assert "--user" not in bare and "--read-only" in bare
+    # A uid alone takes the image's group for it; a writable root (Cloud Run) drops --read-only.
+    assert ("--user", "10001") in set(itertools.pairwise(create_args(spec(uid=10001))))
+    assert "--read-only" not in create_args(spec(read_only_root=False))
+    # Root for a one-shot init container (an ECS task's scratch-permissions), never otherwise.
+    assert ("--user", "0:0") in set(itertools.pairwise(create_args(spec(uid=0, gid=0, init=True))))
 
 
 def test_build_names_what_to_install_when_podman_is_missing(tmp_path: Path) -> None:
