@@ -35,6 +35,35 @@ LOGS_KEY_ACTIONS: tuple[str, ...] = (
 )  # fmt: skip
 ALARM_KEY_ACTIONS: tuple[str, ...] = ("kms:Decrypt", "kms:GenerateDataKey")
 
+
+def account_administers(account_root: object) -> dict[str, Any]:
+    """The key policy statement that leaves the key's administration to the account's IAM."""
+    return {
+        "Sid": "AccountAdministersThroughIam",
+        "Effect": "Allow",
+        "Principal": {"AWS": account_root},
+        "Action": list(KEY_ADMIN_ACTIONS),
+        # In a key policy "*" means this key; it is the only form AWS accepts.
+        "Resource": "*",
+    }
+
+
+def alarms_may_publish(account: object, alarm_arns: object) -> dict[str, Any]:
+    """The key policy statement that lets this account's CloudWatch alarms publish to a topic
+    encrypted with the key (an AWS-managed key would not let them)."""
+    return {
+        "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": list(ALARM_KEY_ACTIONS),
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account},
+            "ArnLike": {"aws:SourceArn": alarm_arns},
+        },
+    }
+
+
 # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /. Alphanumeric only
 # keeps the token safe in every client and URL.
 AUTH_TOKEN_LENGTH = 64
@@ -62,14 +91,7 @@ class Secrets(Capability):
         key_policy = {
             "Version": "2012-10-17",
             "Statement": [
-                {
-                    "Sid": "AccountAdministersThroughIam",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": site.account_root},
-                    "Action": list(KEY_ADMIN_ACTIONS),
-                    # In a key policy "*" means this key; it is the only form AWS accepts.
-                    "Resource": "*",
-                },
+                account_administers(site.account_root),
                 {
                     "Sid": "CloudWatchLogsForThisSitesLogGroups",
                     "Effect": "Allow",
@@ -84,17 +106,7 @@ class Secrets(Capability):
                         }
                     },
                 },
-                {
-                    "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                    "Action": list(ALARM_KEY_ACTIONS),
-                    "Resource": "*",
-                    "Condition": {
-                        "StringEquals": {"aws:SourceAccount": site.account},
-                        "ArnLike": {"aws:SourceArn": site.arn("cloudwatch", f"alarm:{site.prefix}-*")},
-                    },
-                },
+                alarms_may_publish(site.account, site.arn("cloudwatch", f"alarm:{site.prefix}-*")),
             ],
         }
         self.key = aws.kms.Key(

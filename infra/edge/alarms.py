@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.secrets import ALARM_KEY_ACTIONS, KEY_ADMIN_ACTIONS
+from infra.aws.secrets import account_administers, alarms_may_publish
 from infra.component import Capability
 
 ALARM_PREFIX = "skyfleet-edge-"
@@ -53,25 +53,8 @@ class Alarms(Capability):
                 {
                     "Version": "2012-10-17",
                     "Statement": [
-                        {
-                            "Sid": "AccountAdministersThroughIam",
-                            "Effect": "Allow",
-                            "Principal": {"AWS": account_root},
-                            "Action": list(KEY_ADMIN_ACTIONS),
-                            # In a key policy "*" means this key; it is the only form AWS accepts.
-                            "Resource": "*",
-                        },
-                        {
-                            "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                            "Action": list(ALARM_KEY_ACTIONS),
-                            "Resource": "*",
-                            "Condition": {
-                                "StringEquals": {"aws:SourceAccount": caller.account_id},
-                                "ArnLike": {"aws:SourceArn": alarm_arns},
-                            },
-                        },
+                        account_administers(account_root),
+                        alarms_may_publish(caller.account_id, alarm_arns),
                     ],
                 }
             ),
