@@ -46,6 +46,10 @@ class Image:
     entrypoint: tuple[str, ...] = ()
     # Directories of the image's interpreter its user must be able to enter (this view only).
     open_dirs: tuple[str, ...] = ()
+    # This machine's directories that stand in for the image's own files (its venv, its code,
+    # its interpreter): a plan's volume mounted over one of them (an emptyDir at /tmp while the
+    # project lives under /tmp) would hide them, so the sandbox shows them again on top.
+    own_dirs: tuple[str, ...] = ()
     runnable: bool = True
     why_not: str = ""
 
@@ -78,14 +82,19 @@ def app_image(dockerfile: Path | None = None) -> Image:
     # The interpreter of the lab's venv may live under a home dir its user cannot enter.
     real = Path(os.path.realpath(venv / "bin" / "python"))
     opened = tuple(str(p) for p in real.parents if str(p) != "/" and not p.stat().st_mode & 0o001)
-    return Image(env=env, workdir=workdir, open_dirs=opened)
+    own = (str(venv), str(root), str(real.parent.parent))
+    return Image(env=env, workdir=workdir, open_dirs=opened, own_dirs=own)
 
 
 def server_image(kind: str) -> Image:
     """A third-party server image, run from this machine's own build of that server."""
     venv_bin = str(Path(sys.prefix) / "bin")
     path = f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    return Image(env={"PATH": path, "HOME": "/tmp"}, workdir="/data" if kind == "redis" else "/")
+    return Image(
+        env={"PATH": path, "HOME": "/tmp"},
+        workdir="/data" if kind == "redis" else "/",
+        own_dirs=(sys.prefix,),
+    )
 
 
 NOT_RUNNABLE = {
@@ -345,6 +354,7 @@ def prepare(
             "root": str(pod.folder / "rootfs" / container.name),
             "mounts": mounts,
             "chmod": [{"path": d, "mode": 0o755} for d in image.open_dirs],
+            "own_dirs": list(image.own_dirs),
             "read_only_root": container.read_only_root and not pod.spec.writable_root,
             "hostname": pod.hostname,
             "user": container.user,

@@ -117,12 +117,21 @@ def enter(spec: dict[str, Any]) -> None:
         if m["kind"] == "tmpfs":
             target = _mount_point(root, m["target"], is_file=False)
             _mount("tmpfs", str(target), "tmpfs", MS_NOSUID | MS_NODEV, f"mode={m.get('mode', '1777')}")
-            continue
-        source = m["source"]
-        target = _mount_point(root, m["target"], is_file=Path(source).is_file())
-        _mount(source, str(target), None, MS_BIND)
-        if m.get("read_only"):
-            _mount(source, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        else:
+            source = m["source"]
+            target = _mount_point(root, m["target"], is_file=Path(source).is_file())
+            _mount(source, str(target), None, MS_BIND)
+            if m.get("read_only"):
+                _mount(source, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            if Path(source).is_file():
+                continue
+        # The image's own files stay visible under a volume mounted over them (see pods.Image),
+        # before the mounts that follow (a trust store inside the venv) go on top.
+        for own in spec.get("own_dirs", []):
+            if Path(own).is_relative_to(m["target"]):
+                shown = _mount_point(root, own, is_file=False)
+                _mount(own, str(shown), None, MS_BIND | MS_REC)
+                _mount(own, str(shown), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     # The image's working directory exists in the image (in the overlay's layer here).
     inside(root, spec.get("cwd") or "/").mkdir(parents=True, exist_ok=True)
     # What the image's own files allow (its interpreter readable by its user), in this view only.

@@ -7,6 +7,7 @@ import copy
 import importlib
 import inspect
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from skyfleet.check.runner import _rules, check_stack
 from skyfleet.plan import Plan, PlannedResource
 
 REPO = Path(__file__).resolve().parents[2]
+# The OASIS SARIF 2.1.0 schema: the copy beside the checkout, or where SKYFLEET_SARIF_SCHEMA says.
+SARIF_SCHEMA = Path(
+    os.environ.get("SKYFLEET_SARIF_SCHEMA", REPO.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json")
+)
 PROJECT = "fixture"
 
 

@@ -23,9 +23,9 @@ from skyfleet.check.model import StackResult
 from skyfleet.cli import app
 from skyfleet.plan import Plan, PlannedResource, plan_stack
 from tests.integration.plan.conftest import PROGRAMS
+from tests.support.gate import SARIF_SCHEMA
 
 REPO = Path(__file__).resolve().parents[3]
-SARIF_SCHEMA = REPO.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json"
 runner = CliRunner()
 Planned = Callable[[str, bool], Plan]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,13 +19,9 @@ from skyfleet.check.policy_config import PolicyConfigError
 from skyfleet.check.reports import junit, sarif
 from skyfleet.check.wire import UNKNOWN
 from skyfleet.cli import app
-from tests.support.gate import REPO, Gate, sdk_class
+from tests.support.gate import REPO, SARIF_SCHEMA, Gate, sdk_class
 from tests.support.policies.fixtures import CASES, aws_site, res
 
-# The OASIS SARIF 2.1.0 schema: the copy beside the checkout, or where SKYFLEET_SARIF_SCHEMA says.
-SARIF_SCHEMA = Path(
-    os.environ.get("SKYFLEET_SARIF_SCHEMA", REPO.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json")
-)
 NONCOMPLIANT = REPO / "examples" / "noncompliant"
 runner = CliRunner()
 
