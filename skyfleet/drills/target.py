@@ -37,10 +37,12 @@ def _unsettled(report: dict[str, Any]) -> str:
         if not str(status).startswith("UP")
     ]
     edge = [site for site, ok in ((report.get("edge") or {}).get("health") or {}).items() if not ok]
+    caches = [s["name"] for s in report["sites"] if not s.get("cache_set_known", True)]
     parts = [
         f"processes not ready: {down[:5]}" if down else "",
         f"load balancer backends not up: {backends[:5]}" if backends else "",
         f"out of the edge's rotation: {edge}" if edge else "",
+        f"cache replicas not yet known to their Sentinels: {caches}" if caches else "",
     ]
     return "; ".join(p for p in parts if p) or f"phase {report['phase']}"
 

@@ -22,9 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from skyfleet.lab import fabric, lb, names, network, procs, twin
+from skyfleet.lab import caches, fabric, lb, names, network, procs, twin
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.procs import ProcessRecord, Role, is_running, stop_records
 from skyfleet.lab.state import LabState, load_state, updating
@@ -195,61 +193,11 @@ def resume_replica(state_dir: str, site: str, index: int = 0, workload: str = "a
 # --- a cache's primary ------------------------------------------------------------------------------
 
 
-def _redis_role(rec: ProcessRecord, state: LabState) -> str | None:
-    """``master`` or ``slave`` for a cache process (managed node or on-prem pod), else None."""
-    password, ca = _cache_credentials(rec, state)
-    if password is None:
-        return None
-    try:
-        client = redis.Redis(
-            host=rec.host,
-            port=rec.port,
-            password=password,
-            ssl=True,
-            ssl_ca_certs=ca,
-            ssl_check_hostname=False,
-            socket_timeout=1,
-            socket_connect_timeout=1,
-        )
-        with contextlib.closing(client):
-            return str(client.info("replication").get("role"))
-    except (redis.RedisError, OSError):
-        return None
-
-
-def _cache_credentials(rec: ProcessRecord, state: LabState) -> tuple[str | None, str | None]:
-    """The AUTH password and CA file of a cache process, from its own config."""
-    conf = next((a for a in rec.argv if a.endswith(".conf")), None)
-    if rec.role == Role.SERVICE and conf:
-        # Redis rewrites its config on a failover, quoting values.
-        settings = {
-            ln.split(None, 1)[0]: ln.split(None, 1)[1].strip().strip('"')
-            for ln in Path(conf).read_text(encoding="utf-8").splitlines()
-            if len(ln.split(None, 1)) == 2 and not ln.startswith("#")
-        }
-        return settings.get("requirepass"), settings.get("tls-ca-cert-file")
-    if rec.role == Role.CONTAINER and rec.container == "redis":
-        import json
-
-        spec = json.loads(Path(rec.argv[-1]).read_text(encoding="utf-8"))
-        password = spec["env"].get("REDISCLI_AUTH") or spec["env"].get("REDIS_PASSWORD")
-        tls = next((m["source"] for m in spec["mounts"] if m["target"].endswith("/tls")), None)
-        return password, f"{tls}/ca.crt" if tls else None
-    return None, None
-
-
-def cache_nodes(state: LabState, site: str) -> list[ProcessRecord]:
-    """A site's cache servers: a managed cache's nodes, or an on-prem Redis StatefulSet's pods."""
-    managed = [r for r in state.find(site=site, role=Role.SERVICE) if r.ports.get("cache")]
-    pods = [r for r in state.find(site=site, role=Role.CONTAINER) if r.container == "redis"]
-    return managed or pods
-
-
 def cache_primary(state_dir: str, site: str) -> dict[str, Any]:
     """The site's cache primary now (a probe)."""
     state = load_state(state_dir)
     _check_site(state, site)
-    roles = {r.name: _redis_role(r, state) for r in cache_nodes(state, site) if is_running(r)}
+    roles = {r.name: caches.role(r, state) for r in caches.nodes(state, site) if is_running(r)}
     primary = [n for n, role in roles.items() if role == "master"]
     return {"site": site, "primary": primary[0] if len(primary) == 1 else None, "roles": roles}
 
@@ -273,7 +221,12 @@ def restore_cache(state_dir: str, site: str) -> dict[str, Any]:
     state = _lab(state_dir)
     _check_site(state, site)
     when = time.time()
-    lost = [r for r in cache_nodes(state, site) if not is_running(r)]
+    lost = [r for r in caches.nodes(state, site) if not is_running(r)]
+    if lost:
+        # A node comes back as a replica of the primary the failover chose, as a provider's
+        # replacement node does. Started before the failover ends (a slow machine), it would
+        # find itself still named primary and come back empty, taking the site's data with it.
+        _wait_failed_over(state_dir, site, lost)
     restored = []
     for rec in lost:
         if rec.role == Role.SERVICE:
@@ -284,11 +237,46 @@ def restore_cache(state_dir: str, site: str) -> dict[str, Any]:
             restored += _start(state_dir, pod)  # its init script asks the Sentinels who is primary
             _wait_ready(state_dir, pod)
     deadline = time.monotonic() + WAIT_SECONDS
-    while any(_redis_role(load_state(state_dir).get(r.name), state) is None for r in lost):
+    while any(caches.role(load_state(state_dir).get(r.name), state) is None for r in lost):
         if time.monotonic() > deadline:
             raise LabError(f"{site}: restored cache nodes do not answer after {WAIT_SECONDS:.0f} s")
         time.sleep(0.2)
     return {"fault": "restore_cache", "site": site, "time": when, "restored": restored}
+
+
+def _wait_failed_over(state_dir: str, site: str, lost: list[ProcessRecord]) -> None:
+    """Wait (bounded) until a surviving node is the site's one primary and, for a managed
+    cache, its endpoint names that node."""
+    gone = {r.name for r in lost}
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        state = load_state(state_dir)
+        found = cache_primary(state_dir, site)
+        primary = found["primary"]
+        if primary is not None and primary not in gone:
+            rec = state.get(primary)
+            # Every Sentinel names it (a pod coming back asks them who is primary) ...
+            named = caches.sentinels_agree(state, site)
+            agreed = named is not None and (named == rec.host or named.split(".")[0] == _pod_hostname(rec))
+            # ... and a managed cache's endpoint names it (a node coming back follows it).
+            endpoint = next(iter(state.sites[site].endpoints), None)
+            if rec.role == Role.SERVICE and endpoint is not None:
+                agreed = agreed and names.lookup(Path(state.sites[site].hosts_file), endpoint)[:1] == [
+                    rec.host
+                ]
+            if agreed:
+                return
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"{site}: no surviving cache node became primary within {WAIT_SECONDS:.0f} s "
+                f"(roles: {found['roles']}); the lost nodes were not brought back"
+            )
+        time.sleep(0.2)
+
+
+def _pod_hostname(rec: ProcessRecord) -> str | None:
+    """The first label of the name a pod announces itself by (``redis-1`` of redis-1.<headless>)."""
+    return rec.pod.split("/", 1)[1] if rec.role == Role.CONTAINER and rec.pod else None
 
 
 def _rejoin_as_replica(state_dir: str, site: str, rec: ProcessRecord) -> None:

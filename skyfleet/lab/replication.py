@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from agent_app.contract import REPLICATED_KEY_PREFIX
-from skyfleet.lab import faults
+from skyfleet.lab import caches
 from skyfleet.lab.procs import is_running
 from skyfleet.lab.state import load_state
 
@@ -24,7 +24,7 @@ _TIMEOUT = 0.5
 
 
 def _client(rec: Any, state: Any) -> redis.Redis:
-    password, ca = faults._cache_credentials(rec, state)
+    password, ca = caches.credentials(rec, state)
     return redis.Redis(
         host=rec.host,
         port=rec.port,
@@ -54,8 +54,8 @@ def sample_lag(state_dir: str, *, window_seconds: float = 1.0, interval_ms: int 
     try:
         while time.monotonic() < deadline:
             for site in state.sites:
-                nodes = [r for r in faults.cache_nodes(state, site) if is_running(r)]
-                roles = {r.name: faults._redis_role(r, state) for r in nodes}
+                nodes = [r for r in caches.nodes(state, site) if is_running(r)]
+                roles = {r.name: caches.role(r, state) for r in nodes}
                 primary = next((r for r in nodes if roles[r.name] == "master"), None)
                 replicas = [r for r in nodes if roles[r.name] == "slave"]
                 if primary is None or not replicas:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from skyfleet.lab import edge, faults, names, twin
+from skyfleet.lab import caches, edge, faults, names, twin
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.procs import ProcessRecord, Role, is_running, is_stopped
 from skyfleet.lab.state import load_state
@@ -64,6 +64,8 @@ def lab_status(state_dir: str) -> dict[str, Any]:
                 "managed_endpoints": endpoints,
                 "processes": len(own),
                 "processes_running": sum(1 for p in own if p["state"] == "running"),
+                # Its cache's Sentinels know every replica: a lost primary has one to promote.
+                "cache_set_known": caches.set_known(state, name) if state.phase == "up" else False,
             }
         )
     # A site the lab runs is back in the edge's rotation only once its checks pass again (a
@@ -75,6 +77,7 @@ def lab_status(state_dir: str) -> dict[str, Any]:
         and all(p["state"] == "running" for p in processes)
         and all(ready.values())
         and all(b.startswith("UP") for s in sites for b in s["load_balancer"]["backends"].values())
+        and all(s["cache_set_known"] for s in sites)
     )
     return {
         "lab_id": state.lab_id,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyfleet.lab import fabric, lb, names, pods, probes, procs
+from skyfleet.lab import caches, fabric, lb, names, pods, probes, procs
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.model import PlanValues, Probe, resource_label
 from skyfleet.lab.pki import CertificateAuthority
@@ -405,6 +405,14 @@ def start_backing(
     for site, step in built.after_pods:
         say(f"{site}: running what the plan's Jobs do")
         step(_addresses(state, site))
+    # A cache set is formed once its Sentinels know every replica (they learn them every 10 s):
+    # before that a lost primary would have no replica to promote.
+    caches_by_site = [next(iter(caches.nodes(state, s)), None) for s in state.sites]
+    wait_for(
+        "a cache set known to its Sentinels",
+        [r for r in caches_by_site if r is not None],
+        lambda r: caches.set_known(state, r.site),
+    )
     return state
 
 

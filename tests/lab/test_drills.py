@@ -115,8 +115,11 @@ def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -
         return
     assert missed, f"{path.stem} now meets every target: remove it from EXPECTED_MISSES. {_explain(report)}"
     assert missed <= expected, f"{path.stem} missed more than expected: {_explain(report)}"
-    # Only targets may fail: the drill itself ran to the end and rolled back.
-    assert report.fault.restored_at is not None and report.aborted is None, _explain(report)
+    # Only targets may fail: the drill rolled back, and ran to its end or was stopped by its own
+    # error-rate limit (the design failing more than half its requests for a while is the same
+    # finding as its missed targets; whether a 3 s window crosses the limit is chance).
+    assert report.fault.restored_at is not None, _explain(report)
+    assert report.aborted is None or report.aborted.startswith("error rate "), _explain(report)
     pytest.xfail(f"{path.stem} misses {sorted(missed)}: {why}")
 
 

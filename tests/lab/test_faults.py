@@ -165,6 +165,27 @@ def test_a_lost_cache_primary_fails_over_within_the_site_and_keeps_sessions(
     assert roles[old] == "slave" and list(roles.values()).count("master") == 1
 
 
+@pytest.mark.parametrize("site", ["aws-prod", "onprem-prod"])
+def test_a_cache_node_restored_before_the_failover_ends_comes_back_as_a_replica(
+    twin: LabState, site: str
+) -> None:
+    """Brought back at once (a drill's rollback on a slow machine), the lost primary waits for
+    the failover and rejoins as a replica: it never comes back an empty primary."""
+    with client(twin, site_name(twin, site)) as http:
+        sid = http.post("/v1/sessions", json={}).json()["id"]
+        assert http.post(f"/v1/sessions/{sid}/messages", json={"content": "before"}).status_code == 200
+        lost = faults.kill_cache_primary(twin.state_dir, site)
+        faults.restore_cache(twin.state_dir, site)  # before the 5 s the failover waits
+        roles = faults.cache_primary(twin.state_dir, site)["roles"]
+        assert roles[lost["node"]] == "slave" and list(roles.values()).count("master") == 1, roles
+
+        def kept() -> bool:
+            reply = http.get(f"/v1/sessions/{sid}")
+            return reply.status_code == 200 and reply.json()["turns"] == 1
+
+        eventually(kept, timeout=60, what=f"{site}'s session read back after the failover")
+
+
 # --- brokers ---------------------------------------------------------------------------------
 
 
