@@ -336,8 +336,10 @@ class RecordingMonitor(MockMonitor):
             parent=request.parent or None,
             provider=request.provider or None,
             inputs=wire,
-            dependencies=list(request.dependencies),
-            property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+            # The SDK collects these in sets (their order varies run to run); the engine reads
+            # them as sets too, so the plan keeps them sorted.
+            dependencies=sorted(set(request.dependencies)),
+            property_dependencies={k: sorted(set(v.urns)) for k, v in request.propertyDependencies.items()},
             id=rid or None,
             outputs=json_format.MessageToDict(response.object),
             remote=bool(request.remote),
