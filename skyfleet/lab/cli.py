@@ -30,7 +30,7 @@ DEFAULT_STATE_DIR = Path(".skyfleet-lab")
 
 
 def _fail(exc: LabError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 

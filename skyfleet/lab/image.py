@@ -409,6 +409,6 @@ def build(
         size = image_size(podman, image.tag) / 1e6
         err.print(f"app image  {image.tag}: built in {image.seconds:.0f} s, {size:.0f} MB", highlight=False)
     except ContainerError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     print(image.tag)

@@ -85,7 +85,7 @@ def plan(
 
             results = plan_all(program, stacks, preview=preview, on_stack=on_stack, references=references)
     except PlanError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for result, seconds in results:
         print_summary(result, console, seconds)

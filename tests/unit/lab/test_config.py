@@ -58,7 +58,10 @@ def test_cli_reports_the_field_and_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
     path.write_text("max_replicas: 0\n")
     state_dir = tmp_path / "state"
-    result = CliRunner().invoke(app, ["up", "--config", str(path), "--state-dir", str(state_dir)])
+    # A narrow terminal: the path is printed whole, never broken across lines.
+    result = CliRunner().invoke(
+        app, ["up", "--config", str(path), "--state-dir", str(state_dir)], env={"COLUMNS": "30"}
+    )
     assert result.exit_code == 2
     assert "max_replicas" in result.output and str(path) in result.output
     assert not (state_dir / "lab.json").exists()
