@@ -107,7 +107,9 @@ def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -
     if not expected:
         straddling, why = STRADDLING.get(path.stem, (set(), ""))
         if missed and missed <= straddling and not report.passed:
-            assert report.status == "completed" and report.aborted is None, _explain(report)
+            # Its own error-rate limit may stop it: a cache failover fails nearly every request
+            # for its ~5 s, so a 6 s window at 90 % trips when recovery runs a little long.
+            assert report.aborted is None or report.aborted.startswith("error rate "), _explain(report)
             assert not report.deviated and not report.notes, _explain(report)  # every wait held
             assert all(t.met for t in report.targets if t.metric not in straddling), _explain(report)
             pytest.xfail(f"{path.stem} missed {sorted(missed)} this time: {why}")
@@ -117,7 +119,7 @@ def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -
     assert missed <= expected, f"{path.stem} missed more than expected: {_explain(report)}"
     # Only targets may fail: the drill rolled back, and ran to its end or was stopped by its own
     # error-rate limit (the design failing more than half its requests for a while is the same
-    # finding as its missed targets; whether a 3 s window crosses the limit is chance).
+    # finding as its missed targets; whether a short window crosses the limit is chance).
     assert report.fault.restored_at is not None, _explain(report)
     assert report.aborted is None or report.aborted.startswith("error rate "), _explain(report)
     pytest.xfail(f"{path.stem} misses {sorted(missed)}: {why}")
