@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from policies.compliance.rules import ALL_RULES
 from skyfleet.check.model import Report
@@ -216,43 +216,19 @@ def test_usage_and_pack_errors_exit_2(tmp_path: Path) -> None:
         app, ["check", "--program", str(NONCOMPLIANT), "--stack", "dev", "--policy-pack", str(tmp_path)]
     )
     assert missing.exit_code == 2 and "PulumiPolicy.yaml" in missing.output
-    crash = tmp_path / "crash"
-    crash.mkdir()
-    (crash / "PulumiPolicy.yaml").write_text("runtime: python\n")
-    (crash / "__main__.py").write_text("raise RuntimeError('rule module failed to import')\n")
-    crashed = runner.invoke(
-        app,
-        [
-            "check",
-            "--program",
-            str(NONCOMPLIANT),
-            "--stack",
-            "dev",
-            "--policy-pack",
-            str(crash),
-            "--timeout",
-            "20",
-        ],
-    )
+
+    def run_pack(name: str, main: str, timeout: str) -> Result:
+        """`skyfleet check` with a pack whose __main__.py is ``main``."""
+        pack = tmp_path / name
+        pack.mkdir()
+        (pack / "PulumiPolicy.yaml").write_text("runtime: python\n")
+        (pack / "__main__.py").write_text(main)
+        argv = ["check", "--program", str(NONCOMPLIANT), "--stack", "dev", "--policy-pack", str(pack)]
+        return runner.invoke(app, [*argv, "--timeout", timeout])
+
+    crashed = run_pack("crash", "raise RuntimeError('rule module failed to import')\n", "20")
     assert crashed.exit_code == 2 and "failed to start" in crashed.output
-    hang = tmp_path / "hang"
-    hang.mkdir()
-    (hang / "PulumiPolicy.yaml").write_text("runtime: python\n")
-    (hang / "__main__.py").write_text("import time\ntime.sleep(60)\n")
-    hung = runner.invoke(
-        app,
-        [
-            "check",
-            "--program",
-            str(NONCOMPLIANT),
-            "--stack",
-            "dev",
-            "--policy-pack",
-            str(hang),
-            "--timeout",
-            "2",
-        ],
-    )
+    hung = run_pack("hang", "import time\ntime.sleep(60)\n", "2")
     assert hung.exit_code == 2 and "timed out" in hung.output
 
 
