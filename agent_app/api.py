@@ -22,6 +22,7 @@ from agent_app.app import create_app
 from agent_app.auth import ApiKeys
 from agent_app.config import ConfigError, fail
 from agent_app.fastpath import TurnFastPath
+from agent_app.fleet.routing import FleetRouting
 from agent_app.http import Edge
 from agent_app.process import bootstrap, freeze_startup_heap
 from agent_app.runtime import Runtime
@@ -85,6 +86,8 @@ def main() -> None:
     tracing = setup_tracing("agent-api", app)
     # Turns skip FastAPI's per-request layers, unless tracing wants FastAPI's spans on them.
     served = app if tracing else TurnFastPath(app)
+    # In a fleet, requests for a session or task held by another site go there.
+    served = FleetRouting(served, state=app.state.agent)
     edge = Edge(served, site=settings.site, instance=settings.instance, max_body=MAX_BODY_BYTES)
     config = uvicorn.Config(
         edge,

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from agent_app import handlers
 from agent_app.auth import ApiKeys
 from agent_app.deps import State
-from agent_app.routers import operations, sessions, tasks
+from agent_app.routers import fleet, operations, sessions, tasks
 from agent_app.runtime import Runtime
 
 
@@ -37,6 +37,6 @@ def create_app(runtime: Runtime | None = None, keys: ApiKeys | None = None) -> F
     )
     app.state.agent = State(runtime, keys)
     handlers.install(app)
-    for router in (sessions.router, tasks.router, operations.router):
+    for router in (sessions.router, tasks.router, operations.router, fleet.router):
         app.include_router(router)
     return app

@@ -33,6 +33,7 @@ from agent_app.contract import (
     ContractError,
     Env,
     QueueTarget,
+    parse_fleet_sites,
     parse_queue_url,
 )
 
@@ -62,6 +63,16 @@ def _queue_url(value: str) -> str:
     return value
 
 
+def _fleet_sites(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        parse_fleet_sites(value)
+    except ContractError as exc:
+        raise ValueError(str(exc).removeprefix(f"{Env.FLEET_SITES.value}: ")) from None
+    return value
+
+
 def _sentinels(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -85,6 +96,7 @@ LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidat
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 QueueUrl = Annotated[str, AfterValidator(_queue_url)]
 Sentinels = Annotated[str | None, AfterValidator(_sentinels)]
+FleetSites = Annotated[str | None, AfterValidator(_fleet_sites)]
 
 
 def _env(name: Env) -> str:
@@ -116,6 +128,10 @@ class Settings(BaseSettings):
     )
     redis_wait_replicas: int = Field(0, ge=0, le=16, validation_alias=_env(Env.REDIS_WAIT_REPLICAS))
     redis_wait_timeout_ms: int = Field(500, ge=1, le=10_000, validation_alias=_env(Env.REDIS_WAIT_TIMEOUT_MS))
+
+    fleet_sites: FleetSites = Field(None, validation_alias=_env(Env.FLEET_SITES))
+    fleet_replication: Literal["sync", "async"] = Field("sync", validation_alias=_env(Env.FLEET_REPLICATION))
+    fleet_key: SecretStr | None = Field(None, validation_alias=_env(Env.FLEET_KEY))
 
     queue_url: QueueUrl = Field(validation_alias=_env(Env.QUEUE_URL))
     queue_failover_wait_seconds: float = Field(
@@ -158,6 +174,27 @@ class Settings(BaseSettings):
                     f"{Env.MODEL_BACKEND.value}=openai, got {url!r}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _fleet_complete(self) -> Settings:
+        if self.fleet_sites is None:
+            return self
+        names = [name for name, _ in parse_fleet_sites(self.fleet_sites)]
+        if self.site not in names:
+            raise ValueError(
+                f"{Env.FLEET_SITES.value}: this site ({Env.SITE.value}={self.site!r}) is not one of the "
+                f"fleet's sites ({', '.join(names)})"
+            )
+        if self.fleet_key is None or len(self.fleet_key.get_secret_value()) < 32:
+            raise ValueError(
+                f"{Env.FLEET_KEY.value}: a fleet's sites authenticate each other with a key of at least "
+                f"32 characters from the secret store; set it when {Env.FLEET_SITES.value} is set"
+            )
+        return self
+
+    @property
+    def fleet(self) -> tuple[tuple[str, str], ...]:
+        return parse_fleet_sites(self.fleet_sites) if self.fleet_sites else ()
 
     @property
     def queue(self) -> QueueTarget:

@@ -39,6 +39,19 @@ DEFAULT_LOG_LEVEL = "INFO"
 SHUTDOWN_EXIT_SECONDS = 2
 # Redis key prefix for all data that must survive a site loss (replicated across sites).
 REPLICATED_KEY_PREFIX = "skyfleet:"
+# A request one site of a fleet passed to another (the value names the sender): the receiver
+# serves it or refuses, and never passes it on again.
+FORWARDED_HEADER = "X-Skyfleet-Forwarded-By"
+# On a response another site served for this one: the site the client reached (the one that
+# passed the request on). Drills count where requests enter as well as where they are served.
+VIA_HEADER = "X-Skyfleet-Via"
+# On a 503 ``moved`` answer: the site that is the record's home now.
+HOME_HEADER = "X-Skyfleet-Home"
+# The fleet's own credential on calls between its sites (replication, takeovers).
+FLEET_KEY_HEADER = "X-Skyfleet-Fleet-Key"
+# Where sites call each other: replicated records and the appends a home site makes.
+FLEET_PATH_PREFIX = "/internal/v1/fleet"
+FLEET_REPLICATION_MODES: tuple[str, ...] = ("sync", "async")
 
 
 class Env(StrEnum):
@@ -65,6 +78,13 @@ class Env(StrEnum):
     # Replicas that must acknowledge a session write before the turn is acknowledged (RPO 0).
     REDIS_WAIT_REPLICAS = "AGENT_REDIS_WAIT_REPLICAS"
     REDIS_WAIT_TIMEOUT_MS = "AGENT_REDIS_WAIT_TIMEOUT_MS"
+    # The fleet this site belongs to: every site's name and regional https:// base URL, in the
+    # fleet's order ("name=https://host,name=https://host"), how session and task writes reach
+    # the other sites ("sync": acknowledged once a majority of the fleet holds them; "async"),
+    # and the credential the sites present to each other.
+    FLEET_SITES = "AGENT_FLEET_SITES"
+    FLEET_REPLICATION = "AGENT_FLEET_REPLICATION"
+    FLEET_KEY = "AGENT_FLEET_KEY"
     # Async work: the scheme picks the adapter (sqs://, pubsub://, nats://).
     QUEUE_URL = "AGENT_QUEUE_URL"
     QUEUE_CA_FILE = "AGENT_QUEUE_CA_FILE"
@@ -100,16 +120,57 @@ class Env(StrEnum):
 
 # Variables whose values come only from a secret store, never from plain configuration.
 SECRET_ENV: frozenset[Env] = frozenset(
-    {Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY, Env.QUEUE_PASSWORD}
+    {Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY, Env.QUEUE_PASSWORD, Env.FLEET_KEY}
 )
 # Variables the platform sets; a stack's free-form ``app.env`` may not override them.
 PLATFORM_ENV: frozenset[Env] = frozenset(
-    {Env.PORT, Env.SITE, Env.REDIS_URL, Env.QUEUE_URL, Env.API_KEYS_FILE, Env.REDIS_CA_FILE}
+    {
+        Env.PORT,
+        Env.SITE,
+        Env.REDIS_URL,
+        Env.QUEUE_URL,
+        Env.API_KEYS_FILE,
+        Env.REDIS_CA_FILE,
+        Env.FLEET_SITES,
+        Env.FLEET_REPLICATION,
+    }
 )
 
 
 class ContractError(ValueError):
     """A value does not fit the contract; the message names the variable."""
+
+
+# --- The fleet ---------------------------------------------------------------------------
+# One format, written by infra from the fleet definition and read by the app.
+
+
+def fleet_sites_value(sites: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+    """``AGENT_FLEET_SITES`` for ``(name, https base URL)`` pairs in the fleet's order."""
+    value = ",".join(f"{name}={url.rstrip('/')}" for name, url in sites)
+    parse_fleet_sites(value)
+    return value
+
+
+def parse_fleet_sites(value: str) -> tuple[tuple[str, str], ...]:
+    """``(name, base URL)`` pairs from ``AGENT_FLEET_SITES``; ContractError naming what is wrong."""
+    name = Env.FLEET_SITES.value
+    sites: list[tuple[str, str]] = []
+    for item in (i.strip() for i in value.split(",")):
+        site, eq, url = item.partition("=")
+        parts = urlsplit(url)
+        if not eq or not site or parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+            raise ContractError(
+                f"{name}: expected <site>=https://<host>[,<site>=https://<host>...], got {item!r}"
+            )
+        if parts.username or parts.password or parts.query:
+            raise ContractError(f"{name}: a site's URL carries no credentials or query, got {item!r}")
+        if site in (s for s, _ in sites):
+            raise ContractError(f"{name}: site {site!r} is listed twice")
+        sites.append((site, url.rstrip("/")))
+    if len(sites) < 2:
+        raise ContractError(f"{name}: a fleet has at least two sites, got {value!r}")
+    return tuple(sites)
 
 
 # --- Queue URLs -------------------------------------------------------------------------

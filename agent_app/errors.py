@@ -57,3 +57,26 @@ class DependencyDown(AgentError):
 class Draining(AgentError):
     status = 503
     code = "draining"
+
+
+class Moved(DependencyDown):
+    """The record's home is another site of the fleet now; the request belongs there."""
+
+    code = "moved"
+
+    def __init__(self, home: str) -> None:
+        super().__init__(f"this record is now served by site {home!r}; retry", retry_after=0)
+        self.home = home
+
+
+class FleetUnavailable(DependencyDown):
+    """Too few of the fleet's sites answered to keep a write (or a read) safe."""
+
+    code = "fleet_unavailable"
+
+
+class GatewayTimeout(AgentError):
+    """The site holding the record did not answer in time; it may have run the request."""
+
+    status = 504
+    code = "gateway_timeout"

@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent_app.errors import AgentError
+from agent_app.contract import HOME_HEADER
+from agent_app.errors import AgentError, Moved
 from agent_app.logs import request_id_var
 from agent_app.metrics import ERRORS
 
@@ -40,6 +41,8 @@ def agent_error_response(exc: AgentError) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Moved):
+        headers[HOME_HEADER] = exc.home
     if exc.status >= 500:
         log.warning("request failed", extra={"code": exc.code, "error": exc.message})
     return error_response(exc.status, exc.code, exc.message, headers=headers)

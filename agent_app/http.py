@@ -29,6 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
+_SITE_KEY = SITE_HEADER.lower().encode()
 
 
 class BodyTooLarge(Exception):
@@ -108,7 +109,10 @@ class Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = message.get("headers", [])
+                # A response another site of the fleet served keeps that site's stamps.
+                if not any(name == _SITE_KEY for name, _ in headers):
+                    message["headers"] = [*headers, *extra]
             await send(message)
 
         self.in_flight += 1

@@ -32,6 +32,17 @@ QUEUE_LAG = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 ERRORS = Counter("agent_errors_total", "Error responses and internal errors by code", ["code"])
+FLEET_WRITES = Counter(
+    "agent_fleet_writes_total",
+    "Writes copied to the fleet's other sites, by record kind and outcome "
+    "(held by a majority, async, fenced by a newer epoch, no majority, takeover)",
+    ["kind", "outcome"],
+)
+FLEET_FORWARDS = Counter(
+    "agent_fleet_forwards_total",
+    "Client requests passed to the site that holds their record, by site",
+    ["site"],
+)
 IN_FLIGHT = Gauge("agent_in_flight", "Requests or tasks being processed now")
 DRAINING = Gauge("agent_draining", "1 while the process drains after SIGTERM")
 

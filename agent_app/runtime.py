@@ -11,19 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from agent_app.agent import Agent
 from agent_app.cache import Cache
 from agent_app.config import Settings
 from agent_app.errors import DependencyDown, Draining, IdempotencyKeyReused
+from agent_app.fleet.replicator import fleet_replicator
 from agent_app.metrics import DRAINING, TASKS_ENQUEUED
 from agent_app.model import backend_from_settings
 from agent_app.model.base import ModelBackend
 from agent_app.process import ShutdownClock, within
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
-from agent_app.schemas import Message, Session, TaskMessage, TurnReply
+from agent_app.schemas import Message, Session, TaskMessage, TaskStatus, TurnReply
 from agent_app.sessions import SessionStore, new_id
 from agent_app.tasks import TaskStore
 from agent_app.telemetry import span
@@ -47,6 +48,11 @@ class Runtime:
         self.tasks = TaskStore(
             self.cache, ttl_seconds=max(settings.session_ttl_seconds, TASK_TTL_FLOOR_SECONDS)
         )
+        self.replicator = fleet_replicator(
+            settings, self.cache, {"session": self.sessions.ttl, "task": self.tasks.ttl}
+        )
+        for store in (self.sessions, self.tasks):
+            store.site, store.replicator = (settings.site, self.replicator) if self.replicator else ("", None)
         self.queue: TaskQueue = open_queue(settings)
         self.model = model or backend_from_settings(settings)
         self.agent = Agent(self.model)
@@ -109,6 +115,8 @@ class Runtime:
 
         bound = self.shutdown.left(EXIT_MARGIN_SECONDS) if self.shutdown.started else CLOSE_SECONDS
         closers = (self.queue.close, self.model.aclose, self.cache.close)
+        if self.replicator is not None:
+            closers += (self.replicator.close,)
         await within(asyncio.gather(*(close(c) for c in closers)), bound, "closing the clients")
 
     async def readiness(self) -> dict[str, str]:
@@ -141,7 +149,7 @@ class Runtime:
 
     async def enqueue(self, session_id: str, text: str, work_seconds: float = 0) -> str:
         task_id = new_id()
-        await self.tasks.create(task_id, session_id, text)
+        await self.tasks.create(task_id, session_id, text, work_seconds)
         message = TaskMessage(
             task_id=task_id,
             session_id=session_id,
@@ -159,6 +167,23 @@ class Runtime:
             raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
         TASKS_ENQUEUED.inc()
         return task_id
+
+    async def requeue(self, record: Mapping[str, str]) -> None:
+        """Queue again, here, a task this site took over from a lost one (unless it is done).
+        The queue deduplicates by task id and the worker claims by it: it runs once in effect."""
+        if record.get("status") in (TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value):
+            return
+        message = TaskMessage(
+            task_id=record["id"],
+            session_id=record["session_id"],
+            input=record["input"],
+            work_seconds=float(record.get("work_seconds", 0)),
+            enqueued_at=time.time(),
+        )
+        try:
+            await self._publish(message.model_dump_json().encode(), record["id"])
+        except QueueUnavailable as exc:
+            raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
 
     async def _publish(self, body: bytes, task_id: str) -> None:
         """Publish, riding out a broker failover for at most the configured wait. The broker

@@ -23,8 +23,9 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from agent_app.cache import Cache
-from agent_app.contract import REPLICATED_KEY_PREFIX
-from agent_app.errors import Conflict, NotFound, TooLarge
+from agent_app.errors import Conflict, Moved, NotFound, TooLarge
+from agent_app.fleet import Replication
+from agent_app.keys import session_key
 from agent_app.schemas import Message, Session
 
 APPEND_ATTEMPTS = 8
@@ -37,31 +38,42 @@ TURN_WAIT_SECONDS = 15.0
 _MESSAGES = TypeAdapter(list[Message])
 
 # KEYS[1] session, KEYS[2] its turn lock (optional); ARGV: expected version, messages JSON,
-# turns, updated_at, ttl seconds, lock token (with KEYS[2]). Returns the new version, -1 on a
-# version mismatch, -2 when the session does not exist. Releases the lock when the write
-# landed or the session is gone.
+# turns, updated_at, ttl seconds, this site ('' outside a fleet), the write's id, lock token
+# (with KEYS[2]). Returns the new version, -1 on a version mismatch, -2 when the session does
+# not exist, -3 when this site is not its home (another site is, or this site's takeover is
+# not settled). Releases the lock when the write landed or the session is gone.
 _CAS = """
 local v = redis.call('HGET', KEYS[1], 'version')
 local function unlock()
-  if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[6] then redis.call('DEL', KEYS[2]) end
+  if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[8] then redis.call('DEL', KEYS[2]) end
 end
 if not v then unlock(); return -2 end
+local home = redis.call('HGET', KEYS[1], 'home')
+if ARGV[6] and ARGV[6] ~= '' then
+  if (home and home ~= ARGV[6]) or redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return -3 end
+end
 if v ~= ARGV[1] then return -1 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'version', nv, 'messages', ARGV[2], 'turns', ARGV[3], 'updated_at', ARGV[4])
+if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'wid', ARGV[7]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 unlock()
 return nv
 """
 
-# KEYS[1] session, KEYS[2] its turn lock; ARGV: token, lease ms. Returns {0, ms left} while
-# another turn holds the lock, {1, {}} when the session does not exist, else takes the lock
-# and returns {1, the session hash as field/value pairs}. ``#!lua`` (a writing script): a
-# replica refuses it up front, like the task scripts.
+# KEYS[1] session, KEYS[2] its turn lock; ARGV: token, lease ms, this site ('' outside a
+# fleet). Returns {0, ms left} while another turn holds the lock, {1, {}} when the session does
+# not exist, {2, home} when another site is its home now, else takes the lock and returns {1,
+# the session hash as field/value pairs}. ``#!lua`` (a writing script): a replica refuses it up
+# front, like the task scripts.
 _LOCK_AND_LOAD = """#!lua
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2])} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
+local home = redis.call('HGET', KEYS[1], 'home')
+local taking = redis.call('HGET', KEYS[1], 'taking')
+if ARGV[3] ~= '' and taking then return {2, taking} end
+if ARGV[3] ~= '' and home and home ~= ARGV[3] then return {2, home} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {1, redis.call('HGETALL', KEYS[1])}
 """
@@ -72,11 +84,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
-
-
-def session_key(session_id: str) -> str:
-    # The hash tag keeps every key of one session in one cluster slot.
-    return f"{REPLICATED_KEY_PREFIX}session:{{{session_id}}}"
 
 
 def turn_lock_key(session_id: str) -> str:
@@ -133,6 +140,10 @@ class SessionStore:
         self.cache = cache
         self.ttl = ttl_seconds
         self.max_turns = max_turns
+        # In a fleet: this site's name and the replicator that copies each write to the others
+        # (``agent_app.fleet``); a session is written only at its home.
+        self.site = ""
+        self.replicator: Replication | None = None
         self._cas = cache.script(_CAS)
         self._lock_and_load = cache.script(_LOCK_AND_LOAD)
         self._lease = cache.script(_LEASE)
@@ -149,7 +160,7 @@ class SessionStore:
             messages=[],
         )
         key = session_key(session.id)
-        fields = {
+        fields: dict[str, Any] = {
             "version": 0,
             "created_at": now,
             "updated_at": now,
@@ -157,20 +168,55 @@ class SessionStore:
             "metadata": json.dumps(metadata),
             "messages": "[]",
         }
+        if self.replicator is not None:
+            fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
 
         def stage(pipe: Any) -> None:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self.ttl)
 
         await self.cache.write(stage)
+        if self.replicator is not None:
+            await self.replicator.publish("session", session.id, {k: str(v) for k, v in fields.items()})
         return session
+
+    async def _published(self, session_id: str) -> None:
+        """Copy the session as stored now to the fleet's other sites."""
+        assert self.replicator is not None
+        raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(session_key(session_id)))  # type: ignore[arg-type,return-value]
+        if raw:
+            await self.replicator.publish("session", session_id, await self._homed(session_id, raw))
+
+    async def _homed(self, session_id: str, raw: dict[str, str]) -> dict[str, str]:
+        """A session stored before this site joined a fleet is this site's: say so (once)."""
+        if "home" in raw and "epoch" in raw:
+            return raw
+        fields = {"home": self.site, "epoch": "1"}
+
+        def stage(pipe: Any) -> None:
+            for name, value in fields.items():
+                pipe.hsetnx(session_key(session_id), name, value)
+
+        await self.cache.write(stage)
+        return {**fields, **raw}
 
     async def load(self, session_id: str) -> tuple[Session, str]:
         """The session and its version (for :meth:`append`'s first compare-and-set)."""
         raw: dict[str, str] = await self.cache.run(
             lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
         )
+        if raw and self.replicator is not None:
+            if raw.get("taking") or raw.get("home", self.site) != self.site:
+                raise Moved(raw.get("home", ""))
+            raw = await self.replicator.confirm("session", session_id, await self._homed(session_id, raw))
         return self._parse(session_id, raw), raw["version"]
+
+    async def peek(self, session_id: str) -> list[Message]:
+        """This site's copy of the history, unconfirmed (context for a task); [] when none."""
+        raw: dict[str, str] = await self.cache.run(
+            lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
+        )
+        return _MESSAGES.validate_json(raw["messages"]) if raw.get("messages") else []
 
     async def begin_turn(self, session_id: str) -> tuple[Session, str, TurnLock]:
         """Wait for the session's turn (at most ``TURN_WAIT_SECONDS``, else 409), then the
@@ -182,11 +228,24 @@ class SessionStore:
         deadline = loop.time() + TURN_WAIT_SECONDS
         pause = 0.002
         while True:
-            got, detail = await self._lock_and_load(keys, [token, lease_ms])
+            got, detail = await self._lock_and_load(keys, [token, lease_ms, self.site])
+            if int(got) == 2:
+                raise Moved(str(detail))
             if int(got) == 1:
                 raw = dict(zip(detail[::2], detail[1::2], strict=True))
+                lock = TurnLock(self, session_id, token)
+                if raw and self.replicator is not None and self.replicator.sync:
+                    # Never run a turn on (or replay from) a copy no majority holds: a home cut
+                    # off and back, or one whose last write never reached the others.
+                    try:
+                        raw = await self.replicator.confirm(
+                            "session", session_id, await self._homed(session_id, raw)
+                        )
+                    except BaseException:
+                        await lock.release()
+                        raise
                 session = self._parse(session_id, raw)
-                return session, raw["version"], TurnLock(self, session_id, token)
+                return session, raw["version"], lock
             left = deadline - loop.time()
             if left <= 0:
                 raise Conflict(
@@ -243,7 +302,9 @@ class SessionStore:
         """
         turn_id = messages[0].turn_id
         keys = [session_key(session_id)]
-        if lock is not None:
+        # Copied synchronously, a turn keeps its lock until the copies hold it, so the next
+        # turn's copy never overtakes it.
+        if lock is not None and not (self.replicator is not None and self.replicator.sync):
             keys.append(turn_lock_key(session_id))
         for _ in range(APPEND_ATTEMPTS):
             session, version = loaded or await self.load(session_id)
@@ -256,15 +317,19 @@ class SessionStore:
             session.turns += 1 if counts_as_turn else 0
             session.updated_at = time.time()
             body = _MESSAGES.dump_json(session.messages, exclude_defaults=True)
-            args = [version, body, session.turns, session.updated_at, self.ttl]
-            if lock is not None:
+            args = [version, body, session.turns, session.updated_at, self.ttl, self.site, new_id()]
+            if len(keys) > 1 and lock is not None:
                 args.append(lock.token)
             outcome = int(await self._write_cas(keys, args))
             if outcome == -2:
                 raise NotFound(f"session {session_id!r} does not exist or has expired")
+            if outcome == -3:
+                raise Moved(str(await self.cache.run(lambda r: r.hget(session_key(session_id), "home"))))
             if outcome >= 0:
-                if lock is not None:
+                if len(keys) > 1 and lock is not None:
                     lock.held = False  # released by the script
+                if self.replicator is not None:
+                    await self._published(session_id)
                 return session
         raise Conflict(f"session {session_id!r} is too busy; retry the request", retry_after=1)
 

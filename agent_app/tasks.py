@@ -11,14 +11,17 @@ again. Records live under the replicated prefix, like sessions.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_app.cache import Cache
-from agent_app.contract import REPLICATED_KEY_PREFIX
-from agent_app.errors import NotFound
+from agent_app.errors import DependencyDown, Moved, NotFound
+from agent_app.fleet import Replication
+from agent_app.keys import task_key
 from agent_app.schemas import Task, TaskStatus, ToolUse
+from agent_app.sessions import new_id
 
 # ``#!lua`` (no ``no-writes`` flag) tells Redis 7 these scripts write, so a replica refuses
 # them with READONLY and a primary cut off from its replicas with NOREPLICAS, up front. Without
@@ -26,8 +29,13 @@ from agent_app.schemas import Task, TaskStatus, ToolUse
 _SHEBANG = "#!lua\n"
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
 
-# KEYS[1] task; ARGV: owner, lease ms, updated_at. Returns {outcome, detail}.
+# KEYS[1] task; ARGV: owner, lease ms, updated_at, this site ('' outside a fleet), the write's
+# id. Returns {outcome, detail}; "moved" (detail: the home) when this site is not the task's
+# home (another site runs it, or this site's takeover of it is not settled).
 _CLAIM = f"""{_SHEBANG}if redis.call('EXISTS', KEYS[1]) == 0 then return {{'missing', ''}} end
+local home = redis.call('HGET', KEYS[1], 'home')
+if ARGV[4] ~= '' and home and home ~= ARGV[4] then return {{'moved', home}} end
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return {{'moved', home}} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' then return {{'done', status}} end
 {_NOW}
@@ -35,6 +43,8 @@ local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
 if status == 'running' and lease_until > now then return {{'busy', tostring(lease_until - now)}} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1],
   'lease_until', now + tonumber(ARGV[2]), 'updated_at', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'wid', ARGV[5])
 return {{'claimed', tostring(redis.call('HINCRBY', KEYS[1], 'attempts', 1))}}
 """
 
@@ -50,17 +60,17 @@ return 1
 _SETTLE = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
 
 
-def task_key(task_id: str) -> str:
-    return f"{REPLICATED_KEY_PREFIX}task:{{{task_id}}}"
+log = logging.getLogger("agent_app.tasks")
 
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Literal["claimed", "done", "busy", "missing"]
+    outcome: Literal["claimed", "done", "busy", "missing", "moved"]
     attempts: int = 0
     busy_seconds: float = 0.0
 
@@ -69,11 +79,14 @@ class TaskStore:
     def __init__(self, cache: Cache, *, ttl_seconds: int) -> None:
         self.cache = cache
         self.ttl = ttl_seconds
+        # In a fleet (``agent_app.fleet``): this site, and the replicator copying each change.
+        self.site = ""
+        self.replicator: Replication | None = None
         self._claim = cache.script(_CLAIM)
         self._renew = cache.script(_RENEW)
         self._settle = cache.script(_SETTLE)
 
-    async def create(self, task_id: str, session_id: str, text: str) -> Task:
+    async def create(self, task_id: str, session_id: str, text: str, work_seconds: float = 0) -> Task:
         now = time.time()
         task = Task(
             id=task_id,
@@ -92,14 +105,28 @@ class TaskStore:
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
+            # What a site that takes the task over needs to queue it again.
+            "work_seconds": work_seconds,
+            "version": 1,
         }
+        if self.replicator is not None:
+            fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
 
         def stage(pipe: Any) -> None:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self.ttl)
 
         await self.cache.write(stage)
+        if self.replicator is not None:
+            await self.replicator.publish("task", task_id, {k: str(v) for k, v in fields.items()})
         return task
+
+    async def _published(self, task_id: str) -> None:
+        if self.replicator is None:
+            return
+        raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]
+        if raw:
+            await self.replicator.publish("task", task_id, {"home": self.site, "epoch": "1", **raw})
 
     async def delete(self, task_id: str) -> None:
         await self.cache.run(lambda r: r.delete(task_key(task_id)))
@@ -108,6 +135,10 @@ class TaskStore:
         raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]
         if not raw or "status" not in raw:
             raise NotFound(f"task {task_id!r} does not exist or has expired")
+        if self.replicator is not None:
+            if raw.get("taking") or raw.get("home", self.site) != self.site:
+                raise Moved(raw.get("home", ""))
+            raw = await self.replicator.confirm("task", task_id, {"home": self.site, "epoch": "1", **raw})
         return Task(
             id=raw["id"],
             session_id=raw["session_id"],
@@ -122,8 +153,12 @@ class TaskStore:
         )
 
     async def claim(self, task_id: str, owner: str, lease_seconds: float) -> Claim:
-        out = await self._claim([task_key(task_id)], [owner, int(lease_seconds * 1000), time.time()])
+        out = await self._claim(
+            [task_key(task_id)], [owner, int(lease_seconds * 1000), time.time(), self.site, new_id()]
+        )
         outcome, detail = str(out[0]), str(out[1])
+        if outcome == "moved":
+            return Claim("moved")
         if outcome == "claimed":
             return Claim("claimed", attempts=int(detail))
         if outcome == "busy":
@@ -136,10 +171,21 @@ class TaskStore:
 
     async def _settle_fields(self, task_id: str, owner: str, fields: dict[str, Any]) -> bool:
         args: list[Any] = [owner]
-        for name, value in {**fields, "updated_at": time.time()}.items():
+        for name, value in {**fields, "updated_at": time.time(), "wid": new_id()}.items():
             args += [name, value]
         result = await self.cache.write(lambda pipe: self._settle.stage(pipe, [task_key(task_id)], args))
-        return int(result[0]) == 1
+        if int(result[0]) != 1:
+            return False
+        # A settled task is copied before its message is acknowledged: a site that takes it
+        # over then finds it done and does not run it again. The result is stored here either
+        # way; a copy that finds too few sites is logged, not turned into a failed task.
+        try:
+            await self._published(task_id)
+        except DependencyDown as exc:
+            log.warning(
+                "settled task not copied to the fleet", extra={"task_id": task_id, "error": exc.message}
+            )
+        return True
 
     async def succeed(self, task_id: str, owner: str, result: str, tool_calls: list[ToolUse]) -> bool:
         return await self._settle_fields(

@@ -29,7 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
-from agent_app.errors import NotFound
+from agent_app.errors import DependencyDown, NotFound
+from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
@@ -173,6 +174,11 @@ class Worker:
             claim = await self._claim(delivery, message, owner)
             if claim is None:
                 return  # handed back or dead-lettered
+            if claim.outcome == "moved":
+                TASKS.labels("moved").inc()
+                log.info("task taken over by another site of the fleet; acked without running it")
+                await self._quietly(delivery.ack(), "ack moved task")
+                return
             if claim.outcome == "done":
                 TASKS.labels("duplicate").inc()
                 log.info("duplicate delivery of a finished task; acked without running it")
@@ -254,10 +260,8 @@ class Worker:
 
     async def _execute(self, message: TaskMessage, owner: str) -> None:
         with span("agent.task", task_id=message.task_id):
-            try:
-                history = (await self.rt.sessions.get(message.session_id)).messages
-            except NotFound:
-                history = []
+            # This site's copy is context enough (the home may be another site).
+            history = await self.rt.sessions.peek(message.session_id)
             result = await self.rt.agent.respond(history, message.input)
             if message.work_seconds:
                 await asyncio.sleep(message.work_seconds)
@@ -271,11 +275,30 @@ class Worker:
                 task_id=message.task_id,
             )
             try:
-                await self.rt.sessions.append(message.session_id, [report], counts_as_turn=False)
+                await self._report(message.session_id, report)
             except NotFound:
                 log.info("session expired before its task finished; result kept on the task only")
             if not await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls):
                 log.warning("lease lost before the result was stored; another worker owns the task now")
+
+    async def _report(self, session_id: str, report: Message) -> None:
+        """Append the task's report where the session lives: here, or at its home in the fleet
+        (taken over first when that home is unreachable and this site is its successor)."""
+        status = 0
+        for _ in range(HOPS):
+            home = None if self.rt.replicator is None else await locate(self.rt, "session", session_id)
+            if home is None:
+                await self.rt.sessions.append(session_id, [report], counts_as_turn=False)
+                return
+            assert self.rt.replicator is not None
+            status = await self.rt.replicator.peers.append(home, session_id, [report.model_dump(mode="json")])
+            if status == 200:
+                return
+            if status == 404:
+                raise NotFound(f"session {session_id!r} does not exist or has expired")
+            if status != 0:
+                break  # the home answered and refused: the delivery is retried later
+        raise DependencyDown(f"the session's home did not take the report (status {status})")
 
     async def _heartbeat(self, delivery: Delivery, task_id: str | None = None, owner: str = "") -> None:
         """Extend the broker's lease every third of it, and the Redis claim when one is held."""

@@ -132,7 +132,7 @@ def baseline_app(redis_url: str) -> Any:
         answer = {"role": "assistant", "content": f"You said: {text}", "at": now, "turn_id": turn_id}
         messages += [{"role": "user", "content": text, "at": now, "turn_id": turn_id}, answer]
         turns = int(raw["turns"]) + 1
-        await cas(keys=[key], args=[raw["version"], json.dumps(messages), turns, now, 86_400])
+        await cas(keys=[key], args=[raw["version"], json.dumps(messages), turns, now, 86_400, "", ""])
         await reply(
             send, 200, json.dumps({"session_id": session_id, "turn": turns, "reply": answer}).encode()
         )

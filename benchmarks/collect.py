@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["plan", "check", "agent_app", "soak", "lab"]
+ORDER = ["plan", "check", "agent_app", "soak", "lab", "fleet"]
 HEADER = """# Benchmarks
 
 Every figure below was measured by a script under `benchmarks/` and written to

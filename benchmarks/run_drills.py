@@ -25,7 +25,19 @@ from skyfleet.lab.state import LabState
 from skyfleet.lab.status import lab_status
 
 ROOT = Path(__file__).resolve().parents[1]
-DRILLS = ["site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition", "site-latency"]
+# By the edge stack the twin runs behind: drills of failover, then of an active-active edge.
+DRILLS = {
+    "edge-prod": [
+        "site-loss",
+        "failback",
+        "replica-loss",
+        "cache-primary-loss",
+        "broker-outage",
+        "partition",
+        "site-latency",
+    ],
+    "edge-active": ["weighted-routing"],
+}
 WAIT_HEALTHY_SECONDS = 180
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
@@ -76,21 +88,24 @@ def main() -> None:
     described: LabState | None = None
     for n in range(1, args.rounds + 1):
         rows = []
-        with tempfile.TemporaryDirectory() as state_dir, tempfile.TemporaryDirectory() as reports:
-            state = up(
-                LabConfig(program=ROOT, state_dir=Path(state_dir), max_replicas=args.max_replicas),
-                console=console,
-            )
-            described = state
-            try:
-                for name in DRILLS:
-                    wait_healthy(state_dir)
-                    drill = load_drill(ROOT / "drills" / f"{name}.yaml")
-                    console.print(f"round {n}: {name}")
-                    report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
-                    rows.append(row(name, report))
-            finally:
-                down(state_dir)
+        for edge, names in DRILLS.items():
+            with tempfile.TemporaryDirectory() as state_dir, tempfile.TemporaryDirectory() as reports:
+                state = up(
+                    LabConfig(
+                        program=ROOT, state_dir=Path(state_dir), max_replicas=args.max_replicas, edge=edge
+                    ),
+                    console=console,
+                )
+                described = described or state
+                try:
+                    for name in names:
+                        wait_healthy(state_dir)
+                        drill = load_drill(ROOT / "drills" / f"{name}.yaml")
+                        console.print(f"round {n}: {name} (behind {edge})")
+                        report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
+                        rows.append(row(name, report))
+                finally:
+                    down(state_dir)
         sections.append(f"**Round {n}** ({stamp()})\n\n{header}\n" + "\n".join(rows) + "\n")
     assert described is not None
     state = described
@@ -99,8 +114,9 @@ def main() -> None:
         f"Measured by `benchmarks/run_drills.py --rounds {args.rounds}` on {machine()}. Each round: a\n"
         f"fresh twin of {', '.join(s.stack for s in state.sites.values())} behind "
         f"{state.edge.stack if state.edge else 'no edge'} (replicas capped: {capped}), then\n"
-        "every shipped lab drill once with its own load (30 req/s open loop from 32 clients: sessions,\n"
-        "turns, tasks) through the global name.\n\n" + "\n".join(sections)
+        "every shipped lab drill of a failover edge once, then a fresh twin behind edge-active for the\n"
+        "weighted-routing drill; each drill with its own load (30 req/s open loop from 32 clients:\n"
+        "sessions, turns, tasks) through the global name.\n\n" + "\n".join(sections)
     )
     text = args.doc.read_text()
     if BEGIN in text and END in text:

@@ -128,6 +128,8 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str], str]:
     raw = doc.get("config", {}) if isinstance(doc, dict) else None
     if not isinstance(raw, dict):
         raise SpecError(str(path), [Problem("config", repr(raw), "a mapping of config keys")])
+    # Imported ESC environments first, the stack's own values over them (as the engine merges).
+    raw = {**_imported_config(path, doc.get("environment")), **raw}
     config: dict[str, Any] = {}
     secret_keys: set[str] = set()
     for key, value in raw.items():
@@ -136,6 +138,37 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str], str]:
             secret_keys.add(key)
         config[key] = plain
     return config, secret_keys, text
+
+
+# Where the offline plan finds the ESC environments a stack imports: their definitions, kept
+# beside the stacks (``esc env init <project>/<name> -f stacks/environments/<name>.yaml``).
+ENVIRONMENTS_DIR = "environments"
+
+
+def _imported_config(path: Path, imports: Any) -> dict[str, Any]:
+    """The ``pulumiConfig`` of each Pulumi ESC environment the stack file imports."""
+    if imports is None:
+        return {}
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        raise SpecError(str(path), [Problem("environment", repr(imports), "a list of ESC environment names")])
+    merged: dict[str, Any] = {}
+    for name in imports:
+        definition = path.parent / ENVIRONMENTS_DIR / f"{name.rsplit('/', 1)[-1]}.yaml"
+        try:
+            env = yaml.safe_load(definition.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(
+                str(path),
+                [Problem("environment", repr(name), f"an ESC environment defined in {definition} ({exc})")],
+            ) from None
+        values = env.get("values", {}) if isinstance(env, dict) else None
+        config = values.get("pulumiConfig", {}) if isinstance(values, dict) else None
+        if not isinstance(config, dict):
+            raise SpecError(
+                str(definition), [Problem("values.pulumiConfig", repr(config), "a mapping of config keys")]
+            )
+        merged.update(config)
+    return merged
 
 
 def engine_strings(config: Mapping[str, Any]) -> dict[str, str]:
@@ -158,7 +191,7 @@ def engine_strings(config: Mapping[str, Any]) -> dict[str, str]:
 
 def _strip_secure(value: Any, key: str) -> tuple[Any, bool]:
     if isinstance(value, dict):
-        if set(value) == {"secure"}:
+        if set(value) in ({"secure"}, {"fn::secret"}):  # a stack's secret, or an ESC environment's
             return f"offline-plan-secret:{key}", True
         found = False
         out = {}

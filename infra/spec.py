@@ -24,12 +24,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from agent_app.contract import PLATFORM_ENV, SECRET_ENV, SHUTDOWN_EXIT_SECONDS, Env
+from agent_app.contract import PLATFORM_ENV, SECRET_ENV, SHUTDOWN_EXIT_SECONDS, Env, fleet_sites_value
 
 NAMESPACE = "skyfleet"
 
 # Config keys (top level, in the skyfleet: namespace) that must be Pulumi secrets.
-SECRET_KEYS: frozenset[str] = frozenset({"apiKeys", "modelApiKey"})
+SECRET_KEYS: frozenset[str] = frozenset({"apiKeys", "modelApiKey", "fleetKey"})
 
 
 class Target(StrEnum):
@@ -302,6 +302,51 @@ class ClusterSpec(_Model):
         return v
 
 
+class FleetSite(_Model):
+    name: str = Field(min_length=1, max_length=64, description="the site's name (its stack's skyfleet:site)")
+    host: str = Field(description="the site's regional host name (its domain.name), reached over HTTPS")
+
+    @field_validator("host")
+    @classmethod
+    def _fqdn(cls, v: str) -> str:
+        if not _FQDN_RE.fullmatch(v):
+            raise ValueError("must be a lower-case fully qualified domain name")
+        return v
+
+
+class FleetSpec(_Model):
+    """The sites that hold one another's sessions and tasks (``agent_app.fleet``). One
+    definition, imported by every site stack of the fleet (a Pulumi ESC environment)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    replication: Literal["sync", "async"] = Field(
+        default="sync",
+        description="sync: a write is acknowledged once a majority of the sites hold it; async: at once",
+    )
+    sites: list[FleetSite] = Field(
+        min_length=2, description="every site, in takeover order (a lost site's successor is the next one)"
+    )
+
+    @model_validator(mode="after")
+    def _sound(self) -> FleetSpec:
+        names = [s.name for s in self.sites]
+        hosts = [s.host for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"site names must be unique, got {names}")
+        if len(set(hosts)) != len(hosts):
+            raise ValueError(f"site hosts must be unique, got {hosts}")
+        if self.replication == "sync" and len(self.sites) < 3:
+            raise ValueError(
+                f"sync replication needs at least 3 sites (a majority must survive the loss of one), "
+                f"got {len(self.sites)}"
+            )
+        return self
+
+    def env_value(self) -> str:
+        """``AGENT_FLEET_SITES``."""
+        return fleet_sites_value([(s.name, f"https://{s.host}") for s in self.sites])
+
+
 class EdgeSite(_Model):
     name: str
     stack: str = Field(description="fully qualified stack reference: org/skyfleet/<stack>")
@@ -417,6 +462,9 @@ class SiteStack(_Stack):
         description=f"a Pulumi secret: pulumi config set --secret {NAMESPACE}:apiKeys <keys>",
     )
     model_api_key: str | None = Field(default=None, repr=False)
+    # The fleet this site belongs to, and the key its sites present to each other.
+    fleet: FleetSpec | None = None
+    fleet_key: str | None = Field(default=None, repr=False)
 
     # Seconds the platform waits between SIGTERM and SIGKILL; the app drains within it.
     stop_grace_seconds: ClassVar[int]
@@ -444,6 +492,21 @@ class SiteStack(_Stack):
                 problems.append("cache.ha is false; prod needs an HA cache")
             if not self.deletion_protection:
                 problems.append("deletionProtection is false; prod needs it")
+        if self.fleet is not None:
+            names = [s.name for s in self.fleet.sites]
+            mine = next((s for s in self.fleet.sites if s.name == self.site_name), None)
+            if mine is None:
+                problems.append(f"fleet.sites lists {names}; this site ({self.site_name}) is not one of them")
+            elif mine.host not in self.domain.host_names:
+                problems.append(
+                    f"fleet.sites names {mine.host} for {self.site_name}, which its certificate does not "
+                    f"cover (domain: {self.domain.host_names})"
+                )
+            if self.fleet_key is None:
+                problems.append(
+                    "fleetKey is not set; a fleet's sites authenticate each other with it "
+                    f"(pulumi config set --secret {NAMESPACE}:fleetKey, or the fleet's ESC environment)"
+                )
         for env_name, key in self.app.secrets.items():
             if getattr(self, to_snake(key)) is None:
                 problems.append(f"app.secrets.{env_name} names {key}, which is not set")

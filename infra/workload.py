@@ -45,6 +45,7 @@ class Workload:
 API_KEYS = "api-keys"
 REDIS_AUTH = "redis-auth"
 MODEL_API_KEY = "model-api-key"
+FLEET_KEY = "fleet-key"
 
 
 def workloads(
@@ -81,6 +82,11 @@ def workloads(
         **(extra_env or {}),
     }
     secret_env: dict[str, str] = {Env.REDIS_PASSWORD.value: REDIS_AUTH}
+    if spec.fleet is not None:
+        # The fleet: where the other sites are, how writes reach them, and the key they share.
+        env[Env.FLEET_SITES.value] = spec.fleet.env_value()
+        env[Env.FLEET_REPLICATION.value] = spec.fleet.replication
+        secret_env[Env.FLEET_KEY.value] = FLEET_KEY
     for var, key in app.secrets.items():
         secret_env[var] = MODEL_API_KEY if key == "modelApiKey" else API_KEYS
     if spec.model_api_key is not None and Env.MODEL_API_KEY.value not in secret_env:
@@ -122,4 +128,6 @@ def secret_values(spec: SiteSpec) -> dict[str, str]:
     values = {API_KEYS: spec.api_keys}
     if spec.model_api_key is not None:
         values[MODEL_API_KEY] = spec.model_api_key
+    if spec.fleet_key is not None:
+        values[FLEET_KEY] = spec.fleet_key
     return values

@@ -114,6 +114,11 @@ class LoadSpec(_Strict):
     # retries on another site is judged by its final answer, not cut short by the client.
     request_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     drain_seconds: float = Field(default=20.0, ge=0, le=300, description="wait for tasks at the end")
+    # "shared": one HTTP client (one resolver cache, kept-alive connections) for all the load;
+    # "per-user": each client (API key) its own resolver cache and a connection per request, so
+    # each user's next request follows the edge's answer of the moment, as many users behind
+    # many resolvers do.
+    clients: Literal["shared", "per-user"] = "shared"
     mix: LoadMix = Field(default_factory=LoadMix)
 
     @property
@@ -135,6 +140,8 @@ class Requirements(_Strict):
     min_sites: int = Field(default=1, ge=1)
     # The edge's health-check interval the drill's targets assume (the lab's comes from its plan).
     health_interval_seconds: float | None = Field(default=None, gt=0)
+    # How the edge spreads the global name over the sites (the lab's comes from its edge plan).
+    edge_routing: Literal["failover", "weighted"] | None = None
     target: Literal["lab", "stack", "any"] = "any"
 
 
@@ -147,6 +154,11 @@ class SkyfleetExtension(_Strict):
     abort: AbortSpec = Field(default_factory=AbortSpec)
     requires: Requirements = Field(default_factory=Requirements)
     fault_site: str | None = Field(default=None, description="the site the fault hits, for detection")
+    fault_free: bool = Field(
+        default=False,
+        description="a drill of normal operation (no fault): it proves something only when the load "
+        "was served by several sites",
+    )
     edge_stack: str | None = Field(
         default=None, description="stack drills: the edge stack whose Route 53 checks detect the fault"
     )

@@ -14,6 +14,7 @@ the lab's DNS, and an answer outside the lab's network is refused before any con
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ def ensure_loopback(url: str) -> None:
     except ValueError:
         pass
     raise LoadTargetError(f"load URL {url!r}: only loopback front doors may be loaded (got host {host!r})")
+
+
+_CONTEXTS: dict[tuple[str, int], ssl.SSLContext] = {}
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,15 @@ class FrontDoor:
             raise LoadTargetError(f"{self.url}: a name resolved by a lab DNS needs the lab's network")
 
     def _verify(self) -> ssl.SSLContext | bool:
-        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        # One context per CA file for the process: building one takes hundreds of ms, and a load
+        # of many users (a client each) would otherwise build one per user.
+        if not self.ca_file:
+            return True
+        # A lab brought up again in the same folder has a new CA in the same file.
+        key = (self.ca_file, os.stat(self.ca_file).st_mtime_ns)
+        if key not in _CONTEXTS:
+            _CONTEXTS[key] = ssl.create_default_context(cafile=self.ca_file)
+        return _CONTEXTS[key]
 
     def _resolver(self) -> Any:
         from skyfleet.lab.resolver import CachingResolver

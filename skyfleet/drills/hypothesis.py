@@ -8,6 +8,7 @@ chaoslib compares each value with the probe's ``tolerance`` (e.g. ``type: range`
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -35,6 +36,18 @@ def success_rate(window_seconds: float = 2.0, min_requests: int = 5) -> float:
     return round(sum(r.ok for r in rows) / len(rows), 4)
 
 
+def users_served_again(window_seconds: float = 2.0, tolerance: float = 0.99, timeout: float = 150.0) -> float:
+    """Wait (at most ``timeout``) until the last window's success rate is back to ``tolerance``
+    (the steady state's); seconds waited. A method step that must not start before users are
+    served again (a failback after a failover) waits on this."""
+    started = time.monotonic()
+    while success_rate(window_seconds) < tolerance:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"users were not served again within {timeout:g} s")
+        time.sleep(0.2)
+    return round(time.monotonic() - started, 3)
+
+
 def latency_p99_ms(window_seconds: float = 2.0) -> float:
     """p99 latency (ms) of successful requests in the last window (0 when there were none)."""
     rows = [r.latency_ms for r in _window(window_seconds) if r.ok]
@@ -43,15 +56,17 @@ def latency_p99_ms(window_seconds: float = 2.0) -> float:
 
 # One client per front door for the process: building an httpx client builds a TLS context,
 # which takes hundreds of ms on a busy machine; once is enough.
-_CLIENTS: dict[str, httpx.Client] = {}
+_CLIENTS: dict[FrontDoor, httpx.Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
 def _client(door: FrontDoor) -> httpx.Client:
     with _CLIENTS_LOCK:
-        if door.url not in _CLIENTS:
-            _CLIENTS[door.url] = door.client()
-        return _CLIENTS[door.url]
+        # By the whole door: a lab brought up again answers the same name from another DNS
+        # server, under another CA.
+        if door not in _CLIENTS:
+            _CLIENTS[door] = door.client()
+        return _CLIENTS[door]
 
 
 def front_door_ready(configuration: dict[str, Any] | None = None, timeout: float = 2.0) -> bool:

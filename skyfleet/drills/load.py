@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import httpx
 
-from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER
+from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER, VIA_HEADER
 from skyfleet.drills.experiment import LoadSpec
 from skyfleet.drills.frontdoor import FrontDoor
 from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
@@ -232,14 +232,25 @@ class Generator:
         self._clients: dict[str, int] = {}
         self._sessions_opened = 0
         self._kinds = ["session", "message", "task", "poll"]
+        self._user_clients: dict[str, httpx.AsyncClient] = {}
         mix = spec.mix
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self, *, keepalive: int = 64) -> httpx.AsyncClient:
         return self.door.async_client(
             timeout=self.spec.request_timeout_seconds,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=keepalive),
         )
+
+    def _user_client(self, shared: httpx.AsyncClient, number: int) -> httpx.AsyncClient:
+        """The HTTP client of client (API key) ``number``: the shared one, or (per-user) its own,
+        made on first use, with no kept-alive connection (each request resolves and connects)."""
+        if self.spec.clients == "shared":
+            return shared
+        key = self.door.auth(number)["Authorization"]
+        if key not in self._user_clients:
+            self._user_clients[key] = self._client(keepalive=0)
+        return self._user_clients[key]
 
     async def run(self) -> None:
         interval = 1.0 / self.spec.rate
@@ -249,6 +260,9 @@ class Generator:
             # connection, so the first scheduled requests measure the system, not the client.
             with contextlib.suppress(httpx.HTTPError):
                 await client.get(LIVENESS_PATH)
+            if self.spec.clients == "per-user":  # every user's client made before the clock starts
+                for number in range(len(self.door.api_keys)):
+                    self._user_client(client, number)
             mono0, wall0 = time.monotonic(), time.time()
             self.out.send({"started": wall0})
             for i in range(self.spec.max_requests):
@@ -266,6 +280,8 @@ class Generator:
                 task.add_done_callback(in_flight.discard)
             if in_flight:
                 await asyncio.wait(set(in_flight))
+            for own in self._user_clients.values():
+                await own.aclose()
         self.out.send({"done": time.time()})
 
     def _pick(self) -> tuple[str, str | None]:
@@ -328,16 +344,17 @@ class Generator:
         sent = time.time()
         started = time.perf_counter()
         status: int | None = None
-        site = instance = error = None
+        site = instance = error = via = None
         payload: Any = None
         try:
             # One deadline for the whole exchange (httpx's timeout applies per operation).
             async with asyncio.timeout(self.spec.request_timeout_seconds):
-                response = await client.request(
+                response = await self._user_client(client, client_number).request(
                     method, path, json=body, headers=self.door.auth(client_number)
                 )
             status = response.status_code
             site = response.headers.get(SITE_HEADER)
+            via = response.headers.get(VIA_HEADER)
             instance = response.headers.get(INSTANCE_HEADER)
             try:
                 payload = response.json()
@@ -370,6 +387,7 @@ class Generator:
             session_id=session_id,
             task_id=task_id,
             marker=marker,
+            via=via,
         )
         self.state.add(record, task, keep=False)
         if status == 404:

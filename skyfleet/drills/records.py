@@ -33,6 +33,7 @@ class RequestRecord:
     session_id: str | None = None
     task_id: str | None = None
     marker: str | None = None  # a turn's unique marker, looked up again on read-back
+    via: str | None = None  # the site the request reached, when another (the record's home) served it
 
     @property
     def ok(self) -> bool:

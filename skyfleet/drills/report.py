@@ -166,6 +166,12 @@ def render_markdown(report: DrillReport) -> str:
             if c
         )
         lines.append(f"| requests served by site | {served} |")
+    if m.forwarded_by_site:
+        passed = "; ".join(
+            f"{phase}: " + ", ".join(f"{s} {n}" for s, n in sorted(c.items()))
+            for phase, c in m.forwarded_by_site.items()
+        )
+        lines.append(f"| of which reached another site first (passed on from) | {passed} |")
     if m.errors_by_kind:
         lines.append(
             "| failures by kind:status | "
@@ -224,15 +230,28 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
     )
     sites = sorted({r.site or "unknown" for r in records if r.ok})
     for i, site in enumerate(sites):
-        rows = [r for r in records if r.ok and (r.site or "unknown") == site]
+        rows = [r for r in records if r.ok and (r.site or "unknown") == site and not r.via]
+        passed = [r for r in records if r.ok and (r.site or "unknown") == site and r.via]
+        colour = _SITE_COLOURS[i % len(_SITE_COLOURS)]
         ax_lat.scatter(
             [r.sent - t0 for r in rows],
             [max(r.latency_ms, 0.1) for r in rows],
             s=7,
             alpha=0.7,
-            color=_SITE_COLOURS[i % len(_SITE_COLOURS)],
+            color=colour,
             label=f"site {site} ({len(rows)})",
         )
+        if passed:  # sessions living here, reached through another site (the fleet passed them on)
+            ax_lat.scatter(
+                [r.sent - t0 for r in passed],
+                [max(r.latency_ms, 0.1) for r in passed],
+                s=14,
+                marker="^",
+                facecolors="none",
+                edgecolors=colour,
+                alpha=0.8,
+                label=f"site {site}, passed on from another site ({len(passed)})",
+            )
     failed = [r for r in records if not r.ok]
     if failed:
         ax_lat.scatter(

@@ -372,7 +372,16 @@ class DrillRun:
             for r in journal.get("rollbacks") or []
         ] + self.safety_rollbacks
         notes = list(self.notes)
-        if self.fault.at is None:
+        served = {site for counts in measurements.served_by_site.values() for site, n in counts.items() if n}
+        served |= {
+            site for counts in measurements.forwarded_by_site.values() for site, n in counts.items() if n
+        }
+        if self.spec.fault_free:
+            if self.fault.at is not None:
+                notes.append("a fault was applied in a drill of normal operation")
+            elif len(served) < 2:
+                notes.append(f"the load reached only {sorted(served)}: the drill proves nothing")
+        elif self.fault.at is None:
             notes.append("no fault was applied: the drill proves nothing")
         for wait in (self.after_method, self.after_rollback):
             if wait is not None and not wait.met:
@@ -393,7 +402,11 @@ class DrillRun:
             and hypothesis.before is True
             and hypothesis.after is not False
             and all(w is None or w.met for w in (self.after_method, self.after_rollback))
-            and self.fault.at is not None
+            and (
+                self.fault.at is None and len(served) >= 2
+                if self.spec.fault_free
+                else self.fault.at is not None
+            )
             and not failed_rollbacks
             and not starved
             and all(t.met for t in targets)
@@ -454,6 +467,12 @@ def check_requirements(drill: Drill, target: Target) -> None:
             )
         if info["edge"] is None:
             raise DrillRefused(f"{drill.name} needs the lab's edge (started without one: drop --no-edge)")
+        if req.edge_routing is not None and info["routing"] != req.edge_routing:
+            raise DrillRefused(
+                f"{drill.name} needs an edge with {req.edge_routing} routing; the lab's edge plan routes by "
+                f"{info['routing']} (start the lab with an edge stack that routes by {req.edge_routing}, "
+                "e.g. `skyfleet lab up --edge edge-active`)"
+            )
         want = req.health_interval_seconds
         intervals = {c["interval_seconds"] for c in info["health_checks"].values()}
         if want is not None and intervals != {want}:

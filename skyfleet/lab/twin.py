@@ -119,11 +119,12 @@ def build(
     built = Built(state=state, sites=sites, values=values)
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    site_entries: dict[str, dict[str, list[str]]] = {}
     for site in sites:
         addresses = {p: net.pods[f"{site.site}/{p}"].address for p in pod_names[site.site]}
         TARGETS[site.target].render(site, ctx, addresses)
         entries = {name: [addresses.get(p, p) for p in targets] for name, targets in site.names.items()}
-        names.write(hosts_file(site.site), entries)
+        site_entries[site.site] = entries
         state.sites[site.site] = SiteState(
             stack=site.stack,
             target=site.target,
@@ -243,6 +244,27 @@ def build(
             )
         built.after_services += [(site.site, step) for step in site.after_services]
         built.after_pods += [(site.site, step) for step in site.after_pods]
+    # The other sites' own (regional) names, as public DNS answers them: where a fleet's sites
+    # call each other. A name several sites share (the edge's global name) is the edge's.
+    shared = {
+        n
+        for s in sites
+        if s.lb
+        for n in s.lb.names
+        if sum(n in (o.lb.names if o.lb else []) for o in sites) > 1
+    }
+    peer_names = {
+        site.site: {
+            name: [net.pods[f"{other.site}/lb"].address]
+            for other in sites
+            if other is not site and other.lb is not None
+            for name in other.lb.names
+            if name not in shared
+        }
+        for site in sites
+    }
+    for site in sites:
+        names.write(hosts_file(site.site), {**site_entries[site.site], **peer_names[site.site]})
     state.rewrites = list(values.rewrites)
     return built
 

@@ -46,6 +46,12 @@ def site_outputs() -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
+def edge_config() -> dict[str, Any]:
+    """The shipped edge stack's ``skyfleet:edge`` section."""
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{EDGE_STACK}.yaml").read_text())
+    return doc["config"]["skyfleet:edge"]
+
+
 def _edge_plan(variant: str) -> Plan:
     doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{EDGE_STACK}.yaml").read_text())
     edge = doc["config"]["skyfleet:edge"]

@@ -36,27 +36,33 @@ pytestmark = needs_root
 
 DRILLS = Path(__file__).resolve().parents[2] / "drills"
 LAB_DRILLS = [p for p in sorted(DRILLS.glob("*.yaml")) if load_drill(p).skyfleet.requires.target == "lab"]
+# The twin's edge is edge-prod (failover); drills of an active-active edge run in
+# test_active_active.py, on a twin behind edge-active.
+FAILOVER_DRILLS = [
+    p for p in LAB_DRILLS if load_drill(p).skyfleet.requires.edge_routing in (None, "failover")
+]
 
-# What the deployed design misses today, and why (issue #12 exists to meet these targets).
+# What the deployed design misses today, and why (docs/drills.md has the figures). Sessions,
+# turns and tasks survive every drill now (the fleet: agent_app/fleet); what remains is the
+# edge's time to move clients, which a DNS edge cannot bring to the drills' 0 failed requests
+# and 3 s recovery (docs/fleet.md, "The edge").
 EXPECTED_MISSES: dict[str, tuple[set[str], str]] = {
     "replica-loss": (
         {"failed_requests", "recovery_seconds"},
         "the ALB keeps a killed task in rotation until its health checks fail it",
     ),
     "broker-outage": (
-        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
-        "readiness includes the queue: the whole site leaves the edge, and the next site has none "
-        "of its sessions",
+        {"failed_requests", "recovery_seconds"},
+        "readiness includes the queue: the whole site leaves the edge, and clients follow Route 53's "
+        "health checks plus the TTL to the next site",
     ),
     "partition": (
-        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
-        "Route 53 failover takes health checks plus the TTL; each site has its own cache, so "
-        "sessions do not follow users across sites either way",
+        {"failed_requests", "recovery_seconds"},
+        "Route 53 failover takes a health check plus the TTL (about 15-20 s) before clients move",
     ),
     "site-loss": (
-        {"failed_requests", "recovery_seconds", "sessions_lost", "turns_lost", "tasks_lost"},
-        "Route 53 failover takes health checks plus the TTL; the next site has none of the lost "
-        "site's sessions",
+        {"failed_requests", "recovery_seconds"},
+        "Route 53 failover takes a health check plus the TTL (about 15-20 s) before clients move",
     ),
 }
 
@@ -91,7 +97,7 @@ def _explain(report: DrillReport) -> str:
 # A failover drill is a timing experiment on a shared 2-core machine: one rerun, shown as RERUN
 # in the output, separates a starved run from a real regression (which fails both times).
 @pytest.mark.flaky(reruns=1)
-@pytest.mark.parametrize("path", LAB_DRILLS, ids=[p.stem for p in LAB_DRILLS])
+@pytest.mark.parametrize("path", FAILOVER_DRILLS, ids=[p.stem for p in FAILOVER_DRILLS])
 def test_shipped_drill_on_the_twin(path: Path, lab: LabTarget, tmp_path: Path) -> None:
     drill = load_drill(path)
     report = run_drill(drill, lab, tmp_path / "report")  # waits for the twin to settle first

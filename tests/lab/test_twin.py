@@ -171,17 +171,25 @@ def test_each_site_serves_sessions_and_runs_tasks_by_its_own_name(twin: LabState
         assert done["status"] == "succeeded", done
 
 
-def test_the_global_name_reaches_the_primary_and_sites_share_no_data(twin: LabState) -> None:
+def test_the_global_name_reaches_the_primary_and_every_site_reaches_its_sessions(twin: LabState) -> None:
     with client(twin) as http:
         created = http.post("/v1/sessions", json={})
         assert created.status_code == 201 and created.headers[SITE_HEADER] == "aws-prod"
         sid = created.json()["id"]
-    # Each site has its own cache: the next site has none of the primary's sessions.
-    with client(twin, site_name(twin, "aws-prod")) as http:
-        assert http.get(f"/v1/sessions/{sid}").status_code == 200
+    # The sites form one fleet (stacks/environments/fleet-prod.yaml): whichever site a request
+    # reaches, the session's home (aws-prod) serves it, over the sites' regional names.
     for other in ("gcp-prod", "onprem-prod"):
         with client(twin, site_name(twin, other)) as http:
-            assert http.get(f"/v1/sessions/{sid}").status_code == 404
+            turn = http.post(f"/v1/sessions/{sid}/messages", json={"content": f"hello from {other}"})
+            assert turn.status_code == 200, turn.text
+            assert turn.headers[SITE_HEADER] == "aws-prod"
+    with client(twin, site_name(twin, "gcp-prod")) as http:
+        got = http.get(f"/v1/sessions/{sid}")
+        assert got.status_code == 200 and got.headers[SITE_HEADER] == "aws-prod"
+        assert [m["content"] for m in got.json()["messages"] if m["role"] == "user"] == [
+            "hello from gcp-prod",
+            "hello from onprem-prod",
+        ]
 
 
 def test_a_client_key_outside_the_stacks_secret_is_refused(twin: LabState) -> None:

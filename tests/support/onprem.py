@@ -78,6 +78,9 @@ def plan_dev_site(directory: Path) -> Plan:
     for key in ("replicas", "workerReplicas"):
         config["skyfleet:app"].pop(key)
     config["skyfleet:cache"] = {"sizeGb": 1}
+    # A dev site on its own: no fleet, client keys of its own.
+    doc.pop("environment", None)
+    config["skyfleet:apiKeys"] = {"secure": "v1:ZGV2:placeholder"}
     (directory / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
     (directory / "infra").symlink_to(ROOT / "infra")
     (directory / "stacks").mkdir()

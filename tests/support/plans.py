@@ -43,6 +43,7 @@ def temp_project(tmp_path: Path) -> Callable[[str, str], Path]:
         (tmp_path / "stacks").mkdir()
         for f in (ROOT / "stacks").glob("Pulumi.*.yaml"):
             shutil.copy(f, tmp_path / "stacks" / f.name)
+        shutil.copytree(ROOT / "stacks" / "environments", tmp_path / "stacks" / "environments")
         (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").write_text(text)
         return tmp_path
 

@@ -46,7 +46,8 @@ API, WORKER = "api", "worker"
 # Variables a process role never reads: giving them to it only widens what a compromise leaks.
 UNREAD_BY_ROLE: dict[str, frozenset[Env]] = {WORKER: frozenset({Env.API_KEYS, Env.API_KEYS_FILE})}
 MEMORYSTORE = "gcp:redis/instance:Instance"
-_PLACEHOLDER = "secret-from-the-store"
+# A secret store's value is not known offline: one that fits every secret's format (>= 32 characters).
+_PLACEHOLDER = "secret-value-from-the-platforms-secret-store"
 
 
 class PlannedSettings(Settings):

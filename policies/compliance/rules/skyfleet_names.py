@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from pulumi_policy import PolicyResource, Severity
 
-from ._plan import name_covers, text
+from agent_app.contract import ContractError, Env, parse_fleet_sites
+
+from ._plan import name_covers, plan_containers, text
 from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
 
 STACK = "pulumi:pulumi:Stack"
@@ -196,6 +198,40 @@ def _site_names(view: StackView) -> Iterator[tuple[str, str | None]]:
                 yield f"clients reach the site as {name}, which no host rule routes", front.urn
 
 
+def _fleet_names(view: StackView) -> Iterator[tuple[str, str | None]]:
+    """The host the fleet's other sites call this site at is one its load balancer serves."""
+    fronts = [*_aws(view), *_gcp(view), *_k8s(view)]
+    seen: set[tuple[str, str]] = set()
+    for c in plan_containers(view):
+        sites, site = c.env.get(Env.FLEET_SITES.value), c.env.get(Env.SITE.value)
+        if sites is None or sites.value is None or site is None or site.value is None:
+            continue
+        try:
+            fleet = dict(parse_fleet_sites(sites.value))
+        except ContractError as exc:
+            yield f"{c.label}: {exc}", c.resource.urn
+            continue
+        if site.value not in fleet:
+            yield (
+                f"{c.label}: the fleet ({', '.join(fleet)}) does not list this site ({site.value})",
+                c.resource.urn,
+            )
+            continue
+        host = _host(fleet[site.value])
+        if (site.value, host) in seen:
+            continue
+        seen.add((site.value, host))
+        for front, served, _ in fronts:
+            certs = served(host)
+            if not any(name_covers(cert, host) for cert in certs):
+                covered = ", ".join(dict.fromkeys(cert for cert in certs if cert)) or "no name"
+                yield (
+                    f"the fleet's other sites call {site.value} at {host}, which its certificate does not "
+                    f"cover ({covered})",
+                    front.urn,
+                )
+
+
 NAMES = Controls(nist=("SC-8", "SC-23"), soc2=("CC6.7", "A1.2"))
 
 RULES = [
@@ -208,6 +244,17 @@ RULES = [
         "Add the name to the certificate (ACM subjectAlternativeNames, the Certificate Manager map, the "
         "Ingress tls.hosts) and a host rule (listener rule, URL map hostRules, an Ingress rule per host).",
         stack_check=_site_names,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-fleet-site-name",
+        "The host the fleet's other sites call a site at (AGENT_FLEET_SITES) is covered by the "
+        "certificate its load balancer serves.",
+        Severity.HIGH,
+        NAMES,
+        "List the site in the fleet (stacks/environments) under its domain.name, or add that name to its "
+        "certificate.",
+        stack_check=_fleet_names,
         group=SKYFLEET,
     ),
 ]

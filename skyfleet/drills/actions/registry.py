@@ -9,7 +9,8 @@ functions, with the signatures of ``apply`` and ``restore`` (plus chaoslib's ``c
 - the fault function applies the fault, then records its undo in the drill's ledger and its
   time in the run context before anything else can fail, so the safety net can always undo it;
 - the rollback function undoes the open fault(s) under its key from the ledger (restoring exactly
-  what the fault changed), or runs ``restore``; with neither it is a no-op, so rollbacks may run
+  what the fault changed); one the drill already undid (a failback) is left alone; else it runs
+  ``restore``; with neither it is a no-op, so rollbacks may run
   twice (declared, then safety net) without harm.
 
 ``ACTIONS`` lists every function with its platform, kind, undo and description, which
@@ -151,6 +152,15 @@ class FaultPair:
             for fault in reversed(open_faults):
                 results.append(fault.undo())
                 ledger.restored(key, by=self.rollback)
+        elif context.current() is not None and any(f.key == key for f in ledger.faults):
+            # Undone already in this run (a method that restores its own fault, e.g. a failback):
+            # the declared rollback has nothing left to do.
+            return {
+                "rollback": self.rollback,
+                "key": key,
+                "restored": False,
+                "reason": "undone earlier in this run",
+            }
         else:
             undo = self.restore(target, **arguments)
             if undo is None:

@@ -31,6 +31,7 @@ from skyfleet.testing.edge import (
     Site,
     TestCA,
     edge,
+    edge_config,
     edge_plan,
     loopback_block,
     self_signed_expired,
@@ -68,7 +69,11 @@ def test_health_checks_are_the_plans() -> None:
             "/readyz",
             True,
         )
-        assert (check.request_interval, check.failure_threshold) == (10, 3)
+        planned_check = edge_config()["healthCheck"]
+        assert (check.request_interval, check.failure_threshold) == (
+            planned_check["intervalSeconds"],
+            planned_check["failureThreshold"],
+        )
         assert check.regions == ("us-east-1", "eu-west-1", "ap-southeast-1")
         # Route 53's own timeouts, not the plan's: HTTPS connects in 4 s, answers 2 s later.
         assert (check.connect_timeout, check.response_timeout) == (4.0, 2.0)
@@ -136,7 +141,8 @@ def test_weighted_spreads_by_weight_and_skips_unhealthy_sites() -> None:
     got = shares(zone, health_of({"aws-prod", "gcp-prod", "onprem-prod"}, checks))
     assert got[host["onprem-prod"]] == pytest.approx(50 / 250, abs=0.03)
     # Answers carry the record's TTL.
-    assert {a.ttl for a in zone.answer(GLOBAL_NAME, health_of(set(), checks), random.Random(1))} == {30}
+    ttl = edge_config()["ttl"]
+    assert {a.ttl for a in zone.answer(GLOBAL_NAME, health_of(set(), checks), random.Random(1))} == {ttl}
 
 
 def test_weight_zero_answers_only_when_every_other_site_is_down() -> None:

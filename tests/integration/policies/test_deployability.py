@@ -1227,3 +1227,35 @@ def test_nats_conf_reader_forms() -> None:
     assert _nats_conf.users(_nats_conf.parse("port: 4222\n")) is None
     with pytest.raises(_nats_conf.NatsConfError, match="line 1"):
         _nats_conf.parse('authorization { user: "x }')
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["aws-prod", "gcp-prod", "onprem-prod"])
+def test_fleet_host_the_certificate_does_not_cover(gate: Gate, shipped: dict[str, Plan], stack: str) -> None:
+    plan = copy_of(shipped, stack)
+    assert check(gate, plan).of("skyfleet-fleet-site-name") == []
+    site = stack
+    for r in plan.resources:
+        if r.type in APP_WORKLOADS:
+            bad = (
+                "aws-prod=https://aws.agents.example.com,gcp-prod=https://gcp.agents.example.com,"
+                "onprem-prod=https://onprem.agents.example.com"
+            ).replace(f"{site}=https://{site.split('-')[0]}.agents", f"{site}=https://{site}.elsewhere")
+            set_app_env(r, "AGENT_FLEET_SITES", bad)
+    found = check(gate, plan).of("skyfleet-fleet-site-name")
+    assert found, "a fleet host the certificate does not cover passed"
+    assert all(
+        f"the fleet's other sites call {site} at {site}.elsewhere.example.com" in f.message for f in found
+    )
+
+
+def test_fleet_the_app_would_reject(gate: Gate, shipped: dict[str, Plan]) -> None:
+    plan = copy_of(shipped, "gcp-prod")
+    api = res(plan, "api", "gcp:cloudrunv2/service:Service")
+    set_app_env(
+        api, "AGENT_FLEET_SITES", "gcp-prod=http://gcp.agents.example.com,aws-prod=https://a.example.com"
+    )
+    found = check(gate, plan).on("skyfleet-app-env", api)
+    assert_names(found, plan, "skyfleet-app-env", api, "AGENT_FLEET_SITES", "expected <site>=https://")

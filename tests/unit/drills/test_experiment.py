@@ -24,7 +24,8 @@ def test_every_drill_is_shipped() -> None:
 def test_shipped_drills_are_valid(path: Path) -> None:
     drill = load_drill(path)
     assert drill.skyfleet.targets, f"{path.name} sets no targets"
-    assert drill.document.rollbacks, f"{path.name} has no rollbacks"
+    # A drill that breaks something undoes it; one of normal operation (no fault) has nothing to undo.
+    assert drill.document.rollbacks or drill.skyfleet.fault_free, f"{path.name} has no rollbacks"
 
 
 def _site_loss() -> dict[str, Any]:
@@ -137,3 +138,18 @@ def test_cli_reports_bad_file_with_exit_code_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(path), "--target", "lab", "--dry-run"])
     assert result.exit_code == 2
     assert "extensions[0].load.rate" in result.output
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_a_drill_of_normal_operation_breaks_nothing(path: Path) -> None:
+    from skyfleet.drills.actions.registry import ACTIONS
+
+    drill = load_drill(path)
+    faults = [
+        a["provider"]["func"]
+        for a in drill.experiment["method"]
+        if a.get("provider", {}).get("func") in ACTIONS and ACTIONS[a["provider"]["func"]].kind == "fault"
+    ]
+    assert bool(faults) != drill.skyfleet.fault_free, (
+        f"{path.name}: faults {faults}, fault_free {drill.skyfleet.fault_free}"
+    )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,68 @@ def test_an_app_grace_longer_than_the_platform_allows_is_refused(
     message = str(_config_error(temp_project, text))
     assert "Pulumi.broken.yaml" in message
     assert "app.env.AGENT_SHUTDOWN_GRACE_SECONDS is 29" in message and "at most 28" in message
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+PROD_SITES = ("aws-prod", "gcp-prod", "onprem-prod")
+
+
+def test_the_prod_sites_import_one_fleet_and_one_client_key_set() -> None:
+    specs = [load_stack_file(ROOT / "stacks" / f"Pulumi.{s}.yaml") for s in PROD_SITES]
+    fleet = specs[0].fleet  # type: ignore[union-attr]
+    assert all(spec.fleet == fleet for spec in specs)  # type: ignore[union-attr]
+    assert fleet is not None and [s.name for s in fleet.sites] == list(PROD_SITES)
+    for spec in specs:
+        assert spec.site_name in [s.name for s in fleet.sites]  # type: ignore[union-attr]
+        host = next(s.host for s in fleet.sites if s.name == spec.site_name)  # type: ignore[union-attr]
+        assert host == spec.domain.name  # type: ignore[union-attr]
+        # The keys come from the fleet's environment: placeholders of the same config key.
+        assert spec.api_keys == "offline-plan-secret:skyfleet:apiKeys"  # type: ignore[union-attr]
+        assert spec.fleet_key == "offline-plan-secret:skyfleet:fleetKey"  # type: ignore[union-attr]
+
+
+def _prod_variant(stack: str, edit: Callable[[dict[str, Any]], None]) -> str:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    edit(doc)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def test_a_missing_fleet_environment_is_named(temp_project: Callable[[str, str], Path]) -> None:
+    text = _prod_variant("aws-prod", lambda d: d.update(environment=["skyfleet/fleet-nope"]))
+    project = temp_project("aws-nope", text)
+    with pytest.raises(ConfigError) as info:
+        plan_stack(project, "aws-nope")
+    assert "environment" in str(info.value) and "stacks/environments/fleet-nope.yaml" in str(info.value)
+
+
+def test_a_site_missing_from_its_fleet_is_refused(temp_project: Callable[[str, str], Path]) -> None:
+    text = _prod_variant("gcp-prod", lambda d: d["config"].update({"skyfleet:site": "gcp-prod-2"}))
+    err = _config_error(temp_project, text)
+    assert "this site (gcp-prod-2) is not one of them" in str(err)
+
+
+def test_a_fleet_host_the_site_certificate_does_not_cover_is_refused(
+    temp_project: Callable[[str, str], Path],
+) -> None:
+    def edit(doc: dict[str, Any]) -> None:
+        config = doc["config"]
+        config["skyfleet:domain"] = {**config["skyfleet:domain"], "name": "aws2.agents.example.com"}
+
+    err = _config_error(temp_project, _prod_variant("aws-prod", edit))
+    assert "names aws.agents.example.com for aws-prod, which its certificate does not cover" in str(err)
+
+
+def test_sync_replication_needs_three_sites() -> None:
+    sites = [{"name": "a", "host": "a.example.com"}, {"name": "b", "host": "b.example.com"}]
+    from pydantic import ValidationError
+
+    from infra.spec import FleetSpec
+
+    with pytest.raises(ValidationError, match="sync replication needs at least 3 sites"):
+        FleetSpec.model_validate({"name": "two", "sites": sites})
+    assert FleetSpec.model_validate({"name": "two", "replication": "async", "sites": sites}).env_value() == (
+        "a=https://a.example.com,b=https://b.example.com"
+    )

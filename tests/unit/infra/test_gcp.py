@@ -85,7 +85,11 @@ def prod() -> Plan:
 
 @pytest.fixture
 def dev(temp_project: Callable[[str, str], Path]) -> Plan:
-    return plan_stack(temp_project("gcp-dev", variant(**dev_overrides())), "gcp-dev")
+    # A dev site on its own: no fleet, client keys of its own.
+    doc = yaml.safe_load(variant(**dev_overrides()))
+    doc.pop("environment")
+    doc["config"]["skyfleet:apiKeys"] = {"secure": "v1:ZGV2:placeholder"}
+    return plan_stack(temp_project("gcp-dev", yaml.safe_dump(doc, sort_keys=False)), "gcp-dev")
 
 
 def of(plan: Plan, typ: str) -> list[PlannedResource]:

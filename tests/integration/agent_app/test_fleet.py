@@ -1,0 +1,276 @@
+"""Three sites of one fleet on loopback, each its own Redis, NATS stream, api (and worker) behind
+a TLS load balancer (HAProxy, certificates from a CA the processes trust): requests reach a
+session's home from any site, a lost home is taken over by its successor, and a home that comes
+back is fenced by the newer epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from agent_app.contract import FLEET_KEY_HEADER, FORWARDED_HEADER, SITE_HEADER, fleet_sites_value
+from skyfleet.lab.pki import CertificateAuthority
+from skyfleet.testing.servers import (
+    AppProcess,
+    NatsServer,
+    Proc,
+    RedisServer,
+    app_env,
+    free_port,
+    serve,
+    wait_until,
+)
+from tests.support.brokers import NatsBroker
+
+NAMES = ("site-a", "site-b", "site-c")
+FLEET_KEY = "fleet-key-for-tests-0123456789abcdef"
+
+
+@dataclass
+class Site:
+    name: str
+    port: int  # the TLS load balancer
+    redis: RedisServer
+    env: dict[str, str]
+    pem: Path
+    api: AppProcess | None = None
+    worker: AppProcess | None = None
+    lb: Proc | None = None
+    extra: list[AppProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, *, worker: bool = True) -> Site:
+        self.api = AppProcess("api", self.env).start()
+        if worker:
+            self.worker = AppProcess("worker", self.env).start(ready=False)
+        self.start_lb()
+        return self
+
+    def start_lb(self) -> None:
+        assert self.api is not None
+        cfg = self.pem.with_suffix(".cfg")
+        cfg.write_text(
+            "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n"
+            f"  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{self.port} ssl crt {self.pem}\n"
+            f"  default_backend be\nbackend be\n  server api 127.0.0.1:{self.api.port}\n"
+        )
+        self.lb, _ = serve(
+            lambda port: Proc(f"lb-{self.name}", ["haproxy", "-db", "-f", str(cfg)]),
+            self.port,
+            fixed=True,
+            what=f"{self.name} load balancer",
+        )
+
+    def stop(self) -> None:
+        for proc in (self.lb, self.api, self.worker):
+            if proc is not None:
+                proc.stop()
+        self.lb = self.api = self.worker = None
+
+    def store(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url, decode_responses=True)
+
+    def record(self, kind: str, record_id: str) -> dict[str, str]:
+        return self.store().hgetall(f"skyfleet:{kind}:{{{record_id}}}")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, nats_server: NatsServer) -> Iterator[dict[str, Site]]:
+    ca = CertificateAuthority("fleet test roots")
+    bundle = tmp_path / "roots.pem"
+    bundle.write_bytes(ca.pem)
+    ports = {name: free_port() for name in NAMES}
+    sites_value = fleet_sites_value([(n, f"https://127.0.0.1:{ports[n]}") for n in NAMES])
+    sites: dict[str, Site] = {}
+    try:
+        for name in NAMES:
+            store = RedisServer().start()
+            pem = tmp_path / f"{name}.pem"
+            pem.write_bytes(ca.issue(["127.0.0.1"]).bundle)
+            env = app_env(
+                store.url,
+                NatsBroker(nats_server).env["AGENT_QUEUE_URL"],
+                AGENT_SITE=name,
+                AGENT_FLEET_SITES=sites_value,
+                AGENT_FLEET_KEY=FLEET_KEY,
+                SSL_CERT_FILE=str(bundle),
+            )
+            sites[name] = Site(name=name, port=ports[name], redis=store, env=env, pem=pem)
+        for site in sites.values():
+            site.start()
+        yield sites
+    finally:
+        for site in sites.values():
+            site.stop()
+            site.redis.stop()
+
+
+def client(site: Site):
+    assert site.api is not None
+    return site.api.client()
+
+
+def test_a_session_is_served_by_its_home_from_every_site_and_held_by_a_majority(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+    with client(a) as ca, client(b) as cb, client(c) as cc:
+        created = ca.post("/v1/sessions", json={})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        reply = cc.post(f"/v1/sessions/{sid}/messages", json={"content": "hello from c"})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers[SITE_HEADER] == "site-a"  # served by the home, stamps kept
+        got = cb.get(f"/v1/sessions/{sid}")
+        assert got.status_code == 200 and got.headers[SITE_HEADER] == "site-a"
+        assert got.json()["messages"][0]["content"] == "hello from c"
+    # Acknowledged only once a majority held it: site-a and at least one other have the turn.
+    held = [s.record("session", sid) for s in (a, b, c)]
+    assert held[0]["version"] == "1" and held[0]["home"] == "site-a"
+    assert any(r.get("version") == "1" and r.get("wid") == held[0]["wid"] for r in held[1:]), held
+
+
+def test_a_lost_home_is_taken_over_by_its_successor_and_fenced_when_it_returns(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        assert ca.post(f"/v1/sessions/{sid}/messages", json={"content": "turn 1"}).status_code == 200
+    a.stop()  # the home is lost: its processes and its load balancer
+    with client(c) as cc:
+        # site-c is not site-a's successor: it passes the request to site-b, which takes over.
+        reply = cc.post(f"/v1/sessions/{sid}/messages", json={"content": "turn 2"})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers[SITE_HEADER] == "site-b"
+    assert b.record("session", sid)["home"] == "site-b" and b.record("session", sid)["epoch"] == "2"
+    a.start(worker=False)  # it comes back with its old copy (home site-a, epoch 1)
+    assert a.record("session", sid)["home"] == "site-a"
+    with client(a) as ca:
+        # Its own copy says it is home: the turn runs, its copy is refused by the newer epoch,
+        # site-a adopts the newer record and passes the request to the new home.
+        reply = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "turn 3"})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers[SITE_HEADER] == "site-b"
+        history = [
+            m["content"] for m in ca.get(f"/v1/sessions/{sid}").json()["messages"] if m["role"] == "user"
+        ]
+    assert history == ["turn 1", "turn 2", "turn 3"]  # nothing lost, nothing overwritten
+    assert a.record("session", sid)["home"] == "site-b"
+
+
+def test_a_home_without_a_majority_acknowledges_nothing(fleet: dict[str, Site]) -> None:
+    a, b, c = fleet.values()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        for site in (b, c):
+            assert site.lb is not None
+            site.lb.stop()
+        reply = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "alone"})
+        assert reply.status_code == 503 and reply.json()["code"] == "fleet_unavailable", reply.text
+        assert ca.get(f"/v1/sessions/{sid}").status_code == 503  # nor confirms a read
+        assert ca.post("/v1/sessions", json={}).status_code == 503
+
+
+def test_a_task_accepted_at_a_lost_site_is_completed_by_its_successor_once(fleet: dict[str, Site]) -> None:
+    a, b, c = fleet.values()
+    assert a.worker is not None
+    a.worker.stop()  # the task waits in site-a's queue, unrun
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        accepted = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
+        assert accepted.status_code == 202, accepted.text
+        task_id = accepted.json()["task_id"]
+    # Accepted once a majority held its record: one of the other sites has it, queued.
+    assert "queued" in (b.record("task", task_id).get("status"), c.record("task", task_id).get("status"))
+    a.stop()
+    with client(b) as cb:
+
+        def done() -> bool:
+            r = cb.get(f"/v1/tasks/{task_id}")
+            assert r.status_code == 200, r.text
+            return r.json()["status"] == "succeeded"
+
+        wait_until(done, timeout=30, what="the task to finish at site-b")
+        task = cb.get(f"/v1/tasks/{task_id}").json()
+        session = cb.get(f"/v1/sessions/{sid}").json()
+    assert task["attempts"] == 1, b.worker.output()[-3000:] if b.worker else ""
+    reports = [m for m in session["messages"] if m.get("task_id") == task_id]
+    assert len(reports) == 1, session["messages"]
+    assert b.record("task", task_id)["home"] == "site-b" and "requeue" not in b.record("task", task_id)
+
+
+def test_the_fleet_api_refuses_without_the_fleet_key(fleet: dict[str, Site]) -> None:
+    a = fleet["site-a"]
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        # a client key is worth nothing here, nor a wrong fleet key
+        for headers in ({}, {FLEET_KEY_HEADER: "x" * 40}):
+            assert ca.get(f"/internal/v1/fleet/sessions/{sid}", headers=headers).status_code == 401
+            r = ca.put(
+                f"/internal/v1/fleet/sessions/{sid}",
+                json={"record": {"home": "site-c", "epoch": "9", "version": "0"}},
+                headers={FORWARDED_HEADER: "site-c", **headers},
+            )
+            assert r.status_code == 401
+        # the right key reads the copy
+        got = ca.get(f"/internal/v1/fleet/sessions/{sid}", headers={FLEET_KEY_HEADER: FLEET_KEY})
+        assert got.status_code == 200 and got.json()["record"]["home"] == "site-a"
+    assert a.record("session", sid)["home"] == "site-a" and a.record("session", sid)["epoch"] == "1"
+
+
+def test_a_client_posing_as_a_site_cannot_move_a_session(fleet: dict[str, Site]) -> None:
+    a, b, _ = fleet.values()
+    with client(a) as ca, client(b) as cb:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        # At the home's successor, with the header sites pass requests on with: still a client.
+        reply = cb.post(
+            f"/v1/sessions/{sid}/messages",
+            json={"content": "hi"},
+            headers={FORWARDED_HEADER: "site-c,site-a", FLEET_KEY_HEADER: "guess" * 8},
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.headers[SITE_HEADER] == "site-a"
+    assert b.record("session", sid)["home"] == "site-a" and b.record("session", sid)["epoch"] == "1"
+
+
+def test_a_turn_no_majority_held_is_not_replayed_until_one_holds_it(fleet: dict[str, Site]) -> None:
+    a, b, c = fleet.values()
+    key = {"Idempotency-Key": "turn-once-0001"}
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        for site in (b, c):
+            assert site.lb is not None
+            site.lb.stop()
+        refused = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "once"}, headers=key)
+        assert refused.status_code == 503, refused.text
+        # The retry is not answered from the copy only site-a holds.
+        again = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "once"}, headers=key)
+        assert again.status_code == 503, again.text
+        for site in (b, c):
+            site.start_lb()
+        # The client retries as told (Retry-After) until the others are back in sight.
+        retried = wait_until(
+            lambda: (
+                (
+                    r := ca.post(f"/v1/sessions/{sid}/messages", json={"content": "once"}, headers=key)
+                ).status_code
+                == 200
+                and r
+            ),
+            timeout=20,
+            what="the retried turn to be held by a majority",
+        )
+        assert retried.json()["reply"]["content"]
+        history = [
+            m["content"] for m in ca.get(f"/v1/sessions/{sid}").json()["messages"] if m["role"] == "user"
+        ]
+    assert history == ["once"]  # stored once, and a majority holds it now
+    assert [s.record("session", sid).get("version") for s in (b, c)].count("1") >= 1
