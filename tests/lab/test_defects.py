@@ -24,7 +24,8 @@ pytestmark = needs_root
 
 
 def project_with(tmp_path: Path, stack: str, based_on: str, change: dict[str, object]) -> Path:
-    """A copy of the project with one more stack file: ``based_on``'s, some keys replaced."""
+    """A copy of the project with one more stack file: ``based_on``'s, some keys replaced, as a
+    site on its own (no fleet: its name is not the fleet's; client keys of its own)."""
     program = tmp_path / "program"
     program.mkdir()
     shutil.copy(ROOT / "Pulumi.yaml", program / "Pulumi.yaml")
@@ -32,6 +33,8 @@ def project_with(tmp_path: Path, stack: str, based_on: str, change: dict[str, ob
         (program / shared).symlink_to(ROOT / shared)
     shutil.copytree(ROOT / "stacks", program / "stacks")
     doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{based_on}.yaml").read_text())
+    doc.pop("environment", None)
+    doc["config"]["skyfleet:apiKeys"] = {"secure": "v1:c3RhbmRhbG9uZQ==:placeholder"}
     doc["config"].update({f"skyfleet:{k}": v for k, v in change.items()})
     (program / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return program

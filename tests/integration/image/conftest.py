@@ -171,6 +171,20 @@ class Site:
             container.remove(self.podman, run.spec.name)
 
 
+def standalone(stack: str, directory: Path) -> Path:
+    """A copy of the project whose ``stack`` imports no fleet environment."""
+    import yaml
+
+    shutil.copy(ROOT / "Pulumi.yaml", directory / "Pulumi.yaml")
+    (directory / "infra").symlink_to(ROOT / "infra")
+    (directory / "stacks").mkdir()
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    doc.pop("environment", None)
+    doc["config"]["skyfleet:apiKeys"] = {"secure": "v1:c3RhbmRhbG9uZQ==:placeholder"}
+    (directory / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def site(
     request: pytest.FixtureRequest,
@@ -182,10 +196,15 @@ def site(
     """The site ``request.param`` (a stack) of the twin: its network and managed services up,
     built from the plan, in namespaces and a subnet of its own. Two replicas of each workload
     are placed (the plan runs more): replica 0 serves, replica 1 is for the tests that plant a
-    defect or kill a container."""
+    defect or kill a container.
+
+    The site stands alone: the stack as a one-site deployment (no fleet, client keys of its own),
+    since its fleet's other sites are not here and a fleet acknowledges a write only once a
+    majority of its sites hold it (tests/integration/agent_app/test_fleet.py and the lab cover
+    the fleet)."""
     stack = str(request.param)
     if stack not in plans:
-        plans[stack] = plan_stack(ROOT, stack)
+        plans[stack] = plan_stack(standalone(stack, tmp_path_factory.mktemp(f"project-{stack}")), stack)
     plan = plans[stack]
     state_dir = tmp_path_factory.mktemp(f"twin-{stack}")
     lab_id = secrets.token_hex(3)
