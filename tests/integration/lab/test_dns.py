@@ -33,6 +33,7 @@ from skyfleet.testing.edge import (
     cname_of,
     dns_server,
     edge,
+    edge_config,
     fast,
     query,
     sites,
@@ -137,7 +138,7 @@ def test_failover_moves_to_the_secondary_after_threshold_failed_probes(lab: Edge
     reply = query(lab.dns.address, GLOBAL_NAME)
     # As a recursive resolver gives it: the CNAME (the record's TTL), then the site's address.
     assert [(str(r.rname).rstrip("."), QTYPE[r.rtype], r.ttl) for r in reply.rr] == [
-        (GLOBAL_NAME, "CNAME", 30),
+        (GLOBAL_NAME, "CNAME", edge_config()["ttl"]),
         (lab.hosts["aws-prod"], "A", SITE_TTL),
     ]
     assert lab.answer() == (lab.hosts["aws-prod"], [aws.address])
@@ -186,9 +187,10 @@ def test_failover_moves_to_the_secondary_after_threshold_failed_probes(lab: Edge
     routing = next(e for e in lab.dns.events() if e.get("event") == "routing" and e["t"] >= down["t"])
     assert routing["routing"][GLOBAL_NAME] == [lab.hosts["gcp-prod"]]
 
-    # A client honouring the TTL keeps the old answer until the CNAME's 30 s are over.
+    # A client honouring the TTL keeps the old answer until the CNAME's TTL is over.
+    ttl = edge_config()["ttl"]
     assert client.resolve(GLOBAL_NAME) == [aws.address]
-    clock.now += 29.9
+    clock.now += ttl - 0.1
     assert client.resolve(GLOBAL_NAME) == [aws.address]
     clock.now += 0.1
     assert client.resolve(GLOBAL_NAME) == [gcp.address]

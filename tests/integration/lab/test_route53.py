@@ -84,6 +84,7 @@ def test_health_checks_are_the_plans() -> None:
 
 def test_failover_follows_the_tiers_of_three_sites() -> None:
     zone, checks, host = edge().zone(), site_checks(), hosts()
+    ttl = edge_config()["ttl"]
     rng = random.Random(0)
 
     def answer(*down: str) -> tuple[str, int]:
@@ -91,17 +92,17 @@ def test_failover_follows_the_tiers_of_three_sites() -> None:
         assert (a.name, a.type) == (GLOBAL_NAME, "CNAME")
         return a.value, a.ttl
 
-    assert answer() == (host["aws-prod"], 30)
+    assert answer() == (host["aws-prod"], ttl)
     # The secondary is an alias to the next tier: it answers with the tier's record and TTL.
-    assert answer("aws-prod") == (host["gcp-prod"], 30)
-    assert answer("aws-prod", "gcp-prod") == (host["onprem-prod"], 30)
+    assert answer("aws-prod") == (host["gcp-prod"], ttl)
+    assert answer("aws-prod", "gcp-prod") == (host["onprem-prod"], ttl)
     # A lower tier's trouble does not move traffic off a healthy primary.
-    assert answer("gcp-prod") == (host["aws-prod"], 30)
-    assert answer("gcp-prod", "onprem-prod") == (host["aws-prod"], 30)
+    assert answer("gcp-prod") == (host["aws-prod"], ttl)
+    assert answer("gcp-prod", "onprem-prod") == (host["aws-prod"], ttl)
     # Everything unhealthy: Route 53 answers with the primary.
-    assert answer("aws-prod", "gcp-prod", "onprem-prod") == (host["aws-prod"], 30)
+    assert answer("aws-prod", "gcp-prod", "onprem-prod") == (host["aws-prod"], ttl)
     # The alias's target group is all unhealthy, so the alias is unhealthy: back to the primary.
-    assert answer("aws-prod", "onprem-prod") == (host["gcp-prod"], 30)
+    assert answer("aws-prod", "onprem-prod") == (host["gcp-prod"], ttl)
 
 
 def test_failover_of_two_sites_is_one_pair_without_alias() -> None:

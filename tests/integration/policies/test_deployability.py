@@ -41,6 +41,7 @@ DEPLOYABILITY = {
     "cert-manager-issuer-fits-names",
     "aws-alarm-topic-deliverable",
     "aws-ecs-writable-volume-prepared",
+    "skyfleet-fleet-site-name",
 }
 
 
