@@ -58,12 +58,8 @@ class Fleet:
     def peers_in_order(self) -> list[str]:
         """The other sites, this site's successor first, then on round the fleet's order."""
         names = self.names
-        at = names.index(self.site) if self.site in names else -1
-        return [
-            names[(at + i) % len(names)]
-            for i in range(1, len(names))
-            if names[(at + i) % len(names)] != self.site
-        ]
+        at = names.index(self.site)
+        return [*names[at + 1 :], *names[:at]]
 
     @property
     def peer_acks_needed(self) -> int:

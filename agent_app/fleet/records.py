@@ -53,16 +53,6 @@ local ne = tonumber(new['epoch'] or '') or 0
 local nv = tonumber(new['version'] or '') or 0
 local nw = new['wid'] or ''
 local function current() return redis.call('HGETALL', KEYS[1]) end
-if ARGV[1] == 'check' then
-  -- only the write's name was sent: {3} asks for the whole record (this store is behind)
-  if cur_e > ne then return {0, current()} end
-  if cur_e == ne and cur_v == nv then
-    if cur_w == nw or pending then return {1} end
-    return {0, current()}
-  end
-  if cur_e == ne and cur_v > nv then return {2, current()} end
-  return {3}
-end
 if ARGV[1] == 'takeover' then
   -- the same takeover again (a retry), or a later write of the new home: held
   if exists and not pending and cur_e == ne and cur_h == new['home'] then
@@ -80,6 +70,8 @@ else
     return {0, current()}
   end
   if cur_e == ne and cur_v > nv then return {2, current()} end
+  -- only the write's name was sent (a check): {3} asks for the whole record (this store is behind)
+  if ARGV[1] == 'check' then return {3} end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))

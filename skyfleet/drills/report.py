@@ -230,28 +230,25 @@ def render_timeline(report: DrillReport, recording: LoadRecording, path: Path) -
     )
     sites = sorted({r.site or "unknown" for r in records if r.ok})
     for i, site in enumerate(sites):
-        rows = [r for r in records if r.ok and (r.site or "unknown") == site and not r.via]
-        passed = [r for r in records if r.ok and (r.site or "unknown") == site and r.via]
         colour = _SITE_COLOURS[i % len(_SITE_COLOURS)]
-        ax_lat.scatter(
-            [r.sent - t0 for r in rows],
-            [max(r.latency_ms, 0.1) for r in rows],
-            s=7,
-            alpha=0.7,
-            color=colour,
-            label=f"site {site} ({len(rows)})",
-        )
-        if passed:  # sessions living here, reached through another site (the fleet passed them on)
-            ax_lat.scatter(
-                [r.sent - t0 for r in passed],
-                [max(r.latency_ms, 0.1) for r in passed],
-                s=14,
-                marker="^",
-                facecolors="none",
-                edgecolors=colour,
-                alpha=0.8,
-                label=f"site {site}, passed on from another site ({len(passed)})",
-            )
+        served = [r for r in records if r.ok and (r.site or "unknown") == site]
+        # Sessions living here reached through another site (the fleet passed them on): hollow.
+        for passed_on, style, label in (
+            (False, {"s": 7, "alpha": 0.7, "color": colour}, f"site {site}"),
+            (
+                True,
+                {"s": 14, "marker": "^", "facecolors": "none", "edgecolors": colour, "alpha": 0.8},
+                f"site {site}, passed on from another site",
+            ),
+        ):
+            rows = [r for r in served if bool(r.via) == passed_on]
+            if rows or not passed_on:
+                ax_lat.scatter(
+                    [r.sent - t0 for r in rows],
+                    [max(r.latency_ms, 0.1) for r in rows],
+                    label=f"{label} ({len(rows)})",
+                    **style,  # type: ignore[arg-type]
+                )
     failed = [r for r in records if not r.ok]
     if failed:
         ax_lat.scatter(

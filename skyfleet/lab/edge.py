@@ -189,11 +189,13 @@ def routed_sites(state_dir: str) -> list[str]:
     return sorted(sites)
 
 
-def wait_routed(state_dir: str, site: str, *, timeout: float) -> float:
-    """Wait until the edge routes the global name to ``site``; return how long it took."""
+def wait_routed(state_dir: str, site: str, *, timeout: float, routed: bool = True) -> float:
+    """Wait until the edge routes the global name to ``site`` (with ``routed=False``: away from
+    it); return how long it took."""
     started = time.monotonic()
-    while site not in routed_sites(state_dir):
+    while (site in routed_sites(state_dir)) != routed:
         if time.monotonic() - started > timeout:
-            raise LabError(f"the edge does not route to {site} after {timeout:.0f} s")
+            where = "to" if routed else "away from"
+            raise LabError(f"the edge does not route {where} {site} after {timeout:.0f} s")
         time.sleep(0.5)
     return time.monotonic() - started

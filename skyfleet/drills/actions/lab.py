@@ -9,7 +9,6 @@ site it turned out to be.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from skyfleet.drills import context
@@ -336,14 +335,9 @@ def faulted_site_back_in_rotation(timeout: float = 150.0, configuration: Configu
 def faulted_site_left_rotation(timeout: float = 150.0, configuration: Configuration = None) -> float:
     """A failover: wait until the edge no longer sends the global name to the faulted site;
     seconds waited."""
-    from skyfleet.lab.edge import routed_sites
+    from skyfleet.lab.edge import wait_routed
 
     run = context.current()
     if run is None or run.fault.site is None:
         raise RuntimeError("no fault with a site has been applied in this drill")
-    state_dir, started = _lab(configuration).state_dir, time.monotonic()
-    while run.fault.site in routed_sites(state_dir):
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"the edge still routes to {run.fault.site} after {timeout:g} s")
-        time.sleep(0.5)
-    return round(time.monotonic() - started, 3)
+    return round(wait_routed(_lab(configuration).state_dir, run.fault.site, timeout=timeout, routed=False), 3)
