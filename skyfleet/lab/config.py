@@ -69,7 +69,8 @@ class LabConfig(BaseModel):
 
     @property
     def network(self) -> str:
-        """The lab's /24: configured, or derived from its id so that two labs differ."""
+        """The lab's /24: configured, or derived from its id so that two labs differ (``up``
+        takes the next free one when an interface here already uses the derived one)."""
         return self.subnet or f"10.231.{int(self.lab_id, 16) % 250 + 1}.0/24"
 
     @classmethod

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from skyfleet.lab import edge, fabric, procs, twin
 from skyfleet.lab.config import LabConfig, lab_id_for
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.network import is_root
+from skyfleet.lab.network import free_subnet, is_root, networks_lock
 from skyfleet.lab.state import LabState, load_state, save_state, state_file, state_lock
 from skyfleet.plan import PlanError
 from skyfleet.plan.cli import plan_all
@@ -132,14 +132,16 @@ def up(
         shutil.rmtree(root / sub, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
-    with _progress(console) as step:
+    with _progress(console) as step, contextlib.ExitStack() as claim:
         sites, edge_plan = planned if planned is not None else plans(config, step)
         step("building the sites from their plans")
+        # The lab's /24 stays claimed until its bridge carries it (``claim.close``).
+        claim.enter_context(networks_lock())
         built = twin.build(
             sites,
             state_dir=root,
             lab_id=config.lab_id,
-            subnet=config.network,
+            subnet=config.subnet or free_subnet(config.network),
             max_replicas=config.max_replicas,
             config=config.model_dump(mode="json"),
         )
@@ -148,7 +150,7 @@ def up(
             edge.build(state, edge_plan)
         save_state(state)
         try:
-            twin.start(built, say=step, on_started=lambda: save_state(state))
+            twin.start(built, say=step, on_started=lambda: save_state(state), on_network=claim.close)
             if state.edge is not None:
                 step(f"starting the edge: {state.edge.fqdn} ({state.edge.routing})")
                 edge.start(state)

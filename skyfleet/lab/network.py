@@ -10,11 +10,14 @@ userspace delay line on the uplink (``skyfleet.lab.delayline``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +44,34 @@ def tc(*args: str, netns: str | None = None, check: bool = True) -> subprocess.C
     if check and result.returncode != 0:
         raise LabError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
     return result
+
+
+# Held by a lab from picking its /24 until its bridge carries it, so two labs starting at once
+# never pick the same one.
+NETWORKS_LOCK = Path("/run/lock/skyfleet-lab-networks.lock")
+
+
+@contextlib.contextmanager
+def networks_lock() -> Iterator[None]:
+    NETWORKS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(NETWORKS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def free_subnet(derived: str) -> str:
+    """``derived`` (a lab's own /24, from its id) or, when an interface here uses it (another
+    lab whose id maps to the same one), the next 10.231.x.0/24 nobody uses."""
+    first = ipaddress.IPv4Network(derived).network_address.packed[2]
+    for k in range(250):
+        subnet = f"10.231.{(first - 1 + k) % 250 + 1}.0/24"
+        if _subnet_in_use(subnet) is None:
+            return subnet
+    raise LabError("every 10.231.x.0/24 is in use; give the lab one with --subnet")
 
 
 def _subnet_in_use(subnet: str) -> str | None:

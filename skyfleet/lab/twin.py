@@ -391,10 +391,12 @@ def start(
     *,
     say: Callable[[str], None] = lambda _: None,
     on_started: Callable[[], None] = lambda: None,
+    on_network: Callable[[], None] = lambda: None,
 ) -> LabState:
     """Start a built lab; ``on_started`` runs after each batch of processes starts (to record
-    their pids at once, so a crash of ``up`` itself leaves nothing ``down`` cannot find)."""
-    state = start_backing(built, say=say, on_started=on_started)
+    their pids at once, so a crash of ``up`` itself leaves nothing ``down`` cannot find);
+    ``on_network`` once the lab's network exists."""
+    state = start_backing(built, say=say, on_started=on_started, on_network=on_network)
     _start_pods(state, 1, say, on_started)
     lbs = [r for r in state.processes if r.role == Role.LB]
     say(f"starting {len(lbs)} load balancers")
@@ -409,12 +411,14 @@ def start_backing(
     *,
     say: Callable[[str], None] = lambda _: None,
     on_started: Callable[[], None] = lambda: None,
+    on_network: Callable[[], None] = lambda: None,
 ) -> LabState:
     """The part of ``start`` the app's pods depend on: the network, the managed services, the
     stateful pods (caches, brokers) and what the plan's Jobs do. The app's pods and the load
     balancers are not started."""
     state = built.state
     fabric.create(state.fabric)
+    on_network()
     services = [r for r in state.processes if r.role == Role.SERVICE]
     say(f"starting {len(services)} managed-service processes")
     _spawn(state, services)

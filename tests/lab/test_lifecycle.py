@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from agent_app.contract import SITE_HEADER
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.lifecycle import down, up
+from skyfleet.lab.network import free_subnet, ip
 from skyfleet.lab.procs import marked_pids
 from skyfleet.lab.state import LabState, load_state
 from skyfleet.lab.status import lab_status
@@ -48,6 +48,20 @@ def test_a_stack_without_a_stack_file_is_named(tmp_path: Path) -> None:
     assert marked_pids(str((tmp_path / "lab").resolve())) == []
 
 
+@needs_root
+def test_a_lab_whose_subnet_another_lab_uses_takes_the_next_free_one(tmp_path: Path) -> None:
+    derived = twin_config(tmp_path / "lab", stacks=["onprem-prod"], edge=None).network
+    link = f"sfd{os.getpid() % 100000}"
+    ip("link", "add", link, "type", "bridge")
+    try:
+        ip("addr", "add", derived.replace(".0/24", ".1/24"), "dev", link)
+        picked = free_subnet(derived)
+        assert picked != derived and picked.startswith("10.231.")
+    finally:
+        ip("link", "del", link)
+    assert free_subnet(derived) == derived
+
+
 def _containers_started(path: Path) -> bool:
     try:
         state = json.loads(path.read_text())
@@ -60,19 +74,22 @@ def _containers_started(path: Path) -> bool:
 def test_down_after_skyfleet_was_killed_mid_up_leaves_no_orphans(tmp_path: Path) -> None:
     state_dir = (tmp_path / "lab").resolve()
     argv = [sys.executable, "-m", "skyfleet.cli", "lab", "up", "--stacks", "onprem-prod", "--no-edge"]
-    skyfleet = subprocess.Popen(
-        [*argv, "--program", str(ROOT), "--state-dir", str(state_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    err = tmp_path / "up.err"
+    with err.open("w") as stderr:
+        skyfleet = subprocess.Popen(
+            [*argv, "--program", str(ROOT), "--state-dir", str(state_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         deadline = time.monotonic() + 120
         while not _containers_started(state_dir / "lab.json"):
-            assert skyfleet.poll() is None, "skyfleet lab up ended before any container started"
+            if skyfleet.poll() is not None:
+                pytest.fail(f"skyfleet lab up ended before any container started:\n{err.read_text()}")
             assert time.monotonic() < deadline, "no container ever started"
             time.sleep(0.05)
     finally:
-        os.kill(skyfleet.pid, signal.SIGKILL)
+        skyfleet.kill()
         skyfleet.wait()
     lab_id = load_state(state_dir).lab_id
     try:
