@@ -113,7 +113,9 @@ async def read_back(
             check.notes.append(f"task {task.task_id}: last status {task.last_status}")
         elif task.completed_twice:
             check.tasks_duplicated += 1
-            check.notes.append(f"task {task.task_id}: final record changed after it was final")
+            check.notes.append(
+                f"task {task.task_id}: final record changed after it was final ({'; '.join(task.changes)})"
+            )
         if task.attempts > 1:
             check.tasks_retried += 1
     check.task_statuses = dict(statuses)

@@ -61,6 +61,8 @@ class AcceptedTask:
     # Set when a task seen final is later seen non-final or with another final record: the
     # app completed it twice (e.g. a lost final write made the queue run it again).
     completed_twice: bool = False
+    # What changed, for the report: "field: first final value -> later value".
+    changes: list[str] = field(default_factory=list)
     attempts: int = 0
 
     def observe(self, payload: Any) -> None:
@@ -74,8 +76,10 @@ class AcceptedTask:
             self.attempts = max(self.attempts, attempts)
         if self.final is not None:
             keys = ("status", "result", "updated_at")
-            if any(payload.get(k) != self.final.get(k) for k in keys):
+            changed = [k for k in keys if payload.get(k) != self.final.get(k)]
+            if changed:
                 self.completed_twice = True
+                self.changes = [f"{k}: {self.final.get(k)!r} -> {payload.get(k)!r}" for k in changed]
         elif self.last_status in FINAL_TASK_STATUSES:
             self.final = payload
 
