@@ -90,9 +90,10 @@ async def read_back(
         async def poll(task_id: str) -> None:
             task = recording.tasks[task_id]
             async with gate:
+                sent = time.time()
                 response = await _get(client, f"/v1/tasks/{task_id}", deadline, door.auth(numbers[task_id]))
             if response is not None and response.status_code == 200:
-                task.observe(response.json())
+                task.observe(response.json(), sent=sent, completed=time.time())
 
         # Every task once (a final record that changed since the load saw it is a double run),
         # then the unfinished ones until they finish or the drain deadline passes.

@@ -58,30 +58,41 @@ class AcceptedTask:
     accepted_at: float
     last_status: str | None = None
     final: dict[str, Any] | None = None
+    # When the read that first saw the record final was answered.
+    final_seen_at: float = 0.0
     # Set when a task seen final is later seen non-final or with another final record: the
     # app completed it twice (e.g. a lost final write made the queue run it again).
     completed_twice: bool = False
     # What changed, for the report: "field: first final value -> later value".
     changes: list[str] = field(default_factory=list)
     attempts: int = 0
+    last_sent: float = 0.0
 
-    def observe(self, payload: Any) -> None:
-        """Fold one read of the task record (GET /v1/tasks/{id}) into what we know."""
+    def observe(self, payload: Any, *, sent: float, completed: float) -> None:
+        """Fold one read of the task record (GET /v1/tasks/{id}), sent and answered at these
+        epoch times, into what we know."""
         if not isinstance(payload, dict):
             return
         status = payload.get("status")
-        self.last_status = status if isinstance(status, str) else None
+        if sent >= self.last_sent:
+            self.last_status = status if isinstance(status, str) else None
+            self.last_sent = sent
         attempts = payload.get("attempts")
         if isinstance(attempts, int):
             self.attempts = max(self.attempts, attempts)
         if self.final is not None:
+            # A read sent before the final one was answered overlapped it and may have read the
+            # record before its last write: only a read sent after that is evidence of a change.
+            if sent < self.final_seen_at:
+                return
             keys = ("status", "result", "updated_at")
             changed = [k for k in keys if payload.get(k) != self.final.get(k)]
             if changed:
                 self.completed_twice = True
                 self.changes = [f"{k}: {self.final.get(k)!r} -> {payload.get(k)!r}" for k in changed]
-        elif self.last_status in FINAL_TASK_STATUSES:
+        elif status in FINAL_TASK_STATUSES:
             self.final = payload
+            self.final_seen_at = completed
 
 
 @dataclass
@@ -107,7 +118,7 @@ class LoadRecording:
             elif r.kind == "task" and r.session_id and r.task_id:
                 self.tasks[r.task_id] = AcceptedTask(r.task_id, r.session_id, r.completed)
             elif r.kind == "poll" and r.task_id in self.tasks:
-                self.tasks[r.task_id].observe(task)
+                self.tasks[r.task_id].observe(task, sent=r.sent, completed=r.completed)
         if keep:
             self.records.append(r)
 

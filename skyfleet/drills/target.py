@@ -83,6 +83,11 @@ class LabTarget:
                 raise TargetError(str(exc)) from None
             if report["healthy"]:
                 return time.monotonic() - started
+            if report["phase"] != "up":  # waiting would not bring it up
+                raise TargetError(
+                    f"the lab in {self.state_dir} is {report['phase']}, not up "
+                    f"(`skyfleet lab up --state-dir {self.state_dir}`, or --lab-dir for another lab)"
+                )
             if not told:
                 say(f"waiting for the lab to settle (at most {timeout:.0f} s): {_unsettled(report)}")
                 told = True
