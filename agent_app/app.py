@@ -6,6 +6,7 @@ the routers and the fast path share ``deps`` and ``handlers``; none of these imp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from agent_app import handlers
 from agent_app.auth import ApiKeys
 from agent_app.deps import State
+from agent_app.fleet.adoption import adopt_forever
 from agent_app.routers import fleet, operations, sessions, tasks
 from agent_app.runtime import Runtime
 
@@ -23,9 +25,14 @@ def create_app(runtime: Runtime | None = None, keys: ApiKeys | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        adopting = None
         if runtime is not None:
             runtime.start(consume=False)
+            if runtime.replicator is not None:
+                adopting = asyncio.create_task(adopt_forever(runtime))
         yield
+        if adopting is not None:
+            adopting.cancel()
         if runtime is not None:
             await runtime.close()
 

@@ -12,3 +12,9 @@ def session_key(session_id: str) -> str:
 
 def task_key(task_id: str) -> str:
     return f"{REPLICATED_KEY_PREFIX}task:{{{task_id}}}"
+
+
+def tasks_from_key(home: str) -> str:
+    """The ids of unfinished tasks ``home`` runs that this site holds a copy of: what it adopts
+    when it is ``home``'s successor and ``home`` is lost (``agent_app.fleet.adoption``)."""
+    return f"{REPLICATED_KEY_PREFIX}fleet:tasks-from:{home}"

@@ -136,11 +136,21 @@ class Replicator:
     # --- other sites' records ----------------------------------------------------------------
 
     async def find(self, kind: Kind, record_id: str) -> Record | None:
-        """A record this site has no copy of: the newest copy the others hold, kept here."""
+        """A record this site has no copy of: the newest copy the others hold, kept here. None
+        only when enough sites answered that they lack it that no majority can hold it (an
+        acknowledged record is on a majority); :class:`FleetUnavailable` when too few answered."""
         answers = await asyncio.gather(*(self.peers.get(s, kind, record_id) for s in self.fleet.peers))
         copies = [r for outcome, r in answers if outcome == "held" and r is not None]
         if not copies:
-            return None
+            lacking = 1 + sum(1 for outcome, _ in answers if outcome == "held")  # this site too
+            majority = len(self.fleet.sites) // 2 + 1
+            if lacking > len(self.fleet.sites) - majority:
+                return None
+            raise FleetUnavailable(
+                f"{kind} {record_id!r}: not here, and too few of the fleet's sites answered to tell "
+                "whether it exists; retry",
+                retry_after=1,
+            )
         best = max(copies, key=order)
         await self.local.apply(kind, record_id, best)
         return best

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from agent_app.contract import FLEET_KEY_HEADER, FLEET_PATH_PREFIX
 from agent_app.deps import get_runtime
 from agent_app.errors import NotFound, Unauthorized
+from agent_app.fleet import Kind
+from agent_app.fleet.adoption import note_copy
 from agent_app.fleet.replicator import Replicator
 from agent_app.routers import SessionId, TaskId
 from agent_app.schemas import Message
@@ -54,13 +56,13 @@ async def put_copy(
         return JSONResponse(
             {"code": "invalid_request", "message": f"record lacks {sorted(missing)}"}, status_code=422
         )
+    kind: Kind = "session" if plural == "sessions" else "task"
     held, current = await replicator.local.apply(
-        "session" if plural == "sessions" else "task",
-        record_id,
-        body.record,
-        takeover_from=body.takeover_from,
+        kind, record_id, body.record, takeover_from=body.takeover_from
     )
     if held:
+        if not body.check:
+            await note_copy(get_runtime(request), kind, record_id, body.record)
         return JSONResponse({"held": True})
     return JSONResponse({"held": False, "record": current}, status_code=409)
 

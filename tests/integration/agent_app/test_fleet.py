@@ -207,6 +207,57 @@ def test_a_task_accepted_at_a_lost_site_is_completed_by_its_successor_once(fleet
     assert b.record("task", task_id)["home"] == "site-b" and "requeue" not in b.record("task", task_id)
 
 
+def test_a_lost_sites_task_nobody_asks_about_is_adopted_and_completed_by_its_successor(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+    assert a.worker is not None
+    a.worker.stop()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        accepted = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
+        assert accepted.status_code == 202, accepted.text
+        task_id = accepted.json()["task_id"]
+    # The successor lists the unfinished copy under its home.
+    assert b.store().sismember("skyfleet:fleet:tasks-from:site-a", task_id)
+    a.stop()
+    # No client asks for the task: site-b's own look at site-a's list takes it over and runs it.
+    wait_until(
+        lambda: b.record("task", task_id).get("status") == "succeeded",
+        timeout=40,
+        what="site-b to adopt and finish site-a's task",
+    )
+    record = b.record("task", task_id)
+    assert record["home"] == "site-b" and record["attempts"] == "1", record
+    assert not b.store().sismember("skyfleet:fleet:tasks-from:site-a", task_id)
+    with client(b) as cb:
+        session = cb.get(f"/v1/sessions/{sid}").json()
+    assert len([m for m in session["messages"] if m.get("task_id") == task_id]) == 1, session["messages"]
+    # site-c is not site-a's successor: it adopts nothing.
+    assert c.record("task", task_id).get("home") in ("site-a", "site-b")
+
+
+def test_a_site_that_cannot_ask_enough_sites_never_answers_that_a_session_does_not_exist(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+    assert c.record("session", sid) == {}  # held by site-a and its successor only
+    for site in (a, b):
+        assert site.lb is not None
+        site.lb.stop()
+    with client(c) as cc:
+        # Neither site that holds it answers: "no such session" would be a lie.
+        reply = cc.get(f"/v1/sessions/{sid}")
+        assert reply.status_code == 503 and reply.json()["code"] == "fleet_unavailable", reply.text
+        # One site's "not here" besides its own is enough to tell an unknown id (no majority
+        # can hold it).
+        b.start_lb()
+        unknown = "0" * 32
+        wait_until(lambda: cc.get(f"/v1/sessions/{unknown}").status_code == 404, timeout=15, what="a 404")
+
+
 def test_the_fleet_api_refuses_without_the_fleet_key(fleet: dict[str, Site]) -> None:
     a = fleet["site-a"]
     with client(a) as ca:
