@@ -22,7 +22,7 @@ TURNS_OK = TURNS.labels("ok")  # the hot path's child, looked up once
 TASKS = Counter(
     "agent_tasks_total",
     "Queue task deliveries by outcome (succeeded, failed, retried, dead_lettered, duplicate, released, "
-    "waited: held while the task record was not visible)",
+    "waited: held while the task record was not visible or its claim not held by the fleet)",
     ["outcome"],
 )
 TASKS_ENQUEUED = Counter("agent_tasks_enqueued_total", "Tasks accepted and published to the queue")

@@ -70,7 +70,9 @@ log = logging.getLogger("agent_app.tasks")
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Literal["claimed", "done", "busy", "missing", "moved"]
+    # "unheld": claimed here, but too few of the fleet's sites hold the claim (this site is cut
+    # off): given back, not run.
+    outcome: Literal["claimed", "done", "busy", "missing", "moved", "unheld"]
     attempts: int = 0
     busy_seconds: float = 0.0
 
@@ -160,22 +162,42 @@ class TaskStore:
         if outcome == "moved":
             return Claim("moved")
         if outcome == "claimed":
-            return Claim("claimed", attempts=int(detail))
+            return await self._held(task_id, owner, Claim("claimed", attempts=int(detail)))
         if outcome == "busy":
             return Claim("busy", busy_seconds=int(detail) / 1000)
         return Claim("done" if outcome == "done" else "missing")
+
+    async def _held(self, task_id: str, owner: str, claim: Claim) -> Claim:
+        """In a ``sync`` fleet a task runs only once a majority holds its claim: a site cut off
+        from the others runs nothing (as it acknowledges nothing), and a claim a newer epoch
+        refuses (the task was taken over) is dropped."""
+        if self.replicator is None or not self.replicator.sync:
+            return claim
+        try:
+            await self._published(task_id)
+        except Moved:
+            return Claim("moved")
+        except DependencyDown as exc:
+            log.debug("claim not held by the fleet; given back", extra={"error": exc.message})
+            # Given back as it was: queued, and this claim not counted as an attempt.
+            fields = {"status": TaskStatus.QUEUED.value, "attempts": claim.attempts - 1}
+            await self._settle_fields(task_id, owner, fields, publish=False)
+            return Claim("unheld")
+        return claim
 
     async def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
         out = await self._renew([task_key(task_id)], [owner, int(lease_seconds * 1000)])
         return int(out) == 1
 
-    async def _settle_fields(self, task_id: str, owner: str, fields: dict[str, Any]) -> bool:
+    async def _settle_fields(
+        self, task_id: str, owner: str, fields: dict[str, Any], *, publish: bool = True
+    ) -> bool:
         args: list[Any] = [owner]
         for name, value in {**fields, "updated_at": time.time(), "wid": new_id()}.items():
             args += [name, value]
         result = await self.cache.write(lambda pipe: self._settle.stage(pipe, [task_key(task_id)], args))
-        if int(result[0]) != 1:
-            return False
+        if int(result[0]) != 1 or not publish:
+            return int(result[0]) == 1
         # A settled task is copied before its message is acknowledged: a site that takes it
         # over then finds it done and does not run it again. The result is stored here either
         # way; a copy that finds too few sites is logged, not turned into a failed task.

@@ -207,9 +207,10 @@ class Worker:
                 heartbeat.cancel()
 
     async def _claim(self, delivery: Delivery, message: TaskMessage, owner: str) -> Claim | None:
-        """Claim the task; while its record is not visible or the cache does not answer, hold
-        the delivery (lease extended, no attempt used up) and look again on a fresh view of
-        the primary, for up to ``AGENT_TASK_RECORD_WAIT_SECONDS``.
+        """Claim the task; while its record is not visible, the cache does not answer or (in a
+        fleet) too few sites hold the claim, hold the delivery (lease extended, no attempt used
+        up) and look again on a fresh view of the primary, for up to
+        ``AGENT_TASK_RECORD_WAIT_SECONDS``; then hand it back.
 
         The api stores the record, acknowledged by a replica, before it publishes, so a
         missing record is first of all a stale view (a node cut off or just demoted), not a
@@ -224,7 +225,9 @@ class Worker:
                 try:
                     claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
                     error = None
-                    if claim.outcome != "missing":
+                    if claim.outcome == "unheld":  # this site is cut off from its fleet
+                        error = DependencyDown("too few of the fleet's sites hold the claim")
+                    elif claim.outcome != "missing":
                         return claim
                 except Exception as exc:
                     error = exc

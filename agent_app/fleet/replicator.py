@@ -166,6 +166,9 @@ class Replicator:
             proposal = {**record, "epoch": str(base[0] + 1), "home": self.fleet.site}
             if kind == "task" and record.get("status") not in ("succeeded", "failed"):
                 proposal[REQUEUE] = "1"  # its message waits in the lost site's queue
+                # The lost site's claim goes with it: the new home's worker may claim at once.
+                for lease in ("lease_owner", "lease_until"):
+                    proposal.pop(lease, None)
             # Tentative here until a majority holds it: this store refuses the old home's copies
             # from now on, yet takes any copy newer than what the takeover was based on.
             tentative = {**proposal, TAKING: old_home}

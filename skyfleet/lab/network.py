@@ -11,17 +11,16 @@ userspace delay line on the uplink (``skyfleet.lab.delayline``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skyfleet.lab.errors import LabError
+from skyfleet.lab.locks import exclusive
 
 if TYPE_CHECKING:
     from skyfleet.lab.fabric import SiteLink
@@ -51,16 +50,8 @@ def tc(*args: str, netns: str | None = None, check: bool = True) -> subprocess.C
 NETWORKS_LOCK = Path("/run/lock/skyfleet-lab-networks.lock")
 
 
-@contextlib.contextmanager
-def networks_lock() -> Iterator[None]:
-    NETWORKS_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(NETWORKS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def networks_lock() -> contextlib.AbstractContextManager[None]:
+    return exclusive(NETWORKS_LOCK)
 
 
 def free_subnet(derived: str) -> str:

@@ -9,7 +9,6 @@ status may run concurrently with each other.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from skyfleet.lab.config import LabConfig
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.fabric import Fabric
+from skyfleet.lab.locks import exclusive
 from skyfleet.lab.procs import ProcessRecord, Role
 from skyfleet.lab.values import Rewrite
 
@@ -146,17 +146,8 @@ def save_state(state: LabState) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def state_lock(state_dir: str | Path) -> Iterator[None]:
-    path = Path(state_dir).expanduser().resolve() / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def state_lock(state_dir: str | Path) -> contextlib.AbstractContextManager[None]:
+    return exclusive(Path(state_dir).expanduser().resolve() / LOCK_FILE)
 
 
 @contextlib.contextmanager

@@ -237,6 +237,37 @@ def test_a_lost_sites_task_nobody_asks_about_is_adopted_and_completed_by_its_suc
     assert c.record("task", task_id).get("home") in ("site-a", "site-b")
 
 
+def test_a_site_cut_off_from_its_fleet_runs_no_task_until_a_majority_holds_its_claim(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+    assert a.worker is not None
+    a.worker.stop()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        task_id = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"}).json()["task_id"]
+    for site in (b, c):
+        assert site.lb is not None
+        site.lb.stop()
+    a.worker = AppProcess("worker", a.env).start(ready=False)
+    worker = a.worker
+    # The worker claims the task in its own store, but no other site holds the claim: it waits.
+    wait_until(
+        lambda: "too few of the fleet's sites hold the claim" in worker.output(),
+        timeout=30,
+        what="site-a's worker to find its claim unheld",
+    )
+    record = a.record("task", task_id)
+    assert record["status"] == "queued" and record["attempts"] == "0", record
+    b.start_lb()
+    wait_until(
+        lambda: a.record("task", task_id).get("status") == "succeeded",
+        timeout=40,
+        what="the task to run once a majority holds its claim",
+    )
+    assert a.record("task", task_id)["attempts"] == "1"
+
+
 def test_a_site_that_cannot_ask_enough_sites_never_answers_that_a_session_does_not_exist(
     fleet: dict[str, Site],
 ) -> None:
