@@ -7,6 +7,7 @@ the routers and the fast path share ``deps`` and ``handlers``; none of these imp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,8 @@ def create_app(runtime: Runtime | None = None, keys: ApiKeys | None = None) -> F
         yield
         if adopting is not None:
             adopting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adopting
         if runtime is not None:
             await runtime.close()
 

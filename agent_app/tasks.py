@@ -181,7 +181,10 @@ class TaskStore:
             log.debug("claim not held by the fleet; given back", extra={"error": exc.message})
             # Given back as it was: queued, and this claim not counted as an attempt.
             fields = {"status": TaskStatus.QUEUED.value, "attempts": claim.attempts - 1}
-            await self._settle_fields(task_id, owner, fields, publish=False)
+            try:
+                await self._settle_fields(task_id, owner, fields, publish=False)
+            except DependencyDown as down:  # the claim's lease runs out instead
+                log.warning("unheld claim not given back", extra={"error": down.message})
             return Claim("unheld")
         return claim
 

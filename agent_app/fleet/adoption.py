@@ -19,6 +19,7 @@ from typing import Any
 
 from agent_app.errors import AgentError
 from agent_app.fleet import Kind
+from agent_app.fleet.records import REQUEUE
 from agent_app.fleet.routing import locate
 from agent_app.keys import tasks_from_key
 from agent_app.runtime import Runtime
@@ -59,14 +60,21 @@ async def adopt_once(runtime: Runtime) -> int:
             continue
         key = tasks_from_key(home)
         ids: set[str] = await runtime.cache.run(lambda r, key=key: r.smembers(key))  # type: ignore[misc]
-        pending: dict[str, dict[str, str]] = {}
+        pending: dict[str, dict[str, str]] = {}  # still the lost site's
+        unqueued: dict[str, dict[str, str]] = {}  # taken over here, not queued yet
         for task_id in sorted(ids):
             record = await replicator.local.read("task", task_id)
-            if record and record.get("home") == home and record.get("status") not in _FINAL:
+            if not record or record.get("status") in _FINAL:
+                continue
+            if record.get("home") == home:
                 pending[task_id] = record
-        gone = ids - pending.keys()
+            elif record.get("home") == fleet.site and record.get(REQUEUE):
+                unqueued[task_id] = record
+        gone = ids - pending.keys() - unqueued.keys()
         if gone:
             await runtime.cache.run(lambda r, key=key, gone=gone: r.srem(key, *gone))
+        for task_id, record in unqueued.items():  # a queue that refused earlier: try again
+            adopted += await _adopt(runtime, key, task_id, record)
         if not pending:
             continue
         # Does the home answer? One call (the peers' breaker remembers a site that does not).
@@ -74,19 +82,24 @@ async def adopt_once(runtime: Runtime) -> int:
         if replicator.peers.reachable(home):
             continue
         for task_id, record in pending.items():
-            try:
-                where = await locate(runtime, "task", task_id, record=record)
-            except AgentError as exc:  # too few sites answer: the next look tries again
-                log.warning(
-                    "could not adopt a lost site's task", extra={"task_id": task_id, "error": exc.message}
-                )
-                break
-            if where is None:
-                adopted += 1
-                await runtime.cache.run(lambda r, task_id=task_id, key=key: r.srem(key, task_id))
+            adopted += await _adopt(runtime, key, task_id, record)
         if adopted:
             log.warning("adopted a lost site's unfinished tasks", extra={"from": home, "tasks": adopted})
     return adopted
+
+
+async def _adopt(runtime: Runtime, key: str, task_id: str, record: dict[str, str]) -> int:
+    """Take one task over and queue it here (``locate`` does both); 1 when it is queued here.
+    It stays listed until then: a takeover whose queueing failed is queued at the next look."""
+    try:
+        where = await locate(runtime, "task", task_id, record=record)
+    except AgentError as exc:  # too few sites answer, or the queue refused: the next look retries
+        log.warning("could not adopt a lost site's task", extra={"task_id": task_id, "error": exc.message})
+        return 0
+    if where is not None:  # another site is its home now
+        return 0
+    await runtime.cache.run(lambda r: r.srem(key, task_id))
+    return 1
 
 
 async def adopt_forever(runtime: Runtime) -> None:

@@ -15,7 +15,7 @@ write of the home). Applying is one Lua script, so each store decides alone and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from agent_app.cache import Cache
 from agent_app.fleet import Kind
@@ -23,6 +23,7 @@ from agent_app.keys import session_key, task_key
 
 KEYS = {"session": session_key, "task": task_key}
 Record = dict[str, str]
+Applied = Literal["held", "later", "refused", "behind"]
 
 # KEYS[1] the record; ARGV: mode ("copy"|"takeover"|"check"), base epoch, base version, ttl seconds,
 # then the record's field/value pairs. Returns {1} when this store now holds it, {2, the
@@ -124,6 +125,29 @@ class LocalRecords:
         raw: Record = await self.cache.run(lambda r: r.hgetall(KEYS[kind](record_id)))  # type: ignore[arg-type,return-value]
         return raw or None
 
+    async def decide(
+        self,
+        kind: Kind,
+        record_id: str,
+        record: Mapping[str, str],
+        *,
+        takeover_from: tuple[int, int] | None = None,
+        check: bool = False,
+    ) -> tuple[Applied, Record | None]:
+        """Apply a copy (with ``takeover_from``, a takeover based on that (epoch, version); with
+        ``check``, only ask whether the write ``record`` names is held). "held"; "later" or
+        "refused" with this store's record; "behind" (a check only: send the whole record)."""
+        mode = "takeover" if takeover_from else "check" if check else "copy"
+        be, bv = takeover_from or (0, 0)
+        out = await self._apply([KEYS[kind](record_id)], [mode, be, bv, self.ttl[kind], *pairs(record)])
+        code = int(out[0])
+        if code == 1:
+            return "held", None
+        if code == 3:
+            return "behind", None
+        flat = [str(x) for x in out[1]]
+        return ("later" if code == 2 else "refused"), dict(zip(flat[::2], flat[1::2], strict=True))
+
     async def apply(
         self,
         kind: Kind,
@@ -132,15 +156,10 @@ class LocalRecords:
         *,
         takeover_from: tuple[int, int] | None = None,
     ) -> tuple[bool, Record | None]:
-        """Apply a copy (or, with ``takeover_from``, a takeover based on that (epoch, version));
-        ``(True, None)`` when held, ``(False, this store's record)`` when refused."""
-        mode, (be, bv) = ("takeover", takeover_from) if takeover_from else ("copy", (0, 0))
-        args = [mode, be, bv, self.ttl[kind], *pairs(record)]
-        out = await self._apply([KEYS[kind](record_id)], args)
-        if int(out[0]) == 1:
-            return True, None
-        flat = [str(x) for x in out[1]]
-        return False, dict(zip(flat[::2], flat[1::2], strict=True))
+        """Apply a copy (or a takeover): ``(True, None)`` when held, ``(False, this store's
+        record)`` when not."""
+        outcome, current = await self.decide(kind, record_id, record, takeover_from=takeover_from)
+        return outcome == "held", current
 
     async def clear_flag(self, kind: Kind, record_id: str, name: str) -> None:
         await self.cache.write(lambda pipe: pipe.hdel(KEYS[kind](record_id), name))

@@ -111,15 +111,20 @@ class Replicator:
         return put
 
     async def _held_by_majority(self, kind: Kind, record_id: str, record: Record, *, check: bool) -> Record:
-        accepted, answers = await self._enough(self._putter(kind, record_id, record, check=check), _holds)
-        later = [r for outcome, r in answers if outcome == "later" and r is not None]
+        # A read (check) is served from a later write the others hold; a new write is not held
+        # where a later one is (it was written on a copy that lost that write).
+        accept = _holds if check else _held
+        accepted, answers = await self._enough(self._putter(kind, record_id, record, check=check), accept)
         refused = [r for outcome, r in answers if outcome == "refused" and r is not None]
-        if accepted >= self.fleet.peer_acks_needed:
-            FLEET_WRITES.labels(kind, "held").inc()
-            if later:  # this store lost a write of its own home that the others hold: take it back
-                best = max(later, key=order)
-                await self.local.apply(kind, record_id, best)
+        later = [r for outcome, r in answers if outcome == "later" and r is not None]
+        if later:  # this store lost a write of its own home that the others hold: take it back
+            best = max(later, key=order)
+            await self.local.apply(kind, record_id, best)
+            if check and accepted >= self.fleet.peer_acks_needed:
+                FLEET_WRITES.labels(kind, "held").inc()
                 return best
+        elif accepted >= self.fleet.peer_acks_needed:
+            FLEET_WRITES.labels(kind, "held").inc()
             return record
         newer = [r for r in refused if order(r)[0] > order(record)[0]]
         if newer:
@@ -216,6 +221,10 @@ class Replicator:
 
 def _holds(outcome: Outcome) -> bool:
     return outcome in ("held", "later")
+
+
+def _held(outcome: Outcome) -> bool:
+    return outcome == "held"
 
 
 def fleet_replicator(settings: Settings, cache: Cache, ttl: Mapping[str, int]) -> Replicator | None:

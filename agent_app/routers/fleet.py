@@ -7,6 +7,7 @@ own key; client keys are worthless here.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -15,13 +16,14 @@ from pydantic import BaseModel, Field
 
 from agent_app.contract import FLEET_KEY_HEADER, FLEET_PATH_PREFIX
 from agent_app.deps import get_runtime
-from agent_app.errors import NotFound, Unauthorized
+from agent_app.errors import DependencyDown, NotFound, Unauthorized
 from agent_app.fleet import Kind
 from agent_app.fleet.adoption import note_copy
 from agent_app.fleet.replicator import Replicator
 from agent_app.routers import SessionId, TaskId
 from agent_app.schemas import Message
 
+log = logging.getLogger("agent_app.fleet")
 router = APIRouter(prefix=FLEET_PATH_PREFIX, include_in_schema=False)
 Plural = Literal["sessions", "tasks"]
 
@@ -57,14 +59,20 @@ async def put_copy(
             {"code": "invalid_request", "message": f"record lacks {sorted(missing)}"}, status_code=422
         )
     kind: Kind = "session" if plural == "sessions" else "task"
-    held, current = await replicator.local.apply(
-        kind, record_id, body.record, takeover_from=body.takeover_from
+    outcome, current = await replicator.local.decide(
+        kind, record_id, body.record, takeover_from=body.takeover_from, check=body.check
     )
-    if held:
-        if not body.check:
+    if outcome == "behind":  # only the write's name came: ask for the whole record
+        return JSONResponse({"held": False}, status_code=404)
+    if outcome == "refused":
+        return JSONResponse({"held": False, "record": current}, status_code=409)
+    if not body.check:
+        try:
             await note_copy(get_runtime(request), kind, record_id, body.record)
-        return JSONResponse({"held": True})
-    return JSONResponse({"held": False, "record": current}, status_code=409)
+        except DependencyDown as exc:  # the copy is held: only the adoption list missed it
+            log.warning("task copy not listed for adoption", extra={"error": exc.message})
+    # "later": held, and this site holds a later write of the same epoch (the sender is behind).
+    return JSONResponse({"held": True, **({"record": current} if outcome == "later" else {})})
 
 
 @router.get("/{plural}/{record_id}")

@@ -83,7 +83,7 @@ class LabTarget:
                 raise TargetError(str(exc)) from None
             if report["healthy"]:
                 return time.monotonic() - started
-            if report["phase"] != "up":  # waiting would not bring it up
+            if report["phase"] not in ("up", "starting"):  # waiting would not bring it up
                 raise TargetError(
                     f"the lab in {self.state_dir} is {report['phase']}, not up "
                     f"(`skyfleet lab up --state-dir {self.state_dir}`, or --lab-dir for another lab)"

@@ -15,7 +15,7 @@ import pytest
 from agent_app.contract import SITE_HEADER
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.lifecycle import down, up
-from skyfleet.lab.network import free_subnet, ip
+from skyfleet.lab.network import free_subnet, ip, networks_lock
 from skyfleet.lab.procs import marked_pids
 from skyfleet.lab.state import LabState, load_state
 from skyfleet.lab.status import lab_status
@@ -50,16 +50,18 @@ def test_a_stack_without_a_stack_file_is_named(tmp_path: Path) -> None:
 
 @needs_root
 def test_a_lab_whose_subnet_another_lab_uses_takes_the_next_free_one(tmp_path: Path) -> None:
-    derived = twin_config(tmp_path / "lab", stacks=["onprem-prod"], edge=None).network
     link = f"sfd{os.getpid() % 100000}"
-    ip("link", "add", link, "type", "bridge")
-    try:
-        ip("addr", "add", derived.replace(".0/24", ".1/24"), "dev", link)
-        picked = free_subnet(derived)
-        assert picked != derived and picked.startswith("10.231.")
-    finally:
-        ip("link", "del", link)
-    assert free_subnet(derived) == derived
+    with networks_lock():  # no lab starting meanwhile takes either /24
+        # This lab's own /24 (or the next free one, when a running lab holds it), taken by a bridge.
+        derived = free_subnet(twin_config(tmp_path / "lab", stacks=["onprem-prod"], edge=None).network)
+        ip("link", "add", link, "type", "bridge")
+        try:
+            ip("addr", "add", derived.replace(".0/24", ".1/24"), "dev", link)
+            picked = free_subnet(derived)
+            assert picked != derived and picked.startswith("10.231.")
+        finally:
+            ip("link", "del", link)
+        assert free_subnet(derived) == derived
 
 
 def _containers_started(path: Path) -> bool:
