@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,11 @@ def test_defaults_are_the_shipped_prod_stacks_and_flags_win(tmp_path: Path) -> N
     path.write_text("stacks: [gcp-prod]\nedge: null\nmax_replicas: 1\n")
     config = LabConfig.from_yaml(path, max_replicas=2)
     assert config.stacks == ["gcp-prod"] and config.edge is None and config.max_replicas == 2
-    # Two state folders, two networks.
-    other = LabConfig(state_dir=tmp_path / "other")
-    assert config.network != other.network
+    # A lab's /24 follows from its state folder (two folders may map to one: `up` then takes the
+    # next free /24, tests/lab/test_lifecycle.py).
+    again = LabConfig(state_dir=config.state_dir)
+    assert config.network == again.network
+    assert ipaddress.IPv4Network(config.network).subnet_of(ipaddress.IPv4Network("10.231.0.0/16"))
     assert LabConfig.model_validate(config.model_dump(mode="json")) == config
 
 
