@@ -68,6 +68,11 @@ class Site:
             what=f"{self.name} load balancer",
         )
 
+    def stop_lb(self) -> None:
+        """The site is out of reach: its processes run, its load balancer is gone."""
+        assert self.lb is not None
+        self.lb.stop()
+
     def stop(self) -> None:
         for proc in (self.lb, self.api, self.worker):
             if proc is not None:
@@ -115,6 +120,17 @@ def fleet(tmp_path: Path, nats_server: NatsServer) -> Iterator[dict[str, Site]]:
 def client(site: Site):
     assert site.api is not None
     return site.api.client()
+
+
+def task_waiting_at(site: Site) -> tuple[str, str]:
+    """A session and a task accepted at ``site`` with its worker stopped: (session id, task id)."""
+    assert site.worker is not None
+    site.worker.stop()
+    with client(site) as c:
+        sid = c.post("/v1/sessions", json={}).json()["id"]
+        accepted = c.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
+        assert accepted.status_code == 202, accepted.text
+    return sid, accepted.json()["task_id"]
 
 
 def test_a_session_is_served_by_its_home_from_every_site_and_held_by_a_majority(
@@ -174,8 +190,7 @@ def test_a_read_confirmed_at_a_site_that_lacks_the_write_gives_it_the_whole_reco
         sid = ca.post("/v1/sessions", json={}).json()["id"]
         assert ca.post(f"/v1/sessions/{sid}/messages", json={"content": "kept whole"}).status_code == 200
         assert c.record("session", sid) == {}  # held by site-a and its successor only
-        assert b.lb is not None
-        b.lb.stop()
+        b.stop_lb()
         # The read is confirmed at site-c instead: it is sent the write's name, lacks it, and
         # gets the whole record (never a record cut down to the name).
         got = ca.get(f"/v1/sessions/{sid}")
@@ -187,9 +202,8 @@ def test_a_home_without_a_majority_acknowledges_nothing(fleet: dict[str, Site]) 
     a, b, c = fleet.values()
     with client(a) as ca:
         sid = ca.post("/v1/sessions", json={}).json()["id"]
-        for site in (b, c):
-            assert site.lb is not None
-            site.lb.stop()
+        b.stop_lb()
+        c.stop_lb()
         reply = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "alone"})
         assert reply.status_code == 503 and reply.json()["code"] == "fleet_unavailable", reply.text
         assert ca.get(f"/v1/sessions/{sid}").status_code == 503  # nor confirms a read
@@ -198,13 +212,7 @@ def test_a_home_without_a_majority_acknowledges_nothing(fleet: dict[str, Site]) 
 
 def test_a_task_accepted_at_a_lost_site_is_completed_by_its_successor_once(fleet: dict[str, Site]) -> None:
     a, b, c = fleet.values()
-    assert a.worker is not None
-    a.worker.stop()  # the task waits in site-a's queue, unrun
-    with client(a) as ca:
-        sid = ca.post("/v1/sessions", json={}).json()["id"]
-        accepted = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
-        assert accepted.status_code == 202, accepted.text
-        task_id = accepted.json()["task_id"]
+    sid, task_id = task_waiting_at(a)  # the task waits in site-a's queue, unrun
     # Accepted once a majority held its record: one of the other sites has it, queued.
     assert "queued" in (b.record("task", task_id).get("status"), c.record("task", task_id).get("status"))
     a.stop()
@@ -228,13 +236,7 @@ def test_a_lost_sites_task_nobody_asks_about_is_adopted_and_completed_by_its_suc
     fleet: dict[str, Site],
 ) -> None:
     a, b, c = fleet.values()
-    assert a.worker is not None
-    a.worker.stop()
-    with client(a) as ca:
-        sid = ca.post("/v1/sessions", json={}).json()["id"]
-        accepted = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
-        assert accepted.status_code == 202, accepted.text
-        task_id = accepted.json()["task_id"]
+    sid, task_id = task_waiting_at(a)
     # The successor lists the unfinished copy under its home.
     assert b.store().sismember("skyfleet:fleet:tasks-from:site-a", task_id)
     a.stop()
@@ -258,14 +260,9 @@ def test_a_site_cut_off_from_its_fleet_runs_no_task_until_a_majority_holds_its_c
     fleet: dict[str, Site],
 ) -> None:
     a, b, c = fleet.values()
-    assert a.worker is not None
-    a.worker.stop()
-    with client(a) as ca:
-        sid = ca.post("/v1/sessions", json={}).json()["id"]
-        task_id = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"}).json()["task_id"]
-    for site in (b, c):
-        assert site.lb is not None
-        site.lb.stop()
+    _, task_id = task_waiting_at(a)
+    b.stop_lb()
+    c.stop_lb()
     a.worker = AppProcess("worker", a.env).start(ready=False)
     worker = a.worker
     # The worker claims the task in its own store, but no other site holds the claim: it waits.
@@ -302,9 +299,8 @@ def test_a_site_that_cannot_ask_enough_sites_never_answers_that_a_session_does_n
     with client(a) as ca:
         sid = ca.post("/v1/sessions", json={}).json()["id"]
     assert c.record("session", sid) == {}  # held by site-a and its successor only
-    for site in (a, b):
-        assert site.lb is not None
-        site.lb.stop()
+    a.stop_lb()
+    b.stop_lb()
     with client(c) as cc:
         # Neither site that holds it answers: "no such session" would be a lie.
         reply = cc.get(f"/v1/sessions/{sid}")
@@ -355,9 +351,8 @@ def test_a_turn_no_majority_held_is_not_replayed_until_one_holds_it(fleet: dict[
     key = {"Idempotency-Key": "turn-once-0001"}
     with client(a) as ca:
         sid = ca.post("/v1/sessions", json={}).json()["id"]
-        for site in (b, c):
-            assert site.lb is not None
-            site.lb.stop()
+        b.stop_lb()
+        c.stop_lb()
         refused = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "once"}, headers=key)
         assert refused.status_code == 503, refused.text
         # The retry is not answered from the copy only site-a holds.
