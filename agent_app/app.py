@@ -17,7 +17,7 @@ from agent_app import handlers
 from agent_app.auth import ApiKeys
 from agent_app.deps import State
 from agent_app.fleet.adoption import adopt_forever
-from agent_app.routers import fleet, operations, sessions, tasks
+from agent_app.routers import fleet, operations, sessions, sites, tasks
 from agent_app.runtime import Runtime
 
 
@@ -47,6 +47,6 @@ def create_app(runtime: Runtime | None = None, keys: ApiKeys | None = None) -> F
     )
     app.state.agent = State(runtime, keys)
     handlers.install(app)
-    for router in (sessions.router, tasks.router, operations.router, fleet.router):
+    for router in (sessions.router, tasks.router, sites.router, operations.router, fleet.router):
         app.include_router(router)
     return app

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -133,6 +133,21 @@ def connect(settings: Settings) -> Redis:
         )
         return sentinel.master_for(settings.redis_sentinel_master, redis_class=Redis)
     return Redis.from_url(settings.redis_url, **common)
+
+
+# Writes a new record (a hash) unless its key exists: 1 written, 0 it was there. Keyed creates
+# (``Idempotency-Key``) sent twice at once make one record, not two with different write ids.
+CREATE_IF_ABSENT = """#!lua
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def create_args(ttl: int, fields: Mapping[str, Any]) -> list[Any]:
+    """``CREATE_IF_ABSENT``'s arguments: the TTL, then field, value, field, value..."""
+    return [ttl, *(item for pair in fields.items() for item in pair)]
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,22 @@ def turn_id(key_id: str, session_id: str, idempotency_key: str | None) -> str | 
     key's) and the session's, so two clients choosing the same key never meet."""
     if idempotency_key is None:
         return None
-    key = idempotency_key.strip('"')  # the draft standard sends it as a quoted string
-    material = f"{key_id}\0{session_id}\0{key}".encode()
-    return "idem-" + hashlib.sha256(material).hexdigest()[:32]
+    return "idem-" + _keyed(key_id, session_id, idempotency_key)
+
+
+def created_id(key_id: str, idempotency_key: str | None, *within: str) -> str | None:
+    """The id of the session (``within`` nothing) or the session's task (``within`` the session
+    id) a create with this ``Idempotency-Key`` makes: a retried create, at any site of a fleet,
+    names the same record. Unguessable without the client's key."""
+    if idempotency_key is None:
+        return None
+    return _keyed(key_id, "session" if not within else "task", *within, idempotency_key)
+
+
+def _keyed(key_id: str, *parts: str) -> str:
+    key = parts[-1].strip('"')  # the draft standard sends it as a quoted string
+    material = "\0".join((key_id, *parts[:-1], key)).encode()
+    return hashlib.sha256(material).hexdigest()[:32]
 
 
 async def take_turn(

@@ -147,8 +147,10 @@ class Runtime:
         if self.draining:
             raise Draining("this instance is shutting down; retry on another", retry_after=1)
 
-    async def enqueue(self, session_id: str, text: str, work_seconds: float = 0) -> str:
-        task_id = new_id()
+    async def enqueue(
+        self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None
+    ) -> str:
+        task_id = task_id or new_id()
         await self.tasks.create(task_id, session_id, text, work_seconds)
         message = TaskMessage(
             task_id=task_id,

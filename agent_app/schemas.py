@@ -118,6 +118,18 @@ class Task(BaseModel):
     updated_at: float
 
 
+class FleetSite(BaseModel):
+    name: str
+    url: str = Field(description="The site's regional base URL (https), covered by its certificate")
+
+
+class Fleet(BaseModel):
+    """The sites a client may send any request to: every site serves every session."""
+
+    site: str = Field(description="The site that answered")
+    sites: list[FleetSite] = Field(description="Every site of the fleet; empty when the site runs alone")
+
+
 class TaskMessage(Strict):
     """The queue message body; everything a worker needs even if the task record lags."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from agent_app.cache import Cache
+from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
 from agent_app.errors import Conflict, Moved, NotFound, TooLarge
 from agent_app.fleet import Replication
 from agent_app.keys import session_key
@@ -145,13 +145,15 @@ class SessionStore:
         self.site = ""
         self.replicator: Replication | None = None
         self._cas = cache.script(_CAS)
+        self._create = cache.script(CREATE_IF_ABSENT)
         self._lock_and_load = cache.script(_LOCK_AND_LOAD)
         self._lease = cache.script(_LEASE)
 
-    async def create(self, metadata: dict[str, str]) -> Session:
+    async def create(self, metadata: dict[str, str], session_id: str | None = None) -> Session:
+        """A new session: ``session_id`` (a keyed create's, ``deps.created_id``) or a random id."""
         now = time.time()
         session = Session(
-            id=new_id(),
+            id=session_id or new_id(),
             created_at=now,
             updated_at=now,
             turns=0,
@@ -172,10 +174,11 @@ class SessionStore:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
 
         def stage(pipe: Any) -> None:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self.ttl)
+            self._create.stage(pipe, [key], create_args(self.ttl, fields))
 
-        await self.cache.write(stage)
+        (written,) = await self.cache.write(stage)
+        if not written:  # a create with the same Idempotency-Key got there first
+            return await self.get(session.id)
         if self.replicator is not None:
             await self.replicator.publish("session", session.id, {k: str(v) for k, v in fields.items()})
         return session

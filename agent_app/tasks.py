@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent_app.cache import Cache
+from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
 from agent_app.errors import DependencyDown, Moved, NotFound
 from agent_app.fleet import Replication
 from agent_app.keys import task_key
@@ -85,6 +85,7 @@ class TaskStore:
         self.site = ""
         self.replicator: Replication | None = None
         self._claim = cache.script(_CLAIM)
+        self._create = cache.script(CREATE_IF_ABSENT)
         self._renew = cache.script(_RENEW)
         self._settle = cache.script(_SETTLE)
 
@@ -115,10 +116,11 @@ class TaskStore:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
 
         def stage(pipe: Any) -> None:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self.ttl)
+            self._create.stage(pipe, [key], create_args(self.ttl, fields))
 
-        await self.cache.write(stage)
+        (written,) = await self.cache.write(stage)
+        if not written:  # a create with the same Idempotency-Key got there first
+            return await self.get(task_id)
         if self.replicator is not None:
             await self.replicator.publish("task", task_id, {k: str(v) for k, v in fields.items()})
         return task

@@ -23,7 +23,7 @@ import re
 from starlette.responses import Response
 
 from agent_app.contract import FLEET_KEY_HEADER, FORWARDED_HEADER, HOME_HEADER, REQUEST_ID_HEADER, VIA_HEADER
-from agent_app.deps import State
+from agent_app.deps import State, created_id
 from agent_app.errors import AgentError, FleetUnavailable, GatewayTimeout, Moved
 from agent_app.fleet.peers import PeerTimeout
 from agent_app.fleet.records import REQUEUE, TAKING, Kind, Record, before_takeover
@@ -33,7 +33,7 @@ from agent_app.http import ASGIApp, Message, Receive, Scope, Send, read_request,
 from agent_app.logs import request_id_var
 from agent_app.metrics import FLEET_FORWARDS
 from agent_app.runtime import Runtime
-from agent_app.schemas import ID_PATTERN
+from agent_app.schemas import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
 _PATHS: tuple[tuple[re.Pattern[str], Kind], ...] = (
@@ -51,10 +51,23 @@ _NOT_PASSED_BACK = frozenset(
     {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
 )
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
+_IDEMPOTENCY_KEY = b"idempotency-key"
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _VIA = VIA_HEADER.lower().encode()
 log = logging.getLogger("agent_app.fleet")
 # Local tries and passes for one request: a record moves at most once or twice while it runs.
 HOPS = 3
+
+
+def _keyed_create(scope: Scope) -> str | None:
+    """The ``Idempotency-Key`` of ``POST /v1/sessions``, when it has a well-formed one."""
+    if scope["method"] != "POST" or scope["path"] != "/v1/sessions":
+        return None
+    for name, value in scope["headers"]:
+        if name == _IDEMPOTENCY_KEY:
+            key = value.decode("latin-1")
+            return key if _KEY.fullmatch(key) else None  # the app answers 422
+    return None
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -125,9 +138,12 @@ class FleetRouting:
         if scope["type"] != "http" or replicator is None:
             await self.app(scope, receive, send)
             return
-        target: tuple[Kind, str] | None = next(
+        target: tuple[Kind, str | None] | None = next(
             ((kind, m.group(1)) for rx, kind in _PATHS if (m := rx.fullmatch(scope["path"]))), None
         )
+        keyed = _keyed_create(scope)
+        if target is None and keyed is not None:
+            target = ("session", None)  # named by its key, once the caller is known
         if target is None:
             await self.app(scope, receive, send)
             return
@@ -137,6 +153,11 @@ class FleetRouting:
             await self.app(scope, receive, send)  # the app answers 401
             return
         kind, record_id = target
+        if record_id is None:
+            # A create sent again (its first try may have reached a site now lost) goes where
+            # the session it made lives: served there, it answers that session.
+            record_id = created_id(key_id, keyed)
+            assert record_id is not None
         chain = _passed_by(scope, replicator)
         messages = await read_request(receive)
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")

@@ -2,26 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 
-from agent_app.deps import caller, get_runtime, get_state, take_turn
+from agent_app.deps import caller, created_id, get_runtime, get_state, take_turn
+from agent_app.errors import IdempotencyKeyReused, NotFound
 from agent_app.logs import session_id_var
-from agent_app.routers import ERROR, NOT_FOUND, V1_ERRORS, SessionId
-from agent_app.schemas import IDEMPOTENCY_KEY_PATTERN, MessageCreate, Session, SessionCreate, TurnReply
+from agent_app.routers import ERROR, IDEMPOTENCY_KEY_REUSED, NOT_FOUND, V1_ERRORS, SessionId, idempotency_key
+from agent_app.schemas import MessageCreate, Session, SessionCreate, TurnReply
 
 router = APIRouter(tags=["sessions"])
 TURN_ROUTE = "/v1/sessions/{session_id}/messages"
 
 
-@router.post("/v1/sessions", status_code=201, response_model=Session, responses=V1_ERRORS)
+SessionKey = Annotated[
+    str | None,
+    idempotency_key(
+        "Makes a retried create safe: a session created with this key is answered again, at any "
+        "site of a fleet, and not made twice (the same key with other metadata: 422)"
+    ),
+]
+
+
+@router.post(
+    "/v1/sessions", status_code=201, response_model=Session, responses={**V1_ERRORS, **IDEMPOTENCY_KEY_REUSED}
+)
 async def create_session(
     request: Request,
-    _: Annotated[str, Depends(caller)],
+    key_id: Annotated[str, Depends(caller)],
     body: Annotated[SessionCreate | None, Body()] = None,
+    key: SessionKey = None,
 ) -> Session:
-    session = await get_runtime(request).sessions.create((body or SessionCreate()).metadata)
+    sessions = get_runtime(request).sessions
+    metadata = (body or SessionCreate()).metadata
+    session_id = created_id(key_id, key)
+    if session_id is not None:
+        session_id_var.set(session_id)
+        with contextlib.suppress(NotFound):
+            made = await sessions.get(session_id)
+            if made.metadata != metadata:
+                raise IdempotencyKeyReused("this Idempotency-Key created a session with other metadata")
+            return made
+    session = await sessions.create(metadata, session_id)
     session_id_var.set(session.id)
     return session
 
@@ -34,13 +58,9 @@ async def get_session(request: Request, session_id: SessionId, _: Annotated[str,
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description=(
-            "Makes a retried turn safe: a turn with this key already stored in the session is "
-            "answered with its stored reply and not run again (the same key with another message: 422)"
-        ),
+    idempotency_key(
+        "Makes a retried turn safe: a turn with this key already stored in the session is "
+        "answered with its stored reply and not run again (the same key with another message: 422)"
     ),
 ]
 
@@ -52,7 +72,7 @@ IdempotencyKey = Annotated[
         **V1_ERRORS,
         **NOT_FOUND,
         409: {**ERROR, "description": "The session stayed busy with earlier turns; retry"},
-        422: {**ERROR, "description": "Malformed request, or an Idempotency-Key reused for another message"},
+        **IDEMPOTENCY_KEY_REUSED,
     },
 )
 async def post_message(

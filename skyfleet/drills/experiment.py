@@ -119,6 +119,10 @@ class LoadSpec(_Strict):
     # each user's next request follows the edge's answer of the moment, as many users behind
     # many resolvers do.
     clients: Literal["shared", "per-user"] = "shared"
+    # "edge": clients of the global name alone (browsers, curl), moved by the edge only;
+    # "fleet": ``agent_app.client.FleetClient``, which knows every site (``GET /v1/fleet``) and
+    # sends a request that cannot reach one site to the next.
+    client: Literal["edge", "fleet"] = "edge"
     mix: LoadMix = Field(default_factory=LoadMix)
 
     @property

@@ -122,12 +122,16 @@ class FrontDoor:
             base_url=self.url, transport=ResolvingTransport(self._resolver(), verify=verify), **kwargs
         )
 
-    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+    def async_client(self, base_url: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """A client of the global name, or of ``base_url`` (a site's regional name), found and
+        trusted the same way: through the lab's DNS, or only at a loopback address."""
         self.check()
+        base_url = base_url or self.url
         limits = kwargs.pop("limits", None)
         if self.dns is None:
+            ensure_loopback(base_url)
             return httpx.AsyncClient(
-                base_url=self.url, verify=self._verify(), limits=limits or httpx.Limits(), **kwargs
+                base_url=base_url, verify=self._verify(), limits=limits or httpx.Limits(), **kwargs
             )
         from skyfleet.lab.resolver import AsyncResolvingTransport
 
@@ -136,4 +140,4 @@ class FrontDoor:
         transport = AsyncResolvingTransport(
             self._resolver(), verify=verify, **({"limits": limits} if limits is not None else {})
         )
-        return httpx.AsyncClient(base_url=self.url, transport=transport, **kwargs)
+        return httpx.AsyncClient(base_url=base_url, transport=transport, **kwargs)

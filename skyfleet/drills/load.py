@@ -35,14 +35,18 @@ from typing import IO, Any
 
 import httpx
 
+from agent_app.client import FleetClient
 from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER, VIA_HEADER
 from skyfleet.drills.experiment import LoadSpec
-from skyfleet.drills.frontdoor import FrontDoor
+from skyfleet.drills.frontdoor import FrontDoor, ensure_loopback
 from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
 
 # After the schedule's end, in-flight requests get their timeout and this much more; past that
 # the child exits whatever it is doing.
 EXIT_MARGIN_SECONDS = 10.0
+
+
+Client = httpx.AsyncClient | FleetClient
 
 
 class LoadProcessError(RuntimeError):
@@ -232,17 +236,32 @@ class Generator:
         self._clients: dict[str, int] = {}
         self._sessions_opened = 0
         self._kinds = ["session", "message", "task", "poll"]
-        self._user_clients: dict[str, httpx.AsyncClient] = {}
+        self._user_clients: dict[str, Client] = {}
+        self._sites: tuple[str, ...] = ()
         mix = spec.mix
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
 
-    def _client(self, *, keepalive: int = 64) -> httpx.AsyncClient:
+    def _http(self, base_url: str | None = None, *, keepalive: int = 64) -> httpx.AsyncClient:
         return self.door.async_client(
+            base_url,
             timeout=self.spec.request_timeout_seconds,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=keepalive),
         )
 
-    def _user_client(self, shared: httpx.AsyncClient, number: int) -> httpx.AsyncClient:
+    def _client(self, *, keepalive: int = 64) -> Client:
+        """One client of the load: of the global name alone, or (``client: fleet``) the app's
+        fleet client, with the sites found at the start and the same HTTP stack per site."""
+        if self.spec.client == "edge":
+            return self._http(keepalive=keepalive)
+        return FleetClient(
+            self.door.url,
+            self.door.api_key,  # each request sends its user's own key
+            sites=self._sites,
+            http=lambda base: self._http(base, keepalive=keepalive),
+            timeout=self.spec.request_timeout_seconds,
+        )
+
+    def _user_client(self, shared: Client, number: int) -> Client:
         """The HTTP client of client (API key) ``number``: the shared one, or (per-user) its own,
         made on first use, with no kept-alive connection (each request resolves and connects)."""
         if self.spec.clients == "shared":
@@ -252,14 +271,30 @@ class Generator:
             self._user_clients[key] = self._client(keepalive=0)
         return self._user_clients[key]
 
+    async def _find_sites(self) -> None:
+        """The fleet's regional names, asked once before the clock starts (as an application
+        using the fleet client does at its start). Against a deployed stack each must be a
+        loopback tunnel too: load goes nowhere else."""
+        async with self._client() as client:
+            assert isinstance(client, FleetClient)
+            sites = await client.discover()
+        if not sites:
+            raise LoadProcessError(f"client: fleet, but {self.door.url}/v1/fleet lists no sites")
+        if self.door.dns is None:
+            for url in sites:
+                ensure_loopback(url)
+        self._sites = sites
+
     async def run(self) -> None:
         interval = 1.0 / self.spec.rate
         in_flight: set[asyncio.Task[None]] = set()
+        if self.spec.client == "fleet":
+            await self._find_sites()
         async with self._client() as client:
             # One untimed request first: it loads the HTTP stack's lazy imports and opens a
             # connection, so the first scheduled requests measure the system, not the client.
             with contextlib.suppress(httpx.HTTPError):
-                await client.get(LIVENESS_PATH)
+                await client.request("GET", LIVENESS_PATH)
             if self.spec.clients == "per-user":  # every user's client made before the clock starts
                 for number in range(len(self.door.api_keys)):
                     self._user_client(client, number)
@@ -313,16 +348,14 @@ class Generator:
         if kind == "poll" and task_id is not None:
             self.state.tasks.pop(task_id, None)
 
-    async def _one(self, client: httpx.AsyncClient, scheduled: float) -> None:
+    async def _one(self, client: Client, scheduled: float) -> None:
         kind, session_id = self._pick()
         try:
             await self._send(client, scheduled, kind, session_id)
         finally:
             self._busy.discard(session_id or "")
 
-    async def _send(
-        self, client: httpx.AsyncClient, scheduled: float, kind: str, session_id: str | None
-    ) -> None:
+    async def _send(self, client: Client, scheduled: float, kind: str, session_id: str | None) -> None:
         task_id = marker = None
         client_number = self._clients.get(session_id or "", 0)
         if kind == "session":
@@ -344,15 +377,21 @@ class Generator:
         sent = time.time()
         started = time.perf_counter()
         status: int | None = None
-        site = instance = error = via = None
+        site = instance = error = via = endpoint = None
         payload: Any = None
         try:
             # One deadline for the whole exchange (httpx's timeout applies per operation).
+            headers = self.door.auth(client_number)
+            if method == "POST" and self.spec.client == "fleet":
+                # What the fleet client's create_session, send_message and create_task send.
+                headers["Idempotency-Key"] = marker or os.urandom(16).hex()
             async with asyncio.timeout(self.spec.request_timeout_seconds):
                 response = await self._user_client(client, client_number).request(
-                    method, path, json=body, headers=self.door.auth(client_number)
+                    method, path, json=body, headers=headers
                 )
             status = response.status_code
+            if isinstance(client, FleetClient) and response.request.url.host != client.host:
+                endpoint = response.request.url.host
             site = response.headers.get(SITE_HEADER)
             via = response.headers.get(VIA_HEADER)
             instance = response.headers.get(INSTANCE_HEADER)
@@ -388,6 +427,7 @@ class Generator:
             task_id=task_id,
             marker=marker,
             via=via,
+            endpoint=endpoint,
         )
         self.state.add(record, task, keep=False)
         if status == 404:

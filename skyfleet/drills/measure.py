@@ -81,6 +81,9 @@ class Measurements(BaseModel):
     served_by_site: dict[str, dict[str, int]] = Field(default_factory=dict)
     # Successful requests another site passed to the record's home, by the site they reached.
     forwarded_by_site: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # Successful requests a fleet client sent to a site's regional name (the global name could
+    # not take them), by that host.
+    by_regional_name: dict[str, dict[str, int]] = Field(default_factory=dict)
     # How late the generator sent requests against its schedule: a large value means the
     # load machine, not the system under test, was the bottleneck.
     send_lag_ms: Percentiles = Field(default_factory=Percentiles)
@@ -189,6 +192,7 @@ def measure(
     phases: dict[str, list[RequestRecord]] = {"before": [], "during": [], "after": []}
     served: dict[str, Counter[str]] = {p: Counter() for p in phases}
     forwarded: dict[str, Counter[str]] = {p: Counter() for p in phases}
+    regional: dict[str, Counter[str]] = {p: Counter() for p in phases}
     for r in records:
         phase = _phase(r, fault_at, restored_at)
         phases[phase].append(r)
@@ -196,6 +200,8 @@ def measure(
             served[phase][r.site or "unknown"] += 1
             if r.via:
                 forwarded[phase][r.via] += 1
+            if r.endpoint:
+                regional[phase][r.endpoint] += 1
     failed = [r for r in records if not r.ok]
     lag = list(lag_samples_ms)
     m = Measurements(
@@ -209,6 +215,7 @@ def measure(
         replication_lag_ms=LagPercentiles(p50=percentile(lag, 50), p99=percentile(lag, 99), samples=len(lag)),
         served_by_site={p: dict(c) for p, c in served.items()},
         forwarded_by_site={p: dict(c) for p, c in forwarded.items() if c},
+        by_regional_name={p: dict(c) for p, c in regional.items() if c},
         send_lag_ms=_lag([(r.sent - r.scheduled) * 1000.0 for r in records]),
         errors_by_kind=dict(Counter(f"{r.kind}:{r.status or 'no-response'}" for r in failed)),
     )

@@ -34,6 +34,8 @@ class RequestRecord:
     task_id: str | None = None
     marker: str | None = None  # a turn's unique marker, looked up again on read-back
     via: str | None = None  # the site the request reached, when another (the record's home) served it
+    # The fleet client's regional host it was answered at, when not the global name.
+    endpoint: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -172,6 +172,12 @@ def render_markdown(report: DrillReport) -> str:
             for phase, c in m.forwarded_by_site.items()
         )
         lines.append(f"| of which reached another site first (passed on from) | {passed} |")
+    if m.by_regional_name:
+        regional = "; ".join(
+            f"{phase}: " + ", ".join(f"{s} {n}" for s, n in sorted(c.items()))
+            for phase, c in m.by_regional_name.items()
+        )
+        lines.append(f"| of which the fleet client sent to a site's regional name | {regional} |")
     if m.errors_by_kind:
         lines.append(
             "| failures by kind:status | "

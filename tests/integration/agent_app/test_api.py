@@ -154,6 +154,29 @@ def test_a_retried_turn_is_answered_once(api: AppProcess, media_type: str) -> No
     assert [m["content"] for m in stored["messages"][::2]] == ["my name is Ada", "what is my name?"]
 
 
+def test_a_session_created_again_with_its_idempotency_key_is_made_once(api: AppProcess) -> None:
+    """A create sent again with the same key (a retry after a lost answer, or a double submit
+    at once) answers the session the first made; the key with other metadata is 422."""
+    key = {"Idempotency-Key": "create-1"}
+
+    def create(user: str) -> httpx.Response:
+        with api.client() as client:
+            return client.post("/v1/sessions", json={"metadata": {"user": user}}, headers=key)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        made = list(pool.map(create, ["ada"] * 3))
+    assert [r.status_code for r in made] == [201] * 3, [r.text for r in made]
+    assert len({json.dumps(r.json(), sort_keys=True) for r in made}) == 1
+    assert create("ada").json() == made[0].json()
+    other = create("bob")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    with api.client() as client:
+        assert (
+            client.post("/v1/sessions", json={"metadata": {"user": "ada"}}).json()["id"]
+            != made[0].json()["id"]
+        )
+
+
 def test_a_double_submit_is_not_an_error(api: AppProcess, busy_cores: None) -> None:
     """The same message sent several times at once with one key (a UI's double click, a
     client retrying before the first answer): all 200 with the same reply, stored once."""

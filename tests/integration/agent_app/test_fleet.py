@@ -5,16 +5,22 @@ back is fenced by the newer epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import ssl
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from agent_app.client import FleetClient
 from agent_app.contract import FLEET_KEY_HEADER, FORWARDED_HEADER, SITE_HEADER, fleet_sites_value
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.testing.servers import (
+    API_KEY,
     AppProcess,
     NatsServer,
     Proc,
@@ -378,3 +384,137 @@ def test_a_turn_no_majority_held_is_not_replayed_until_one_holds_it(fleet: dict[
         ]
     assert history == ["once"]  # stored once, and a majority holds it now
     assert [s.record("session", sid).get("version") for s in (b, c)].count("1") >= 1
+
+
+# --- the fleet client (agent_app.client) ---------------------------------------------------------
+
+
+def fleet_client(global_site: Site, **kwargs: Any) -> FleetClient:
+    """A FleetClient whose global name is ``global_site``'s, trusting the fleet's test roots."""
+    return FleetClient(global_site.url, API_KEY, http=https_to(global_site), **kwargs)
+
+
+def https_to(site: Site) -> Callable[[str], httpx.AsyncClient]:
+    """HTTP clients trusting the fleet's test roots."""
+    roots = ssl.create_default_context(cafile=site.pem.parent / "roots.pem")
+    return lambda base: httpx.AsyncClient(base_url=base, verify=roots)
+
+
+def test_every_site_lists_the_fleet_to_its_clients(fleet: dict[str, Site]) -> None:
+    a, b, _ = fleet.values()
+    with client(b) as cb:
+        got = cb.get("/v1/fleet")
+        assert cb.get("/v1/fleet", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert got.status_code == 200, got.text
+    assert got.json() == {"site": "site-b", "sites": [{"name": s.name, "url": s.url} for s in fleet.values()]}
+
+    async def discover() -> tuple[str, ...]:
+        async with fleet_client(a) as fc:
+            return await fc.discover()
+
+    assert asyncio.run(discover()) == tuple(s.url for s in fleet.values() if s is not a)
+
+
+def test_the_fleet_client_carries_on_at_another_site_when_its_global_names_site_is_lost(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+
+    async def scenario() -> None:
+        async with fleet_client(a, sites=[b.url, c.url]) as fc:
+            session = await fc.create_session()
+            first = await fc.send_message(session["id"], "hello")
+            assert first["reply"]
+            a.stop_lb()  # the global name's site is out of reach
+            async with https_to(a)(a.url) as plain:
+                with pytest.raises(httpx.ConnectError):
+                    await plain.get("/healthz")  # a client of the global name alone fails
+            turn = await fc.request(
+                "POST",
+                f"/v1/sessions/{session['id']}/messages",
+                json={"content": "still there?"},
+                headers={"Idempotency-Key": "turn-2"},
+            )
+            assert turn.status_code == 200, turn.text
+            assert turn.headers[SITE_HEADER] in ("site-b", "site-c")  # the successor took it over
+            assert turn.request.url.host == "127.0.0.1" and turn.request.url.port == b.port
+            # The lost endpoint waits out its cooldown last in line: no second connect to it.
+            assert fc.endpoints[-1] == a.url
+            created = await fc.request("POST", "/v1/sessions", json={})
+            assert created.status_code == 201 and created.request.url.port == b.port
+            got = await fc.request("GET", f"/v1/sessions/{session['id']}")
+            assert [m["content"] for m in got.json()["messages"] if m["role"] == "user"] == [
+                "hello",
+                "still there?",
+            ]
+
+    asyncio.run(scenario())
+
+
+def test_the_fleet_client_passes_over_a_balancer_without_backends_but_not_the_apps_answers(
+    fleet: dict[str, Site],
+) -> None:
+    a, b, c = fleet.values()
+
+    async def scenario() -> None:
+        async with fleet_client(a, sites=[b.url, c.url]) as fc:
+            missing = await fc.request("GET", "/v1/tasks/" + "0" * 32)
+            assert missing.status_code == 404 and missing.headers[SITE_HEADER] == "site-a"  # the app's answer
+            assert a.api is not None
+            a.api.stop()  # site-a's balancer runs with no backend: it answers 503 by itself
+            created = await fc.request("POST", "/v1/sessions", json={})
+            assert created.status_code == 201, created.text
+            assert created.headers[SITE_HEADER] == "site-b"
+
+    asyncio.run(scenario())
+
+
+def test_the_fleet_client_sends_again_only_what_is_safe_to_repeat(fleet: dict[str, Site]) -> None:
+    """A site that takes the request and breaks the connection unanswered may have acted on it:
+    a session's creation is not sent again (the caller decides), a GET is (at the next site)."""
+    b = fleet["site-b"]
+
+    async def scenario() -> None:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        fc = FleetClient(f"http://127.0.0.1:{port}", API_KEY, sites=[b.url], http=https_to(b))
+        async with server, fc:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await fc.request("POST", "/v1/sessions", json={})
+            health = await fc.request("GET", "/healthz")
+            assert health.status_code == 200 and health.headers[SITE_HEADER] == "site-b"
+            fc.use_sites([b.url])  # the hanging site is tried first again
+            keyed = await fc.request("POST", "/v1/sessions", json={}, headers={"Idempotency-Key": "s-1"})
+            assert keyed.status_code == 201 and keyed.headers[SITE_HEADER] == "site-b"
+
+    asyncio.run(scenario())
+
+
+def test_a_keyed_create_sent_again_after_its_site_was_lost_answers_the_session_it_made(
+    fleet: dict[str, Site],
+) -> None:
+    """The create reached site-a and its successor site-b (a majority); the retry lands at
+    site-c, which has no copy: it must not make a second session under the same id."""
+    a, b, c = fleet.values()
+
+    async def scenario() -> None:
+        async with fleet_client(a, sites=[c.url, b.url]) as fc:
+            made = await fc.create_session({"user": "ada"}, idempotency_key="create-once")
+            assert b.record("session", made["id"])["home"] == "site-a"
+            assert c.record("session", made["id"]) == {}
+            a.stop_lb()  # its answer was lost with the site, say: the client sends it again
+            key = {"Idempotency-Key": "create-once"}
+            again = await fc.request("POST", "/v1/sessions", json={"metadata": {"user": "ada"}}, headers=key)
+            assert again.status_code == 201, again.text
+            assert again.json()["id"] == made["id"]
+            assert (
+                again.request.url.port == c.port and again.headers[SITE_HEADER] == "site-b"
+            )  # a's successor
+            turn = await fc.send_message(made["id"], "hello")
+            assert turn["session_id"] == made["id"]
+
+    asyncio.run(scenario())

@@ -85,6 +85,30 @@ def test_task_end_to_end(stack: Stack, worker: AppProcess) -> None:
     wait_until(lambda: stack.broker.backlog() == 0, what="the queue to be empty (acked)")
 
 
+def test_a_task_started_again_with_its_idempotency_key_is_queued_and_run_once(
+    stack: Stack, worker: AppProcess
+) -> None:
+    with stack.api.client() as client:
+        session_id = client.post("/v1/sessions").json()["id"]
+
+        def start(text: str) -> httpx.Response:
+            return client.post(
+                f"/v1/sessions/{session_id}/tasks", json={"input": text}, headers={"Idempotency-Key": "t-1"}
+            )
+
+        accepted = [start("what is 6*7") for _ in range(3)]
+        assert [r.status_code for r in accepted] == [202] * 3, [r.text for r in accepted]
+        assert len({r.json()["task_id"] for r in accepted}) == 1
+        task = task_status(client, accepted[0].json()["task_id"], "succeeded")
+        assert task["attempts"] == 1
+        again = start("what is 6*7")
+        assert again.status_code == 202 and again.json()["status"] == "succeeded"
+        assert start("what is 7*8").status_code == 422
+        messages = client.get(f"/v1/sessions/{session_id}").json()["messages"]
+        assert [m["task_id"] for m in messages if m.get("task_id")] == [task["id"]]  # one report
+    wait_until(lambda: stack.broker.backlog() == 0, what="the queue to be empty (acked)")
+
+
 def test_tool_call_becomes_task(stack: Stack, worker: AppProcess) -> None:
     with stack.api.client() as client:
         session_id = client.post("/v1/sessions").json()["id"]
