@@ -52,8 +52,11 @@ class NoSiteReachable(httpx.TransportError):
 class FleetClient:
     """``request`` like ``httpx.AsyncClient.request``, sent to the first endpoint that takes it.
 
-    ``http`` makes the HTTP client of one base URL (default: ``httpx.AsyncClient``); timeouts are
-    set per request: ``connect_timeout`` to reach an endpoint, ``timeout`` for the rest.
+    ``http`` makes the HTTP client of one base URL (default: ``httpx.AsyncClient``). Timeouts
+    bound one attempt at one endpoint: ``connect_timeout`` to reach it, ``timeout`` for each
+    step after. A request in flight at a site that is lost (no answer, no reset) is sent to the
+    next endpoint only once ``timeout`` passes, so keep it well below what the caller waits in
+    all, and above the slowest answer expected (a turn's model call).
     """
 
     def __init__(

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DRILLS = {
     "edge-prod": [
         "site-loss",
+        "site-loss-fleet-client",
         "failback",
         "replica-loss",
         "cache-primary-loss",
@@ -116,7 +117,9 @@ def main() -> None:
         f"{state.edge.stack if state.edge else 'no edge'} (replicas capped: {capped}), then\n"
         "every shipped lab drill of a failover edge once, then a fresh twin behind edge-active for the\n"
         "weighted-routing drill; each drill with its own load (30 req/s open loop from 32 clients:\n"
-        "sessions, turns, tasks) through the global name.\n\n" + "\n".join(sections)
+        "sessions, turns, tasks) through the global name; site-loss-fleet-client's clients are\n"
+        "the app's fleet client (agent_app.client), which also knows each site's regional name.\n\n"
+        + "\n".join(sections)
     )
     text = args.doc.read_text()
     if BEGIN in text and END in text:

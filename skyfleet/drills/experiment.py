@@ -123,7 +123,20 @@ class LoadSpec(_Strict):
     # "fleet": ``agent_app.client.FleetClient``, which knows every site (``GET /v1/fleet``) and
     # sends a request that cannot reach one site to the next.
     client: Literal["edge", "fleet"] = "edge"
+    # The fleet client's bound on one attempt at one site: a request in flight at a site that is
+    # lost is sent to the next site after it (a request is always safe to repeat there: every
+    # create and turn carries an Idempotency-Key). Below request_timeout_seconds, so a retry fits.
+    attempt_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     mix: LoadMix = Field(default_factory=LoadMix)
+
+    @model_validator(mode="after")
+    def _a_retry_fits(self) -> LoadSpec:
+        if self.client == "fleet" and self.attempt_timeout_seconds >= self.request_timeout_seconds:
+            raise ValueError(
+                f"attempt_timeout_seconds ({self.attempt_timeout_seconds:g}) must be below "
+                f"request_timeout_seconds ({self.request_timeout_seconds:g}), so a retry at another site fits"
+            )
+        return self
 
     @property
     def max_requests(self) -> int:

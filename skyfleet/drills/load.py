@@ -258,7 +258,7 @@ class Generator:
             self.door.api_key,  # each request sends its user's own key
             sites=self._sites,
             http=lambda base: self._http(base, keepalive=keepalive),
-            timeout=self.spec.request_timeout_seconds,
+            timeout=self.spec.attempt_timeout_seconds,
         )
 
     def _user_client(self, shared: Client, number: int) -> Client:

@@ -17,7 +17,14 @@ SHIPPED = sorted(DRILLS.glob("*.yaml"))
 
 def test_every_drill_is_shipped() -> None:
     names = {p.stem for p in SHIPPED}
-    assert {"site-loss", "replica-loss", "cache-primary-loss", "broker-outage", "partition"} <= names
+    assert {
+        "site-loss",
+        "site-loss-fleet-client",
+        "replica-loss",
+        "cache-primary-loss",
+        "broker-outage",
+        "partition",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -75,6 +82,16 @@ CASES = [
         "typo in load",
         lambda d: d["extensions"][0]["load"].update(rat=5),
         "extensions[0].load.rat: Extra inputs are not permitted",
+    ),
+    (
+        "fleet client with no room for a retry",
+        lambda d: d["extensions"][0]["load"].update(client="fleet", attempt_timeout_seconds=15),
+        "extensions[0].load: Value error, attempt_timeout_seconds (15) must be below request_timeout_seconds",
+    ),
+    (
+        "unknown client",
+        lambda d: d["extensions"][0]["load"].update(client="sdk"),
+        "extensions[0].load.client: Input should be 'edge' or 'fleet'",
     ),
     (
         "not a skyfleet module",
