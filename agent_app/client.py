@@ -11,10 +11,11 @@ from any site), so this client sends a request that cannot reach one site to the
   order; an endpoint that could not be reached is tried last for ``cooldown`` seconds, so one
   lost site costs a client one ``connect_timeout`` per cooldown, not one per request;
 - it tries the next endpoint when the request cannot have reached the app: no connection was
-  made (refused, unreachable, timed out, TLS refused), or a load balancer answered 502, 503 or
-  504 without the app's site header (it had no healthy backend);
+  made (refused, unreachable, timed out, TLS refused), or a load balancer answered 503 without
+  the app's site header (it had no healthy backend);
 - a request that may have reached the app (the connection broke or timed out after it was
-  sent) is sent again only when that is safe: a GET, or a create or turn with an
+  sent, or a load balancer answered 502 or 504: its backend broke or timed out) is sent again
+  only when that is safe: a GET, or a create or turn with an
   ``Idempotency-Key`` (the API's calls below always send one; the app answers a key it has seen
   with what that request made, at any site). Anything else is the caller's to judge.
 
@@ -34,8 +35,9 @@ import httpx
 
 from agent_app.contract import SITE_HEADER
 
-# Statuses a load balancer answers by itself when no backend can take the request.
-_BALANCER_STATUSES = frozenset({502, 503, 504})
+# A load balancer's own answers (no X-Skyfleet-Site): 503, no backend took the request; 502 and
+# 504, a backend broke or timed out on it (it may have acted on it).
+_NO_BACKEND, _BACKEND_FAILED = 503, frozenset({502, 504})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 HttpFactory = Callable[[str], httpx.AsyncClient]
@@ -83,11 +85,6 @@ class FleetClient:
         self._down_until: dict[str, float] = {}
         self.sites: tuple[str, ...] = ()
         self.use_sites(sites)
-
-    @property
-    def host(self) -> str:
-        """The global name's host."""
-        return urlsplit(self.url).hostname or ""
 
     def use_sites(self, sites: Sequence[str]) -> None:
         """The regional base URLs to fail over to (the global name stays first)."""
@@ -140,9 +137,11 @@ class FleetClient:
                 self._failed(base)
                 tried.append((base, f"{type(exc).__name__}: {exc}"))
                 continue
-            if response.status_code in _BALANCER_STATUSES and SITE_HEADER not in response.headers:
+            from_balancer = SITE_HEADER not in response.headers
+            status = response.status_code
+            if from_balancer and (status == _NO_BACKEND or (status in _BACKEND_FAILED and repeatable)):
                 self._failed(base)
-                tried.append((base, f"{response.status_code} from its load balancer"))
+                tried.append((base, f"{status} from its load balancer"))
                 balancer_answer = response
                 continue
             return response

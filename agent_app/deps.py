@@ -77,13 +77,20 @@ def turn_id(key_id: str, session_id: str, idempotency_key: str | None) -> str | 
     return "idem-" + _keyed(key_id, session_id, idempotency_key)
 
 
-def created_id(key_id: str, idempotency_key: str | None, *within: str) -> str | None:
+def created_id(api_key: str, idempotency_key: str | None, *within: str) -> str | None:
     """The id of the session (``within`` nothing) or the session's task (``within`` the session
     id) a create with this ``Idempotency-Key`` makes: a retried create, at any site of a fleet,
-    names the same record. Unguessable without the client's key."""
+    names the same record. Made from the caller's API key itself (not its loggable id), so
+    nobody without that key can name, or guess, the record, whatever the Idempotency-Key."""
     if idempotency_key is None:
         return None
-    return _keyed(key_id, "session" if not within else "task", *within, idempotency_key)
+    return _keyed(api_key, "session" if not within else "task", *within, idempotency_key)
+
+
+def credential(request: Request) -> str:
+    """The caller's API key itself, once ``caller`` accepted it (``Bearer <key>``)."""
+    _, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip()
 
 
 def _keyed(key_id: str, *parts: str) -> str:

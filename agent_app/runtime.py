@@ -24,7 +24,7 @@ from agent_app.model.base import ModelBackend
 from agent_app.process import ShutdownClock, within
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
-from agent_app.schemas import Message, Session, TaskMessage, TaskStatus, TurnReply
+from agent_app.schemas import Message, Session, Task, TaskMessage, TaskStatus, TurnReply
 from agent_app.sessions import SessionStore, new_id
 from agent_app.tasks import TaskStore
 from agent_app.telemetry import span
@@ -150,6 +150,10 @@ class Runtime:
     async def enqueue(
         self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None
     ) -> str:
+        """Store and queue a new task. ``task_id``: a keyed create's (``deps.created_id``); its
+        record is kept when queueing fails, since another request with the key may have answered
+        it already: the client's retry queues it (``queue_again``)."""
+        keyed = task_id is not None
         task_id = task_id or new_id()
         await self.tasks.create(task_id, session_id, text, work_seconds)
         message = TaskMessage(
@@ -162,13 +166,22 @@ class Runtime:
         try:
             await self._publish(message.model_dump_json().encode(), task_id)
         except QueueUnavailable as exc:
-            try:
-                await self.tasks.delete(task_id)
-            except DependencyDown:
-                log.warning("could not remove the record of an unqueued task", extra={"task_id": task_id})
+            if not keyed:
+                try:
+                    await self.tasks.delete(task_id)
+                except DependencyDown:
+                    log.warning("could not remove the record of an unqueued task", extra={"task_id": task_id})
             raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
         TASKS_ENQUEUED.inc()
         return task_id
+
+    async def queue_again(self, task: Task, work_seconds: float) -> None:
+        """A keyed create sent again for a task still queued: queue it again, in case the first
+        try stored it but could not queue it. A second message is harmless: the queue
+        deduplicates by task id where it can, and the worker claims by it."""
+        if task.status == TaskStatus.QUEUED:
+            record = {"id": task.id, "session_id": task.session_id, "input": task.input}
+            await self.requeue({**record, "work_seconds": str(work_seconds), "status": task.status.value})
 
     async def requeue(self, record: Mapping[str, str]) -> None:
         """Queue again, here, a task this site took over from a lost one (unless it is done).

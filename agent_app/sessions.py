@@ -177,7 +177,12 @@ class SessionStore:
             self._create.stage(pipe, [key], create_args(self.ttl, fields))
 
         (written,) = await self.cache.write(stage)
-        if not written:  # a create with the same Idempotency-Key got there first
+        if not written:
+            # A create with the same Idempotency-Key got there first, or this one's own write
+            # landed and its reply was lost (the cache retried): either way it is copied out
+            # like a new one before it is answered.
+            if self.replicator is not None:
+                await self._published(session.id)
             return await self.get(session.id)
         if self.replicator is not None:
             await self.replicator.publish("session", session.id, {k: str(v) for k, v in fields.items()})

@@ -119,7 +119,11 @@ class TaskStore:
             self._create.stage(pipe, [key], create_args(self.ttl, fields))
 
         (written,) = await self.cache.write(stage)
-        if not written:  # a create with the same Idempotency-Key got there first
+        if not written:
+            # A create with the same Idempotency-Key got there first, or this one's own write
+            # landed and its reply was lost (the cache retried): either way it is copied out
+            # like a new one before it is answered.
+            await self._published(task_id)
             return await self.get(task_id)
         if self.replicator is not None:
             await self.replicator.publish("task", task_id, {k: str(v) for k, v in fields.items()})

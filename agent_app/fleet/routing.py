@@ -156,7 +156,7 @@ class FleetRouting:
         if record_id is None:
             # A create sent again (its first try may have reached a site now lost) goes where
             # the session it made lives: served there, it answers that session.
-            record_id = created_id(key_id, keyed)
+            record_id = created_id(_bearer(scope) or "", keyed)
             assert record_id is not None
         chain = _passed_by(scope, replicator)
         messages = await read_request(receive)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from agent_app.deps import caller, created_id, get_runtime, get_state, take_turn
+from agent_app.deps import caller, created_id, credential, get_runtime, get_state, take_turn
 from agent_app.errors import IdempotencyKeyReused, NotFound
 from agent_app.logs import session_id_var
 from agent_app.routers import ERROR, IDEMPOTENCY_KEY_REUSED, NOT_FOUND, V1_ERRORS, SessionId, idempotency_key
@@ -31,13 +31,13 @@ SessionKey = Annotated[
 )
 async def create_session(
     request: Request,
-    key_id: Annotated[str, Depends(caller)],
+    _: Annotated[str, Depends(caller)],
     body: Annotated[SessionCreate | None, Body()] = None,
     key: SessionKey = None,
 ) -> Session:
     sessions = get_runtime(request).sessions
     metadata = (body or SessionCreate()).metadata
-    session_id = created_id(key_id, key)
+    session_id = created_id(credential(request), key)
     if session_id is not None:
         session_id_var.set(session_id)
         with contextlib.suppress(NotFound):

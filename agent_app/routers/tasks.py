@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from agent_app.deps import caller, created_id, get_runtime
+from agent_app.deps import caller, created_id, credential, get_runtime
 from agent_app.errors import IdempotencyKeyReused, NotFound
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.routers import IDEMPOTENCY_KEY_REUSED, NOT_FOUND, V1_ERRORS, SessionId, TaskId, idempotency_key
@@ -35,19 +35,20 @@ async def post_task(
     request: Request,
     session_id: SessionId,
     body: TaskCreate,
-    key_id: Annotated[str, Depends(caller)],
+    _: Annotated[str, Depends(caller)],
     key: TaskKey = None,
 ) -> TaskAccepted:
     session_id_var.set(session_id)
     rt = get_runtime(request)
     await rt.sessions.get(session_id)  # 404 before anything is queued
-    task_id = created_id(key_id, key, session_id)
+    task_id = created_id(credential(request), key, session_id)
     if task_id is not None:
         task_id_var.set(task_id)
         with contextlib.suppress(NotFound):
             accepted = await rt.tasks.get(task_id)
             if accepted.input != body.input:
                 raise IdempotencyKeyReused("this Idempotency-Key started a task with another input")
+            await rt.queue_again(accepted, body.work_seconds)
             return TaskAccepted(task_id=task_id, status=accepted.status, status_url=f"/v1/tasks/{task_id}")
     task_id = await rt.enqueue(session_id, body.input, body.work_seconds, task_id)
     task_id_var.set(task_id)

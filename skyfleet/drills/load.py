@@ -390,8 +390,10 @@ class Generator:
                     method, path, json=body, headers=headers
                 )
             status = response.status_code
-            if isinstance(client, FleetClient) and response.request.url.host != client.host:
-                endpoint = response.request.url.host
+            reached = response.request.url
+            base = f"{reached.scheme}://{reached.netloc.decode()}"
+            if isinstance(client, FleetClient) and base != client.url:
+                endpoint = reached.netloc.decode()  # host[:port]: tunnels differ by port alone
             site = response.headers.get(SITE_HEADER)
             via = response.headers.get(VIA_HEADER)
             instance = response.headers.get(INSTANCE_HEADER)

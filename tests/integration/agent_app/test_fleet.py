@@ -471,25 +471,29 @@ def test_the_fleet_client_passes_over_a_balancer_without_backends_but_not_the_ap
 
 def test_the_fleet_client_sends_again_only_what_is_safe_to_repeat(fleet: dict[str, Site]) -> None:
     """A site that takes the request and breaks the connection unanswered may have acted on it:
-    a session's creation is not sent again (the caller decides), a GET is (at the next site)."""
+    a create without a key is not sent again (the caller decides); a GET and a keyed create are,
+    at the next site."""
     b = fleet["site-b"]
+    received: list[bytes] = []
 
     async def scenario() -> None:
         async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            received.append(head.split(b" HTTP/")[0])
             writer.close()
 
         server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        fc = FleetClient(f"http://127.0.0.1:{port}", API_KEY, sites=[b.url], http=https_to(b))
+        # No cooldown: the hanging endpoint stays first in line for every request.
+        fc = FleetClient(f"http://127.0.0.1:{port}", API_KEY, sites=[b.url], http=https_to(b), cooldown=0)
         async with server, fc:
             with pytest.raises(httpx.RemoteProtocolError):
                 await fc.request("POST", "/v1/sessions", json={})
             health = await fc.request("GET", "/healthz")
             assert health.status_code == 200 and health.headers[SITE_HEADER] == "site-b"
-            fc.use_sites([b.url])  # the hanging site is tried first again
             keyed = await fc.request("POST", "/v1/sessions", json={}, headers={"Idempotency-Key": "s-1"})
             assert keyed.status_code == 201 and keyed.headers[SITE_HEADER] == "site-b"
+        assert received == [b"POST /v1/sessions", b"GET /healthz", b"POST /v1/sessions"]
 
     asyncio.run(scenario())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -10,8 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from skyfleet.testing.servers import AppProcess, RedisServer, wait_until
+from agent_app.deps import created_id
+from skyfleet.testing.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env, wait_until
 from tests.integration.agent_app.chat_server import ChatServer
+from tests.support.brokers import NatsBroker
 
 BOUND = 10.0  # an answer slower than this is a hang, and fails the test
 
@@ -177,3 +180,48 @@ def test_worker_sigterm_finishes_short_tasks_and_releases_long_ones(nats_env: di
     finally:
         worker.stop()
         api.stop()
+
+
+def test_a_keyed_task_whose_queueing_failed_is_kept_and_queued_by_its_retry(
+    redis_server: RedisServer,
+) -> None:
+    """The queue hangs when a task is created with an Idempotency-Key: 503, and the record
+    stays (another request with the key may have been answered with it already, and the message
+    may have reached the broker). The retry, once the queue is back, answers the same task; it
+    runs once."""
+    nats = NatsServer().start()
+    env = app_env(redis_server.url, NatsBroker(nats).env["AGENT_QUEUE_URL"])
+    api = AppProcess("api", env).start()
+    worker = AppProcess("worker", env).start()
+    try:
+        with api.client(timeout=BOUND * 3) as client:
+            session_id = client.post("/v1/sessions").json()["id"]
+            key = {"Idempotency-Key": "queue-down-1"}
+            task_id = created_id(API_KEY, "queue-down-1", session_id)
+
+            def start() -> httpx.Response:
+                url = f"/v1/sessions/{session_id}/tasks"
+                return client.post(url, json={"input": "what is 6*7"}, headers=key)
+
+            assert nats.proc is not None
+            os.kill(nats.proc.pid, signal.SIGSTOP)  # the broker hangs: publishes time out
+            try:
+                refused = start()
+            finally:
+                os.kill(nats.proc.pid, signal.SIGCONT)
+            assert refused.status_code == 503, refused.text
+            # Kept: the publish may even have reached the broker before it hung (then it runs).
+            kept = client.get(f"/v1/tasks/{task_id}")
+            assert kept.status_code == 200 and kept.json()["status"] in ("queued", "running", "succeeded")
+            wait_until(lambda: client.get("/readyz").status_code == 200, what="the api to reach the queue")
+            again = start()
+            assert again.status_code == 202 and again.json()["task_id"] == task_id, again.text
+            done = wait_until(
+                lambda: (t := client.get(f"/v1/tasks/{task_id}").json())["status"] == "succeeded" and t,
+                what="the retried task to run",
+            )
+            assert done["result"] == "6*7 = 42" and done["attempts"] == 1
+    finally:
+        worker.stop()
+        api.stop()
+        nats.stop()
