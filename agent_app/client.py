@@ -73,8 +73,7 @@ class FleetClient:
         cooldown: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for base in (url, *sites):
-            _check_url(base)
+        _check_url(url)
         self.url = url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {api_key}"}
         self._make: HttpFactory = http or (lambda base: httpx.AsyncClient(base_url=base))
@@ -127,12 +126,9 @@ class FleetClient:
                 response = await self._client(base).request(
                     method, path, json=json, headers=headers, timeout=self._timeout
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
-                self._failed(base)
-                tried.append((base, f"{type(exc).__name__}: {exc}"))
-                continue
-            except httpx.TransportError as exc:  # sent, and maybe acted on
-                if not repeatable:
+            except httpx.TransportError as exc:
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if not (unsent or repeatable):  # sent, and maybe acted on: the caller decides
                     raise
                 self._failed(base)
                 tried.append((base, f"{type(exc).__name__}: {exc}"))

@@ -180,8 +180,8 @@ class Runtime:
         try stored it but could not queue it. A second message is harmless: the queue
         deduplicates by task id where it can, and the worker claims by it."""
         if task.status == TaskStatus.QUEUED:
-            record = {"id": task.id, "session_id": task.session_id, "input": task.input}
-            await self.requeue({**record, "work_seconds": str(work_seconds), "status": task.status.value})
+            fields = {"id": task.id, "session_id": task.session_id, "input": task.input}
+            await self.requeue({**fields, "work_seconds": str(work_seconds)})
 
     async def requeue(self, record: Mapping[str, str]) -> None:
         """Queue again, here, a task this site took over from a lost one (unless it is done).

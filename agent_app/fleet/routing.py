@@ -141,14 +141,15 @@ class FleetRouting:
         target: tuple[Kind, str | None] | None = next(
             ((kind, m.group(1)) for rx, kind in _PATHS if (m := rx.fullmatch(scope["path"]))), None
         )
-        keyed = _keyed_create(scope)
-        if target is None and keyed is not None:
+        keyed = None if target is not None else _keyed_create(scope)
+        if keyed is not None:
             target = ("session", None)  # named by its key, once the caller is known
         if target is None:
             await self.app(scope, receive, send)
             return
+        token = _bearer(scope)
         try:
-            key_id = self.state.keys.verify(_bearer(scope))
+            key_id = self.state.keys.verify(token)
         except AgentError:
             await self.app(scope, receive, send)  # the app answers 401
             return
@@ -156,7 +157,7 @@ class FleetRouting:
         if record_id is None:
             # A create sent again (its first try may have reached a site now lost) goes where
             # the session it made lives: served there, it answers that session.
-            record_id = created_id(_bearer(scope) or "", keyed)
+            record_id = created_id(token or "", keyed)
             assert record_id is not None
         chain = _passed_by(scope, replicator)
         messages = await read_request(receive)
