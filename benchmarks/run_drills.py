@@ -38,6 +38,7 @@ DRILLS = {
         "site-latency",
     ],
     "edge-active": ["weighted-routing"],
+    "edge-multivalue": ["site-loss-multivalue"],
 }
 WAIT_HEALTHY_SECONDS = 180
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"

@@ -28,6 +28,12 @@ class SiteOutputs(_Outputs):
         description="every name the site's certificate covers and its host rules route (its own, "
         "then its aliases such as the edge's global name)",
     )
+    endpoint_addresses: list[str] = Field(
+        default_factory=list,
+        alias="endpointAddresses",
+        description="the fixed public IPv4 addresses of the site's front door (what a multivalue "
+        "edge answers); a site whose front door has none exports an empty list",
+    )
     health_check_path: str = Field(alias="healthCheckPath")
     region: str | None = None
     # AWS
@@ -50,7 +56,7 @@ class EdgeOutputs(_Outputs):
     target: Literal["edge"]
     environment: Literal["dev", "prod"]
     fqdn: str = Field(description="the global name clients use")
-    routing: Literal["failover", "weighted"]
+    routing: Literal["failover", "weighted", "multivalue"]
     health_check_ids: dict[str, str] = Field(alias="healthCheckIds", description="site name -> id")
 
 

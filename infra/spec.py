@@ -52,6 +52,9 @@ class Routing(StrEnum):
 
     FAILOVER = "failover"  # active-passive: the lowest priority healthy site takes all
     WEIGHTED = "weighted"  # active-active: healthy sites share by weight
+    # Active-active: every healthy site's addresses in each answer, so a client that cannot
+    # connect to one tries the next (Route 53 multivalue answers).
+    MULTIVALUE = "multivalue"
 
 
 class _Model(BaseModel):
@@ -375,6 +378,19 @@ class EdgeSpec(_Model):
             raise ValueError(f"site names must be unique, got {names}")
         if self.routing is Routing.FAILOVER and not any(s.priority == 1 for s in self.sites):
             raise ValueError("failover routing needs one site with priority 1 (the primary)")
+        if self.routing is Routing.MULTIVALUE:
+            # Route 53 answers every healthy site's addresses, in random order: a weight or a
+            # priority here would have no effect, so it is refused rather than ignored.
+            ignored = [
+                f"sites[{i}] ({s.name}): {key}"
+                for i, s in enumerate(self.sites)
+                for key in ("weight", "priority")
+                if key in s.model_fields_set
+            ]
+            if ignored:
+                raise ValueError(
+                    "multivalue routing answers every healthy site alike; drop " + ", ".join(ignored)
+                )
         return self
 
 

@@ -77,6 +77,7 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
             vpc_id=network.vpc.id,
             subnet_ids=network.public_subnet_ids,
             security_group_id=network.alb_sg.id,
+            nlb_security_group_id=network.nlb_sg.id,
             deletion_protection=spec.deletion_protection,
             log_retention_days=spec.log_retention_days,
         ),
@@ -127,7 +128,9 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
         "environment": spec.environment.value,
         "site": spec.site_name,
         "endpoint": lb.endpoint,
-        "endpointHost": lb.alb.dns_name,
+        # The edge checks the site where clients of its addresses arrive: the NLB.
+        "endpointHost": lb.nlb.dns_name,
+        "endpointAddresses": lb.addresses,
         "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "region": spec.region,

@@ -1,7 +1,12 @@
-"""LoadBalancer: the site's only public entry point. An internet-facing ALB in the public
-subnets terminates TLS 1.2+ with an ACM certificate, forwards to the api tasks, answers plain
-HTTP only with a redirect, drops malformed headers, and writes access logs to a private,
-encrypted, versioned bucket.
+"""LoadBalancer: the site's public entry point. An internet-facing ALB in the public subnets
+terminates TLS 1.2+ with an ACM certificate, forwards to the api tasks, answers plain HTTP only
+with a redirect, drops malformed headers, and writes access logs to a private, encrypted,
+versioned bucket.
+
+In front of it, an NLB with one Elastic IP per public subnet gives the site fixed addresses,
+which an ALB never has: a multivalue edge answers the global name with them (an A record
+cannot point at a name). The NLB passes TCP 443 through to the ALB's HTTPS listener, so TLS
+still ends at the ALB with the site's certificate.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class LoadBalancerArgs:
     vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
+    nlb_security_group_id: pulumi.Input[str]
     deletion_protection: bool
     log_retention_days: int
     app_port: int = contract.DEFAULT_PORT
@@ -136,6 +142,7 @@ class LoadBalancer(Capability):
             tags=site.tagged("http-redirect"),
             opts=self.child(),
         )
+        self._static_front(name, site, args)
         if domain.zone_id:
             for record_type in ("A", "AAAA"):
                 # The site's host name, an alias of the ALB (v4 and v6).
@@ -161,8 +168,73 @@ class LoadBalancer(Capability):
                 "dnsName": self.alb.dns_name,
                 "albArn": self.alb.arn,
                 "targetGroupArn": self.target_group.arn,
+                "nlbDnsName": self.nlb.dns_name,
+                "addresses": self.addresses,
             }
         )
+
+    def _static_front(self, name: str, site: AwsSite, args: LoadBalancerArgs) -> None:
+        """The NLB with fixed addresses in front of the ALB (TCP 443 passed through)."""
+        # One Elastic IP per public subnet: the site's addresses for as long as the NLB lives.
+        eips = [
+            aws.ec2.Eip(f"{name}-nlb-{i}", domain="vpc", tags=site.tagged(f"nlb-{i}"), opts=self.child())
+            for i in range(len(args.subnet_ids))
+        ]
+        # The NLB: internet-facing, IPv4, one static address per zone, its own security group.
+        self.nlb = aws.lb.LoadBalancer(
+            f"{name}-nlb",
+            load_balancer_type="network",
+            internal=False,
+            ip_address_type="ipv4",
+            subnet_mappings=[
+                {"subnet_id": subnet, "allocation_id": eip.allocation_id}
+                for subnet, eip in zip(args.subnet_ids, eips, strict=True)
+            ],
+            security_groups=[args.nlb_security_group_id],
+            enable_cross_zone_load_balancing=True,
+            enable_deletion_protection=args.deletion_protection,
+            tags=site.tagged("nlb"),
+            opts=self.child(),
+        )
+        # Its one target: the ALB, checked on the app's readiness path through HTTPS.
+        alb_target = aws.lb.TargetGroup(
+            f"{name}-nlb-alb",
+            target_type="alb",
+            port=HTTPS_PORT,
+            protocol="TCP",
+            vpc_id=args.vpc_id,
+            health_check={
+                "enabled": True,
+                "protocol": "HTTPS",
+                "path": contract.READINESS_PATH,
+                "port": "traffic-port",
+                "matcher": "200",
+                "interval": 10,
+                "healthy_threshold": 2,
+                "unhealthy_threshold": 2,
+            },
+            tags=site.tagged("nlb-alb"),
+            opts=self.child(),
+        )
+        # The ALB registers only once its HTTPS listener exists (AWS refuses it before).
+        aws.lb.TargetGroupAttachment(
+            f"{name}-nlb-alb",
+            target_group_arn=alb_target.arn,
+            target_id=self.alb.arn,
+            port=HTTPS_PORT,
+            opts=self.child(depends_on=[self.https_listener]),
+        )
+        # TCP 443 passed through: TLS ends at the ALB's HTTPS listener, never here.
+        aws.lb.Listener(
+            f"{name}-nlb-tls-passthrough",
+            load_balancer_arn=self.nlb.arn,
+            port=HTTPS_PORT,
+            protocol="TCP",
+            default_actions=[{"type": "forward", "target_group_arn": alb_target.arn}],
+            tags=site.tagged("nlb-tls-passthrough"),
+            opts=self.child(),
+        )
+        self.addresses: pulumi.Output[list[str]] = pulumi.Output.all(*[e.public_ip for e in eips])
 
     def _log_bucket(self, name: str, site: AwsSite, args: LoadBalancerArgs) -> aws.s3.BucketPolicy:
         """The access-log bucket, locked down; returns its policy (the ALB must wait for it)."""

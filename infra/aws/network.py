@@ -175,6 +175,9 @@ class Network(Capability):
         self.alb_sg = self._group(
             name, site, "alb", "ALB: HTTPS (and HTTP for the redirect) from the internet"
         )
+        self.nlb_sg = self._group(
+            name, site, "nlb", "NLB: TLS passthrough on 443 from the internet to the ALB"
+        )
         self.task_sg = self._group(name, site, "tasks", "ECS tasks: the app port from the ALB only")
         self.cache_sg = self._group(name, site, "cache", "ElastiCache: Redis TLS from the tasks only")
 
@@ -193,6 +196,19 @@ class Network(Capability):
                     tags=site.tagged(f"alb-in-{port}-{family}"),
                     opts=self.child(),
                 )
+        # Internet -> NLB on 443 only (its static addresses are IPv4): TLS bytes, passed through.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-nlb-in-{HTTPS_PORT}-v4",
+            security_group_id=self.nlb_sg.id,
+            ip_protocol="tcp",
+            from_port=HTTPS_PORT,
+            to_port=HTTPS_PORT,
+            cidr_ipv4=ANYWHERE_V4,
+            description=f"clients on {HTTPS_PORT}",
+            tags=site.tagged(f"nlb-in-{HTTPS_PORT}-v4"),
+            opts=self.child(),
+        )
+        self._flow(name, site, "nlb-to-alb", self.nlb_sg, self.alb_sg, HTTPS_PORT)
         self._flow(name, site, "alb-to-tasks", self.alb_sg, self.task_sg, args.app_port)
         self._flow(name, site, "tasks-to-cache", self.task_sg, self.cache_sg, REDIS_PORT)
         # Tasks -> HTTPS anywhere: AWS APIs (SQS, Secrets Manager, ECR, Logs) and the model API,
@@ -216,6 +232,7 @@ class Network(Capability):
                 "publicSubnetIds": [s.id for s in self.public_subnets],
                 "privateSubnetIds": [s.id for s in self.private_subnets],
                 "albSecurityGroupId": self.alb_sg.id,
+                "nlbSecurityGroupId": self.nlb_sg.id,
                 "taskSecurityGroupId": self.task_sg.id,
                 "cacheSecurityGroupId": self.cache_sg.id,
             }

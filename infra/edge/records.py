@@ -1,5 +1,10 @@
-"""The global name's DNS records: active-passive failover or weighted active-active, each
-record tied to its site's health check, with a short TTL so clients follow a change fast.
+"""The global name's DNS records: active-passive failover, weighted active-active, or
+multivalue active-active, each record tied to its site's health check, with a short TTL so
+clients follow a change fast.
+
+Multivalue answers hold every healthy site's addresses, so a client that cannot connect to one
+tries the next at once, before any health check has noticed; Route 53 refuses a CNAME there,
+so those records carry the addresses each site stack exports (``endpointAddresses``).
 
 Route 53 failover has one PRIMARY and one SECONDARY per name. With more than two sites the
 SECONDARY is an alias to a second failover pair under a tier name, and so on: the first
@@ -34,6 +39,18 @@ def tier_name(record_name: str, tier: int) -> str:
     return record_name if tier == 0 else f"failover-{tier}.{record_name}"
 
 
+def _addresses(site: Site, addresses: Sequence[str]) -> list[str]:
+    """A site's fixed addresses, or a clear error: a multivalue record cannot name a host."""
+    if not addresses:
+        raise ValueError(
+            f"stack {site.config.stack} exports no endpointAddresses: multivalue routing answers "
+            "with each site's fixed addresses (an aws site's NLB, a gcp site's global address, an "
+            "onprem ingress controller's IPv4 address); deploy that site with one, or route by "
+            "failover or weighted"
+        )
+    return list(addresses)
+
+
 class Records(Capability):
     """Route 53 records for the global name."""
 
@@ -43,7 +60,24 @@ class Records(Capability):
         super().__init__(name, opts)
         self.args = args
         self.records: list[aws.route53.Record] = []
-        if args.routing is Routing.WEIGHTED:
+        if args.routing is Routing.MULTIVALUE:
+            for site in args.sites:
+                # Active-active: each healthy site's addresses in every answer.
+                self.records.append(
+                    aws.route53.Record(
+                        f"multivalue-{site.config.name}",
+                        zone_id=args.zone_id,
+                        name=args.record_name,
+                        type="A",
+                        ttl=args.ttl,
+                        records=site.addresses.apply(lambda a, site=site: _addresses(site, a)),
+                        set_identifier=site.config.name,
+                        health_check_id=args.health_checks[site.config.name],
+                        multivalue_answer_routing_policy=True,
+                        opts=self.child(),
+                    )
+                )
+        elif args.routing is Routing.WEIGHTED:
             for site in args.sites:
                 # Active-active: healthy sites share answers in proportion to their weights.
                 self.records.append(

@@ -23,6 +23,7 @@ class Site:
     host: pulumi.Output[str]
     health_check_path: pulumi.Output[str]
     endpoint: pulumi.Output[str]
+    addresses: pulumi.Output[list[str]]
 
 
 def _validated(stack: str, outputs: Any) -> SiteOutputs:
@@ -76,4 +77,5 @@ def read_site(site: EdgeSite, *, global_name: str) -> Site:
         host=outputs.apply(lambda o: o.endpoint_host),
         health_check_path=outputs.apply(lambda o: o.health_check_path),
         endpoint=outputs.apply(lambda o: o.endpoint),
+        addresses=outputs.apply(lambda o: o.endpoint_addresses),
     )

@@ -162,6 +162,8 @@ def deploy(spec: GcpStack) -> dict[str, Any]:
         "site": site.name,
         "endpoint": f"https://{spec.domain.name}",
         "endpointHost": spec.domain.name,
+        # The global forwarding rules' one anycast address.
+        "endpointAddresses": [lb.ip_address],
         "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "region": site.region,

@@ -169,6 +169,7 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
         "site": spec.site_name,
         "endpoint": lb.endpoint,
         "endpointHost": spec.domain.name,
+        "endpointAddresses": lb.addresses,
         "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "namespace": place.namespace_ref,

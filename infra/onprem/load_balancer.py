@@ -5,6 +5,7 @@ name the site answers to, HSTS, and the api Service as its only backend.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,13 @@ import pulumi_kubernetes as k8s
 from agent_app import contract
 from infra.component import Capability
 from infra.onprem import kube
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -78,4 +86,15 @@ class LoadBalancer(Capability):
                 else ""
             )
         )
-        self.register_outputs({"endpoint": self.endpoint, "address": self.address})
+        # Its IPv4 addresses (a multivalue edge answers with them; a controller that publishes
+        # only a host name, as a cloud load balancer in front of it may, has none).
+        self.addresses = self.ingress.status.apply(
+            lambda s: [
+                i.ip
+                for i in ((s.load_balancer.ingress or []) if s and s.load_balancer else [])
+                if i.ip and _ipv4(i.ip)
+            ]
+        )
+        self.register_outputs(
+            {"endpoint": self.endpoint, "address": self.address, "addresses": self.addresses}
+        )

@@ -158,7 +158,7 @@ class Requirements(_Strict):
     # The edge's health-check interval the drill's targets assume (the lab's comes from its plan).
     health_interval_seconds: float | None = Field(default=None, gt=0)
     # How the edge spreads the global name over the sites (the lab's comes from its edge plan).
-    edge_routing: Literal["failover", "weighted"] | None = None
+    edge_routing: Literal["failover", "weighted", "multivalue"] | None = None
     target: Literal["lab", "stack", "any"] = "any"
 
 

@@ -4,14 +4,18 @@ checks, plus the lab's static names. UDP and TCP; it never forwards a query anyw
 - **Zone names** (the global name and its failover tiers) are answered as Route 53 would, and
   a CNAME is followed to its target's A records in the same answer, as a recursive resolver
   gives them to a client: ``api.example. 30 CNAME site.example.`` + ``site.example. 60 A ...``.
+  A multivalue name answers several A records at once (every healthy site's addresses, in a
+  new random order each time); one too large for a UDP reply is truncated (TC) for a retry
+  over TCP, which carries it whole.
 - **Static names** (a site's endpoint host, a managed service's endpoint) map to IPv4
   addresses with a TTL each; the lab registers them and changes them while the server runs.
 - Any other name is NXDOMAIN; a known name without the asked type is an empty NOERROR answer.
 
 Run it as a process: ``python -m skyfleet.lab.dns --config FILE``. The config is JSON written
 by the lab (:class:`DnsConfig`). Health-check probes, checker verdicts, status changes, where
-each zone name routes after a change, readiness and reloads are appended as JSON lines (with
-``t`` in epoch seconds and ``time`` in ISO 8601) to ``events_file``.
+each zone name routes after a change (``routing``: per name, the values its answers may hold
+now: a CNAME's target, or a multivalue name's addresses), readiness and reloads are appended
+as JSON lines (with ``t`` in epoch seconds and ``time`` in ISO 8601) to ``events_file``.
 
 Updates at run time: the lab rewrites the config file (:func:`write_config`, atomic) and sends
 SIGHUP; the server re-reads it and logs ``reload`` with the file's digest (or

@@ -7,6 +7,13 @@ lab adds are the sites' own: each site's host names (its load balancer's certifi
 the endpoint host its health check asks for) resolve to that site's load balancer, as the
 site's DNS records (or the operator's, for names no stack manages) would. A site the edge
 names but the lab does not run has no such name: its checks fail, as for a site that is down.
+
+The one thing changed in the records: an A record's values (a multivalue edge's) are the sites'
+planned public addresses (their ``endpointAddresses``), which do not exist here. Each is
+answered as its site's load balancer address in the lab (a site's several addresses become its
+one), and listed in the lab's endpoint rewrite table (``skyfleet lab status``). An address of a
+site the edge names but the lab does not run is dropped (a deviation); any other address is
+an error, since nothing could answer it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from typing import Any
 from skyfleet.lab import dns, procs, route53
 from skyfleet.lab.errors import LabError
 from skyfleet.lab.procs import ProcessRecord, Role
-from skyfleet.lab.state import Edge, LabState, load_state
+from skyfleet.lab.state import Edge, LabState, SiteState, load_state
+from skyfleet.lab.values import Rewrite
 
 DNS_PORT = 53
 SITE_NAME_TTL = 60
@@ -32,6 +40,7 @@ def build(state: LabState, plan: Any) -> None:
         edge = route53.edge_from_plan(plan.resources)
     except route53.EdgePlanError as exc:
         raise LabError(f"{plan.stack}: {exc}") from None
+    edge = _lab_addresses(state, plan, edge)
     folder = Path(state.state_dir) / "edge"
     folder.mkdir(parents=True, exist_ok=True)
     static: dict[str, tuple[list[str], int]] = {}
@@ -86,6 +95,70 @@ def build(state: LabState, plan: Any) -> None:
             ports={"dns": DNS_PORT},
         )
     )
+
+
+def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Edge:
+    """``edge`` with its A records' planned site addresses replaced by the lab's (and recorded
+    in ``state.rewrites``); addresses of sites the lab does not run dropped (``deviations``)."""
+    run: dict[str, SiteState] = {}  # planned address -> the site the lab runs with it
+    for site in state.sites.values():
+        for address in _site_outputs(plan, site.stack).get("endpointAddresses") or []:
+            run.setdefault(str(address), site)
+    not_run: dict[str, str] = {}  # planned address -> a site the edge names, the lab does not run
+    run_stacks = {site.stack for site in state.sites.values()}
+    for stack, outputs in _stack_references(plan).items():
+        if stack not in run_stacks:
+            for address in outputs.get("endpointAddresses") or []:
+                not_run.setdefault(str(address), str(outputs.get("site") or stack))
+    records: list[route53.RecordSpec] = []
+    for rec in edge.records:
+        if rec.type != "A" or rec.alias is not None:
+            records.append(rec)
+            continue
+        values: list[str] = []
+        dropped: dict[str, list[str]] = {}
+        for value in rec.values:
+            site = run.get(value)
+            if site is not None:
+                state.rewrites.append(
+                    Rewrite(
+                        site=site.site,
+                        what=f"edge record {rec.resource} ({rec.name} A)",
+                        plan=value,
+                        lab=site.lb_address,
+                    )
+                )
+                if site.lb_address not in values:
+                    values.append(site.lb_address)
+            elif value in not_run:
+                dropped.setdefault(not_run[value], []).append(value)
+            else:
+                raise LabError(
+                    f"{plan.stack}: record {rec.resource}: {value} is not an endpointAddress of any "
+                    f"site the lab runs ({', '.join(sorted(state.sites)) or 'none'})"
+                )
+        for name, addresses in sorted(dropped.items()):
+            state.deviations.append(
+                f"edge: the lab runs no site for {name}; record {rec.resource} answers without its "
+                f"planned addresses {addresses}"
+            )
+        if values:
+            records.append(rec.model_copy(update={"values": tuple(values)}))
+    lab_edge = route53.Edge(records=tuple(records), health_checks=edge.health_checks)
+    try:
+        lab_edge.zone()
+    except route53.EdgePlanError as exc:
+        raise LabError(f"{plan.stack}: without the sites the lab does not run: {exc}") from None
+    return lab_edge
+
+
+def _stack_references(edge_plan: Any) -> dict[str, dict[str, Any]]:
+    """Every site stack the edge reads: stack name -> its outputs as the edge saw them."""
+    return {
+        str(r.inputs.get("name", r.name)).split("/")[-1]: dict(r.outputs.get("outputs") or {})
+        for r in edge_plan.resources
+        if r.type == "pulumi:pulumi:StackReference"
+    }
 
 
 def _site_outputs(edge_plan: Any, stack: str) -> dict[str, Any]:
@@ -172,7 +245,8 @@ def site_health(state_dir: str) -> dict[str, bool]:
 
 
 def routed_sites(state_dir: str) -> list[str]:
-    """The sites the global name is routed to now (the last routing event)."""
+    """The sites the global name is routed to now (the last routing event): its targets are
+    site host names (failover, weighted) or the sites' load balancer addresses (multivalue)."""
     state = load_state(state_dir)
     if state.edge is None:
         return []
@@ -184,6 +258,9 @@ def routed_sites(state_dir: str) -> list[str]:
     by_address = {s.lb_address: name for name, s in state.sites.items()}
     sites = set()
     for target in targets:
+        if str(target) in by_address:
+            sites.add(by_address[str(target)])
+            continue
         static = config.static_names.get(route53.normalise(str(target)))
         sites |= {by_address[str(a)] for a in (static.addresses if static else ()) if str(a) in by_address}
     return sorted(sites)

@@ -11,6 +11,14 @@ It plugs into httpx at the connection level (:class:`ResolvingTransport`,
 the connection pool's key, the Host header, SNI and the certificate check all keep the name
 the client asked for, so the site's certificate is verified for that name, and a pooled
 keep-alive connection is reused across a DNS change exactly as a real client's would be.
+
+A name with several addresses (a multivalue answer) is connected to as httpx connects to one it
+resolves itself. The async transport behaves as httpx's own AnyIO backend (``anyio.connect_tcp``):
+it races the addresses, RFC 8305 style ("happy eyeballs"): the first address first, the next
+one 0.25 s later or as soon as the previous attempt fails, the first connection wins and the
+others are closed, so an address that does not answer costs a client 0.25 s, not a connect
+timeout. The sync transport tries them one after another, each with the whole connect timeout,
+as httpx's sync backend does (``socket.create_connection``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ MAX_HOPS = 8
 # resolv.conf's defaults: 5 s per try, 2 tries.
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_ATTEMPTS = 2
+# anyio.connect_tcp's default: the next address is tried after this long without a result.
+HAPPY_EYEBALLS_DELAY = 0.25
 
 
 class ResolveError(OSError):
@@ -272,7 +282,9 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 class _Backend(httpcore.NetworkBackend):
-    """httpcore's sync backend, with the host name resolved by the caching resolver."""
+    """httpcore's sync backend, with the host name resolved by the caching resolver: its
+    addresses are tried in order, one at a time, each with the whole connect timeout, as
+    ``socket.create_connection`` (which httpcore's sync backend calls) tries them."""
 
     def __init__(self, resolver: CachingResolver) -> None:
         self.resolver = resolver
@@ -312,10 +324,19 @@ class _Backend(httpcore.NetworkBackend):
 
 
 class _AsyncBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's AnyIO backend, with the host name resolved by the caching resolver."""
+    """httpcore's AnyIO backend, with the host name resolved by the caching resolver, and its
+    addresses raced as httpx's own AnyIO backend races the addresses it resolves
+    (``anyio.connect_tcp``, RFC 8305 "happy eyeballs"): attempts start in the order the DNS
+    gave, each ``happy_eyeballs_delay`` after the previous one or as soon as it fails; the
+    first to connect wins and the others are cancelled or closed. Each attempt is bounded by
+    the connect timeout; when all fail, the last failure is raised (ConnectError or
+    ConnectTimeout)."""
 
-    def __init__(self, resolver: CachingResolver) -> None:
+    def __init__(
+        self, resolver: CachingResolver, *, happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY
+    ) -> None:
         self.resolver = resolver
+        self.happy_eyeballs_delay = happy_eyeballs_delay
         self.inner: httpcore.AsyncNetworkBackend = httpcore.AnyIOBackend()  # type: ignore[assignment]
 
     async def connect_tcp(
@@ -330,14 +351,41 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
             addresses = [host] if _is_ip(host) else await self.resolver.resolve_async(host)
         except ResolveError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        last: Exception | None = None
-        for address in addresses:
+        options = list(socket_options or ())
+        winner: httpcore.AsyncNetworkStream | None = None
+        failures: list[Exception] = []
+
+        async def attempt(address: str, finished: anyio.Event) -> None:
+            nonlocal winner
             try:
-                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = await self.inner.connect_tcp(address, port, timeout, local_address, options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+                failures.append(exc)
+                return
+            finally:
+                finished.set()  # a failure starts the next attempt at once
+            if winner is None:
+                winner = stream
+                race.cancel_scope.cancel()  # the other attempts lost
+            else:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+
+        try:
+            async with anyio.create_task_group() as race:
+                for address in addresses:
+                    finished = anyio.Event()
+                    race.start_soon(attempt, address, finished)
+                    with anyio.move_on_after(self.happy_eyeballs_delay):
+                        await finished.wait()
+        except BaseException:
+            if winner is not None:
+                with anyio.CancelScope(shield=True):
+                    await winner.aclose()
+            raise
+        if winner is None:
+            raise failures[-1]
+        return winner
 
     async def connect_unix_socket(
         self,

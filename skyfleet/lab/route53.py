@@ -11,9 +11,19 @@ Two parts, as in Route 53 itself:
 - **Records** (``aws:route53/record:Record``): failover (the PRIMARY while healthy, else the
   SECONDARY while healthy, else the PRIMARY), weighted (a random healthy record by weight;
   weight-0 records only when every non-zero one is unhealthy; all unhealthy counts as all
-  healthy), simple, and aliases to records of the same zone (with ``evaluateTargetHealth`` an
-  alias is healthy only while its target name has a healthy record; it answers with the
-  target's records and TTL under its own name).
+  healthy), multivalue answer (below), simple, and aliases to records of the same zone (with
+  ``evaluateTargetHealth`` an alias is healthy only while its target name has a healthy record;
+  it answers with the target's records and TTL under its own name).
+- **Multivalue answer** records (Developer Guide, "Multivalue answer routing"): "Route 53
+  responds to DNS queries with up to eight healthy records; if you have eight or fewer healthy
+  records, Route 53 responds to all DNS queries with all the healthy records. If you have more
+  than eight healthy records, Route 53 responds to different DNS resolvers with different
+  combinations of healthy records. When all records are unhealthy, Route 53 responds to DNS
+  queries with up to eight unhealthy records. If you don't associate a health check with a
+  multivalue answer record, Route 53 always considers the record to be healthy. You can't
+  create multivalue answer alias records." Nor CNAME or NS ones. An answer holds every value of
+  every record it picks (a record with several values answers them all), each once, in random
+  order (Route 53 shuffles them; a client usually tries the first address first).
 
 Nothing here knows the topology: :func:`edge_from_plan` reads it from a plan's resources.
 """
@@ -72,10 +82,11 @@ _UNSUPPORTED_RECORD_INPUTS = (
     "geolocationRoutingPolicies",
     "geoproximityRoutingPolicy",
     "cidrRoutingPolicy",
-    "multivalueAnswerRoutingPolicy",
 )
 SERVED_TYPES = ("CNAME", "A", "AAAA")
 MAX_CHAIN = 8  # alias and CNAME hops followed before giving up (Route 53 refuses cycles)
+MULTIVALUE_MAX = 8  # records in one multivalue answer (Route 53's "up to eight")
+_NOT_MULTIVALUE_TYPES = ("CNAME", "NS")  # types Route 53 refuses a multivalue policy for
 
 
 class EdgePlanError(ValueError):
@@ -143,6 +154,7 @@ class RecordSpec(BaseModel):
     health_check_id: str | None = None
     failover: Literal["PRIMARY", "SECONDARY"] | None = None
     weight: int | None = Field(default=None, ge=0, le=255)
+    multivalue: bool = Field(default=False, description="multivalueAnswerRoutingPolicy")
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,22 @@ def _record(name: str, inputs: Mapping[str, Any]) -> RecordSpec:
     weighted = inputs.get("weightedRoutingPolicies") or []
     if len(aliases) > 1 or len(failover) > 1 or len(weighted) > 1:
         raise EdgePlanError(f"{where}: at most one alias and one routing policy per record")
+    multivalue = inputs.get("multivalueAnswerRoutingPolicy")
+    if multivalue is not None and not isinstance(multivalue, bool):
+        raise EdgePlanError(
+            f"{where}: multivalueAnswerRoutingPolicy: expected true or false, got {multivalue!r}"
+        )
+    policies = [
+        key
+        for key, value in (
+            ("failoverRoutingPolicies", failover),
+            ("weightedRoutingPolicies", weighted),
+            ("multivalueAnswerRoutingPolicy", multivalue),
+        )
+        if value
+    ]
+    if len(policies) > 1:
+        raise EdgePlanError(f"{where}: {' and '.join(policies)}: a record has one routing policy")
     alias = None
     if aliases:
         a = aliases[0]
@@ -258,6 +286,17 @@ def _record(name: str, inputs: Mapping[str, Any]) -> RecordSpec:
     if alias is not None and (values or ttl is not None):
         raise EdgePlanError(f"{where}: an alias takes its target's values and TTL; drop records/ttl")
     rtype = str(inputs.get("type", "")).upper()
+    if multivalue:
+        if alias is not None:
+            raise EdgePlanError(
+                f"{where}: multivalueAnswerRoutingPolicy: Route 53 has no multivalue alias records"
+            )
+        if rtype in _NOT_MULTIVALUE_TYPES:
+            raise EdgePlanError(
+                f"{where}: multivalueAnswerRoutingPolicy: Route 53 refuses it for a {rtype} record"
+            )
+        if not inputs.get("setIdentifier"):
+            raise EdgePlanError(f"{where}: setIdentifier: a multivalue record needs one")
     if rtype == "CNAME" and len(values) > 1:
         raise EdgePlanError(f"{where}: records: a CNAME has one value, got {list(values)}")
     health_check_id = inputs.get("healthCheckId")
@@ -275,6 +314,7 @@ def _record(name: str, inputs: Mapping[str, Any]) -> RecordSpec:
         weight=_int(where, "weightedRoutingPolicies[0].weight", weighted[0].get("weight"))
         if weighted
         else None,
+        multivalue=bool(multivalue),
     )
 
 
@@ -332,7 +372,7 @@ class _Group:
 
     name: str
     type: str
-    policy: Literal["simple", "failover", "weighted"]
+    policy: Literal["simple", "failover", "weighted", "multivalue"]
     records: list[RecordSpec] = field(default_factory=list)
 
     def member(self, kind: str) -> RecordSpec | None:
@@ -350,7 +390,20 @@ class Zone:
                 raise EdgePlanError(
                     f"{where}: type: {rec.type!r} is not emulated (served: {', '.join(SERVED_TYPES)})"
                 )
-            policy = "failover" if rec.failover else "weighted" if rec.weight is not None else "simple"
+            policy: Literal["simple", "failover", "weighted", "multivalue"] = (
+                "failover"
+                if rec.failover
+                else "weighted"
+                if rec.weight is not None
+                else "multivalue"
+                if rec.multivalue
+                else "simple"
+            )
+            if rec.multivalue and (rec.alias is not None or rec.type in _NOT_MULTIVALUE_TYPES):
+                what = "alias" if rec.alias is not None else rec.type
+                raise EdgePlanError(f"{where}: Route 53 has no multivalue {what} records")
+            if rec.multivalue and policy != "multivalue":
+                raise EdgePlanError(f"{where}: multivalue and {policy} routing: a record has one policy")
             group = self._groups.setdefault(rec.name, _Group(rec.name, rec.type, policy))
             if group.type != rec.type:
                 raise EdgePlanError(
@@ -412,11 +465,19 @@ class Zone:
         group = self._groups.get(normalise(name))
         return group is not None and any(self.record_healthy(r, health) for r in group.records)
 
-    def candidates(self, name: str, health: Health) -> list[RecordSpec]:
-        """The records Route 53 may answer with now (one for failover, the weighted pool)."""
+    def candidates(self, name: str, health: Health, rng: random.Random | None = None) -> list[RecordSpec]:
+        """The records Route 53 may answer with now (one for failover, the weighted pool, the
+        multivalue records). Multivalue: the healthy records, else (all unhealthy) every record;
+        with ``rng``, a random eight of them when there are more (one answer's records), without
+        it all of them (every record some answer may hold now)."""
         group = self._groups[normalise(name)]
         if group.policy == "simple":
             return list(group.records)
+        if group.policy == "multivalue":
+            pool = [r for r in group.records if self.record_healthy(r, health)] or list(group.records)
+            if rng is not None and len(pool) > MULTIVALUE_MAX:
+                pool = rng.sample(pool, MULTIVALUE_MAX)
+            return pool
         if group.policy == "failover":
             primary, secondary = group.member("PRIMARY"), group.member("SECONDARY")
             for rec in (primary, secondary):
@@ -436,6 +497,7 @@ class Zone:
         return []
 
     def choose(self, name: str, health: Health, rng: random.Random) -> RecordSpec:
+        """The one record a simple, failover or weighted answer comes from."""
         pool = self.candidates(name, health)
         if len(pool) == 1:
             return pool[0]
@@ -450,6 +512,15 @@ class Zone:
         if _depth > MAX_CHAIN:
             raise EdgePlanError(f"{name}: alias chain longer than {MAX_CHAIN}")
         owner = normalise(name)
+        if self._groups[owner].policy == "multivalue":
+            # Every value of every record picked, each once, shuffled.
+            picked: dict[str, int] = {}
+            for r in self.candidates(owner, health, rng):
+                for v in r.values:
+                    picked.setdefault(v, r.ttl or 0)
+            order = list(picked)
+            rng.shuffle(order)
+            return [Answer(owner, self._groups[owner].type, picked[v], v) for v in order]
         rec = self.choose(owner, health, rng)
         if rec.alias is not None:
             target = self.answer(rec.alias.name, health, rng, _depth=_depth + 1)

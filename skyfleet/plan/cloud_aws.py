@@ -202,11 +202,16 @@ def _cache_subnet_group(name: str, inputs: dict[str, Any], ctx: MockContext) -> 
 
 def _load_balancer(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
     lname = _autoname(inputs, name, ctx, 32)
-    suffix = f"app/{lname}/{_hex(ctx, name, 16)}"
+    network = inputs.get("loadBalancerType") == "network"
+    suffix = f"{'net' if network else 'app'}/{lname}/{_hex(ctx, name, 16)}"
     arn = _arn(ctx, inputs, "elasticloadbalancing", f"loadbalancer/{suffix}")
     region = _region(inputs, ctx)
-    # The same DNS name for ipv4 and dualstack ALBs (clients may prefix "dualstack.").
-    dns = f"{lname}-{int(_hex(ctx, name, 8), 16) % 10**10}.{region}.elb.amazonaws.com"
+    if network:
+        # NLBs: "<name>-<16 hex>.elb.<region>.amazonaws.com".
+        dns = f"{lname}-{_hex(ctx, name, 16)}.elb.{region}.amazonaws.com"
+    else:
+        # The same DNS name for ipv4 and dualstack ALBs (clients may prefix "dualstack.").
+        dns = f"{lname}-{int(_hex(ctx, name, 8), 16) % 10**10}.{region}.elb.amazonaws.com"
     return {
         "id": arn,
         "arn": arn,

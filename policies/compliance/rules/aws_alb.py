@@ -1,16 +1,25 @@
-"""Application load balancers and their listeners."""
+"""Application load balancers and their listeners, and network load balancers' plain TCP/UDP
+listeners (which must pass TLS through to an ALB's HTTPS listener)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from pulumi_policy import EnforcementLevel, Severity
+from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, num, truthy
 
 LB = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 LISTENER = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
 WAF_ASSOCIATION = ("aws:wafv2/webAclAssociation:WebAclAssociation",)
+TARGET_GROUP = ("aws:lb/targetGroup:TargetGroup", "aws:alb/targetGroup:TargetGroup")
+TARGET_ATTACHMENT = (
+    "aws:lb/targetGroupAttachment:TargetGroupAttachment",
+    "aws:alb/targetGroupAttachment:TargetGroupAttachment",
+)
+# Listener protocols that carry the client's bytes unchanged (no TLS termination on the NLB).
+PASSTHROUGH = frozenset({"tcp", "udp", "tcp_udp"})
 
 # ELB security policies that offer TLS 1.2 as the minimum (AWS's published list).
 TLS12_POLICIES = frozenset(
@@ -103,6 +112,69 @@ def _waf(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"internet-facing ALB {lb.name!r} has no WAF web ACL (aws.wafv2.WebAclAssociation)", lb.urn
 
 
+def _forwarded(listener: PolicyResource) -> list[str]:
+    """The target group ARNs a listener's forward actions name (simple and weighted forms)."""
+    arns: list[Any] = []
+    for action in as_list(listener.props.get("defaultActions")):
+        if norm(get_path(action, "type")) != "forward":
+            continue
+        arns.append(get_path(action, "targetGroupArn"))
+        arns += [get_path(g, "arn") for g in as_list(get_path(action, "forward", "targetGroups"))]
+    return list(dict.fromkeys(str(a) for a in arns if a))
+
+
+def _port(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _alb_serves_https(view: StackView, group: PolicyResource) -> Iterator[str]:
+    """Why an `alb` target group does not end at an HTTPS listener (nothing when it does)."""
+    attachments = view.referrers(group, TARGET_ATTACHMENT, "targetGroupArn")
+    if not attachments:
+        yield "no ALB attached to it in this stack (aws.lb.TargetGroupAttachment)"
+        return
+    for attachment in attachments:
+        albs = view.refers(attachment, "targetId", LB)
+        if not albs:
+            yield f"its target {attachment.props.get('targetId')!r} is not an ALB of this stack"
+            continue
+        # Traffic goes to the attachment's port, else the target group's: both must be HTTPS.
+        ports = {p for p in (_port(group.props.get("port")), _port(attachment.props.get("port"))) if p}
+        for alb in albs:
+            listeners = view.referrers(alb, LISTENER, "loadBalancerArn")
+            for port in sorted(ports):
+                on_port = [x for x in listeners if _port(x.props.get("port")) == port]
+                protocols = sorted({str(x.props.get("protocol")) for x in on_port})
+                if not on_port:
+                    yield f"ALB {alb.name!r} has no listener on port {port}"
+                elif "https" not in {p.lower() for p in protocols}:
+                    yield f"ALB {alb.name!r} serves {', '.join(protocols)} on port {port}, not HTTPS"
+
+
+def _tcp_passthrough(view: StackView) -> Iterator[tuple[str, str | None]]:
+    for listener in view.of_type(*LISTENER):
+        protocol = norm(listener.props.get("protocol"))
+        if protocol not in PASSTHROUGH:
+            continue
+        head = (
+            f"{protocol.upper()} listener {listener.name!r} on port {num(listener.props.get('port'))} "
+            f"forwards plain {protocol.upper()} to"
+        )
+        fix = "terminate TLS on a TLS listener, or forward to an ALB's HTTPS listener"
+        for arn in _forwarded(listener):
+            groups = view.referenced(arn, TARGET_GROUP)
+            if not groups:
+                yield f"{head} target group {arn!r}, which this stack does not declare: {fix}", listener.urn
+            for group in groups:
+                target_type = norm(group.props.get("targetType") or "instance")
+                to = f"{head} target group {group.name!r} (target type {target_type})"
+                if target_type != "alb":
+                    yield f"{to}: {fix}", listener.urn
+                    continue
+                for why in _alb_serves_https(view, group):
+                    yield f"{to}, but {why}: {fix}", listener.urn
+
+
 _TLS = Controls(nist=("SC-8", "SC-8(1)", "SC-13"), soc2=("CC6.7",), pci=("4.2.1",))
 
 RULES = [
@@ -126,6 +198,18 @@ RULES = [
         LISTENER,
         _tls_policy,
         checkov=("CKV_AWS_103", "CKV2_AWS_74"),
+    ),
+    Rule(
+        "aws-nlb-tcp-passthrough-to-https",
+        "Plain TCP/UDP listeners (NLB) forward only to an ALB target group whose ALB serves HTTPS on the "
+        "target group's port, so the traffic stays TLS end to end.",
+        Severity.HIGH,
+        _TLS,
+        "Terminate TLS on the NLB (protocol='TLS' with a TLS 1.2+ ssl_policy and a certificate), or forward "
+        "TCP only to a target group with target_type='alb', attach the ALB (aws.lb.TargetGroupAttachment) "
+        "and give it an HTTPS listener on the target group's port. Targets that terminate TLS themselves "
+        "need an exclusion with a justification.",
+        stack_check=_tcp_passthrough,
     ),
     Rule(
         "aws-alb-drop-invalid-headers",

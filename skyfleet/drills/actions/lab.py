@@ -3,8 +3,9 @@
 The lab's primitives are idempotent and their undos wait until the part is ready again. A
 site argument may name the role rather than the site: ``serving`` is the site the edge sends
 the global name to when the fault is applied (the one holding the users' sessions: the worst
-to lose). The ledger key keeps the name as given, so the rollback finds the fault whichever
-site it turned out to be.
+to lose). An active-active edge answers with several sites, each holding a share of the
+sessions: ``serving`` is then the first of them by name. The ledger key keeps the name as
+given, so the rollback finds the fault whichever site it turned out to be.
 """
 
 from __future__ import annotations
@@ -27,17 +28,16 @@ def _faults():  # the module skyfleet.lab.faults
 
 
 def _site(lab: LabTarget, site: str) -> str:
-    """The site a fault acts on: ``site`` itself, or the site the edge routes to right now."""
+    """The site a fault acts on: ``site`` itself, or a site the edge routes to right now (the
+    first by name when an active-active edge routes to several)."""
     if site != PRIMARY_SITE:
         return site
     from skyfleet.lab.edge import routed_sites
 
     routed = routed_sites(lab.state_dir)
-    if len(routed) != 1:
-        raise RuntimeError(
-            f"site {PRIMARY_SITE!r}: the edge routes the global name to {routed}, not one site"
-        )
-    return routed[0]
+    if not routed:
+        raise RuntimeError(f"site {PRIMARY_SITE!r}: the edge routes the global name to no site")
+    return sorted(routed)[0]
 
 
 def _named(site: str) -> str:

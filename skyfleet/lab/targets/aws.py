@@ -10,7 +10,8 @@
   the endpoint names, as ElastiCache's is.
 - **SQS**: moto's server, behind the regional endpoint's name over HTTPS, in the stack's
   account, with the plan's queues (visibility, retention, long polling, redrive to the DLQ).
-- **ALB**: the HTTPS listener's certificate and the target group's health check.
+- **ALB**: the HTTPS listener's certificate and the target group's health check; an NLB that
+  passes TCP through to it answers at the ALB twin's address.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import boto3
 from botocore.config import Config
 
 from agent_app.contract import DEFAULT_PORT
+from skyfleet.lab.errors import LabError
 from skyfleet.lab.lb import Backend, Check, LoadBalancerSpec
 from skyfleet.lab.model import plain, pods
 from skyfleet.lab.targets.base import Context, ServiceProcess, SiteTwin, managed_cache, one, redis_version
+from skyfleet.plan import PlannedResource
 
 REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 QUEUE = "aws:sqs/queue:Queue"
 TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+TARGET_GROUP_ATTACHMENT = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
 LISTENER = "aws:lb/listener:Listener"
 CERTIFICATE = "aws:acm/certificate:Certificate"
 VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
@@ -35,6 +39,43 @@ ALB = "aws:lb/loadBalancer:LoadBalancer"
 # Credentials the lab's SQS accepts; ECS would hand the task role's through its agent.
 LAB_ACCESS_KEY = "AKIASKYFLEETLAB00000"
 LAB_SECRET_KEY = "skyfleet-lab-secret-key-not-a-real-one"
+
+
+def _passthrough_fronts(site: SiteTwin, alb: PlannedResource, https: PlannedResource) -> None:
+    """An NLB that passes TCP through to the ALB's HTTPS listener adds no behaviour the lab
+    must run (TLS, routing and checks are the ALB's): its name answers with the ALB twin's
+    address. Any other NLB cannot be twinned faithfully, so it stops ``lab up``."""
+    plan = site.plan
+    groups = {str(t.outputs.get("arn")): t for t in plan.of_type(TARGET_GROUP)}
+    attached = {str(a.inputs.get("targetGroupArn")): a for a in plan.of_type(TARGET_GROUP_ATTACHMENT)}
+    alb_arn = str(alb.outputs.get("arn"))
+    https_port = https.inputs.get("port")
+    for nlb in plan.of_type(ALB):
+        if nlb.inputs.get("loadBalancerType") != "network":
+            continue
+        for listener in plan.of_type(LISTENER):
+            if listener.inputs.get("loadBalancerArn") != nlb.outputs.get("arn"):
+                continue
+            for action in listener.inputs.get("defaultActions") or []:
+                arn = str(action.get("targetGroupArn"))
+                group, attachment = groups.get(arn), attached.get(arn)
+                if not (
+                    group is not None
+                    and group.inputs.get("targetType") == "alb"
+                    and attachment is not None
+                    and str(attachment.inputs.get("targetId")) == alb_arn
+                    and attachment.inputs.get("port") == https_port
+                ):
+                    raise LabError(
+                        f"{site.stack}: {LISTENER} {listener.name!r} of NLB {nlb.name!r} does not pass "
+                        f"TCP through to the ALB's HTTPS listener (port {https_port}); the lab twins "
+                        "only that NLB"
+                    )
+        site.names[str(nlb.outputs["dnsName"])] = ["lb"]
+        site.deviations.append(
+            f"NLB {nlb.name!r} (TCP {int(https_port or 0)} passed through to the ALB) is not run: "
+            "its name and its Elastic IPs reach the ALB's twin directly"
+        )
 
 
 def declare(site: SiteTwin, ctx: Context) -> None:
@@ -177,7 +218,9 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
             f"the HTTPS listener uses certificate {cert_arn}, which is not in the plan: the lab serves "
             f"one for the names the stack says it serves ({names})"
         )
-    tg = one(plan, TARGET_GROUP)
+    # The api's target group: the one the HTTPS listener forwards to.
+    forward = str(((https.inputs.get("defaultActions") or [{}])[0]).get("targetGroupArn"))
+    tg = next(t for t in plan.of_type(TARGET_GROUP) if str(t.outputs.get("arn")) == forward)
     hc = tg.inputs.get("healthCheck") or {}
     site.lb = LoadBalancerSpec(
         site=site.site,
@@ -196,8 +239,9 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         ),
         retries=0,
     )
-    alb = one(plan, ALB)
+    alb = next(lb for lb in plan.of_type(ALB) if lb.outputs.get("arn") == https.inputs.get("loadBalancerArn"))
     site.names[str(alb.outputs["dnsName"])] = ["lb"]
+    _passthrough_fronts(site, alb, https)
     # The tasks behind the target group: the service whose load balancer names it.
     for spec in site.app_pods:
         service = next(

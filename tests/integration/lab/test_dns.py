@@ -1,6 +1,7 @@
 """The lab's DNS server as a real process, answering the edge plan's Route 53 zone from real
-health checks of small real HTTPS sites on loopback, and the client resolver that honours
-the answers' TTLs (plugged into httpx, verifying each site's certificate for the name)."""
+health checks of small real HTTPS sites on loopback (failover, weighted and multivalue), and
+the client resolver that honours the answers' TTLs (plugged into httpx, verifying each site's
+certificate for the name, racing a name's addresses as httpx's AnyIO backend does)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import hashlib
 import itertools
 import json
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,13 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from dnslib import QTYPE, RCODE
 
 from skyfleet.lab import dns
 from skyfleet.lab.resolver import AsyncResolvingTransport, CachingResolver, NameNotFound, ResolvingTransport
-from skyfleet.lab.route53 import Edge
+from skyfleet.lab.route53 import Edge, edge_from_plan
 from skyfleet.testing.edge import (
     GLOBAL_NAME,
     ROOT,
@@ -31,13 +35,16 @@ from skyfleet.testing.edge import (
     TestCA,
     a_records,
     cname_of,
+    common_free_port,
     dns_server,
     edge,
     edge_config,
     fast,
+    loopback_block,
     query,
     sites,
 )
+from tests.support.multivalue_edge import multivalue_plan, record
 
 INTERVAL = 0.2  # the tests' health-check interval (the plan's is 10 s)
 SITE_TTL = 60  # the TTL the tests give each site host's A record
@@ -361,3 +368,157 @@ def test_a_bad_config_stops_the_server_with_the_file_and_field(tmp_path: Path) -
     run = subprocess.run(dns.command(path), capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 2
     assert re.search(r"dns\.json: .*record [\w-]+: healthCheckId '[\w-]+' is not a health check", run.stderr)
+
+
+# --- multivalue answers --------------------------------------------------------------------------------
+
+
+def test_multivalue_answers_every_healthy_site_and_drops_an_unhealthy_one(tmp_path: Path, ca: TestCA) -> None:
+    planned = edge_from_plan(multivalue_plan().resources)
+    hosts = {c.site: c.fqdn or "" for c in planned.health_checks}
+    ttl = edge_config()["ttl"]
+    with contextlib.ExitStack() as stack:
+        started, port = stack.enter_context(
+            sites([(site, [host, GLOBAL_NAME]) for site, host in hosts.items()], ca, tmp_path)
+        )
+        by_name = {s.name: s for s in started}
+        # As the lab serves it: each site's planned addresses answered as its address here.
+        records = tuple(
+            r.model_copy(update={"values": (by_name[str(r.set_identifier)].address,)})
+            for r in planned.records
+        )
+        checks = tuple(fast(c, port=port, interval=INTERVAL) for c in planned.health_checks)
+        config = dns.DnsConfig.for_edge(
+            Edge(records=records, health_checks=checks),
+            listen="127.0.0.1",
+            port=0,
+            events_file=tmp_path / "events.jsonl",
+            static_names={hosts[s.name]: ([s.address], SITE_TTL) for s in started},
+            seed=5,
+        )
+        server = stack.enter_context(dns_server(config, tmp_path))
+        every = sorted(s.address for s in started)
+        for tcp in (False, True):
+            reply = query(server.address, GLOBAL_NAME, tcp=tcp)
+            assert reply.header.rcode == RCODE.NOERROR and not reply.header.tc
+            assert sorted(
+                (str(r.rname).rstrip("."), QTYPE[r.rtype], r.ttl, str(r.rdata)) for r in reply.rr
+            ) == [(GLOBAL_NAME, "A", ttl, address) for address in every]
+        # A new random order for each query (three addresses: six orders).
+        orders = Counter(tuple(a_records(query(server.address, GLOBAL_NAME))) for _ in range(120))
+        assert len(orders) >= 4 and {o[0] for o in orders} == set(every)
+        assert sorted(CachingResolver(server.address).resolve(GLOBAL_NAME)) == every
+        start = dns.wait_event(server.events_file, lambda e: e.get("event") == "routing", timeout=10)
+        assert start["routing"][GLOBAL_NAME] == every  # the addresses, not names
+
+        gcp = by_name["gcp-prod"]
+        gcp.stop()
+        down = dns.wait_event(
+            server.events_file,
+            lambda e: e.get("event") == "health" and e["site"] == "gcp-prod" and e["healthy"] is False,
+            timeout=30,
+        )
+        routing = next(e for e in server.events() if e.get("event") == "routing" and e["t"] >= down["t"])
+        assert routing["cause"] == "gcp-prod"
+        assert routing["routing"][GLOBAL_NAME] == [a for a in every if a != gcp.address]
+        for tcp in (False, True):
+            answers = {
+                tuple(sorted(a_records(query(server.address, GLOBAL_NAME, tcp=tcp)))) for _ in range(20)
+            }
+            assert answers == {tuple(a for a in every if a != gcp.address)}
+
+
+def test_a_multivalue_answer_too_big_for_udp_comes_whole_over_tcp(tmp_path: Path) -> None:
+    # Eight records of six addresses: 48 A records, over the 512 bytes of a plain UDP reply.
+    records = [record(f"s{i}", [f"10.9.{i}.{j + 1}" for j in range(6)]) for i in range(8)]
+    every = sorted(v for r in records for v in r.values)
+    config = dns.DnsConfig.for_edge(
+        Edge(records=tuple(records), health_checks=()), listen="127.0.0.1", port=0, events_file=tmp_path / "e"
+    )
+    with dns_server(config, tmp_path) as server:
+        reply = query(server.address, "api.test")
+        assert reply.header.tc and not reply.rr  # truncated: retry over TCP
+        assert sorted(a_records(query(server.address, "api.test", tcp=True))) == every
+        # The resolver does that retry by itself.
+        assert sorted(CachingResolver(server.address).resolve("api.test")) == every
+
+
+# --- several addresses: the async transport races them as httpx does ----------------------------------
+
+
+@contextlib.contextmanager
+def silent_port(address: str, port: int) -> Iterator[None]:
+    """``address:port`` drops every SYN: a listener with backlog 0 whose one queue slot is taken
+    by a connection it never accepts (Linux then drops new SYNs; the client would retry after
+    1 s, 3 s, ...), as a host that is down or firewalled behaves."""
+    with socket.socket() as listener, socket.socket() as filler, socket.socket() as probe:
+        listener.bind((address, port))
+        listener.listen(0)
+        filler.connect((address, port))
+        probe.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            probe.connect((address, port))  # it really does not answer
+        yield
+
+
+async def connect_time(
+    resolver: CachingResolver, name: str, port: int, timeout: float = 5.0
+) -> tuple[float, str]:
+    """How long the async transport's connect to ``name`` takes, and the address it reached."""
+    backend = AsyncResolvingTransport(resolver, verify=ssl.create_default_context())._pool._network_backend
+    started = time.monotonic()
+    stream = await backend.connect_tcp(name, port, timeout=timeout)
+    took = time.monotonic() - started
+    try:
+        return took, stream.get_extra_info("server_addr")[0]
+    finally:
+        await stream.aclose()
+
+
+async def test_async_transport_races_addresses_and_sync_tries_them_in_turn(
+    tmp_path: Path, ca: TestCA
+) -> None:
+    silent, refused, first, second = loopback_block(4)
+    port = common_free_port([silent, refused, first, second])
+    names = {
+        "slow.lab.test": [silent, first],  # the first address does not answer
+        "refused.lab.test": [refused, first],  # the first address refuses
+        "ordered.lab.test": [second, first],  # both answer: the DNS's order
+        "down.lab.test": [silent, refused],  # nothing answers
+    }
+    config = static_config(tmp_path, {n: (addrs, 300) for n, addrs in names.items()})
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(dns_server(config, tmp_path))
+        for address in (first, second):
+            site = Site(address, address, port, ca.issue(list(names), tmp_path, address)).start()
+            stack.callback(site.stop)
+        stack.enter_context(silent_port(silent, port))
+        resolver = CachingResolver(server.address)
+        for name in names:
+            resolver.resolve(name)  # cached: the timings below are the connects alone
+
+        # A silent first address costs the happy-eyeballs delay, not its connect timeout (5 s):
+        # tried in turn, the second address would be reached only after 5 s.
+        took, reached = await connect_time(resolver, "slow.lab.test", port)
+        assert reached == first and 0.25 <= took < 5.0, took
+        # A refused first address falls through to the next; two live ones: the DNS's order.
+        took, reached = await connect_time(resolver, "refused.lab.test", port)
+        assert reached == first, took
+        took, reached = await connect_time(resolver, "ordered.lab.test", port)
+        assert reached == second, took
+        # All fail: the last failure (the silent address's timeout, after the refusal).
+        with pytest.raises(httpcore.ConnectTimeout):
+            await connect_time(resolver, "down.lab.test", port, timeout=0.5)
+
+        # Through httpx, with TLS and HTTP on the name.
+        transport = AsyncResolvingTransport(resolver, verify=ca.client_context())
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+            response = await client.get(f"https://slow.lab.test:{port}/")
+        assert response.text == f"{first}\n"
+        # The sync transport stays sequential, as socket.create_connection: the silent address
+        # takes its whole connect timeout before the next is tried.
+        sync = ResolvingTransport(resolver, verify=ca.client_context())
+        with httpx.Client(transport=sync, timeout=httpx.Timeout(5, connect=1.0)) as client:
+            started = time.monotonic()
+            response = client.get(f"https://slow.lab.test:{port}/")
+        assert response.text == f"{first}\n" and time.monotonic() - started >= 1.0

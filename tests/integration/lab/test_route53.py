@@ -1,5 +1,6 @@
 """Route 53 as the lab emulates it, built from the edge stack's own plan: record evaluation
-(failover through alias tiers, weighted with its weight-0 and all-unhealthy rules), the
+(failover through alias tiers, weighted with its weight-0 and all-unhealthy rules, multivalue
+answers with their eight-record limit and all-unhealthy rule), the
 health-check state rules (threshold per checker, the 18 % rule) and real probes against
 small HTTPS servers."""
 
@@ -23,6 +24,7 @@ from skyfleet.lab.route53 import (
     EdgePlanError,
     HealthCheckSpec,
     HealthCheckState,
+    Zone,
     edge_from_plan,
     probe,
 )
@@ -36,6 +38,7 @@ from skyfleet.testing.edge import (
     loopback_block,
     self_signed_expired,
 )
+from tests.support.multivalue_edge import multivalue_plan, planned_addresses, record
 
 
 def health_of(down: set[str], checks: dict[str, str]) -> Any:
@@ -297,3 +300,168 @@ async def test_probe_fails_without_a_status_within_the_response_timeout() -> Non
         result = await asyncio.wait_for(probe(check, lambda name: [address]), 5)
     assert not result.ok and "no HTTP status within 0.3 s" in result.reason
     assert result.duration >= 0.3
+
+
+# --- multivalue answers ------------------------------------------------------------------------------
+
+
+def multivalue_checks() -> dict[str, str]:
+    return {c.site: c.id for c in edge_from_plan(multivalue_plan().resources).health_checks}
+
+
+def test_multivalue_records_are_the_plans() -> None:
+    e = edge_from_plan(multivalue_plan().resources)
+    checks, addresses = multivalue_checks(), planned_addresses()
+    assert {r.set_identifier for r in e.records} == set(addresses) == set(checks)
+    for rec in e.records:
+        site = str(rec.set_identifier)
+        assert (rec.name, rec.type, rec.multivalue, rec.alias) == (GLOBAL_NAME, "A", True, None)
+        assert list(rec.values) == addresses[site]  # every address the site's stack exports
+        assert rec.health_check_id == checks[site]
+        assert rec.ttl == edge_config()["ttl"]
+        assert (rec.failover, rec.weight) == (None, None)
+
+
+def answered(zone: Any, health: Any, rng: random.Random, name: str = GLOBAL_NAME) -> list[str]:
+    answers = zone.answer(name, health, rng)
+    assert {(a.name, a.type) for a in answers} <= {(name, "A")}
+    values = [a.value for a in answers]
+    assert len(values) == len(set(values)), values  # each value once
+    return values
+
+
+def test_multivalue_answers_every_healthy_sites_addresses_in_random_order() -> None:
+    zone, checks, addresses = (
+        edge_from_plan(multivalue_plan().resources).zone(),
+        multivalue_checks(),
+        planned_addresses(),
+    )
+    everything = {a for site in addresses.values() for a in site}
+    rng = random.Random(3)
+    healthy = health_of(set(), checks)
+    answers = [answered(zone, healthy, rng) for _ in range(300)]
+    assert all(set(a) == everything for a in answers)  # all five addresses of three sites
+    assert {a.ttl for a in zone.answer(GLOBAL_NAME, healthy, rng)} == {edge_config()["ttl"]}
+    # Shuffled: 300 answers of 5 addresses, each address first about 60 times.
+    firsts = Counter(a[0] for a in answers)
+    assert set(firsts) == everything and min(firsts.values()) > 30
+    assert len({tuple(a) for a in answers}) > 50
+    # An unhealthy site's addresses leave the answer; the others stay, all of them.
+    down = health_of({"aws-prod"}, checks)
+    assert {frozenset(answered(zone, down, rng)) for _ in range(50)} == {
+        frozenset(addresses["gcp-prod"] + addresses["onprem-prod"])
+    }
+    assert zone.routing(down) == {GLOBAL_NAME: sorted(addresses["gcp-prod"] + addresses["onprem-prod"])}
+    only_onprem = health_of({"aws-prod", "gcp-prod"}, checks)
+    assert answered(zone, only_onprem, rng) == addresses["onprem-prod"]
+    # All unhealthy: Route 53 answers with (up to eight of) the unhealthy records, every value.
+    nothing = health_of(set(addresses), checks)
+    assert set(answered(zone, nothing, rng)) == everything
+    assert zone.routing(nothing) == {GLOBAL_NAME: sorted(everything)}
+
+
+def test_multivalue_answers_at_most_eight_records() -> None:
+    records = [record(f"s{i}", [f"192.0.2.{i + 1}"], check=f"hc{i}") for i in range(12)]
+    zone = Zone(records, known_checks={f"hc{i}" for i in range(12)})
+    every = {f"192.0.2.{i + 1}" for i in range(12)}
+    rng = random.Random(5)
+    answers = [answered(zone, lambda _: True, rng, "api.test") for _ in range(300)]
+    # Twelve healthy: eight in each answer, different eights to different queries.
+    assert {len(a) for a in answers} == {8}
+    assert {v for a in answers for v in a} == every
+    assert len({frozenset(a) for a in answers}) > 20
+    assert zone.routing(lambda _: True) == {"api.test": sorted(every)}  # any of them may be answered
+    # Nine healthy: eight of those nine, never an unhealthy one.
+    sick = {"hc0", "hc1", "hc2"}
+    answers = [answered(zone, lambda c: c not in sick, rng, "api.test") for _ in range(100)]
+    assert {len(a) for a in answers} == {8}
+    assert {v for a in answers for v in a} == every - {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
+    # Five healthy: those five in every answer.
+    up = {f"hc{i}" for i in range(5)}
+    assert {frozenset(answered(zone, lambda c: c in up, rng, "api.test")) for _ in range(50)} == {
+        frozenset(f"192.0.2.{i + 1}" for i in range(5))
+    }
+    # All twelve unhealthy: up to eight of the unhealthy ones.
+    answers = [answered(zone, lambda _: False, rng, "api.test") for _ in range(100)]
+    assert {len(a) for a in answers} == {8}
+    assert {v for a in answers for v in a} == every
+
+
+def test_a_multivalue_record_without_health_check_is_always_healthy() -> None:
+    zone = Zone(
+        [
+            record("a", ["192.0.2.1", "192.0.2.2"], check="hc-a"),
+            record("b", ["192.0.2.3"], check="hc-b"),
+            record("c", ["192.0.2.4", "192.0.2.1"]),  # no check; shares a value with "a"
+        ]
+    )
+    rng = random.Random(9)
+    everything = {"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
+    assert set(answered(zone, lambda _: True, rng, "api.test")) == everything  # 192.0.2.1 once
+    # Every checked record down: the unchecked one still counts as healthy, and is the answer.
+    assert sorted(answered(zone, lambda _: False, rng, "api.test")) == ["192.0.2.1", "192.0.2.4"]
+    assert set(answered(zone, lambda c: c == "hc-b", rng, "api.test")) == {
+        "192.0.2.1",
+        "192.0.2.3",
+        "192.0.2.4",
+    }
+
+
+def mv_resources(**changes: Any) -> list[dict[str, Any]]:
+    """The multivalue plan's resources, with ``changes`` to the inputs of multivalue-gcp-prod
+    (a value None removes the input)."""
+    resources = [copy.deepcopy(dataclasses.asdict(r)) for r in multivalue_plan().resources]
+    inputs = next(r for r in resources if r["name"] == "multivalue-gcp-prod")["inputs"]
+    for key, value in changes.items():
+        if value is None:
+            inputs.pop(key, None)
+        else:
+            inputs[key] = value
+    return resources
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        (
+            {
+                "aliases": [{"name": "x.example", "zoneId": "Z1", "evaluateTargetHealth": True}],
+                "records": None,
+                "ttl": None,
+            },
+            r"multivalue-gcp-prod .*multivalueAnswerRoutingPolicy: Route 53 has no multivalue alias",
+        ),
+        (
+            {"type": "CNAME", "records": ["gcp.example"]},
+            r"multivalue-gcp-prod .*Route 53 refuses it for a CNAME",
+        ),
+        ({"type": "NS", "records": ["ns1.example"]}, r"multivalue-gcp-prod .*Route 53 refuses it for a NS"),
+        (
+            {"weightedRoutingPolicies": [{"weight": 10}]},
+            r"multivalue-gcp-prod .*weightedRoutingPolicies and multivalueAnswerRoutingPolicy: a record "
+            r"has one routing policy",
+        ),
+        (
+            {"failoverRoutingPolicies": [{"type": "PRIMARY"}]},
+            r"multivalue-gcp-prod .*failoverRoutingPolicies and multivalueAnswerRoutingPolicy",
+        ),
+        ({"setIdentifier": None}, r"multivalue-gcp-prod .*setIdentifier: a multivalue record needs one"),
+        ({"multivalueAnswerRoutingPolicy": "yes"}, r"multivalue-gcp-prod .*expected true or false"),
+    ],
+)
+def test_multivalue_plan_problems_name_the_resource_and_field(changes: dict[str, Any], says: str) -> None:
+    with pytest.raises(EdgePlanError, match=says):
+        edge_from_plan(mv_resources(**changes))
+
+
+def test_multivalue_mixed_with_another_policy_on_one_name_is_refused() -> None:
+    # A record of the name without the policy: a name has one routing policy.
+    with pytest.raises(
+        EdgePlanError, match=r"multivalue-gcp-prod: api.agents.example.com mixes multivalue and simple"
+    ):
+        edge_from_plan(mv_resources(multivalueAnswerRoutingPolicy=False, setIdentifier=None))
+    # Configs the DNS server reads are checked as well (they are not read through a plan).
+    with pytest.raises(EdgePlanError, match=r"record multivalue-a: Route 53 has no multivalue CNAME"):
+        Zone([record("a", ["x.example"]).model_copy(update={"type": "CNAME"})])
+    with pytest.raises(EdgePlanError, match=r"record multivalue-a: multivalue and weighted routing"):
+        Zone([record("a", ["192.0.2.1"], weight=5)])

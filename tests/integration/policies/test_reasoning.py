@@ -182,6 +182,97 @@ def test_a_dead_letter_drain_is_known_by_wiring_not_by_name(gate: Gate) -> None:
     assert "gcp-pubsub-dead-letter" in rules_on(gate, [*topics, misnamed])
 
 
+# -- a TCP passthrough is judged by where it ends ------------------------------------------------------
+
+PASSTHROUGH = "aws-nlb-tcp-passthrough-to-https"
+FIX = "terminate TLS on a TLS listener, or forward to an ALB's HTTPS listener"
+
+
+def _nlb_front(*, target_type: str = "alb", port: int = 443) -> list[PlannedResource]:
+    """An NLB whose TCP listener on ``port`` forwards to a target group of ``target_type``
+    (attached to the ALB on ``port`` when it is an ``alb`` group); the ALB serves HTTPS on 443
+    and only redirects on 80."""
+    lb, listener = "aws:lb/loadBalancer:LoadBalancer", "aws:lb/listener:Listener"
+    forward = [{"type": "forward", "targetGroupArn": "arn:fixture:front"}]
+    stack = [
+        res(lb, "alb", {"loadBalancerType": "application", "tags": TAGS}),
+        res(
+            listener,
+            "alb-https",
+            {
+                "loadBalancerArn": "arn:fixture:alb",
+                "protocol": "HTTPS",
+                "port": 443,
+                "sslPolicy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                "certificateArn": "arn:fixture:cert",
+                "defaultActions": [{"type": "forward", "targetGroupArn": "arn:fixture:tasks"}],
+            },
+        ),
+        res(
+            listener,
+            "alb-http",
+            {
+                "loadBalancerArn": "arn:fixture:alb",
+                "protocol": "HTTP",
+                "port": 80,
+                "defaultActions": [{"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443"}}],
+            },
+        ),
+        res(
+            "aws:lb/targetGroup:TargetGroup", "tasks", {"targetType": "ip", "protocol": "HTTP", "port": 8080}
+        ),
+        res(lb, "nlb", {"loadBalancerType": "network", "internal": False}),
+        res(
+            "aws:lb/targetGroup:TargetGroup",
+            "front",
+            {"targetType": target_type, "protocol": "TCP", "port": port},
+        ),
+        res(
+            listener,
+            "nlb-tcp",
+            {
+                "loadBalancerArn": "arn:fixture:nlb",
+                "protocol": "TCP",
+                "port": port,
+                "defaultActions": forward,
+            },
+        ),
+    ]
+    if target_type == "alb":
+        attach = {"targetGroupArn": "arn:fixture:front", "targetId": "arn:fixture:alb", "port": port}
+        stack.append(res("aws:lb/targetGroupAttachment:TargetGroupAttachment", "front-alb", attach))
+    return stack
+
+
+def test_tcp_passthrough_to_an_alb_https_listener_passes(gate: Gate) -> None:
+    assert messages(gate, _nlb_front(), PASSTHROUGH) == []
+    # The weighted form of forward names its target groups the same way.
+    weighted = _nlb_front()
+    nlb_tcp = next(r for r in weighted if r.name == "nlb-tcp")
+    action = {"type": "forward", "forward": {"targetGroups": [{"arn": "arn:fixture:front", "weight": 1}]}}
+    nlb_tcp.inputs["defaultActions"] = nlb_tcp.outputs["defaultActions"] = [action]
+    assert messages(gate, weighted, PASSTHROUGH) == []
+
+
+def test_tcp_passthrough_to_ip_targets_fails(gate: Gate) -> None:
+    assert messages(gate, _nlb_front(target_type="ip"), PASSTHROUGH) == [
+        "TCP listener 'nlb-tcp' on port 443 forwards plain TCP to target group 'front' "
+        f"(target type ip): {FIX}"
+    ]
+
+
+def test_tcp_passthrough_to_an_alb_port_without_https_fails(gate: Gate) -> None:
+    # Port 80 of the ALB only redirects, but the bytes to it are plain HTTP all the same.
+    assert messages(gate, _nlb_front(port=80), PASSTHROUGH) == [
+        "TCP listener 'nlb-tcp' on port 80 forwards plain TCP to target group 'front' (target type alb), "
+        f"but ALB 'alb' serves HTTP on port 80, not HTTPS: {FIX}"
+    ]
+    assert messages(gate, _nlb_front(port=8443), PASSTHROUGH) == [
+        "TCP listener 'nlb-tcp' on port 8443 forwards plain TCP to target group 'front' (target type alb), "
+        f"but ALB 'alb' has no listener on port 8443: {FIX}"
+    ]
+
+
 # -- credentials by value ----------------------------------------------------------------------------
 
 

@@ -168,6 +168,7 @@ def _aws_site() -> list[PlannedResource]:
             "aws:lb/listener:Listener",
             "https",
             {
+                "loadBalancerArn": "arn:fixture:alb",
                 "protocol": "HTTPS",
                 "port": 443,
                 "tags": TAGS,
@@ -179,6 +180,7 @@ def _aws_site() -> list[PlannedResource]:
             "aws:lb/listener:Listener",
             "http",
             {
+                "loadBalancerArn": "arn:fixture:alb",
                 "protocol": "HTTP",
                 "port": 80,
                 "tags": TAGS,
@@ -188,6 +190,49 @@ def _aws_site() -> list[PlannedResource]:
                         "redirect": {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"},
                     }
                 ],
+            },
+        ),
+        # A static-address front: an NLB on an Elastic IP passes TCP 443 through to the ALB's HTTPS
+        # listener (TLS still ends at the ALB).
+        res("aws:ec2/eip:Eip", "nlb-a", {"domain": "vpc", "tags": TAGS}, id_="eipalloc-nlb-a"),
+        res(
+            "aws:lb/loadBalancer:LoadBalancer",
+            "nlb",
+            {
+                "loadBalancerType": "network",
+                "internal": False,
+                "subnetMappings": [{"subnetId": "subnet-public-a", "allocationId": "eipalloc-nlb-a"}],
+                "enableCrossZoneLoadBalancing": True,
+                "enableDeletionProtection": True,
+                "tags": TAGS,
+            },
+        ),
+        res(
+            "aws:lb/targetGroup:TargetGroup",
+            "nlb-alb",
+            {
+                "targetType": "alb",
+                "protocol": "TCP",
+                "port": 443,
+                "vpcId": "vpc-1",
+                "healthCheck": {"enabled": True, "protocol": "HTTPS", "path": "/readyz"},
+                "tags": TAGS,
+            },
+        ),
+        res(
+            "aws:lb/targetGroupAttachment:TargetGroupAttachment",
+            "nlb-alb-attachment",
+            {"targetGroupArn": "arn:fixture:nlb-alb", "targetId": "arn:fixture:alb", "port": 443},
+        ),
+        res(
+            "aws:lb/listener:Listener",
+            "nlb-tcp",
+            {
+                "loadBalancerArn": "arn:fixture:nlb",
+                "protocol": "TCP",
+                "port": 443,
+                "tags": TAGS,
+                "defaultActions": [{"type": "forward", "targetGroupArn": "arn:fixture:nlb-alb"}],
             },
         ),
         res(
@@ -679,6 +724,8 @@ CASES: list[Case] = [
     ),
     Case("aws-alb-https-only", "aws", "http", setp("defaultActions", [{"type": "forward"}]), "http forward"),
     Case("aws-alb-tls12-policy", "aws", "https", setp("sslPolicy", "ELBSecurityPolicy-2016-08"), "tls1.0"),
+    Case("aws-nlb-tcp-passthrough-to-https", "aws", "nlb-alb", setp("targetType", "ip"), "ip targets"),
+    Case("aws-nlb-tcp-passthrough-to-https", "aws", "nlb-alb", setp("port", 8443), "no https on port"),
     Case("aws-alb-drop-invalid-headers", "aws", "alb", setp("dropInvalidHeaderFields", False), "headers"),
     Case("aws-alb-access-logs", "aws", "alb", setp("accessLogs.enabled", False), "no access logs"),
     Case(

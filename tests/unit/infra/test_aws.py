@@ -97,6 +97,32 @@ def prod(plans: dict[str, Plan]) -> Plan:
     return plans["aws-prod"]
 
 
+def app_lb(plan: Plan) -> PlannedResource:
+    (found,) = [
+        r
+        for r in of(plan, "aws:lb/loadBalancer:LoadBalancer")
+        if r.inputs["loadBalancerType"] == "application"
+    ]
+    return found
+
+
+def net_lb(plan: Plan) -> PlannedResource:
+    (found,) = [
+        r for r in of(plan, "aws:lb/loadBalancer:LoadBalancer") if r.inputs["loadBalancerType"] == "network"
+    ]
+    return found
+
+
+def api_target_group(plan: Plan) -> PlannedResource:
+    (found,) = [r for r in of(plan, "aws:lb/targetGroup:TargetGroup") if r.inputs["targetType"] == "ip"]
+    return found
+
+
+def alb_listeners(plan: Plan) -> list[PlannedResource]:
+    arn = app_lb(plan).outputs["arn"]
+    return [r for r in of(plan, "aws:lb/listener:Listener") if r.inputs["loadBalancerArn"] == arn]
+
+
 # --- load balancer: HTTPS only ------------------------------------------------------------------
 
 
@@ -108,12 +134,12 @@ def test_https_listener_uses_tls12_plus_and_a_certificate(plan: Plan) -> None:
     assert listener["sslPolicy"].startswith(TLS_POLICY_PREFIX)
     assert listener["certificateArn"].startswith("arn:aws:acm:")
     (action,) = listener["defaultActions"]
-    tg = one(plan, "aws:lb/targetGroup:TargetGroup")
+    tg = api_target_group(plan)
     assert action == {"type": "forward", "targetGroupArn": tg.outputs["arn"]}
 
 
 def test_http_listener_only_redirects_to_https(plan: Plan) -> None:
-    others = [r for r in of(plan, "aws:lb/listener:Listener") if r.inputs["protocol"] != "HTTPS"]
+    others = [r for r in alb_listeners(plan) if r.inputs["protocol"] != "HTTPS"]
     assert [r.inputs["port"] for r in others] == [80]
     (action,) = others[0].inputs["defaultActions"]
     assert action["type"] == "redirect"
@@ -142,8 +168,43 @@ def test_certificate_covers_every_host_name_each_dns_validated_in_the_stack_zone
     assert aliases == {"A", "AAAA"}
 
 
+def test_nlb_gives_fixed_addresses_and_passes_tls_through_to_the_alb(plan: Plan) -> None:
+    """A multivalue edge answers with addresses: the NLB has one Elastic IP per public subnet
+    and passes TCP 443 to the ALB, whose HTTPS listener still ends TLS."""
+    front = net_lb(plan)
+    subnets = by_id(plan, "aws:ec2/subnet:Subnet")
+    eips = {e.outputs["allocationId"]: e for e in of(plan, "aws:ec2/eip:Eip") if "nlb" in e.name}
+    mappings = front.inputs["subnetMappings"]
+    assert front.inputs["internal"] is False and front.inputs["ipAddressType"] == "ipv4"
+    assert {subnets[m["subnetId"]].inputs["tags"]["tier"] for m in mappings} == {"public"}
+    assert sorted(subnets[m["subnetId"]].outputs["id"] for m in mappings) == sorted(
+        app_lb(plan).inputs["subnets"]
+    )
+    assert {m["allocationId"] for m in mappings} == set(eips) and len(eips) == len(mappings)
+    assert front.inputs["enableDeletionProtection"] is (plan.stack == "aws-prod")
+    assert len(front.inputs["securityGroups"]) == 1
+    listeners = [
+        r.inputs
+        for r in of(plan, "aws:lb/listener:Listener")
+        if r.inputs["loadBalancerArn"] == front.outputs["arn"]
+    ]
+    assert [(r["port"], r["protocol"]) for r in listeners] == [(443, "TCP")]
+    (action,) = listeners[0]["defaultActions"]
+    tg = next(
+        t for t in of(plan, "aws:lb/targetGroup:TargetGroup") if t.outputs["arn"] == action["targetGroupArn"]
+    )
+    assert (tg.inputs["targetType"], tg.inputs["protocol"], tg.inputs["port"]) == ("alb", "TCP", 443)
+    assert tg.inputs["healthCheck"]["protocol"] == "HTTPS"
+    assert tg.inputs["healthCheck"]["path"] == contract.READINESS_PATH
+    (attachment,) = of(plan, "aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    assert attachment.inputs["targetGroupArn"] == tg.outputs["arn"]
+    assert attachment.inputs["targetId"] == app_lb(plan).outputs["arn"] and attachment.inputs["port"] == 443
+    # Where TLS ends: the ALB's HTTPS listener on the port the NLB forwards to.
+    assert any(r.inputs["protocol"] == "HTTPS" and r.inputs["port"] == 443 for r in alb_listeners(plan))
+
+
 def test_target_group_health_checks_readiness(plan: Plan) -> None:
-    tg = one(plan, "aws:lb/targetGroup:TargetGroup").inputs
+    tg = api_target_group(plan).inputs
     assert tg["targetType"] == "ip"
     assert tg["port"] == contract.DEFAULT_PORT
     assert tg["healthCheck"]["path"] == contract.READINESS_PATH
@@ -151,7 +212,7 @@ def test_target_group_health_checks_readiness(plan: Plan) -> None:
 
 
 def test_alb_is_public_only_in_public_subnets_and_hardened(plan: Plan) -> None:
-    alb = one(plan, "aws:lb/loadBalancer:LoadBalancer").inputs
+    alb = app_lb(plan).inputs
     subnets = by_id(plan, "aws:ec2/subnet:Subnet")
     assert alb["internal"] is False
     assert {subnets[s].inputs["tags"]["tier"] for s in alb["subnets"]} == {"public"}
@@ -487,7 +548,16 @@ def test_security_groups_chain_internet_alb_tasks(plan: Plan) -> None:
         for r in ingress
         if r["securityGroupId"] == groups["alb"]
     }
-    assert alb_in == {(443, "0.0.0.0/0"), (443, "::/0"), (80, "0.0.0.0/0"), (80, "::/0")}
+    assert alb_in == {(443, "0.0.0.0/0"), (443, "::/0"), (80, "0.0.0.0/0"), (80, "::/0"), (443, None)}
+    assert [
+        r["referencedSecurityGroupId"]
+        for r in ingress
+        if r["securityGroupId"] == groups["alb"] and not r.get("cidrIpv4") and not r.get("cidrIpv6")
+    ] == [groups["nlb"]]
+    nlb_in = [r for r in ingress if r["securityGroupId"] == groups["nlb"]]
+    assert [(r["fromPort"], r["toPort"], r.get("cidrIpv4"), r.get("cidrIpv6")) for r in nlb_in] == [
+        (443, 443, "0.0.0.0/0", None)
+    ]
     task_in = [r for r in ingress if r["securityGroupId"] == groups["tasks"]]
     assert [(r["fromPort"], r["toPort"], r.get("referencedSecurityGroupId")) for r in task_in] == [
         (contract.DEFAULT_PORT, contract.DEFAULT_PORT, groups["alb"])
@@ -523,8 +593,8 @@ def test_autoscaling_api_on_cpu_and_requests_worker_on_queue_depth(plan: Plan) -
     api_metrics = {c["predefinedMetricSpecification"]["predefinedMetricType"] for c in policies[api]}
     assert api_metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
     label = next(c for c in policies[api] if "resourceLabel" in c["predefinedMetricSpecification"])
-    alb = one(plan, "aws:lb/loadBalancer:LoadBalancer").outputs["arnSuffix"]
-    tg = one(plan, "aws:lb/targetGroup:TargetGroup").outputs["arnSuffix"]
+    alb = app_lb(plan).outputs["arnSuffix"]
+    tg = api_target_group(plan).outputs["arnSuffix"]
     assert label["predefinedMetricSpecification"]["resourceLabel"] == f"{alb}/{tg}"
     (backlog,) = policies[worker]
     metrics = backlog["customizedMetricSpecification"]["metrics"]
@@ -626,7 +696,11 @@ def test_stack_outputs_follow_the_site_contract(plan: Plan) -> None:
     spec = spec_of(plan.stack)
     assert out.target == "aws"
     assert out.endpoint == f"https://{spec['domain']['name']}"
-    assert out.endpoint_host == one(plan, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
+    # The edge checks the site where clients of its fixed addresses arrive: the NLB.
+    assert out.endpoint_host == net_lb(plan).outputs["dnsName"]
+    assert out.endpoint_addresses == [
+        e.outputs["publicIp"] for e in of(plan, "aws:ec2/eip:Eip") if "nlb" in e.name
+    ]
     assert out.health_check_path == contract.READINESS_PATH
     assert out.cluster_name == one(plan, "aws:ecs/cluster:Cluster").outputs["name"]
     assert (out.api_service_name, out.worker_service_name) == ("api", "worker")

@@ -151,6 +151,49 @@ def test_weighted_routing_shares_by_weight_with_health_checks(
     assert weighted.outputs["routing"] == "weighted"
 
 
+def test_multivalue_answers_every_site_address_with_its_health_check(plans: dict[str, Plan]) -> None:
+    """edge-multivalue: one A record per site holding the addresses its stack exports, each
+    answered only while that site's check passes (Route 53 refuses CNAMEs there)."""
+    mv = plans["edge-multivalue"]
+    cfg = yaml.safe_load((ROOT / "stacks" / "Pulumi.edge-multivalue.yaml").read_text())["config"]
+    ids = check_ids(mv)
+    records = {r.inputs["setIdentifier"]: r.inputs for r in mv.of_type(RECORD)}
+    assert set(records) == set(SITES)
+    for site, rec in records.items():
+        addresses = plans[site].outputs["endpointAddresses"]
+        assert addresses and rec["records"] == addresses
+        assert rec["type"] == "A" and rec["name"] == cfg["skyfleet:edge"]["recordName"]
+        assert rec["multivalueAnswerRoutingPolicy"] is True
+        assert rec["healthCheckId"] == ids[site]
+        assert num(rec["ttl"]) == 10
+        assert not {"aliases", "failoverRoutingPolicies", "weightedRoutingPolicies"} & set(rec)
+    # The aws site's addresses are its NLB's Elastic IPs, one per public subnet.
+    eips = [r.outputs["publicIp"] for r in plans["aws-prod"].of_type("aws:ec2/eip:Eip") if "nlb" in r.name]
+    assert sorted(records["aws-prod"]["records"]) == sorted(eips) and len(eips) >= 2
+    assert mv.outputs["routing"] == "multivalue"
+
+
+def test_multivalue_refuses_weights_and_priorities(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
+) -> None:
+    """Route 53 multivalue has no weights and no order: a setting that would do nothing is an error."""
+    with pytest.raises(PlanError, match=r"sites\[0\] \(aws-prod\): weight"):
+        variant(temp_project, plans, "edge-mv-weights", routing="multivalue")
+    gc.collect()
+
+
+def test_multivalue_needs_each_site_addresses(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
+) -> None:
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.edge-multivalue.yaml").read_text())
+    project = temp_project("edge-mv-noaddr", yaml.safe_dump(doc))
+    known = {s: dict(plans[s].outputs) for s in SITES}
+    known["onprem-prod"]["endpointAddresses"] = []
+    with pytest.raises(PlanError, match=r"org/skyfleet/onprem-prod exports no endpointAddresses"):
+        plan_stack(project, "edge-mv-noaddr", known_outputs=known)
+    gc.collect()
+
+
 def test_two_site_failover_needs_no_tier(
     plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
 ) -> None:
