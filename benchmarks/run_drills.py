@@ -38,7 +38,9 @@ DRILLS = {
         "site-latency",
     ],
     "edge-active": ["weighted-routing"],
-    "edge-multivalue": ["site-loss-multivalue"],
+    # A failover drill again behind multivalue answers: its clients are per-user, so each
+    # answer's order spreads them over the sites and the lost site holds a share of them.
+    "edge-multivalue": ["site-loss-multivalue", "failback"],
 }
 WAIT_HEALTHY_SECONDS = 180
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
@@ -105,7 +107,10 @@ def main() -> None:
                         drill = load_drill(ROOT / "drills" / f"{name}.yaml")
                         console.print(f"round {n}: {name} (behind {edge})")
                         report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
-                        rows.append(row(name, report))
+                        label = (
+                            name if edge == "edge-prod" or name.endswith("multivalue") else f"{name} ({edge})"
+                        )
+                        rows.append(row(label, report))
                 finally:
                     down(state_dir)
         sections.append(f"**Round {n}** ({stamp()})\n\n{header}\n" + "\n".join(rows) + "\n")
@@ -117,7 +122,8 @@ def main() -> None:
         f"fresh twin of {', '.join(s.stack for s in state.sites.values())} behind "
         f"{state.edge.stack if state.edge else 'no edge'} (replicas capped: {capped}), then\n"
         "every shipped lab drill of a failover edge once, then a fresh twin behind edge-active for the\n"
-        "weighted-routing drill; each drill with its own load (30 req/s open loop from 32 clients:\n"
+        "weighted-routing drill, then one behind edge-multivalue for site-loss-multivalue and failback\n"
+        "(labelled with its edge); each drill with its own load (30 req/s open loop from 32 clients:\n"
         "sessions, turns, tasks) through the global name; site-loss-fleet-client's clients are\n"
         "the app's fleet client (agent_app.client), which also knows each site's regional name.\n\n"
         + "\n".join(sections)

@@ -34,6 +34,12 @@ class SiteOutputs(_Outputs):
         description="the fixed public IPv4 addresses of the site's front door (what a multivalue "
         "edge answers); a site whose front door has none exports an empty list",
     )
+    addresses_host: str | None = Field(
+        default=None,
+        alias="addressesHost",
+        description="a DNS name that resolves to exactly the endpointAddresses, through the front "
+        "they belong to (what a multivalue edge health-checks); endpointHost when not set",
+    )
     health_check_path: str = Field(alias="healthCheckPath")
     region: str | None = None
     # AWS

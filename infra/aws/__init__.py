@@ -128,9 +128,10 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
         "environment": spec.environment.value,
         "site": spec.site_name,
         "endpoint": lb.endpoint,
-        # The edge checks the site where clients of its addresses arrive: the NLB.
-        "endpointHost": lb.nlb.dns_name,
+        "endpointHost": lb.alb.dns_name,
         "endpointAddresses": lb.addresses,
+        # A multivalue edge checks the site where clients of those addresses arrive: the NLB.
+        "addressesHost": lb.nlb.dns_name,
         "hostNames": spec.domain.host_names,
         "healthCheckPath": contract.READINESS_PATH,
         "region": spec.region,

@@ -208,10 +208,10 @@ class LoadBalancer(Capability):
                 "protocol": "HTTPS",
                 "path": contract.READINESS_PATH,
                 "port": "traffic-port",
-                "matcher": "200",
+                # An ALB target's check takes the NLB's fixed threshold, timeout and success
+                # codes: only protocol, path, port, interval and the healthy count are set.
                 "interval": 10,
                 "healthy_threshold": 2,
-                "unhealthy_threshold": 2,
             },
             tags=site.tagged("nlb-alb"),
             opts=self.child(),

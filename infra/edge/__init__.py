@@ -17,7 +17,7 @@ from infra.edge.alarms import Alarms, AlarmsArgs
 from infra.edge.health_checks import HealthChecks, HealthChecksArgs
 from infra.edge.records import Records, RecordsArgs
 from infra.edge.sites import read_site
-from infra.spec import EdgeStack
+from infra.spec import EdgeStack, Routing
 
 ROUTE53_METRICS_REGION = "us-east-1"
 
@@ -39,6 +39,7 @@ def deploy(spec: EdgeStack) -> dict[str, Any]:
             failure_threshold=edge.health_check.failure_threshold,
             path_override=edge.health_check.path if "path" in edge.health_check.model_fields_set else None,
             tags=tags,
+            through_addresses=edge.routing is Routing.MULTIVALUE,
         ),
         opts,
     )

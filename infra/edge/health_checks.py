@@ -26,6 +26,9 @@ class HealthChecksArgs:
     # An explicit path from the edge config; otherwise each site's exported readiness path.
     path_override: str | None
     tags: Mapping[str, str]
+    # Check each site through the front its fixed addresses belong to (a multivalue edge
+    # answers those addresses), not through the host a CNAME would name.
+    through_addresses: bool = False
 
 
 class HealthChecks(Capability):
@@ -41,7 +44,7 @@ class HealthChecks(Capability):
             self.checks[site.config.name] = aws.route53.HealthCheck(
                 f"hc-{site.config.name}",
                 type="HTTPS",
-                fqdn=site.host,
+                fqdn=site.addresses_host if args.through_addresses else site.host,
                 port=443,
                 resource_path=args.path_override or site.health_check_path,
                 enable_sni=True,

@@ -13,6 +13,7 @@ healthy site in priority order answers.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,8 +40,20 @@ def tier_name(record_name: str, tier: int) -> str:
     return record_name if tier == 0 else f"failover-{tier}.{record_name}"
 
 
+# Addresses no client on the internet can reach: private, shared (carrier NAT), loopback,
+# link-local, unspecified, multicast and reserved ranges.
+NOT_REACHABLE = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    )
+)  # fmt: skip
+
+
 def _addresses(site: Site, addresses: Sequence[str]) -> list[str]:
-    """A site's fixed addresses, or a clear error: a multivalue record cannot name a host."""
+    """A site's fixed public IPv4 addresses, or a clear error: a multivalue record cannot name
+    a host, and an address clients cannot reach would be answered while its check passes."""
     if not addresses:
         raise ValueError(
             f"stack {site.config.stack} exports no endpointAddresses: multivalue routing answers "
@@ -48,6 +61,17 @@ def _addresses(site: Site, addresses: Sequence[str]) -> list[str]:
             "onprem ingress controller's IPv4 address); deploy that site with one, or route by "
             "failover or weighted"
         )
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            address = None
+        if not isinstance(address, ipaddress.IPv4Address) or any(address in n for n in NOT_REACHABLE):
+            raise ValueError(
+                f"stack {site.config.stack} exports endpointAddresses {list(addresses)}: {text!r} is "
+                "not a public IPv4 address clients can reach (an onprem ingress controller must "
+                "publish its public address in the Ingress status)"
+            )
     return list(addresses)
 
 

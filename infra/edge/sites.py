@@ -24,6 +24,7 @@ class Site:
     health_check_path: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     addresses: pulumi.Output[list[str]]
+    addresses_host: pulumi.Output[str]
 
 
 def _validated(stack: str, outputs: Any) -> SiteOutputs:
@@ -78,4 +79,5 @@ def read_site(site: EdgeSite, *, global_name: str) -> Site:
         health_check_path=outputs.apply(lambda o: o.health_check_path),
         endpoint=outputs.apply(lambda o: o.endpoint),
         addresses=outputs.apply(lambda o: o.endpoint_addresses),
+        addresses_host=outputs.apply(lambda o: o.addresses_host or o.endpoint_host),
     )

@@ -47,6 +47,10 @@ def build(state: LabState, plan: Any) -> None:
     for site in state.sites.values():
         site_plan_outputs = _site_outputs(plan, site.stack)
         hosts = {*site.lb_names, str(site_plan_outputs.get("endpointHost") or "")} - {""}
+        # The name of the front the site's fixed addresses belong to resolves to all of them.
+        front = str(site_plan_outputs.get("addressesHost") or "").lower().rstrip(".")
+        if front:
+            static.setdefault(front, (list(_lb_addresses(site)), SITE_NAME_TTL))
         for host in hosts:
             static.setdefault(host.lower().rstrip("."), ([site.lb_address], SITE_NAME_TTL))
     zone = edge.zone()
@@ -97,13 +101,20 @@ def build(state: LabState, plan: Any) -> None:
     )
 
 
+def _lb_addresses(site: SiteState) -> list[str]:
+    return site.lb_addresses or [site.lb_address]
+
+
 def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Edge:
     """``edge`` with its A records' planned site addresses replaced by the lab's (and recorded
     in ``state.rewrites``); addresses of sites the lab does not run dropped (``deviations``)."""
-    run: dict[str, SiteState] = {}  # planned address -> the site the lab runs with it
+    # planned address -> the site the lab runs with it, and its own address there (the n-th
+    # planned address of a site is the n-th address of its load balancer in the lab)
+    run: dict[str, tuple[SiteState, str]] = {}
     for site in state.sites.values():
-        for address in _site_outputs(plan, site.stack).get("endpointAddresses") or []:
-            run.setdefault(str(address), site)
+        planned = _site_outputs(plan, site.stack).get("endpointAddresses") or []
+        for address, lab in zip(planned, _lb_addresses(site), strict=False):
+            run.setdefault(str(address), (site, lab))
     not_run: dict[str, str] = {}  # planned address -> a site the edge names, the lab does not run
     run_stacks = {site.stack for site in state.sites.values()}
     for stack, outputs in _stack_references(plan).items():
@@ -112,24 +123,26 @@ def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Ed
                 not_run.setdefault(str(address), str(outputs.get("site") or stack))
     records: list[route53.RecordSpec] = []
     for rec in edge.records:
+        if rec.multivalue and rec.type != "A":
+            raise LabError(
+                f"{plan.stack}: record {rec.resource}: multivalue {rec.type} records are not emulated "
+                "(the lab's sites have IPv4 addresses only)"
+            )
         if rec.type != "A" or rec.alias is not None:
             records.append(rec)
             continue
         values: list[str] = []
         dropped: dict[str, list[str]] = {}
         for value in rec.values:
-            site = run.get(value)
-            if site is not None:
+            if value in run:
+                site, lab = run[value]
                 state.rewrites.append(
                     Rewrite(
-                        site=site.site,
-                        what=f"edge record {rec.resource} ({rec.name} A)",
-                        plan=value,
-                        lab=site.lb_address,
+                        site=site.site, what=f"edge record {rec.resource} ({rec.name} A)", plan=value, lab=lab
                     )
                 )
-                if site.lb_address not in values:
-                    values.append(site.lb_address)
+                if lab not in values:
+                    values.append(lab)
             elif value in not_run:
                 dropped.setdefault(not_run[value], []).append(value)
             else:
@@ -255,7 +268,7 @@ def routed_sites(state_dir: str) -> list[str]:
         return []
     targets = routing[-1].get("routing", {}).get(route53.normalise(state.edge.fqdn)) or []
     config, _ = dns.load_config(Path(state.edge.config_file))
-    by_address = {s.lb_address: name for name, s in state.sites.items()}
+    by_address = {a: name for name, s in state.sites.items() for a in _lb_addresses(s)}
     sites = set()
     for target in targets:
         if str(target) in by_address:

@@ -36,6 +36,8 @@ class PodLink(BaseModel):
     namespace: str
     address: str
     site_end: str  # the veth end on the site's bridge, in the site's namespace
+    # More addresses on the same interface (a load balancer the plan gives several).
+    extra_addresses: list[str] = Field(default_factory=list)
 
 
 class SiteLink(BaseModel):
@@ -72,8 +74,15 @@ class Allocator:
         return addr
 
 
-def plan(lab_id: str, subnet: str, sites: list[str], pods: dict[str, list[str]]) -> Fabric:
-    """Names and addresses for ``sites`` and their ``pods`` (site -> pod names), in order."""
+def plan(
+    lab_id: str,
+    subnet: str,
+    sites: list[str],
+    pods: dict[str, list[str]],
+    extra: dict[str, int] | None = None,
+) -> Fabric:
+    """Names and addresses for ``sites`` and their ``pods`` (site -> pod names), in order;
+    ``extra`` gives some pods (by key "site/pod") that many more addresses."""
     net = ipaddress.IPv4Network(subnet)
     alloc = Allocator(lab_id, net)
     fabric = Fabric(
@@ -94,6 +103,9 @@ def plan(lab_id: str, subnet: str, sites: list[str], pods: dict[str, list[str]])
                 address=alloc.address(),
                 site_end=f"p{j}",
             )
+    # Extra addresses after every pod's first, so adding one never moves another pod.
+    for key, count in sorted((extra or {}).items()):
+        fabric.pods[key].extra_addresses = [alloc.address() for _ in range(count)]
     return fabric
 
 
@@ -134,7 +146,8 @@ def create(fabric: Fabric) -> None:
                 "peer", "name", POD_IFACE, "netns", pod.namespace,
             )  # fmt: skip
             ip("-n", site.namespace, "link", "set", pod.site_end, "master", SITE_BRIDGE, "up")
-            ip("-n", pod.namespace, "addr", "add", f"{pod.address}/24", "dev", POD_IFACE)
+            for address in (pod.address, *pod.extra_addresses):
+                ip("-n", pod.namespace, "addr", "add", f"{address}/24", "dev", POD_IFACE)
             ip("-n", pod.namespace, "link", "set", POD_IFACE, "up")
 
 

@@ -69,7 +69,10 @@ def _seconds(value: float) -> str:
     return f"{round(value * 1000)}ms"
 
 
-def render(spec: LoadBalancerSpec, *, address: str, pem: Path, admin_socket: Path) -> str:
+def render(
+    spec: LoadBalancerSpec, *, address: str, pem: Path, admin_socket: Path, more: Sequence[str] = ()
+) -> str:
+    """HAProxy's config for ``spec``, listening at ``address`` and every address in ``more``."""
     c = spec.check
     lines = [
         "global",
@@ -95,11 +98,11 @@ def render(spec: LoadBalancerSpec, *, address: str, pem: Path, admin_socket: Pat
         ),
         "",
         "frontend http",
-        f"  bind {address}:80",
+        *(f"  bind {a}:80" for a in (address, *more)),
         "  http-request redirect scheme https code 301",
         "",
         "frontend https",
-        f"  bind {address}:443 ssl crt {pem}",
+        *(f"  bind {a}:443 ssl crt {pem}" for a in (address, *more)),
         "  http-response set-header Strict-Transport-Security max-age=31536000",
     ]
     if spec.hosts is not None:

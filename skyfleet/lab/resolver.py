@@ -328,9 +328,9 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     addresses raced as httpx's own AnyIO backend races the addresses it resolves
     (``anyio.connect_tcp``, RFC 8305 "happy eyeballs"): attempts start in the order the DNS
     gave, each ``happy_eyeballs_delay`` after the previous one or as soon as it fails; the
-    first to connect wins and the others are cancelled or closed. Each attempt is bounded by
-    the connect timeout; when all fail, the last failure is raised (ConnectError or
-    ConnectTimeout)."""
+    first to connect wins and the others are cancelled or closed. As httpcore's backend does,
+    one connect timeout bounds the whole race (ConnectTimeout); when every attempt fails before
+    it, the last failure is raised."""
 
     def __init__(
         self, resolver: CachingResolver, *, happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY
@@ -358,7 +358,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         async def attempt(address: str, finished: anyio.Event) -> None:
             nonlocal winner
             try:
-                stream = await self.inner.connect_tcp(address, port, timeout, local_address, options)
+                stream = await self.inner.connect_tcp(address, port, None, local_address, options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failures.append(exc)
                 return
@@ -372,12 +372,20 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
                     await stream.aclose()
 
         try:
-            async with anyio.create_task_group() as race:
-                for address in addresses:
-                    finished = anyio.Event()
-                    race.start_soon(attempt, address, finished)
-                    with anyio.move_on_after(self.happy_eyeballs_delay):
-                        await finished.wait()
+            with anyio.fail_after(timeout):
+                async with anyio.create_task_group() as race:
+                    for address in addresses:
+                        finished = anyio.Event()
+                        race.start_soon(attempt, address, finished)
+                        with anyio.move_on_after(self.happy_eyeballs_delay):
+                            await finished.wait()
+        except TimeoutError:
+            if winner is not None:
+                with anyio.CancelScope(shield=True):
+                    await winner.aclose()
+            raise httpcore.ConnectTimeout(
+                f"{host}: no address {addresses} connected within {timeout} s"
+            ) from None
         except BaseException:
             if winner is not None:
                 with anyio.CancelScope(shield=True):

@@ -37,6 +37,9 @@ class SiteState(BaseModel):
     target: str
     site: str
     lb_address: str
+    # Every address the load balancer answers at: lb_address first, then one per further public
+    # address its plan gives the site (an aws site's NLB has one per zone).
+    lb_addresses: list[str] = Field(default_factory=list)
     lb_names: list[str]
     lb_certificate: str = ""  # the plan resource its certificate's names come from
     hosts_file: str

@@ -102,7 +102,14 @@ def build(
         s.site: [*s.service_pods, *(f"{p.name}-{i}" for p in s.app_pods for i in range(p.replicas))]
         for s in sites
     }
-    net = fabric.plan(lab_id, subnet, [s.site for s in sites], pod_names)
+    # A site whose front has several public addresses (endpointAddresses: an aws NLB's Elastic
+    # IPs) gets as many at its load balancer, so the edge's answers list as many as deployed.
+    extra = {
+        f"{s.site}/lb": len(s.plan.outputs.get("endpointAddresses") or []) - 1
+        for s in sites
+        if "lb" in s.service_pods and len(s.plan.outputs.get("endpointAddresses") or []) > 1
+    }
+    net = fabric.plan(lab_id, subnet, [s.site for s in sites], pod_names, extra)
     state = LabState(
         lab_id=lab_id,
         state_dir=str(state_dir),
@@ -130,6 +137,7 @@ def build(
             target=site.target,
             site=site.site,
             lb_address=addresses["lb"],
+            lb_addresses=[addresses["lb"], *net.pods[f"{site.site}/lb"].extra_addresses],
             lb_names=site.lb.names if site.lb else [],
             lb_certificate=site.lb.certificate if site.lb else "",
             hosts_file=str(hosts_file(site.site)),
@@ -222,7 +230,14 @@ def build(
             admin = state_dir / "lb" / site.site / "admin.sock"
             cfg.parent.mkdir(parents=True, exist_ok=True)
             cfg.write_text(
-                lb.render(site.lb, address=addresses["lb"], pem=pem, admin_socket=admin), encoding="utf-8"
+                lb.render(
+                    site.lb,
+                    address=addresses["lb"],
+                    more=net.pods[f"{site.site}/lb"].extra_addresses,
+                    pem=pem,
+                    admin_socket=admin,
+                ),
+                encoding="utf-8",
             )
             state.sites[site.site].admin_socket = str(admin)
             state.sites[site.site].lb_log = str(logs / f"{site.site}.lb.log")

@@ -3,6 +3,8 @@ that edge, on its own twin (up for this module only)."""
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,10 @@ from skyfleet.drills.experiment import load_drill
 from skyfleet.drills.run import run_drill
 from skyfleet.drills.target import LabTarget
 from skyfleet.lab.edge import routed_sites
+from skyfleet.lab.resolver import CachingResolver
 from skyfleet.lab.state import LabState
+from skyfleet.plan import plan_stack
+from skyfleet.testing.edge import GLOBAL_NAME, ROOT
 from tests.lab.test_drills import LAB_DRILLS, _explain
 from tests.support.twin import IS_ROOT, needs_root, running, twin_config
 
@@ -34,7 +39,6 @@ def test_there_is_a_drill_of_the_multivalue_edge() -> None:
     assert [p.stem for p in MULTIVALUE_DRILLS] == ["site-loss-multivalue"]
 
 
-@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("path", MULTIVALUE_DRILLS, ids=[p.stem for p in MULTIVALUE_DRILLS])
 def test_multivalue_drill_on_the_twin(path: Path, multivalue_twin: LabState, tmp_path: Path) -> None:
     # Every healthy site is in the answers before the fault: the edge is active-active.
@@ -42,4 +46,34 @@ def test_multivalue_drill_on_the_twin(path: Path, multivalue_twin: LabState, tmp
     report = run_drill(load_drill(path), LabTarget(state_dir=multivalue_twin.state_dir), tmp_path / "report")
     assert report.system["stacks"] == ["aws-prod", "gcp-prod", "onprem-prod"]
     assert report.system["routing"] == "multivalue"
+    m = report.measurements
+    # Issue #12's own target for a site loss: at most 1 % of requests failed. Held strictly.
+    assert m.failed_requests <= 0.01 * m.total_requests, _explain(report)
+    missed = {t.metric for t in report.targets if not t.met}
+    if missed == {"failed_requests"} and not report.passed:
+        # A request in flight at the lost site when it goes fails with it (about 0.15 per run
+        # at 30 req/s and ~15 ms each): the drill's 0 is met or missed by that chance alone.
+        # Everything else must have held.
+        assert report.aborted is None and not report.deviated and not report.notes, _explain(report)
+        pytest.xfail(f"{path.stem}: {m.failed_requests} request(s) in flight at the lost site failed")
     assert report.passed, _explain(report)
+
+
+def test_each_planned_address_of_a_site_reaches_it(multivalue_twin: LabState) -> None:
+    """The edge answers as many addresses per site as the plans give (aws-prod's NLB has one
+    Elastic IP per zone), and each of them serves the global name with the site's certificate."""
+    state = multivalue_twin
+    resolver = CachingResolver((state.fabric.wan_address, 53))
+    answered = resolver.resolve(GLOBAL_NAME)
+    planned = {n: len(plan_stack(ROOT, s.stack).outputs["endpointAddresses"]) for n, s in state.sites.items()}
+    assert len(answered) == sum(planned.values()) and len(set(answered)) == len(answered)
+    by_site = {a: name for name, s in state.sites.items() for a in s.lb_addresses}
+    assert [by_site[a] for a in answered].count("aws-prod") == planned["aws-prod"] > 1
+    context = ssl.create_default_context(cafile=str(Path(state.state_dir) / "secrets" / "public-ca.pem"))
+    for address in answered:
+        with (
+            socket.create_connection((address, 443), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=GLOBAL_NAME) as tls,
+        ):
+            tls.sendall(f"GET /readyz HTTP/1.1\r\nHost: {GLOBAL_NAME}\r\nConnection: close\r\n\r\n".encode())
+            assert tls.recv(64).startswith(b"HTTP/1.1 200"), address

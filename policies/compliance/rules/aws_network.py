@@ -31,6 +31,7 @@ NACL_RULE = ("aws:ec2/networkAclRule:NetworkAclRule",)
 VPC = ("aws:ec2/vpc:Vpc",)
 FLOW_LOG = ("aws:ec2/flowLog:FlowLog",)
 SUBNET = ("aws:ec2/subnet:Subnet",)
+EIP = ("aws:ec2/eip:Eip",)
 WEB_PORTS = frozenset({80, 443})
 
 
@@ -263,6 +264,21 @@ def _flow_logs(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"VPC {vpc.name!r} has no flow log (aws.ec2.FlowLog with vpc_id)", vpc.urn
 
 
+# EC2-VPC Elastic IPs per region, by default (Service Quotas code L-0263D0A3).
+EIP_DEFAULT_QUOTA = 5
+
+
+def _eip_quota(view: StackView) -> Iterator[tuple[str, str | None]]:
+    eips = view.of_type(*EIP)
+    if len(eips) > EIP_DEFAULT_QUOTA:
+        yield (
+            f"the stack allocates {len(eips)} Elastic IPs ({', '.join(e.name for e in eips)}); a region's "
+            f"default quota is {EIP_DEFAULT_QUOTA}, so `pulumi up` fails with AddressLimitExceeded "
+            "unless the account's quota was raised",
+            None,
+        )
+
+
 def _subnet_public_ip(s: Subject) -> Iterator[str]:
     if truthy(s.props.get("mapPublicIpOnLaunch")):
         yield "mapPublicIpOnLaunch is true: every instance launched here gets a public IP"
@@ -340,6 +356,16 @@ RULES = [
         stack_check=_flow_logs,
         enforcement=EnforcementLevel.ADVISORY,
         checkov=("CKV2_AWS_11",),
+    ),
+    Rule(
+        "aws-eip-within-default-quota",
+        "A stack allocates no more Elastic IPs than a region's default quota (5).",
+        Severity.MEDIUM,
+        Controls(nist=("CP-2", "SA-9"), soc2=("A1.1",)),
+        "Raise the EC2-VPC Elastic IPs quota of the stack's account and region (Service Quotas, "
+        "code L-0263D0A3) before `pulumi up`, or allocate fewer (fewer NAT gateways or zones).",
+        stack_check=_eip_quota,
+        enforcement=EnforcementLevel.ADVISORY,
     ),
     Rule(
         "aws-subnet-no-auto-public-ip",

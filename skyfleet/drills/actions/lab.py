@@ -33,10 +33,16 @@ def _site(lab: LabTarget, site: str) -> str:
     if site != PRIMARY_SITE:
         return site
     from skyfleet.lab.edge import routed_sites
+    from skyfleet.lab.state import load_state
 
     routed = routed_sites(lab.state_dir)
-    if not routed:
-        raise RuntimeError(f"site {PRIMARY_SITE!r}: the edge routes the global name to no site")
+    edge = load_state(lab.state_dir).edge
+    failover = edge is None or edge.routing == "failover"
+    if not routed or (failover and len(routed) != 1):
+        raise RuntimeError(
+            f"site {PRIMARY_SITE!r}: the edge routes the global name to {routed}, not "
+            + ("one site" if failover else "any site")
+        )
     return sorted(routed)[0]
 
 

@@ -32,6 +32,7 @@ REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 QUEUE = "aws:sqs/queue:Queue"
 TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
 TARGET_GROUP_ATTACHMENT = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
+EIP = "aws:ec2/eip:Eip"
 LISTENER = "aws:lb/listener:Listener"
 CERTIFICATE = "aws:acm/certificate:Certificate"
 VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
@@ -44,37 +45,54 @@ LAB_SECRET_KEY = "skyfleet-lab-secret-key-not-a-real-one"
 def _passthrough_fronts(site: SiteTwin, alb: PlannedResource, https: PlannedResource) -> None:
     """An NLB that passes TCP through to the ALB's HTTPS listener adds no behaviour the lab
     must run (TLS, routing and checks are the ALB's): its name answers with the ALB twin's
-    address. Any other NLB cannot be twinned faithfully, so it stops ``lab up``."""
+    addresses, one per Elastic IP. Any other NLB cannot be twinned faithfully, and the
+    addresses the stack exports must be its Elastic IPs: otherwise ``lab up`` stops."""
     plan = site.plan
     groups = {str(t.outputs.get("arn")): t for t in plan.of_type(TARGET_GROUP)}
     attached = {str(a.inputs.get("targetGroupArn")): a for a in plan.of_type(TARGET_GROUP_ATTACHMENT)}
+    eips = {str(e.outputs.get("allocationId") or e.outputs.get("id")): e for e in plan.of_type(EIP)}
     alb_arn = str(alb.outputs.get("arn"))
     https_port = https.inputs.get("port")
+    fronted: list[str] = []
     for nlb in plan.of_type(ALB):
         if nlb.inputs.get("loadBalancerType") != "network":
             continue
-        for listener in plan.of_type(LISTENER):
-            if listener.inputs.get("loadBalancerArn") != nlb.outputs.get("arn"):
-                continue
-            for action in listener.inputs.get("defaultActions") or []:
-                arn = str(action.get("targetGroupArn"))
-                group, attachment = groups.get(arn), attached.get(arn)
-                if not (
-                    group is not None
-                    and group.inputs.get("targetType") == "alb"
-                    and attachment is not None
-                    and str(attachment.inputs.get("targetId")) == alb_arn
-                    and attachment.inputs.get("port") == https_port
-                ):
-                    raise LabError(
-                        f"{site.stack}: {LISTENER} {listener.name!r} of NLB {nlb.name!r} does not pass "
-                        f"TCP through to the ALB's HTTPS listener (port {https_port}); the lab twins "
-                        "only that NLB"
-                    )
+        listeners = [
+            r for r in plan.of_type(LISTENER) if r.inputs.get("loadBalancerArn") == nlb.outputs.get("arn")
+        ]
+        ends = [
+            (listener, groups.get(arn := str(a.get("targetGroupArn"))), attached.get(arn))
+            for listener in listeners
+            for a in listener.inputs.get("defaultActions") or [{}]
+        ]
+        if not ends or not all(
+            listener.inputs.get("protocol") == "TCP"
+            and listener.inputs.get("port") == https_port
+            and group is not None
+            and group.inputs.get("targetType") == "alb"
+            and attachment is not None
+            and str(attachment.inputs.get("targetId")) == alb_arn
+            and attachment.inputs.get("port") == https_port
+            for listener, group, attachment in ends
+        ):
+            raise LabError(
+                f"{site.stack}: NLB {nlb.name!r} does not only pass TCP {int(https_port or 0)} through "
+                "to the ALB's HTTPS listener; the lab twins only such an NLB"
+            )
+        for mapping in nlb.inputs.get("subnetMappings") or []:
+            eip = eips.get(str(mapping.get("allocationId")))
+            if eip is not None:
+                fronted.append(str(eip.outputs.get("publicIp")))
         site.names[str(nlb.outputs["dnsName"])] = ["lb"]
         site.deviations.append(
             f"NLB {nlb.name!r} (TCP {int(https_port or 0)} passed through to the ALB) is not run: "
             "its name and its Elastic IPs reach the ALB's twin directly"
+        )
+    exported = [str(a) for a in plan.outputs.get("endpointAddresses") or []]
+    if sorted(exported) != sorted(fronted):
+        raise LabError(
+            f"{site.stack}: the stack exports endpointAddresses {exported}, but the Elastic IPs of its "
+            f"NLB in front of the ALB are {fronted}: an edge would answer addresses that do not reach it"
         )
 
 

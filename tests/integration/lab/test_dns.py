@@ -191,7 +191,9 @@ def test_failover_moves_to_the_secondary_after_threshold_failed_probes(lab: Edge
         turned[region] = flip["t"]
     assert down["t"] == max(turned.values())
     assert (down["healthy_checkers"], down["checkers"]) == (0, 3)
-    routing = next(e for e in lab.dns.events() if e.get("event") == "routing" and e["t"] >= down["t"])
+    routing = dns.wait_event(
+        lab.dns.events_file, lambda e: e.get("event") == "routing" and e["t"] >= down["t"], timeout=10
+    )
     assert routing["routing"][GLOBAL_NAME] == [lab.hosts["gcp-prod"]]
 
     # A client honouring the TTL keeps the old answer until the CNAME's TTL is over.
@@ -418,7 +420,12 @@ def test_multivalue_answers_every_healthy_site_and_drops_an_unhealthy_one(tmp_pa
             lambda e: e.get("event") == "health" and e["site"] == "gcp-prod" and e["healthy"] is False,
             timeout=30,
         )
-        routing = next(e for e in server.events() if e.get("event") == "routing" and e["t"] >= down["t"])
+        # Written as its own line after the health event: waited for, not read at once.
+        routing = dns.wait_event(
+            server.events_file,
+            lambda e: e.get("event") == "routing" and e["t"] >= down["t"],
+            timeout=10,
+        )
         assert routing["cause"] == "gcp-prod"
         assert routing["routing"][GLOBAL_NAME] == [a for a in every if a != gcp.address]
         for tcp in (False, True):

@@ -661,7 +661,27 @@ class Case:
         return out
 
 
+@dataclass(frozen=True)
+class AddedCase(Case):
+    """Break `rule` by adding ``count`` copies of resource `name` of the `site` baseline (a
+    stack rule that counts resources)."""
+
+    count: int = 1
+
+    def resources(self) -> list[PlannedResource]:
+        out = BASELINES[self.site]()
+        model = next(r for r in out if r.name == self.name)
+        for i in range(self.count):
+            extra = copy.deepcopy(model)
+            extra.name = f"{model.name}-{i}"
+            extra.urn = f"{model.urn}-{i}"
+            self.flip(extra.inputs)
+            out.append(extra)
+        return out
+
+
 CASES: list[Case] = [
+    AddedCase("aws-eip-within-default-quota", "aws", "nlb-a", lambda _: None, "6 eips", count=5),
     Case(
         "aws-elasticache-encrypted-at-rest",
         "aws",

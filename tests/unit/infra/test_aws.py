@@ -696,8 +696,10 @@ def test_stack_outputs_follow_the_site_contract(plan: Plan) -> None:
     spec = spec_of(plan.stack)
     assert out.target == "aws"
     assert out.endpoint == f"https://{spec['domain']['name']}"
-    # The edge checks the site where clients of its fixed addresses arrive: the NLB.
-    assert out.endpoint_host == net_lb(plan).outputs["dnsName"]
+    # CNAMEs (failover, weighted) name the dual-stack ALB; a multivalue edge checks the NLB,
+    # where clients of the fixed addresses arrive.
+    assert out.endpoint_host == app_lb(plan).outputs["dnsName"]
+    assert out.addresses_host == net_lb(plan).outputs["dnsName"]
     assert out.endpoint_addresses == [
         e.outputs["publicIp"] for e in of(plan, "aws:ec2/eip:Eip") if "nlb" in e.name
     ]

@@ -166,6 +166,9 @@ def test_multivalue_answers_every_site_address_with_its_health_check(plans: dict
         assert rec["multivalueAnswerRoutingPolicy"] is True
         assert rec["healthCheckId"] == ids[site]
         assert num(rec["ttl"]) == 10
+        # Each site is checked where clients of those addresses arrive (the aws site's NLB).
+        host = plans[site].outputs.get("addressesHost") or plans[site].outputs["endpointHost"]
+        assert checks_by_site(mv)[site]["fqdn"] == host
         assert not {"aliases", "failoverRoutingPolicies", "weightedRoutingPolicies"} & set(rec)
     # The aws site's addresses are its NLB's Elastic IPs, one per public subnet.
     eips = [r.outputs["publicIp"] for r in plans["aws-prod"].of_type("aws:ec2/eip:Eip") if "nlb" in r.name]
@@ -191,6 +194,23 @@ def test_multivalue_needs_each_site_addresses(
     known["onprem-prod"]["endpointAddresses"] = []
     with pytest.raises(PlanError, match=r"org/skyfleet/onprem-prod exports no endpointAddresses"):
         plan_stack(project, "edge-mv-noaddr", known_outputs=known)
+    gc.collect()
+
+
+@pytest.mark.parametrize("address", ["10.0.4.7", "192.168.1.20", "100.64.0.9", "fd00::1", "lb.example.com"])
+def test_multivalue_refuses_an_address_clients_cannot_reach(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path], address: str
+) -> None:
+    """A bare-metal controller may publish a node's private address in the Ingress status; its
+    health check (by name) would pass while every client sent there fails."""
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.edge-multivalue.yaml").read_text())
+    project = temp_project("edge-mv-private", yaml.safe_dump(doc))
+    known = {s: dict(plans[s].outputs) for s in SITES}
+    known["onprem-prod"]["endpointAddresses"] = [address]
+    with pytest.raises(
+        PlanError, match=rf"onprem-prod exports endpointAddresses .*{address!r} is not a public IPv4"
+    ):
+        plan_stack(project, "edge-mv-private", known_outputs=known)
     gc.collect()
 
 

@@ -22,6 +22,13 @@ from skyfleet.testing.edge import GLOBAL_NAME, SITE_STACKS, edge_plan, site_outp
 from tests.support.multivalue_edge import STACK, multivalue_plan, planned_addresses
 
 LB = {"aws-prod": "10.77.0.10", "gcp-prod": "10.77.0.11", "onprem-prod": "10.77.0.12"}
+# The lab gives a site's load balancer one address per planned public address (aws-prod's NLB
+# has three Elastic IPs), as `lab up` does.
+LB_ALL = {
+    "aws-prod": ["10.77.0.10", "10.77.0.20", "10.77.0.21"],
+    "gcp-prod": ["10.77.0.11"],
+    "onprem-prod": ["10.77.0.12"],
+}
 
 
 def lab_state(tmp_path: Path, stacks: tuple[str, ...] = SITE_STACKS) -> LabState:
@@ -36,6 +43,7 @@ def lab_state(tmp_path: Path, stacks: tuple[str, ...] = SITE_STACKS) -> LabState
                 target=stack.split("-")[0],
                 site=stack,
                 lb_address=LB[stack],
+                lb_addresses=LB_ALL[stack],
                 lb_names=list(site_outputs()[stack]["hostNames"]),
                 hosts_file=str(tmp_path / f"{stack}.hosts"),
             )
@@ -60,12 +68,14 @@ def test_planned_addresses_are_served_as_the_sites_lab_addresses(tmp_path: Path)
         10,
     )
     config = served(state)
-    # aws-prod's three planned addresses are its one load balancer here.
-    assert {r.set_identifier: r.values for r in config.records} == {s: (LB[s],) for s in SITE_STACKS}
+    # aws-prod's three planned addresses are its load balancer's three addresses here.
+    assert {r.set_identifier: r.values for r in config.records} == {s: tuple(LB_ALL[s]) for s in SITE_STACKS}
     assert all(r.multivalue for r in config.records)
     # Every mapping is in the rewrite table `lab status` prints.
     assert sorted((r.site, r.plan, r.lab) for r in state.rewrites) == sorted(
-        (site, address, LB[site]) for site, addresses in planned_addresses().items() for address in addresses
+        (site, address, LB_ALL[site][i])
+        for site, addresses in planned_addresses().items()
+        for i, address in enumerate(addresses)
     )
     assert {r.what for r in state.rewrites if r.site == "gcp-prod"} == {
         f"edge record multivalue-gcp-prod ({GLOBAL_NAME} A)"
@@ -73,14 +83,14 @@ def test_planned_addresses_are_served_as_the_sites_lab_addresses(tmp_path: Path)
     assert not state.deviations
     # What the DNS server answers from that config: every site's lab address, each once.
     answerer = dns.Answerer(config, lambda _: True, random.Random(1))
-    assert sorted(answerer.addresses(GLOBAL_NAME)) == sorted(LB.values())
+    assert sorted(answerer.addresses(GLOBAL_NAME)) == sorted(a for all_ in LB_ALL.values() for a in all_)
 
 
 def test_a_site_the_lab_does_not_run_is_dropped_and_said(tmp_path: Path) -> None:
     state = lab_state(tmp_path, ("aws-prod", "gcp-prod"))
     edge.build(state, multivalue_plan())
     assert {r.set_identifier: r.values for r in served(state).records} == {
-        "aws-prod": (LB["aws-prod"],),
+        "aws-prod": tuple(LB_ALL["aws-prod"]),
         "gcp-prod": (LB["gcp-prod"],),
     }
     assert {r.site for r in state.rewrites} == {"aws-prod", "gcp-prod"}
