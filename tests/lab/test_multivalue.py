@@ -47,14 +47,18 @@ def test_multivalue_drill_on_the_twin(path: Path, multivalue_twin: LabState, tmp
     assert report.system["stacks"] == ["aws-prod", "gcp-prod", "onprem-prod"]
     assert report.system["routing"] == "multivalue"
     m = report.measurements
-    # Issue #12's own target for a site loss: at most 1 % of requests failed. Held strictly.
+    # Issue #12's own targets for a site loss: at most 1 % of requests failed, recovery within
+    # 30 s. Held strictly.
     assert m.failed_requests <= 0.01 * m.total_requests, _explain(report)
+    assert m.recovery_seconds is not None and m.recovery_seconds <= 30, _explain(report)
     missed = {t.metric for t in report.targets if not t.met}
-    if missed == {"failed_requests"} and not report.passed:
-        # A request in flight at the lost site when it goes fails with it (about 0.15 per run
-        # at 30 req/s and ~15 ms each): the drill's 0 is met or missed by that chance alone.
-        # Everything else must have held.
+    if missed and missed <= {"failed_requests", "recovery_seconds"} and not report.passed:
+        # A request in flight at the lost site when it goes (sent there, or passed there as its
+        # session's home) fails with it, when its connection breaks: about 0.15 such requests
+        # per run at 30 req/s. The drill's stretch targets (0 failed, 3 s) are met or missed by
+        # that chance alone; everything else must have held.
         assert report.aborted is None and not report.deviated and not report.notes, _explain(report)
+        assert m.failed_requests > 0, _explain(report)
         pytest.xfail(f"{path.stem}: {m.failed_requests} request(s) in flight at the lost site failed")
     assert report.passed, _explain(report)
 
