@@ -208,8 +208,8 @@ class LoadBalancer(Capability):
                 "protocol": "HTTPS",
                 "path": contract.READINESS_PATH,
                 "port": "traffic-port",
-                # An ALB target's check takes the NLB's fixed threshold, timeout and success
-                # codes: only protocol, path, port, interval and the healthy count are set.
+                # Only protocol, path, port, interval and the healthy count are set; an ALB
+                # target's other check settings keep AWS's defaults.
                 "interval": 10,
                 "healthy_threshold": 2,
             },

@@ -41,12 +41,15 @@ def tier_name(record_name: str, tier: int) -> str:
 
 
 # Addresses no client on the internet can reach: private, shared (carrier NAT), loopback,
-# link-local, unspecified, multicast and reserved ranges.
+# link-local, protocol assignments, benchmarking, unspecified, multicast and reserved ranges.
+# The documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24) pass: offline plans give
+# them as the providers' addresses, and no provider hands them out.
 NOT_REACHABLE = tuple(
     ipaddress.IPv4Network(n)
     for n in (
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+        "240.0.0.0/4",
     )
 )  # fmt: skip
 

@@ -75,7 +75,8 @@ def up(
         raise _fail(exc) from None
     out.print(f"[bold green]lab is up[/]: the twin of {', '.join(s.stack for s in state.sites.values())}")
     for site in state.sites.values():
-        out.print(f"  {site.site:<12} load balancer {site.lb_address}  ({', '.join(site.lb_names)})")
+        at = ", ".join(site.lb_addresses or [site.lb_address])
+        out.print(f"  {site.site:<12} load balancer {at}  ({', '.join(site.lb_names)})")
     if state.edge:
         out.print(
             f"  edge: {state.edge.fqdn} ({state.edge.routing}, TTL {state.edge.ttl} s), "

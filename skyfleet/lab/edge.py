@@ -10,8 +10,9 @@ names but the lab does not run has no such name: its checks fail, as for a site 
 
 The one thing changed in the records: an A record's values (a multivalue edge's) are the sites'
 planned public addresses (their ``endpointAddresses``), which do not exist here. Each is
-answered as its site's load balancer address in the lab (a site's several addresses become its
-one), and listed in the lab's endpoint rewrite table (``skyfleet lab status``). An address of a
+answered as one of its site's load balancer addresses in the lab (the n-th planned address of
+a site as the n-th: the lab gives a load balancer as many addresses as its site plans), and
+listed in the lab's endpoint rewrite table (``skyfleet lab status``). An address of a
 site the edge names but the lab does not run is dropped (a deviation); any other address is
 an error, since nothing could answer it.
 """
@@ -113,6 +114,12 @@ def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Ed
     run: dict[str, tuple[SiteState, str]] = {}
     for site in state.sites.values():
         planned = _site_outputs(plan, site.stack).get("endpointAddresses") or []
+        if planned and len(planned) != len(_lb_addresses(site)):
+            raise LabError(
+                f"{plan.stack}: the edge reads {len(planned)} endpointAddresses for {site.stack} "
+                f"({planned}), but the lab runs that site's load balancer at "
+                f"{len(_lb_addresses(site))}: plan the edge against the same site plans"
+            )
         for address, lab in zip(planned, _lb_addresses(site), strict=False):
             run.setdefault(str(address), (site, lab))
     not_run: dict[str, str] = {}  # planned address -> a site the edge names, the lab does not run

@@ -6,7 +6,8 @@
   uplink. Cutting the uplink is a partition; the delay line and packet loss act on it; traffic
   inside the site (api to its cache) never crosses it, as in a region.
 - Each **pod** (an ECS task, a Cloud Run instance, a Kubernetes pod, a managed-service node) is
-  a namespace of its own with one address, so every process keeps the port its plan gives it.
+  a namespace of its own with one address (a load balancer whose site plans several public
+  addresses gets that many), so every process keeps the port its plan gives it.
 
 Every address is in the lab's /24, on one L2 segment: no routing, no forwarding in the root
 namespace. Nothing here reaches beyond the lab's own addresses.

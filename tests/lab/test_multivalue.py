@@ -3,17 +3,19 @@ that edge, on its own twin (up for this module only)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from skyfleet.drills.experiment import load_drill
 from skyfleet.drills.run import run_drill
 from skyfleet.drills.target import LabTarget
-from skyfleet.lab.edge import routed_sites
+from skyfleet.lab.edge import routed_sites, wait_routed
 from skyfleet.lab.resolver import CachingResolver
 from skyfleet.lab.state import LabState
 from skyfleet.plan import plan_stack
@@ -54,19 +56,38 @@ def test_multivalue_drill_on_the_twin(path: Path, multivalue_twin: LabState, tmp
     missed = {t.metric for t in report.targets if not t.met}
     if missed and missed <= {"failed_requests", "recovery_seconds"} and not report.passed:
         # A request in flight at the lost site when it goes (sent there, or passed there as its
-        # session's home) fails with it, when its connection breaks: about 0.15 such requests
-        # per run at 30 req/s. The drill's stretch targets (0 failed, 3 s) are met or missed by
-        # that chance alone; everything else must have held.
-        assert report.aborted is None and not report.deviated and not report.notes, _explain(report)
-        assert m.failed_requests > 0, _explain(report)
-        pytest.xfail(f"{path.stem}: {m.failed_requests} request(s) in flight at the lost site failed")
+        # session's home before the others knew) fails with it when its connection breaks:
+        # about 0.3-0.4 such requests per run (aws-prod draws ~60 % of new connections). The
+        # drill's stretch targets (0 failed, 3 s) are met or missed by that chance alone: only
+        # then is the miss excused, and everything else `passed` needs must have held.
+        assert report.status == "completed" and report.aborted is None, _explain(report)
+        assert report.hypothesis.before is True and report.hypothesis.after is not False, _explain(report)
+        assert not report.deviated and not report.notes, _explain(report)
+        assert all(r.get("status") == "succeeded" for r in report.rollbacks), _explain(report)
+        assert report.fault.at is not None, _explain(report)
+        failed = _failed(tmp_path / "report" / "requests.jsonl")
+        assert 0 < len(failed) <= 2, _explain(report)
+        assert all(abs(r["scheduled"] - report.fault.at) <= 1.0 for r in failed), failed
+        pytest.xfail(f"{path.stem}: {len(failed)} request(s) in flight at the lost site failed")
     assert report.passed, _explain(report)
+
+
+def _failed(recording: Path) -> list[dict[str, Any]]:
+    """The failed requests of a drill's recording (an error, or a 5xx answer)."""
+    out = []
+    for line in recording.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("error") or not r.get("status") or r["status"] >= 500:
+            out.append(r)
+    return out
 
 
 def test_each_planned_address_of_a_site_reaches_it(multivalue_twin: LabState) -> None:
     """The edge answers as many addresses per site as the plans give (aws-prod's NLB has one
     Elastic IP per zone), and each of them serves the global name with the site's certificate."""
     state = multivalue_twin
+    for name in state.sites:  # back in the answers after any drill's fault
+        wait_routed(state.state_dir, name, timeout=90)
     resolver = CachingResolver((state.fabric.wan_address, 53))
     answered = resolver.resolve(GLOBAL_NAME)
     planned = {n: len(plan_stack(ROOT, s.stack).outputs["endpointAddresses"]) for n, s in state.sites.items()}

@@ -359,7 +359,8 @@ RULES = [
     ),
     Rule(
         "aws-eip-within-default-quota",
-        "A stack allocates no more Elastic IPs than a region's default quota (5).",
+        "A stack allocates no more Elastic IPs than a region's default quota (5); the quota is "
+        "per account and region, so other stacks there count too, and this counts the stack's own only.",
         Severity.MEDIUM,
         Controls(nist=("CP-2", "SA-9"), soc2=("A1.1",)),
         "Raise the EC2-VPC Elastic IPs quota of the stack's account and region (Service Quotas, "

@@ -11,7 +11,7 @@
 - **SQS**: moto's server, behind the regional endpoint's name over HTTPS, in the stack's
   account, with the plan's queues (visibility, retention, long polling, redrive to the DLQ).
 - **ALB**: the HTTPS listener's certificate and the target group's health check; an NLB that
-  passes TCP through to it answers at the ALB twin's address.
+  passes TCP through to it answers at the ALB twin's addresses (one per Elastic IP).
 """
 
 from __future__ import annotations
