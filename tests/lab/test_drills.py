@@ -176,12 +176,19 @@ def _call(name: str, func: str, pause: float | None = None, **arguments: Any) ->
     return activity
 
 
-def _replica(lab: LabTarget, site: str = "aws-prod", index: int = 0) -> str:
+# The drill engine's own tests (aborts, signals, the safety net, `chaos run`) fault a replica of
+# a site the load does not go through (the edge sends it to aws-prod): their drills hold their
+# steady state at once, and the twin is settled again as soon as the replica restarts. How a
+# lost replica costs the users is replica-loss's and test_faults' to measure.
+ENGINE_SITE = "onprem-prod"
+
+
+def _replica(lab: LabTarget, site: str = ENGINE_SITE, index: int = 0) -> str:
     return process_state(load_state(lab.state_dir).get(f"{site}/api-{index}/api"))
 
 
-KILL = _call("kill-aws-api-0", "replica_down", pause=40, site="aws-prod", index=0)
-RESTART = _call("restart-aws-api-0", "replica_up", site="aws-prod", index=0)
+KILL = _call("kill-onprem-api-0", "replica_down", pause=40, site=ENGINE_SITE, index=0)
+RESTART = _call("restart-onprem-api-0", "replica_up", site=ENGINE_SITE, index=0)
 
 
 def test_rollback_runs_when_an_abort_condition_trips(lab: LabTarget, tmp_path: Path) -> None:
@@ -193,7 +200,7 @@ def test_rollback_runs_when_an_abort_condition_trips(lab: LabTarget, tmp_path: P
     assert report.fault.restored_at - report.fault.at < 40, "the abort did not cut the pause short"
     assert report.aborted and "abort.max_seconds=15" in report.aborted
     assert report.status == "interrupted" and not report.passed
-    assert {"name": "restart-aws-api-0", "status": "succeeded"} in report.rollbacks
+    assert {"name": "restart-onprem-api-0", "status": "succeeded"} in report.rollbacks
     assert report.fault.restored_at is not None
     assert _replica(lab) == "running"
     assert "aborted: " in (tmp_path / "report" / "report.md").read_text()
@@ -204,13 +211,13 @@ def test_rollback_runs_after_an_exception_mid_method(lab: LabTarget, tmp_path: P
     broken = _call("kill-a-replica-of-no-site", "replica_down", site="nosuchsite", index=0)
     drill = _short_drill(
         tmp_path,
-        method=[_call("kill", "replica_down", site="aws-prod", index=0), broken],
+        method=[_call("kill", "replica_down", site=ENGINE_SITE, index=0), broken],
         rollbacks=[RESTART],
     )
     report = run_drill(drill, lab, tmp_path / "report")
     assert report.aborted and "'kill-a-replica-of-no-site' failed" in report.aborted
     assert "nosuchsite" in report.aborted
-    assert {"name": "restart-aws-api-0", "status": "succeeded"} in report.rollbacks
+    assert {"name": "restart-onprem-api-0", "status": "succeeded"} in report.rollbacks
     assert _replica(lab) == "running"
 
 
@@ -227,19 +234,19 @@ def test_rollback_runs_on_a_signal(signum: int, lab: LabTarget, tmp_path: Path) 
         timer.cancel()
     assert report.fault.at is not None, "the signal arrived before the fault"
     assert report.status == "interrupted" and not report.passed
-    assert {"name": "restart-aws-api-0", "status": "succeeded"} in report.rollbacks
+    assert {"name": "restart-onprem-api-0", "status": "succeeded"} in report.rollbacks
     assert _replica(lab) == "running"
 
 
 def test_safety_net_undoes_a_fault_without_declared_rollback(lab: LabTarget, tmp_path: Path) -> None:
     wait_healthy(lab.state_dir)
     drill = _short_drill(
-        tmp_path, method=[_call("kill", "replica_down", pause=1, site="aws-prod", index=1)], rollbacks=[]
+        tmp_path, method=[_call("kill", "replica_down", pause=1, site=ENGINE_SITE, index=1)], rollbacks=[]
     )
     report = run_drill(drill, lab, tmp_path / "report")
     assert {
         "name": "undo replica_down",
-        "key": "replica:aws-prod:1",
+        "key": f"replica:{ENGINE_SITE}:1",
         "status": "succeeded",
     } in report.rollbacks
     assert _replica(lab, index=1) == "running"
@@ -250,7 +257,7 @@ def test_drill_runs_under_chaos_run(lab: LabTarget, tmp_path: Path) -> None:
     wait_healthy(lab.state_dir)
     drill = _short_drill(
         tmp_path,
-        method=[_call("kill", "replica_down", pause=2, site="aws-prod", index=0)],
+        method=[_call("kill", "replica_down", pause=2, site=ENGINE_SITE, index=0)],
         rollbacks=[RESTART],
     )
     env = {**os.environ, "SKYFLEET_LAB_DIR": lab.state_dir, "SKYFLEET_REPORT_DIR": str(tmp_path / "report")}
@@ -280,6 +287,6 @@ def test_drill_runs_under_chaos_run(lab: LabTarget, tmp_path: Path) -> None:
     assert json.loads(journal.read_text())["status"] == "completed"
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["fault"]["name"] == "replica_down" and report["total_requests"] > 0
-    assert report["rollbacks"] == [{"name": "restart-aws-api-0", "status": "succeeded"}]
+    assert report["rollbacks"] == [{"name": "restart-onprem-api-0", "status": "succeeded"}]
     assert f"report in {tmp_path / 'report'}" in proc.stdout
     assert _replica(lab) == "running"
