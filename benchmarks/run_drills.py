@@ -42,6 +42,7 @@ DRILLS = {
     # answer's order spreads them over the sites and the lost site holds a share of them.
     "edge-multivalue": ["site-loss-multivalue", "failback"],
 }
+DEFAULT_EDGE = "edge-prod"  # rows of drills behind another edge name it
 WAIT_HEALTHY_SECONDS = 180
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
@@ -107,9 +108,7 @@ def main() -> None:
                         drill = load_drill(ROOT / "drills" / f"{name}.yaml")
                         console.print(f"round {n}: {name} (behind {edge})")
                         report = run_drill(drill, LabTarget(state_dir), Path(reports) / name)
-                        label = (
-                            name if edge == "edge-prod" or name.endswith("multivalue") else f"{name} ({edge})"
-                        )
+                        label = name if edge == DEFAULT_EDGE else f"{name} ({edge})"
                         rows.append(row(label, report))
                 finally:
                     down(state_dir)

@@ -182,32 +182,11 @@ class Network(Capability):
         self.cache_sg = self._group(name, site, "cache", "ElastiCache: Redis TLS from the tasks only")
 
         for port in (HTTPS_PORT, HTTP_PORT):
-            for family, cidr in (("v4", ANYWHERE_V4), ("v6", ANYWHERE_V6)):
+            for family in ("v4", "v6"):
                 # Internet -> ALB on 443 (and 80, which only redirects to 443).
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-alb-in-{port}-{family}",
-                    security_group_id=self.alb_sg.id,
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    cidr_ipv4=cidr if family == "v4" else None,
-                    cidr_ipv6=cidr if family == "v6" else None,
-                    description=f"clients on {port}",
-                    tags=site.tagged(f"alb-in-{port}-{family}"),
-                    opts=self.child(),
-                )
+                self._from_anywhere(name, site, "alb", self.alb_sg, port, family)
         # Internet -> NLB on 443 only (its static addresses are IPv4): TLS bytes, passed through.
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-nlb-in-{HTTPS_PORT}-v4",
-            security_group_id=self.nlb_sg.id,
-            ip_protocol="tcp",
-            from_port=HTTPS_PORT,
-            to_port=HTTPS_PORT,
-            cidr_ipv4=ANYWHERE_V4,
-            description=f"clients on {HTTPS_PORT}",
-            tags=site.tagged(f"nlb-in-{HTTPS_PORT}-v4"),
-            opts=self.child(),
-        )
+        self._from_anywhere(name, site, "nlb", self.nlb_sg, HTTPS_PORT, "v4")
         self._flow(name, site, "nlb-to-alb", self.nlb_sg, self.alb_sg, HTTPS_PORT)
         self._flow(name, site, "alb-to-tasks", self.alb_sg, self.task_sg, args.app_port)
         self._flow(name, site, "tasks-to-cache", self.task_sg, self.cache_sg, REDIS_PORT)
@@ -304,6 +283,23 @@ class Network(Capability):
             vpc_id=self.vpc.id,
             revoke_rules_on_delete=True,
             tags=site.tagged(role),
+            opts=self.child(),
+        )
+
+    def _from_anywhere(
+        self, name: str, site: AwsSite, role: str, group: aws.ec2.SecurityGroup, port: int, family: str
+    ) -> None:
+        """Clients anywhere (IPv4 or IPv6) may reach ``group`` on ``port``."""
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-{role}-in-{port}-{family}",
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=ANYWHERE_V4 if family == "v4" else None,
+            cidr_ipv6=ANYWHERE_V6 if family == "v6" else None,
+            description=f"clients on {port}",
+            tags=site.tagged(f"{role}-in-{port}-{family}"),
             opts=self.child(),
         )
 

@@ -75,7 +75,7 @@ def up(
         raise _fail(exc) from None
     out.print(f"[bold green]lab is up[/]: the twin of {', '.join(s.stack for s in state.sites.values())}")
     for site in state.sites.values():
-        at = ", ".join(site.lb_addresses or [site.lb_address])
+        at = ", ".join(site.addresses)
         out.print(f"  {site.site:<12} load balancer {at}  ({', '.join(site.lb_names)})")
     if state.edge:
         out.print(

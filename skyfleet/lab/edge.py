@@ -51,7 +51,7 @@ def build(state: LabState, plan: Any) -> None:
         # The name of the front the site's fixed addresses belong to resolves to all of them.
         front = str(site_plan_outputs.get("addressesHost") or "").lower().rstrip(".")
         if front:
-            static.setdefault(front, (list(_lb_addresses(site)), SITE_NAME_TTL))
+            static.setdefault(front, (list(site.addresses), SITE_NAME_TTL))
         for host in hosts:
             static.setdefault(host.lower().rstrip("."), ([site.lb_address], SITE_NAME_TTL))
     zone = edge.zone()
@@ -102,10 +102,6 @@ def build(state: LabState, plan: Any) -> None:
     )
 
 
-def _lb_addresses(site: SiteState) -> list[str]:
-    return site.lb_addresses or [site.lb_address]
-
-
 def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Edge:
     """``edge`` with its A records' planned site addresses replaced by the lab's (and recorded
     in ``state.rewrites``); addresses of sites the lab does not run dropped (``deviations``)."""
@@ -114,13 +110,13 @@ def _lab_addresses(state: LabState, plan: Any, edge: route53.Edge) -> route53.Ed
     run: dict[str, tuple[SiteState, str]] = {}
     for site in state.sites.values():
         planned = _site_outputs(plan, site.stack).get("endpointAddresses") or []
-        if planned and len(planned) != len(_lb_addresses(site)):
+        if planned and len(planned) != len(site.addresses):
             raise LabError(
                 f"{plan.stack}: the edge reads {len(planned)} endpointAddresses for {site.stack} "
                 f"({planned}), but the lab runs that site's load balancer at "
-                f"{len(_lb_addresses(site))}: plan the edge against the same site plans"
+                f"{len(site.addresses)}: plan the edge against the same site plans"
             )
-        for address, lab in zip(planned, _lb_addresses(site), strict=False):
+        for address, lab in zip(planned, site.addresses, strict=False):
             run.setdefault(str(address), (site, lab))
     not_run: dict[str, str] = {}  # planned address -> a site the edge names, the lab does not run
     run_stacks = {site.stack for site in state.sites.values()}
@@ -183,13 +179,7 @@ def _stack_references(edge_plan: Any) -> dict[str, dict[str, Any]]:
 
 def _site_outputs(edge_plan: Any, stack: str) -> dict[str, Any]:
     """A site's outputs as the edge's StackReference saw them."""
-    for r in edge_plan.resources:
-        if (
-            r.type == "pulumi:pulumi:StackReference"
-            and str(r.inputs.get("name", r.name)).split("/")[-1] == stack
-        ):
-            return dict(r.outputs.get("outputs") or {})
-    return {}
+    return _stack_references(edge_plan).get(stack, {})
 
 
 def start(state: LabState) -> None:
@@ -275,7 +265,7 @@ def routed_sites(state_dir: str) -> list[str]:
         return []
     targets = routing[-1].get("routing", {}).get(route53.normalise(state.edge.fqdn)) or []
     config, _ = dns.load_config(Path(state.edge.config_file))
-    by_address = {a: name for name, s in state.sites.items() for a in _lb_addresses(s)}
+    by_address = {a: name for name, s in state.sites.items() for a in s.addresses}
     sites = set()
     for target in targets:
         if str(target) in by_address:

@@ -49,6 +49,12 @@ class SiteState(BaseModel):
     admin_socket: str = ""
     lb_log: str = ""
 
+    @property
+    def addresses(self) -> list[str]:
+        """Every address the load balancer answers at (a state file from before lb_addresses
+        lists none: lb_address alone)."""
+        return self.lb_addresses or [self.lb_address]
+
 
 class Edge(BaseModel):
     """The edge stack's twin: the global name, its routing, and the DNS server that answers it."""

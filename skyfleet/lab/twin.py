@@ -104,11 +104,10 @@ def build(
     }
     # A site whose front has several public addresses (endpointAddresses: an aws NLB's Elastic
     # IPs) gets as many at its load balancer, so the edge's answers list as many as deployed.
-    extra = {
-        f"{s.site}/lb": len(s.plan.outputs.get("endpointAddresses") or []) - 1
-        for s in sites
-        if "lb" in s.service_pods and len(s.plan.outputs.get("endpointAddresses") or []) > 1
+    fronted = {
+        s.site: len(s.plan.outputs.get("endpointAddresses") or []) for s in sites if "lb" in s.service_pods
     }
+    extra = {f"{site}/lb": n - 1 for site, n in fronted.items() if n > 1}
     net = fabric.plan(lab_id, subnet, [s.site for s in sites], pod_names, extra)
     state = LabState(
         lab_id=lab_id,

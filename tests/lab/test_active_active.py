@@ -13,7 +13,7 @@ from skyfleet.drills.run import run_drill
 from skyfleet.drills.target import LabTarget
 from skyfleet.lab.state import LabState
 from tests.lab.test_drills import LAB_DRILLS, _explain
-from tests.support.twin import IS_ROOT, needs_root, running, twin_config
+from tests.support.twin import edge_twin, needs_root
 
 pytestmark = needs_root
 
@@ -22,11 +22,7 @@ WEIGHTED_DRILLS = [p for p in LAB_DRILLS if load_drill(p).skyfleet.requires.edge
 
 @pytest.fixture(scope="module")
 def active_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    if not IS_ROOT:
-        pytest.skip("the lab runs every site and pod in namespaces: root")
-    config = twin_config(tmp_path_factory.mktemp("active-twin"), edge="edge-active")
-    with running(config) as state:
-        yield state
+    yield from edge_twin(tmp_path_factory, "edge-active")
 
 
 def test_there_is_a_drill_of_the_active_active_edge() -> None:

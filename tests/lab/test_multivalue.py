@@ -21,7 +21,7 @@ from skyfleet.lab.state import LabState
 from skyfleet.plan import plan_stack
 from skyfleet.testing.edge import GLOBAL_NAME, ROOT
 from tests.lab.test_drills import LAB_DRILLS, _explain
-from tests.support.twin import IS_ROOT, needs_root, running, twin_config
+from tests.support.twin import edge_twin, needs_root
 
 pytestmark = needs_root
 
@@ -30,11 +30,7 @@ MULTIVALUE_DRILLS = [p for p in LAB_DRILLS if load_drill(p).skyfleet.requires.ed
 
 @pytest.fixture(scope="module")
 def multivalue_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    if not IS_ROOT:
-        pytest.skip("the lab runs every site and pod in namespaces: root")
-    config = twin_config(tmp_path_factory.mktemp("multivalue-twin"), edge="edge-multivalue")
-    with running(config) as state:
-        yield state
+    yield from edge_twin(tmp_path_factory, "edge-multivalue")
 
 
 def test_there_is_a_drill_of_the_multivalue_edge() -> None:

@@ -137,3 +137,11 @@ def running(config: LabConfig, **kwargs: Any) -> Iterator[LabState]:
 def twin_config(state_dir: Path, **fields: Any) -> LabConfig:
     """The shipped prod sites and their edge, from this checkout's Pulumi project."""
     return LabConfig.model_validate({"program": ROOT, "state_dir": state_dir, **fields})
+
+
+def edge_twin(factory: pytest.TempPathFactory, edge: str) -> Iterator[LabState]:
+    """A module fixture's body: the shipped prod sites behind the edge stack ``edge``."""
+    if not IS_ROOT:
+        pytest.skip("the lab runs every site and pod in namespaces: root")
+    with running(twin_config(factory.mktemp(f"{edge}-twin"), edge=edge)) as state:
+        yield state
