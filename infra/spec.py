@@ -89,6 +89,9 @@ class Autoscaling(_Model):
     queue_messages_per_worker: int = Field(default=20, ge=1, le=10_000)
 
 
+DEFAULT_RATE_LIMIT_PER_MINUTE = 120
+
+
 class AppSpec(_Model):
     image: str = Field(description="container image pinned by digest or an immutable tag")
     cpu: int = Field(default=512, ge=256, le=4096, description="millicores (Fargate units)")
@@ -99,7 +102,8 @@ class AppSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     # env var name -> name of a secret config key (one of SECRET_KEYS)
     secrets: dict[str, str] = Field(default_factory=dict)
-    rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
+    # A site of a fleet takes the fleet's (fleet.rateLimitPerMinute): see SiteStack.rate_limit_per_minute.
+    rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1, le=1_000_000)
 
     @field_validator("image")
     @classmethod
@@ -329,6 +333,14 @@ class FleetSpec(_Model):
     sites: list[FleetSite] = Field(
         min_length=2, description="every site, in takeover order (a lost site's successor is the next one)"
     )
+    # The client keys are the fleet's, so is their budget: a key's sessions move to another site
+    # when theirs is lost, and a key within its budget must stay within it there.
+    rate_limit_per_minute: int = Field(
+        default=DEFAULT_RATE_LIMIT_PER_MINUTE,
+        ge=1,
+        le=1_000_000,
+        description="every client API key's budget at each site of the fleet",
+    )
 
     @model_validator(mode="after")
     def _sound(self) -> FleetSpec:
@@ -518,6 +530,14 @@ class SiteStack(_Stack):
                     f"fleet.sites names {mine.host} for {self.site_name}, which its certificate does not "
                     f"cover (domain: {self.domain.host_names})"
                 )
+            budget, own = self.fleet.rate_limit_per_minute, self.app.rate_limit_per_minute
+            if "rate_limit_per_minute" in self.app.model_fields_set and own != budget:
+                problems.append(
+                    f"app.rateLimitPerMinute is {own}, but fleet "
+                    f"{self.fleet.name!r} gives every client key {budget} per minute at each site "
+                    "(fleet.rateLimitPerMinute): a key's sessions move between the sites, so its "
+                    "budget is set once, in the fleet; remove app.rateLimitPerMinute"
+                )
             if self.fleet_key is None:
                 problems.append(
                     "fleetKey is not set; a fleet's sites authenticate each other with it "
@@ -533,6 +553,11 @@ class SiteStack(_Stack):
     @property
     def site_name(self) -> str:
         return self.site or self.target.value
+
+    @property
+    def rate_limit_per_minute(self) -> int:
+        """A client key's budget at this site (``AGENT_RATE_LIMIT_PER_MINUTE``): the fleet's, in a fleet."""
+        return self.fleet.rate_limit_per_minute if self.fleet is not None else self.app.rate_limit_per_minute
 
 
 class AwsStack(SiteStack):

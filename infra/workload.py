@@ -71,7 +71,7 @@ def workloads(
         Env.SITE.value: spec.site_name,
         Env.REDIS_URL.value: redis_url,
         Env.QUEUE_URL.value: queue_url,
-        Env.RATE_LIMIT_PER_MINUTE.value: str(app.rate_limit_per_minute),
+        Env.RATE_LIMIT_PER_MINUTE.value: str(spec.rate_limit_per_minute),
         Env.LOG_LEVEL.value: contract.DEFAULT_LOG_LEVEL,
         Env.PORT.value: str(contract.DEFAULT_PORT),
         # The worker's task lease is the queue's visibility timeout / ack deadline.

@@ -138,7 +138,7 @@ def deploy(spec: GcpStack) -> dict[str, Any]:
             host_names=spec.domain.host_names,
             api=service.api,
             cloud_armor=spec.cloud_armor,
-            rate_limit_per_minute=spec.app.rate_limit_per_minute,
+            rate_limit_per_minute=spec.rate_limit_per_minute,
         ),
         opts,
     )

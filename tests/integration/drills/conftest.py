@@ -1,5 +1,6 @@
-"""Fixtures for the drill tests: boto3 pointed at the session's moto_server, and one real
-agent site per module."""
+"""Fixtures for the drill tests: boto3 pointed at the session's moto_server, one real agent site
+per module, and every drill test at the default CPU priority (CI lowers this tier's beside the
+lab tier)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from skyfleet.testing.servers import AppProcess, MotoServer, NatsServer, RedisServer, app_env
-from tests.support.drills import AgentSite
+from tests.support.drills import AgentSite, default_priority
 
 
 @pytest.fixture
@@ -23,15 +24,26 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_server.endpoint
 
 
+@pytest.fixture(autouse=True)
+def drill_at_default_priority() -> Iterator[None]:
+    """A drill is a timing experiment: the drill process (this test, its probes and read-back)
+    runs at the default CPU priority, like the servers it measures (``agent_site``)."""
+    with default_priority():
+        yield
+
+
 @pytest.fixture(scope="module")
 def agent_site() -> Iterator[AgentSite]:
-    """One real site for a module's load and drill tests (no lab: no front door, one replica)."""
-    redis, nats = RedisServer().start(), NatsServer().start()
+    """One real site for a module's load and drill tests (no lab: no front door, one replica),
+    at the default CPU priority."""
+    with default_priority():
+        redis, nats = RedisServer().start(), NatsServer().start()
     env = app_env(redis.url, nats.queue().url)
     api = worker = None
     try:
-        api = AppProcess("api", env).start()
-        worker = AppProcess("worker", env).start()
+        with default_priority():
+            api = AppProcess("api", env).start()
+            worker = AppProcess("worker", env).start()
         yield AgentSite(api, worker, redis)
     finally:
         for proc in (worker, api):

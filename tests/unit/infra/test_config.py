@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent_app.contract import Env
 from infra.config import SpecError, load_stack_file
 from infra.spec import AwsStack, Environment, parse_spec
-from skyfleet.plan import ConfigError, plan_stack
+from skyfleet.plan import ConfigError, Plan, plan_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 GOOD = (ROOT / "stacks" / "Pulumi.aws-dev.yaml").read_text()
@@ -220,3 +222,46 @@ def test_sync_replication_needs_three_sites() -> None:
     assert FleetSpec.model_validate({"name": "two", "replication": "async", "sites": sites}).env_value() == (
         "a=https://a.example.com,b=https://b.example.com"
     )
+
+
+def test_a_site_budget_other_than_its_fleets_is_refused(temp_project: Callable[[str, str], Path]) -> None:
+    """A key's sessions move to the successor when their site is lost: a site with a budget of
+    its own would rate-limit there a key that was within its budget before."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        config = doc["config"]
+        config["skyfleet:app"] = {**config["skyfleet:app"], "rateLimitPerMinute": 120}
+
+    message = str(_config_error(temp_project, _prod_variant("gcp-prod", edit)))
+    assert "Pulumi.broken.yaml" in message
+    assert "app.rateLimitPerMinute is 120, but fleet 'prod' gives every client key 600 per minute" in message
+    assert "(fleet.rateLimitPerMinute)" in message
+
+
+def _planned_env(value: Any, name: str) -> Iterator[str]:
+    """Every value a plan gives the variable ``name``, on any platform: ECS container definitions
+    (a JSON string), Cloud Run's ``envs`` and Kubernetes' ``env`` ({name, value} entries)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return
+    if isinstance(value, dict):
+        if value.get("name") == name and "value" in value:
+            yield str(value["value"])
+        for item in value.values():
+            yield from _planned_env(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _planned_env(item, name)
+
+
+def test_every_site_of_the_fleet_gives_a_key_the_fleets_budget(plans: dict[str, Plan]) -> None:
+    fleet = load_stack_file(ROOT / "stacks" / "Pulumi.aws-prod.yaml").fleet
+    assert fleet is not None and fleet.rate_limit_per_minute == 600
+    for stack in PROD_SITES:
+        values = [
+            v for r in plans[stack].resources for v in _planned_env(r.inputs, Env.RATE_LIMIT_PER_MINUTE.value)
+        ]
+        assert len(values) >= 2, f"{stack}: the api and the worker are given a budget"
+        assert set(values) == {"600"}, (stack, values)
