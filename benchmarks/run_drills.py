@@ -40,7 +40,7 @@ DRILLS = {
     "edge-active": ["weighted-routing"],
     # A failover drill again behind multivalue answers: its clients are per-user, so each
     # answer's order spreads them over the sites and the lost site holds a share of them.
-    "edge-multivalue": ["site-loss-multivalue", "failback"],
+    "edge-multivalue": ["site-loss-multivalue", "partition-multivalue", "failback"],
 }
 DEFAULT_EDGE = "edge-prod"  # rows of drills behind another edge name it
 WAIT_HEALTHY_SECONDS = 180
@@ -121,7 +121,8 @@ def main() -> None:
         f"fresh twin of {', '.join(s.stack for s in state.sites.values())} behind "
         f"{state.edge.stack if state.edge else 'no edge'} (replicas capped: {capped}), then\n"
         "every shipped lab drill of a failover edge once, then a fresh twin behind edge-active for the\n"
-        "weighted-routing drill, then one behind edge-multivalue for site-loss-multivalue and failback\n"
+        "weighted-routing drill, then one behind edge-multivalue for site-loss-multivalue,\n"
+        "partition-multivalue and failback\n"
         "(labelled with its edge); each drill with its own load (30 req/s open loop from 32 clients:\n"
         "sessions, turns, tasks) through the global name; site-loss-fleet-client's clients are\n"
         "the app's fleet client (agent_app.client), which also knows each site's regional name.\n\n"
