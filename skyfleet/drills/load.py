@@ -268,12 +268,14 @@ class Generator:
 
     def _user_client(self, shared: Client, number: int) -> Client:
         """The HTTP client of client (API key) ``number``: the shared one, or (per-user) its own,
-        made on first use, with no kept-alive connection (each request resolves and connects)."""
+        made on first use: with no kept-alive connection (each request resolves and connects),
+        or keeping its connections (``connections: kept-alive``)."""
         if self.spec.clients == "shared":
             return shared
         key = self.door.auth(number)["Authorization"]
         if key not in self._user_clients:
-            self._user_clients[key] = self._client(keepalive=0)
+            kept = self.spec.connections == "kept-alive"
+            self._user_clients[key] = self._client(keepalive=64 if kept else 0)
         return self._user_clients[key]
 
     async def _find_sites(self) -> None:

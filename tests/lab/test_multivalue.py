@@ -52,7 +52,8 @@ def test_multivalue_drill_on_the_twin(path: Path, multivalue_twin: LabState, tmp
     if report.fault.name == "site_partition":
         # Healed and answered again, the cut site passed its old sessions' requests to their new
         # home (their successor took them over while it was cut off) instead of serving them.
-        assert m.forwarded_by_site.get("after", {}).get(report.fault.site, 0) > 0, _explain(report)
+        cut = report.fault.site
+        assert cut is not None and m.forwarded_by_site.get("after", {}).get(cut, 0) > 0, _explain(report)
     missed = {t.metric for t in report.targets if not t.met}
     if missed and missed <= {"failed_requests", "recovery_seconds"} and not report.passed:
         # A request in flight at the lost (or cut-off) site when it goes (sent there, or passed there as its

@@ -89,6 +89,11 @@ CASES = [
         "extensions[0].load: Value error, attempt_timeout_seconds (15) must be below request_timeout_seconds",
     ),
     (
+        "kept-alive connections of the shared client",
+        lambda d: d["extensions"][0]["load"].update(connections="kept-alive"),
+        "extensions[0].load: Value error, connections applies to per-user clients (clients: per-user)",
+    ),
+    (
         "unknown client",
         lambda d: d["extensions"][0]["load"].update(client="sdk"),
         "extensions[0].load.client: Input should be 'edge' or 'fleet'",

@@ -257,8 +257,9 @@ def _planned_env(value: Any, name: str) -> Iterator[str]:
 
 
 def test_every_site_of_the_fleet_gives_a_key_the_fleets_budget(plans: dict[str, Plan]) -> None:
-    fleet = load_stack_file(ROOT / "stacks" / "Pulumi.aws-prod.yaml").fleet
-    assert fleet is not None and fleet.rate_limit_per_minute == 600
+    spec = load_stack_file(ROOT / "stacks" / "Pulumi.aws-prod.yaml")
+    assert isinstance(spec, AwsStack) and spec.fleet is not None
+    assert spec.fleet.rate_limit_per_minute == spec.rate_limit_per_minute == 600
     for stack in PROD_SITES:
         values = [
             v for r in plans[stack].resources for v in _planned_env(r.inputs, Env.RATE_LIMIT_PER_MINUTE.value)
