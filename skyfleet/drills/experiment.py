@@ -119,10 +119,11 @@ class LoadSpec(_Strict):
     # each user's next request follows the edge's answer of the moment, as many users behind
     # many resolvers do.
     clients: Literal["shared", "per-user"] = "shared"
-    # Per-user clients' connections: "per-request" (a CLI call, a browser tab opened again) or
-    # "kept-alive" (an SDK's client object): a kept connection stays with the address it reached,
-    # whatever the edge answers since, until it breaks or times out.
-    connections: Literal["per-request", "kept-alive"] = "per-request"
+    # Per-user clients' connections: "per-request" (the default: a CLI call, a browser tab opened
+    # again) or "kept-alive" (an SDK's client object): a kept connection stays with the address it
+    # reached, whatever the edge answers since, until it breaks or times out. The shared client
+    # always keeps its connections.
+    connections: Literal["per-request", "kept-alive"] | None = None
     # "edge": clients of the global name alone (browsers, curl), moved by the edge only;
     # "fleet": ``agent_app.client.FleetClient``, which knows every site (``GET /v1/fleet``) and
     # sends a request that cannot reach one site to the next.
@@ -135,10 +136,10 @@ class LoadSpec(_Strict):
 
     @model_validator(mode="after")
     def _a_retry_fits(self) -> LoadSpec:
-        if "connections" in self.model_fields_set and self.clients == "shared":
+        if self.clients == "shared" and self.connections == "per-request":
             raise ValueError(
-                "connections applies to per-user clients (clients: per-user); the shared client "
-                "always keeps its connections alive"
+                "connections: per-request needs per-user clients (clients: per-user); the shared "
+                "client keeps its connections alive"
             )
         if self.client == "fleet" and self.attempt_timeout_seconds >= self.request_timeout_seconds:
             raise ValueError(

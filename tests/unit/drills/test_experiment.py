@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from skyfleet.drills.experiment import DrillFileError, load_drill
+from skyfleet.drills.experiment import DrillFileError, LoadSpec, load_drill
 
 DRILLS = Path(__file__).resolve().parents[3] / "drills"
 SHIPPED = sorted(DRILLS.glob("*.yaml"))
@@ -89,9 +90,9 @@ CASES = [
         "extensions[0].load: Value error, attempt_timeout_seconds (15) must be below request_timeout_seconds",
     ),
     (
-        "kept-alive connections of the shared client",
-        lambda d: d["extensions"][0]["load"].update(connections="kept-alive"),
-        "extensions[0].load: Value error, connections applies to per-user clients (clients: per-user)",
+        "a connection per request for the shared client",
+        lambda d: d["extensions"][0]["load"].update(connections="per-request"),
+        "extensions[0].load: Value error, connections: per-request needs per-user clients",
     ),
     (
         "unknown client",
@@ -175,3 +176,14 @@ def test_a_drill_of_normal_operation_breaks_nothing(path: Path) -> None:
     assert bool(faults) != drill.skyfleet.fault_free, (
         f"{path.name}: faults {faults}, fault_free {drill.skyfleet.fault_free}"
     )
+
+
+@pytest.mark.parametrize("clients", ["shared", "per-user"])
+@pytest.mark.parametrize("connections", [None, "kept-alive"])
+def test_the_load_spec_survives_its_way_to_the_load_process(clients: str, connections: str | None) -> None:
+    """The load process validates the spec the drill process dumped: every valid spec passes again."""
+    given: dict[str, Any] = {"clients": clients}
+    if connections is not None:
+        given["connections"] = connections
+    spec = LoadSpec.model_validate(given)
+    assert LoadSpec.model_validate(json.loads(json.dumps(spec.model_dump(mode="json")))) == spec
