@@ -536,7 +536,7 @@ class SiteStack(_Stack):
                     f"app.rateLimitPerMinute is {own}, but fleet "
                     f"{self.fleet.name!r} gives every client key {budget} per minute at each site "
                     "(fleet.rateLimitPerMinute): a key's sessions move between the sites, so its "
-                    "budget is set once, in the fleet; remove app.rateLimitPerMinute"
+                    "budget is set once, in the fleet, and not here"
                 )
             if self.fleet_key is None:
                 problems.append(

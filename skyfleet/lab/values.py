@@ -26,7 +26,7 @@ from pydantic import BaseModel
 # The placeholder the offline plan gives a stack's secret config key (infra.config).
 STACK_SECRET_PREFIX = "offline-plan-secret:"
 API_KEYS_CONFIG = "skyfleet:apiKeys"
-# The lab's clients, one API key each: a site rate-limits per key (app.rateLimitPerMinute), so
+# The lab's clients, one API key each: a site rate-limits per key (its fleet's rateLimitPerMinute), so
 # a drill's load is spread over many clients as real traffic is.
 CLIENTS = 32
 

@@ -106,7 +106,7 @@ def test_a_stalled_drill_process_does_not_delay_the_load(agent_site: AgentSite) 
     assert load.pid is not None
     if os.geteuid() == 0:  # the clock runs ahead of the system under test where it may
         assert os.getpriority(os.PRIO_PROCESS, load.pid) == LOAD_NICENESS
-        assert os.getpriority(os.PRIO_PROCESS, agent_site.api.proc.pid) == 0  # the system it measures
+        assert os.getpriority(os.PRIO_PROCESS, agent_site.api.proc.pid) <= 0  # the system it measures
     time.sleep(1.0)
     stalled_from = time.time()
     ctypes.PyDLL(None).usleep(int(stall * 1e6))  # libc usleep without releasing the GIL

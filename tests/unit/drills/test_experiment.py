@@ -178,8 +178,16 @@ def test_a_drill_of_normal_operation_breaks_nothing(path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("clients", ["shared", "per-user"])
-@pytest.mark.parametrize("connections", [None, "kept-alive"])
+@pytest.mark.parametrize(
+    ("clients", "connections"),
+    [
+        ("shared", None),
+        ("shared", "kept-alive"),
+        ("per-user", None),
+        ("per-user", "per-request"),
+        ("per-user", "kept-alive"),
+    ],
+)
 def test_the_load_spec_survives_its_way_to_the_load_process(clients: str, connections: str | None) -> None:
     """The load process validates the spec the drill process dumped: every valid spec passes again."""
     given: dict[str, Any] = {"clients": clients}

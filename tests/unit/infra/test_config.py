@@ -232,8 +232,10 @@ def test_a_site_budget_other_than_its_fleets_is_refused(temp_project: Callable[[
         config = doc["config"]
         config["skyfleet:app"] = {**config["skyfleet:app"], "rateLimitPerMinute": 120}
 
-    message = str(_config_error(temp_project, _prod_variant("gcp-prod", edit)))
-    assert "Pulumi.broken.yaml" in message
+    err = _config_error(temp_project, _prod_variant("gcp-prod", edit))
+    message = str(err)
+    assert "Pulumi.broken.yaml" in message and "1 problem" in message
+    assert re.search(r"skyfleet:app\.rateLimitPerMinute \(line \d+\): given 120", message), message
     assert "app.rateLimitPerMinute is 120, but fleet 'prod' gives every client key 600 per minute" in message
     assert "(fleet.rateLimitPerMinute)" in message
 

@@ -17,6 +17,7 @@ from agent_app import contract
 from agent_app.contract import Env
 from infra.capabilities import CAPABILITIES, COMPONENTS
 from infra.gcp.apis import api_for
+from infra.gcp.load_balancer import EDGE_RATE_FACTOR
 from infra.outputs import SiteOutputs
 from skyfleet.plan import ConfigError, Plan, PlannedResource, plan_stack
 
@@ -327,6 +328,12 @@ def test_cloud_armor_guards_the_backend_when_configured(prod: Plan, dev: Plan) -
         assert "!request.path.matches('^/v1/sessions/[^/]+/(messages|tasks)$')" in e, e
     throttle = next(rule for rule in armor.inputs["rules"] if rule["action"] == "throttle")
     assert throttle["rateLimitOptions"]["exceedAction"] == "deny(429)"
+    # Per client address, a multiple of the fleet's per-key budget (one client, several keys).
+    fleet_budget = 600  # stacks/environments/fleet-prod.yaml
+    assert throttle["rateLimitOptions"]["rateLimitThreshold"] == {
+        "count": fleet_budget * EDGE_RATE_FACTOR,
+        "intervalSec": 60,
+    }
     # Off in the dev variant: no policy, and the backend names none.
     assert not of(dev, "gcp:compute/securityPolicy:SecurityPolicy")
     assert "securityPolicy" not in one(dev, "gcp:compute/backendService:BackendService").inputs
