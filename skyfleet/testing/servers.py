@@ -3,12 +3,15 @@
 Each launcher starts a real process on a free loopback port, waits until that process (not
 another one) listens there, and stops it by its own pid. A free port can be taken between the
 probe and the server's bind (by another test worker, or as a client's ephemeral port): the
-launcher then starts the server again on another port, a bounded number of times.
+launcher then starts the server again on another port, a bounded number of times. Ports are
+picked below the kernel's ephemeral range, which outgoing connections draw from, so a port
+that must stay fixed once picked (a fleet's sites name each other's) is rarely taken.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,8 +37,31 @@ MOTO_SERVER = str(VENV_BIN / "moto_server")
 API_KEY = "test-key-0123456789abcdef"
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 20000
+
+
+def ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, below the ephemeral range (a busy machine's outgoing
+    connections take ports from that range, any of them, at any moment)."""
+    top = ephemeral_start()
+    if top - LOWEST_PORT >= 1000:
+        for _ in range(100):
+            port = LOWEST_PORT + secrets.randbelow(top - LOWEST_PORT)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below it: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
