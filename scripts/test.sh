@@ -12,7 +12,7 @@
 #                        count; one fewer while the lab tier runs alongside)
 # SKYFLEET_LAB           when the lab tier runs: "alongside" (default: from the start, beside the
 #                        other steps, which run at a lower CPU priority so the drills' timing
-#                        keeps the machine first; the integration tier's drill tests raise theirs
+#                        keeps the machine first; the integration tier's timing tests raise theirs
 #                        back), "after" (alone, once the rest is done) or "skip"
 #
 # Reports (JUnit XML per tier, the gate's SARIF, JUnit and JSON, the lab tier's log) go to reports/.

@@ -1,12 +1,10 @@
 """Drill-test helpers: the outputs of deployed site stacks (as a stack exports them), an ECS
-service on moto, a test process stripped of cloud credentials, a one-site agent app, and the
-CPU priority its servers start at."""
+service on moto, a test process stripped of cloud credentials, and a one-site agent app."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,22 +93,3 @@ class AgentSite:
     @property
     def api_key(self) -> str:
         return API_KEY
-
-
-@contextlib.contextmanager
-def default_priority() -> Iterator[None]:
-    """Processes started inside run at the default CPU priority (niceness 0), where this process
-    may raise its own (root). CI runs this tier at a lower priority beside the lab tier; a drill
-    test's servers are the system its load measures, and a system starved by that setting fails
-    requests the drill engine under test has nothing to do with. (Linux keeps a niceness per
-    thread: the calling thread's is raised, and children it starts inherit it.)"""
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, min(before, 0))
-    except OSError:  # not permitted: they run at this process's priority
-        yield
-        return
-    try:
-        yield
-    finally:
-        os.setpriority(os.PRIO_PROCESS, 0, before)

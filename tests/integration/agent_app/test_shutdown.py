@@ -23,6 +23,7 @@ from agent_app.process import EXIT_FORCED
 from skyfleet.testing.servers import AppProcess, NatsServer, RedisServer, app_env, wait_until
 from tests.integration.agent_app.chat_server import ChatServer
 from tests.support.brokers import NatsBroker, PubSubBroker
+from tests.support.priority import default_priority
 from tests.support.pubsub_server import PubSubServer
 
 GRACE = 3.0
@@ -31,6 +32,14 @@ GRACE = 3.0
 OBSERVED = 1.0
 GIVE_UP = GRACE + 7.0
 LONG_TASK_SECONDS = 300  # far past any bound here: a task that must be handed back, not awaited
+
+
+@pytest.fixture(autouse=True)
+def at_default_priority() -> Iterator[None]:
+    """Exit deadlines are timing: this test and the app processes it starts run at the default
+    CPU priority, whatever the tier's (CI lowers it beside the lab tier)."""
+    with default_priority():
+        yield
 
 
 @dataclass

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from skyfleet.testing.servers import AppProcess, MotoServer, NatsServer, RedisServer, app_env
-from tests.support.drills import AgentSite, default_priority
+from tests.support.drills import AgentSite
+from tests.support.priority import default_priority
 
 
 @pytest.fixture
