@@ -135,12 +135,16 @@ class LoadSpec(_Strict):
     mix: LoadMix = Field(default_factory=LoadMix)
 
     @model_validator(mode="after")
-    def _a_retry_fits(self) -> LoadSpec:
+    def _connections_fit(self) -> LoadSpec:
         if self.clients == "shared" and self.connections == "per-request":
             raise ValueError(
                 "connections: per-request needs per-user clients (clients: per-user); the shared "
                 "client keeps its connections alive"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _a_retry_fits(self) -> LoadSpec:
         if self.client == "fleet" and self.attempt_timeout_seconds >= self.request_timeout_seconds:
             raise ValueError(
                 f"attempt_timeout_seconds ({self.attempt_timeout_seconds:g}) must be below "
