@@ -78,13 +78,14 @@ def _fenced_after_the_heal(report: DrillReport, recording: Path) -> None:
     cut, at, healed = report.fault.site, report.fault.at, report.fault.restored_at
     assert cut is not None and at is not None and healed is not None, _explain(report)
     records = [json.loads(line) for line in recording.read_text().splitlines()]
-    done = [(r, r["sent"] + r["latency_ms"] / 1000.0) for r in records]
     made_there = {
-        r["session_id"] for r, end in done if r["kind"] == "session" and r["site"] == cut and end < at
+        r["session_id"]
+        for r in records
+        if r["kind"] == "session" and r["site"] == cut and r["sent"] + r["latency_ms"] / 1000.0 < at
     }
     taken = {
         r["session_id"]
-        for r, _ in done
+        for r in records
         if r["session_id"] in made_there
         and r["kind"] != "session"
         and r["sent"] >= at
@@ -94,7 +95,7 @@ def _fenced_after_the_heal(report: DrillReport, recording: Path) -> None:
         and r["site"] not in (None, cut)
     }
     assert taken, f"no session of {cut} was served elsewhere during the cut: the drill proves nothing"
-    after = [r for r, _ in done if r["session_id"] in taken and r["sent"] >= healed]
+    after = [r for r in records if r["session_id"] in taken and r["sent"] >= healed]
     assert not [r for r in after if r["site"] == cut], "the healed site served a session taken from it"
     assert any(r["via"] == cut and r["status"] is not None and r["status"] < 300 for r in after), (
         f"no request for a taken session reached {cut} after the heal"
