@@ -128,11 +128,23 @@ class LoadSpec(_Strict):
     # "fleet": ``agent_app.client.FleetClient``, which knows every site (``GET /v1/fleet``) and
     # sends a request that cannot reach one site to the next.
     client: Literal["edge", "fleet"] = "edge"
+    # How clients connect to a name with several addresses (the lab's multivalue edge): "race"
+    # (RFC 8305: httpx's async client, browsers) or "sequential", one address after another,
+    # each with the whole connect timeout (``socket.create_connection``: httpx's sync client and
+    # the SDKs built on it, requests).
+    dial: Literal["race", "sequential"] = "race"
+    # The bound on connecting: the whole race, or each address in turn (sequential). Unset: the
+    # request timeout. The OpenAI Python SDK's default is 5 s.
+    connect_timeout_seconds: float | None = Field(default=None, gt=0, le=60)
     # The fleet client's bound on one attempt at one site: a request in flight at a site that is
     # lost is sent to the next site after it (a request is always safe to repeat there: every
     # create and turn carries an Idempotency-Key). Below request_timeout_seconds, so a retry fits.
     attempt_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     mix: LoadMix = Field(default_factory=LoadMix)
+    # A user's conversation ends after this many turns, and the user starts another: below the
+    # app's history limit (AGENT_SESSION_MAX_TURNS, 50 unless set), whose answer (413) would count
+    # as a failed request. When requests are slow, few sessions are idle and turns crowd onto them.
+    turns_per_session: int = Field(default=40, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _connections_fit(self) -> LoadSpec:
@@ -140,6 +152,16 @@ class LoadSpec(_Strict):
             raise ValueError(
                 "connections: per-request needs per-user clients (clients: per-user); the shared "
                 "client keeps its connections alive"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_connect_fits(self) -> LoadSpec:
+        connect = self.connect_timeout_seconds
+        if connect is not None and connect > self.request_timeout_seconds:
+            raise ValueError(
+                f"connect_timeout_seconds ({connect:g}) must not exceed "
+                f"request_timeout_seconds ({self.request_timeout_seconds:g}), which bounds the whole request"
             )
         return self
 

@@ -17,10 +17,13 @@ import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
+
+if TYPE_CHECKING:
+    from skyfleet.lab.resolver import Dial
 
 
 class LoadTargetError(ValueError):
@@ -122,9 +125,12 @@ class FrontDoor:
             base_url=self.url, transport=ResolvingTransport(self._resolver(), verify=verify), **kwargs
         )
 
-    def async_client(self, base_url: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    def async_client(
+        self, base_url: str | None = None, *, dial: Dial = "race", **kwargs: Any
+    ) -> httpx.AsyncClient:
         """A client of the global name, or of ``base_url`` (a site's regional name), found and
-        trusted the same way: through the lab's DNS, or only at a loopback address."""
+        trusted the same way: through the lab's DNS, or only at a loopback address. ``dial``:
+        how it connects to a name the lab's DNS answers with several addresses."""
         self.check()
         base_url = base_url or self.url
         limits = kwargs.pop("limits", None)
@@ -138,6 +144,6 @@ class FrontDoor:
         verify = self._verify()
         assert isinstance(verify, ssl.SSLContext)
         transport = AsyncResolvingTransport(
-            self._resolver(), verify=verify, **({"limits": limits} if limits is not None else {})
+            self._resolver(), verify=verify, dial=dial, **({"limits": limits} if limits is not None else {})
         )
         return httpx.AsyncClient(base_url=base_url, transport=transport, **kwargs)

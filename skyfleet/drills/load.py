@@ -237,6 +237,7 @@ class Generator:
         self._random = random.Random(seed)
         self._turn_counter = 0
         self._busy: set[str] = set()
+        self._turns: dict[str, int] = {}  # turns sent per session
         # Each session belongs to one client (API key); sessions are handed out in turn.
         self._clients: dict[str, int] = {}
         self._sessions_opened = 0
@@ -247,9 +248,12 @@ class Generator:
         self._weights = [mix.sessions, mix.messages, mix.tasks, mix.polls]
 
     def _http(self, base_url: str | None = None, *, keepalive: int = 64) -> httpx.AsyncClient:
+        spec = self.spec
+        connect = spec.connect_timeout_seconds or spec.request_timeout_seconds
         return self.door.async_client(
             base_url,
-            timeout=self.spec.request_timeout_seconds,
+            dial=spec.dial,
+            timeout=httpx.Timeout(spec.request_timeout_seconds, connect=connect),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=keepalive),
         )
 
@@ -331,7 +335,8 @@ class Generator:
 
         A session is one user's conversation: its next turn waits for the previous answer, so
         a session with a request in flight is not picked; with none idle, a user arrives (a new
-        session). This is how people use the app, and it keeps session writes uncontended.
+        session). This is how people use the app, and it keeps session writes uncontended. A
+        conversation ends after ``turns_per_session`` turns (it is picked no more).
         """
         kind = self._random.choices(self._kinds, weights=self._weights)[0]
         state = self.state
@@ -343,6 +348,10 @@ class Generator:
                 return "session", None
             session_id = self._random.choice(idle)
             self._busy.add(session_id)
+            if kind == "message":
+                self._turns[session_id] = turns = self._turns.get(session_id, 0) + 1
+                if turns >= self.spec.turns_per_session:
+                    state.sessions.remove(session_id)  # its last turn: the user moves on
             return kind, session_id
         return kind, None
 

@@ -18,7 +18,8 @@ it races the addresses, RFC 8305 style ("happy eyeballs"): the first address fir
 one 0.25 s later or as soon as the previous attempt fails, the first connection wins and the
 others are closed, so an address that does not answer costs a client 0.25 s, not a connect
 timeout. The sync transport tries them one after another, each with the whole connect timeout,
-as httpx's sync backend does (``socket.create_connection``).
+as httpx's sync backend does (``socket.create_connection``); the async one does the same when
+asked to (``dial="sequential"``), to stand for such clients in an async load.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import httpcore
@@ -43,6 +45,9 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_ATTEMPTS = 2
 # anyio.connect_tcp's default: the next address is tried after this long without a result.
 HAPPY_EYEBALLS_DELAY = 0.25
+# How a client connects to a name's addresses: raced (RFC 8305), or one after another, each with
+# the whole connect timeout (``socket.create_connection``).
+Dial = Literal["race", "sequential"]
 
 
 class ResolveError(OSError):
@@ -330,13 +335,21 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     gave, each ``happy_eyeballs_delay`` after the previous one or as soon as it fails; the
     first to connect wins and the others are cancelled or closed. As httpcore's backend does,
     one connect timeout bounds the whole race (ConnectTimeout); when every attempt fails before
-    it, the last failure is raised."""
+    it, the last failure is raised.
+
+    ``dial="sequential"`` connects as the sync backend does instead: one address after another,
+    each with the whole connect timeout."""
 
     def __init__(
-        self, resolver: CachingResolver, *, happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY
+        self,
+        resolver: CachingResolver,
+        *,
+        happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
+        dial: Dial = "race",
     ) -> None:
         self.resolver = resolver
         self.happy_eyeballs_delay = happy_eyeballs_delay
+        self.dial = dial
         self.inner: httpcore.AsyncNetworkBackend = httpcore.AnyIOBackend()  # type: ignore[assignment]
 
     async def connect_tcp(
@@ -352,6 +365,8 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         except ResolveError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
         options = list(socket_options or ())
+        if self.dial == "sequential":
+            return await self._one_after_another(addresses, port, timeout, local_address, options)
         winner: httpcore.AsyncNetworkStream | None = None
         failures: list[Exception] = []
 
@@ -394,6 +409,23 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         if winner is None:
             raise failures[-1]
         return winner
+
+    async def _one_after_another(
+        self,
+        addresses: list[str],
+        port: int,
+        timeout: float | None,
+        local_address: str | None,
+        options: list[httpcore.SOCKET_OPTION],
+    ) -> httpcore.AsyncNetworkStream:
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address, options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     async def connect_unix_socket(
         self,
@@ -442,7 +474,8 @@ class ResolvingTransport(httpx.HTTPTransport):
 
 
 class AsyncResolvingTransport(httpx.AsyncHTTPTransport):
-    """The async twin of :class:`ResolvingTransport` (for ``httpx.AsyncClient``)."""
+    """The async twin of :class:`ResolvingTransport` (for ``httpx.AsyncClient``); ``dial`` says
+    how it connects to a name's addresses."""
 
     def __init__(
         self,
@@ -452,17 +485,19 @@ class AsyncResolvingTransport(httpx.AsyncHTTPTransport):
         limits: httpx.Limits = httpx.Limits(),  # noqa: B008  # immutable
         http2: bool = False,
         retries: int = 0,
+        dial: Dial = "race",
     ) -> None:
         super().__init__(verify=verify, limits=limits, http2=http2, retries=retries, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             **_pool_args(verify, limits, http2, retries),  # type: ignore[arg-type]
-            network_backend=_AsyncBackend(resolver),
+            network_backend=_AsyncBackend(resolver, dial=dial),
         )
 
 
 __all__ = [
     "AsyncResolvingTransport",
     "CachingResolver",
+    "Dial",
     "NameNotFound",
     "ResolveError",
     "ResolvingTransport",

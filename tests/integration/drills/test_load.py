@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from skyfleet.drills.experiment import LoadSpec
+from skyfleet.drills.experiment import LoadMix, LoadSpec
 from skyfleet.drills.frontdoor import FrontDoor, LoadTargetError
 from skyfleet.drills.load import LOAD_NICENESS, LoadProcess
 from skyfleet.drills.measure import measure
@@ -96,6 +97,23 @@ def test_a_user_whose_session_is_gone_starts_a_new_one(agent_site: AgentSite) ->
     assert set(per_session) <= lost  # sessions opened after the loss are served
 
 
+def test_a_users_conversation_ends_after_turns_per_session(agent_site: AgentSite) -> None:
+    """Turns crowd onto the few idle sessions (here: almost no new sessions), yet none is sent
+    more than ``turns_per_session``: the user starts another, as one would at the app's history
+    limit, instead of getting its 413."""
+    mix = LoadMix(sessions=0.05, messages=1, tasks=0, polls=0)
+    spec = LoadSpec(
+        rate=40, max_seconds=3, warmup_seconds=0, request_timeout_seconds=5, mix=mix, turns_per_session=3
+    )
+    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
+    load.start()
+    wait_until(lambda: not load.running, timeout=30, what="the load process to end")
+    rec = load.stop()
+    assert all(r.ok for r in rec.records), [r for r in rec.records if not r.ok][:3]
+    turns = Counter(r.session_id for r in rec.records if r.kind == "message")
+    assert max(turns.values()) == 3, turns  # conversations reached the bound, and none went past it
+
+
 def test_a_stalled_drill_process_does_not_delay_the_load(agent_site: AgentSite) -> None:
     """The drill process holding its GIL (an import, a TLS context...) for 2 s: the load, in
     its own process, still sends the requests due meanwhile on schedule."""
@@ -143,7 +161,7 @@ def test_the_load_process_ends_with_the_drill_process(agent_site: AgentSite) -> 
     """A drill process killed by SIGKILL (no cleanup runs) leaves no load behind."""
     script = (
         "import sys, time\n"
-        "from skyfleet.drills.experiment import LoadSpec\n"
+        "from skyfleet.drills.experiment import LoadMix, LoadSpec\n"
         "from skyfleet.drills.frontdoor import FrontDoor\n"
         "from skyfleet.drills.load import LoadProcess\n"
         f"door = FrontDoor({agent_site.url!r}, ({agent_site.api_key!r},))\n"

@@ -26,7 +26,13 @@ import pytest
 from dnslib import QTYPE, RCODE
 
 from skyfleet.lab import dns
-from skyfleet.lab.resolver import AsyncResolvingTransport, CachingResolver, NameNotFound, ResolvingTransport
+from skyfleet.lab.resolver import (
+    AsyncResolvingTransport,
+    CachingResolver,
+    Dial,
+    NameNotFound,
+    ResolvingTransport,
+)
 from skyfleet.lab.route53 import Edge, edge_from_plan
 from skyfleet.testing.edge import (
     GLOBAL_NAME,
@@ -473,10 +479,11 @@ def silent_port(address: str, port: int) -> Iterator[None]:
 
 
 async def connect_time(
-    resolver: CachingResolver, name: str, port: int, timeout: float = 5.0
+    resolver: CachingResolver, name: str, port: int, timeout: float = 5.0, dial: Dial = "race"
 ) -> tuple[float, str]:
     """How long the async transport's connect to ``name`` takes, and the address it reached."""
-    backend = AsyncResolvingTransport(resolver, verify=ssl.create_default_context())._pool._network_backend
+    transport = AsyncResolvingTransport(resolver, verify=ssl.create_default_context(), dial=dial)
+    backend = transport._pool._network_backend
     started = time.monotonic()
     stream = await backend.connect_tcp(name, port, timeout=timeout)
     took = time.monotonic() - started
@@ -533,3 +540,11 @@ async def test_async_transport_races_addresses_and_sync_tries_them_in_turn(
             started = time.monotonic()
             response = client.get(f"https://slow.lab.test:{port}/")
         assert response.text == f"{first}\n" and time.monotonic() - started >= 1.0
+
+        # The async transport asked to dial in turn does the same (the load's dial: sequential).
+        took, reached = await connect_time(resolver, "slow.lab.test", port, timeout=1.0, dial="sequential")
+        assert reached == first and took >= 1.0, took
+        took, reached = await connect_time(resolver, "ordered.lab.test", port, dial="sequential")
+        assert reached == second, took
+        with pytest.raises(httpcore.ConnectError):  # the last failure: the refusal, after the timeout
+            await connect_time(resolver, "down.lab.test", port, timeout=0.5, dial="sequential")

@@ -95,6 +95,17 @@ CASES = [
         "extensions[0].load: Value error, connections: per-request needs per-user clients",
     ),
     (
+        "a connect timeout longer than the request's",
+        lambda d: d["extensions"][0]["load"].update(connect_timeout_seconds=20),
+        "extensions[0].load: Value error, connect_timeout_seconds (20) must not exceed "
+        "request_timeout_seconds (15)",
+    ),
+    (
+        "unknown way of dialling",
+        lambda d: d["extensions"][0]["load"].update(dial="parallel"),
+        "extensions[0].load.dial: Input should be 'race' or 'sequential'",
+    ),
+    (
         "unknown client",
         lambda d: d["extensions"][0]["load"].update(client="sdk"),
         "extensions[0].load.client: Input should be 'edge' or 'fleet'",
@@ -179,19 +190,23 @@ def test_a_drill_of_normal_operation_breaks_nothing(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("clients", "connections"),
+    ("clients", "connections", "dial"),
     [
-        ("shared", None),
-        ("shared", "kept-alive"),
-        ("per-user", None),
-        ("per-user", "per-request"),
-        ("per-user", "kept-alive"),
+        ("shared", None, None),
+        ("shared", "kept-alive", "sequential"),
+        ("per-user", None, "race"),
+        ("per-user", "per-request", "sequential"),
+        ("per-user", "kept-alive", None),
     ],
 )
-def test_the_load_spec_survives_its_way_to_the_load_process(clients: str, connections: str | None) -> None:
+def test_the_load_spec_survives_its_way_to_the_load_process(
+    clients: str, connections: str | None, dial: str | None
+) -> None:
     """The load process validates the spec the drill process dumped: every valid spec passes again."""
     given: dict[str, Any] = {"clients": clients}
     if connections is not None:
         given["connections"] = connections
+    if dial is not None:
+        given |= {"dial": dial, "connect_timeout_seconds": 5}
     spec = LoadSpec.model_validate(given)
     assert LoadSpec.model_validate(json.loads(json.dumps(spec.model_dump(mode="json")))) == spec
