@@ -75,7 +75,7 @@ def deps() -> Iterator[Deps]:
 
 def stop_time(proc: AppProcess) -> tuple[int, float]:
     """SIGTERM, then the exit code and how long the exit took."""
-    started = time.monotonic()
+    started, sent = time.monotonic(), time.strftime("%H:%M:%S", time.gmtime())
     proc.proc.signal(signal.SIGTERM)
     try:
         code = proc.proc.wait(GIVE_UP)
@@ -86,7 +86,10 @@ def stop_time(proc: AppProcess) -> tuple[int, float]:
             + proc.output()[-4000:]
         ) from None
     took = time.monotonic() - started
-    assert took <= GRACE + OBSERVED, f"{proc.kind} took {took:.2f} s to exit (grace {GRACE} s)"
+    assert took <= GRACE + OBSERVED, (
+        f"{proc.kind} took {took:.2f} s to exit with {code} after SIGTERM at {sent} UTC (grace {GRACE} s):\n"
+        + proc.output()[-4000:]
+    )
     return code, took
 
 
