@@ -17,6 +17,7 @@ import signal
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from agent_app.app import create_app
 from agent_app.auth import ApiKeys
@@ -24,7 +25,7 @@ from agent_app.config import ConfigError, fail
 from agent_app.fastpath import TurnFastPath
 from agent_app.fleet.routing import FleetRouting
 from agent_app.http import Edge
-from agent_app.process import bootstrap, freeze_startup_heap
+from agent_app.process import bootstrap, exit_now, freeze_startup_heap
 from agent_app.runtime import Runtime
 from agent_app.schemas import MAX_BODY_BYTES
 from agent_app.telemetry import setup_tracing
@@ -104,7 +105,9 @@ def main() -> None:
         "starting api",
         extra={"port": settings.port, "queue": runtime.queue.kind, "model": runtime.model.name},
     )
-    DrainingServer(config, runtime=runtime, edge=edge).run()
+    server = DrainingServer(config, runtime=runtime, edge=edge)
+    server.run()
+    exit_now(0 if server.started else STARTUP_FAILURE, runtime.shutdown)
 
 
 if __name__ == "__main__":

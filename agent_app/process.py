@@ -4,16 +4,20 @@ hard deadline of their shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from agent_app.config import Settings, load_settings
 from agent_app.logs import last_words, setup_logging
+from agent_app.telemetry import flush_tracing
 
 log = logging.getLogger("agent_app.process")
 T = TypeVar("T")
@@ -45,6 +49,9 @@ def freeze_startup_heap() -> None:
 CLOSE_RESERVE_SECONDS = 3.0
 # Exit status when the watchdog had to end the process (the orderly path exits 0).
 EXIT_FORCED = 1
+# Behind the watchdog, the kernel: SIGALRM's default action ends the process this long after
+# the deadline if the watchdog thread cannot run (C code holding the interpreter's lock).
+BACKSTOP_SECONDS = 0.5
 
 
 class ShutdownClock:
@@ -72,6 +79,8 @@ class ShutdownClock:
             return
         self.deadline = time.monotonic() + self.grace
         threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True).start()
+        if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:  # unless something else uses it
+            signal.setitimer(signal.ITIMER_REAL, self.grace + BACKSTOP_SECONDS)
 
     def left(self, keep: float = 0.0) -> float:
         """Seconds until ``keep`` seconds before the deadline (never negative)."""
@@ -88,6 +97,20 @@ class ShutdownClock:
             {"grace_s": self.grace, "exit_code": EXIT_FORCED},
         )
         os._exit(EXIT_FORCED)
+
+
+def exit_now(code: int, clock: ShutdownClock) -> NoReturn:
+    """End the process once its orderly shutdown is done: batched spans and pending log lines
+    written, then ``os._exit``. The interpreter's own exit is skipped: it runs no daemon
+    thread, so the watchdog could not bound it, and on a busy machine exits came seconds past
+    the deadline with the orderly path's status (0). It has nothing left to do: the clients
+    are closed."""
+    flush_tracing(clock.left() if clock.started else CLOSE_RESERVE_SECONDS)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 log = logging.getLogger("agent_app.telemetry")
 _tracer: Any = None
+_provider: Any = None
 
 
 def _wanted() -> bool:
@@ -25,7 +26,7 @@ def _wanted() -> bool:
 
 def setup_tracing(service: str, app: Any = None) -> bool:
     """Install a tracer provider and exporter; True when tracing is on."""
-    global _tracer
+    global _tracer, _provider
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
     if not _wanted() or exporter_name == "none":
         return False
@@ -50,6 +51,7 @@ def setup_tracing(service: str, app: Any = None) -> bool:
     provider = sdk_trace.TracerProvider(resource=resource)
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    _provider = provider
     _tracer = trace.get_tracer("agent_app")
     if app is not None:
         try:
@@ -62,6 +64,12 @@ def setup_tracing(service: str, app: Any = None) -> bool:
             )
     log.info("tracing on", extra={"exporter": exporter_name, "protocol": protocol})
     return True
+
+
+def flush_tracing(timeout_s: float) -> None:
+    """Export the spans still batched, for at most ``timeout_s`` (the process is about to end)."""
+    if _provider is not None:
+        _provider.force_flush(int(max(0.0, timeout_s) * 1000))
 
 
 _NO_SPAN = contextlib.nullcontext()

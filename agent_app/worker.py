@@ -34,7 +34,7 @@ from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
-from agent_app.process import bootstrap, within
+from agent_app.process import bootstrap, exit_now, within
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
 from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
 from agent_app.schemas import Message, TaskMessage
@@ -374,7 +374,7 @@ class ProbeServer(uvicorn.Server):
         yield  # the worker owns SIGTERM
 
 
-async def amain() -> None:
+async def amain() -> Runtime:
     settings = bootstrap("worker")
     setup_tracing("agent-worker")
     runtime = Runtime(settings)
@@ -400,10 +400,12 @@ async def amain() -> None:
         probes.should_exit = True
         await runtime.close()
         await within(probe_task, runtime.shutdown.left(EXIT_MARGIN_SECONDS), "stopping the probe server")
+    return runtime
 
 
 def main() -> None:
-    asyncio.run(amain())
+    runtime = asyncio.run(amain())
+    exit_now(0, runtime.shutdown)
 
 
 if __name__ == "__main__":

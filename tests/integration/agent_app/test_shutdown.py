@@ -11,6 +11,8 @@ with a Pub/Sub call left hanging about 9 s at a 3 s grace, and the api about 1.2
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from agent_app.process import EXIT_FORCED
+from agent_app.process import BACKSTOP_SECONDS, EXIT_FORCED
 from skyfleet.testing.servers import AppProcess, NatsServer, RedisServer, app_env, wait_until
 from tests.integration.agent_app.chat_server import ChatServer
 from tests.support.brokers import NatsBroker, PubSubBroker
@@ -260,3 +262,30 @@ def test_a_pubsub_endpoint_that_never_answers_holds_neither_process(
         stalling_pubsub.flow()
         worker.proc.kill()
         api.proc.kill()
+
+
+def test_a_process_whose_watchdog_cannot_run_is_ended_by_the_kernel() -> None:
+    """The watchdog is a Python thread: C code holding the interpreter's lock (here a regular
+    expression that would backtrack for hours) keeps it from running. SIGALRM's default action
+    ends the process ``BACKSTOP_SECONDS`` after the deadline all the same."""
+    code = (
+        "import re, sys\n"
+        "from agent_app.process import ShutdownClock\n"
+        f"ShutdownClock({GRACE}).start()\n"
+        "print('deadline set', flush=True)\n"
+        "re.match(r'(a+)+$', 'a' * 40 + 'b')\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "deadline set\n"
+        started = time.monotonic()
+        try:
+            exit_code = proc.wait(GIVE_UP)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"still running {GIVE_UP} s after its deadline was set") from None
+        took = time.monotonic() - started
+        rest = proc.stdout.read()
+    assert exit_code == -signal.SIGALRM, (exit_code, rest)
+    assert "grace period over" not in rest  # the watchdog never ran: the kernel ended it
+    assert took <= GRACE + BACKSTOP_SECONDS + OBSERVED, took
