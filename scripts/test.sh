@@ -9,7 +9,8 @@
 #   scripts/test.sh ARGS...    ARGS go to every pytest run (-x, -k EXPR, ...)
 #
 # SKYFLEET_TEST_WORKERS  xdist workers for the unit and integration tiers (default: the core
-#                        count; one fewer while the lab tier runs alongside)
+#                        count; beside the lab tier they run at a lower CPU priority, so they take
+#                        what its drills leave idle)
 # SKYFLEET_LAB           when the lab tier runs: "alongside" (default: from the start, beside the
 #                        other steps, which run at a lower CPU priority so the drills' timing
 #                        keeps the machine first; the integration tier's timing tests raise theirs
@@ -25,12 +26,7 @@ if [ "${1:-}" = "--fast" ]; then
   shift
 fi
 lab_mode="${SKYFLEET_LAB:-alongside}"
-# Beside the lab tier (the critical path, and timing experiments), one core is left to it.
-default_workers=$(nproc)
-if [ "$lab_mode" = alongside ] && [ -z "$fast" ] && [ "$default_workers" -gt 1 ]; then
-  default_workers=$((default_workers - 1))
-fi
-workers="${SKYFLEET_TEST_WORKERS:-$default_workers}"
+workers="${SKYFLEET_TEST_WORKERS:-$(nproc)}"
 case "$lab_mode" in alongside | after | skip) ;; *)
   echo "SKYFLEET_LAB must be alongside, after or skip (given: $lab_mode)" >&2
   exit 2
