@@ -17,7 +17,6 @@ import signal
 from types import FrameType
 
 import uvicorn
-from uvicorn.config import STARTUP_FAILURE
 
 from agent_app.app import create_app
 from agent_app.auth import ApiKeys
@@ -105,9 +104,8 @@ def main() -> None:
         "starting api",
         extra={"port": settings.port, "queue": runtime.queue.kind, "model": runtime.model.name},
     )
-    server = DrainingServer(config, runtime=runtime, edge=edge)
-    server.run()
-    exit_now(0 if server.started else STARTUP_FAILURE, runtime.shutdown)
+    DrainingServer(config, runtime=runtime, edge=edge).run()  # a failed start exits in uvicorn (3)
+    exit_now(0, runtime.shutdown)
 
 
 if __name__ == "__main__":

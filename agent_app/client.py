@@ -39,6 +39,8 @@ from agent_app.contract import SITE_HEADER
 # 504, a backend broke or timed out on it (it may have acted on it).
 _NO_BACKEND, _BACKEND_FAILED = 503, frozenset({502, 504})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Seconds to reach one endpoint: a lost site costs a client this much per cooldown.
+CONNECT_TIMEOUT = 1.0
 
 HttpFactory = Callable[[str], httpx.AsyncClient]
 
@@ -68,7 +70,7 @@ class FleetClient:
         *,
         sites: Sequence[str] = (),
         http: HttpFactory | None = None,
-        connect_timeout: float = 1.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
         timeout: float = 30.0,
         cooldown: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

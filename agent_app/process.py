@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -49,8 +49,8 @@ def freeze_startup_heap() -> None:
 CLOSE_RESERVE_SECONDS = 3.0
 # Exit status when the watchdog had to end the process (the orderly path exits 0).
 EXIT_FORCED = 1
-# Behind the watchdog, the kernel: SIGALRM's default action ends the process this long after
-# the deadline if the watchdog thread cannot run (C code holding the interpreter's lock).
+# Behind the watchdog, faulthandler's C thread ends the process this long after the deadline if
+# the watchdog thread cannot run (C code holding the interpreter's lock).
 BACKSTOP_SECONDS = 0.5
 
 
@@ -79,8 +79,10 @@ class ShutdownClock:
             return
         self.deadline = time.monotonic() + self.grace
         threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True).start()
-        if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:  # unless something else uses it
-            signal.setitimer(signal.ITIMER_REAL, self.grace + BACKSTOP_SECONDS)
+        # A thread of the interpreter's C code needs no interpreter lock: it writes every
+        # thread's stack to stderr and exits (status 1). A signal's default action would not
+        # do: the kernel ignores it for a container's PID 1, which the app is.
+        faulthandler.dump_traceback_later(self.grace + BACKSTOP_SECONDS, exit=True)
 
     def left(self, keep: float = 0.0) -> float:
         """Seconds until ``keep`` seconds before the deadline (never negative)."""
@@ -101,10 +103,10 @@ class ShutdownClock:
 
 def exit_now(code: int, clock: ShutdownClock) -> NoReturn:
     """End the process once its orderly shutdown is done: batched spans and pending log lines
-    written, then ``os._exit``. The interpreter's own exit is skipped: it runs no daemon
-    thread, so the watchdog could not bound it, and on a busy machine exits came seconds past
-    the deadline with the orderly path's status (0). It has nothing left to do: the clients
-    are closed."""
+    written, then ``os._exit``. The interpreter's own exit is skipped: its last phase runs no
+    daemon thread, so the watchdog could not bound it, and on a busy machine exits came
+    seconds past the deadline with the orderly path's status (0). It has nothing left to do:
+    the clients are closed."""
     flush_tracing(clock.left() if clock.started else CLOSE_RESERVE_SECONDS)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

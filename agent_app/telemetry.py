@@ -67,7 +67,9 @@ def setup_tracing(service: str, app: Any = None) -> bool:
 
 
 def flush_tracing(timeout_s: float) -> None:
-    """Export the spans still batched, for at most ``timeout_s`` (the process is about to end)."""
+    """Export the spans still batched (the process is about to end), asking for at most
+    ``timeout_s``: the SDK's batch processor may take longer, and the shutdown's watchdog
+    bounds that."""
     if _provider is not None:
         _provider.force_flush(int(max(0.0, timeout_s) * 1000))
 

@@ -134,7 +134,7 @@ class LoadSpec(_Strict):
     # the SDKs built on it, requests).
     dial: Literal["race", "sequential"] = "race"
     # The bound on connecting: the whole race, or each address in turn (sequential). Unset: the
-    # request timeout. The OpenAI Python SDK's default is 5 s.
+    # request timeout (the fleet client's own default: 1 s). The OpenAI Python SDK's is 5 s.
     connect_timeout_seconds: float | None = Field(default=None, gt=0, le=60)
     # The fleet client's bound on one attempt at one site: a request in flight at a site that is
     # lost is sent to the next site after it (a request is always safe to repeat there: every

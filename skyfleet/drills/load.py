@@ -35,6 +35,7 @@ from typing import IO, Any
 
 import httpx
 
+from agent_app.client import CONNECT_TIMEOUT as FLEET_CONNECT_TIMEOUT
 from agent_app.client import FleetClient
 from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER, VIA_HEADER
 from skyfleet.drills.experiment import LoadSpec
@@ -268,6 +269,7 @@ class Generator:
             sites=self._sites,
             http=lambda base: self._http(base, keepalive=keepalive),
             timeout=self.spec.attempt_timeout_seconds,
+            connect_timeout=self.spec.connect_timeout_seconds or FLEET_CONNECT_TIMEOUT,
         )
 
     def _user_client(self, shared: Client, number: int) -> Client:

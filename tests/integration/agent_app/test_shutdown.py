@@ -10,6 +10,8 @@ with a Pub/Sub call left hanging about 9 s at a 3 s grace, and the api about 1.2
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import httpx
 import pytest
 
 from agent_app.process import BACKSTOP_SECONDS, EXIT_FORCED
-from skyfleet.testing.servers import AppProcess, NatsServer, RedisServer, app_env, wait_until
+from skyfleet.testing.servers import REPO, AppProcess, NatsServer, RedisServer, app_env, wait_until
 from tests.integration.agent_app.chat_server import ChatServer
 from tests.support.brokers import NatsBroker, PubSubBroker
 from tests.support.priority import default_priority
@@ -264,20 +266,30 @@ def test_a_pubsub_endpoint_that_never_answers_holds_neither_process(
         api.proc.kill()
 
 
-def test_a_process_whose_watchdog_cannot_run_is_ended_by_the_kernel() -> None:
+# A container's first process is the app: the kernel ignores a default-action signal sent to a
+# PID namespace's init, so the backstop must not be one.
+AS_PID_1 = ["unshare", "--fork", "--pid", "--kill-child"]
+
+
+@pytest.mark.parametrize("pid_1", [False, True], ids=["process", "pid-1"])
+def test_a_process_whose_watchdog_cannot_run_is_ended_at_the_deadline(pid_1: bool) -> None:
     """The watchdog is a Python thread: C code holding the interpreter's lock (here a regular
-    expression that would backtrack for hours) keeps it from running. SIGALRM's default action
-    ends the process ``BACKSTOP_SECONDS`` after the deadline all the same."""
+    expression that would backtrack for hours) keeps it from running. faulthandler's C thread
+    ends the process ``BACKSTOP_SECONDS`` after the deadline all the same, saying where it hung."""
+    if pid_1 and (os.geteuid() != 0 or shutil.which("unshare") is None):
+        pytest.skip("a PID namespace needs root and unshare")
     code = (
-        "import re, sys\n"
+        "import os, re\n"
         "from agent_app.process import ShutdownClock\n"
         f"ShutdownClock({GRACE}).start()\n"
-        "print('deadline set', flush=True)\n"
+        "print('deadline set as pid', os.getpid(), flush=True)\n"
         "re.match(r'(a+)+$', 'a' * 40 + 'b')\n"
     )
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "deadline set\n"
+    argv = [*(AS_PID_1 if pid_1 else []), sys.executable, "-c", code]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        assert first.startswith("deadline set as pid") and (first.split()[-1] == "1") == pid_1, first
         started = time.monotonic()
         try:
             exit_code = proc.wait(GIVE_UP)
@@ -285,7 +297,8 @@ def test_a_process_whose_watchdog_cannot_run_is_ended_by_the_kernel() -> None:
             proc.kill()
             raise AssertionError(f"still running {GIVE_UP} s after its deadline was set") from None
         took = time.monotonic() - started
-        rest = proc.stdout.read()
-    assert exit_code == -signal.SIGALRM, (exit_code, rest)
-    assert "grace period over" not in rest  # the watchdog never ran: the kernel ended it
+        out, err = proc.stdout.read(), proc.stderr.read()
+    assert exit_code == EXIT_FORCED, (exit_code, out, err)
+    assert "grace period over" not in out  # the watchdog never ran
+    assert "most recent call first" in err and "in match" in err, err  # where it hung
     assert took <= GRACE + BACKSTOP_SECONDS + OBSERVED, took

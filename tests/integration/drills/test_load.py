@@ -161,7 +161,7 @@ def test_the_load_process_ends_with_the_drill_process(agent_site: AgentSite) -> 
     """A drill process killed by SIGKILL (no cleanup runs) leaves no load behind."""
     script = (
         "import sys, time\n"
-        "from skyfleet.drills.experiment import LoadMix, LoadSpec\n"
+        "from skyfleet.drills.experiment import LoadSpec\n"
         "from skyfleet.drills.frontdoor import FrontDoor\n"
         "from skyfleet.drills.load import LoadProcess\n"
         f"door = FrontDoor({agent_site.url!r}, ({agent_site.api_key!r},))\n"
