@@ -206,7 +206,8 @@ def test_redis_config_serves_tls_with_auth_and_replicates(
     # The primary takes writes only once it counts the replica good (min-replicas-to-write): at
     # its first acknowledgement, which a busy machine may delay past the replica's "up".
     good = lambda: client.info("replication").get("min_slaves_good_slaves", 0) >= 1  # noqa: E731
-    wait_until(good, "primary counts its replica", servers[0], tmp_path / "redis-0" / "redis.log", attempts=300)
+    primary_log = tmp_path / "redis-0" / "redis.log"
+    wait_until(good, "primary counts its replica", servers[0], primary_log, attempts=300)
     client.set("skyfleet:session:1", "turns")
     assert client.execute_command("WAIT", 1, 10000) == 1
     assert redis_client(pki, replica).get("skyfleet:session:1") == b"turns"
