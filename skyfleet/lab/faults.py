@@ -113,13 +113,14 @@ def _site_losses(state: LabState, site: str) -> list[ProcessRecord]:
     return [r for r in state.find(site=site) if r.role in (Role.CONTAINER, Role.LB) and not r.init]
 
 
-def stop_site(state_dir: str, site: str) -> dict[str, Any]:
-    """Lose a whole site: kill its pods and load balancer, and cut its uplink."""
+def stop_site(state_dir: str, site: str, silent: bool = False) -> dict[str, Any]:
+    """Lose a whole site: kill its pods and load balancer, and cut its uplink (``silent``: see
+    :func:`_cut`)."""
     state = _lab(state_dir)
     _check_site(state, site)
-    fabric.set_uplink(state.fabric, site, up=False)
+    _cut(state, site, silent)
     when, killed = _kill(state_dir, _site_losses(state, site))
-    return {"fault": "stop_site", "site": site, "time": when, "killed": killed}
+    return {"fault": "stop_site", "site": site, "time": when, "killed": killed, "silent": silent}
 
 
 def start_site(state_dir: str, site: str) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def start_site(state_dir: str, site: str) -> dict[str, Any]:
     _check_site(state, site)
     when = time.time()
     records = [r for r in state.find(site=site) if r.role in (Role.CONTAINER, Role.LB)]
-    fabric.set_uplink(state.fabric, site, up=True)
+    _mend(state, site)
     started: list[str] = []
     for wave in (0, 1):
         batch = [r for r in records if r.role == Role.CONTAINER and r.wave == wave]
@@ -350,20 +351,37 @@ def start_broker(state_dir: str, site: str) -> dict[str, Any]:
 # --- the network -----------------------------------------------------------------------------------
 
 
-def partition_site(state_dir: str, site: str) -> dict[str, Any]:
+def _cut(state: LabState, site: str, silent: bool) -> None:
+    """Cut the site's uplink: its link down (the lab's network answers "unreachable" after its
+    ARP tries, about 3 s), or, ``silent``, every IP packet across it dropped (nothing answers,
+    as from a site lost on the internet: a connection attempt waits out its timeout)."""
+    if silent:
+        network.cut_silently(state.fabric.sites[site])
+    else:
+        fabric.set_uplink(state.fabric, site, up=False)
+
+
+def _mend(state: LabState, site: str) -> None:
+    """Undo either cut (each step is idempotent)."""
+    if network.nft_path() is not None:  # without nftables no silent cut was made
+        network.clear_packet_loss(state.fabric.sites[site], table=network.SILENT_CUT_TABLE)
+    fabric.set_uplink(state.fabric, site, up=True)
+
+
+def partition_site(state_dir: str, site: str, silent: bool = False) -> dict[str, Any]:
     """Cut the site's uplink: everything inside keeps running, nothing outside reaches it."""
     state = _lab(state_dir)
     _check_site(state, site)
     when = time.time()
-    fabric.set_uplink(state.fabric, site, up=False)
-    return {"fault": "partition_site", "site": site, "time": when}
+    _cut(state, site, silent)
+    return {"fault": "partition_site", "site": site, "time": when, "silent": silent}
 
 
 def heal_partition(state_dir: str, site: str) -> dict[str, Any]:
     state = _lab(state_dir)
     _check_site(state, site)
     when = time.time()
-    fabric.set_uplink(state.fabric, site, up=True)
+    _mend(state, site)
     return {"fault": "heal_partition", "site": site, "time": when}
 
 
@@ -375,7 +393,7 @@ def network_faults(state_dir: str, site: str) -> list[str]:
     found = []
     out = network.ip("-o", "link", "show", link.uplink_host, check=False).stdout
     flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
-    if "UP" not in flags:
+    if "UP" not in flags or network.cut_silently_in_effect(link):
         found.append("partition")
     if network.packet_loss(link) is not None:
         found.append("packet_loss")

@@ -230,6 +230,33 @@ def clear_packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> bool:
     return True
 
 
+# A silent cut: every IP packet across the uplink dropped, ARP still answered, so a client's
+# connection attempt waits out its own timeout, as towards a site lost on the internet (a link
+# that is down makes the lab's network answer "unreachable" once its ARP tries have failed).
+SILENT_CUT_TABLE = "skyfleet_silent_cut"
+
+
+def cut_silently(site: SiteLink) -> None:
+    """Drop every IPv4 and IPv6 frame crossing the site's uplink, each direction; ARP passes."""
+    table = SILENT_CUT_TABLE
+    script = (
+        f"table bridge {table}\n"
+        f"delete table bridge {table}\n"
+        f"table bridge {table} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority -300; policy accept;\n"
+        f'    iifname "{site.uplink_site}" ether type {{ ip, ip6 }} counter drop comment "in"\n'
+        f'    oifname "{site.uplink_site}" ether type {{ ip, ip6 }} counter drop comment "out"\n'
+        "  }\n"
+        "}\n"
+    )
+    nft(site.namespace, "-f", "-", script=script)
+
+
+def cut_silently_in_effect(site: SiteLink) -> bool:
+    return nft(site.namespace, "list", "table", "bridge", SILENT_CUT_TABLE, check=False).returncode == 0
+
+
 def tables(netns: str | None = None) -> list[str]:
     """nftables tables (``family name``) in a namespace, or in the root namespace."""
     binary = nft_path()

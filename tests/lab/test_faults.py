@@ -252,6 +252,23 @@ def test_a_partition_cuts_the_site_off_and_healing_restores_it(twin: LabState) -
     assert can_connect(_lb(twin, "gcp-prod"))
 
 
+def test_a_silent_partition_answers_nothing_and_healing_restores_it(twin: LabState) -> None:
+    """As towards a site lost on the internet: no refusal, no "unreachable", only silence, so
+    a client's attempt waits out its own timeout (past the ~3 s after which a link that is down
+    gets "unreachable" from the lab's network)."""
+    cut = faults.partition_site(twin.state_dir, "gcp-prod", silent=True)
+    try:
+        assert cut["silent"] is True
+        assert faults.network_faults(twin.state_dir, "gcp-prod") == ["partition"]
+        with pytest.raises(TimeoutError):
+            socket.create_connection(_lb(twin, "gcp-prod"), timeout=4)
+        assert can_connect(_lb(twin, "onprem-prod"))
+    finally:
+        faults.heal_partition(twin.state_dir, "gcp-prod")
+    assert faults.network_faults(twin.state_dir, "gcp-prod") == []
+    assert can_connect(_lb(twin, "gcp-prod"))
+
+
 def test_partial_loss_drops_that_share_of_packets_each_way(twin: LabState) -> None:
     address = twin.sites["onprem-prod"].lb_address
     assert echo_replies(address, 1000) >= 990  # the measurement itself loses nothing

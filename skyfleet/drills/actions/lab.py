@@ -70,17 +70,18 @@ class SiteLoss(LabFault):
     fault, rollback, key = "site_down", "site_up", "site:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab: SIGKILL every pod and the load balancer of {_where(args)} and cut its uplink"
+        how = " silently" if args.get("silent") else ""
+        return f"lab: SIGKILL every pod and the load balancer of {_where(args)} and cut its uplink{how}"
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
         return f"lab: restart every process of {_where(args, undo=True)}, wait until ready"
 
-    def apply(self, lab: LabTarget, site: str) -> Applied:
+    def apply(self, lab: LabTarget, site: str, silent: bool = False) -> Applied:
         name = _site(lab, site)
         return Applied(
             name,
             f"site {name} down",
-            _faults().stop_site(lab.state_dir, name),
+            _faults().stop_site(lab.state_dir, name, silent=silent),
             lambda: _faults().start_site(lab.state_dir, name),
         )
 
@@ -186,22 +187,24 @@ class ReplicaHang(LabFault):
 
 
 class Partition(LabFault):
-    """Cut a site's uplink: its processes run on, unreachable from outside."""
+    """Cut a site's uplink: its processes run on, unreachable from outside. ``silent``: every
+    packet dropped, so nothing answers (as on the internet), where a link that is down makes
+    the lab's network answer "unreachable" after its ARP tries (about 3 s)."""
 
     fault, rollback, key = "site_partition", "partition_heal", "partition:{site}"
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
-        return f"lab: cut the uplink of {_where(args)}"
+        return f"lab: cut the uplink of {_where(args)}" + (" silently" if args.get("silent") else "")
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
         return f"lab: restore the uplink of {_where(args, undo=True)}"
 
-    def apply(self, lab: LabTarget, site: str) -> Applied:
+    def apply(self, lab: LabTarget, site: str, silent: bool = False) -> Applied:
         name = _site(lab, site)
         return Applied(
             name,
             f"site {name} partitioned",
-            _faults().partition_site(lab.state_dir, name),
+            _faults().partition_site(lab.state_dir, name, silent=silent),
             lambda: _faults().heal_partition(lab.state_dir, name),
         )
 
