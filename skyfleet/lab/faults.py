@@ -352,9 +352,10 @@ def start_broker(state_dir: str, site: str) -> dict[str, Any]:
 
 
 def _cut(state: LabState, site: str, silent: bool) -> None:
-    """Cut the site's uplink: its link down (the lab's network answers "unreachable" after its
-    ARP tries, about 3 s), or, ``silent``, every IP packet across it dropped (nothing answers,
-    as from a site lost on the internet: a connection attempt waits out its timeout)."""
+    """Cut the site's uplink: its link down (nothing answers until the lab's network gives up
+    on the site's addresses, about 8 s after the cut; from then on an attempt gets
+    "unreachable" within about 3 s), or, ``silent``, every IP packet across it dropped, ARP
+    still answered (nothing answers, ever, as from a site lost on the internet)."""
     if silent:
         network.cut_silently(state.fabric.sites[site])
     else:

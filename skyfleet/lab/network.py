@@ -231,8 +231,9 @@ def clear_packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> bool:
 
 
 # A silent cut: every IP packet across the uplink dropped, ARP still answered, so a client's
-# connection attempt waits out its own timeout, as towards a site lost on the internet (a link
-# that is down makes the lab's network answer "unreachable" once its ARP tries have failed).
+# connection attempt always waits out its own timeout, as towards a site lost on the internet (a
+# link that is down makes the lab's network answer "unreachable" once its ARP tries have failed,
+# a few seconds after the cut).
 SILENT_CUT_TABLE = "skyfleet_silent_cut"
 
 

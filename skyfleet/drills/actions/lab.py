@@ -189,7 +189,8 @@ class ReplicaHang(LabFault):
 class Partition(LabFault):
     """Cut a site's uplink: its processes run on, unreachable from outside. ``silent``: every
     packet dropped, so nothing answers (as on the internet), where a link that is down makes
-    the lab's network answer "unreachable" after its ARP tries (about 3 s)."""
+    the lab's network answer "unreachable" once its ARP tries have failed (from about 8 s after
+    the cut, within about 3 s of each attempt)."""
 
     fault, rollback, key = "site_partition", "partition_heal", "partition:{site}"
 
