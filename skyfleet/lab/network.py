@@ -179,7 +179,19 @@ def set_packet_loss(site: SiteLink, loss_percent: float, *, table: str = LOSS_TA
     percent, threshold = loss_threshold(loss_percent)
     # numgen's values are 0 … LOSS_SCALE-1, so 100 % is a rule without a condition.
     rule = f"numgen random mod {LOSS_SCALE} < {threshold}" if threshold < LOSS_SCALE else ""
-    cond = f"{rule} " if rule else ""
+    _drop_across_uplink(site, table, rule)
+    return {
+        "table": f"bridge {table}",
+        "loss_percent": percent,
+        "rule": rule or "every frame",
+        "namespace": site.namespace,
+    }
+
+
+def _drop_across_uplink(site: SiteLink, table: str, condition: str) -> None:
+    """(Re)place ``table``: frames entering or leaving through the site's uplink that match
+    ``condition`` (every frame when empty) are dropped and counted, per direction."""
+    cond = f"{condition} " if condition else ""
     script = (
         f"table bridge {table}\n"
         f"delete table bridge {table}\n"
@@ -192,12 +204,6 @@ def set_packet_loss(site: SiteLink, loss_percent: float, *, table: str = LOSS_TA
         "}\n"
     )
     nft(site.namespace, "-f", "-", script=script)
-    return {
-        "table": f"bridge {table}",
-        "loss_percent": percent,
-        "rule": rule or "every frame",
-        "namespace": site.namespace,
-    }
 
 
 def packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> dict[str, object] | None:
@@ -239,19 +245,7 @@ SILENT_CUT_TABLE = "skyfleet_silent_cut"
 
 def cut_silently(site: SiteLink) -> None:
     """Drop every IPv4 and IPv6 frame crossing the site's uplink, each direction; ARP passes."""
-    table = SILENT_CUT_TABLE
-    script = (
-        f"table bridge {table}\n"
-        f"delete table bridge {table}\n"
-        f"table bridge {table} {{\n"
-        "  chain forward {\n"
-        "    type filter hook forward priority -300; policy accept;\n"
-        f'    iifname "{site.uplink_site}" ether type {{ ip, ip6 }} counter drop comment "in"\n'
-        f'    oifname "{site.uplink_site}" ether type {{ ip, ip6 }} counter drop comment "out"\n'
-        "  }\n"
-        "}\n"
-    )
-    nft(site.namespace, "-f", "-", script=script)
+    _drop_across_uplink(site, SILENT_CUT_TABLE, "ether type { ip, ip6 }")
 
 
 def cut_silently_in_effect(site: SiteLink) -> bool:
