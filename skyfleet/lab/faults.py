@@ -364,8 +364,7 @@ def _cut(state: LabState, site: str, silent: bool) -> None:
 
 def _mend(state: LabState, site: str) -> None:
     """Undo either cut (each step is idempotent)."""
-    if network.nft_path() is not None:  # without nftables no silent cut was made
-        network.clear_packet_loss(state.fabric.sites[site], table=network.SILENT_CUT_TABLE)
+    network.uncut_silently(state.fabric.sites[site])
     fabric.set_uplink(state.fabric, site, up=True)
 
 

@@ -236,10 +236,7 @@ def clear_packet_loss(site: SiteLink, *, table: str = LOSS_TABLE) -> bool:
     return True
 
 
-# A silent cut: every IP packet across the uplink dropped, ARP still answered, so a client's
-# connection attempt always waits out its own timeout, as towards a site lost on the internet (a
-# link that is down makes the lab's network answer "unreachable" once its ARP tries have failed,
-# a few seconds after the cut).
+# A silent cut (``skyfleet.lab.faults._cut`` says how it differs from a link that is down).
 SILENT_CUT_TABLE = "skyfleet_silent_cut"
 
 
@@ -248,8 +245,14 @@ def cut_silently(site: SiteLink) -> None:
     _drop_across_uplink(site, SILENT_CUT_TABLE, "ether type { ip, ip6 }")
 
 
+def uncut_silently(site: SiteLink) -> None:
+    """Undo :func:`cut_silently` (without nftables there is none to undo)."""
+    if nft_path() is not None:
+        clear_packet_loss(site, table=SILENT_CUT_TABLE)
+
+
 def cut_silently_in_effect(site: SiteLink) -> bool:
-    return nft(site.namespace, "list", "table", "bridge", SILENT_CUT_TABLE, check=False).returncode == 0
+    return f"bridge {SILENT_CUT_TABLE}" in tables(site.namespace)
 
 
 def tables(netns: str | None = None) -> list[str]:

@@ -187,10 +187,8 @@ class ReplicaHang(LabFault):
 
 
 class Partition(LabFault):
-    """Cut a site's uplink: its processes run on, unreachable from outside. ``silent``: every
-    packet dropped, so nothing answers (as on the internet), where a link that is down makes
-    the lab's network answer "unreachable" once its ARP tries have failed (from about 8 s after
-    the cut, within about 3 s of each attempt)."""
+    """Cut a site's uplink: its processes run on, unreachable from outside (``silent``: nothing
+    ever answers, as on the internet; see ``skyfleet.lab.faults._cut``)."""
 
     fault, rollback, key = "site_partition", "partition_heal", "partition:{site}"
 
