@@ -48,19 +48,39 @@ def ephemeral_start() -> int:
         return 32768  # Linux's default
 
 
+# Ports this process has handed out: one picked and not yet bound (a fleet's sites are told each
+# other's before they start) must not be handed out again.
+_HANDED_OUT: set[int] = set()
+
+
+def _own_range(low: int, high: int) -> range:
+    """This pytest-xdist worker's share of [low, high), so parallel workers never pick the same
+    port; the whole of it outside xdist."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0):
+        return range(low, high)
+    share = (high - low) // int(count)
+    start = low + int(worker[2:]) % int(count) * share
+    return range(start, start + share)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, below the ephemeral range (a busy machine's outgoing
-    connections take ports from that range, any of them, at any moment)."""
-    top = ephemeral_start()
-    if top - LOWEST_PORT >= 1000:
+    connections take ports from that range, any of them, at any moment), never one this process
+    handed out before, and in this test worker's own share of the range."""
+    own = _own_range(LOWEST_PORT, ephemeral_start())
+    if len(own) >= 500:
         for _ in range(100):
-            port = LOWEST_PORT + secrets.randbelow(top - LOWEST_PORT)
+            port = own[secrets.randbelow(len(own))]
+            if port in _HANDED_OUT:
+                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return port
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket() as s:  # no room below it: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

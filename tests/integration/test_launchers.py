@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from skyfleet.testing.servers import LOWEST_PORT, RedisServer, ephemeral_start, free_port
 
 
@@ -17,6 +19,20 @@ def test_a_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
     for port in list(ports)[:5]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_handed_out_once_and_from_this_workers_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked and not yet bound (a fleet's sites name each other's before they start) is
+    never picked again, and parallel test workers pick from disjoint shares of the range."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    top = ephemeral_start()
+    share = (top - LOWEST_PORT) // 2
+    for worker, low in (("gw0", LOWEST_PORT), ("gw1", LOWEST_PORT + share)):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        picked = {free_port() for _ in range(30)}
+        assert all(low <= port < low + share for port in picked), (worker, sorted(picked))
 
 
 def test_a_server_started_on_a_picked_port_listens_there() -> None:
