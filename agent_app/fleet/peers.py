@@ -5,12 +5,14 @@ its load balancer's 502/503/504: nothing behind it) is *unreachable*: calls to i
 for ``DOWN_SECONDS``, then one call tries it again while the others still fail at once (a
 circuit breaker), so a lost site costs one timeout every few seconds, not one per request.
 Each site has its own connection pool: connections hanging on a lost site never hold up calls
-to the others.
+to the others, and a kept connection to a site that fell silent breaks within
+``PEER_SILENCE_SECONDS`` (TCP keepalive), also with a request in flight.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +32,28 @@ CALL_SECONDS = 2.0
 # A forwarded client request runs a whole turn at the home.
 FORWARD_SECONDS = 30.0
 DOWN_SECONDS = 2.0
+# A peer that falls silent with a request in flight on a kept connection (a site lost on the
+# internet: no refusal, no reset) sends nothing more, so only the forward's 30 s bound would end
+# the wait. TCP keepalive probes, answered by the peer's kernel or load balancer even while its
+# app runs a long turn, end it instead: silence for this long breaks the connection.
+PEER_SILENCE_SECONDS = 5
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 2, 1, 3
+
+
+def silence_bounded_socket_options() -> list[tuple[int, int, int]]:
+    """Socket options that break a connection after ``PEER_SILENCE_SECONDS`` without a word from
+    the peer: keepalive probes while waiting, and a bound on unacknowledged data while sending
+    (TCP_USER_TIMEOUT). Those the platform lacks are left out (Linux has them all)."""
+    wanted = [
+        ("SO_KEEPALIVE", socket.SOL_SOCKET, 1),
+        ("TCP_KEEPIDLE", socket.IPPROTO_TCP, _KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", socket.IPPROTO_TCP, _KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", socket.IPPROTO_TCP, _KEEPALIVE_PROBES),
+        ("TCP_USER_TIMEOUT", socket.IPPROTO_TCP, PEER_SILENCE_SECONDS * 1000),
+    ]
+    return [(level, getattr(socket, name), value) for name, level, value in wanted if hasattr(socket, name)]
+
+
 _GONE = frozenset({502, 503, 504})
 # Hop-by-hop and framing headers: never passed on.
 _HOP = frozenset(
@@ -61,9 +85,12 @@ class Peers:
         verify = ssl.create_default_context()
         self.clients = {
             site: httpx.AsyncClient(
-                verify=verify,
+                transport=httpx.AsyncHTTPTransport(
+                    verify=verify,
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                    socket_options=silence_bounded_socket_options(),
+                ),
                 timeout=httpx.Timeout(CALL_SECONDS, connect=CONNECT_SECONDS),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             )
             for site in fleet.peers
         }
@@ -180,7 +207,8 @@ class Peers:
     ) -> httpx.Response | None:
         """Pass a client's request to ``site`` as it came, signed as the fleet's; None when
         ``site`` is unreachable (the request never reached it). :class:`PeerTimeout` when it was
-        sent and no answer came: it may have run there."""
+        sent and no answer came: it may have run there. A connection broken meanwhile (the peer
+        fell silent, or reset it) marks the site unreachable; a slow answer does not."""
         if not self.reachable(site):
             return None
         passed = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _HOP]
@@ -199,9 +227,12 @@ class Peers:
         except (httpx.ConnectError, httpx.ConnectTimeout):
             self._failed(site)
             return None
-        except httpx.HTTPError as exc:
-            self._answered(site)  # it took the connection: it is there
+        except httpx.TimeoutException as exc:
+            self._answered(site)  # it took the request and is still there: only slow
             raise PeerTimeout(f"{type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            self._failed(site)
+            raise PeerTimeout(f"{type(exc).__name__}: {exc}") from None
         if r.status_code in _GONE and r.headers.get("content-type", "").split(";")[0] != "application/json":
             # the site's load balancer answering for it: nothing is behind it
             self._failed(site)

@@ -6,7 +6,10 @@ the record's home from this site's copy (asking the other sites when it has none
 - home here: the app serves it; if the app finds the record moved meanwhile (a newer epoch
   fenced its write, answered as 503 ``moved`` with the new home), the request goes there;
 - home elsewhere and reachable: the request is passed there as it came (the client's key
-  is valid at every site of the fleet) and its answer returned, the serving site's stamps kept;
+  is valid at every site of the fleet) and its answer returned, the serving site's stamps kept.
+  If the connection breaks before the answer (the home fell silent or reset it), the home is
+  unreachable from then on: a read is asked again (below); anything else answers 504, as it
+  may have run there, and the client sends it again (with its ``Idempotency-Key``);
 - home unreachable: its successor takes the record over (``Replicator.take_over``) and serves
   it; any other site passes the request to the successor. A passed request is never passed on.
 
@@ -54,6 +57,8 @@ _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
 _IDEMPOTENCY_KEY = b"idempotency-key"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _VIA = VIA_HEADER.lower().encode()
+# Methods that change nothing: one whose exchange with the home broke may be served elsewhere.
+_SAFE = frozenset({"GET", "HEAD"})
 log = logging.getLogger("agent_app.fleet")
 # Local tries and passes for one request: a record moves at most once or twice while it runs.
 HOPS = 3
@@ -216,6 +221,8 @@ class FleetRouting:
         try:
             response = await replicator.peers.forward(site, scope["method"], target, headers, body, chain)
         except PeerTimeout as exc:
+            if scope["method"] in _SAFE and not replicator.peers.reachable(site):
+                return False  # a read changed nothing there: ask again where it lives (its successor)
             # It may have run there: never sent again elsewhere; the client retries (idempotently).
             raise GatewayTimeout(
                 f"site {site!r} did not answer in time: {exc}; retry", retry_after=1

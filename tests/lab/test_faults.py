@@ -284,6 +284,37 @@ def test_what_a_cut_answers(twin: LabState, silent: bool) -> None:
     assert can_connect(address)
 
 
+def test_a_request_passed_to_a_home_that_fell_silent_is_not_held_until_its_timeout(twin: LabState) -> None:
+    """A site passes requests for a session homed elsewhere on kept connections. When the home
+    falls silent (a site lost on the internet: no reset, no refusal), keepalive breaks those
+    connections within seconds: a read is served by the home's successor, a turn answers at
+    once (504 when it may have run at the home) and the client's retry with the same
+    Idempotency-Key is served there once. Without keepalive the read waits out the forward's
+    30 s bound, past the client's 15 s."""
+    with client(twin, site_name(twin, "aws-prod")) as home:
+        read_sid, turn_sid = (home.post("/v1/sessions", json={}).json()["id"] for _ in range(2))
+    with client(twin, site_name(twin, "onprem-prod")) as other:
+        for _ in range(12):  # every onprem-prod api passes reads to the home: each keeps a connection
+            passed = other.get(f"/v1/sessions/{read_sid}")
+            assert passed.status_code == 200 and passed.headers[SITE_HEADER] == "aws-prod"
+        faults.partition_site(twin.state_dir, "aws-prod", silent=True)
+        try:
+            read = other.get(f"/v1/sessions/{read_sid}")
+            assert read.status_code == 200, read.text
+            assert read.headers[SITE_HEADER] == "gcp-prod"  # aws-prod's successor took it over
+            key = {"Idempotency-Key": "silent-home-turn-1"}
+            turn = other.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
+            if turn.status_code == 504:  # sent on a connection that broke: the client sends it again
+                assert turn.json()["code"] == "gateway_timeout", turn.text
+                turn = other.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
+            assert turn.status_code == 200, turn.text
+            assert turn.headers[SITE_HEADER] == "gcp-prod"
+            history = other.get(f"/v1/sessions/{turn_sid}").json()["messages"]
+            assert [m["content"] for m in history if m["role"] == "user"] == ["once"]
+        finally:
+            faults.heal_partition(twin.state_dir, "aws-prod")
+
+
 def test_partial_loss_drops_that_share_of_packets_each_way(twin: LabState) -> None:
     address = twin.sites["onprem-prod"].lb_address
     assert echo_replies(address, 1000) >= 990  # the measurement itself loses nothing
