@@ -33,12 +33,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agent_app.contract import SITE_HEADER
+from agent_app.contract import SAFE_METHODS, SITE_HEADER
 
 # A load balancer's own answers (no X-Skyfleet-Site): 503, no backend took the request; 502 and
 # 504, a backend broke or timed out on it (it may have acted on it).
 _NO_BACKEND, _BACKEND_FAILED = 503, frozenset({502, 504})
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Seconds to reach one endpoint: a lost site costs a client this much per cooldown.
 CONNECT_TIMEOUT = 1.0
 
@@ -120,7 +119,7 @@ class FleetClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         headers = {**self._auth, **(headers or {})}
-        repeatable = method.upper() in _SAFE_METHODS or any(k.lower() == "idempotency-key" for k in headers)
+        repeatable = method.upper() in SAFE_METHODS or any(k.lower() == "idempotency-key" for k in headers)
         tried: list[tuple[str, str]] = []
         balancer_answer: httpx.Response | None = None
         for base in self.endpoints:

@@ -31,6 +31,9 @@ API_KEYS_FILE_NAME = "api-keys"
 SITE_HEADER = "X-Skyfleet-Site"
 INSTANCE_HEADER = "X-Skyfleet-Instance"
 REQUEST_ID_HEADER = "X-Request-Id"
+# Methods that change nothing (RFC 9110's safe methods): one whose answer was lost may be sent
+# again, by a client or by a site that passed it on.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The app's log levels; platforms set the default.
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "INFO"

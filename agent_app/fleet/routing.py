@@ -25,7 +25,14 @@ import re
 
 from starlette.responses import Response
 
-from agent_app.contract import FLEET_KEY_HEADER, FORWARDED_HEADER, HOME_HEADER, REQUEST_ID_HEADER, VIA_HEADER
+from agent_app.contract import (
+    FLEET_KEY_HEADER,
+    FORWARDED_HEADER,
+    HOME_HEADER,
+    REQUEST_ID_HEADER,
+    SAFE_METHODS,
+    VIA_HEADER,
+)
 from agent_app.deps import State, created_id
 from agent_app.errors import AgentError, FleetUnavailable, GatewayTimeout, Moved
 from agent_app.fleet.peers import PeerTimeout
@@ -57,8 +64,6 @@ _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
 _IDEMPOTENCY_KEY = b"idempotency-key"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _VIA = VIA_HEADER.lower().encode()
-# Methods that change nothing: one whose exchange with the home broke may be served elsewhere.
-_SAFE = frozenset({"GET", "HEAD"})
 log = logging.getLogger("agent_app.fleet")
 # Local tries and passes for one request: a record moves at most once or twice while it runs.
 HOPS = 3
@@ -221,7 +226,7 @@ class FleetRouting:
         try:
             response = await replicator.peers.forward(site, scope["method"], target, headers, body, chain)
         except PeerTimeout as exc:
-            if scope["method"] in _SAFE and not replicator.peers.reachable(site):
+            if scope["method"] in SAFE_METHODS and not replicator.peers.reachable(site):
                 return False  # a read changed nothing there: ask again where it lives (its successor)
             # It may have run there: never sent again elsewhere; the client retries (idempotently).
             raise GatewayTimeout(
