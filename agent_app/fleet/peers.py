@@ -11,7 +11,9 @@ to the others, and a kept connection to a site that fell silent breaks within
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import socket
 import ssl
 import time
@@ -24,6 +26,8 @@ from agent_app.contract import FLEET_KEY_HEADER, FLEET_PATH_PREFIX, FORWARDED_HE
 from agent_app.fleet import Fleet
 from agent_app.fleet.records import Kind, Record
 
+log = logging.getLogger("agent_app.fleet")
+
 # A cross-site round trip is tens of milliseconds; a connection that takes a second is a site
 # that is gone (a cut uplink drops packets: no refusal ever comes).
 CONNECT_SECONDS = 1.0
@@ -35,15 +39,21 @@ DOWN_SECONDS = 2.0
 # A peer that falls silent with a request in flight on a kept connection (a site lost on the
 # internet: no refusal, no reset) sends nothing more, so only the forward's 30 s bound would end
 # the wait. TCP keepalive probes, answered by the peer's kernel or load balancer even while its
-# app runs a long turn, end it instead: silence for this long breaks the connection.
-PEER_SILENCE_SECONDS = 5
-_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 2, 1, 3
+# app runs a long turn, end it instead: after 2 s of silence a probe each second, and the
+# connection breaks once 6 s pass with none answered (four lost in a row: a path that loses
+# 10 % of packets each way loses that many about once in 800 idle spells).
+PEER_SILENCE_SECONDS = 6
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 2, 1, 4
+# Cross-site connections are kept this long idle (a TLS handshake is two round trips), well
+# below the front ends' own idle timeouts (ALB 60 s, the lab's HAProxy 65 s).
+KEEPALIVE_EXPIRY_SECONDS = 30.0
 
 
 def silence_bounded_socket_options() -> list[tuple[int, int, int]]:
     """Socket options that break a connection after ``PEER_SILENCE_SECONDS`` without a word from
     the peer: keepalive probes while waiting, and a bound on unacknowledged data while sending
-    (TCP_USER_TIMEOUT). Those the platform lacks are left out (Linux has them all)."""
+    (TCP_USER_TIMEOUT, which also sets when unanswered probes break it). Those the platform
+    lacks are left out (Linux has them all)."""
     wanted = [
         ("SO_KEEPALIVE", socket.SOL_SOCKET, 1),
         ("TCP_KEEPIDLE", socket.IPPROTO_TCP, _KEEPALIVE_IDLE),
@@ -85,9 +95,15 @@ class Peers:
         verify = ssl.create_default_context()
         self.clients = {
             site: httpx.AsyncClient(
+                # Its own transport, for the socket options; sites reach each other directly,
+                # never through a proxy named in the environment.
                 transport=httpx.AsyncHTTPTransport(
                     verify=verify,
-                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                    limits=httpx.Limits(
+                        max_connections=64,
+                        max_keepalive_connections=16,
+                        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+                    ),
                     socket_options=silence_bounded_socket_options(),
                 ),
                 timeout=httpx.Timeout(CALL_SECONDS, connect=CONNECT_SECONDS),
@@ -207,8 +223,9 @@ class Peers:
     ) -> httpx.Response | None:
         """Pass a client's request to ``site`` as it came, signed as the fleet's; None when
         ``site`` is unreachable (the request never reached it). :class:`PeerTimeout` when it was
-        sent and no answer came: it may have run there. A connection broken meanwhile (the peer
-        fell silent, or reset it) marks the site unreachable; a slow answer does not."""
+        sent and no answer came in time, :class:`PeerLost` when the connection broke first: it
+        may have run there, either way. A peer that fell silent is marked unreachable; one that
+        answered slowly, or closed or reset the connection, is there."""
         if not self.reachable(site):
             return None
         passed = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _HOP]
@@ -229,10 +246,15 @@ class Peers:
             return None
         except httpx.TimeoutException as exc:
             self._answered(site)  # it took the request and is still there: only slow
-            raise PeerTimeout(f"{type(exc).__name__}") from None
+            raise PeerTimeout(type(exc).__name__) from None
         except httpx.HTTPError as exc:
-            self._failed(site)
-            raise PeerTimeout(f"{type(exc).__name__}: {exc}") from None
+            silent = fell_silent(exc)
+            if silent:
+                log.warning("site %s fell silent with a request in flight: unreachable", site)
+                self._failed(site)
+            else:
+                self._answered(site)  # it closed or reset the connection: it is there
+            raise PeerLost(type(exc).__name__, silent=silent) from None
         if r.status_code in _GONE and r.headers.get("content-type", "").split(";")[0] != "application/json":
             # the site's load balancer answering for it: nothing is behind it
             self._failed(site)
@@ -243,3 +265,25 @@ class Peers:
 
 class PeerTimeout(Exception):
     """A request reached another site and no answer came back."""
+
+
+class PeerLost(PeerTimeout):
+    """The connection to another site broke before its answer: ``silent`` when the peer stopped
+    answering altogether (the kernel gave up on it), not when it closed or reset it."""
+
+    def __init__(self, message: str, *, silent: bool) -> None:
+        super().__init__(message)
+        self.silent = silent
+
+
+def fell_silent(exc: BaseException) -> bool:
+    """Whether the kernel ended the connection because the peer answered nothing (ETIMEDOUT:
+    keepalive probes or sent data unacknowledged for ``PEER_SILENCE_SECONDS``)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno == errno.ETIMEDOUT:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

@@ -7,9 +7,9 @@ the record's home from this site's copy (asking the other sites when it has none
   fenced its write, answered as 503 ``moved`` with the new home), the request goes there;
 - home elsewhere and reachable: the request is passed there as it came (the client's key
   is valid at every site of the fleet) and its answer returned, the serving site's stamps kept.
-  If the connection breaks before the answer (the home fell silent or reset it), the home is
-  unreachable from then on: a read is asked again (below); anything else answers 504, as it
-  may have run there, and the client sends it again (with its ``Idempotency-Key``);
+  If the connection breaks before the answer, a read is asked again (when the home fell silent
+  it is unreachable now: see below); anything else answers 504, as it may have run there, and
+  the client sends it again (with its ``Idempotency-Key``);
 - home unreachable: its successor takes the record over (``Replicator.take_over``) and serves
   it; any other site passes the request to the successor. A passed request is never passed on.
 
@@ -35,7 +35,7 @@ from agent_app.contract import (
 )
 from agent_app.deps import State, created_id
 from agent_app.errors import AgentError, FleetUnavailable, GatewayTimeout, Moved
-from agent_app.fleet.peers import PeerTimeout
+from agent_app.fleet.peers import PeerLost, PeerTimeout
 from agent_app.fleet.records import REQUEUE, TAKING, Kind, Record, before_takeover
 from agent_app.fleet.replicator import Replicator
 from agent_app.handlers import agent_error_response
@@ -225,10 +225,16 @@ class FleetRouting:
         headers.append((_REQUEST_ID, (request_id_var.get() or "").encode()))
         try:
             response = await replicator.peers.forward(site, scope["method"], target, headers, body, chain)
-        except PeerTimeout as exc:
-            if scope["method"] in SAFE_METHODS and not replicator.peers.reachable(site):
-                return False  # a read changed nothing there: ask again where it lives (its successor)
+        except PeerLost as exc:
+            if scope["method"] in SAFE_METHODS:
+                # A read changed nothing there: ask again where the record lives (the successor,
+                # when the home fell silent; the home again, on a new connection, otherwise).
+                return False
             # It may have run there: never sent again elsewhere; the client retries (idempotently).
+            raise GatewayTimeout(
+                f"the connection to site {site!r} broke before its answer ({exc}); retry", retry_after=1
+            ) from None
+        except PeerTimeout as exc:
             raise GatewayTimeout(
                 f"site {site!r} did not answer in time: {exc}; retry", retry_after=1
             ) from None

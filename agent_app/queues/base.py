@@ -20,6 +20,10 @@ class QueueUnavailable(Exception):
     """The broker did not answer; the api answers 503, the worker retries later."""
 
 
+class QueueTimeout(QueueUnavailable):
+    """No answer within the app's own bound (:func:`bounded`), as opposed to a refusal."""
+
+
 class Delivery(ABC):
     body: bytes
     attempt: int  # 1 on first delivery
@@ -70,4 +74,4 @@ async def bounded(coro: object, seconds: float, what: str) -> object:
     try:
         return await asyncio.wait_for(coro, seconds)  # type: ignore[arg-type]
     except TimeoutError:
-        raise QueueUnavailable(f"{what} did not answer within {seconds} s") from None
+        raise QueueTimeout(f"{what} did not answer within {seconds} s") from None

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -287,30 +288,42 @@ def test_what_a_cut_answers(twin: LabState, silent: bool) -> None:
 def test_a_request_passed_to_a_home_that_fell_silent_is_not_held_until_its_timeout(twin: LabState) -> None:
     """A site passes requests for a session homed elsewhere on kept connections. When the home
     falls silent (a site lost on the internet: no reset, no refusal), keepalive breaks those
-    connections within seconds: a read is served by the home's successor, a turn answers at
-    once (504 when it may have run at the home) and the client's retry with the same
-    Idempotency-Key is served there once. Without keepalive the read waits out the forward's
-    30 s bound, past the client's 15 s."""
+    connections within seconds, where the forward's own bound is 30 s, past a client's 15 s: a
+    read is served by the home's successor; a turn answers 504 (it may have run at the home)
+    and the client's retries with the same Idempotency-Key are served there, once."""
     with client(twin, site_name(twin, "aws-prod")) as home:
         read_sid, turn_sid = (home.post("/v1/sessions", json={}).json()["id"] for _ in range(2))
-    with client(twin, site_name(twin, "onprem-prod")) as other:
-        for _ in range(12):  # every onprem-prod api passes reads to the home: each keeps a connection
-            passed = other.get(f"/v1/sessions/{read_sid}")
+    key = {"Idempotency-Key": "silent-home-turn-1"}
+    onprem = site_name(twin, "onprem-prod")
+    with client(twin, onprem) as reader, client(twin, onprem) as writer:
+        # Every onprem-prod api passes reads of both sessions to their home: each keeps a
+        # connection there, and a copy of where the sessions live.
+        for sid in (read_sid, turn_sid) * 6:
+            passed = reader.get(f"/v1/sessions/{sid}")
             assert passed.status_code == 200 and passed.headers[SITE_HEADER] == "aws-prod"
         faults.partition_site(twin.state_dir, "aws-prod", silent=True)
         try:
-            read = other.get(f"/v1/sessions/{read_sid}")
+            # At once, so the load balancer gives them two apis that both still hold a connection.
+            with ThreadPoolExecutor(2) as pool:
+                reading = pool.submit(reader.get, f"/v1/sessions/{read_sid}")
+                turn = writer.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
+                read = reading.result()
             assert read.status_code == 200, read.text
             assert read.headers[SITE_HEADER] == "gcp-prod"  # aws-prod's successor took it over
-            key = {"Idempotency-Key": "silent-home-turn-1"}
-            turn = other.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
-            if turn.status_code == 504:  # sent on a connection that broke: the client sends it again
+            assert turn.status_code == 504 and turn.json()["code"] == "gateway_timeout", turn.text
+            # Each api learns on its own that the home is silent: a retry may reach one that has
+            # not yet, and be answered 504 in turn.
+            answers = [turn.status_code]
+            for _ in range(3):
+                turn = writer.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
+                answers.append(turn.status_code)
+                if turn.status_code != 504:
+                    break
                 assert turn.json()["code"] == "gateway_timeout", turn.text
-                turn = other.post(f"/v1/sessions/{turn_sid}/messages", json={"content": "once"}, headers=key)
-            assert turn.status_code == 200, turn.text
+            assert turn.status_code == 200, (answers, turn.text)
             assert turn.headers[SITE_HEADER] == "gcp-prod"
-            history = other.get(f"/v1/sessions/{turn_sid}").json()["messages"]
-            assert [m["content"] for m in history if m["role"] == "user"] == ["once"]
+            history = writer.get(f"/v1/sessions/{turn_sid}").json()["messages"]
+            assert [m["content"] for m in history if m["role"] == "user"] == ["once"], answers
         finally:
             faults.heal_partition(twin.state_dir, "aws-prod")
 
