@@ -1,9 +1,11 @@
 """The other sites of the fleet, over HTTPS at their regional names: copies, reads, forwarding.
 
-A site that does not answer (no connection within ``CONNECT_SECONDS``, no reply in time, or
-its load balancer's 502/503/504: nothing behind it) is *unreachable*: calls to it fail at once
-for ``DOWN_SECONDS``, then one call tries it again while the others still fail at once (a
-circuit breaker), so a lost site costs one timeout every few seconds, not one per request.
+A site that does not answer (no connection within ``CONNECT_SECONDS``, a copy or read not
+answered in time, its load balancer's 502/503/504: nothing behind it, or a connection the
+kernel gave up on) is *unreachable*: calls to it fail at once for ``DOWN_SECONDS``, then one
+call tries it again while the others still fail at once (a circuit breaker), so a lost site
+costs one timeout every few seconds, not one per request. A forwarded client request that is
+slow to be answered, or whose connection the site closed or reset, leaves it reachable.
 Each site has its own connection pool: connections hanging on a lost site never hold up calls
 to the others, and a kept connection to a site that fell silent breaks within
 ``PEER_SILENCE_SECONDS`` (TCP keepalive), also with a request in flight.
@@ -40,10 +42,13 @@ DOWN_SECONDS = 2.0
 # internet: no refusal, no reset) sends nothing more, so only the forward's 30 s bound would end
 # the wait. TCP keepalive probes, answered by the peer's kernel or load balancer even while its
 # app runs a long turn, end it instead: after 2 s of silence a probe each second, and the
-# connection breaks once 6 s pass with none answered (four lost in a row: a path that loses
-# 10 % of packets each way loses that many about once in 800 idle spells).
+# connection breaks once 6 s pass with none answered (the probes at 2, 3, 4 and 5 s lost in a
+# row: a path that loses 10 % of packets each way does that about once in 800 idle spells).
+# With TCP_USER_TIMEOUT set the kernel counts time, not probes; TCP_KEEPCNT says the same for
+# kernels without it. Data sent and never acknowledged breaks it after 6 s as well.
 PEER_SILENCE_SECONDS = 6
-_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 2, 1, 4
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL = 2, 1
+_KEEPALIVE_PROBES = (PEER_SILENCE_SECONDS - _KEEPALIVE_IDLE) // _KEEPALIVE_INTERVAL
 # Cross-site connections are kept this long idle (a TLS handshake is two round trips), well
 # below the front ends' own idle timeouts (ALB 60 s, the lab's HAProxy 65 s).
 KEEPALIVE_EXPIRY_SECONDS = 30.0
@@ -244,17 +249,19 @@ class Peers:
         except (httpx.ConnectError, httpx.ConnectTimeout):
             self._failed(site)
             return None
-        except httpx.TimeoutException as exc:
-            self._answered(site)  # it took the request and is still there: only slow
-            raise PeerTimeout(type(exc).__name__) from None
-        except httpx.HTTPError as exc:
-            silent = fell_silent(exc)
-            if silent:
+        except httpx.TransportError as exc:
+            if fell_silent(exc):
                 log.warning("site %s fell silent with a request in flight: unreachable", site)
                 self._failed(site)
-            else:
-                self._answered(site)  # it closed or reset the connection: it is there
-            raise PeerLost(type(exc).__name__, silent=silent) from None
+                raise PeerLost(type(exc).__name__, silent=True) from None
+            if isinstance(exc, httpx.TimeoutException):
+                # Its kernel kept answering keepalive probes: it took the request and is slow.
+                self._answered(site)
+                raise PeerTimeout(type(exc).__name__) from None
+            # Closed or reset by its end, or broken at ours: nothing learnt about the site.
+            raise PeerLost(type(exc).__name__, silent=False) from None
+        except httpx.HTTPError as exc:  # an answer that could not be read
+            raise PeerTimeout(type(exc).__name__) from None
         if r.status_code in _GONE and r.headers.get("content-type", "").split(";")[0] != "application/json":
             # the site's load balancer answering for it: nothing is behind it
             self._failed(site)
@@ -276,14 +283,18 @@ class PeerLost(PeerTimeout):
         self.silent = silent
 
 
+# How the kernel reports a peer it gave up on: ETIMEDOUT (keepalive probes or sent data
+# unacknowledged for PEER_SILENCE_SECONDS), or the ICMP error a router sent meanwhile.
+_GAVE_UP = frozenset({errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
+
+
 def fell_silent(exc: BaseException) -> bool:
-    """Whether the kernel ended the connection because the peer answered nothing (ETIMEDOUT:
-    keepalive probes or sent data unacknowledged for ``PEER_SILENCE_SECONDS``)."""
+    """Whether the kernel ended the connection because the peer answered nothing."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno == errno.ETIMEDOUT:
+        if isinstance(cause, OSError) and cause.errno in _GAVE_UP:
             return True
         cause = cause.__cause__ or cause.__context__
     return False

@@ -7,9 +7,9 @@ the record's home from this site's copy (asking the other sites when it has none
   fenced its write, answered as 503 ``moved`` with the new home), the request goes there;
 - home elsewhere and reachable: the request is passed there as it came (the client's key
   is valid at every site of the fleet) and its answer returned, the serving site's stamps kept.
-  If the connection breaks before the answer, a read is asked again (when the home fell silent
-  it is unreachable now: see below); anything else answers 504, as it may have run there, and
-  the client sends it again (with its ``Idempotency-Key``);
+  If the connection breaks before the answer, a read is asked again (once; after the home fell
+  silent, of its successor: see below); anything else answers 504, as it may have run there,
+  for the caller to send again (with its ``Idempotency-Key``);
 - home unreachable: its successor takes the record over (``Replicator.take_over``) and serves
   it; any other site passes the request to the successor. A passed request is never passed on.
 
@@ -173,7 +173,7 @@ class FleetRouting:
         messages = await read_request(receive)
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         try:
-            for _ in range(HOPS):
+            for attempt in range(HOPS):
                 record = await replicator.local.read(kind, record_id)
                 if record is None:
                     # Asking every other site costs them work: count it against the caller.
@@ -185,7 +185,10 @@ class FleetRouting:
                     if await self._served_here(scope, replaying(messages, receive), send):
                         return
                     continue  # moved while it ran: ask again where it lives now
-                if await self._forward(replicator, site, scope, chain, body, send):
+                # A read whose connection broke is asked again: once when the home is still
+                # there (by this site, the client's first), at its successor after a silence.
+                again = attempt == 0 and not chain
+                if await self._forward(replicator, site, scope, chain, body, send, ask_again=again):
                     return
             raise FleetUnavailable(f"{kind} {record_id!r}: its home kept moving; retry", retry_after=1)
         except AgentError as exc:
@@ -214,7 +217,15 @@ class FleetRouting:
         return not moved
 
     async def _forward(
-        self, replicator: Replicator, site: str, scope: Scope, chain: list[str], body: bytes, send: Send
+        self,
+        replicator: Replicator,
+        site: str,
+        scope: Scope,
+        chain: list[str],
+        body: bytes,
+        send: Send,
+        *,
+        ask_again: bool,
     ) -> bool:
         query = scope["query_string"].decode("latin-1")
         target = scope["path"] + (f"?{query}" if query else "")
@@ -226,10 +237,8 @@ class FleetRouting:
         try:
             response = await replicator.peers.forward(site, scope["method"], target, headers, body, chain)
         except PeerLost as exc:
-            if scope["method"] in SAFE_METHODS:
-                # A read changed nothing there: ask again where the record lives (the successor,
-                # when the home fell silent; the home again, on a new connection, otherwise).
-                return False
+            if scope["method"] in SAFE_METHODS and (exc.silent or ask_again):
+                return False  # a read changed nothing there: ask again where the record lives
             # It may have run there: never sent again elsewhere; the client retries (idempotently).
             raise GatewayTimeout(
                 f"the connection to site {site!r} broke before its answer ({exc}); retry", retry_after=1

@@ -70,7 +70,7 @@ class TaskQueue(ABC):
 
 
 async def bounded(coro: object, seconds: float, what: str) -> object:
-    """Await ``coro`` for at most ``seconds``; QueueUnavailable otherwise (never a hang)."""
+    """Await ``coro`` for at most ``seconds``; QueueTimeout otherwise (never a hang)."""
     try:
         return await asyncio.wait_for(coro, seconds)  # type: ignore[arg-type]
     except TimeoutError:
