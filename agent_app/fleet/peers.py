@@ -49,9 +49,11 @@ DOWN_SECONDS = 2.0
 PEER_SILENCE_SECONDS = 6
 _KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL = 2, 1
 _KEEPALIVE_PROBES = (PEER_SILENCE_SECONDS - _KEEPALIVE_IDLE) // _KEEPALIVE_INTERVAL
-# Cross-site connections are kept this long idle (a TLS handshake is two round trips), well
-# below the front ends' own idle timeouts (ALB 60 s, the lab's HAProxy 65 s).
-KEEPALIVE_EXPIRY_SECONDS = 30.0
+# Idle cross-site connections are kept only briefly. A request sent on a kept connection to a
+# site that has just been lost fails after PEER_SILENCE_SECONDS (and a turn cannot be sent
+# again: it may have reached the app), where a new connection fails to connect within
+# CONNECT_SECONDS and the record is served elsewhere.
+KEEPALIVE_EXPIRY_SECONDS = 5.0
 
 
 def silence_bounded_socket_options() -> list[tuple[int, int, int]]:
