@@ -11,13 +11,15 @@ from any site), so this client sends a request that cannot reach one site to the
   order; an endpoint that could not be reached is tried last for ``cooldown`` seconds, so one
   lost site costs a client one ``connect_timeout`` per cooldown, not one per request;
 - it tries the next endpoint when the request cannot have reached the app: no connection was
-  made (refused, unreachable, timed out, TLS refused), or a load balancer answered 503 without
-  the app's site header (it had no healthy backend);
-- a request that may have reached the app (the connection broke or timed out after it was
-  sent, or a load balancer answered 502 or 504: its backend broke or timed out) is sent again
-  only when that is safe: a GET, or a create or turn with an
-  ``Idempotency-Key`` (the API's calls below always send one; the app answers a key it has seen
-  with what that request made, at any site). Anything else is the caller's to judge.
+  made (refused, unreachable, timed out, TLS refused);
+- a request that may have reached the app is sent again only when that is safe: a GET, or a
+  create or turn with an ``Idempotency-Key`` (the API's calls below always send one; the app
+  answers a key it has seen with what that request made, at any site). That is the case when
+  the connection broke or timed out after it was sent, or a load balancer answered for itself
+  (no site header): 502 or 504, its backend broke or timed out on it, and 503 too, which most
+  balancers send when they have no healthy backend, but Envoy-based ones (GCP's Application
+  Load Balancer, Istio) also when a backend reset the connection after taking the request.
+  Anything else is the caller's to judge.
 
 The app's own answers (its 503 ``fleet_unavailable`` included) are returned as they are: the
 app has already asked the other sites.
@@ -35,9 +37,10 @@ import httpx
 
 from agent_app.contract import SAFE_METHODS, SITE_HEADER
 
-# A load balancer's own answers (no X-Skyfleet-Site): 503, no backend took the request; 502 and
-# 504, a backend broke or timed out on it (it may have acted on it).
-_NO_BACKEND, _BACKEND_FAILED = 503, frozenset({502, 504})
+# A load balancer's own answers (no X-Skyfleet-Site): 502 and 504, a backend broke or timed out
+# on the request; 503, usually no backend took it, but not always (see above). Any of them may
+# have acted on it.
+_BALANCER_FAILED = frozenset({502, 503, 504})
 # Seconds to reach one endpoint: a lost site costs a client this much per cooldown.
 CONNECT_TIMEOUT = 1.0
 
@@ -136,8 +139,10 @@ class FleetClient:
                 continue
             from_balancer = SITE_HEADER not in response.headers
             status = response.status_code
-            if from_balancer and (status == _NO_BACKEND or (status in _BACKEND_FAILED and repeatable)):
-                self._failed(base)
+            if from_balancer and status in _BALANCER_FAILED:
+                self._failed(base)  # tried last for a while, whatever this request does next
+                if not repeatable:  # maybe acted on: the caller decides
+                    return response
                 tried.append((base, f"{status} from its load balancer"))
                 balancer_answer = response
                 continue

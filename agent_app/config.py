@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agent_app.contract import (
     DEFAULT_LOG_LEVEL,
     DEFAULT_PORT,
+    FLEET_KEY_MIN_LENGTH,
     LOG_LEVELS,
     ContractError,
     Env,
@@ -185,10 +186,11 @@ class Settings(BaseSettings):
                 f"{Env.FLEET_SITES.value}: this site ({Env.SITE.value}={self.site!r}) is not one of the "
                 f"fleet's sites ({', '.join(names)})"
             )
-        if self.fleet_key is None or len(self.fleet_key.get_secret_value()) < 32:
+        if self.fleet_key is None or len(self.fleet_key.get_secret_value()) < FLEET_KEY_MIN_LENGTH:
             raise ValueError(
                 f"{Env.FLEET_KEY.value}: a fleet's sites authenticate each other with a key of at least "
-                f"32 characters from the secret store; set it when {Env.FLEET_SITES.value} is set"
+                f"{FLEET_KEY_MIN_LENGTH} characters from the secret store; set it when "
+                f"{Env.FLEET_SITES.value} is set"
             )
         return self
 

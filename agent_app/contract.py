@@ -34,6 +34,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Methods that change nothing (RFC 9110's safe methods): one whose answer was lost may be sent
 # again, by a client or by a site that passed it on.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The shortest AGENT_FLEET_KEY a site accepts (the app's settings and the stack spec both check).
+FLEET_KEY_MIN_LENGTH = 32
 # The app's log levels; platforms set the default.
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "INFO"
@@ -125,7 +127,9 @@ class Env(StrEnum):
 SECRET_ENV: frozenset[Env] = frozenset(
     {Env.REDIS_PASSWORD, Env.API_KEYS, Env.MODEL_API_KEY, Env.QUEUE_PASSWORD, Env.FLEET_KEY}
 )
-# Variables the platform sets; a stack's free-form ``app.env`` may not override them.
+# Variables the platform sets; a stack's free-form ``app.env`` may not override them. The rate
+# limit is the fleet's budget (or the site's own ``app.rateLimitPerMinute``), and the task lease
+# must match the queue's visibility timeout / ack deadline (``queue.visibilityTimeoutSeconds``).
 PLATFORM_ENV: frozenset[Env] = frozenset(
     {
         Env.PORT,
@@ -136,6 +140,8 @@ PLATFORM_ENV: frozenset[Env] = frozenset(
         Env.REDIS_CA_FILE,
         Env.FLEET_SITES,
         Env.FLEET_REPLICATION,
+        Env.RATE_LIMIT_PER_MINUTE,
+        Env.TASK_LEASE_SECONDS,
     }
 )
 

@@ -123,8 +123,9 @@ class Edge:
             if length is not None:
                 if not length.isdigit() or int(length) > self.max_body:
                     raise BodyTooLarge
-            elif scope["method"] in ("POST", "PUT", "PATCH"):
-                # chunked: no length to check up front
+            else:
+                # chunked, whatever the method (a fleet site reads a body it passes on): no length
+                # to check up front
                 app_receive = replaying(await read_request(receive, self.max_body), receive)
             await self.app(scope, app_receive, send_wrapper)
         except BodyTooLarge:

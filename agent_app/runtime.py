@@ -9,6 +9,7 @@ Redis does. Readiness checks are bounded so a probe never hangs on a dead depend
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,9 +151,10 @@ class Runtime:
     async def enqueue(
         self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None
     ) -> str:
-        """Store and queue a new task. ``task_id``: a keyed create's (``deps.created_id``); its
-        record is kept when queueing fails, since another request with the key may have answered
-        it already: the client's retry queues it (``queue_again``)."""
+        """Store and queue a new task. ``task_id``: a keyed create's (``deps.created_id``) or a
+        keyed turn's; its record is kept when queueing fails, since another request with the key
+        may have answered it already: the client's retry queues it (``queue_again``). A task
+        without a key that could not be queued is marked failed (``TaskStore.abandon``)."""
         keyed = task_id is not None
         task_id = task_id or new_id()
         await self.tasks.create(task_id, session_id, text, work_seconds)
@@ -168,9 +170,9 @@ class Runtime:
         except QueueUnavailable as exc:
             if not keyed:
                 try:
-                    await self.tasks.delete(task_id)
+                    await self.tasks.abandon(task_id, f"not queued: {exc}")
                 except DependencyDown:
-                    log.warning("could not remove the record of an unqueued task", extra={"task_id": task_id})
+                    log.warning("could not mark an unqueued task failed", extra={"task_id": task_id})
             raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
         TASKS_ENQUEUED.inc()
         return task_id
@@ -226,6 +228,9 @@ class Runtime:
         and nothing runs again; the same key with another message is refused.
         """
         session, version, lock = await self.sessions.begin_turn(session_id)
+        # A keyed turn's task is named by the turn: if the turn runs again (its first run's
+        # write failed, or was fenced after the task was queued), it names the same task.
+        task_id = turn_task_id(session_id, turn_id) if turn_id is not None else None
         try:
             if turn_id is not None and (done := replay(session, turn_id, text)) is not None:
                 return done
@@ -233,7 +238,9 @@ class Runtime:
             history = list(session.messages)
             with span("agent.turn", session_id=session_id):
                 result = await self.agent.respond(
-                    history, text, launch_task=lambda task_input: self.enqueue(session_id, task_input)
+                    history,
+                    text,
+                    launch_task=lambda task_input: self.enqueue(session_id, task_input, task_id=task_id),
                 )
             turn_id = turn_id or new_id()
             now = time.time()
@@ -255,6 +262,11 @@ class Runtime:
         finally:
             await lock.release()
         return TurnReply(session_id=session_id, turn=stored.turns, reply=reply, task_id=result.task_id)
+
+
+def turn_task_id(session_id: str, turn_id: str) -> str:
+    """The id of the task a keyed turn starts: the same for every run of that turn."""
+    return hashlib.sha256(f"turn-task\0{session_id}\0{turn_id}".encode()).hexdigest()[:32]
 
 
 def replay(session: Session, turn_id: str, text: str) -> TurnReply | None:

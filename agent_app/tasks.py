@@ -64,6 +64,14 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
 
+# KEYS[1] task; ARGV: error, updated_at, the write's id. A task still queued and never claimed
+# is marked failed (its create was answered with an error). Returns 1 when marked.
+_ABANDON = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'lease_owner') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'updated_at', ARGV[2], 'wid', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+"""
 
 log = logging.getLogger("agent_app.tasks")
 
@@ -88,6 +96,7 @@ class TaskStore:
         self._create = cache.script(CREATE_IF_ABSENT)
         self._renew = cache.script(_RENEW)
         self._settle = cache.script(_SETTLE)
+        self._abandon = cache.script(_ABANDON)
 
     async def create(self, task_id: str, session_id: str, text: str, work_seconds: float = 0) -> Task:
         now = time.time()
@@ -136,8 +145,16 @@ class TaskStore:
         if raw:
             await self.replicator.publish("task", task_id, {"home": self.site, "epoch": "1", **raw})
 
-    async def delete(self, task_id: str) -> None:
-        await self.cache.run(lambda r: r.delete(task_key(task_id)))
+    async def abandon(self, task_id: str, error: str) -> None:
+        """A task whose create was answered with an error (it could not be queued): marked failed
+        and copied out like any write, never deleted here alone. The other sites hold its create
+        already, and would otherwise keep it queued (a takeover would run it), and a message that
+        reached the queue after all finds it settled and is not run."""
+        marked = await self.cache.write(
+            lambda pipe: self._abandon.stage(pipe, [task_key(task_id)], [error, time.time(), new_id()])
+        )
+        if int(marked[0]) == 1:
+            await self._published(task_id)
 
     async def get(self, task_id: str) -> Task:
         raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]

@@ -5,7 +5,9 @@ answered in time, its load balancer's 502/503/504: nothing behind it, or a conne
 kernel gave up on) is *unreachable*: calls to it fail at once for ``DOWN_SECONDS``, then one
 call tries it again while the others still fail at once (a circuit breaker), so a lost site
 costs one timeout every few seconds, not one per request. A forwarded client request that is
-slow to be answered, or whose connection the site closed or reset, leaves it reachable.
+slow to be answered (its load balancer's 504 included), or whose connection the site closed or
+reset, leaves it reachable; one its load balancer answered 502 or 504 for a backend is never
+taken for a request that reached nothing (it may have run there).
 Each site has its own connection pool: connections hanging on a lost site never hold up calls
 to the others, and a kept connection to a site that fell silent breaks within
 ``PEER_SILENCE_SECONDS`` (TCP keepalive), also with a request in flight.
@@ -229,10 +231,11 @@ class Peers:
         chain: Sequence[str] = (),
     ) -> httpx.Response | None:
         """Pass a client's request to ``site`` as it came, signed as the fleet's; None when
-        ``site`` is unreachable (the request never reached it). :class:`PeerTimeout` when it was
-        sent and no answer came in time, :class:`PeerLost` when the connection broke first: it
-        may have run there, either way. A peer that fell silent is marked unreachable; one that
-        answered slowly, or closed or reset the connection, is there."""
+        ``site`` is unreachable (the request never reached it: no connection, or its load
+        balancer's 503). :class:`PeerTimeout` when it was sent and no answer came in time,
+        :class:`PeerLost` when the connection broke first or its load balancer answered 502 or
+        504 for a backend: it may have run there, either way. A peer that fell silent is marked
+        unreachable; one that answered slowly, or closed or reset the connection, is there."""
         if not self.reachable(site):
             return None
         passed = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _HOP]
@@ -265,9 +268,15 @@ class Peers:
         except httpx.HTTPError as exc:  # an answer that could not be read
             raise PeerTimeout(type(exc).__name__) from None
         if r.status_code in _GONE and r.headers.get("content-type", "").split(";")[0] != "application/json":
-            # the site's load balancer answering for it: nothing is behind it
-            self._failed(site)
-            return None
+            # The site's load balancer answering for itself.
+            if r.status_code == 503:  # nothing behind it: the request reached no app
+                self._failed(site)
+                return None
+            # 502: a backend took the request and broke (the site's apps are failing); 504: one
+            # took it and is slow (a long turn), the site is there. Either may have acted on it.
+            if r.status_code == 502:
+                self._failed(site)
+            raise PeerLost(f"its load balancer answered {r.status_code}", silent=False)
         self._answered(site)
         return r
 

@@ -8,8 +8,10 @@ the record's home from this site's copy (asking the other sites when it has none
 - home elsewhere and reachable: the request is passed there as it came (the client's key
   is valid at every site of the fleet) and its answer returned, the serving site's stamps kept.
   If the connection breaks before the answer, a read is asked again (once; after the home fell
-  silent, of its successor: see below); anything else answers 504, as it may have run there,
-  for the caller to send again (with its ``Idempotency-Key``);
+  silent, of its successor: see below). A request with an ``Idempotency-Key`` is sent on to the
+  successor after a silence, as the caller's own retry would be (the key makes a second run
+  answer the first). Anything else answers 504, as it may have run there, for the caller to
+  send again (with its ``Idempotency-Key``);
 - home unreachable: its successor takes the record over (``Replicator.take_over``) and serves
   it; any other site passes the request to the successor. A passed request is never passed on.
 
@@ -78,6 +80,15 @@ def _keyed_create(scope: Scope) -> str | None:
             key = value.decode("latin-1")
             return key if _KEY.fullmatch(key) else None  # the app answers 422
     return None
+
+
+def _keyed(scope: Scope) -> bool:
+    """Whether the request carries a well-formed ``Idempotency-Key`` (a malformed one: the app
+    answers 422, wherever it is sent)."""
+    return any(
+        name == _IDEMPOTENCY_KEY and _KEY.fullmatch(value.decode("latin-1"))
+        for name, value in scope["headers"]
+    )
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -239,6 +250,10 @@ class FleetRouting:
         except PeerLost as exc:
             if scope["method"] in SAFE_METHODS and (exc.silent or ask_again):
                 return False  # a read changed nothing there: ask again where the record lives
+            if exc.silent and _keyed(scope):
+                # The home is gone: its successor takes the record over, with every write a
+                # majority acknowledged, and answers a turn that ran there from the record.
+                return False
             # It may have run there: never sent again elsewhere; the client retries (idempotently).
             raise GatewayTimeout(
                 f"the connection to site {site!r} broke before its answer ({exc}); retry", retry_after=1

@@ -21,6 +21,9 @@ from agent_app.contract import SqsQueue
 from agent_app.queues.base import CHECK_TIMEOUT_SECONDS, Delivery, QueueUnavailable, TaskQueue, bounded
 
 MAX_BATCH = 10  # SQS's own limit per ReceiveMessage
+# A send is one small request: the client's read timeout is set for the long poll (25 s, asked
+# twice), far past what a turn holding its session's lock, or a task create, may wait.
+PUBLISH_TIMEOUT_SECONDS = 5.0
 MAX_VISIBILITY = 43_200
 
 
@@ -99,10 +102,14 @@ class SqsTaskQueue(TaskQueue):
 
     async def publish(self, body: bytes, *, task_id: str) -> None:
         try:
-            await self.client().send_message(
-                QueueUrl=self.target.queue_url,
-                MessageBody=body.decode(),
-                MessageAttributes={"task_id": {"DataType": "String", "StringValue": task_id}},
+            await bounded(
+                self.client().send_message(
+                    QueueUrl=self.target.queue_url,
+                    MessageBody=body.decode(),
+                    MessageAttributes={"task_id": {"DataType": "String", "StringValue": task_id}},
+                ),
+                PUBLISH_TIMEOUT_SECONDS,
+                "SQS send",
             )
         except (BotoCoreError, ClientError) as exc:
             raise QueueUnavailable(f"SQS send failed: {exc}") from exc

@@ -10,7 +10,7 @@ import hmac
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -24,7 +24,6 @@ from agent_app.routers import SessionId, TaskId
 from agent_app.schemas import Message
 
 log = logging.getLogger("agent_app.fleet")
-router = APIRouter(prefix=FLEET_PATH_PREFIX, include_in_schema=False)
 Plural = Literal["sessions", "tasks"]
 
 
@@ -36,7 +35,10 @@ class Copy(BaseModel):
     check: bool = False
 
 
-def _replicator(request: Request, key: str | None) -> Replicator:
+FleetKey = Annotated[str | None, Header(alias=FLEET_KEY_HEADER)]
+
+
+def _replicator(request: Request, key: FleetKey = None) -> Replicator:
     replicator = get_runtime(request).replicator
     if replicator is None:
         raise NotFound("this site belongs to no fleet")
@@ -45,7 +47,9 @@ def _replicator(request: Request, key: str | None) -> Replicator:
     return replicator
 
 
-FleetKey = Annotated[str | None, Header(alias=FLEET_KEY_HEADER)]
+# Every route takes the fleet's key first: a caller without it learns nothing of what the
+# routes accept (their bodies are validated only after).
+router = APIRouter(prefix=FLEET_PATH_PREFIX, include_in_schema=False, dependencies=[Depends(_replicator)])
 
 
 @router.put("/{plural}/{record_id}")

@@ -278,6 +278,9 @@ def test_oversized_body_gets_413(api: AppProcess) -> None:
             headers={"content-type": "application/json"},
         )
         assert chunked.status_code == 413
+        # A body is bounded whatever the method: a fleet site reads it to pass the request on.
+        read = client.request("GET", f"/v1/sessions/{session_id}", content=chunks())
+        assert read.status_code == 413 and read.json()["code"] == "too_large"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,11 @@ back is fenced by the newer epoch."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +63,15 @@ class Site:
         self.start_lb()
         return self
 
-    def start_lb(self) -> None:
+    def start_lb(self, backend: int | None = None) -> None:
+        """The site's TLS load balancer, in front of its api (or of the server at ``backend``)."""
         assert self.api is not None
+        backend = backend or self.api.port
         cfg = self.pem.with_suffix(".cfg")
         cfg.write_text(
             "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n"
             f"  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{self.port} ssl crt {self.pem}\n"
-            f"  default_backend be\nbackend be\n  server api 127.0.0.1:{self.api.port}\n"
+            f"  default_backend be\nbackend be\n  server api 127.0.0.1:{backend}\n"
         )
         self.lb, _ = serve(
             lambda port: Proc(f"lb-{self.name}", ["haproxy", "-db", "-f", str(cfg)]),
@@ -186,6 +192,101 @@ def test_a_lost_home_is_taken_over_by_its_successor_and_fenced_when_it_returns(
         ]
     assert history == ["turn 1", "turn 2", "turn 3"]  # nothing lost, nothing overwritten
     assert a.record("session", sid)["home"] == "site-b"
+
+
+def test_a_turn_whose_home_balancer_answered_502_is_not_run_again_elsewhere(fleet: dict[str, Site]) -> None:
+    """A load balancer's 502 means a backend took the request and broke: it may have run there.
+    The entry site answers 504 for the caller to send again (with its key); it neither runs the
+    turn itself nor takes the session from its home."""
+    a, b, c = fleet.values()
+    with client(b) as cb, client(a) as ca:
+        sid = cb.post("/v1/sessions", json={}).json()["id"]
+        assert ca.get(f"/v1/sessions/{sid}").headers[SITE_HEADER] == "site-b"  # a keeps a copy
+    before = a.record("session", sid)
+    received: list[bytes] = []
+    broken = socket.socket()
+    broken.bind(("127.0.0.1", 0))
+    broken.listen()
+
+    def take_and_hang_up() -> None:
+        while True:
+            try:
+                conn, _ = broken.accept()
+            except OSError:
+                return
+            with conn:
+                received.append(conn.recv(65536).split(b" HTTP/")[0])
+
+    threading.Thread(target=take_and_hang_up, daemon=True).start()
+    assert b.lb is not None
+    b.lb.stop()
+    b.start_lb(backend=broken.getsockname()[1])
+    try:
+        with client(a) as ca:
+            reply = ca.post(f"/v1/sessions/{sid}/messages", json={"content": "at most once"})
+        assert reply.status_code == 504 and reply.json()["code"] == "gateway_timeout", reply.text
+        assert received == [f"POST /v1/sessions/{sid}/messages".encode()]
+        for site in (a, c):
+            held = site.record("session", sid)
+            assert not held or (held["home"], held["epoch"]) == ("site-b", before["epoch"]), held
+    finally:
+        broken.close()
+
+
+def test_a_keyed_turn_sent_again_after_its_task_could_not_be_queued_starts_one_task(
+    fleet: dict[str, Site], nats_server: NatsServer
+) -> None:
+    """The turn's task is stored (and copied to the fleet) before it is queued; when queueing
+    fails the turn answers 503 and the client sends it again with its key. The task is named
+    by the turn, so the second run names the first run's task instead of starting another."""
+    a, b, c = fleet.values()
+    key = {"Idempotency-Key": "turn-with-a-task"}
+    ask = {"content": "background: summarise"}
+    assert nats_server.proc is not None
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)  # the broker stops answering
+        try:
+            failed = ca.post(f"/v1/sessions/{sid}/messages", json=ask, headers=key)
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        assert failed.status_code == 503, failed.text
+        reply = ca.post(f"/v1/sessions/{sid}/messages", json=ask, headers=key)
+        assert reply.status_code == 200, reply.text
+        task_id = reply.json()["task_id"]
+    started = {
+        name.split("{")[1].rstrip("}")
+        for site in (a, b, c)
+        for name in site.store().scan_iter("skyfleet:task:*")
+        if site.store().hget(name, "session_id") == sid
+    }
+    assert started == {task_id}
+
+
+def test_a_task_that_could_not_be_queued_is_failed_at_every_site_that_holds_it(
+    fleet: dict[str, Site], nats_server: NatsServer
+) -> None:
+    """Its create was copied to the fleet before the queue refused it and the client got a 503:
+    no site may keep it queued (a takeover would run a task its client was told failed)."""
+    a, b, c = fleet.values()
+    assert nats_server.proc is not None
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)  # the broker stops answering
+        try:
+            refused = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "summarise"})
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        assert refused.status_code == 503, refused.text
+    held = [
+        site.store().hgetall(name)
+        for site in (a, b, c)
+        for name in site.store().scan_iter("skyfleet:task:*")
+        if site.store().hget(name, "session_id") == sid
+    ]
+    assert len(held) >= 2, held  # the home and a majority's copy
+    assert {r["status"] for r in held} == {"failed"}, held
+    assert len({(r["id"], r["version"], r["wid"]) for r in held}) == 1, held
 
 
 def test_a_read_confirmed_at_a_site_that_lacks_the_write_gives_it_the_whole_record(
@@ -331,6 +432,9 @@ def test_the_fleet_api_refuses_without_the_fleet_key(fleet: dict[str, Site]) -> 
                 headers={FORWARDED_HEADER: "site-c", **headers},
             )
             assert r.status_code == 401
+            # nor does a body it would refuse teach a caller without the key what it accepts
+            bad = ca.put(f"/internal/v1/fleet/sessions/{sid}", json={"record": {}}, headers=headers)
+            assert bad.status_code == 401, bad.text
         # the right key reads the copy
         got = ca.get(f"/internal/v1/fleet/sessions/{sid}", headers={FLEET_KEY_HEADER: FLEET_KEY})
         assert got.status_code == 200 and got.json()["record"]["home"] == "site-a"
@@ -462,9 +566,16 @@ def test_the_fleet_client_passes_over_a_balancer_without_backends_but_not_the_ap
             assert missing.status_code == 404 and missing.headers[SITE_HEADER] == "site-a"  # the app's answer
             assert a.api is not None
             a.api.stop()  # site-a's balancer runs with no backend: it answers 503 by itself
-            created = await fc.request("POST", "/v1/sessions", json={})
+            key = {"Idempotency-Key": "past-a-balancer-without-backends"}
+            created = await fc.request("POST", "/v1/sessions", json={}, headers=key)
             assert created.status_code == 201, created.text
             assert created.headers[SITE_HEADER] == "site-b"
+        async with fleet_client(a, sites=[b.url, c.url]) as fc:
+            # Without a key, a balancer's 503 is the caller's to judge (an Envoy-based balancer
+            # also sends it when a backend reset after taking the request).
+            unkeyed = await fc.request("POST", "/v1/sessions", json={})
+            assert unkeyed.status_code == 503 and SITE_HEADER not in unkeyed.headers
+            assert fc.endpoints[-1] == a.url  # tried last from now on
 
     asyncio.run(scenario())
 

@@ -42,7 +42,9 @@ def test_redis_outage_gives_fast_503_and_recovers_without_restart(
             own_redis.stop()
             ready = httpx.get(api.url + "/readyz", timeout=BOUND)
             assert ready.status_code == 503
-            assert ready.json()["checks"]["redis"] != "ok"
+            state = ready.json()["checks"]["redis"]
+            # the kind of failure, not its detail (the probe answers anyone)
+            assert state != "ok" and ":" not in state and str(own_redis.port) not in state, state
             for response in (
                 client.post("/v1/sessions"),
                 client.get(f"/v1/sessions/{session_id}"),
