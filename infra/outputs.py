@@ -14,6 +14,14 @@ class _Outputs(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+class DnsRecord(_Outputs):
+    """One DNS record a site needs in a zone it does not manage (its name, type and value)."""
+
+    name: str = Field(description="the record's fully qualified name (a trailing dot allowed)")
+    type: str = Field(description="the record type, e.g. CNAME")
+    data: str = Field(description="the record's value")
+
+
 class SiteOutputs(_Outputs):
     """What every site stack (aws, gcp, onprem) exports, whatever its cloud."""
 
@@ -41,6 +49,13 @@ class SiteOutputs(_Outputs):
         "they belong to (what a multivalue edge health-checks); endpointHost when not set",
     )
     health_check_path: str = Field(alias="healthCheckPath")
+    dns_authorizations: list[DnsRecord] = Field(
+        default_factory=list,
+        alias="dnsAuthorizations",
+        description="records that prove control of the site's host names to its certificate "
+        "issuer, which the edge creates in its zone (a gcp site's Certificate Manager DNS "
+        "authorizations); a site whose certificates need none exports none",
+    )
     region: str | None = None
     # AWS
     cluster_name: str | None = Field(default=None, alias="clusterName")

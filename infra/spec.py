@@ -24,12 +24,31 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from agent_app.contract import PLATFORM_ENV, SECRET_ENV, SHUTDOWN_EXIT_SECONDS, Env, fleet_sites_value
+from agent_app.contract import (
+    FLEET_KEY_MIN_LENGTH,
+    PLATFORM_ENV,
+    SECRET_ENV,
+    SHUTDOWN_EXIT_SECONDS,
+    Env,
+    fleet_sites_value,
+)
 
 NAMESPACE = "skyfleet"
 
 # Config keys (top level, in the skyfleet: namespace) that must be Pulumi secrets.
 SECRET_KEYS: frozenset[str] = frozenset({"apiKeys", "modelApiKey", "fleetKey"})
+
+
+# A site's name is part of its resources' physical names, so it must fit the strictest of them:
+# lower-case letters, digits and single hyphens (ElastiCache refuses "--"), starting with a letter
+# and ending with a letter or digit. At most 23 characters keeps every derived id whole: the
+# ElastiCache replication group id skyfleet-<site>-cache (at most 40), the GCP service account id
+# <site>-worker (6 to 30), the Memorystore instance <site>-sessions (at most 40). The S3 bucket for
+# the ALB's logs (skyfleet-<site>-alb-logs-<account>-<region>, at most 63) is cut at 63, without
+# a trailing hyphen, when a long site name meets a long region.
+SITE_NAME_MIN_LENGTH = 3
+SITE_NAME_MAX_LENGTH = 23
+_SITE_NAME_RE = re.compile(r"[a-z](?:-?[a-z0-9])+")
 
 
 class Target(StrEnum):
@@ -70,6 +89,27 @@ _IMAGE_RE = re.compile(
 )
 _MOVING_TAGS = {"latest", "main", "master", "stable", "edge", "dev", "prod", "nightly"}
 _SECRET_NAME_RE = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+# Variables the platform sets (plain or from its secret store): neither app.env nor app.secrets
+# may name them.
+_PLATFORM_VARS: frozenset[str] = frozenset(e.value for e in PLATFORM_ENV | SECRET_ENV)
+# Where a stack sets what the platform derives a variable from, for the error that refuses it.
+_PLATFORM_SOURCES: dict[str, str] = {
+    Env.RATE_LIMIT_PER_MINUTE.value: "app.rateLimitPerMinute, or fleet.rateLimitPerMinute in a fleet",
+    Env.TASK_LEASE_SECONDS.value: "queue.visibilityTimeoutSeconds, which the queue redelivers after",
+    Env.MODEL_API_KEY.value: "the modelApiKey secret",
+    Env.FLEET_KEY.value: "the fleetKey secret",
+    Env.API_KEYS.value: "the apiKeys secret",
+    Env.API_KEYS_FILE.value: "the apiKeys secret",
+}
+
+
+def _platform_set(names: list[str], section: str) -> str:
+    """The error for variables of ``names`` the platform sets itself."""
+    parts = [
+        f"{n} is set by the platform" + (f" (from {_PLATFORM_SOURCES[n]})" if n in _PLATFORM_SOURCES else "")
+        for n in names
+    ]
+    return f"{'; '.join(parts)}; remove {'it' if len(names) == 1 else 'them'} from {section}"
 
 
 class Replicas(_Model):
@@ -121,9 +161,9 @@ class AppSpec(_Model):
     @field_validator("env")
     @classmethod
     def _plain_env(cls, v: dict[str, str]) -> dict[str, str]:
-        reserved = sorted(k for k in v if k in {e.value for e in PLATFORM_ENV | SECRET_ENV})
+        reserved = sorted(k for k in v if k in _PLATFORM_VARS)
         if reserved:
-            raise ValueError(f"{', '.join(reserved)} is set by the platform; remove it from app.env")
+            raise ValueError(_platform_set(reserved, "app.env"))
         secretish = sorted(k for k in v if _SECRET_NAME_RE.search(k))
         if secretish:
             raise ValueError(
@@ -138,17 +178,32 @@ class AppSpec(_Model):
         known = {e.value for e in Env}
         unknown = sorted(k for k in v if k.startswith("AGENT_") and k not in known)
         if unknown:
-            readable = sorted(known - {e.value for e in PLATFORM_ENV | SECRET_ENV})
+            readable = sorted(known - _PLATFORM_VARS)
             raise ValueError(f"{', '.join(unknown)}: the app reads no such variable; it reads {readable}")
         return v
 
     @field_validator("secrets")
     @classmethod
     def _secret_refs(cls, v: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(f"{k}={s}" for k, s in v.items() if s not in SECRET_KEYS)
+        # The platform injects its own variables (the client keys, the fleet key, the model key,
+        # the cache and broker passwords) from the matching secret; an entry here would replace one.
+        reserved = sorted(k for k in v if k in _PLATFORM_VARS)
+        if reserved:
+            raise ValueError(_platform_set(reserved, "app.secrets"))
+        bad = sorted(k for k in v if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", k))
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: env names must be UPPER_SNAKE_CASE")
+        unknown = sorted(f"{k}: {s}" for k, s in v.items() if s not in SECRET_KEYS)
         if unknown:
-            raise ValueError(f"{', '.join(unknown)}: secrets must name one of {sorted(SECRET_KEYS)}")
+            raise ValueError(f"{', '.join(unknown)}: a secret must be one of {sorted(SECRET_KEYS)}")
         return v
+
+    @model_validator(mode="after")
+    def _env_or_secret(self) -> AppSpec:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both app.env and app.secrets; keep one")
+        return self
 
 
 # --- Cache and queue ---------------------------------------------------------------------
@@ -478,7 +533,11 @@ class _Stack(_Model):
 class SiteStack(_Stack):
     """A site: the app with its load balancer, cache and queue, on one target."""
 
-    site: str | None = Field(default=None, description="site name; defaults to the target")
+    site: str | None = Field(
+        default=None,
+        description=f"site name ({SITE_NAME_MIN_LENGTH}-{SITE_NAME_MAX_LENGTH} lower-case letters, digits "
+        "and single hyphens); defaults to the target",
+    )
     app: AppSpec = Field(description="an app section (at least app.image)")
     cache: CacheSpec
     queue: QueueSpec = QueueSpec()
@@ -496,6 +555,29 @@ class SiteStack(_Stack):
 
     # Seconds the platform waits between SIGTERM and SIGKILL; the app drains within it.
     stop_grace_seconds: ClassVar[int]
+
+    @field_validator("site")
+    @classmethod
+    def _site_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not (SITE_NAME_MIN_LENGTH <= len(v) <= SITE_NAME_MAX_LENGTH) or not _SITE_NAME_RE.fullmatch(v):
+            raise ValueError(
+                f"{SITE_NAME_MIN_LENGTH}-{SITE_NAME_MAX_LENGTH} lower-case letters, digits and single "
+                "hyphens, starting with a letter and ending with a letter or digit, e.g. aws-prod-eu "
+                "(the site's name is part of its cloud resource ids: bucket, cache, service account)"
+            )
+        return v
+
+    @field_validator("fleet_key")
+    @classmethod
+    def _fleet_key_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < FLEET_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"at least {FLEET_KEY_MIN_LENGTH} characters (the app refuses a shorter "
+                f"{Env.FLEET_KEY.value}); generate one with: openssl rand -hex 32"
+            )
+        return v
 
     @property
     def app_shutdown_grace(self) -> int:
@@ -637,10 +719,13 @@ def to_snake(name: str) -> str:
 
 
 __all__ = [
+    "FLEET_KEY_MIN_LENGTH",
     "MODELS",
     "NAMESPACE",
     "PROFILES",
     "SECRET_KEYS",
+    "SITE_NAME_MAX_LENGTH",
+    "SITE_NAME_MIN_LENGTH",
     "SITE_TARGETS",
     "AppSpec",
     "AwsStack",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent_app import contract
 from agent_app.contract import Env
-from infra.spec import SiteSpec
+from infra.spec import SECRET_KEYS, SiteSpec
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ API_KEYS = "api-keys"
 REDIS_AUTH = "redis-auth"
 MODEL_API_KEY = "model-api-key"
 FLEET_KEY = "fleet-key"
+
+# The secret config key (infra.spec.SECRET_KEYS) behind each logical secret an ``app.secrets``
+# entry may name: each its own, so no variable is ever given another secret's value.
+SECRET_BY_KEY: Mapping[str, str] = {"apiKeys": API_KEYS, "modelApiKey": MODEL_API_KEY, "fleetKey": FLEET_KEY}
+assert set(SECRET_BY_KEY) == SECRET_KEYS, "map every secret config key to its logical secret"
 
 
 def workloads(
@@ -88,7 +93,7 @@ def workloads(
         env[Env.FLEET_REPLICATION.value] = spec.fleet.replication
         secret_env[Env.FLEET_KEY.value] = FLEET_KEY
     for var, key in app.secrets.items():
-        secret_env[var] = MODEL_API_KEY if key == "modelApiKey" else API_KEYS
+        secret_env[var] = SECRET_BY_KEY[key]
     if spec.model_api_key is not None and Env.MODEL_API_KEY.value not in secret_env:
         secret_env[Env.MODEL_API_KEY.value] = MODEL_API_KEY
     # Only the api serves clients: only it gets their keys.

@@ -9,6 +9,14 @@ so those records carry the addresses each site stack exports (``endpointAddresse
 Route 53 failover has one PRIMARY and one SECONDARY per name. With more than two sites the
 SECONDARY is an alias to a second failover pair under a tier name, and so on: the first
 healthy site in priority order answers.
+
+Certificate validation: a site whose certificate is proven by DNS records in the edge's zone
+exports them (``dnsAuthorizations``: a gcp site's Certificate Manager DNS authorizations, one
+CNAME per name its certificate covers), and the edge creates each of them here, once, whatever
+the routing: the global name is the edge's, and the sites' own names live in the same zone in
+the shipped stacks. A name outside the zone is refused by Route 53 at ``pulumi up``. The records
+are created once the sites' outputs are read (their number is the sites'), so a preview against
+a site stack not yet deployed does not show them.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ import pulumi_aws as aws
 
 from infra.component import Capability
 from infra.edge.sites import Site
+from infra.outputs import DnsRecord
 from infra.spec import Routing
+
+# Certificate validation records stay for every renewal and never move: an ordinary TTL.
+AUTHORIZATION_TTL = 300
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,28 @@ def _addresses(site: Site, addresses: Sequence[str]) -> list[str]:
                 "publish its public address in the Ingress status)"
             )
     return list(addresses)
+
+
+def authorization_records(per_site: Mapping[str, Sequence[DnsRecord]]) -> dict[str, DnsRecord]:
+    """The DNS authorization records the sites export (site name -> records), by record name,
+    each once: two sites in one project share a per-project record. A clear error for a record
+    Route 53 could not hold as exported, or one name with two values."""
+    found: dict[str, tuple[str, DnsRecord]] = {}
+    for site, records in per_site.items():
+        for record in records:
+            name = record.name.strip().rstrip(".").lower()
+            if record.type != "CNAME" or not name or not record.data:
+                raise ValueError(
+                    f"site {site} exports the DNS authorization {record.model_dump()}: the edge "
+                    "creates CNAME records with a name and a value only"
+                )
+            if name in found and found[name][1].data.rstrip(".") != record.data.rstrip("."):
+                raise ValueError(
+                    f"sites {found[name][0]} and {site} export the DNS authorization {name} with "
+                    f"two values ({found[name][1].data}, {record.data}): one name holds one CNAME"
+                )
+            found.setdefault(name, (site, record))
+    return {name: record for name, (_, record) in found.items()}
 
 
 class Records(Capability):
@@ -160,7 +194,35 @@ class Records(Capability):
                     )
                 tiers[tier] = [primary, secondary]
             self.records += [r for tier in sorted(tiers) for r in tiers[tier]]
-        self.register_outputs({"fqdn": args.record_name, "records": len(self.records)})
+        # The CNAMEs that let the sites' certificate issuers issue for their names (the global
+        # name included): created once every site's outputs are read.
+        names = [site.config.name for site in args.sites]
+        self.authorizations: pulumi.Output[list[aws.route53.Record]] = pulumi.Output.all(
+            *(site.dns_authorizations for site in args.sites)
+        ).apply(lambda exported: self._authorizations(dict(zip(names, exported, strict=True))))
+        self.register_outputs(
+            {
+                "fqdn": args.record_name,
+                "records": len(self.records),
+                "dnsAuthorizations": self.authorizations.apply(lambda rs: len(rs)),
+            }
+        )
+
+    def _authorizations(self, per_site: Mapping[str, Sequence[DnsRecord]]) -> list[aws.route53.Record]:
+        """One CNAME per exported DNS authorization, named by its record name (stable whatever
+        the order of the sites)."""
+        return [
+            aws.route53.Record(
+                f"dns-authorization-{name}",
+                zone_id=self.args.zone_id,
+                name=name,
+                type="CNAME",
+                ttl=AUTHORIZATION_TTL,
+                records=[record.data],
+                opts=self.child(),
+            )
+            for name, record in sorted(authorization_records(per_site).items())
+        ]
 
     def _cname(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 from pydantic import ValidationError
 
-from infra.outputs import SiteOutputs
+from infra.outputs import DnsRecord, SiteOutputs
 from infra.spec import EdgeSite
 
 
@@ -25,6 +25,8 @@ class Site:
     endpoint: pulumi.Output[str]
     addresses: pulumi.Output[list[str]]
     addresses_host: pulumi.Output[str]
+    # Records the site's certificate issuer checks in the edge's zone (none for most sites).
+    dns_authorizations: pulumi.Output[list[DnsRecord]]
 
 
 def _validated(stack: str, outputs: Any) -> SiteOutputs:
@@ -80,4 +82,5 @@ def read_site(site: EdgeSite, *, global_name: str) -> Site:
         endpoint=outputs.apply(lambda o: o.endpoint),
         addresses=outputs.apply(lambda o: o.endpoint_addresses),
         addresses_host=outputs.apply(lambda o: o.addresses_host or o.endpoint_host),
+        dns_authorizations=outputs.apply(lambda o: o.dns_authorizations),
     )

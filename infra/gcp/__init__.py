@@ -171,7 +171,8 @@ def deploy(spec: GcpStack) -> dict[str, Any]:
         "apiServiceName": service.api.name,
         "workerServiceName": service.services["worker"].name,
         "ipAddress": lb.ip_address,
-        # CNAMEs that prove control of each name to Certificate Manager (the edge creates them).
+        # CNAMEs that prove control of each name to Certificate Manager (name, type, data): the
+        # edge stack creates them in its Route 53 zone; the certificate is issued once they resolve.
         "dnsAuthorizations": lb.dns_authorizations,
         "taskTopic": queue.topic.name,
         "deadLetterSubscription": queue.dead_letter_subscription.name,

@@ -5,8 +5,13 @@ per-client rate limit).
 
 Certificates: Certificate Manager with DNS authorization, because the site also answers to the
 edge's global name, whose DNS points at whichever site the edge picks: a load-balancer
-authorized certificate could never be issued for it. The authorization CNAMEs are exported
-(``dnsAuthorizations``); the edge stack creates them in its zone.
+authorized certificate could never be issued for it. The authorizations are per project
+(``PER_PROJECT_RECORD``): each CNAME sits at ``_acme-challenge_<id>.<name>``, never at
+``_acme-challenge.<name>``, where another site's ACME DNS-01 solver (the onprem site's
+cert-manager) writes its TXT records for the same global name, and where DNS allows no CNAME
+beside them; other projects' authorizations for the name get names of their own too. The CNAMEs
+are exported (``dnsAuthorizations``); the edge stack creates them in its Route 53 zone
+(``infra/edge/records.py``), and the certificate is issued once they resolve.
 
 How public traffic reaches Cloud Run: a serverless NEG presents no identity, so the api service
 has its invoker check disabled, and its ingress setting (internal + load balancer) is what keeps
@@ -16,12 +21,14 @@ it needs Google identities, and the app's callers are machines with API keys.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
+from agent_app.contract import FLEET_PATH_PREFIX
 from infra.gcp.site import GcpCapability, Site
 
 compute = gcp.compute
@@ -38,6 +45,18 @@ WAF_SENSITIVITY = 1
 # WAF does not inspect these routes (Cloud Armor cannot exclude a JSON body field); the rate
 # limit below still applies to them.
 FREE_TEXT_PATHS = r"^/v1/sessions/[^/]+/(messages|tasks)$"
+# The fleet's own calls between sites (agent_app/fleet/peers.py): replicated records
+# (PUT .../{sessions|tasks}/{id}) and a home's appends, both carrying users' messages, so the
+# WAF would refuse a chat with SQL or HTML in it there too; and they come from a peer site's few
+# egress (NAT) addresses, so a per-IP limit would throttle all of its replication and takeovers.
+# The app refuses them without the fleet's key (a constant-time comparison), and their volume
+# follows the client requests behind them, each already counted against its key's limit where it
+# was served; so the WAF and the per-IP limit leave them to the app (layer-7 DDoS defence still
+# sees them). Only ID characters after the prefix: no dot segments or percent-escapes, so no
+# client route hides behind it.
+FLEET_PATHS = rf"^{re.escape(FLEET_PATH_PREFIX)}/[A-Za-z0-9_/-]+$"
+# How the WAF rules and the per-IP limit let the routes above through (a CEL condition).
+NOT_FLEET = f"!request.path.matches('{FLEET_PATHS}')"
 
 
 @dataclass(frozen=True)
@@ -183,7 +202,7 @@ class LoadBalancer(GcpCapability):
         HTTPS proxy serves from."""
         site, names = args.site, list(args.host_names)
         cm = gcp.certificatemanager
-        # Proof of control of each name: a CNAME the edge (or you) creates in the name's zone.
+        # Proof of control of each name: a CNAME the edge stack creates in its zone.
         self.dns_authorization = [
             cm.DnsAuthorization(
                 f"dns-authorization-{i}",
@@ -191,6 +210,8 @@ class LoadBalancer(GcpCapability):
                 project=site.project,
                 location="global",
                 domain=host,
+                # _acme-challenge_<id>.<name>: beside, not at, the name ACME DNS-01 solvers use.
+                type="PER_PROJECT_RECORD",
                 labels=dict(site.labels),
                 opts=self.child(),
             )
@@ -259,18 +280,21 @@ class LoadBalancer(GcpCapability):
 
     def _cloud_armor(self, args: LoadBalancerArgs) -> compute.SecurityPolicy:
         """WAF rules deny common injection attacks; each client IP is throttled at the edge (429)
-        well above the app's per-key limit; layer-7 DDoS defence on."""
+        well above the app's per-key limit; layer-7 DDoS defence on. The fleet's own calls
+        between sites pass both (``FLEET_PATHS``): the app authenticates them by the fleet key."""
         site = args.site
         rules = [
             compute.SecurityPolicyRuleArgs(
                 priority=1000 + i,
                 action="deny(403)",
-                description=f"OWASP CRS: {expr}, sensitivity {WAF_SENSITIVITY}, free-text routes excepted",
+                description=(
+                    f"OWASP CRS: {expr}, sensitivity {WAF_SENSITIVITY}, free-text and fleet routes excepted"
+                ),
                 match=compute.SecurityPolicyRuleMatchArgs(
                     expr=compute.SecurityPolicyRuleMatchExprArgs(
                         expression=(
                             f"evaluatePreconfiguredWaf('{expr}', {{'sensitivity': {WAF_SENSITIVITY}}})"
-                            f" && !request.path.matches('{FREE_TEXT_PATHS}')"
+                            f" && !request.path.matches('{FREE_TEXT_PATHS}') && {NOT_FLEET}"
                         )
                     )
                 ),
@@ -281,10 +305,10 @@ class LoadBalancer(GcpCapability):
             compute.SecurityPolicyRuleArgs(
                 priority=2000,
                 action="throttle",
-                description="per-client-IP rate limit",
+                description="per-client-IP rate limit, fleet routes excepted",
+                # Every source address, every path but the fleet's.
                 match=compute.SecurityPolicyRuleMatchArgs(
-                    versioned_expr="SRC_IPS_V1",
-                    config=compute.SecurityPolicyRuleMatchConfigArgs(src_ip_ranges=["*"]),
+                    expr=compute.SecurityPolicyRuleMatchExprArgs(expression=NOT_FLEET)
                 ),
                 rate_limit_options=compute.SecurityPolicyRuleRateLimitOptionsArgs(
                     conform_action="allow",

@@ -49,6 +49,7 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
             ingress_namespace=cluster.ingress_namespace,
             monitoring_namespace=cluster.monitoring_namespace,
             model_egress=model_backend != "offline",
+            fleet_egress=spec.fleet is not None,
             protect=spec.deletion_protection,
         ),
         opts,

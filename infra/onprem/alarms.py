@@ -33,6 +33,12 @@ class Alarms(Capability):
         requests = f'agent_http_request_duration_seconds_count{{namespace="{ns}"}}'
         errors = f'agent_http_request_duration_seconds_count{{namespace="{ns}",status=~"5.."}}'
         dlq_depth = f'jetstream_stream_total_messages{{namespace="{ns}",stream_name="{args.dlq_stream}"}}'
+        # A pod that ran to completion (the nats-streams Job's) is not ready, and never will be:
+        # only pods that have not succeeded count.
+        not_ready = (
+            f'(sum by (namespace, pod) (kube_pod_status_ready{{namespace="{ns}",condition!="true"}}) > 0)'
+            f' unless on (namespace, pod) (kube_pod_status_phase{{namespace="{ns}",phase="Succeeded"}} == 1)'
+        )
         rules = [
             {
                 "alert": "AgentApiErrorRate",
@@ -53,7 +59,7 @@ class Alarms(Capability):
             },
             {
                 "alert": "AgentPodsNotReady",
-                "expr": f'sum by (pod) (kube_pod_status_ready{{namespace="{ns}",condition!="true"}}) > 0',
+                "expr": not_ready,
                 "for": "5m",
                 "labels": {"severity": "warning"},
                 "annotations": {"summary": "A Skyfleet pod has not been ready for 5 minutes"},

@@ -29,7 +29,10 @@ _RUNTIME_DIR = "/run/redis"
 _SENTINEL_DIR = "/run/sentinel"
 # Pods in an HA set: a primary and two replicas, so three Sentinels form a majority of two.
 HA_PODS = 3
-# Sentinel timings: a primary unreachable for 5 s is failed over (the app waits out the switch).
+# Sentinel timings: a primary unreachable for 5 s is failed over, and the promotion takes a few
+# seconds more. The app does not wait out the switch: a request that needs the cache retries for
+# AGENT_REDIS_FAILOVER_WAIT_SECONDS (the plan leaves the app's default, 0.5 s), then answers 503
+# with Retry-After; requests succeed again once the Sentinels name the promoted primary.
 DOWN_AFTER_MS = 5000
 FAILOVER_TIMEOUT_MS = 60000
 # A primary that has heard from no replica for this long stops taking writes.

@@ -1,6 +1,10 @@
 """The site's front door on the cluster: an Ingress on the cluster's ingress controller,
 HTTPS only, with its certificate issued by cert-manager (the ingress-shim annotation) for every
-name the site answers to, HSTS, and the api Service as its only backend.
+name the site answers to, and the api Service as its only backend.
+
+HSTS and the TLS protocols are not Ingress settings in ingress-nginx: they are keys of the
+controller's ConfigMap (``hsts``, ``hsts-max-age``, ``ssl-protocols``), a prerequisite of the
+cluster (see the header of stacks/Pulumi.onprem-prod.yaml).
 """
 
 from __future__ import annotations
@@ -44,12 +48,10 @@ class LoadBalancer(Capability):
         annotations = {
             # cert-manager issues (and renews) the TLS Secret for the host below.
             "cert-manager.io/cluster-issuer": args.cert_issuer,
-            # ingress-nginx: HTTP only redirects to HTTPS; HSTS on every answer.
+            # ingress-nginx: HTTP only redirects to HTTPS. (HSTS and the TLS protocols come from
+            # the controller's ConfigMap: ingress-nginx has no Ingress annotation for them.)
             "nginx.ingress.kubernetes.io/ssl-redirect": "true",
             "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
-            "nginx.ingress.kubernetes.io/hsts": "true",
-            "nginx.ingress.kubernetes.io/hsts-max-age": "31536000",
-            "nginx.ingress.kubernetes.io/ssl-protocols": "TLSv1.2 TLSv1.3",
             "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
         }
         to_api = k8s.networking.v1.HTTPIngressRuleValueArgs(

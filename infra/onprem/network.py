@@ -30,6 +30,9 @@ class NetworkArgs:
     monitoring_namespace: str
     # The api calls an external model endpoint over HTTPS (not the offline model).
     model_egress: bool = False
+    # The site belongs to a fleet: its api and worker call the other sites at their regional
+    # names over HTTPS (copies of every write, reads, forwarded requests).
+    fleet_egress: bool = False
     protect: bool = False
 
 
@@ -113,8 +116,10 @@ class Network(Capability):
         to_redis = _Flow(_pods(kube.REDIS), redis_ports)
         to_nats = _Flow(_pods(kube.NATS), [kube.NATS_CLIENT_PORT])
         api_egress = [to_redis, to_nats]
-        if args.model_egress:
-            # The model API on the internet: HTTPS only, never into private ranges.
+        if args.model_egress or args.fleet_egress:
+            # The model API, and the fleet's other sites, on the internet: HTTPS only, never into
+            # private ranges. Without it a fleet site can count only itself, so no write of
+            # its ever reaches a majority.
             internet = Peer(ip_block=k8s.networking.v1.IPBlockArgs(cidr="0.0.0.0/0", except_=_PRIVATE))
             api_egress.append(_Flow([internet], [443]))
 

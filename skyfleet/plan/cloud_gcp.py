@@ -236,9 +236,13 @@ def _certificate_manager(kind: str) -> Callable[[str, dict[str, Any], MockContex
         out: Outputs = {"id": path, "name": n}
         if kind == "dnsAuthorizations":
             domain = str(inputs.get("domain") or "example.com")
+            # FIXED_RECORD: _acme-challenge.<domain>; PER_PROJECT_RECORD: a label of the project's.
+            label = "_acme-challenge"
+            if inputs.get("type") == "PER_PROJECT_RECORD":
+                label += f"_{ctx.uid(f'{_project(inputs, ctx)}/acme-label', 16)}"
             out["dnsResourceRecords"] = [
                 {
-                    "name": f"_acme-challenge.{domain}.",
+                    "name": f"{label}.{domain}.",
                     "type": "CNAME",
                     "data": f"{ctx.uid(path, 12)}.{ctx.uid(name, 1)}.authorize.certificatemanager.goog.",
                 }

@@ -10,6 +10,10 @@ workload's identity on the right resource.
   the project, with predefined and in-stack custom roles.
 - Kubernetes: the NATS user in the queue URL against the users of the nats.conf the broker's
   pods mount (found through the Service's selector).
+
+And each workload of a fleet site can reach the other sites: on Kubernetes, the NetworkPolicies
+that restrict its pods' egress admit HTTPS out of the cluster (the sites' regional names are
+internet addresses, not known to the plan).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from agent_app.queues import permissions as perm
 from . import _nats_conf as nats_conf
 from ._plan import K8S_CONFIGMAP, Container, json_doc, k8s_object, k8s_servers, kms_key, text
 from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
-from .kubernetes import pod_spec
+from .kubernetes import NETPOL, namespace_of, pod_labels, pod_spec, selects
 from .skyfleet_app import app_containers
 
 ROLE = "aws:iam/role:Role"
@@ -474,6 +478,72 @@ def _permissions(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"{c.label} ({process or 'app'}): {problem}", c.resource.urn
 
 
+def _egress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]:
+    """The NetworkPolicies that restrict the egress of ``w``'s pods (none: all egress is open)."""
+    labels = pod_labels(w.resource_type, w.props)
+    found = []
+    for p in view.of_type(*NETPOL):
+        spec = get_path(p.props, "spec") or {}
+        # policyTypes unset: Egress only when the policy lists egress rules.
+        types = as_list(
+            spec.get("policyTypes") or (["Ingress", "Egress"] if "egress" in spec else ["Ingress"])
+        )
+        if (
+            namespace_of(p) == namespace_of(w)
+            and "Egress" in types
+            and selects(spec.get("podSelector"), labels)
+        ):
+            found.append(p)
+    return found
+
+
+def _https_out(rule: Any) -> bool:
+    """An egress rule admitting TCP 443 to addresses outside the cluster (an ipBlock, or any)."""
+    ports = as_list(get_path(rule, "ports"))
+    to = as_list(get_path(rule, "to"))
+
+    def port_443(p: Any) -> bool:
+        port, end = get_path(p, "port"), get_path(p, "endPort")
+        if str(get_path(p, "protocol") or "TCP").upper() != "TCP":
+            return False
+        if port is None:
+            return True
+        if str(port) == "https":
+            return True
+        try:
+            return int(port) <= 443 <= int(end if end is not None else port)
+        except (TypeError, ValueError):
+            return False
+
+    return (not ports or any(port_443(p) for p in ports)) and (
+        not to or any(get_path(t, "ipBlock") for t in to)
+    )
+
+
+def _fleet_egress(view: StackView) -> Iterator[tuple[str, str | None]]:
+    seen: set[str] = set()
+    for c, process in app_containers(view):
+        if (
+            c.platform != "kubernetes"
+            or c.init
+            or Env.FLEET_SITES.value not in c.env
+            or c.resource.urn in seen
+        ):
+            continue
+        seen.add(c.resource.urn)
+        policies = _egress_policies(view, c.resource)
+        if policies and not any(
+            _https_out(rule) for p in policies for rule in as_list(get_path(p.props, "spec", "egress"))
+        ):
+            names = ", ".join(repr(str(get_path(p.props, "metadata", "name") or p.name)) for p in policies)
+            yield (
+                f"{c.label} ({process or 'app'}) calls the fleet's other sites ({Env.FLEET_SITES.value}) "
+                f"over HTTPS, but the NetworkPolicies restricting its pods' egress ({names}) admit no "
+                "TCP 443 out of the cluster: its writes could never reach a majority",
+                c.resource.urn,
+            )
+
+
 RULES = [
     Rule(
         "skyfleet-workload-permissions",
@@ -485,6 +555,16 @@ RULES = [
         "or execution role; a role on the topic, subscription or secret for the service account; the "
         "subjects in the NATS user's permissions from agent_app.queues.permissions.nats_permissions).",
         stack_check=_permissions,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-fleet-egress",
+        "Each workload of a fleet site may reach the other sites over HTTPS.",
+        Severity.HIGH,
+        Controls(nist=("SC-7",), soc2=("A1.2",)),
+        "Add an egress rule to the NetworkPolicy selecting the api and worker pods admitting TCP 443 to an "
+        "ipBlock outside the cluster (0.0.0.0/0 except private ranges, or the other sites' addresses).",
+        stack_check=_fleet_egress,
         group=SKYFLEET,
     ),
 ]

@@ -42,6 +42,7 @@ DEPLOYABILITY = {
     "aws-alarm-topic-deliverable",
     "aws-ecs-writable-volume-prepared",
     "skyfleet-fleet-site-name",
+    "skyfleet-fleet-egress",
 }
 
 
@@ -614,6 +615,34 @@ def _queue_url(r: PlannedResource, change: Callable[[str], str]) -> None:
         )
 
     edit(r, apply)
+
+
+def test_fleet_egress_a_site_whose_pods_cannot_reach_the_other_sites(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "onprem-prod")
+    assert check(gate, plan).of("skyfleet-fleet-egress") == []
+    api = res(plan, "api", "kubernetes:apps/v1:Deployment")
+    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+
+    def offline_only(props: dict[str, Any]) -> None:
+        # the egress an offline model needs: its stores, nothing out of the cluster
+        props["spec"]["egress"] = [r for r in props["spec"]["egress"] if "ipBlock" not in json.dumps(r)]
+
+    edit(res(plan, "netpol-api", "kubernetes:networking.k8s.io/v1:NetworkPolicy"), offline_only)
+    fires(
+        gate,
+        plan,
+        "skyfleet-fleet-egress",
+        api,
+        "calls the fleet's other sites (AGENT_FLEET_SITES) over HTTPS, but the NetworkPolicies restricting "
+        "its pods' egress ('allow-dns', 'allow-api', 'default-deny') admit no TCP 443 out of the cluster",
+        only=True,
+    )
+    assert check(gate, plan).on("skyfleet-fleet-egress", worker) == []
+    # Out of the fleet, the same policy is right.
+    set_app_env(api, "AGENT_FLEET_SITES", None)
+    assert check(gate, plan).on("skyfleet-fleet-egress", api) == []
 
 
 def test_permissions_nats_users(gate: Gate, shipped: dict[str, Plan]) -> None:

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from agent_app import contract
-from infra.outputs import EdgeOutputs
+from infra.edge.records import AUTHORIZATION_TTL, authorization_records
+from infra.outputs import DnsRecord, EdgeOutputs
 from skyfleet.plan import Plan, PlanError, plan_stack
 from tests.support.plans import ROOT
 
@@ -57,6 +58,18 @@ def check_ids(plan: Plan) -> dict[str, str]:
     return {r.inputs["tags"]["site"]: str(r.id) for r in plan.of_type(HEALTH_CHECK)}
 
 
+AUTHORIZATION = "dns-authorization-"
+
+
+def routing(plan: Plan) -> list[Any]:
+    """The global name's records (not the sites' certificate validation records)."""
+    return [r for r in plan.of_type(RECORD) if not r.name.startswith(AUTHORIZATION)]
+
+
+def authorizations(plan: Plan) -> list[Any]:
+    return [r for r in plan.of_type(RECORD) if r.name.startswith(AUTHORIZATION)]
+
+
 # --- health checks --------------------------------------------------------------------------------
 
 
@@ -93,7 +106,7 @@ def test_failover_records_primary_then_secondary_tied_to_health_checks(
     name, ttl = cfg["recordName"], cfg["ttl"]
     ids = check_ids(plan)
     hosts = {s: plans[s].outputs["endpointHost"] for s in SITES}
-    records = [r.inputs for r in plan.of_type(RECORD)]
+    records = [r.inputs for r in routing(plan)]
     by_name: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_name.setdefault(rec["name"], []).append(rec)
@@ -119,9 +132,9 @@ def test_failover_records_primary_then_secondary_tied_to_health_checks(
     assert [r["setIdentifier"] for r in order] == priority
     # Route 53 refuses an alias whose target does not exist yet: each alias waits for the
     # records of the name it points at.
-    for r in plan.of_type(RECORD):
+    for r in routing(plan):
         for alias in r.inputs.get("aliases", []):
-            targets = {t.urn for t in plan.of_type(RECORD) if t.inputs["name"] == alias["name"]}
+            targets = {t.urn for t in routing(plan) if t.inputs["name"] == alias["name"]}
             assert targets and targets <= set(r.dependencies), r.name
     for rec in order:
         site = rec["setIdentifier"]
@@ -138,7 +151,7 @@ def test_weighted_routing_shares_by_weight_with_health_checks(
     cfg = edge_config()
     weights = {s["name"]: s["weight"] for s in cfg["sites"]}
     ids = check_ids(weighted)
-    records = [r.inputs for r in weighted.of_type(RECORD)]
+    records = [r.inputs for r in routing(weighted)]
     assert len(records) == len(SITES)
     for rec in records:
         site = rec["setIdentifier"]
@@ -157,7 +170,7 @@ def test_multivalue_answers_every_site_address_with_its_health_check(plans: dict
     mv = plans["edge-multivalue"]
     cfg = yaml.safe_load((ROOT / "stacks" / "Pulumi.edge-multivalue.yaml").read_text())["config"]
     ids = check_ids(mv)
-    records = {r.inputs["setIdentifier"]: r.inputs for r in mv.of_type(RECORD)}
+    records = {r.inputs["setIdentifier"]: r.inputs for r in routing(mv)}
     assert set(records) == set(SITES)
     for site, rec in records.items():
         addresses = plans[site].outputs["endpointAddresses"]
@@ -223,6 +236,69 @@ def test_two_site_failover_needs_no_tier(
     assert {r["name"] for r in records} == {edge_config()["recordName"]}
     assert sorted(r["failoverRoutingPolicies"][0]["type"] for r in records) == ["PRIMARY", "SECONDARY"]
     assert not any("aliases" in r for r in records)
+
+
+# --- certificate validation records ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["edge-prod", "edge-active", "edge-multivalue"])
+def test_the_edge_creates_every_dns_authorization_a_site_exports(plans: dict[str, Plan], stack: str) -> None:
+    """A gcp site's certificate (its own name and the global name) is issued only once Certificate
+    Manager finds its DNS authorization CNAMEs: whichever edge owns the global name creates every
+    one its sites export, in its zone, as exported (nothing else creates them)."""
+    edge = plans[stack]
+    cfg = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]["skyfleet:edge"]
+    exported = {s: plans[s].outputs.get("dnsAuthorizations") or [] for s in SITES}
+    # The gcp site exports one per name its certificate covers; the others need none.
+    assert len(exported["gcp-prod"]) == len(plans["gcp-prod"].outputs["hostNames"]) >= 2
+    assert exported["aws-prod"] == exported["onprem-prod"] == []
+    wanted = {(r["name"].rstrip("."), r["type"], r["data"]) for records in exported.values() for r in records}
+    created = authorizations(edge)
+    assert {(r.inputs["name"].rstrip("."), r.inputs["type"], *r.inputs["records"]) for r in created} == wanted
+    assert len(created) == len(wanted)
+    (component,) = [r for r in edge.resources if r.type == "skyfleet:edge:Records"]
+    for r in created:
+        assert r.inputs["type"] == "CNAME" and len(r.inputs["records"]) == 1
+        assert r.inputs["zoneId"] == cfg["zoneId"]
+        assert num(r.inputs["ttl"]) == AUTHORIZATION_TTL
+        # A plain record: answered whatever the sites' health, by no routing policy.
+        assert not {"setIdentifier", "healthCheckId", "aliases"} & set(r.inputs), r.name
+        assert not any(k.endswith("RoutingPolicies") or k.endswith("RoutingPolicy") for k in r.inputs), r.name
+        assert r.parent == component.urn
+    # None sits at a routing record's name (DNS allows no CNAME beside other records).
+    assert not {r.inputs["name"] for r in created} & {r.inputs["name"] for r in routing(edge)}
+
+
+def test_sites_that_export_no_dns_authorizations_get_none(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
+) -> None:
+    """Site stacks deployed before the output existed (and aws and onprem sites) export none."""
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{STACK}.yaml").read_text())
+    project = temp_project("edge-no-auth", yaml.safe_dump(doc))
+    known = {s: dict(plans[s].outputs) for s in SITES}
+    for outputs in known.values():
+        outputs.pop("dnsAuthorizations", None)
+    plan = plan_stack(project, "edge-no-auth", known_outputs=known)
+    assert not authorizations(plan)
+    assert len(routing(plan)) == len(routing(plans[STACK]))
+
+
+def test_dns_authorizations_are_created_once_and_conflicts_refused() -> None:
+    record = DnsRecord(
+        name="_acme-challenge_x.api.test.", type="CNAME", data="a.authorize.certificatemanager.goog."
+    )
+    same = DnsRecord(
+        name="_acme-challenge_x.API.test", type="CNAME", data="a.authorize.certificatemanager.goog"
+    )
+    # Two sites in one project share the per-project record: one Route 53 record.
+    assert list(authorization_records({"gcp-a": [record], "gcp-b": [same]})) == ["_acme-challenge_x.api.test"]
+    other = record.model_copy(update={"data": "b.authorize.certificatemanager.goog."})
+    with pytest.raises(ValueError, match=r"sites gcp-a and gcp-b export the DNS authorization .* two values"):
+        authorization_records({"gcp-a": [record], "gcp-b": [other]})
+    with pytest.raises(ValueError, match=r"site gcp-a exports the DNS authorization .*CNAME records"):
+        authorization_records({"gcp-a": [record.model_copy(update={"type": "TXT"})]})
+    with pytest.raises(ValueError, match=r"site gcp-a exports the DNS authorization"):
+        authorization_records({"gcp-a": [record.model_copy(update={"data": ""})]})
 
 
 # --- alarms, provider, outputs ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ pack) reads off the wire-form inputs of gcp-prod, and of dev variants of it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -280,6 +281,9 @@ def test_certificate_covers_every_host_name_through_dns_authorization(prod: Plan
     ids = by_id(prod)
     auths = {r.outputs["id"]: r for r in of(prod, "gcp:certificatemanager/dnsAuthorization:DnsAuthorization")}
     assert sorted(a.inputs["domain"] for a in auths.values()) == sorted(names)
+    # Per project: the CNAME sits at _acme-challenge_<id>.<name>, so it never clashes with an
+    # ACME DNS-01 solver's TXT at _acme-challenge.<name> (the onprem site's, for the global name).
+    assert {a.inputs.get("type") for a in auths.values()} == {"PER_PROJECT_RECORD"}
     cert = one(prod, "gcp:certificatemanager/certificate:Certificate")
     assert cert.inputs["managed"]["domains"] == names
     assert set(cert.inputs["managed"]["dnsAuthorizations"]) == set(auths)
@@ -296,10 +300,18 @@ def test_certificate_covers_every_host_name_through_dns_authorization(prod: Plan
     assert {e.urn for e in entries} <= set(proxy.dependencies) | set(
         u for deps in proxy.property_dependencies.values() for u in deps
     )
-    # What the operator (or the edge) must create for each name: one CNAME each.
+    # What the edge creates for each name (tests/unit/infra/test_edge.py): one CNAME each, in
+    # the outputs' contract.
     records = prod.outputs["dnsAuthorizations"]
-    assert sorted(r["name"] for r in records) == sorted(f"_acme-challenge.{n}." for n in names)
+    assert len(records) == len(names)
+    for n in names:
+        (r,) = [r for r in records if r["name"].endswith(f".{n}.")]
+        assert r["name"].startswith("_acme-challenge_"), r  # the per-project label
     assert all(r["type"] == "CNAME" and r["data"] for r in records)
+    exported = SiteOutputs.model_validate(prod.outputs).dns_authorizations
+    assert [(r.name, r.type, r.data) for r in exported] == [
+        (r["name"], r["type"], r["data"]) for r in records
+    ]
 
 
 def test_plain_http_only_redirects(prod: Plan) -> None:
@@ -319,7 +331,9 @@ def test_cloud_armor_guards_the_backend_when_configured(prod: Plan, dev: Plan) -
     armor = ids[backend.inputs["securityPolicy"]]
     actions = [rule["action"] for rule in armor.inputs["rules"]]
     assert "throttle" in actions and "deny(403)" in actions
-    waf = [rule["match"]["expr"]["expression"] for rule in armor.inputs["rules"] if "expr" in rule["match"]]
+    waf = [
+        rule["match"]["expr"]["expression"] for rule in armor.inputs["rules"] if rule["action"] == "deny(403)"
+    ]
     assert any("sqli" in e for e in waf) and any("xss" in e for e in waf)
     # Chat text looks like SQL and script often enough: the least false-positive-prone level, and
     # the free-text routes (their bodies are data to the app) left to the app.
@@ -337,6 +351,69 @@ def test_cloud_armor_guards_the_backend_when_configured(prod: Plan, dev: Plan) -
     # Off in the dev variant: no policy, and the backend names none.
     assert not of(dev, "gcp:compute/securityPolicy:SecurityPolicy")
     assert "securityPolicy" not in one(dev, "gcp:compute/backendService:BackendService").inputs
+
+
+def applies(rule: dict[str, Any], path: str) -> bool:
+    """Whether a planned Cloud Armor rule's match holds for a request to ``path``, the WAF's own
+    verdict taken as "attack" (so a WAF rule applies wherever its path conditions let it)."""
+    match = rule["match"]
+    if "expr" not in match:
+        assert match["versionedExpr"] == "SRC_IPS_V1" and match["config"]["srcIpRanges"] == ["*"], match
+        return True
+    result = True
+    for clause in match["expr"]["expression"].split(" && "):
+        found = re.fullmatch(r"(!?)request\.path\.matches\('([^']*)'\)", clause)
+        if found:
+            # CEL's matches is RE2 with search semantics; these patterns mean the same in re.
+            result = result and bool(re.search(found[2], path)) != bool(found[1])
+        else:
+            assert clause.startswith("evaluatePreconfiguredWaf("), clause
+    return result
+
+
+def paths(templates: list[str]) -> list[str]:
+    return [re.sub(r"\{[^}]+\}", "Ab-0_9", t) for t in templates]
+
+
+def test_cloud_armor_leaves_the_fleet_routes_to_the_app(prod: Plan) -> None:
+    """Replication (PUT .../{sessions|tasks}/{id}) and appends carry users' messages, and come from
+    a peer site's few NAT addresses: the WAF would refuse a chat with SQL or HTML in it, and the
+    per-IP limit would throttle a whole site's replication. The app checks the fleet key (the
+    client requests behind them were limited by key), so every fleet route passes the WAF and the
+    throttle; client routes do not."""
+    from agent_app.routers.fleet import router as fleet_router
+
+    ids = by_id(prod)
+    armor = ids[one(prod, "gcp:compute/backendService:BackendService").inputs["securityPolicy"]]
+    rules = armor.inputs["rules"]
+    waf = [r for r in rules if r["action"] == "deny(403)"]
+    (throttle,) = [r for r in rules if r["action"] == "throttle"]
+    assert len(waf) >= 4
+
+    fleet = paths([route.path for route in fleet_router.routes])  # type: ignore[attr-defined]
+    assert fleet and all(p.startswith(f"{contract.FLEET_PATH_PREFIX}/") for p in fleet)
+    for path in fleet:
+        assert not any(applies(r, path) for r in waf), path
+        assert not applies(throttle, path), path
+
+    # Every client route is still throttled per IP, and inspected by the WAF unless its body is
+    # free text; a path that only looks like the fleet's is no way around either.
+    client = paths(list(json.loads((ROOT / "agent_app" / "openapi.json").read_text())["paths"]))
+    free_text = {"/v1/sessions/Ab-0_9/messages", "/v1/sessions/Ab-0_9/tasks"}
+    assert free_text < set(client) and "/v1/sessions" in client
+    prefix = contract.FLEET_PATH_PREFIX
+    lookalikes = [
+        f"{prefix}/../../v1/sessions",
+        f"{prefix}/%2e%2e/%2e%2e/v1/sessions",
+        f"{prefix}x/sessions/Ab-0_9",
+        prefix,
+    ]
+    for path in [*client, *lookalikes]:
+        assert applies(throttle, path), path
+        if path not in free_text:
+            assert all(applies(r, path) for r in waf), path
+    assert throttle["rateLimitOptions"]["enforceOnKey"] == "IP"
+    assert throttle["rateLimitOptions"]["conformAction"] == "allow"
 
 
 # --- Cloud Run: not public beyond the load balancer ----------------------------------------------

@@ -45,6 +45,23 @@ CRDS = {
     "kubernetes:monitoring.coreos.com/v1:PodMonitor",
 }
 CLUSTER_SCOPED = {"kubernetes:core/v1:Namespace"}
+# Ingress annotations ingress-nginx reads (docs/user-guide/nginx-configuration/annotations.md),
+# those the site could use; "hsts", "hsts-max-age" and "ssl-protocols" are ConfigMap keys only.
+NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
+INGRESS_NGINX_ANNOTATIONS = {
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "proxy-body-size",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "proxy-connect-timeout",
+    "ssl-ciphers",
+    "ssl-prefer-server-ciphers",
+    "limit-rps",
+    "limit-connections",
+    "whitelist-source-range",
+    "backend-protocol",
+}
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -269,6 +286,26 @@ def _policies(plan: Plan) -> dict[str, dict[str, Any]]:
     }
 
 
+# HTTPS to the internet, private ranges excepted.
+_HTTPS_OUT = {
+    "to": [
+        {
+            "ipBlock": {
+                "cidr": "0.0.0.0/0",
+                "except": [
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "169.254.0.0/16",
+                    "100.64.0.0/10",
+                ],
+            }
+        }
+    ],
+    "ports": [{"port": 443, "protocol": "TCP"}],
+}
+
+
 def _admits(rules: list[dict[str, Any]], peer_key: str, role: str, port: int) -> bool:
     for rule in rules:
         ports = {p["port"] for p in rule.get("ports", [])}
@@ -305,8 +342,28 @@ def test_default_deny_then_only_the_flows_the_app_needs(plan: Plan) -> None:
     assert _admits(policies["allow-redis"]["egress"], "to", "redis", 6379)  # replication
     assert _admits(policies["allow-nats"]["ingress"], "from", "nats", 6222)  # cluster routes
     assert _admits(policies["allow-nats"]["ingress"], "from", "nats-streams", 4222)
-    # The offline model needs no internet: no ipBlock egress anywhere.
-    assert "ipBlock" not in json.dumps(policies)
+    # A fleet site's api and worker reach the other sites at their regional names: HTTPS to
+    # the internet, never into private ranges; no other role goes out.
+    for role, policy in policies.items():
+        internet = [r for r in policy.get("egress", []) if "ipBlock" in json.dumps(r)]
+        assert internet == ([_HTTPS_OUT] if role in ("allow-api", "allow-worker") else []), role
+
+
+def test_only_a_site_that_calls_out_may_reach_the_internet(plan: Plan, dev_plan: Plan) -> None:
+    """What the pods' env says they call (the fleet's sites, a model API) is what their
+    NetworkPolicy lets out: a fleet site whose pods could not reach the others would count only
+    itself, and no write of its would reach a majority."""
+    fleets = []
+    for site_plan in (plan, dev_plan):
+        policies = _policies(site_plan)
+        for role in ("api", "worker"):
+            pod = one(site_plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]
+            env = {k: v for c in containers(pod) for k, v in env_of(c).items()}
+            model = env.get(Env.MODEL_BACKEND.value, {}).get("value", "offline")
+            calls_out = Env.FLEET_SITES.value in env or model != "offline"
+            assert (_HTTPS_OUT in policies[f"allow-{role}"]["egress"]) == calls_out, (role, calls_out)
+            fleets.append(Env.FLEET_SITES.value in env)
+    assert fleets == [True, True, False, False]  # prod is a fleet site; the dev site is not
 
 
 def test_ingress_is_https_only_with_a_cert_manager_certificate(plan: Plan) -> None:
@@ -317,6 +374,10 @@ def test_ingress_is_https_only_with_a_cert_manager_certificate(plan: Plan) -> No
     internal = {c.inputs["spec"]["issuerRef"]["name"] for c in plan.of_type(CERTIFICATE)}
     assert internal == {"skyfleet-internal-ca"}
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    # Only annotations ingress-nginx reads: HSTS and the TLS protocols are keys of the
+    # controller's ConfigMap (a cluster prerequisite), and an unknown annotation is ignored.
+    nginx = {k.removeprefix(NGINX_PREFIX) for k in annotations if k.startswith(NGINX_PREFIX)}
+    assert nginx <= INGRESS_NGINX_ANNOTATIONS, nginx - INGRESS_NGINX_ANNOTATIONS
     spec = ing["spec"]
     assert spec["ingressClassName"] == "nginx"
     # Every name clients use (the site's own and the edge's global name) is in the certificate
@@ -460,6 +521,21 @@ def test_alarms_cover_errors_dead_letters_and_unready_pods(plan: Plan) -> None:
     assert f'namespace="{NAMESPACE}"' in alerts["AgentPodsNotReady"]["expr"]
     logs = one(plan, "kubernetes:core/v1:ConfigMap", "log-pipeline")["data"]["fluent-bit.conf"]
     assert f"_{NAMESPACE}_" in logs and "tls         On" in logs
+
+
+def test_pods_not_ready_leaves_out_pods_that_ran_to_completion(plan: Plan) -> None:
+    """The nats-streams Job's pod is never ready once it succeeded: the alert must not count it,
+    or it fires for as long as the completed pod is kept."""
+    assert plan.of_type("kubernetes:batch/v1:Job"), "the plan has a Job whose pod completes"
+    (rule,) = plan.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    alerts = {r["alert"]: r for g in manifest(rule)["spec"]["groups"] for r in g["rules"]}
+    expr = " ".join(alerts["AgentPodsNotReady"]["expr"].split())
+    not_ready = (
+        f'sum by (namespace, pod) (kube_pod_status_ready{{namespace="{NAMESPACE}",condition!="true"}})'
+    )
+    succeeded = f'kube_pod_status_phase{{namespace="{NAMESPACE}",phase="Succeeded"}} == 1'
+    # PromQL binds a comparison tighter than "unless": the threshold is parenthesised with the sum.
+    assert expr == f"({not_ready} > 0) unless on (namespace, pod) ({succeeded})", expr
 
 
 # --- schema validation ------------------------------------------------------------------------------

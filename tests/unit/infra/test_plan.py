@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,9 +13,9 @@ from pathlib import Path
 import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
-from infra.capabilities import CAPABILITIES, COMPONENTS
+from infra.capabilities import CAPABILITIES, COMPONENTS, EVIDENCE, Evidence, matching, missing_capabilities
 from infra.outputs import EdgeOutputs, SiteOutputs
-from skyfleet.plan import Plan, plan_stack
+from skyfleet.plan import Plan, PlannedResource, plan_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 SITES = ("aws", "gcp", "onprem")
@@ -27,12 +29,58 @@ def test_required_stacks_are_shipped(plans: dict[str, Plan]) -> None:
 @pytest.mark.parametrize("target", SITES)
 def test_parity_every_site_provides_every_capability(plans: dict[str, Plan], target: str) -> None:
     plan = plans[f"{target}-prod"]
-    types = {r.type for r in plan.resources}
-    missing = [c for c, per in CAPABILITIES.items() if not types & set(per[target])]
+    assert set(CAPABILITIES) == set(EVIDENCE) and all(set(per) == set(SITES) for per in EVIDENCE.values())
+    missing = missing_capabilities(target, plan.resources)
     assert not missing, f"{target}-prod lacks {missing}"
     components = {r.type for r in plan.resources if not r.custom}
     absent = [c for c in COMPONENTS if f"skyfleet:{target}:{c}" not in components]
     assert not absent, f"{target}-prod lacks components {absent}"
+
+
+def _without(plan: Plan, evidence: Evidence, target: str) -> list[PlannedResource]:
+    """The plan's resources with ``evidence`` taken out: the input it names unset, or (when it
+    names none) every resource that matches it removed."""
+    hit = {r.urn for r in matching(evidence, target, plan.resources)}
+    if not evidence.path:
+        return [r for r in plan.resources if r.urn not in hit]
+    out = []
+    for r in plan.resources:
+        if r.urn in hit:
+            inputs = copy.deepcopy(r.inputs)
+            holder = inputs
+            for key in evidence.path[:-1]:
+                holder = holder[key]
+            del holder[evidence.path[-1]]
+            r = dataclasses.replace(r, inputs=inputs)
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("target", SITES)
+def test_parity_fails_when_any_piece_of_a_capability_is_missing(plans: dict[str, Plan], target: str) -> None:
+    """Resources of the same type serve different capabilities (the DLQ and the task queue, the
+    cache's StatefulSet and the broker's, Cloud Run's service and its autoscaling): the parity
+    check tells them apart, so taking one away is reported as that capability missing."""
+    plan = plans[f"{target}-prod"]
+    for capability, per in EVIDENCE.items():
+        for evidence in per[target]:
+            assert matching(evidence, target, plan.resources), (capability, evidence)
+            missing = missing_capabilities(target, _without(plan, evidence, target))
+            assert capability in missing, (capability, evidence, missing)
+
+
+@pytest.mark.parametrize("target", SITES)
+def test_every_capability_is_shown_by_something_no_other_capability_is(
+    plans: dict[str, Plan], target: str
+) -> None:
+    plan = plans[f"{target}-prod"]
+    shown = {
+        capability: {(r.urn, e.path) for e in per[target] for r in matching(e, target, plan.resources)}
+        for capability, per in EVIDENCE.items()
+    }
+    for capability, keys in shown.items():
+        others = set().union(*(k for c, k in shown.items() if c != capability))
+        assert keys - others, f"{target}: {capability} is shown only by what other capabilities are"
 
 
 def test_every_resource_is_parented_to_a_component(plans: dict[str, Plan]) -> None:
