@@ -83,7 +83,7 @@ def print_report(report: DrillReport, report_dir: Path) -> None:
         ("failed / total requests", f"{m.failed_requests} / {m.total_requests}"),
         ("error_window_seconds", str(m.error_window_seconds)),
         ("sessions_lost / turns_lost", f"{m.sessions_lost} / {m.turns_lost}"),
-        ("tasks_lost / tasks_duplicated", f"{m.tasks_lost} / {m.tasks_duplicated}"),
+        ("tasks_lost / duplicated / failed", f"{m.tasks_lost} / {m.tasks_duplicated} / {m.tasks_failed}"),
         (
             "latency p99 before/during/after (ms)",
             f"{m.latency_ms.before.p99} / {m.latency_ms.during.p99} / {m.latency_ms.after.p99}",

@@ -29,6 +29,7 @@ TARGET_METRICS: frozenset[str] = frozenset(
         "turns_lost",
         "tasks_lost",
         "tasks_duplicated",
+        "tasks_failed",
         "replication_lag_p99_ms",
         "latency_during_p99_ms",
         "latency_after_p99_ms",

@@ -40,7 +40,7 @@ from agent_app.client import FleetClient
 from agent_app.contract import INSTANCE_HEADER, LIVENESS_PATH, SITE_HEADER, VIA_HEADER
 from skyfleet.drills.experiment import LoadSpec
 from skyfleet.drills.frontdoor import FrontDoor, ensure_loopback
-from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord
+from skyfleet.drills.records import TASK_FIELDS, LoadRecording, RequestRecord, turn_marker
 
 # After the schedule's end, in-flight requests get their timeout and this much more; past that
 # the child exits whatever it is doing.
@@ -76,7 +76,7 @@ class LoadProcess:
         self.base_url = door.url.rstrip("/")
         self.spec = spec
         self.seed = seed
-        self.recording = LoadRecording()
+        self.recording = LoadRecording(rate=spec.rate)
         self.pid: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -382,7 +382,7 @@ class Generator:
             method, path, body = "POST", "/v1/sessions", {}
         elif kind == "message":
             self._turn_counter += 1
-            marker = f"sf-turn-{self._turn_counter}"
+            marker = turn_marker(self._turn_counter)
             method, path = "POST", f"/v1/sessions/{session_id}/messages"
             body = {"content": f"drill {marker}: what is {self._turn_counter} + 2?"}
         elif kind == "task":

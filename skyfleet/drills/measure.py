@@ -12,10 +12,13 @@ Definitions (docs/drills.md repeats them for users):
   was rolled back); successful requests only, by send time.
 - ``sessions_lost`` (RPO): sessions missing at least one acknowledged turn when every session's
   history is read back after the drill; ``turns_lost`` counts the turns themselves.
-- ``tasks_lost``: accepted tasks with no final status after the drain; ``tasks_duplicated``:
+- ``tasks_lost``: accepted tasks with no final status after the drain, or whose record cannot
+  be read back (404, no answer) even if the load saw it final; ``tasks_duplicated``:
   tasks that reached a final status more than once (a task seen final and later seen running
   again, or with another result/``updated_at``: the app ran it twice). ``tasks_retried``
   (the app's ``attempts`` > 1, e.g. a worker died mid-task) is reported but is not a duplicate.
+- ``tasks_failed``: tasks read back with the final status ``failed`` (not lost, not delivered:
+  the app gave the work up); counted apart from ``tasks_lost``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class DataCheck(BaseModel):
     tasks_checked: int = 0
     tasks_lost: int = 0
     tasks_duplicated: int = 0
+    tasks_failed: int = Field(default=0, description="read back with the final status 'failed'")
     tasks_retried: int = Field(
         default=0, description="started more than once (e.g. a worker died); not a duplicate"
     )
@@ -77,6 +81,7 @@ class Measurements(BaseModel):
     turns_lost: int | None = None
     tasks_lost: int | None = None
     tasks_duplicated: int | None = None
+    tasks_failed: int | None = None
     replication_lag_ms: LagPercentiles = Field(default_factory=LagPercentiles)
     served_by_site: dict[str, dict[str, int]] = Field(default_factory=dict)
     # Successful requests another site passed to the record's home, by the site they reached.
@@ -224,6 +229,7 @@ def measure(
         m.turns_lost = data.turns_lost
         m.tasks_lost = data.tasks_lost
         m.tasks_duplicated = data.tasks_duplicated
+        m.tasks_failed = data.tasks_failed
     return m
 
 

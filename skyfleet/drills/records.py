@@ -8,12 +8,30 @@ Times are epoch seconds, comparable with the fault times the drill records.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 # Task statuses after which the app will not touch the task again.
 FINAL_TASK_STATUSES = frozenset({"succeeded", "failed"})
+# A final status that is not a delivery: the app gave the task up (counted as tasks_failed).
+FAILED_TASK_STATUS = "failed"
+# Each acknowledged turn's message carries a marker unique to the run: ``sf-turn-<n>``.
+_TURN_MARKER = re.compile(r"sf-turn-[0-9]+")
+
+
+def turn_marker(number: int) -> str:
+    """The marker of the load's ``number``-th turn."""
+    return f"sf-turn-{number}"
+
+
+def turn_markers(text: str) -> set[str]:
+    """The whole markers in a message's text: ``sf-turn-12`` is one, and does not contain
+    ``sf-turn-1`` (a marker is never looked up as a substring)."""
+    return set(_TURN_MARKER.findall(text))
+
+
 # The fields of a task record that tell whether it changed after it was final.
 TASK_FIELDS = ("status", "result", "updated_at", "attempts")
 
@@ -103,6 +121,8 @@ class LoadRecording:
 
     started_at: float = 0.0
     stopped_at: float = 0.0
+    # The schedule's requests per second (0: not known): what a window should hold.
+    rate: float = 0.0
     records: list[RequestRecord] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     turns: list[AckedTurn] = field(default_factory=list)

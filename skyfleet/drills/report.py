@@ -146,7 +146,8 @@ def render_markdown(report: DrillReport) -> str:
         f"| failed / total requests | {m.failed_requests} / {m.total_requests} |",
         f"| error window | {_fmt(m.error_window_seconds, ' s')} |",
         f"| sessions lost (RPO) / turns lost | {_fmt(m.sessions_lost)} / {_fmt(m.turns_lost)} |",
-        f"| tasks lost / duplicated | {_fmt(m.tasks_lost)} / {_fmt(m.tasks_duplicated)} |",
+        f"| tasks lost / duplicated / failed | {_fmt(m.tasks_lost)} / {_fmt(m.tasks_duplicated)} / "
+        f"{_fmt(m.tasks_failed)} |",
         f"| replication lag p50 / p99 | {_fmt(m.replication_lag_ms.p50, ' ms')} / "
         f"{_fmt(m.replication_lag_ms.p99, ' ms')} ({m.replication_lag_ms.samples} samples) |",
     ]

@@ -10,6 +10,7 @@ import inspect
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,5 +208,34 @@ def test_load_probes_need_a_load(stack: StackTarget) -> None:
     try:
         with pytest.raises(NoLoadError, match="no drill load is running"):
             success_rate()
+    finally:
+        context.activate(None)
+
+
+def test_success_rate_counts_requests_due_and_unanswered_as_failures(stack: StackTarget) -> None:
+    """A record is made when an answer comes: a site that answers nothing leaves an empty window,
+    which must not read as a healthy service while the load's schedule kept sending."""
+    from skyfleet.drills.hypothesis import success_rate
+    from skyfleet.drills.records import LoadRecording, RequestRecord
+
+    ctx = RunContext(stack)
+    now = time.time()
+    ctx.load = LoadRecording(rate=30.0, started_at=now - 60)
+
+    def answered(ok: int, failed: int = 0) -> None:
+        for i in range(ok + failed):
+            sent = now - 1.5 + i * 0.01
+            ctx.load.add(RequestRecord("session", sent, sent, 10.0, 201 if i < ok else 503, "aws-prod"))  # type: ignore[union-attr]
+
+    context.activate(ctx)
+    try:
+        assert success_rate() == 0.0  # 60 requests due in 2 s, none answered: they hang
+        answered(10)
+        assert success_rate() == round(10 / 30, 4)  # a sixth of the schedule answered
+        answered(50, failed=1)
+        assert success_rate() == round(60 / 61, 4)  # a full window: judged by its answers
+        ctx.load.stopped_at = time.time()  # the load is over: nothing is due any more
+        ctx.load.records.clear()
+        assert success_rate() == 1.0
     finally:
         context.activate(None)

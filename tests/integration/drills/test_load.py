@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_app.keys import session_key, task_key
 from skyfleet.drills.experiment import LoadMix, LoadSpec
 from skyfleet.drills.frontdoor import FrontDoor, LoadTargetError
 from skyfleet.drills.load import LOAD_NICENESS, LoadProcess
@@ -70,18 +71,21 @@ def test_open_loop_every_request_streamed_and_nothing_lost(agent_site: AgentSite
     )
     assert data.turns_checked == len(rec.turns) and data.turns_lost == 0 and data.sessions_lost == 0
     assert data.tasks_checked == len(rec.tasks) and data.tasks_lost == 0 and data.tasks_duplicated == 0
+    assert data.tasks_failed == 0 and data.task_statuses == {"succeeded": len(rec.tasks)}
 
 
 def test_a_user_whose_session_is_gone_starts_a_new_one(agent_site: AgentSite) -> None:
     """The store loses every session mid-load (as the next site has none of a lost site's):
     each user's next request gets 404 once, then they start over; nobody retries a lost session
-    for the rest of the run."""
+    for the rest of the run. The read-back then counts as lost what the store lost."""
     import redis as redis_lib
 
     spec = LoadSpec(rate=40, max_seconds=6, warmup_seconds=0, request_timeout_seconds=5)
-    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
+    door = FrontDoor(agent_site.url, (agent_site.api_key,))
+    load = LoadProcess(door, spec)
     load.start()
     wait_until(lambda: len(load.recording.sessions) >= 10, timeout=30, what="ten sessions")
+    flushing_at = time.time()
     with redis_lib.Redis.from_url(agent_site.redis.url) as store:
         store.flushall()
     lost_at = time.time()
@@ -95,6 +99,28 @@ def test_a_user_whose_session_is_gone_starts_a_new_one(agent_site: AgentSite) ->
     # after it, on a busy machine); one sent after it cannot have been lost.
     lost = {r.session_id for r in rec.records if r.kind == "session" and r.ok and r.sent < lost_at}
     assert set(per_session) <= lost  # sessions opened after the loss are served
+
+    # The read-back counts as lost exactly what the store no longer holds: every session, turn
+    # and task acknowledged before the flush (tasks the load saw finish included), none after.
+    with redis_lib.Redis.from_url(agent_site.redis.url) as store:
+        gone = {s for s in rec.sessions if not store.exists(session_key(s))}
+        gone_tasks = {t for t in rec.tasks if not store.exists(task_key(t))}
+    stored_before = {
+        r.session_id for r in rec.records if r.kind == "session" and r.ok and r.completed < flushing_at
+    }
+    assert stored_before <= gone <= lost
+    tasks_before = {t.task_id for t in rec.tasks.values() if t.accepted_at < flushing_at}
+    assert tasks_before <= gone_tasks
+    assert any(rec.tasks[t].final is not None for t in tasks_before), (
+        "the load saw no task finish before the flush"
+    )
+    assert len(gone) < len(rec.sessions), (
+        "no session was opened after the flush: the read-back's kept ones are untested"
+    )
+    data = asyncio.run(read_back(door, rec, fault_at=None, drain_seconds=20, request_timeout=5))
+    assert data.sessions_checked == len(rec.sessions) and data.sessions_lost == len(gone)
+    assert data.turns_lost == sum(1 for t in rec.turns if t.session_id in gone) > 0
+    assert data.tasks_checked == len(rec.tasks) and data.tasks_lost == len(gone_tasks) > 0, data.notes
 
 
 def test_a_users_conversation_ends_after_turns_per_session(agent_site: AgentSite) -> None:

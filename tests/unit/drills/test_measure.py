@@ -73,7 +73,9 @@ def test_detection_takes_the_faulted_site_first_down_after_the_fault() -> None:
 
 def test_measure_phases_counts_and_targets() -> None:
     rec = _recording()
-    data = DataCheck(sessions_checked=10, sessions_lost=1, turns_lost=2, tasks_lost=0, tasks_duplicated=0)
+    data = DataCheck(
+        sessions_checked=10, sessions_lost=1, turns_lost=2, tasks_lost=0, tasks_duplicated=0, tasks_failed=3
+    )
     m = measure(rec, fault_at=FAULT, restored_at=FAULT + 4, lag_samples_ms=[1, 2, 3, 50], data=data)
     assert m.total_requests == 300 and m.failed_requests == 30 and m.failed_before_fault == 0
     assert m.latency_ms.before.count == 120 and m.latency_ms.during.count == 90
@@ -82,10 +84,15 @@ def test_measure_phases_counts_and_targets() -> None:
     assert m.error_window_seconds > 5.0  # first failure sent at the fault, last answered ~6 s later
     assert m.replication_lag_ms.p50 == 2 and m.replication_lag_ms.p99 == 50
     assert m.sessions_lost == 1 and m.turns_lost == 2
+    assert m.tasks_lost == 0 and m.tasks_failed == 3  # failed tasks are not folded into tasks_lost
+    assert measure(rec, fault_at=FAULT, restored_at=None).tasks_failed is None  # no read-back
     results = {
         t.metric: t
-        for t in check_targets(m, {"failed_requests": 0, "sessions_lost": 1, "detection_seconds": 3})
+        for t in check_targets(
+            m, {"failed_requests": 0, "sessions_lost": 1, "detection_seconds": 3, "tasks_failed": 2}
+        )
     }
+    assert results["tasks_failed"].value == 3 and results["tasks_failed"].met is False
     assert results["failed_requests"].met is False
     assert results["sessions_lost"].met is True
     assert results["detection_seconds"].met is False  # not measured: no health events
@@ -120,6 +127,7 @@ def test_report_files(tmp_path: Path) -> None:
         "sessions_lost",
         "tasks_lost",
         "tasks_duplicated",
+        "tasks_failed",
         "replication_lag_ms",
     ):
         assert key in body, key

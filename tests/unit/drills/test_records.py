@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skyfleet.drills.records import AcceptedTask
+from skyfleet.drills.records import AcceptedTask, turn_marker, turn_markers
 
 RUNNING = {"status": "running", "result": None, "updated_at": 10.0, "attempts": 1}
 DONE = {"status": "succeeded", "result": "4", "updated_at": 11.0, "attempts": 1}
@@ -37,3 +37,10 @@ def test_the_same_final_record_read_again_is_one_run() -> None:
     task.observe(DONE, sent=20.0, completed=20.1)
     task.observe(dict(DONE), sent=30.0, completed=30.1)
     assert not task.completed_twice and task.last_status == "succeeded"
+
+
+def test_a_marker_is_found_whole_never_inside_a_longer_one() -> None:
+    text = f"drill {turn_marker(12)}: what is 12 + 2? (after {turn_marker(3)})"
+    assert turn_markers(text) == {"sf-turn-12", "sf-turn-3"}
+    assert turn_marker(1) not in turn_markers(text)  # though "sf-turn-1" is a substring of it
+    assert turn_markers("no marker here, nor in sf-turn-") == set()
