@@ -72,7 +72,7 @@ def row(name: str, report: Any) -> str:
         f"| {name} | {'yes' if r['passed'] else '**no**'} | {det if det is not None else '—'} | "
         f"{r.get('recovery_seconds')} | {r.get('failed_requests')} / {r.get('total_requests')} | "
         f"{p('before')} | {p('during')} | {p('after')} | {r.get('sessions_lost')} | "
-        f"{r.get('tasks_lost')} | {r.get('tasks_duplicated')} | "
+        f"{r.get('tasks_lost')} | {r.get('tasks_duplicated')} | {r.get('tasks_failed')} | "
         f"{lag.get('p50', '—')} / {lag.get('p99', '—')} | {missed} |"
     )
 
@@ -86,8 +86,9 @@ def main() -> None:
     console = Console()
     header = (
         "| drill | passed | detection s | recovery s | failed / total | latency p50/p99 ms before "
-        "| during | after | sessions lost | tasks lost | tasks run twice | lag p50/p99 ms | missed |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| during | after | sessions lost | tasks lost | tasks run twice | tasks failed | lag p50/p99 ms "
+        "| missed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     sections = []
     described: LabState | None = None

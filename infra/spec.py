@@ -13,6 +13,7 @@ import ipaddress
 import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -134,7 +135,13 @@ DEFAULT_RATE_LIMIT_PER_MINUTE = 120
 
 class AppSpec(_Model):
     image: str = Field(description="container image pinned by digest or an immutable tag")
-    cpu: int = Field(default=512, ge=256, le=4096, description="millicores (Fargate units)")
+    cpu: int = Field(
+        default=512,
+        ge=256,
+        le=4096,
+        description="CPU units, 1024 per vCPU (Fargate's); Kubernetes takes them as millicores, Cloud "
+        "Run rounds them up to whole vCPUs",
+    )
     memory: int = Field(default=1024, ge=512, le=30720, description="MiB")
     replicas: Replicas
     worker_replicas: Replicas
@@ -180,6 +187,20 @@ class AppSpec(_Model):
         if unknown:
             readable = sorted(known - _PLATFORM_VARS)
             raise ValueError(f"{', '.join(unknown)}: the app reads no such variable; it reads {readable}")
+        model = v.get(Env.MODEL_BASE_URL.value)
+        if model is not None:
+            # Every target lets its app out to the internet on HTTPS (443) only: a model API
+            # elsewhere would time out at its first call, after the deploy succeeded.
+            parts = urlsplit(model)
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
+            if parts.scheme != "https" or not parts.hostname or port not in (None, 443):
+                raise ValueError(
+                    f"{Env.MODEL_BASE_URL.value}: given {model!r}; expected an https:// URL on port 443 "
+                    "(the sites' egress admits HTTPS on 443 only)"
+                )
         return v
 
     @field_validator("secrets")

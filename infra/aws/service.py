@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from agent_app import contract
+from agent_app.queues import permissions as perm
 from infra.aws.site import AwsSite, policy_json, service_assume_policy
 from infra.component import Capability
 from infra.spec import Autoscaling, AwsStack
@@ -32,14 +33,14 @@ SCRATCH_VOLUME = "scratch"
 # /tmp is (sticky, world-writable), and exits; the app's containers wait for its success.
 SCRATCH_INIT = "scratch-permissions"
 SCRATCH_MODE = 0o1777
-# The ECS task actions the worker and api need on the queue, and nothing else.
-QUEUE_ACTIONS: tuple[str, ...] = (
-    "sqs:SendMessage",
-    "sqs:ReceiveMessage",
-    "sqs:DeleteMessage",
-    "sqs:ChangeMessageVisibility",
-    "sqs:GetQueueAttributes",
-)
+
+
+def queue_actions(role: str) -> list[str]:
+    """The SQS actions a process role calls on its queue (agent_app.queues.permissions), and
+    nothing else: the api sends, the worker receives, acknowledges and extends."""
+    return sorted({n.permission for n in perm.needs(perm.SQS, role) if n.resource == "queue"})
+
+
 SCALE_OUT_COOLDOWN = 60
 SCALE_IN_COOLDOWN = 300
 
@@ -102,36 +103,39 @@ class Service(Capability):
             )
 
         execution_role = self._execution_role(name, args)
-        # Task role: what the app itself may do in AWS, which is this queue and nothing more.
-        task_role = aws.iam.Role(
-            f"{name}-task",
-            description=f"Skyfleet {site.name}: app tasks (this site's queue only)",
-            assume_role_policy=service_assume_policy("ecs-tasks.amazonaws.com", site.account),
-            tags=site.tagged("task"),
-            opts=self.child(),
-        )
-        aws.iam.RolePolicy(
-            f"{name}-task-queue",
-            role=task_role.id,
-            policy=policy_json(
-                [
-                    {
-                        "Sid": "ThisQueue",
-                        "Effect": "Allow",
-                        "Action": list(QUEUE_ACTIONS),
-                        "Resource": args.queue_arn,
-                    }
-                ]
-            ),
-            opts=self.child(),
-        )
-        self.task_role = task_role
         self.execution_role = execution_role
+        self.task_roles: dict[str, aws.iam.Role] = {}
+        for workload in args.workloads:
+            role = workload.role
+            # Role's task role: what that process itself may do in AWS, which is its calls on
+            # this queue and nothing more.
+            self.task_roles[role] = aws.iam.Role(
+                f"{name}-{role}-task",
+                description=f"Skyfleet {site.name}: {role} tasks (its calls on this site's queue only)",
+                assume_role_policy=service_assume_policy("ecs-tasks.amazonaws.com", site.account),
+                tags=site.tagged(f"{role}-task"),
+                opts=self.child(),
+            )
+            aws.iam.RolePolicy(
+                f"{name}-{role}-task-queue",
+                role=self.task_roles[role].id,
+                policy=policy_json(
+                    [
+                        {
+                            "Sid": "ThisQueue",
+                            "Effect": "Allow",
+                            "Action": queue_actions(role),
+                            "Resource": args.queue_arn,
+                        }
+                    ]
+                ),
+                opts=self.child(),
+            )
 
         self.services: dict[str, aws.ecs.Service] = {}
         self.scaling_targets: dict[str, aws.appautoscaling.Target] = {}
         for workload in args.workloads:
-            self._deploy(name, args, workload, execution_role, task_role)
+            self._deploy(name, args, workload, execution_role, self.task_roles[workload.role])
         self._autoscale(name, args)
 
         self.register_outputs(

@@ -23,7 +23,14 @@ from infra.gcp.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.gcp.network import Network, NetworkArgs
 from infra.gcp.queue import MAX_DELIVERY_ATTEMPTS, MIN_DELIVERY_ATTEMPTS, Queue, QueueArgs
 from infra.gcp.secrets import Secrets, SecretsArgs
-from infra.gcp.service import REDIS_CA, REDIS_CA_FILE, Service, ServiceArgs
+from infra.gcp.service import (
+    MIN_MEMORY_FOR_CPU,
+    REDIS_CA,
+    REDIS_CA_FILE,
+    Service,
+    ServiceArgs,
+    cloud_run_limits,
+)
 from infra.gcp.site import Site
 from infra.spec import GcpStack
 from infra.workload import REDIS_AUTH, secret_values, workloads
@@ -50,6 +57,16 @@ def check(spec: GcpStack) -> None:
                 "skyfleet:logRetentionDays",
                 str(spec.log_retention_days),
                 f"<= {MAX_LOG_RETENTION_DAYS} (Cloud Logging bucket retention)",
+            )
+        )
+    cpus = int(cloud_run_limits(spec.app.cpu, spec.app.memory)["cpu"])
+    if spec.app.memory < MIN_MEMORY_FOR_CPU.get(cpus, 0):
+        problems.append(
+            Problem(
+                "skyfleet:app.memory",
+                str(spec.app.memory),
+                f">= {MIN_MEMORY_FOR_CPU[cpus]} (Cloud Run's least memory for {cpus} vCPUs, which "
+                f"skyfleet:app.cpu {spec.app.cpu} rounds up to)",
             )
         )
     if not spec.network.private_subnet_cidrs:

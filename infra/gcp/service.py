@@ -35,9 +35,13 @@ WORKER_INGRESS = "INGRESS_TRAFFIC_INTERNAL_ONLY"
 MAX_CPU_TARGET_PERCENT = 90
 # Requests one api instance takes at once before Cloud Run scales out.
 API_CONCURRENCY = 80
-# Cloud Run's allowed whole-vCPU sizes and the memory each needs at least for large limits.
+# Cloud Run's allowed whole-vCPU sizes, the CPUs a memory limit needs at least, and the memory
+# a CPU size needs at least (MiB).
 _CPU_SIZES = (1, 2, 4, 6, 8)
 _MIN_CPU_FOR_MEMORY = ((24 * 1024, 8), (16 * 1024, 6), (8 * 1024, 4), (4 * 1024, 2))
+MIN_MEMORY_FOR_CPU = {4: 2048, 6: 4096, 8: 4096}
+# The spec's CPU units per vCPU (Fargate's).
+CPU_UNITS_PER_VCPU = 1024
 # Secret files are read-only. Cloud Run mounts them owned by root and the image runs as a
 # non-root user (contract.RUN_AS_UID), so they must be world-readable inside the instance.
 _SECRET_FILE_MODE = 0o444
@@ -48,10 +52,11 @@ def cpu_target(percent: int) -> float:
     return min(max(percent, 10), MAX_CPU_TARGET_PERCENT) / 100
 
 
-def cloud_run_limits(cpu_millicores: int, memory_mib: int) -> dict[str, str]:
+def cloud_run_limits(cpu_units: int, memory_mib: int) -> dict[str, str]:
     """Cloud Run limits for a spec's cpu/memory: whole vCPUs (fractional CPU rules out
-    concurrency and always-on CPU) and at least the CPUs Cloud Run requires for the memory."""
-    need = max(1, math.ceil(cpu_millicores / 1000))
+    concurrency and always-on CPU) and at least the CPUs Cloud Run requires for the memory.
+    ``gcp.check`` refuses a memory below what the CPUs need."""
+    need = max(1, math.ceil(cpu_units / CPU_UNITS_PER_VCPU))
     for mem, cpus in _MIN_CPU_FOR_MEMORY:
         if memory_mib > mem:
             need = max(need, cpus)

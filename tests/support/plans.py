@@ -48,3 +48,18 @@ def temp_project(tmp_path: Path) -> Callable[[str, str], Path]:
         return tmp_path
 
     return make
+
+
+def minimal_aws_spec(**fields: object) -> dict[str, object]:
+    """The least an aws site's ``skyfleet:`` config needs (a dev site unless ``environment``)."""
+    return {
+        "target": "aws",
+        "environment": "dev",
+        "region": "eu-west-1",
+        "accountId": "123456789012",
+        "app": {"image": "r.example.com/a@sha256:" + "a" * 64},
+        "domain": {"name": "a.example.com", "zoneId": "Z0EXAMPLE"},
+        "tags": {"owner": "o", "costCenter": "c"},
+        "apiKeys": "x",
+        **fields,
+    }

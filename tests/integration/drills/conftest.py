@@ -4,7 +4,8 @@ lab tier)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -33,18 +34,18 @@ def drill_at_default_priority() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def agent_site() -> Iterator[AgentSite]:
-    """One real site for a module's load and drill tests (no lab: no front door, one replica),
-    at the default CPU priority."""
+@contextlib.contextmanager
+def running_site(*, max_deliver: int = 3, worker_env: Mapping[str, str] | None = None) -> Iterator[AgentSite]:
+    """One real site (no lab: no front door, one replica) at the default CPU priority; its queue
+    delivers a task ``max_deliver`` times, its worker runs with ``worker_env`` added."""
     with default_priority():
         redis, nats = RedisServer().start(), NatsServer().start()
-    env = app_env(redis.url, nats.queue().url)
+    env = app_env(redis.url, nats.queue(max_deliver=max_deliver).url)
     api = worker = None
     try:
         with default_priority():
             api = AppProcess("api", env).start()
-            worker = AppProcess("worker", env).start()
+            worker = AppProcess("worker", {**env, **(worker_env or {})}).start()
         yield AgentSite(api, worker, redis)
     finally:
         for proc in (worker, api):
@@ -52,3 +53,10 @@ def agent_site() -> Iterator[AgentSite]:
                 proc.stop()
         nats.stop()
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def agent_site() -> Iterator[AgentSite]:
+    """One real site for a module's load and drill tests."""
+    with running_site() as site:
+        yield site

@@ -17,9 +17,9 @@ from skyfleet.drills.load import LoadProcess
 from skyfleet.drills.measure import DataCheck, check_targets, measure
 from skyfleet.drills.readback import read_back
 from skyfleet.drills.records import AckedTurn, LoadRecording
-from skyfleet.testing.servers import AppProcess, NatsServer, RedisServer, app_env, free_port, wait_until
+from skyfleet.testing.servers import free_port, wait_until
+from tests.integration.drills.conftest import running_site
 from tests.support.drills import AgentSite
-from tests.support.priority import default_priority
 
 
 def _load(site: AgentSite, spec: LoadSpec) -> LoadRecording:
@@ -104,25 +104,12 @@ def failing_site() -> Iterator[AgentSite]:
     """A real site whose worker cannot reach its model (an OpenAI-compatible endpoint on a port
     nothing listens on) and whose queue gives each task one attempt: every task ends failed.
     The api answers turns with the offline model."""
-    with default_priority():
-        redis, nats = RedisServer().start(), NatsServer().start()
-    env = app_env(redis.url, nats.queue(max_deliver=1).url)
     broken_model = {
         "AGENT_MODEL_BACKEND": "openai",
         "AGENT_MODEL_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
     }
-    api = worker = None
-    try:
-        with default_priority():
-            api = AppProcess("api", env).start()
-            worker = AppProcess("worker", {**env, **broken_model}).start()
-        yield AgentSite(api, worker, redis)
-    finally:
-        for proc in (worker, api):
-            if proc is not None:
-                proc.stop()
-        nats.stop()
-        redis.stop()
+    with running_site(max_deliver=1, worker_env=broken_model) as site:
+        yield site
 
 
 def test_a_task_that_ended_failed_is_counted_failed_not_delivered(failing_site: AgentSite) -> None:

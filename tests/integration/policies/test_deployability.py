@@ -515,7 +515,7 @@ def test_permissions_ecs_task_role_missing_an_sqs_action(gate: Gate, shipped: di
         doc["Statement"][0]["Action"].remove("sqs:ReceiveMessage")
         props["policy"] = json.dumps(doc)
 
-    edit(res(plan, "service-task-queue", "aws:iam/rolePolicy:RolePolicy"), drop)
+    edit(res(plan, "service-worker-task-queue", "aws:iam/rolePolicy:RolePolicy"), drop)
     found = check(gate, plan).on("skyfleet-workload-permissions", worker)
     assert_names(found, plan, "skyfleet-workload-permissions", worker, "sqs:ReceiveMessage on arn:aws:sqs:")
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
@@ -530,7 +530,7 @@ def test_permissions_ecs_task_role_scoped_to_another_queue(gate: Gate, shipped: 
         doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"] + "-dlq"
         props["policy"] = json.dumps(doc)
 
-    edit(res(plan, "service-task-queue", "aws:iam/rolePolicy:RolePolicy"), elsewhere)
+    edit(res(plan, "service-api-task-queue", "aws:iam/rolePolicy:RolePolicy"), elsewhere)
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
     found = check(gate, plan).on("skyfleet-workload-permissions", api)
     assert_names(

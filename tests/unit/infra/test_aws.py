@@ -493,7 +493,8 @@ def test_iam_policies_have_no_wildcard_actions_or_stray_star_resources(plan: Pla
             if "*" in listify(s["Resource"]):
                 assert set(actions) <= STAR_RESOURCE_ALLOWED, f"{p.name}: {actions} on *"
     services = {
-        "service-task": "ecs-tasks",
+        "service-api-task": "ecs-tasks",
+        "service-worker-task": "ecs-tasks",
         "service-execution": "ecs-tasks",
         "network-flow-logs": "vpc-flow-logs",
     }
@@ -505,17 +506,25 @@ def test_iam_policies_have_no_wildcard_actions_or_stray_star_resources(plan: Pla
         assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == spec_of(plan.stack)["accountId"]
 
 
-def test_task_role_uses_exactly_this_queue(plan: Plan) -> None:
+def test_each_process_task_role_uses_exactly_its_calls_on_this_queue(plan: Plan) -> None:
     queue = next(q for q in of(plan, "aws:sqs/queue:Queue") if not q.inputs["name"].endswith("-dlq"))
-    (stmt,) = _role_statements(plan, "-task")
-    assert set(listify(stmt["Action"])) == {
-        "sqs:SendMessage",
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
-        "sqs:ChangeMessageVisibility",
-        "sqs:GetQueueAttributes",
+    # The api sends; the worker receives, acknowledges and extends: neither may do the other's.
+    wanted = {
+        "api": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
+        "worker": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        },
     }
-    assert stmt["Resource"] == queue.outputs["arn"]
+    roles = {r.outputs["arn"]: r.name for r in of(plan, "aws:iam/role:Role")}
+    for role, actions in wanted.items():
+        (stmt,) = _role_statements(plan, f"-{role}-task")
+        assert set(listify(stmt["Action"])) == actions, role
+        assert stmt["Resource"] == queue.outputs["arn"]
+        task = one(plan, "aws:ecs/taskDefinition:TaskDefinition", f"service-{role}")
+        assert roles[task.inputs["taskRoleArn"]] == f"service-{role}-task"
 
 
 def test_execution_role_reads_exactly_these_secrets(plan: Plan) -> None:

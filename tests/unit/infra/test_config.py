@@ -16,6 +16,7 @@ from agent_app.contract import Env
 from infra.config import SpecError, load_stack_file
 from infra.spec import AwsStack, Environment, parse_spec
 from skyfleet.plan import ConfigError, Plan, plan_stack
+from tests.support.plans import minimal_aws_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 GOOD = (ROOT / "stacks" / "Pulumi.aws-dev.yaml").read_text()
@@ -98,17 +99,8 @@ def test_prod_refuses_fragile_values(temp_project: Callable[[str, str], Path]) -
 
 
 def test_dev_and_prod_defaults_differ() -> None:
-    base = {
-        "target": "aws",
-        "region": "eu-west-1",
-        "accountId": "123456789012",
-        "app": {"image": "r.example.com/a@sha256:" + "a" * 64},
-        "domain": {"name": "a.example.com", "zoneId": "Z0EXAMPLE"},
-        "tags": {"owner": "o", "costCenter": "c"},
-        "apiKeys": "x",
-    }
-    dev = parse_spec({**base, "environment": "dev"})
-    prod = parse_spec({**base, "environment": "prod"})
+    dev = parse_spec(minimal_aws_spec(environment="dev"))
+    prod = parse_spec(minimal_aws_spec(environment="prod"))
     assert isinstance(dev, AwsStack) and isinstance(prod, AwsStack)
     assert prod.app.replicas.min >= 2 > dev.app.replicas.min
     assert prod.cache.ha and not dev.cache.ha

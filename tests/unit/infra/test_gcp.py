@@ -19,6 +19,7 @@ from agent_app.contract import Env
 from infra.capabilities import CAPABILITIES, COMPONENTS
 from infra.gcp.apis import api_for
 from infra.gcp.load_balancer import EDGE_RATE_FACTOR
+from infra.gcp.service import cloud_run_limits
 from infra.outputs import SiteOutputs
 from skyfleet.plan import ConfigError, Plan, PlannedResource, plan_stack
 
@@ -717,6 +718,25 @@ def test_values_pubsub_cannot_honour_fail_before_any_resource(
     assert "stacks/Pulumi.gcp-bad.yaml" in message
     assert "skyfleet:queue.maxDeliveryAttempts" in message and "given 3" in message
     assert "skyfleet:logRetentionDays" in message and "given 3653" in message
+    assert err.value.registered == 0
+
+
+def test_cpu_units_are_vcpus_of_1024_and_large_sizes_need_their_memory(
+    prod: Plan, temp_project: Callable[[str, str], Path]
+) -> None:
+    # 1024 units are one vCPU, as on Fargate (not two, as 1000 millicores each would make them).
+    assert cloud_run_limits(1024, 1024) == {"cpu": "1", "memory": "1024Mi"}
+    assert cloud_run_limits(2048, 2048)["cpu"] == "2"
+    assert cloud_run_limits(4096, 2048)["cpu"] == "4"
+    app = config()["skyfleet:app"]
+    limits = app_container(service(prod, "api"), "api")["resources"]["limits"]
+    assert limits["cpu"] == str(-(-app["cpu"] // 1024))
+    # 4 vCPUs need 2 GiB: a stack asking for less fails before any resource, naming the keys.
+    text = variant(app={**app, "cpu": 4096, "memory": 1024})
+    with pytest.raises(ConfigError) as err:
+        plan_stack(temp_project("gcp-small", text), "gcp-small")
+    message = str(err.value)
+    assert "skyfleet:app.memory" in message and "given 1024" in message and ">= 2048" in message
     assert err.value.registered == 0
 
 

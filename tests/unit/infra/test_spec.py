@@ -24,7 +24,7 @@ from infra.spec import (
     parse_spec,
 )
 from skyfleet.plan import ConfigError, Plan, plan_stack
-from tests.support.plans import ROOT
+from tests.support.plans import ROOT, minimal_aws_spec
 
 AWS_DEV = (ROOT / "stacks" / "Pulumi.aws-dev.yaml").read_text()
 # The longest site name the spec allows, with a hyphen where an id cut at a cloud's limit would
@@ -33,17 +33,7 @@ LONGEST_SITE = "prod-eu-west-dc1-site-a"
 
 
 def _base(**extra: Any) -> dict[str, Any]:
-    return {
-        "target": "aws",
-        "environment": "dev",
-        "region": "eu-west-1",
-        "accountId": "123456789012",
-        "app": {"image": "r.example.com/a@sha256:" + "a" * 64},
-        "domain": {"name": "a.example.com", "zoneId": "Z0EXAMPLE"},
-        "tags": {"owner": "o", "costCenter": "c"},
-        "apiKeys": "x",
-        **extra,
-    }
+    return minimal_aws_spec(**extra)
 
 
 def _refused(data: dict[str, Any]) -> str:
@@ -273,3 +263,13 @@ def test_the_spec_requires_the_fleet_key_length_the_app_does() -> None:
 
     for n in (FLEET_KEY_MIN_LENGTH - 1, FLEET_KEY_MIN_LENGTH):
         assert app_accepts("k" * n) == spec_accepts("k" * n), n
+
+
+@pytest.mark.parametrize(
+    "url", ["http://models.example.com/v1", "https://models.example.com:8000/v1", "https:///v1"]
+)
+def test_a_model_api_the_sites_egress_cannot_reach_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match=r"AGENT_MODEL_BASE_URL: given .*port 443"):
+        parse_spec(_base(app={**_base()["app"], "env": {"AGENT_MODEL_BASE_URL": url}}))
+    ok = "https://models.example.com/v1"
+    parse_spec(_base(app={**_base()["app"], "env": {"AGENT_MODEL_BASE_URL": ok}}))
