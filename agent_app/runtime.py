@@ -152,9 +152,11 @@ class Runtime:
         self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None
     ) -> str:
         """Store and queue a new task. ``task_id``: a keyed create's (``deps.created_id``) or a
-        keyed turn's; its record is kept when queueing fails, since another request with the key
-        may have answered it already: the client's retry queues it (``queue_again``). A task
-        without a key that could not be queued is marked failed (``TaskStore.abandon``)."""
+        keyed turn's; its record is kept when queueing fails, since the publish may have reached
+        the broker after all (the broker then drops a second one with the same id) or another
+        request with the key may have answered it already: the client's retry queues it
+        (``queue_again``). A task without a key that could not be queued is marked failed, as
+        its create is answered (``TaskStore.abandon``)."""
         keyed = task_id is not None
         task_id = task_id or new_id()
         await self.tasks.create(task_id, session_id, text, work_seconds)
@@ -170,7 +172,7 @@ class Runtime:
         except QueueUnavailable as exc:
             if not keyed:
                 try:
-                    await self.tasks.abandon(task_id, f"not queued: {exc}")
+                    await self.tasks.abandon(task_id, str(exc))
                 except DependencyDown:
                     log.warning("could not mark an unqueued task failed", extra={"task_id": task_id})
             raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc

@@ -73,6 +73,9 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
 
+# The error of a task whose create was answered with an error because it could not be queued.
+NOT_QUEUED = "not queued: "
+
 log = logging.getLogger("agent_app.tasks")
 
 
@@ -145,13 +148,16 @@ class TaskStore:
         if raw:
             await self.replicator.publish("task", task_id, {"home": self.site, "epoch": "1", **raw})
 
-    async def abandon(self, task_id: str, error: str) -> None:
-        """A task whose create was answered with an error (it could not be queued): marked failed
-        and copied out like any write, never deleted here alone. The other sites hold its create
-        already, and would otherwise keep it queued (a takeover would run it), and a message that
-        reached the queue after all finds it settled and is not run."""
+    async def abandon(self, task_id: str, why: str) -> None:
+        """A task without a key whose create was answered with an error (it could not be queued):
+        marked failed (``NOT_QUEUED``) and copied out like any write, never deleted here alone.
+        The other sites hold its create already, and would otherwise keep it queued (a takeover
+        would run it, for a client told it failed), and a message that reached the queue after
+        all finds it settled and is not run."""
         marked = await self.cache.write(
-            lambda pipe: self._abandon.stage(pipe, [task_key(task_id)], [error, time.time(), new_id()])
+            lambda pipe: self._abandon.stage(
+                pipe, [task_key(task_id)], [NOT_QUEUED + why, time.time(), new_id()]
+            )
         )
         if int(marked[0]) == 1:
             await self._published(task_id)

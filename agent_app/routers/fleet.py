@@ -47,8 +47,9 @@ def _replicator(request: Request, key: FleetKey = None) -> Replicator:
     return replicator
 
 
-# Every route takes the fleet's key first: a caller without it learns nothing of what the
-# routes accept (their bodies are validated only after).
+# Every route takes the fleet's key before its body's fields are validated: a caller without it
+# learns nothing of what the routes accept (only a body that is not JSON at all is refused
+# first, by FastAPI's parser).
 router = APIRouter(prefix=FLEET_PATH_PREFIX, include_in_schema=False, dependencies=[Depends(_replicator)])
 
 

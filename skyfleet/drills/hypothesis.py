@@ -29,21 +29,22 @@ def _window(seconds: float) -> list[RequestRecord]:
 
 
 def success_rate(window_seconds: float = 2.0, min_requests: int = 5) -> float:
-    """Share of requests answered 2xx in the last window (1.0 when too few were due to judge).
+    """Share of requests answered 2xx in the last window (1.0 when too few to judge).
 
     A request is recorded when its answer (or failure) comes, so requests that hang (a site that
-    answers nothing) leave no trace in the window. While the load runs, the window is judged
-    against at least half the requests its schedule sent meanwhile: fewer answers than that
-    count as failures, never as a healthy service."""
+    answers nothing) would leave no trace until their timeout. The load also streams each send:
+    a request still unanswered well past the window's own answers' latency (its p99 × 1.5, at
+    least the window) counts as a failure, never as a healthy service."""
     run = context.current()
     rows = _window(window_seconds)
     recording = run.load if run is not None else None
-    due = 0.0
-    if recording is not None and recording.rate > 0 and recording.started_at and not recording.stopped_at:
-        due = recording.rate * min(window_seconds, max(0.0, time.time() - recording.started_at))
-    if len(rows) < min_requests and due < min_requests:
+    answered = [r.latency_ms for r in rows if r.ok]
+    grace = max(window_seconds, 1.5 * (percentile(answered, 99) or 0.0) / 1000.0)
+    overdue = recording.overdue(grace) if recording is not None else 0
+    judged = len(rows) + overdue
+    if judged < min_requests:
         return 1.0
-    return round(sum(r.ok for r in rows) / max(len(rows), due / 2), 4)
+    return round(sum(r.ok for r in rows) / judged, 4)
 
 
 def users_served_again(window_seconds: float = 2.0, tolerance: float = 0.99, timeout: float = 150.0) -> float:

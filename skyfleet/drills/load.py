@@ -76,7 +76,7 @@ class LoadProcess:
         self.base_url = door.url.rstrip("/")
         self.spec = spec
         self.seed = seed
-        self.recording = LoadRecording(rate=spec.rate)
+        self.recording = LoadRecording()
         self.pid: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -124,7 +124,9 @@ class LoadProcess:
             except ValueError:
                 self._problems.append(f"unreadable line from the load process: {line[:200]!r}")
                 continue
-            if "r" in item:
+            if "s" in item:
+                rec.note_sent(float(item["s"]))
+            elif "r" in item:
                 rec.add(RequestRecord(**item["r"]), item.get("task"))
             elif "started" in item:
                 rec.started_at = float(item["started"])
@@ -394,6 +396,7 @@ class Generator:
             method, path, body = "GET", f"/v1/tasks/{task_id}", None
         sent = time.time()
         started = time.perf_counter()
+        self.out.send({"s": sent})  # what the steady-state probe counts as in flight
         status: int | None = None
         site = instance = error = via = endpoint = None
         payload: Any = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +122,11 @@ class LoadRecording:
 
     started_at: float = 0.0
     stopped_at: float = 0.0
-    # The schedule's requests per second (0: not known): what a window should hold.
-    rate: float = 0.0
     records: list[RequestRecord] = field(default_factory=list)
+    # Requests sent and not answered yet, by their send time (the load streams each send), and
+    # the newest send time read: the stream's own clock, which lags with its reader.
+    in_flight: Counter[float] = field(default_factory=Counter)
+    latest_sent: float = 0.0
     sessions: list[str] = field(default_factory=list)
     turns: list[AckedTurn] = field(default_factory=list)
     tasks: dict[str, AcceptedTask] = field(default_factory=dict)
@@ -143,6 +146,21 @@ class LoadRecording:
                 self.tasks[r.task_id].observe(task, sent=r.sent, completed=r.completed)
         if keep:
             self.records.append(r)
+        if self.in_flight.get(r.sent):
+            self.in_flight[r.sent] -= 1
+            if not self.in_flight[r.sent]:
+                del self.in_flight[r.sent]
+
+    def note_sent(self, sent: float) -> None:
+        """A request left at ``sent`` (its answer comes as a record with the same ``sent``)."""
+        self.in_flight[sent] += 1
+        self.latest_sent = max(self.latest_sent, sent)
+
+    def overdue(self, grace: float) -> int:
+        """Requests still unanswered that were sent more than ``grace`` seconds before the
+        newest send the stream has shown."""
+        cutoff = self.latest_sent - grace
+        return sum(n for sent, n in list(self.in_flight.items()) if sent < cutoff)
 
     def window(self, seconds: float, now: float | None = None) -> list[RequestRecord]:
         """Requests whose answer (or failure) arrived in the last ``seconds``."""

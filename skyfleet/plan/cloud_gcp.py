@@ -237,14 +237,16 @@ def _certificate_manager(kind: str) -> Callable[[str, dict[str, Any], MockContex
         if kind == "dnsAuthorizations":
             domain = str(inputs.get("domain") or "example.com")
             # FIXED_RECORD: _acme-challenge.<domain>; PER_PROJECT_RECORD: a label of the project's.
-            label = "_acme-challenge"
+            label, data_of = "_acme-challenge", path
             if inputs.get("type") == "PER_PROJECT_RECORD":
                 label += f"_{ctx.uid(f'{_project(inputs, ctx)}/acme-label', 16)}"
+                data_of = f"{_project(inputs, ctx)}/{domain}"  # one record per project and name
             out["dnsResourceRecords"] = [
                 {
                     "name": f"{label}.{domain}.",
                     "type": "CNAME",
-                    "data": f"{ctx.uid(path, 12)}.{ctx.uid(name, 1)}.authorize.certificatemanager.goog.",
+                    "data": f"{ctx.uid(data_of, 12)}.{ctx.uid(f'{data_of}/n', 1)}"
+                    ".authorize.certificatemanager.goog.",
                 }
             ]
         return out

@@ -19,6 +19,7 @@ internet addresses, not known to the plan).
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -515,9 +516,15 @@ def _https_out(rule: Any) -> bool:
         except (TypeError, ValueError):
             return False
 
-    return (not ports or any(port_443(p) for p in ports)) and (
-        not to or any(get_path(t, "ipBlock") for t in to)
-    )
+    def outside(t: Any) -> bool:  # an address block that reaches past private ranges
+        cidr = get_path(t, "ipBlock", "cidr")
+        try:
+            net = ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            return False
+        return not net.is_private
+
+    return (not ports or any(port_443(p) for p in ports)) and (not to or any(outside(t) for t in to))
 
 
 def _fleet_egress(view: StackView) -> Iterator[tuple[str, str | None]]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,8 +22,12 @@ import pytest
 from skyfleet.drills import activity, context
 from skyfleet.drills.actions.registry import ACTIONS, Applied, LabFault
 from skyfleet.drills.context import RunContext
+from skyfleet.drills.experiment import LoadSpec
+from skyfleet.drills.frontdoor import FrontDoor
+from skyfleet.drills.load import LoadProcess
 from skyfleet.drills.target import LabTarget, OutputsSource, StackTarget
-from tests.support.drills import SITES, ecs_service
+from skyfleet.testing.servers import wait_until
+from tests.support.drills import SITES, AgentSite, ecs_service
 
 ROOT = Path(__file__).resolve().parents[3]
 DRILLS_PKG = ROOT / "skyfleet" / "drills"
@@ -212,30 +218,52 @@ def test_load_probes_need_a_load(stack: StackTarget) -> None:
         context.activate(None)
 
 
-def test_success_rate_counts_requests_due_and_unanswered_as_failures(stack: StackTarget) -> None:
-    """A record is made when an answer comes: a site that answers nothing leaves an empty window,
-    which must not read as a healthy service while the load's schedule kept sending."""
+def test_success_rate_counts_requests_left_hanging_as_failures(
+    stack: StackTarget, agent_site: AgentSite
+) -> None:
+    """A record is made when an answer comes: requests to a site that answers nothing leave no
+    trace until their timeout. The load streams each send, so the probe sees them overdue."""
+    from skyfleet.drills.hypothesis import success_rate
+
+    spec = LoadSpec(rate=20, max_seconds=60, warmup_seconds=0, request_timeout_seconds=15)
+    load = LoadProcess(FrontDoor(agent_site.url, (agent_site.api_key,)), spec)
+    ctx = RunContext(stack)
+    context.activate(ctx)
+    load.start()
+    ctx.load = load.recording
+    try:
+        wait_until(lambda: success_rate() == 1.0 and len(ctx.load_window(2)) >= 20, timeout=20, what="steady")
+        os.kill(agent_site.api.proc.pid, signal.SIGSTOP)  # the site takes requests and answers nothing
+        try:
+            wait_until(lambda: success_rate() < 0.5, timeout=10, what="the hanging requests to count")
+        finally:
+            os.kill(agent_site.api.proc.pid, signal.SIGCONT)
+        # Answered at last (within their timeout): served again.
+        wait_until(lambda: success_rate() == 1.0, timeout=20, what="the steady state again")
+    finally:
+        context.activate(None)
+        load.stop(5)
+
+
+def test_success_rate_waits_for_requests_slow_by_design(stack: StackTarget) -> None:
+    """Requests slower than the window are not overdue while the window's answers take as long."""
     from skyfleet.drills.hypothesis import success_rate
     from skyfleet.drills.records import LoadRecording, RequestRecord
 
     ctx = RunContext(stack)
     now = time.time()
-    ctx.load = LoadRecording(rate=30.0, started_at=now - 60)
-
-    def answered(ok: int, failed: int = 0) -> None:
-        for i in range(ok + failed):
-            sent = now - 1.5 + i * 0.01
-            ctx.load.add(RequestRecord("session", sent, sent, 10.0, 201 if i < ok else 503, "aws-prod"))  # type: ignore[union-attr]
-
+    recording = LoadRecording(started_at=now - 60)
+    ctx.load = recording
+    for i in range(40):  # turns of 3 s: sent 4.5 s to 3.0 s ago, answered in the last 1.5 s
+        sent = now - 4.5 + i * 0.0375
+        recording.note_sent(sent)
+        recording.add(RequestRecord("message", sent, sent, 3000.0, 200, "aws-prod"))
+    for i in range(60):  # and those sent since, still running
+        recording.note_sent(now - 3.0 + i * 0.05)
     context.activate(ctx)
     try:
-        assert success_rate() == 0.0  # 60 requests due in 2 s, none answered: they hang
-        answered(10)
-        assert success_rate() == round(10 / 30, 4)  # a sixth of the schedule answered
-        answered(50, failed=1)
-        assert success_rate() == round(60 / 61, 4)  # a full window: judged by its answers
-        ctx.load.stopped_at = time.time()  # the load is over: nothing is due any more
-        ctx.load.records.clear()
-        assert success_rate() == 1.0
+        assert recording.overdue(2.0) > 0 and success_rate() == 1.0  # grace: 1.5 × their p99
+        recording.add(RequestRecord("message", now - 1.9, now - 1.9, 1800.0, 503, "aws-prod"))
+        assert success_rate() == round(40 / 41, 4)
     finally:
         context.activate(None)

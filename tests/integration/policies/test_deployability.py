@@ -620,26 +620,35 @@ def _queue_url(r: PlannedResource, change: Callable[[str], str]) -> None:
 def test_fleet_egress_a_site_whose_pods_cannot_reach_the_other_sites(
     gate: Gate, shipped: dict[str, Plan]
 ) -> None:
-    plan = copy_of(shipped, "onprem-prod")
-    assert check(gate, plan).of("skyfleet-fleet-egress") == []
-    api = res(plan, "api", "kubernetes:apps/v1:Deployment")
-    worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+    assert check(gate, copy_of(shipped, "onprem-prod")).of("skyfleet-fleet-egress") == []
+
+    def private_only(props: dict[str, Any]) -> None:
+        # HTTPS, but only to addresses inside private ranges: the other sites are on the internet
+        for rule in props["spec"]["egress"]:
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    peer["ipBlock"] = {"cidr": "10.0.0.0/8"}
 
     def offline_only(props: dict[str, Any]) -> None:
         # the egress an offline model needs: its stores, nothing out of the cluster
         props["spec"]["egress"] = [r for r in props["spec"]["egress"] if "ipBlock" not in json.dumps(r)]
 
-    edit(res(plan, "netpol-api", "kubernetes:networking.k8s.io/v1:NetworkPolicy"), offline_only)
-    fires(
-        gate,
-        plan,
-        "skyfleet-fleet-egress",
-        api,
-        "calls the fleet's other sites (AGENT_FLEET_SITES) over HTTPS, but the NetworkPolicies restricting "
-        "its pods' egress ('allow-dns', 'allow-api', 'default-deny') admit no TCP 443 out of the cluster",
-        only=True,
-    )
-    assert check(gate, plan).on("skyfleet-fleet-egress", worker) == []
+    for change in (private_only, offline_only):
+        plan = copy_of(shipped, "onprem-prod")
+        api = res(plan, "api", "kubernetes:apps/v1:Deployment")
+        worker = res(plan, "worker", "kubernetes:apps/v1:Deployment")
+        edit(res(plan, "netpol-api", "kubernetes:networking.k8s.io/v1:NetworkPolicy"), change)
+        fires(
+            gate,
+            plan,
+            "skyfleet-fleet-egress",
+            api,
+            "calls the fleet's other sites (AGENT_FLEET_SITES) over HTTPS, but the NetworkPolicies "
+            "restricting its pods' egress ('allow-dns', 'allow-api', 'default-deny') admit no TCP 443 out "
+            "of the cluster",
+            only=True,
+        )
+        assert check(gate, plan).on("skyfleet-fleet-egress", worker) == []
     # Out of the fleet, the same policy is right.
     set_app_env(api, "AGENT_FLEET_SITES", None)
     assert check(gate, plan).on("skyfleet-fleet-egress", api) == []
