@@ -7,7 +7,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from infra.capabilities import CAPABILITIES
+from infra.capabilities import EVIDENCE, matching
 from skyfleet.plan.runner import Plan
 
 
@@ -16,12 +16,16 @@ def capability_lines(plan: Plan) -> list[tuple[str, bool, str]]:
     target = str(plan.config.get("skyfleet:target", ""))
     if target not in ("aws", "gcp", "onprem"):
         return []
-    counts = Counter(r.type for r in plan.resources)
     lines = []
-    for capability, per_target in CAPABILITIES.items():
-        types = per_target.get(target, ())
-        found = [f"{counts[t]}× {t.split(':')[-1]}" for t in types if counts[t]]
-        lines.append((capability, bool(found), ", ".join(found) or f"missing ({' or '.join(types)})"))
+    for capability, per_target in EVIDENCE.items():
+        found, missing = Counter[str](), []
+        for evidence in per_target.get(target, ()):
+            matched = matching(evidence, target, plan.resources)
+            if not matched:
+                missing.append(f"{evidence.type.split(':')[-1]} {evidence.name!r} in {evidence.component}")
+            found.update({r.urn: r.type.split(":")[-1] for r in matched}.values())
+        shown = ", ".join(f"{n}× {t}" for t, n in found.items())
+        lines.append((capability, not missing, f"missing {', '.join(missing)}" if missing else shown))
     return lines
 
 

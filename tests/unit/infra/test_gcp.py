@@ -16,7 +16,7 @@ import yaml
 
 from agent_app import contract
 from agent_app.contract import Env
-from infra.capabilities import CAPABILITIES, COMPONENTS
+from infra.capabilities import COMPONENTS, missing_capabilities
 from infra.gcp.apis import api_for
 from infra.gcp.load_balancer import EDGE_RATE_FACTOR
 from infra.gcp.service import cloud_run_limits
@@ -144,9 +144,7 @@ def iam_members(plan: Plan) -> Iterator[PlannedResource]:
 
 
 def test_capabilities_and_components_are_present(prod: Plan) -> None:
-    types = {r.type for r in prod.resources}
-    missing = [c for c, per in CAPABILITIES.items() if not types & set(per["gcp"])]
-    assert not missing
+    assert missing_capabilities("gcp", prod.resources) == []
     components = {r.type for r in prod.resources if not r.custom}
     assert {f"skyfleet:gcp:{c}" for c in COMPONENTS} <= components
 
