@@ -669,7 +669,9 @@ class AwsStack(SiteStack):
     target: Literal[Target.AWS]  # pyright: ignore[reportIncompatibleVariableOverride]
     # The task definition's stopTimeout (Fargate allows up to 120).
     stop_grace_seconds: ClassVar[int] = 30
-    region: str = Field(description="the aws region, e.g. eu-west-1")
+    region: str = Field(
+        pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$", description="the aws region, e.g. eu-west-1"
+    )
     account_id: str = Field(
         pattern=r"^[0-9]{12}$",
         description="the 12-digit account the stack deploys into (the provider refuses any other)",
@@ -691,7 +693,7 @@ class GcpStack(SiteStack):
     target: Literal[Target.GCP]  # pyright: ignore[reportIncompatibleVariableOverride]
     # Cloud Run's container contract: SIGKILL 10 s after SIGTERM, not settable.
     stop_grace_seconds: ClassVar[int] = 10
-    region: str = Field(description="the gcp region, e.g. europe-west1")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$", description="the gcp region, e.g. europe-west1")
     project: str = Field(description="the GCP project id")
     cloud_armor: bool = Field(default=False, description="attach a Cloud Armor policy")
     alert_email: str | None = Field(

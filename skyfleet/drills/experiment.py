@@ -204,7 +204,8 @@ class SkyfleetExtension(_Strict):
 
     name: Literal["skyfleet"]
     load: LoadSpec = Field(default_factory=LoadSpec)
-    targets: dict[str, float] = Field(default_factory=dict)
+    # Upper bounds: a number, never below 0 (a bool is not taken for 1, a negative bound can never be met).
+    targets: dict[str, Annotated[float, Field(ge=0, strict=True)]] = Field(default_factory=dict)
     abort: AbortSpec = Field(default_factory=AbortSpec)
     requires: Requirements = Field(default_factory=Requirements)
     fault_site: str | None = Field(default=None, description="the site the fault hits, for detection")

@@ -75,6 +75,16 @@ CASES = [
         "extensions[0].targets: Value error, unknown metric(s) ['recovery_secs']",
     ),
     (
+        "a target given as a bool (it would be taken for 1)",
+        lambda d: d["extensions"][0]["targets"].update(failed_requests=True),
+        "extensions[0].targets.failed_requests: Input should be a valid number",
+    ),
+    (
+        "a negative target (never met)",
+        lambda d: d["extensions"][0]["targets"].update(recovery_seconds=-3),
+        "extensions[0].targets.recovery_seconds: Input should be greater than or equal to 0",
+    ),
+    (
         "negative rate",
         lambda d: d["extensions"][0]["load"].update(rate=-1),
         "extensions[0].load.rate: Input should be greater than 0",

@@ -719,6 +719,15 @@ def test_values_pubsub_cannot_honour_fail_before_any_resource(
     assert err.value.registered == 0
 
 
+def test_a_region_gcp_has_no_such_name_for_fails_before_any_resource(
+    temp_project: Callable[[str, str], Path],
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        plan_stack(temp_project("gcp-region", variant(region="eu-west-1")), "gcp-region")
+    assert "skyfleet:region" in str(err.value) and "given 'eu-west-1'" in str(err.value)
+    assert err.value.registered == 0
+
+
 def test_cpu_units_are_vcpus_of_1024_and_large_sizes_need_their_memory(
     prod: Plan, temp_project: Callable[[str, str], Path]
 ) -> None:

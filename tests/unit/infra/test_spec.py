@@ -273,3 +273,11 @@ def test_a_model_api_the_sites_egress_cannot_reach_is_refused(url: str) -> None:
         parse_spec(_base(app={**_base()["app"], "env": {"AGENT_MODEL_BASE_URL": url}}))
     ok = "https://models.example.com/v1"
     parse_spec(_base(app={**_base()["app"], "env": {"AGENT_MODEL_BASE_URL": ok}}))
+
+
+@pytest.mark.parametrize("region", ["Not a region!", "eu-west", "europe-west1"])
+def test_an_aws_region_name_aws_has_no_such_form_of_is_refused(region: str) -> None:
+    with pytest.raises(ValidationError, match="region"):
+        parse_spec(_base(region=region))
+    for real in ("eu-west-1", "us-gov-west-1", "ap-southeast-2"):
+        parse_spec(_base(region=real))
