@@ -112,6 +112,25 @@ def load_stack_file(path: Path) -> StackSpec:
     return load_spec(config, secret_keys, source=str(path), yaml_text=text)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML as ``safe_load`` reads it, but a key given twice in one mapping is an error (the
+    engine would take one of the two values without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str], str]:
     """Config and secret keys of ``Pulumi.<stack>.yaml``, with secure values replaced by
     placeholders (the offline plan has no key to decrypt them, and needs none)."""
@@ -122,7 +141,7 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str], str]:
             str(path), [Problem("(file)", "an unreadable file", f"a readable stack file ({exc.strerror})")]
         ) from None
     try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [Problem("(file)", "invalid YAML", f"valid YAML ({exc})")]) from None
     raw = doc.get("config", {}) if isinstance(doc, dict) else None
@@ -155,7 +174,7 @@ def _imported_config(path: Path, imports: Any) -> dict[str, Any]:
     for name in imports:
         definition = path.parent / ENVIRONMENTS_DIR / f"{name.rsplit('/', 1)[-1]}.yaml"
         try:
-            env = yaml.safe_load(definition.read_text()) or {}
+            env = yaml.load(definition.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader
         except (OSError, yaml.YAMLError) as exc:
             raise SpecError(
                 str(path),

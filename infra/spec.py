@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -50,6 +52,19 @@ SECRET_KEYS: frozenset[str] = frozenset({"apiKeys", "modelApiKey", "fleetKey"})
 SITE_NAME_MIN_LENGTH = 3
 SITE_NAME_MAX_LENGTH = 23
 _SITE_NAME_RE = re.compile(r"[a-z](?:-?[a-z0-9])+")
+
+
+def _region(cloud: str, form: str, example: str) -> Callable[[str], str]:
+    """A validator of a region name of ``cloud`` (its form, not its existence: every resource
+    name and endpoint is built from it)."""
+    pattern = re.compile(form)
+
+    def check(v: str) -> str:
+        if not pattern.fullmatch(v):
+            raise ValueError(f"a region name such as {example} ({cloud})")
+        return v
+
+    return check
 
 
 class Target(StrEnum):
@@ -669,9 +684,9 @@ class AwsStack(SiteStack):
     target: Literal[Target.AWS]  # pyright: ignore[reportIncompatibleVariableOverride]
     # The task definition's stopTimeout (Fargate allows up to 120).
     stop_grace_seconds: ClassVar[int] = 30
-    region: str = Field(
-        pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$", description="the aws region, e.g. eu-west-1"
-    )
+    region: Annotated[
+        str, AfterValidator(_region("aws", r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]", "eu-west-1"))
+    ] = Field(description="the aws region, e.g. eu-west-1")
     account_id: str = Field(
         pattern=r"^[0-9]{12}$",
         description="the 12-digit account the stack deploys into (the provider refuses any other)",
@@ -693,7 +708,9 @@ class GcpStack(SiteStack):
     target: Literal[Target.GCP]  # pyright: ignore[reportIncompatibleVariableOverride]
     # Cloud Run's container contract: SIGKILL 10 s after SIGTERM, not settable.
     stop_grace_seconds: ClassVar[int] = 10
-    region: str = Field(pattern=r"^[a-z]+-[a-z]+[0-9]$", description="the gcp region, e.g. europe-west1")
+    region: Annotated[str, AfterValidator(_region("gcp", r"[a-z]+-[a-z]+[0-9]", "europe-west1"))] = Field(
+        description="the gcp region, e.g. europe-west1"
+    )
     project: str = Field(description="the GCP project id")
     cloud_armor: bool = Field(default=False, description="attach a Cloud Armor policy")
     alert_email: str | None = Field(

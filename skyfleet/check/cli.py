@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from skyfleet.check.analyzer import PackError, PolicyPackProcess
@@ -19,6 +20,7 @@ from skyfleet.check.model import Report, ToolError
 from skyfleet.check.policy_config import PolicyConfigError, pack_config_document, read_settings
 from skyfleet.check.reports import print_terminal, write_json, write_junit, write_sarif
 from skyfleet.check.runner import DEFAULT_PACK, run
+from skyfleet.outputs import unwritable_files
 from skyfleet.plan import Plan, PlanError, plan_stack
 from skyfleet.plan.cli import plan_all, site_stacks_first
 from skyfleet.plan.runner import Project
@@ -28,7 +30,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -78,6 +80,16 @@ def check(
     ] = 60.0,
 ) -> None:
     """Gate stacks on the compliance policy pack offline: no Pulumi CLI, no credentials."""
+    problems = unwritable_files(
+        {
+            "--json": json_out,
+            "--sarif": sarif_out,
+            "--junit": junit_out,
+            "--emit-policy-config": emit_policy_config,
+        }
+    )
+    if problems:
+        raise _fail("; ".join(problems))
     if list_rules:
         try:
             with PolicyPackProcess(policy_pack, timeout=timeout) as pack:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from skyfleet.drills.experiment import Drill, DrillFileError, load_drill
@@ -96,7 +97,7 @@ def print_report(report: DrillReport, report_dir: Path) -> None:
         table.add_row(f"target {t.metric} ≤ {t.limit:g}", f"{t.value} {'ok' if t.met else 'MISSED'}")
     console.print(table)
     if report.aborted:
-        console.print(f"[red]aborted:[/red] {report.aborted}")
+        console.print(f"[red]aborted:[/red] {escape(str(report.aborted))}")
     for note in report.notes:
         console.print(f"note: {note}")
     console.print(f"report: {report_dir}/report.md, report.json, timeline.png")
@@ -135,7 +136,7 @@ def run_command(
     try:
         drill = load_drill(file)
     except DrillFileError as exc:
-        console.print(f"[red]invalid drill file[/red]\n{exc}")
+        console.print(f"[red]invalid drill file[/red]\n{escape(str(exc))}")
         raise typer.Exit(2) from None
     chosen: Target = (
         LabTarget(state_dir=str(lab_dir))
@@ -153,10 +154,10 @@ def run_command(
             drill, chosen, report_dir, yes=yes, say=lambda s: console.print(f"[dim]·[/dim] {s}")
         )
     except DrillSkipped as exc:
-        console.print(f"[yellow]SKIPPED[/yellow] {exc}")
+        console.print(f"[yellow]SKIPPED[/yellow] {escape(str(exc))}")
         return
     except (DrillRefused, TargetError) as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(3) from None
     print_report(result, report_dir)
     raise typer.Exit(0 if result.passed else 1)

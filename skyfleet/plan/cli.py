@@ -9,8 +9,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from skyfleet.outputs import unwritable_folder
 from skyfleet.plan.runner import Plan, PlanError, Project, plan_stack
 from skyfleet.plan.summary import print_summary
 
@@ -66,6 +68,9 @@ def plan(
     if bool(stack) == all_stacks:
         err.print("[red]error:[/] give exactly one of --stack NAME or --all")
         raise typer.Exit(2)
+    if out is not None and (problem := unwritable_folder("--out", out)):
+        err.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
+        raise typer.Exit(2)
     try:
         project = Project.load(program)
         stacks = site_stacks_first(project) if all_stacks else [str(stack)]
@@ -85,7 +90,7 @@ def plan(
 
             results = plan_all(program, stacks, preview=preview, on_stack=on_stack, references=references)
     except PlanError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for result, seconds in results:
         print_summary(result, console, seconds)

@@ -116,6 +116,19 @@ def test_spec_error_lists_file(tmp_path: Path) -> None:
     assert str(bad) in str(info.value) and "skyfleet:target" in str(info.value)
 
 
+def test_a_key_given_twice_in_a_stack_file_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    """YAML would keep the second value without a word: the region planned would not be the one
+    its reader sees first."""
+    twice = tmp_path / "Pulumi.twice.yaml"
+    twice.write_text(
+        "config:\n  skyfleet:target: aws\n  skyfleet:region: eu-west-1\n  skyfleet:region: us-east-1\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_stack_file(twice)
+    message = str(info.value)
+    assert str(twice) in message and "'skyfleet:region' is given twice (lines 3 and 4)" in message
+
+
 def test_cli_exits_2_with_the_message(temp_project: Callable[[str, str], Path]) -> None:
     project = temp_project("broken", _break(GOOD, "    memory: 512", "    memroy: 512"))
     result = subprocess.run(
