@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
@@ -36,8 +37,9 @@ class Problem:
         return f"  - {self.key}{where}: given {self.given}; expected {self.expected}"
 
 
-class SpecError(Exception):
-    """A stack's config is invalid. Nothing was registered."""
+class SpecError(pulumi.RunError):
+    """A stack's config is invalid. Nothing was registered. A ``RunError``: the engine prints
+    its message, naming the file, keys and lines, without a Python traceback."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source

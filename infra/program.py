@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi.runtime
 
-from infra.config import SpecError, load_spec, stack_file
+from infra.config import load_spec, stack_file
 from infra.spec import StackSpec
 
 # Where Pulumi.yaml is, when the engine does not say (older CLIs).
@@ -35,11 +35,7 @@ def spec_from_engine() -> StackSpec:
 
 
 def run() -> None:
-    try:
-        spec = spec_from_engine()
-    except SpecError as exc:
-        # RunError prints the message without a Python traceback, and nothing is registered.
-        raise pulumi.RunError(str(exc)) from None
+    spec = spec_from_engine()  # a SpecError, before anything is registered
     target = importlib.import_module(f"infra.{spec.target.value}")
     outputs: dict[str, Any] = target.deploy(spec)
     for key, value in outputs.items():

@@ -75,7 +75,7 @@ def check(spec: GcpStack) -> None:
         )
     if problems:
         source = str(stack_file(pulumi.get_stack(), "."))
-        raise pulumi.RunError(str(SpecError(source, problems)))
+        raise SpecError(source, problems)
 
 
 def deploy(spec: GcpStack) -> dict[str, Any]:
