@@ -71,24 +71,21 @@ log = logging.getLogger("agent_app.fleet")
 HOPS = 3
 
 
+def _idempotency_key(scope: Scope) -> str | None:
+    """The request's ``Idempotency-Key``, when it has a well-formed one (a malformed one: the app
+    answers 422, wherever it is sent)."""
+    for name, value in scope["headers"]:
+        if name == _IDEMPOTENCY_KEY:
+            key = value.decode("latin-1")
+            return key if _KEY.fullmatch(key) else None
+    return None
+
+
 def _keyed_create(scope: Scope) -> str | None:
     """The ``Idempotency-Key`` of ``POST /v1/sessions``, when it has a well-formed one."""
     if scope["method"] != "POST" or scope["path"] != "/v1/sessions":
         return None
-    for name, value in scope["headers"]:
-        if name == _IDEMPOTENCY_KEY:
-            key = value.decode("latin-1")
-            return key if _KEY.fullmatch(key) else None  # the app answers 422
-    return None
-
-
-def _keyed(scope: Scope) -> bool:
-    """Whether the request carries a well-formed ``Idempotency-Key`` (a malformed one: the app
-    answers 422, wherever it is sent)."""
-    return any(
-        name == _IDEMPOTENCY_KEY and _KEY.fullmatch(value.decode("latin-1"))
-        for name, value in scope["headers"]
-    )
+    return _idempotency_key(scope)
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -250,7 +247,7 @@ class FleetRouting:
         except PeerLost as exc:
             if scope["method"] in SAFE_METHODS and (exc.silent or ask_again):
                 return False  # a read changed nothing there: ask again where the record lives
-            if exc.silent and _keyed(scope):
+            if exc.silent and _idempotency_key(scope) is not None:
                 # The home is gone: its successor takes the record over, with every write a
                 # majority acknowledged, and answers a turn that ran there from the record.
                 return False

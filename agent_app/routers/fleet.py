@@ -49,15 +49,16 @@ def _replicator(request: Request, key: FleetKey = None) -> Replicator:
 
 # Every route takes the fleet's key before its body's fields are validated: a caller without it
 # learns nothing of what the routes accept (only a body that is not JSON at all is refused
-# first, by FastAPI's parser).
+# first, by FastAPI's parser). A route that needs the replicator takes it as ``Member``: FastAPI
+# resolves the dependency once per request.
 router = APIRouter(prefix=FLEET_PATH_PREFIX, include_in_schema=False, dependencies=[Depends(_replicator)])
+Member = Annotated[Replicator, Depends(_replicator)]
 
 
 @router.put("/{plural}/{record_id}")
 async def put_copy(
-    request: Request, plural: Plural, record_id: TaskId, body: Copy, key: FleetKey = None
+    request: Request, plural: Plural, record_id: TaskId, body: Copy, replicator: Member
 ) -> JSONResponse:
-    replicator = _replicator(request, key)
     missing = {"home", "epoch", "version"} - body.record.keys()
     if missing:
         return JSONResponse(
@@ -81,8 +82,7 @@ async def put_copy(
 
 
 @router.get("/{plural}/{record_id}")
-async def get_copy(request: Request, plural: Plural, record_id: TaskId, key: FleetKey = None) -> JSONResponse:
-    replicator = _replicator(request, key)
+async def get_copy(plural: Plural, record_id: TaskId, replicator: Member) -> JSONResponse:
     record = await replicator.local.read("session" if plural == "sessions" else "task", record_id)
     if record is None:
         raise NotFound(f"no copy of {plural[:-1]} {record_id!r} here")
@@ -94,10 +94,7 @@ class Appends(BaseModel):
 
 
 @router.post("/sessions/{record_id}/appends")
-async def post_appends(
-    request: Request, record_id: SessionId, body: Appends, key: FleetKey = None
-) -> JSONResponse:
+async def post_appends(request: Request, record_id: SessionId, body: Appends) -> JSONResponse:
     """A task's report, from a worker at another site, appended here at the session's home."""
-    _replicator(request, key)
     session = await get_runtime(request).sessions.append(record_id, body.messages, counts_as_turn=False)
     return JSONResponse({"version": session.turns})
