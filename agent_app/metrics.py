@@ -21,8 +21,9 @@ TURNS = Counter("agent_turns_total", "Agent turns by outcome", ["outcome"])
 TURNS_OK = TURNS.labels("ok")  # the hot path's child, looked up once
 TASKS = Counter(
     "agent_tasks_total",
-    "Queue task deliveries by outcome (succeeded, failed, retried, dead_lettered, duplicate, released, "
-    "waited: held while the task record was not visible or its claim not held by the fleet)",
+    "Queue task deliveries by outcome (succeeded, retried, dead_lettered, duplicate, busy, released, "
+    "moved, lease_lost: not acknowledged as another claim took the task over, "
+    "waited: held while the task record was not visible, the cache down or the fleet short)",
     ["outcome"],
 )
 TASKS_ENQUEUED = Counter("agent_tasks_enqueued_total", "Tasks accepted and published to the queue")

@@ -31,7 +31,9 @@ _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.f
 
 # KEYS[1] task; ARGV: owner, lease ms, updated_at, this site ('' outside a fleet), the write's
 # id. Returns {outcome, detail}; "moved" (detail: the home) when this site is not the task's
-# home (another site runs it, or this site's takeover of it is not settled).
+# home (another site runs it, or this site's takeover of it is not settled). The owner's own
+# claim is found again, not counted twice: a claim whose reply was lost (a cache that hung
+# runs the commands it holds once it resumes) must not make its owner wait out its lease.
 _CLAIM = f"""{_SHEBANG}if redis.call('EXISTS', KEYS[1]) == 0 then return {{'missing', ''}} end
 local home = redis.call('HGET', KEYS[1], 'home')
 if ARGV[4] ~= '' and home and home ~= ARGV[4] then return {{'moved', home}} end
@@ -39,6 +41,10 @@ if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return {
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' then return {{'done', status}} end
 {_NOW}
+if status == 'running' and redis.call('HGET', KEYS[1], 'lease_owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+  return {{'claimed', redis.call('HGET', KEYS[1], 'attempts')}}
+end
 local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
 if status == 'running' and lease_until > now then return {{'busy', tostring(lease_until - now)}} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[1],
@@ -73,8 +79,29 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
 
+# KEYS[1] task; ARGV: error, updated_at, this site ('' outside a fleet), the write's id. A task
+# whose message is dead-lettered with no live claim on it is marked failed, unless it is done,
+# another worker holds a live lease on it (a duplicate message was dead-lettered, not the task),
+# or another site runs it. Returns 1 when marked.
+_FAIL_UNCLAIMED = f"""{_SHEBANG}local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'failed' then return 0 end
+local home = redis.call('HGET', KEYS[1], 'home')
+if ARGV[3] ~= '' and home and home ~= ARGV[3] then return 0 end
+if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return 0 end
+{_NOW}
+if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return 0 end
+redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'updated_at', ARGV[2], 'wid', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+"""
+
 # The error of a task whose create was answered with an error because it could not be queued.
 NOT_QUEUED = "not queued: "
+
+# What became of a settled result: stored and (in a fleet) held by enough sites; stored here
+# only, as too few sites of a ``sync`` fleet took the copy; or not stored, the lease lost.
+Settled = Literal["stored", "unheld", "lost"]
 
 log = logging.getLogger("agent_app.tasks")
 
@@ -82,7 +109,8 @@ log = logging.getLogger("agent_app.tasks")
 @dataclass(frozen=True)
 class Claim:
     # "unheld": claimed here, but too few of the fleet's sites hold the claim (this site is cut
-    # off): given back, not run.
+    # off): given back, not run. Also a finished task whose record too few sites hold: its
+    # message is acknowledged only once they do.
     outcome: Literal["claimed", "done", "busy", "missing", "moved", "unheld"]
     attempts: int = 0
     busy_seconds: float = 0.0
@@ -100,6 +128,7 @@ class TaskStore:
         self._renew = cache.script(_RENEW)
         self._settle = cache.script(_SETTLE)
         self._abandon = cache.script(_ABANDON)
+        self._fail_unclaimed = cache.script(_FAIL_UNCLAIMED)
 
     async def create(self, task_id: str, session_id: str, text: str, work_seconds: float = 0) -> Task:
         now = time.time()
@@ -194,7 +223,25 @@ class TaskStore:
             return await self._held(task_id, owner, Claim("claimed", attempts=int(detail)))
         if outcome == "busy":
             return Claim("busy", busy_seconds=int(detail) / 1000)
-        return Claim("done" if outcome == "done" else "missing")
+        if outcome == "done":
+            return await self._done(task_id)
+        return Claim("missing")
+
+    async def _done(self, task_id: str) -> Claim:
+        """A finished task's delivery is acknowledged only once a majority of a ``sync`` fleet
+        holds the result: a worker may have stored it here and stopped, or found too few sites,
+        before the copy; acknowledged then, a successor that took the task over would run it
+        again."""
+        if self.replicator is None or not self.replicator.sync:
+            return Claim("done")
+        try:
+            await self._published(task_id)
+        except Moved:
+            return Claim("moved")
+        except DependencyDown as exc:
+            log.debug("finished task not held by the fleet", extra={"error": exc.message})
+            return Claim("unheld")
+        return Claim("done")
 
     async def _held(self, task_id: str, owner: str, claim: Claim) -> Claim:
         """In a ``sync`` fleet a task runs only once a majority holds its claim: a site cut off
@@ -223,25 +270,28 @@ class TaskStore:
 
     async def _settle_fields(
         self, task_id: str, owner: str, fields: dict[str, Any], *, publish: bool = True
-    ) -> bool:
+    ) -> Settled:
         args: list[Any] = [owner]
         for name, value in {**fields, "updated_at": time.time(), "wid": new_id()}.items():
             args += [name, value]
         result = await self.cache.write(lambda pipe: self._settle.stage(pipe, [task_key(task_id)], args))
-        if int(result[0]) != 1 or not publish:
-            return int(result[0]) == 1
+        if int(result[0]) != 1:
+            return "lost"
+        if not publish:
+            return "stored"
         # A settled task is copied before its message is acknowledged: a site that takes it
-        # over then finds it done and does not run it again. The result is stored here either
-        # way; a copy that finds too few sites is logged, not turned into a failed task.
+        # over then finds it done and does not run it again. A copy too few sites took leaves
+        # the result stored here, "unheld": the worker acknowledges nothing until they hold it.
         try:
             await self._published(task_id)
         except DependencyDown as exc:
             log.warning(
                 "settled task not copied to the fleet", extra={"task_id": task_id, "error": exc.message}
             )
-        return True
+            return "unheld"
+        return "stored"
 
-    async def succeed(self, task_id: str, owner: str, result: str, tool_calls: list[ToolUse]) -> bool:
+    async def succeed(self, task_id: str, owner: str, result: str, tool_calls: list[ToolUse]) -> Settled:
         return await self._settle_fields(
             task_id,
             owner,
@@ -253,19 +303,23 @@ class TaskStore:
             },
         )
 
-    async def fail(self, task_id: str, owner: str, error: str, *, final: bool) -> bool:
+    async def fail(self, task_id: str, owner: str, error: str, *, final: bool) -> Settled:
         status = TaskStatus.FAILED if final else TaskStatus.RETRYING
         return await self._settle_fields(task_id, owner, {"status": status.value, "error": error})
 
-    async def release(self, task_id: str, owner: str) -> bool:
+    async def release(self, task_id: str, owner: str) -> Settled:
         """Give the task back untouched (shutdown): the next delivery may claim it at once."""
         return await self._settle_fields(task_id, owner, {"status": TaskStatus.QUEUED.value})
 
-    async def fail_unclaimed(self, task_id: str, error: str) -> None:
-        """Mark a task failed when its message is dead-lettered without a live claim."""
-
-        async def op(r: Any) -> None:
-            if await r.hget(task_key(task_id), "status") not in (None, TaskStatus.SUCCEEDED.value):
-                await r.hset(task_key(task_id), mapping={"status": TaskStatus.FAILED.value, "error": error})
-
-        await self.cache.run(op)
+    async def fail_unclaimed(self, task_id: str, error: str) -> bool:
+        """Mark a task failed when its message is dead-lettered without a live claim on it, and
+        copy that out like any write. True when marked."""
+        marked = await self.cache.write(
+            lambda pipe: self._fail_unclaimed.stage(
+                pipe, [task_key(task_id)], [error, time.time(), self.site, new_id()]
+            )
+        )
+        if int(marked[0]) != 1:
+            return False
+        await self._published(task_id)
+        return True

@@ -5,7 +5,8 @@ malformed body is a poison message), claim the task in Redis (a finished task me
 duplicate delivery: ack without running), run the agent while a heartbeat extends both the
 broker's lease and the Redis claim, store the result, and only then ack. A failure hands
 the message back with backoff; on the broker's last attempt it is dead-lettered and the
-task marked failed. On SIGTERM the worker stops receiving at once, lets running tasks finish
+task marked failed. An outage of the cache or of the fleet is not a failure: the delivery is
+held until it ends. On SIGTERM the worker stops receiving at once, lets running tasks finish
 within ``AGENT_SHUTDOWN_GRACE_SECONDS`` less a close reserve, and releases the rest for
 immediate redelivery; the grace period bounds the whole shutdown (``process.ShutdownClock``).
 
@@ -29,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
-from agent_app.errors import DependencyDown, NotFound
+from agent_app.errors import DependencyDown, Moved, NotFound
 from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
@@ -38,7 +39,7 @@ from agent_app.process import bootstrap, exit_now, within
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
 from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
 from agent_app.schemas import Message, TaskMessage
-from agent_app.tasks import Claim
+from agent_app.tasks import Claim, Settled
 from agent_app.telemetry import setup_tracing, span
 
 log = logging.getLogger("agent_app.worker")
@@ -192,10 +193,7 @@ class Worker:
                 QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
             heartbeat = asyncio.create_task(self._heartbeat(delivery, message.task_id, owner))
             try:
-                await self._execute(message, owner)
-                await delivery.ack()
-                TASKS.labels("succeeded").inc()
-                log.info("task succeeded", extra={"attempt": delivery.attempt})
+                settled = await self._execute(message, owner)
             except asyncio.CancelledError:
                 await asyncio.shield(self._release(delivery, message.task_id, owner))
                 raise
@@ -203,40 +201,76 @@ class Worker:
                 await self._failed(
                     delivery, message, f"{type(exc).__name__}: {exc}", claimed=True, owner=owner
                 )
+                return
             finally:
                 heartbeat.cancel()
+            await self._settled(delivery, message, owner, settled)
+
+    async def _settled(self, delivery: Delivery, message: TaskMessage, owner: str, settled: Settled) -> None:
+        """Acknowledge a run whose result is stored, and held by the fleet where it has one."""
+        if settled == "lost":
+            # Another delivery claimed the task once this lease ran out: acknowledging would take
+            # the message from under that run, and a task whose run then dies would never end.
+            TASKS.labels("lease_lost").inc()
+            log.warning("lease lost before the result was stored; the delivery is left to its lease")
+            return
+        if settled == "unheld":
+            # Stored here only: held (no attempt used up) until the fleet holds the result too.
+            claim = await self._claim(delivery, message, owner)
+            if claim is None:
+                return  # handed back: its next delivery finds the task done and copies it out
+            if claim.outcome not in ("done", "moved"):
+                await self._quietly(delivery.release(0), "release")
+                return
+        TASKS.labels("succeeded").inc()
+        log.info("task succeeded", extra={"attempt": delivery.attempt})
+        # The result is stored: an ack that fails leaves a duplicate delivery, which finds the
+        # task done; it is not a failed task.
+        await self._quietly(delivery.ack(), "ack")
 
     async def _claim(self, delivery: Delivery, message: TaskMessage, owner: str) -> Claim | None:
-        """Claim the task; while its record is not visible, the cache does not answer or (in a
-        fleet) too few sites hold the claim, hold the delivery (lease extended, no attempt used
-        up) and look again on a fresh view of the primary, for up to
-        ``AGENT_TASK_RECORD_WAIT_SECONDS``; then hand it back.
-
-        The api stores the record, acknowledged by a replica, before it publishes, so a
-        missing record is first of all a stale view (a node cut off or just demoted), not a
-        bad message. One that stays missing is an orphan and is dead-lettered.
+        """Claim the task, holding the delivery (lease extended, no attempt used up) and looking
+        again on a fresh view of the primary while it cannot be claimed yet:
+        - while an outage lasts (the cache does not answer or, in a fleet, too few sites hold
+          the claim): it stops every task alike, so the delivery waits for its end. Handed back,
+          each try would use up one of the broker's attempts, and an outage longer than those
+          would dead-letter tasks never run. The worker's slots fill, and it takes no more;
+        - while the record is not visible, for up to ``AGENT_TASK_RECORD_WAIT_SECONDS`` (from the
+          end of an outage). The api stores the record, acknowledged by a replica, before it
+          publishes, so a missing record is first of all a stale view (a node cut off or just
+          demoted), not a bad message. One that stays missing is an orphan and is dead-lettered.
+        Any other error hands the delivery back after that wait.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.record_wait
+        started = loop.time()
+        deadline = started + self.record_wait
         keeper: asyncio.Task[None] | None = None
         error: Exception | None = None
+        outage = False
         try:
             while True:
                 try:
                     claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
                     error = None
                     if claim.outcome == "unheld":  # this site is cut off from its fleet
-                        error = DependencyDown("too few of the fleet's sites hold the claim")
+                        error = DependencyDown("too few of the fleet's sites hold the task")
                     elif claim.outcome != "missing":
+                        if outage:
+                            log.info(
+                                "outage over; claiming", extra={"held_s": round(loop.time() - started, 1)}
+                            )
                         return claim
                 except Exception as exc:
                     error = exc
-                if loop.time() + RECORD_POLL_SECONDS > deadline:
+                if isinstance(error, DependencyDown) and not isinstance(error, Moved):
+                    outage = True
+                    deadline = loop.time() + self.record_wait
+                elif loop.time() + RECORD_POLL_SECONDS > deadline:
                     break
                 if keeper is None:
                     TASKS.labels("waited").inc()
                     log.info(
-                        "task record not visible; holding the delivery",
+                        "task cannot be claimed yet; holding the delivery",
                         extra={
                             "error": repr(error) if error else "no task record",
                             "wait_s": self.record_wait,
@@ -261,7 +295,7 @@ class Worker:
         log.error("orphan task message dead-lettered", extra={"attempt": delivery.attempt, "error": reason})
         return None
 
-    async def _execute(self, message: TaskMessage, owner: str) -> None:
+    async def _execute(self, message: TaskMessage, owner: str) -> Settled:
         with span("agent.task", task_id=message.task_id):
             # This site's copy is context enough (the home may be another site).
             history = await self.rt.sessions.peek(message.session_id)
@@ -281,8 +315,7 @@ class Worker:
                 await self._report(message.session_id, report)
             except NotFound:
                 log.info("session expired before its task finished; result kept on the task only")
-            if not await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls):
-                log.warning("lease lost before the result was stored; another worker owns the task now")
+            return await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls)
 
     async def _report(self, session_id: str, report: Message) -> None:
         """Append the task's report where the session lives: here, or at its home in the fleet

@@ -21,7 +21,13 @@ import pytest
 import redis
 
 from agent_app.client import FleetClient
-from agent_app.contract import FLEET_KEY_HEADER, FORWARDED_HEADER, SITE_HEADER, fleet_sites_value
+from agent_app.contract import (
+    FLEET_KEY_HEADER,
+    FLEET_PATH_PREFIX,
+    FORWARDED_HEADER,
+    SITE_HEADER,
+    fleet_sites_value,
+)
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.testing.servers import (
     API_KEY,
@@ -63,15 +69,17 @@ class Site:
         self.start_lb()
         return self
 
-    def start_lb(self, backend: int | None = None) -> None:
-        """The site's TLS load balancer, in front of its api (or of the server at ``backend``)."""
+    def start_lb(self, backend: int | None = None, *, refuse: str = "") -> None:
+        """The site's TLS load balancer, in front of its api (or of the server at ``backend``);
+        requests whose path begins with ``refuse`` are answered 503 by the balancer itself."""
         assert self.api is not None
         backend = backend or self.api.port
         cfg = self.pem.with_suffix(".cfg")
+        refusal = f"  http-request return status 503 if {{ path_beg {refuse} }}\n" if refuse else ""
         cfg.write_text(
             "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n"
             f"  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{self.port} ssl crt {self.pem}\n"
-            f"  default_backend be\nbackend be\n  server api 127.0.0.1:{backend}\n"
+            f"{refusal}  default_backend be\nbackend be\n  server api 127.0.0.1:{backend}\n"
         )
         self.lb, _ = serve(
             lambda port: Proc(f"lb-{self.name}", ["haproxy", "-db", "-f", str(cfg)]),
@@ -374,7 +382,7 @@ def test_a_site_cut_off_from_its_fleet_runs_no_task_until_a_majority_holds_its_c
     worker = a.worker
     # The worker claims the task in its own store, but no other site holds the claim: it waits.
     wait_until(
-        lambda: "too few of the fleet's sites hold the claim" in worker.output(),
+        lambda: "too few of the fleet's sites hold the task" in worker.output(),
         timeout=30,
         what="site-a's worker to find its claim unheld",
     )
@@ -395,6 +403,51 @@ def test_a_site_cut_off_from_its_fleet_runs_no_task_until_a_majority_holds_its_c
         lambda: a.record("task", task_id).get("status") == "succeeded",
         timeout=40,
         what="the task to run once a majority holds its claim",
+    )
+    assert a.record("task", task_id)["attempts"] == "1"
+
+
+def test_a_result_too_few_sites_took_is_acknowledged_only_once_a_majority_holds_it(
+    fleet: dict[str, Site],
+) -> None:
+    """The task's claim reached the others, then only its result did not: the message is held,
+    not acknowledged, until they take it. Acknowledged at once, the others would keep a running
+    task whose home holds the only result, and a successor taking it over would run it again."""
+    a, b, c = fleet.values()
+    assert a.worker is not None
+    worker = a.worker
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        accepted = ca.post(f"/v1/sessions/{sid}/tasks", json={"input": "what is 6*8", "work_seconds": 3})
+        assert accepted.status_code == 202, accepted.text
+    task_id = accepted.json()["task_id"]
+    wait_until(
+        lambda: any(s.record("task", task_id).get("status") == "running" for s in (b, c)),
+        what="the claim to be held by a majority",
+    )
+    for site in (b, c):  # from now on they take no task copy (sessions still pass)
+        site.stop_lb()
+        site.start_lb(refuse=f"{FLEET_PATH_PREFIX}/tasks/")
+    wait_until(
+        lambda: "settled task not copied to the fleet" in worker.output(),
+        timeout=30,
+        what="site-a's worker to store a result no other site took",
+    )
+    assert a.record("task", task_id)["status"] == "succeeded"
+    assert worker.metric("agent_tasks_total", outcome="succeeded") == 0  # held, not acknowledged
+    # The site that took the claim (a majority is two: site-a and one other) still says running.
+    assert {s.record("task", task_id).get("status") for s in (b, c)} - {None} == {"running"}
+    b.stop_lb()
+    b.start_lb()
+    wait_until(
+        lambda: b.record("task", task_id).get("status") == "succeeded",
+        timeout=30,
+        what="the result to reach site-b",
+    )
+    assert b.record("task", task_id)["result"] == "6*8 = 48"
+    wait_until(
+        lambda: worker.metric("agent_tasks_total", outcome="succeeded") == 1,
+        what="the message to be acknowledged once a majority holds the result",
     )
     assert a.record("task", task_id)["attempts"] == "1"
 
