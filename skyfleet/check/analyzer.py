@@ -41,7 +41,17 @@ def pack_python(pack_dir: Path) -> str:
     manifest = pack_dir / "PulumiPolicy.yaml"
     if not manifest.is_file():
         raise PackError(f"{pack_dir}: no PulumiPolicy.yaml; not a policy pack folder")
-    doc = yaml.safe_load(manifest.read_text()) or {}
+    try:
+        doc = yaml.safe_load(manifest.read_text()) or {}
+    except yaml.MarkedYAMLError as exc:
+        line = f" at line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise PackError(f"{manifest}: not valid YAML{line}: {exc.problem or exc.context}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PackError(f"{manifest}: cannot be read ({exc})") from None
+    if not isinstance(doc, dict):
+        raise PackError(f"{manifest}: a YAML {type(doc).__name__}, not a mapping (runtime: python, ...)")
+    if not (pack_dir / "__main__.py").is_file():
+        raise PackError(f"{pack_dir}: no __main__.py; a Python policy pack's program is its __main__.py")
     runtime = doc.get("runtime")
     name = runtime.get("name") if isinstance(runtime, dict) else runtime
     if name != "python":

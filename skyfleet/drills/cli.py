@@ -18,7 +18,13 @@ from rich.table import Table
 
 from skyfleet.drills.experiment import Drill, DrillFileError, load_drill
 from skyfleet.drills.report import DrillReport
-from skyfleet.drills.run import DrillRefused, DrillSkipped, ensure_prod_confirmed, run_drill
+from skyfleet.drills.run import (
+    DrillRefused,
+    DrillSkipped,
+    ensure_prod_confirmed,
+    run_drill,
+    unknown_lab_sites,
+)
 from skyfleet.drills.target import LabTarget, OutputsSource, StackTarget, Target, TargetError
 
 app = typer.Typer(
@@ -167,6 +173,16 @@ def _dry_run(drill: Drill, target: Target, yes: bool) -> None:
     """Print the plan; reads stack outputs from files only, never the cloud, needs no credentials."""
     console.print(f"[bold]dry run[/bold] of {drill.path} ({drill.document.title}) against {target.label}")
     prod_note = ""
+    if isinstance(target, LabTarget):
+        try:
+            sites = target.describe()["sites"]
+        except Exception:  # the lab is not up: a real run starts nothing either
+            prod_note = "NOTE: the lab is not up, so its site names were not checked"
+        else:
+            unknown = unknown_lab_sites(drill, sites)
+            if unknown:
+                console.print(f"[red]refused:[/red] {escape('; '.join(unknown))}")
+                raise typer.Exit(3)
     if isinstance(target, StackTarget):
         try:
             ensure_prod_confirmed(target, yes)

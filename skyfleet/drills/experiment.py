@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -364,6 +365,59 @@ def _check_signatures(path: Path, experiment: dict[str, Any]) -> None:
             ) from None
 
 
+_KINDS: dict[type, str] = {
+    bool: "a bool",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    dict: "a mapping",
+}
+
+
+def _returns(func: Any) -> str | None:
+    """What a probe function returns, by its annotation: one of ``_KINDS``'s names, or None."""
+    try:
+        hint = typing.get_type_hints(inspect.unwrap(func)).get("return")
+    except Exception:  # an annotation that does not resolve: nothing to check against
+        return None
+    return _KINDS.get(typing.get_origin(hint) or hint)  # type: ignore[arg-type]
+
+
+def _matches(tolerance: Any) -> set[str] | None:
+    """The kinds of value ``tolerance`` can match as chaoslib compares them; None: any."""
+    if isinstance(tolerance, bool):
+        return {"a bool"}
+    if isinstance(tolerance, int | float):
+        return {"a number", "a mapping"}  # a mapping: its "status" is compared
+    if isinstance(tolerance, str):
+        return {"a string"}
+    if isinstance(tolerance, dict):
+        return {"range": {"a number", "a mapping"}, "regex": {"a string", "a mapping"}}.get(
+            str(tolerance.get("type"))
+        )
+    return None  # a list: membership (or a range) over values of any kind
+
+
+def _check_tolerances(path: Path, experiment: dict[str, Any]) -> None:
+    """A hypothesis probe's tolerance can match what its function returns: chaoslib compares a
+    bool, number or string with ``==``, so `true` for a probe that returns a rate is never met,
+    and the drill would only find out by aborting at its first check."""
+    probes = (experiment.get("steady-state-hypothesis") or {}).get("probes") or []
+    for i, probe in enumerate(probes):
+        provider = probe.get("provider") if isinstance(probe, dict) else None
+        if not isinstance(provider, dict) or provider.get("type") != "python":
+            continue
+        func = getattr(importlib.import_module(provider["module"]), provider["func"])
+        returns, kinds = _returns(func), _matches(probe.get("tolerance"))
+        if returns is not None and kinds is not None and returns not in kinds:
+            tolerance = probe["tolerance"]
+            shown = f"type {tolerance['type']}" if isinstance(tolerance, dict) else repr(tolerance)
+            raise DrillFileError(
+                f"{path}: steady-state-hypothesis.probes[{i}].tolerance: {shown} can never be met: "
+                f"{provider['module']}.{provider['func']} returns {returns}"
+            )
+
+
 def _chaoslib_validate(path: Path, experiment: dict[str, Any]) -> None:
     from chaoslib.exceptions import ChaosException
     from chaoslib.experiment import ensure_experiment_is_valid
@@ -382,6 +436,7 @@ def validate_experiment(experiment: dict[str, Any], path: Path, *, chaoslib_chec
         raise DrillFileError(_format(path, exc)) from None
     ext = skyfleet_extension(path, experiment)
     _check_signatures(path, experiment)
+    _check_tolerances(path, experiment)
     if chaoslib_checks:
         _chaoslib_validate(path, experiment)
     return Drill(path=path, experiment=experiment, document=document, skyfleet=ext)

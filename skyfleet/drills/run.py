@@ -485,6 +485,37 @@ def check_requirements(drill: Drill, target: Target) -> None:
             raise DrillRefused(
                 f"{drill.name} faults site {site!r}, which the lab does not have: {info['sites']}"
             )
+        unknown = unknown_lab_sites(drill, info["sites"])
+        if unknown:
+            raise DrillRefused(f"{drill.path}: " + "; ".join(unknown))
+
+
+def unknown_lab_sites(drill: Drill, sites: list[str]) -> list[str]:
+    """Each lab activity whose ``site`` the lab does not have, where it is in the drill file: a
+    run finds it before any fault, not as a failed action under load."""
+    from skyfleet.drills.actions.lab import PRIMARY_SITE
+    from skyfleet.drills.activity import ACTIONS
+
+    experiment = drill.experiment
+    placed: list[tuple[str, dict[str, Any]]] = [
+        (f"steady-state-hypothesis.probes[{i}]", a)
+        for i, a in enumerate((experiment.get("steady-state-hypothesis") or {}).get("probes", []))
+    ]
+    placed += [(f"method[{i}]", a) for i, a in enumerate(experiment.get("method", []))]
+    placed += [(f"rollbacks[{i}]", a) for i, a in enumerate(experiment.get("rollbacks", []))]
+    problems = []
+    for where, activity in placed:
+        provider = activity.get("provider") or {}
+        info = ACTIONS.get(provider.get("func", ""))
+        if provider.get("module") != "skyfleet.drills.activity" or info is None or info.platform != "lab":
+            continue
+        site = (provider.get("arguments") or {}).get("site")
+        if site is not None and site != PRIMARY_SITE and site not in sites:
+            problems.append(
+                f"{where} {activity.get('name')!r}: site {site!r} is not a site of the lab "
+                f"({', '.join(sites)}, or {PRIMARY_SITE!r} for the one the edge serves)"
+            )
+    return problems
 
 
 def ensure_prod_confirmed(target: Target, yes: bool) -> None:

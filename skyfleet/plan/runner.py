@@ -165,6 +165,8 @@ def plan_stack(
     outputs), then from ``plans_dir/<stack>.json``, else by planning the referenced stack
     of the same project first."""
     project = Project.load(program_dir.resolve())
+    if plans_dir is not None and not plans_dir.is_dir():
+        raise PlanError(f"--references {plans_dir}: not a folder (give the folder of <stack>.json files)")
     references: dict[str, Mapping[str, Any]] = dict(known_outputs or {})
 
     def lookup(ref: str) -> Mapping[str, Any] | None:
@@ -177,13 +179,7 @@ def plan_stack(
         candidates = [Path(*parts[i:]).with_suffix(".json") for i in range(len(parts))] if plans_dir else []
         path = next((plans_dir / c for c in candidates if plans_dir and (plans_dir / c).exists()), None)
         if path:
-            try:
-                doc = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise PlanError(f"{path}: not JSON ({exc})", path) from None
-            # A plan written by `skyfleet plan --out`, or the stack's outputs object itself.
-            is_plan = isinstance(doc, dict) and "resources" in doc and "outputs" in doc
-            references[ref] = doc["outputs"] if is_plan else doc
+            references[ref] = _reference_outputs(path)
             return references[ref]
         return None
 
@@ -205,6 +201,27 @@ def plan_stack(
     if plan is None:
         raise PlanError(f"{project.stack_file(stack)}: StackReferences {missing} could not be answered")
     return plan
+
+
+def _reference_outputs(path: Path) -> Mapping[str, Any]:
+    """A referenced stack's outputs from ``path``: a plan written by `skyfleet plan --out`, or
+    the stack's outputs object itself (`pulumi stack output --json`)."""
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot be read ({exc.strerror or exc})", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: not JSON ({exc})", path) from None
+    is_plan = isinstance(doc, dict) and "resources" in doc and "outputs" in doc
+    outputs = doc["outputs"] if is_plan else doc
+    if not isinstance(outputs, dict):
+        what = "its outputs are" if is_plan else "it is"
+        raise PlanError(
+            f"{path}: {what} a JSON {type(outputs).__name__}, not an object of the stack's outputs "
+            "(give a plan from `skyfleet plan --out` or `pulumi stack output --json`)",
+            path,
+        )
+    return outputs
 
 
 def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan | None, list[str]]:
@@ -246,6 +263,8 @@ def _run(project: Project, stack: str, preview: bool, lookup: Any) -> tuple[Plan
             raise ConfigError(
                 f"{config_file}: {exc}{text}", registered=len(monitor.registrations), file=file, line=line
             ) from None
+        except PlanError:
+            raise  # a --references file the program asked for (it names itself)
         except Exception as exc:
             if mocks.missing_references:
                 return None, list(mocks.missing_references)

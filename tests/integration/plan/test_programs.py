@@ -224,6 +224,41 @@ def test_usage_errors_write_every_report_too(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["error"]["message"] == "give exactly one of --stack NAME or --all"
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[1, 2]", "it is a JSON list, not an object of the stack's outputs"),
+        ('{"resources": [], "outputs": 3}', "its outputs are a JSON int, not an object"),
+        ("{not json", "not JSON"),
+        (None, "cannot be read"),
+    ],
+)
+def test_a_bad_references_file_is_named_with_what_is_wrong(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    """The edge stack reads the sites' outputs through StackReferences; a file given for one
+    that is no outputs object stops the plan naming that file, not a line of the mocks."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    site = refs / "aws-prod.json"
+    if content is None:
+        site.mkdir()  # a folder where the file should be
+    else:
+        site.write_text(content)
+    result = runner.invoke(app, ["plan", "--stack", "edge-prod", "--references", str(refs)])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"{site}: {problem}" in output
+    assert "mocks.py" not in output
+
+
+def test_a_references_folder_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, ["check", "--stack", "edge-prod", "--references", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert f"--references {missing}: not a folder" in " ".join(result.output.split())
+
+
 # --- kubernetes ----------------------------------------------------------------------------
 
 

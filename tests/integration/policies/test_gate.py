@@ -232,6 +232,29 @@ def test_usage_and_pack_errors_exit_2(tmp_path: Path) -> None:
     assert hung.exit_code == 2 and "timed out" in hung.output
 
 
+@pytest.mark.parametrize(
+    ("manifest", "main", "problem"),
+    [
+        ("runtime: [python\n", True, "PulumiPolicy.yaml: not valid YAML at line 2"),
+        ("- python\n", True, "PulumiPolicy.yaml: a YAML list, not a mapping"),
+        ("runtime: python\n", False, "no __main__.py"),
+    ],
+)
+def test_a_broken_pack_manifest_is_named_with_what_is_wrong(
+    tmp_path: Path, manifest: str, main: bool, problem: str
+) -> None:
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "PulumiPolicy.yaml").write_text(manifest)
+    if main:
+        (pack / "__main__.py").write_text("raise SystemExit('never started')\n")
+    result = runner.invoke(app, ["check", "--list-rules", "--policy-pack", str(pack)])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"{pack}/{problem}" in output or f"{pack}: {problem}" in output
+    assert "Traceback" not in output
+
+
 def test_missing_stack_is_a_usage_error() -> None:
     result = runner.invoke(app, ["check", "--program", str(NONCOMPLIANT), "--stack", "nope"])
     assert result.exit_code == 2

@@ -146,6 +146,20 @@ CASES = [
         "rollbacks[0].provider.arguments: missing a required argument: 'site'",
     ),
     (
+        "a bool tolerance for a rate",
+        lambda d: d["steady-state-hypothesis"]["probes"][1].update(tolerance=True),
+        "steady-state-hypothesis.probes[1].tolerance: True can never be met: "
+        "skyfleet.drills.hypothesis.success_rate returns a number",
+    ),
+    (
+        "a range for a yes or no",
+        lambda d: d["steady-state-hypothesis"]["probes"][0].update(
+            tolerance={"type": "range", "range": [0, 1]}
+        ),
+        "steady-state-hypothesis.probes[0].tolerance: type range can never be met: "
+        "skyfleet.drills.hypothesis.front_door_ready returns a bool",
+    ),
+    (
         "chaoslib: bad tolerance type",
         lambda d: d["steady-state-hypothesis"]["probes"][1].update(tolerance={"type": "rang"}),
         "hypothesis probe tolerance type 'rang' is unsupported",
@@ -220,3 +234,28 @@ def test_the_load_spec_survives_its_way_to_the_load_process(
         given |= {"dial": dial, "connect_timeout_seconds": 5}
     spec = LoadSpec.model_validate(given)
     assert LoadSpec.model_validate(json.loads(json.dumps(spec.model_dump(mode="json")))) == spec
+
+
+def test_a_lab_drill_naming_a_site_the_lab_lacks_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """The dry run, as the run's own checks, looks each lab action's site up in the lab's state."""
+    from typer.testing import CliRunner
+
+    from skyfleet.drills.cli import app
+    from skyfleet.lab.state import save_state
+    from tests.support.lab_state import lab_state
+
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    save_state(lab_state(lab_dir))
+    drill = yaml.safe_load((DRILLS / "replica-loss.yaml").read_text())
+    argv = ["run", "--target", "lab", "--lab-dir", str(lab_dir), "--dry-run"]
+    assert (
+        CliRunner().invoke(app, [*argv[:1], str(_write(tmp_path, drill, "ok.yaml")), *argv[1:]]).exit_code
+        == 0
+    )
+    drill["method"][0]["provider"]["arguments"]["site"] = "aws-prd"
+    result = CliRunner().invoke(app, [*argv[:1], str(_write(tmp_path, drill)), *argv[1:]])
+    assert result.exit_code == 3, result.output
+    output = " ".join(result.output.split())
+    assert "method[0] 'kill-api-0-of-the-serving-site': site 'aws-prd' is not a site of the lab" in output
+    assert "aws-prod, gcp-prod, onprem-prod" in output

@@ -15,41 +15,11 @@ import pytest
 
 from skyfleet.lab import dns, edge
 from skyfleet.lab.errors import LabError
-from skyfleet.lab.fabric import Fabric
-from skyfleet.lab.state import LabState, SiteState, save_state
+from skyfleet.lab.state import LabState, save_state
 from skyfleet.plan import Plan
 from skyfleet.testing.edge import GLOBAL_NAME, SITE_STACKS, edge_plan, site_outputs
+from tests.support.lab_state import LB, LB_ALL, lab_state
 from tests.support.multivalue_edge import STACK, multivalue_plan, planned_addresses
-
-LB = {"aws-prod": "10.77.0.10", "gcp-prod": "10.77.0.11", "onprem-prod": "10.77.0.12"}
-# The lab gives a site's load balancer one address per planned public address (aws-prod's NLB
-# has three Elastic IPs), as `lab up` does.
-LB_ALL = {
-    "aws-prod": ["10.77.0.10", "10.77.0.20", "10.77.0.21"],
-    "gcp-prod": ["10.77.0.11"],
-    "onprem-prod": ["10.77.0.12"],
-}
-
-
-def lab_state(tmp_path: Path, stacks: tuple[str, ...] = SITE_STACKS) -> LabState:
-    return LabState(
-        lab_id="t",
-        state_dir=str(tmp_path),
-        config={},
-        fabric=Fabric(lab_id="t", subnet="10.77.0.0/24", wan_bridge="br-t", wan_address="10.77.0.1"),
-        sites={
-            stack: SiteState(
-                stack=stack,
-                target=stack.split("-")[0],
-                site=stack,
-                lb_address=LB[stack],
-                lb_addresses=LB_ALL[stack],
-                lb_names=list(site_outputs()[stack]["hostNames"]),
-                hosts_file=str(tmp_path / f"{stack}.hosts"),
-            )
-            for stack in stacks
-        },
-    )
 
 
 def served(state: LabState) -> dns.DnsConfig:
