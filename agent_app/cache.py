@@ -3,7 +3,7 @@
 Every cache call goes through :meth:`Cache.run`, which retries connection, timeout and
 READONLY errors only for ``AGENT_REDIS_FAILOVER_WAIT_SECONDS`` (the window in which
 Sentinel or a managed cache promotes a replica) and then raises
-:class:`~agent_app.errors.DependencyDown`, which the api answers with 503. The client's own
+:class:`~agent_app.errors.CacheDown`, which the api answers with 503. The client's own
 retries are switched off so that this window is the only one.
 """
 
@@ -24,7 +24,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnec
 from redis.backoff import NoBackoff
 
 from agent_app.config import Settings
-from agent_app.errors import DependencyDown
+from agent_app.errors import CacheDown
 
 log = logging.getLogger("agent_app.cache")
 T = TypeVar("T")
@@ -227,9 +227,7 @@ class Cache:
                     await self.redis.connection_pool.disconnect()
                 if loop.time() + delay > deadline:
                     log.warning("cache unavailable", extra={"error": repr(exc)})
-                    raise DependencyDown(
-                        "the session cache is unavailable; retry shortly", retry_after=1
-                    ) from exc
+                    raise CacheDown("the session cache is unavailable; retry shortly", retry_after=1) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.25)
 
@@ -253,7 +251,7 @@ class Cache:
                 return results
             acked = int(results[-1])
             if acked < self.wait_replicas:
-                raise DependencyDown(
+                raise CacheDown(
                     f"write reached {acked} of {self.wait_replicas} replicas in {self.wait_timeout_ms} ms",
                     retry_after=1,
                 )

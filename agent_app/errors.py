@@ -54,6 +54,10 @@ class DependencyDown(AgentError):
     code = "dependency_unavailable"
 
 
+class CacheDown(DependencyDown):
+    """The site's cache did not answer (or kept a write on too few replicas) in time."""
+
+
 class Draining(AgentError):
     status = 503
     code = "draining"

@@ -22,7 +22,8 @@ TURNS_OK = TURNS.labels("ok")  # the hot path's child, looked up once
 TASKS = Counter(
     "agent_tasks_total",
     "Queue task deliveries by outcome (succeeded, retried, dead_lettered, duplicate, busy, released, "
-    "moved, lease_lost: not acknowledged as another claim took the task over, "
+    "moved, interrupted: a run an outage cut short, held and made again, "
+    "lease_lost: not acknowledged as another claim took the task over, "
     "waited: held while the task record was not visible, the cache down or the fleet short)",
     ["outcome"],
 )

@@ -43,7 +43,7 @@ if status == 'succeeded' or status == 'failed' then return {{'done', status}} en
 {_NOW}
 if status == 'running' and redis.call('HGET', KEYS[1], 'lease_owner') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
-  return {{'claimed', redis.call('HGET', KEYS[1], 'attempts')}}
+  return {{'claimed', redis.call('HGET', KEYS[1], 'attempts') or '0'}}
 end
 local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
 if status == 'running' and lease_until > now then return {{'busy', tostring(lease_until - now)}} end
@@ -61,11 +61,16 @@ redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
 return 1
 """
 
-# KEYS[1] task; ARGV: owner, then field/value pairs. Applies them only for the lease holder
-# and drops the lease. Returns 1 when applied.
-_SETTLE = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+# KEYS[1] task; ARGV: owner, the write's id, then field/value pairs. Applies them only for the
+# lease holder and drops the lease. Returns 1 when applied, also when this very write was (its
+# reply lost, the cache client sent it again): the result is stored, not taken from the owner.
+_SETTLE = f"""{_SHEBANG}if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
+  if redis.call('HGET', KEYS[1], 'wid') == ARGV[2] then return 1 end
+  return 0
+end
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'wid', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
@@ -227,6 +232,14 @@ class TaskStore:
             return await self._done(task_id)
         return Claim("missing")
 
+    async def finished(self, task_id: str) -> Claim | None:
+        """A finished task's claim outcome (``_done``) without claiming it; None when the task is
+        not finished (or has no record)."""
+        status = await self.cache.run(lambda r: r.hget(task_key(task_id), "status"))  # type: ignore[arg-type,return-value]
+        if status not in (TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value):
+            return None
+        return await self._done(task_id)
+
     async def _done(self, task_id: str) -> Claim:
         """A finished task's delivery is acknowledged only once a majority of a ``sync`` fleet
         holds the result: a worker may have stored it here and stopped, or found too few sites,
@@ -271,8 +284,8 @@ class TaskStore:
     async def _settle_fields(
         self, task_id: str, owner: str, fields: dict[str, Any], *, publish: bool = True
     ) -> Settled:
-        args: list[Any] = [owner]
-        for name, value in {**fields, "updated_at": time.time(), "wid": new_id()}.items():
+        args: list[Any] = [owner, new_id()]
+        for name, value in {**fields, "updated_at": time.time()}.items():
             args += [name, value]
         result = await self.cache.write(lambda pipe: self._settle.stage(pipe, [task_key(task_id)], args))
         if int(result[0]) != 1:

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
-from agent_app.errors import DependencyDown, Moved, NotFound
+from agent_app.errors import CacheDown, DependencyDown, FleetUnavailable, NotFound
 from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
@@ -46,6 +46,13 @@ log = logging.getLogger("agent_app.worker")
 MAX_RETRY_DELAY_SECONDS = 30
 QUEUE_ERROR_PAUSE_SECONDS = 1.0
 RECORD_POLL_SECONDS = 0.5
+RECEIVE_END_SECONDS = 2.0  # beyond the receive's own wait, for its answer to arrive
+
+
+def outage(exc: BaseException) -> bool:
+    """The cache, or too few of the fleet's sites, did not answer: it stops every task alike, so
+    it is waited out, not counted against a task's attempts (a model's timeout is the task's)."""
+    return isinstance(exc, CacheDown | FleetUnavailable)
 
 
 def retry_delay(attempt: int) -> float:
@@ -61,6 +68,7 @@ class Worker:
         self.record_wait = runtime.settings.task_record_wait_seconds
         self.instance = runtime.settings.instance
         self.stopping = asyncio.Event()
+        self.receiving_closed = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
 
     def begin_drain(self) -> None:
@@ -75,6 +83,7 @@ class Worker:
         # tasks) or a receive stuck on a broker that does not answer must still stop taking
         # work at once and drain within the grace period.
         stop = asyncio.create_task(self.stopping.wait())
+        late: list[Delivery] = []  # received as SIGTERM came: handed back once receiving stopped
         try:
             connected = asyncio.create_task(self.rt.queue_connected.wait())
             await asyncio.wait({connected, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -89,20 +98,39 @@ class Worker:
                 deliveries = await self._receive(free, stop)
                 for delivery in deliveries:
                     if self.stopping.is_set():
-                        await self._hand_back(delivery)
+                        late.append(delivery)
                         continue
                     task = asyncio.create_task(self.handle(delivery))
                     self.running.add(task)
                     task.add_done_callback(self.running.discard)
         finally:
             stop.cancel()
+            await self._stop_receiving()
+        for delivery in late:
+            await self._hand_back(delivery)
         await self._drain()
 
+    async def _stop_receiving(self) -> None:
+        """Close the receive side before anything is handed back: a broker that still holds a
+        receive of this worker's (a JetStream pull cut short) would hand a released message
+        straight back to it, as it exits, and use up one of the message's attempts."""
+        clock = self.rt.shutdown
+        await within(
+            self._quietly(self.rt.queue.stop_receiving(), "stop receiving"),
+            clock.left(clock.reserve),
+            "closing the receive side",
+        )
+        self.receiving_closed.set()
+
     async def _receive(self, free: int, stop: asyncio.Task[bool]) -> list[Delivery]:
-        """Up to ``free`` deliveries; none once SIGTERM arrives (a receive cut short loses no
-        message: what the broker handed out comes back when its lease runs out)."""
+        """Up to ``free`` deliveries. A receive under way when SIGTERM arrives is let end (its
+        wait is short), and what it got is handed back: cut short, the messages the broker has
+        handed it meanwhile would each use up an attempt and come back only when their lease
+        runs out. One that still hangs after that is cut short all the same."""
         receive = asyncio.create_task(self.rt.queue.receive(free, RECEIVE_WAIT_SECONDS))
         await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not receive.done():
+            await asyncio.wait({receive}, timeout=RECEIVE_WAIT_SECONDS + RECEIVE_END_SECONDS)
         if not receive.done():
             receive.cancel()
         try:
@@ -118,6 +146,7 @@ class Worker:
 
     async def _hand_back(self, delivery: Delivery) -> None:
         clock = self.rt.shutdown
+        await within(self.receiving_closed.wait(), clock.left(clock.reserve), "closing the receive side")
         await within(
             self._quietly(delivery.release(0), "release on shutdown"), clock.left(clock.reserve), "a release"
         )
@@ -169,42 +198,69 @@ class Worker:
             task_id_var.set(message.task_id)
             session_id_var.set(message.session_id)
             if delivery.max_attempts is not None and delivery.attempt > delivery.max_attempts:
-                # The previous worker died during the last attempt: nothing left to try.
+                # The previous worker died during the last attempt, or after it stored the result.
+                if await self._acked_if_finished(delivery, message):
+                    return
                 await self._failed(delivery, message, "worker lost during the last attempt", claimed=False)
-                return
-            claim = await self._claim(delivery, message, owner)
-            if claim is None:
-                return  # handed back or dead-lettered
-            if claim.outcome == "moved":
-                TASKS.labels("moved").inc()
-                log.info("task taken over by another site of the fleet; acked without running it")
-                await self._quietly(delivery.ack(), "ack moved task")
-                return
-            if claim.outcome == "done":
-                TASKS.labels("duplicate").inc()
-                log.info("duplicate delivery of a finished task; acked without running it")
-                await self._quietly(delivery.ack(), "ack duplicate")
-                return
-            if claim.outcome == "busy":
-                TASKS.labels("busy").inc()
-                await self._quietly(delivery.release(claim.busy_seconds), "release busy duplicate")
                 return
             if delivery.attempt == 1:
                 QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
-            heartbeat = asyncio.create_task(self._heartbeat(delivery, message.task_id, owner))
-            try:
-                settled = await self._execute(message, owner)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._release(delivery, message.task_id, owner))
-                raise
-            except Exception as exc:
-                await self._failed(
-                    delivery, message, f"{type(exc).__name__}: {exc}", claimed=True, owner=owner
-                )
+            while True:  # once, or again after an outage cut its run short
+                claim = await self._claim(delivery, message, owner)
+                if claim is None:
+                    return  # handed back or dead-lettered
+                if claim.outcome == "moved":
+                    TASKS.labels("moved").inc()
+                    log.info("task taken over by another site of the fleet; acked without running it")
+                    await self._quietly(delivery.ack(), "ack moved task")
+                    return
+                if claim.outcome == "done":
+                    TASKS.labels("duplicate").inc()
+                    log.info("duplicate delivery of a finished task; acked without running it")
+                    await self._quietly(delivery.ack(), "ack duplicate")
+                    return
+                if claim.outcome == "busy":
+                    TASKS.labels("busy").inc()
+                    # Back once that lease has ended (a margin for clocks and whole seconds):
+                    # each delivery uses up an attempt.
+                    await self._quietly(delivery.release(claim.busy_seconds + 1), "release busy duplicate")
+                    return
+                heartbeat = asyncio.create_task(self._heartbeat(delivery, message.task_id, owner))
+                try:
+                    settled = await self._execute(message, owner)
+                except asyncio.CancelledError:
+                    await asyncio.shield(self._release(delivery, message.task_id, owner))
+                    raise
+                except Exception as exc:
+                    if outage(exc):
+                        # Not the task's failure: held like a claim until the outage ends, then
+                        # run again under the same claim (its writes are idempotent by task).
+                        TASKS.labels("interrupted").inc()
+                        log.warning(
+                            "outage during the run; holding it to run again", extra={"error": repr(exc)}
+                        )
+                        continue
+                    await self._failed(
+                        delivery, message, f"{type(exc).__name__}: {exc}", claimed=True, owner=owner
+                    )
+                    return
+                finally:
+                    heartbeat.cancel()
+                await self._settled(delivery, message, owner, settled)
                 return
-            finally:
-                heartbeat.cancel()
-            await self._settled(delivery, message, owner, settled)
+
+    async def _acked_if_finished(self, delivery: Delivery, message: TaskMessage) -> bool:
+        """Acknowledge a delivery whose task is finished (and held by the fleet): True if so."""
+        try:
+            finished = await self.rt.tasks.finished(message.task_id)
+        except Exception as exc:
+            log.warning("task record not read", extra={"error": repr(exc)})
+            return False
+        if finished is None or finished.outcome not in ("done", "moved"):
+            return False
+        TASKS.labels("duplicate").inc()
+        await self._quietly(delivery.ack(), "ack finished task")
+        return True
 
     async def _settled(self, delivery: Delivery, message: TaskMessage, owner: str, settled: Settled) -> None:
         """Acknowledge a run whose result is stored, and held by the fleet where it has one."""
@@ -214,19 +270,27 @@ class Worker:
             TASKS.labels("lease_lost").inc()
             log.warning("lease lost before the result was stored; the delivery is left to its lease")
             return
-        if settled == "unheld":
-            # Stored here only: held (no attempt used up) until the fleet holds the result too.
-            claim = await self._claim(delivery, message, owner)
-            if claim is None:
-                return  # handed back: its next delivery finds the task done and copies it out
-            if claim.outcome not in ("done", "moved"):
-                await self._quietly(delivery.release(0), "release")
-                return
+        if settled == "unheld" and not await self._held_by_fleet(delivery, message, owner):
+            return
         TASKS.labels("succeeded").inc()
         log.info("task succeeded", extra={"attempt": delivery.attempt})
         # The result is stored: an ack that fails leaves a duplicate delivery, which finds the
         # task done; it is not a failed task.
         await self._quietly(delivery.ack(), "ack")
+
+    async def _held_by_fleet(self, delivery: Delivery, message: TaskMessage, owner: str) -> bool:
+        """A settled task stored here only: hold the delivery (no attempt used up) until the fleet
+        holds the record too (the claim finds it done and copies it out). False when it was
+        handed back instead: its next delivery does the same."""
+        claim = await self._claim(delivery, message, owner)
+        if claim is None:
+            return False
+        if claim.outcome in ("done", "moved"):
+            return True
+        if claim.outcome == "claimed":  # its own lease found again: the record is not settled
+            await self._quietly(self.rt.tasks.release(message.task_id, owner), "release claim")
+        await self._quietly(delivery.release(0), "release")
+        return False
 
     async def _claim(self, delivery: Delivery, message: TaskMessage, owner: str) -> Claim | None:
         """Claim the task, holding the delivery (lease extended, no attempt used up) and looking
@@ -246,24 +310,29 @@ class Worker:
         deadline = started + self.record_wait
         keeper: asyncio.Task[None] | None = None
         error: Exception | None = None
-        outage = False
+        in_outage = False
         try:
             while True:
+                if keeper is not None and self.stopping.is_set():
+                    # Shutting down while held: handed back now, not when the drain gives up
+                    # (once this worker receives no more, or the message would come back to it).
+                    await self._hand_back(delivery)
+                    return None
                 try:
                     claim = await self.rt.tasks.claim(message.task_id, owner, self.lease)
                     error = None
                     if claim.outcome == "unheld":  # this site is cut off from its fleet
-                        error = DependencyDown("too few of the fleet's sites hold the task")
+                        error = FleetUnavailable("too few of the fleet's sites hold the task")
                     elif claim.outcome != "missing":
-                        if outage:
+                        if in_outage:
                             log.info(
                                 "outage over; claiming", extra={"held_s": round(loop.time() - started, 1)}
                             )
                         return claim
                 except Exception as exc:
                     error = exc
-                if isinstance(error, DependencyDown) and not isinstance(error, Moved):
-                    outage = True
+                if error is not None and outage(error):
+                    in_outage = True
                     deadline = loop.time() + self.record_wait
                 elif loop.time() + RECORD_POLL_SECONDS > deadline:
                     break
@@ -276,8 +345,9 @@ class Worker:
                             "wait_s": self.record_wait,
                         },
                     )
-                    keeper = asyncio.create_task(self._heartbeat(delivery))
-                await asyncio.sleep(RECORD_POLL_SECONDS)
+                    keeper = asyncio.create_task(self._heartbeat(delivery, at_once=True))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), RECORD_POLL_SECONDS)
                 await self._quietly(self.rt.cache.refresh(), "reconnect to the cache")
         except asyncio.CancelledError:
             await asyncio.shield(self._quietly(delivery.release(0), "release on shutdown"))
@@ -336,9 +406,14 @@ class Worker:
                 break  # the home answered and refused: the delivery is retried later
         raise DependencyDown(f"the session's home did not take the report (status {status})")
 
-    async def _heartbeat(self, delivery: Delivery, task_id: str | None = None, owner: str = "") -> None:
-        """Extend the broker's lease every third of it, and the Redis claim when one is held."""
+    async def _heartbeat(
+        self, delivery: Delivery, task_id: str | None = None, owner: str = "", *, at_once: bool = False
+    ) -> None:
+        """Extend the broker's lease every third of it, and the Redis claim when one is held;
+        ``at_once``: first now (a hold begins an unknown time after the last extension)."""
         interval = max(1.0, self.lease / 3)
+        if at_once:
+            await self._quietly(delivery.extend(self.lease), "extend lease")
         while True:
             await asyncio.sleep(interval)
             await self._quietly(delivery.extend(self.lease), "extend lease")
@@ -357,9 +432,17 @@ class Worker:
         final = delivery.max_attempts is not None and delivery.attempt >= delivery.max_attempts
         if message is not None:
             if claimed:
-                await self._quietly(
-                    self.rt.tasks.fail(message.task_id, owner, error, final=final), "record failure"
-                )
+                settled: Settled | None = None
+                try:
+                    settled = await self.rt.tasks.fail(message.task_id, owner, error, final=final)
+                except Exception as exc:
+                    log.warning("record failure failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                if settled == "lost":  # another claim holds the task: its delivery decides
+                    TASKS.labels("lease_lost").inc()
+                    log.warning("lease lost before the failure was stored; the delivery is left to its lease")
+                    return
+                if settled == "unheld" and final and not await self._held_by_fleet(delivery, message, owner):
+                    return
             elif final:
                 await self._quietly(self.rt.tasks.fail_unclaimed(message.task_id, error), "record failure")
         extra = {"attempt": delivery.attempt, "max_attempts": delivery.max_attempts, "error": error}

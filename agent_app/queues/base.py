@@ -61,6 +61,11 @@ class TaskQueue(ABC):
         self, max_messages: int, wait_seconds: float = RECEIVE_WAIT_SECONDS
     ) -> list[Delivery]: ...
 
+    async def stop_receiving(self) -> None:
+        """Receive no more (shutdown), and have the broker hand this worker nothing more: called
+        before held deliveries are handed back. Unary receives end with their call."""
+        return None
+
     @abstractmethod
     async def check(self) -> None:
         """Raise unless the broker answers now (readiness)."""

@@ -156,6 +156,14 @@ class NatsTaskQueue(TaskQueue):
             return []
         return [NatsDelivery(m, self) for m in msgs]
 
+    async def stop_receiving(self) -> None:
+        # A pull cut short stays open at the server until it expires, and a message released
+        # meanwhile is delivered into it (to a worker on its way out): one attempt used up, and
+        # the message back only after ack_wait. Gone with the subscription's interest.
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+
     async def check(self) -> None:
         if self._nc is None or not self._nc.is_connected:
             raise QueueUnavailable("not connected to NATS")

@@ -14,6 +14,7 @@ Credentials (workload identity on Cloud Run / GKE); like every Google client, it
 from __future__ import annotations
 
 import asyncio
+import math
 import warnings
 from typing import Any
 
@@ -54,7 +55,7 @@ class PubSubDelivery(Delivery):
             "modify_ack_deadline",
             subscription=self.queue.subscription,
             ack_ids=[self.ack_id],
-            ack_deadline_seconds=min(MAX_ACK_DEADLINE, max(0, round(seconds))),
+            ack_deadline_seconds=min(MAX_ACK_DEADLINE, max(0, math.ceil(seconds))),
         )
 
     async def release(self, delay_seconds: float = 0) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from typing import Any
 
 from aiobotocore.session import get_session
@@ -39,7 +40,7 @@ class SqsDelivery(Delivery):
         await self.queue.client().change_message_visibility(
             QueueUrl=self.queue.target.queue_url,
             ReceiptHandle=self.receipt,
-            VisibilityTimeout=min(MAX_VISIBILITY, max(0, round(seconds))),
+            VisibilityTimeout=min(MAX_VISIBILITY, max(0, math.ceil(seconds))),
         )
 
     async def ack(self) -> None:

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from agent_app.keys import task_key
+from agent_app.tasks import _SETTLE  # pyright: ignore[reportPrivateUsage]
 from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
 from tests.support.brokers import Broker, make_broker
 
@@ -63,6 +64,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Site]:
         **broker.env,
         AGENT_TASK_RECORD_WAIT_SECONDS="1",
         AGENT_REDIS_FAILOVER_WAIT_SECONDS="0.3",
+        AGENT_SHUTDOWN_GRACE_SECONDS="30",
     )
     api = AppProcess("api", env).start()
     worker = AppProcess("worker", env).start()
@@ -84,12 +86,13 @@ def test_a_cache_outage_longer_than_the_brokers_attempts_dead_letters_no_task(si
     try:
         site.broker.publish_raw(message)
         wait_until(
-            lambda: "task cannot be claimed yet" in site.worker.output(),
+            lambda: site.worker.metric("agent_tasks_total", outcome="waited") == 1,
             timeout=20,
             what="the worker to hold the delivery",
         )
-        # Long past the broker's attempts, had each try been handed back (about 2 s each).
-        time.sleep(25)  # the outage itself, not a wait for a condition
+        # The outage itself, not a wait for a condition: past the broker's attempts, had each try
+        # been handed back (each one a record wait and a backoff: about 2.5-4 s).
+        time.sleep(5 * site.broker.max_attempts)
         assert not site.broker.dead_letters()
     finally:
         site.redis.proc.signal(signal.SIGCONT)
@@ -103,6 +106,79 @@ def test_a_cache_outage_longer_than_the_brokers_attempts_dead_letters_no_task(si
     assert record["attempts"] == "1"
     assert not site.broker.dead_letters()
     wait_until(lambda: site.broker.backlog() == 0, what="the task's message to be acknowledged")
+
+
+def test_a_cache_outage_during_a_run_is_waited_out_and_the_run_made_again(site: Site) -> None:
+    """The cache hangs while the task runs: its report and result cannot be stored. That is not
+    the task's failure: the worker holds the delivery through the outage (attempts unspent) and
+    runs the task again under the claim it still holds."""
+    session_id = site.session()
+    with site.api.client() as client:
+        accepted = client.post(
+            f"/v1/sessions/{session_id}/tasks", json={"input": "what is 7*7", "work_seconds": 3}
+        )
+        assert accepted.status_code == 202, accepted.text
+    task_id = accepted.json()["task_id"]
+    wait_until(lambda: site.record(task_id).get("status") == "running", what="the task to run")
+    assert site.redis.proc is not None
+    site.redis.proc.signal(signal.SIGSTOP)
+    try:
+        time.sleep(
+            5 * site.broker.max_attempts
+        )  # the outage: past the broker's attempts, had each been spent
+        assert not site.broker.dead_letters()
+    finally:
+        site.redis.proc.signal(signal.SIGCONT)
+    record = wait_until(
+        lambda: (r := site.record(task_id)).get("status") == "succeeded" and r,
+        timeout=30,
+        what="the task to run again once the cache answers",
+    )
+    assert record["result"] == "7*7 = 49"
+    assert record["attempts"] == "1"  # the same claim, found again
+    assert site.worker.metric("agent_tasks_total", outcome="interrupted") == 1
+    assert site.worker.metric("agent_tasks_total", outcome="retried") == 0
+    with site.api.client() as client:
+        messages = client.get(f"/v1/sessions/{session_id}").json()["messages"]
+    assert [m["task_id"] for m in messages if m.get("task_id")] == [task_id]  # one report
+    assert not site.broker.dead_letters()
+    wait_until(lambda: site.broker.backlog() == 0, what="the task's message to be acknowledged")
+
+
+def test_a_delivery_held_through_an_outage_is_handed_back_at_once_on_sigterm(site: Site) -> None:
+    """A held delivery runs nothing: on SIGTERM it is released at once, not when the drain's
+    grace runs out, and the task runs at the next worker once the cache is back."""
+    task_id, message = site.queued_task(site.session(), "what is 8*8")
+    assert site.redis.proc is not None
+    site.redis.proc.signal(signal.SIGSTOP)
+    try:
+        site.broker.publish_raw(message)
+        wait_until(
+            lambda: site.worker.metric("agent_tasks_total", outcome="waited") == 1,
+            timeout=20,
+            what="the worker to hold the delivery",
+        )
+        site.worker.proc.signal(signal.SIGTERM)
+        # The grace is 30 s here: a worker that kept holding until the drain gave up would
+        # still be running long after this bound.
+        wait_until(lambda: not site.worker.proc.alive(), timeout=10, what="the worker to exit")
+    finally:
+        site.redis.proc.signal(signal.SIGCONT)
+    # The cache, resumed, runs the claims the first worker sent while it hung: a lease of a
+    # worker that is gone, which a next delivery would find busy. Let it end first.
+    wait_until(
+        lambda: int(site.record(task_id).get("lease_until", "0")) < time.time() * 1000,
+        what="the gone worker's lease to end",
+    )
+    second = AppProcess("worker", site.worker.base_env).start()
+    try:
+        wait_until(
+            lambda: site.record(task_id).get("status") == "succeeded",
+            timeout=40,
+            what="the next worker to run the released task",
+        )
+    finally:
+        second.stop()
 
 
 def test_a_run_whose_lease_was_taken_over_leaves_the_message_to_the_run_that_holds_it(site: Site) -> None:
@@ -165,3 +241,23 @@ def test_a_duplicate_dead_lettered_while_its_task_runs_leaves_the_task_running(s
     finally:
         stop.set()
         beat.join()
+
+
+def test_a_settle_sent_again_after_its_reply_was_lost_finds_the_result_stored(
+    redis_server: RedisServer,
+) -> None:
+    """The cache client sends a write again when its reply is lost; the settle's first send
+    already dropped the lease, so the second must find its own write, not report the lease lost
+    (the worker would then leave a stored result unacknowledged and spend an attempt)."""
+    store = redis_server.client()
+    key = task_key(uuid.uuid4().hex)
+    store.hset(
+        key, mapping={"status": "running", "lease_owner": "worker-1:a", "lease_until": 1, "version": 1}
+    )
+    settle = [key, "worker-1:a", "write-1", "status", "succeeded", "result", "42"]
+    assert store.eval(_SETTLE, 1, *settle) == 1
+    assert store.eval(_SETTLE, 1, *settle) == 1  # the same write, sent again
+    assert store.eval(_SETTLE, 1, key, "worker-1:a", "write-2", "status", "failed") == 0
+    assert store.eval(_SETTLE, 1, key, "worker-2:b", "write-3", "status", "failed") == 0
+    record = store.hgetall(key)
+    assert (record["status"], record["result"], record["version"]) == ("succeeded", "42", "2")
