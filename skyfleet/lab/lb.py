@@ -10,8 +10,9 @@ Each platform's load balancer is rendered with its own behaviour, from the plan'
   started and stops at once on one that died), so the lab checks liveness every second.
 - **Ingress (ingress-nginx)**: the certificate its issuer signs for the TLS hosts, routing only
   the hosts its rules name (any other host gets 404), endpoints from the pods' readiness probe
-  (period and failure threshold), and nginx's default retry of a request that never reached a
-  pod (``proxy_next_upstream error timeout``, 3 tries).
+  (period and failure threshold), and nginx's default retry (``proxy_next_upstream error
+  timeout``, 3 tries): of any request that never reached a pod, and of a sent one only when it
+  is idempotent (nginx never passes a POST, LOCK or PATCH on once a pod had it).
 
 HTTP on port 80 only redirects to HTTPS on every platform. The admin socket gives the lab the
 servers' states; the log (ISO timestamps) gives every health transition.
@@ -61,8 +62,6 @@ class LoadBalancerSpec:
     # knowledge of a dead instance); an ALB only trusts its health checks.
     passive: bool = False
     backends: list[Backend] = field(default_factory=list)
-    # What the plan does not say and the lab chose: printed with the lab's deviations.
-    notes: list[str] = field(default_factory=list)
 
 
 def _seconds(value: float) -> str:
@@ -104,6 +103,12 @@ def render(
         "frontend https",
         *(f"  bind {a}:443 ssl crt {pem}" for a in (address, *more)),
         "  http-response set-header Strict-Transport-Security max-age=31536000",
+        # A request a backend already had may have run there: only a failed connection retries it.
+        *(
+            ["  http-request disable-l7-retry if !{ method GET HEAD OPTIONS PUT DELETE TRACE }"]
+            if spec.retries
+            else []
+        ),
     ]
     if spec.hosts is not None:
         hosts = " ".join(spec.hosts)

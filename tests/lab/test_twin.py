@@ -104,6 +104,9 @@ def test_status_is_healthy_and_says_how_it_differs(twin: LabState) -> None:
     assert report["rewrites"] and all(r["what"] and r["plan"] != r["lab"] for r in report["rewrites"])
     assert {r["site"] for r in report["rewrites"]} == {"gcp-prod"}
     assert any("Cloud Armor" in d for d in report["deviations"])
+    # What the lab chose where the plan says nothing (the sites' load balancers) is said too.
+    assert any(d.startswith("gcp-prod: Cloud Run's routing to live instances") for d in report["deviations"])
+    assert any(d.startswith("onprem-prod: ingress-nginx's own defaults") for d in report["deviations"])
     assert report["capped"] == {}
 
 

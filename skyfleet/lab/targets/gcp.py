@@ -145,7 +145,10 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         ),
         retries=0,
         passive=True,
-        notes=["Cloud Run's routing to live instances: a 1 s liveness check by the lab"],
+    )
+    site.deviations.append(
+        "Cloud Run's routing to live instances is the lab's own: a 1 s liveness check (down after one "
+        "failure or one refused connection), not a value of the plan"
     )
     site.lb.backends = [
         Backend(f"{site.site}/{api.name}-{i}", addresses[f"{api.name}-{i}"], api.main_containers[0].ports[0])

@@ -123,9 +123,10 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         ),
         retries=2,
         passive=True,
-        notes=[
-            "endpoints from the pods' readiness probe, as the kubelet and the endpoints controller keep them"
-        ],
+    )
+    site.deviations.append(
+        "ingress-nginx's own defaults, not in the plan: 3 tries of a request no pod answered (a POST, "
+        "PATCH or LOCK a pod had is not tried again), 60 s proxy timeouts"
     )
     site.lb.backends = [
         Backend(f"{site.site}/{target.name}-{i}", addresses[f"{target.name}-{i}"], container.ports[0])
