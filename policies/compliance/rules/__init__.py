@@ -38,6 +38,7 @@ from . import (
     gcp_storage,
     kubernetes,
     skyfleet_app,
+    skyfleet_endpoints,
     skyfleet_names,
     skyfleet_permissions,
     tls_names,
@@ -78,6 +79,7 @@ ALL_RULES: list[Rule] = [
     # Deployability: would the planned stack run?
     *skyfleet_app.RULES,
     *skyfleet_permissions.RULES,
+    *skyfleet_endpoints.RULES,
     *deploy_order.RULES,
     *skyfleet_names.RULES,
     *tls_names.RULES,

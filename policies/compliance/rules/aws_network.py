@@ -26,6 +26,7 @@ LOAD_BALANCERS = (
 )
 LISTENERS = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
 CACHE = ("aws:elasticache/replicationGroup:ReplicationGroup",)
+ECS_SERVICE = ("aws:ecs/service:Service",)
 NACL = ("aws:ec2/networkAcl:NetworkAcl",)
 NACL_RULE = ("aws:ec2/networkAclRule:NetworkAclRule",)
 VPC = ("aws:ec2/vpc:Vpc",)
@@ -183,8 +184,55 @@ def _alb_only_public(view: StackView) -> Iterator[tuple[str, str | None]]:
             )
 
 
+def _service_groups(view: StackView) -> tuple[set[str], set[str]]:
+    """The security groups the ECS services run in: their URNs and the ids the plan names."""
+    urns: set[str] = set()
+    ids: set[str] = set()
+    for svc in view.of_type(*ECS_SERVICE):
+        named = as_list(get_path(svc.props, "networkConfiguration", "securityGroups"))
+        ids |= {str(g) for g in named if g}
+        urns |= {g.urn for g in view.referenced(named, SG)}
+        urns |= {
+            d.urn for d in svc.property_dependencies.get("networkConfiguration", []) if d.resource_type in SG
+        }
+    return urns, ids
+
+
+def _sources(view: StackView, ing: Ingress) -> list[tuple[str, PolicyResource | None]]:
+    """Each source security group of an ingress: (the id the plan names, the group in the stack)."""
+    rule = view.by_urn.get(ing.urn)
+    key = {SG_RULE[0]: "sourceSecurityGroupId", SG_INGRESS[0]: "referencedSecurityGroupId"}.get(
+        rule.resource_type if rule is not None else ""
+    )
+    if rule is not None and key is not None:
+        # A separate rule names one source; its property dependency holds when the id is unknown.
+        found = view.refers(rule, key, SG)
+        return [(ing.source_groups[0] if ing.source_groups else "", g) for g in found] or [
+            (g, None) for g in ing.source_groups
+        ]
+    return [(g, next(iter(view.referenced(g, SG)), None)) for g in ing.source_groups]
+
+
+def _foreign_sources(
+    view: StackView, ing: Ingress, services: tuple[set[str], set[str]], lb_groups: set[str]
+) -> Iterator[str]:
+    """Source groups that are not an ECS service's. A stack whose ECS services name no group
+    (none in the stack, or all in the VPC's default) cannot show the service's group: then only a
+    load balancer's group, which faces the clients, is refused."""
+    urns, ids = services
+    for named, group in _sources(view, ing):
+        label = repr(group.name) if group is not None else named
+        if urns or ids:
+            if not ((group is not None and group.urn in urns) or named in ids):
+                yield f"cache security group admits security group {label}, which no ECS service runs in"
+        elif group is not None and group.urn in lb_groups:
+            yield f"cache security group admits security group {label}, a load balancer's"
+
+
 def _cache_only_service(view: StackView) -> Iterator[tuple[str, str | None]]:
     all_ingress = list(ingresses(view))
+    services = _service_groups(view) if view.has_type(*CACHE) else (set(), set())
+    lb_groups = set(_load_balancer_ports(view)) if view.has_type(*CACHE) else set()
     for cache in view.of_type(*CACHE):
         groups = {g.urn for g in view.refers(cache, "securityGroupIds", SG)}
         if not groups:
@@ -205,6 +253,8 @@ def _cache_only_service(view: StackView) -> Iterator[tuple[str, str | None]]:
                 yield "cache ingress names no source security group", ing.urn
             elif not (ing.from_port == ing.to_port == port):
                 yield f"cache ingress opens {ing.ports()}; only the cache port {port} is needed", ing.urn
+            for problem in _foreign_sources(view, ing, services, lb_groups):
+                yield f"{problem}; admit the service's security group only", ing.urn
 
 
 def _default_sg(s: Subject) -> Iterator[str]:
@@ -316,12 +366,13 @@ RULES = [
     ),
     Rule(
         "aws-network-cache-ingress-from-service",
-        "The cache's security group admits only the service's security group, on the cache port (outside "
-        "Skyfleet programs, private CIDRs are accepted too).",
+        "The cache's security group admits only the service's security group (one an ECS service runs in, "
+        "networkConfiguration.securityGroups), on the cache port (outside Skyfleet programs, private CIDRs "
+        "are accepted too).",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
         "Use a security-group reference (source_security_group_id / referenced_security_group_id) to the "
-        "tasks' group on port 6379 and no CIDR ingress.",
+        "group in the ECS services' network_configuration.security_groups on port 6379 and no CIDR ingress.",
         stack_check=_cache_only_service,
     ),
     Rule(

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pulumi_policy import Severity
 
+from agent_app.contract import ContractError, Env, NatsQueue, parse_queue_url
+
 from ._docs import DocumentError, load_json
+from ._plan import Container, plan_containers, secret_value
 from ._rule import SKYFLEET, Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 from ._secrets import is_credential_name, weak_password
 from .aws_sqs import QUEUE, dead_letter_targets
@@ -330,6 +334,7 @@ def _gcp_parts(view: StackView) -> dict[str, bool]:
 
 
 def _k8s_parts(view: StackView) -> dict[str, bool]:
+    # The dead-letter queue is judged per workload, against its queue URL (_k8s_dead_letters).
     images = [i for _, i in _k8s_images(view)]
     services = view.of_type("kubernetes:core/v1:Service")
     return {
@@ -337,18 +342,82 @@ def _k8s_parts(view: StackView) -> dict[str, bool]:
         or any(get_path(s.props, "spec", "type") == "LoadBalancer" for s in services),
         "cache": any(i.startswith(("redis", "valkey")) for i in images),
         "queue": any(i.startswith(("nats", "rabbitmq", "kafka")) for i in images),
-        "dead-letter queue": any(
-            _mentions_dead_letter(c.props.get("data")) for c in view.of_type("kubernetes:core/v1:ConfigMap")
-        ),
     }
 
 
-def _mentions_dead_letter(data: Any) -> bool:
-    """A ConfigMap that declares the queue's streams (e.g. NATS JetStream) names a DLQ stream."""
-    if not isinstance(data, Mapping):
-        return False
-    text = " ".join(str(data[k]) for k in data).lower()
-    return any(h in text for h in ("dlq", "dead-letter", "dead_letter", "deadletter"))
+def _streams(view: StackView) -> list[tuple[str, list[str]]]:
+    """JetStream streams the stack declares: (name, subjects) of every StreamConfig JSON document
+    (an object with a "subjects" list) held in a ConfigMap, as the stream setup Job applies them."""
+    found = []
+    for cm in view.of_type("kubernetes:core/v1:ConfigMap"):
+        data = cm.props.get("data")
+        if not isinstance(data, Mapping):
+            continue
+        for key in data:
+            try:
+                doc = json.loads(str(data[key]))
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("subjects"), list):
+                found.append((str(doc.get("name") or ""), [str(x) for x in doc["subjects"]]))
+    return found
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _queue_url(view: StackView, c: Container) -> str | None:
+    """The container's AGENT_QUEUE_URL, literal or from a Secret the stack holds (None: unknown)."""
+    value = c.env.get(Env.QUEUE_URL.value)
+    if value is None:
+        return None
+    if value.kind == "secret" and value.secret is not None:
+        return secret_value(view, value.secret)
+    return value.value if value.kind == "value" else None
+
+
+def _k8s_dead_letters(view: StackView) -> dict[str, str | None]:
+    """URN of each workload whose AGENT_QUEUE_URL is a NATS queue -> the problem when no stream
+    other than the task stream takes the URL's dead-letter subject (None: one does). Without a
+    known URL the dead-letter subject is unknown; an app container without one is
+    skyfleet-app-env's finding."""
+    streams: list[tuple[str, list[str]]] | None = None
+    out: dict[str, str | None] = {}
+    for c in plan_containers(view, ("kubernetes",)):
+        url = _queue_url(view, c)
+        if not url:
+            continue
+        try:
+            queue = parse_queue_url(url)
+        except ContractError:
+            continue  # skyfleet-app-env reports it
+        if not isinstance(queue, NatsQueue):
+            continue
+        streams = _streams(view) if streams is None else streams
+        kept = any(
+            name != queue.stream and any(subject_matches(s, queue.dlq_subject) for s in subjects)
+            for name, subjects in streams
+        )
+        problem = (
+            None
+            if kept
+            else (
+                f"the kubernetes site provides no dead-letter queue: {c.resource.name!r} dead-letters to "
+                f"subject {queue.dlq_subject!r} ({Env.QUEUE_URL.value}), which no stream the stack declares "
+                f"takes besides the task stream {queue.stream!r}"
+            )
+        )
+        if out.get(c.resource.urn) is None:
+            out[c.resource.urn] = problem
+    return out
 
 
 def _site_parity(view: StackView) -> Iterator[tuple[str, str | None]]:
@@ -363,6 +432,12 @@ def _site_parity(view: StackView) -> Iterator[tuple[str, str | None]]:
         missing = [name for name, present in parts.items() if not present]
         if missing:
             yield f"the {target} site provides no {', '.join(missing)}", None
+    if view.has_type("kubernetes:apps/v1:Deployment"):
+        # The dead-letter queue is the stream that takes the dead-letter subject of the app's
+        # queue URL, not a ConfigMap that mentions "dlq".
+        for urn, problem in _k8s_dead_letters(view).items():
+            if problem is not None:
+                yield problem, urn
 
 
 RULES = [
@@ -433,7 +508,8 @@ RULES = [
     ),
     Rule(
         "site-parity",
-        "Every site provides a load balancer, a cache, a queue and a dead-letter queue.",
+        "Every site provides a load balancer, a cache, a queue and a dead-letter queue (on Kubernetes: a "
+        "stream that takes the dead-letter subject of the app's NATS queue URL).",
         Severity.HIGH,
         Controls(nist=("CP-2", "CP-10"), soc2=("A1.2",)),
         "Add the missing capability with the target's component (infra/<target>) so failover lands on an "

@@ -37,7 +37,8 @@ ANY_IAM = (
     "gcp:*IamPolicy:*",
 )
 # Resource IAM judged by their own rules (gcp-storage-no-public-access, gcp-pubsub-not-public,
-# gcp-run-public-invoker-behind-lb).
+# gcp-run-public-invoker-behind-lb). A public Cloud Run service is judged there in both forms, an
+# allUsers grant and invokerIamDisabled, because either is allowed behind the load balancer only.
 OWN_PUBLIC_RULE = ("gcp:storage/", "gcp:pubsub/", "gcp:cloudrun/iam", "gcp:cloudrunv2/service")
 DATASET = ("gcp:bigquery/dataset:Dataset", "gcp:bigquery/datasetAccess:DatasetAccess")
 SA_KEY = ("gcp:serviceaccount/key:Key",)

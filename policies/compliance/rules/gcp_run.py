@@ -1,6 +1,7 @@
 """Serverless compute: Cloud Run services (v1 and v2) and jobs, and Cloud Functions (1st and
 2nd gen): restricted ingress, a dedicated service account, HTTPS-only triggers, and no public
-invoker unless the service is reachable only through the load balancer."""
+invoker (an allUsers grant, or the invoker IAM check turned off) unless the service is reachable
+only through the load balancer."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ RESTRICTED_INGRESS = (
 BEHIND_LB = ("ingress_traffic_internal_load_balancer", "internal-and-cloud-load-balancing")
 DEFAULT_SA = re.compile(r"(-compute@developer\.gserviceaccount\.com|@appspot\.gserviceaccount\.com)$", re.I)
 V1_INGRESS = "run.googleapis.com/ingress"
+V1_INVOKER_IAM_DISABLED = "run.googleapis.com/invoker-iam-disabled"
 
 
 def ingress_of(resource_type: str, props: Any) -> str:
@@ -102,7 +104,25 @@ def _targets(view: StackView, grant: PolicyResource) -> list[PolicyResource]:
     return view.refers(grant, "name", SERVICE)
 
 
+def invoker_iam_disabled(resource_type: str, props: Any) -> bool:
+    """Cloud Run skips the invoker check: anyone may invoke, exactly as with an allUsers grant."""
+    if resource_type in SERVICE:
+        return truthy(props.get("invokerIamDisabled"))
+    annotations = get_path(props, "metadata", "annotations") or {}
+    return hasattr(annotations, "get") and truthy(annotations.get(V1_INVOKER_IAM_DISABLED))
+
+
 def _public_invoker(view: StackView) -> Iterator[tuple[str, str | None]]:
+    # The invoker check turned off opens the service with no grant to find, so it is judged on
+    # the service itself, by the same test as an allUsers grant.
+    for svc in view.of_type(*SERVICE + SERVICE_V1):
+        ingress = ingress_of(svc.resource_type, svc.props)
+        if invoker_iam_disabled(svc.resource_type, svc.props) and ingress not in BEHIND_LB:
+            yield (
+                f"{svc.name!r} turns its invoker IAM check off (anyone may invoke it, as with allUsers) "
+                f"and is reachable without the load balancer (ingress is {ingress.upper()})",
+                svc.urn,
+            )
     for grant in view.of_type(*IAM_V2 + IAM_V1):
         public = [m for m in members_of(grant.props) if norm(m) in PUBLIC_MEMBERS]
         if not public:
@@ -152,11 +172,12 @@ RULES = [
     ),
     Rule(
         "gcp-run-public-invoker-behind-lb",
-        "allUsers may invoke a Cloud Run service only when it is reachable solely through the load balancer.",
+        "allUsers may invoke a Cloud Run service (an allUsers/allAuthenticatedUsers invoker grant, or "
+        "the invoker IAM check turned off) only when it is reachable solely through the load balancer.",
         Severity.CRITICAL,
         Controls(nist=("AC-3", "SC-7"), soc2=("CC6.1", "CC6.6")),
-        "Remove the allUsers/allAuthenticatedUsers run.invoker grant, or set the service's ingress to "
-        "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER.",
+        "Remove the allUsers/allAuthenticatedUsers run.invoker grant and leave invoker_iam_disabled off, or "
+        "set the service's ingress to INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER.",
         stack_check=_public_invoker,
         checkov=("CKV_GCP_102",),
     ),

@@ -10,6 +10,8 @@ NetworkPolicy selects pods by label.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -69,21 +71,23 @@ CACHE_PORT = 6379
 CACHE_SERVERS = ("redis-server", "valkey-server")
 
 
+def is_cache_container(c: Mapping[str, Any]) -> bool:
+    """A container that runs Redis or Valkey: it serves its port, runs its server, or runs its
+    image (the repository's own name, not a name that merely mentions it, as php-redis does)."""
+    name = str(c.get("image") or "").rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0].lower()
+    words = " ".join(str(x) for x in as_list(c.get("command")) + as_list(c.get("args")))
+    ports = {get_path(p, "containerPort") for p in as_list(c.get("ports"))}
+    return (
+        name in CACHE_IMAGES
+        or name.startswith(tuple(f"{i}-" for i in CACHE_IMAGES))
+        or CACHE_PORT in ports
+        or any(server in words for server in CACHE_SERVERS)
+    )
+
+
 def is_cache(resource_type: str, props: Mapping[str, Any]) -> bool:
-    """Pods that run Redis or Valkey: they serve its port, run its server, or run its image (the
-    repository's own name, not a name that merely mentions it, as php-redis does)."""
-    for c in containers(pod_spec(resource_type, props), False):
-        name = str(c.get("image") or "").rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0].lower()
-        words = " ".join(str(x) for x in as_list(c.get("command")) + as_list(c.get("args")))
-        ports = {get_path(p, "containerPort") for p in as_list(c.get("ports"))}
-        if (
-            name in CACHE_IMAGES
-            or name.startswith(tuple(f"{i}-" for i in CACHE_IMAGES))
-            or CACHE_PORT in ports
-            or any(server in words for server in CACHE_SERVERS)
-        ):
-            return True
-    return False
+    """Pods with a container that runs Redis or Valkey."""
+    return any(is_cache_container(c) for c in containers(pod_spec(resource_type, props), False))
 
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -583,6 +587,172 @@ def _workload_netpol(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"no NetworkPolicy restricts ingress to the pods of {w.name!r}", w.urn
 
 
+def _name_of(r: PolicyResource) -> str:
+    return str(get_path(r.props, "metadata", "name") or r.name)
+
+
+def _config_map_data(view: StackView, name: Any, namespace: str) -> Mapping[str, Any]:
+    for cm in view.of_type(*CONFIGMAP):
+        if namespace_of(cm) == namespace and _name_of(cm) == str(name):
+            return cm.props.get("data") or {}
+    return {}
+
+
+def _pod_wiring(view: StackView, w: PolicyResource) -> tuple[list[str], set[str]]:
+    """What a workload's pods are configured with: the text of their commands, arguments and
+    variables (literal or from an in-stack ConfigMap), and the Secrets they use."""
+    spec = pod_spec(w.resource_type, w.props) or {}
+    ns = namespace_of(w)
+    texts: list[str] = []
+    secrets: set[str] = set()
+    for c in containers(spec):
+        texts += [str(x) for x in as_list(c.get("command")) + as_list(c.get("args"))]
+        for e in as_list(c.get("env")):
+            cm_ref = get_path(e, "valueFrom", "configMapKeyRef")
+            secret_ref = get_path(e, "valueFrom", "secretKeyRef")
+            if cm_ref:
+                texts.append(
+                    str(_config_map_data(view, get_path(cm_ref, "name"), ns).get(get_path(cm_ref, "key")))
+                )
+            elif secret_ref:
+                secrets.add(str(get_path(secret_ref, "name")))
+            elif get_path(e, "value") is not None:
+                texts.append(str(get_path(e, "value")))
+        for source in as_list(c.get("envFrom")):
+            if get_path(source, "configMapRef", "name"):
+                data = _config_map_data(view, get_path(source, "configMapRef", "name"), ns)
+                texts += [str(data[k]) for k in data]
+            if get_path(source, "secretRef", "name"):
+                secrets.add(str(get_path(source, "secretRef", "name")))
+    for v in as_list(spec.get("volumes")):
+        if get_path(v, "secret", "secretName"):
+            secrets.add(str(get_path(v, "secret", "secretName")))
+        for part in as_list(get_path(v, "projected", "sources")):
+            if get_path(part, "secret", "name"):
+                secrets.add(str(get_path(part, "secret", "name")))
+    return texts, secrets
+
+
+_HOST_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+
+
+def _names_service(text: str, services: set[str], namespace: str) -> bool:
+    """Some host in ``text`` is one of ``services`` (in ``namespace``): svc, svc.ns[.svc...], or a
+    pod of a headless one, pod.svc[.ns...]."""
+    for token in _HOST_TOKEN.findall(text.lower()):
+        labels = token.split(".")
+        for i in (0, 1):
+            if (
+                len(labels) > i
+                and labels[i] in services
+                and (len(labels) == i + 1 or labels[i + 1] == namespace)
+            ):
+                return True
+    return False
+
+
+def _cache_clients(view: StackView, cache: PolicyResource) -> set[str]:
+    """URNs of the workloads (in the cache's namespace) that use the cache: their configuration
+    names a Service in front of the cache's pods, or their pods are given a Secret the cache's
+    pods use (its password, its TLS material)."""
+    ns, labels = namespace_of(cache), pod_labels(cache.resource_type, cache.props)
+    services = {
+        _name_of(svc).lower()
+        for svc in view.of_type(*SERVICE)
+        if namespace_of(svc) == ns
+        and (selector := get_path(svc.props, "spec", "selector"))
+        and all(labels.get(k) == v for k, v in selector.items())
+    }
+    _, cache_secrets = _pod_wiring(view, cache)
+    clients: set[str] = set()
+    for w in view.of_type(*WORKLOADS):
+        if w.urn == cache.urn or namespace_of(w) != ns:
+            continue
+        texts, secrets = _pod_wiring(view, w)
+        if secrets & cache_secrets or any(_names_service(t, services, ns) for t in texts):
+            clients.add(w.urn)
+    return clients
+
+
+def _cache_ports(cache: PolicyResource) -> tuple[set[int], set[str]]:
+    """The port numbers and names the cache's own containers serve (the default port when none is
+    declared); a sidecar's port (an exporter's) is not the cache's."""
+    numbers: set[int] = set()
+    names: set[str] = set()
+    for c in containers(pod_spec(cache.resource_type, cache.props), False):
+        if not is_cache_container(c):
+            continue
+        for port in as_list(c.get("ports")):
+            if isinstance(n := get_path(port, "containerPort"), int | float):
+                numbers.add(int(n))
+            if get_path(port, "name"):
+                names.add(str(get_path(port, "name")))
+    return numbers or {CACHE_PORT}, names
+
+
+def _selector_text(selector: Any) -> str:
+    parts = [f"{k}={v}" for k, v in (get_path(selector, "matchLabels") or {}).items()]
+    parts += [
+        f"{get_path(e, 'key')} {get_path(e, 'operator')} {as_list(get_path(e, 'values'))}"
+        for e in as_list(get_path(selector, "matchExpressions"))
+    ]
+    return ", ".join(parts) or "{}"
+
+
+def _cache_peer_problems(
+    view: StackView,
+    rule: Any,
+    cache: PolicyResource,
+    clients: Callable[[], set[str]],
+    ports: tuple[set[int], set[str]],
+) -> Iterator[str]:
+    """What one ingress rule of a policy selecting the cache's pods admits beyond the app's pods
+    (in the cache's namespace) on the cache's ports."""
+    ns = namespace_of(cache)
+    peers = as_list(get_path(rule, "from"))
+    if not peers:
+        yield "admits every source to the cache"
+    for peer in peers:
+        selector = get_path(peer, "podSelector")
+        if get_path(peer, "ipBlock"):
+            yield f"admits {get_path(peer, 'ipBlock', 'cidr')} to the cache, from outside the app's pods"
+        elif get_path(peer, "namespaceSelector") is not None:
+            # A namespaceSelector (even {}) selects pods of other namespaces than the cache's.
+            chosen = _selector_text(get_path(peer, "namespaceSelector"))
+            yield f"admits pods of other namespaces (namespaceSelector {chosen}) to the cache"
+        elif not get_path(selector, "matchLabels") and not get_path(selector, "matchExpressions"):
+            yield f"admits every pod of namespace {ns!r} to the cache"
+        else:
+            picked = [
+                w
+                for w in view.of_type(*WORKLOADS)
+                if namespace_of(w) == ns and selects(selector, pod_labels(w.resource_type, w.props))
+            ]
+            if not picked:
+                yield f"admits pods selected by {_selector_text(selector)}, none of the app's, to the cache"
+            # The cache's own pods (replication, Sentinel) may reach it; any other must use it.
+            others = sorted(w.name for w in picked if w.urn != cache.urn and w.urn not in clients())
+            if others:
+                yield f"admits the pods of {', '.join(repr(o) for o in others)}, which do not use the cache"
+    numbers, names = ports
+    served = ", ".join(str(n) for n in sorted(numbers))
+    entries = as_list(get_path(rule, "ports"))
+    if not entries:
+        yield f"admits every port of the cache pods; allow only the cache's ({served})"
+    for entry in entries:
+        port, end = get_path(entry, "port"), get_path(entry, "endPort")
+        if isinstance(port, str):
+            ok = port in names
+        elif isinstance(port, int | float):
+            last = int(end) if isinstance(end, int | float) else int(port)
+            ok = set(range(int(port), last + 1)) <= numbers
+        else:
+            ok = False  # no port: every port
+        if not ok:
+            shown = "every port" if port is None else f"port {num(port)}" + (f"-{num(end)}" if end else "")
+            yield f"admits {shown} of the cache pods; allow only the cache's ({served})"
+
+
 def _cache_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
     for w in view.of_type(*WORKLOADS):
         if not is_cache(w.resource_type, w.props):
@@ -590,13 +760,14 @@ def _cache_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
         policies = _ingress_policies(view, w)
         if not policies:
             yield "no NetworkPolicy restricts ingress to the cache pods", w.urn
+            continue
+        # Who uses the cache is read only when a peer selects other pods than the cache's own.
+        clients = functools.cache(functools.partial(_cache_clients, view, w))
+        ports = _cache_ports(w)
         for p in policies:
             for rule in as_list(get_path(p.props, "spec", "ingress")):
-                peers = as_list(get_path(rule, "from"))
-                if not peers:
-                    yield f"NetworkPolicy {p.name!r} admits every source to the cache", p.urn
-                elif any(get_path(peer, "ipBlock") or not get_path(peer, "podSelector") for peer in peers):
-                    yield f"NetworkPolicy {p.name!r} admits the cache from outside the service's pods", p.urn
+                for problem in _cache_peer_problems(view, rule, w, clients, ports):
+                    yield f"NetworkPolicy {p.name!r} {problem}", p.urn
 
 
 def _prod_replicas(view: StackView) -> Iterator[tuple[str, str | None]]:
@@ -991,11 +1162,12 @@ RULES = [
     ),
     Rule(
         "k8s-cache-ingress-from-service",
-        "Only the service's pods may reach the cache pods.",
+        "Only the service's pods may reach the cache pods: those of the workloads that use the cache, in "
+        "the cache's namespace, on the cache's ports.",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4"), soc2=("CC6.6",), pci=("1.3.1",)),
-        "Add a NetworkPolicy selecting the cache pods whose ingress admits only the app's podSelector on "
-        "the cache port.",
+        "Add a NetworkPolicy selecting the cache pods whose ingress admits only the app's podSelector (no "
+        "namespaceSelector, no ipBlock) on the cache port.",
         stack_check=_cache_ingress,
     ),
     Rule(

@@ -43,6 +43,7 @@ DEPLOYABILITY = {
     "aws-ecs-writable-volume-prepared",
     "skyfleet-fleet-site-name",
     "skyfleet-fleet-egress",
+    "skyfleet-dependency-endpoints",
 }
 
 

@@ -176,7 +176,20 @@ def test_a_dead_letter_drain_is_known_by_wiring_not_by_name(gate: Gate) -> None:
         },
     )
     hold = res("gcp:pubsub/subscription:Subscription", "hold", {"topic": "parked-id"})
-    assert "gcp-pubsub-dead-letter" not in rules_on(gate, [*topics, work, hold])
+    agent = "serviceAccount:service-1@gcp-sa-pubsub.iam.gserviceaccount.com"
+    grants = [  # the Pub/Sub service agent forwards dead letters: it reads the work, writes the parked
+        res(
+            "gcp:pubsub/topicIAMMember:TopicIAMMember",
+            "parked-publisher",
+            {"topic": "parked-id", "role": "roles/pubsub.publisher", "member": agent},
+        ),
+        res(
+            "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+            "worker-forwarder",
+            {"subscription": "worker-id", "role": "roles/pubsub.subscriber", "member": agent},
+        ),
+    ]
+    assert "gcp-pubsub-dead-letter" not in rules_on(gate, [*topics, work, hold, *grants])
     # A subscription *named* like a dead-letter drain but draining a work topic is a work queue.
     misnamed = res("gcp:pubsub/subscription:Subscription", "tasks-dlq-sub", {"topic": "events-id"})
     assert "gcp-pubsub-dead-letter" in rules_on(gate, [*topics, misnamed])

@@ -421,6 +421,15 @@ def _gcp_site() -> list[PlannedResource]:
             },
         ),
         res(
+            "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+            "dlq-forwarder",
+            {
+                "subscription": "tasks-sub-id",
+                "role": "roles/pubsub.subscriber",
+                "member": "serviceAccount:service-1@gcp-sa-pubsub.iam.gserviceaccount.com",
+            },
+        ),
+        res(
             "gcp:projects/iAMMember:IAMMember",
             "api-trace",
             {
