@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from skyfleet.lab.errors import LabError
 from skyfleet.plan import Plan, PlannedResource
 
 # Pulumi's wire form marks a secret with this signature key (its value under "value").
@@ -343,6 +344,8 @@ def _cloud_run_pods(plan: Plan, image_user: int | None) -> list[PodSpec]:
                             ),
                         )
                     )
+                else:
+                    raise _unrun_env(f"Cloud Run service {svc.name!r}", c.get("name"), e)
             ports = c.get("ports")
             port_list = [ports] if isinstance(ports, Mapping) else ports or []
             containers.append(
@@ -381,8 +384,33 @@ def _cloud_run_pods(plan: Plan, image_user: int | None) -> list[PodSpec]:
 # --- Kubernetes --------------------------------------------------------------------------------
 
 
-def _k8s_container(c: Mapping[str, Any], pod_sc: Mapping[str, Any], *, init: bool) -> Container:
+# The pod fields a container's env may name (fieldRef) that the lab gives its pods.
+FIELD_PATHS = ("metadata.name", "metadata.namespace", "status.podIP")
+
+
+def _unrun_env(where: str, container: object, e: Mapping[str, Any]) -> LabError:
+    """An env source the lab cannot give as the platform would: an error, never a variable
+    silently missing (the app would fall back to its defaults)."""
+    how = next(iter(e.get("valueFrom") or e.get("valueSource") or {}), "no value")
+    return LabError(
+        f"{where}: container {container}: env {e.get('name')!r} comes from {how}, which the lab does not "
+        "run; give it a value, a secret reference or a ConfigMap key"
+    )
+
+
+def _k8s_container(
+    c: Mapping[str, Any],
+    pod_sc: Mapping[str, Any],
+    *,
+    init: bool,
+    where: str,
+    config_maps: Mapping[str, Mapping[str, Any]],
+) -> Container:
     sc = c.get("securityContext") or {}
+    if c.get("envFrom"):
+        raise LabError(
+            f"{where}: container {c.get('name')}: envFrom is not run by the lab; name each variable in env"
+        )
     env = []
     for e in c.get("env") or []:
         source = e.get("valueFrom") or {}
@@ -392,8 +420,19 @@ def _k8s_container(c: Mapping[str, Any], pod_sc: Mapping[str, Any], *, init: boo
             env.append(
                 EnvVar(str(e["name"]), secret=SecretSource("kubernetes", str(ref["name"]), str(ref["key"])))
             )
-        elif field_ref := source.get("fieldRef"):
+        elif ref := source.get("configMapKeyRef"):
+            data = config_maps.get(str(ref.get("name"))) or {}
+            if str(ref.get("key")) in data:
+                env.append(EnvVar(str(e["name"]), value=str(data[str(ref["key"])])))
+            elif not ref.get("optional"):
+                raise LabError(
+                    f"{where}: container {c.get('name')}: env {e.get('name')!r} comes from ConfigMap "
+                    f"{ref.get('name')!r} key {ref.get('key')!r}, which the plan does not hold"
+                )
+        elif (field_ref := source.get("fieldRef")) and str(field_ref.get("fieldPath")) in FIELD_PATHS:
             env.append(EnvVar(str(e["name"]), field_path=str(field_ref["fieldPath"])))
+        else:
+            raise _unrun_env(where, c.get("name"), e)
     user = sc.get("runAsUser", pod_sc.get("runAsUser"))
     group = sc.get("runAsGroup", pod_sc.get("runAsGroup", user))
     return Container(
@@ -452,8 +491,18 @@ def _k8s_pods(plan: Plan) -> list[PodSpec]:
         meta = r.inputs.get("metadata") or {}
         template = (spec.get("template") or {}).get("spec") or {}
         pod_sc = template.get("securityContext") or {}
-        containers = [_k8s_container(c, pod_sc, init=True) for c in template.get("initContainers") or []]
-        containers += [_k8s_container(c, pod_sc, init=False) for c in template.get("containers") or []]
+        namespace = str(meta.get("namespace") or "default")
+        config_maps = {
+            str(m.get("name")): cm.inputs.get("data") or {}
+            for cm in plan.of_type(K8S_CONFIGMAP)
+            if str((m := cm.inputs.get("metadata") or {}).get("namespace") or "default") == namespace
+        }
+        where = f"{r.type.split(':')[-1]} {meta.get('name') or r.name!r}"
+        containers = [
+            _k8s_container(c, pod_sc, init=init, where=where, config_maps=config_maps)
+            for init, key in ((True, "initContainers"), (False, "containers"))
+            for c in template.get(key) or []
+        ]
         claims = tuple(
             str((t.get("metadata") or {}).get("name")) for t in spec.get("volumeClaimTemplates") or []
         )
