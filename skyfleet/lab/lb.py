@@ -14,6 +14,15 @@ Each platform's load balancer is rendered with its own behaviour, from the plan'
   timeout``, 3 tries): of any request that never reached a pod, and of a sent one only when it
   is idempotent (nginx never passes a POST, LOCK or PATCH on once a pod had it).
 
+Each platform's timeouts and limits come from the plan too, or from the platform's documented
+default where the plan leaves them unset (the target says which, and reports what the lab had to
+choose as a deviation): the time to connect to a backend (``timeout connect``), to wait for a
+backend's next bytes (``timeout server``: a silent backend gets 504), for a client's next bytes
+in the middle of a request (``timeout client``) and for a kept-alive client's next request
+(``timeout http-keep-alive``); the ``Strict-Transport-Security`` value added to the backends'
+answers (none where the platform adds none); and the largest request body (a larger declared one
+gets 413 before any backend sees it).
+
 HTTP on port 80 only redirects to HTTPS on every platform. The admin socket gives the lab the
 servers' states; the log (ISO timestamps) gives every health transition.
 """
@@ -62,10 +71,36 @@ class LoadBalancerSpec:
     # knowledge of a dead instance); an ALB only trusts its health checks.
     passive: bool = False
     backends: list[Backend] = field(default_factory=list)
+    # Timeouts in seconds and limits, each a value of the plan or the platform's documented
+    # default (every target sets each; None renders nothing, HAProxy's own behaviour).
+    connect_timeout_s: float | None = None  # connecting to a backend
+    server_timeout_s: float | None = None  # a backend silent this long: 504
+    client_timeout_s: float | None = None  # a client silent this long mid-request: closed
+    keep_alive_s: float | None = None  # a kept-alive client connection idle this long: closed
+    hsts: str | None = None  # the Strict-Transport-Security value added; None adds none
+    max_body_bytes: int | None = None  # a larger declared request body gets 413; None: no limit
 
 
 def _seconds(value: float) -> str:
     return f"{round(value * 1000)}ms"
+
+
+def _timeouts(spec: LoadBalancerSpec) -> list[str]:
+    timeouts = {
+        "connect": spec.connect_timeout_s,
+        "client": spec.client_timeout_s,
+        "server": spec.server_timeout_s,
+        "http-keep-alive": spec.keep_alive_s,
+    }
+    return [f"  timeout {name} {_seconds(value)}" for name, value in timeouts.items() if value is not None]
+
+
+def header_value(value: str) -> str:
+    """``value`` as one HAProxy argument that adds it verbatim (single-quoted: no variable
+    expansion; ``%`` doubled, as a log-format string takes it literally)."""
+    if "'" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{value!r}: not a header value the load balancer can add")
+    return "'" + value.replace("%", "%%") + "'"
 
 
 def render(
@@ -86,9 +121,7 @@ def render(
         "  option httplog",
         "  option dontlognull",
         "  option log-health-checks",
-        "  timeout connect 5s",
-        "  timeout client 65s",
-        "  timeout server 60s",
+        *_timeouts(spec),
         f"  retries {spec.retries}",
         *(
             ["  retry-on conn-failure empty-response response-timeout", "  option redispatch"]
@@ -102,7 +135,11 @@ def render(
         "",
         "frontend https",
         *(f"  bind {a}:443 ssl crt {pem}" for a in (address, *more)),
-        "  http-response set-header Strict-Transport-Security max-age=31536000",
+        *(
+            [f"  http-response set-header Strict-Transport-Security {header_value(spec.hsts)}"]
+            if spec.hsts is not None
+            else []
+        ),
         # A request a backend already had may have run there: only a failed connection retries it.
         *(
             ["  http-request disable-l7-retry if !{ method GET HEAD OPTIONS PUT DELETE TRACE }"]
@@ -116,6 +153,9 @@ def render(
             f"  acl routed hdr(host),field(1,:),lower -m str {hosts}",
             "  http-request return status 404 content-type text/plain string not-found unless routed",
         ]
+    if spec.max_body_bytes is not None:
+        # The body's declared length (Content-Length; of a chunked body, what has arrived).
+        lines.append(f"  http-request deny deny_status 413 if {{ req.body_size gt {spec.max_body_bytes} }}")
     lines += [
         f"  default_backend {BACKEND}",
         "",

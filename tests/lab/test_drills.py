@@ -220,15 +220,17 @@ def test_rollback_runs_when_an_abort_condition_trips(lab: LabTarget, tmp_path: P
 
 def test_rollback_runs_after_an_exception_mid_method(lab: LabTarget, tmp_path: Path) -> None:
     wait_healthy(lab.state_dir)
-    broken = _call("kill-a-replica-of-no-site", "replica_down", site="nosuchsite", index=0)
+    # A site the lab lacks is refused before the run; a replica it lacks is found only when the
+    # action runs.
+    broken = _call("kill-a-replica-that-is-not-there", "replica_down", site=ENGINE_SITE, index=99)
     drill = _short_drill(
         tmp_path,
         method=[_call("kill", "replica_down", site=ENGINE_SITE, index=0), broken],
         rollbacks=[RESTART],
     )
     report = run_drill(drill, lab, tmp_path / "report")
-    assert report.aborted and "'kill-a-replica-of-no-site' failed" in report.aborted
-    assert "nosuchsite" in report.aborted
+    assert report.aborted and "'kill-a-replica-that-is-not-there' failed" in report.aborted
+    assert "has no api replica 99" in report.aborted
     assert {"name": "restart-onprem-api-0", "status": "succeeded"} in report.rollbacks
     assert _replica(lab) == "running"
 

@@ -10,8 +10,9 @@
   the endpoint names, as ElastiCache's is.
 - **SQS**: moto's server, behind the regional endpoint's name over HTTPS, in the stack's
   account, with the plan's queues (visibility, retention, long polling, redrive to the DLQ).
-- **ALB**: the HTTPS listener's certificate and the target group's health check; an NLB that
-  passes TCP through to it answers at the ALB twin's addresses (one per Elastic IP).
+- **ALB**: the HTTPS listener's certificate and HSTS header, the target group's health check, the
+  load balancer's idle timeout; an NLB that passes TCP through to it answers at the ALB twin's
+  addresses (one per Elastic IP).
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ LISTENER = "aws:lb/listener:Listener"
 CERTIFICATE = "aws:acm/certificate:Certificate"
 VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
+# The ALB's idle timeout where the plan sets none (idle_timeout.timeout_seconds): it closes a
+# connection, either side, silent this long, and answers 504 for a target that is.
+ALB_IDLE_TIMEOUT = 60
+# AWS's fixed time for an ALB to connect to a target, not a setting: "The load balancer failed to
+# establish a connection to the target before the connection timeout expired (10 seconds)" (504;
+# AWS knowledge center, "How do I troubleshoot 504 errors ... Application Load Balancer").
+ALB_CONNECT_TIMEOUT = 10
+# The HTTPS listener's HSTS header value (routing.http.response.strict_transport_security.
+# header_value); unset, the ALB adds none.
+HSTS = "routingHttpResponseStrictTransportSecurityHeaderValue"
 # Credentials the lab's SQS accepts; ECS would hand the task role's through its agent.
 LAB_ACCESS_KEY = "AKIASKYFLEETLAB00000"
 LAB_SECRET_KEY = "skyfleet-lab-secret-key-not-a-real-one"
@@ -216,8 +227,13 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
 
     site.after_services.append(create_queues)
 
-    # The ALB: the HTTPS listener's certificate and the target group's health check.
+    # The ALB: the HTTPS listener's certificate and HSTS header, the target group's health check,
+    # the load balancer's idle timeout.
     https = next(r for r in plan.of_type(LISTENER) if r.inputs.get("protocol") == "HTTPS")
+    alb = next(lb for lb in plan.of_type(ALB) if lb.outputs.get("arn") == https.inputs.get("loadBalancerArn"))
+    planned_idle = alb.inputs.get("idleTimeout")
+    idle = float(ALB_IDLE_TIMEOUT if planned_idle is None else planned_idle)
+    hsts = https.inputs.get(HSTS)
     cert_arn = str(https.inputs.get("certificateArn"))
     validated = {str(v.outputs.get("certificateArn")): v for v in plan.of_type(VALIDATION)}
     cert = next(
@@ -256,8 +272,14 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
             expect_status=str(hc.get("matcher", "200")),
         ),
         retries=0,
+        # The idle timeout bounds both connections: a client's and a target's silence.
+        connect_timeout_s=ALB_CONNECT_TIMEOUT,
+        server_timeout_s=idle,
+        client_timeout_s=idle,
+        keep_alive_s=idle,
+        hsts=str(hsts) if hsts else None,
+        max_body_bytes=None,  # an ALB sets no limit on a request body to IP targets
     )
-    alb = next(lb for lb in plan.of_type(ALB) if lb.outputs.get("arn") == https.inputs.get("loadBalancerArn"))
     site.names[str(alb.outputs["dnsName"])] = ["lb"]
     _passthrough_fronts(site, alb, https)
     # The tasks behind the target group: the service whose load balancer names it.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from collections.abc import Mapping
 
@@ -32,6 +33,20 @@ SERVICE = "kubernetes:core/v1:Service"
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 ISSUER_ANNOTATION = "cert-manager.io/cluster-issuer"
 STREAMS_TIMEOUT = 60
+NGINX = "nginx.ingress.kubernetes.io/"
+# ingress-nginx's defaults where the Ingress sets no annotation (seconds; a size as nginx's
+# client_max_body_size takes it), from its config.go (NewDefault).
+NGINX_TIMEOUTS = {"proxy-connect-timeout": 5, "proxy-read-timeout": 60, "proxy-send-timeout": 60}
+NGINX_BODY_SIZE = "1m"
+# Keys of the controller's ConfigMap, which no plan holds (the stack names them as prerequisites
+# of the cluster): ingress-nginx's defaults. client-header-timeout / client-body-timeout (nginx's
+# send_timeout to a client is 60 s too), keep-alive, and hsts with hsts-max-age and
+# hsts-include-subdomains (true) as "max-age=<hsts-max-age>; includeSubDomains".
+NGINX_CLIENT_TIMEOUT = 60
+NGINX_KEEP_ALIVE = 75
+NGINX_HSTS = "max-age=31536000; includeSubDomains"
+_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def declare(site: SiteTwin, ctx: Context) -> None:
@@ -107,6 +122,10 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
     target = next(p for p in site.app_pods if _selected(p, selector))
     container = target.main_containers[0]
     readiness = container.readiness
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    where = f"{site.stack}: Ingress {meta.get('name')}"
+    timeouts = {key: _seconds(annotations, key, default, where) for key, default in NGINX_TIMEOUTS.items()}
+    body_size = _body_size(annotations.get(NGINX + "proxy-body-size", NGINX_BODY_SIZE), where)
     site.lb = LoadBalancerSpec(
         site=site.site,
         kind="ingress",
@@ -123,15 +142,59 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
         ),
         retries=2,
         passive=True,
+        connect_timeout_s=timeouts["proxy-connect-timeout"],
+        server_timeout_s=timeouts["proxy-read-timeout"],
+        client_timeout_s=NGINX_CLIENT_TIMEOUT,
+        keep_alive_s=NGINX_KEEP_ALIVE,
+        hsts=NGINX_HSTS,
+        max_body_bytes=body_size,
     )
+    unset = [
+        f"{key} {default} s" for key, default in NGINX_TIMEOUTS.items() if NGINX + key not in annotations
+    ]
     site.deviations.append(
         "ingress-nginx's own defaults, not in the plan: 3 tries of a request no pod answered (a POST, "
-        "PATCH or LOCK a pod had is not tried again), 60 s proxy timeouts"
+        "PATCH or LOCK a pod had is not tried again)"
+        + "".join(f", {u}" for u in unset)
+        + "; and its controller ConfigMap's, which no plan "
+        f"holds: Strict-Transport-Security {NGINX_HSTS!r}, a client silent {NGINX_CLIENT_TIMEOUT} s "
+        f"mid-request or a kept-alive connection idle {NGINX_KEEP_ALIVE} s closed"
     )
+    send, read = timeouts["proxy-send-timeout"], timeouts["proxy-read-timeout"]
+    if send != read:
+        site.deviations.append(
+            f"proxy-send-timeout {send:g} s is not run apart: HAProxy has one timeout for a pod's "
+            f"silence either way, proxy-read-timeout's {read:g} s"
+        )
+    if body_size is not None:
+        site.deviations.append(
+            "proxy-body-size holds a chunked request body (no Content-Length) only as far as it has "
+            "arrived when the request is routed, not all of it as nginx does"
+        )
     site.lb.backends = [
         Backend(f"{site.site}/{target.name}-{i}", addresses[f"{target.name}-{i}"], container.ports[0])
         for i in range(target.replicas)
     ]
+
+
+def _seconds(annotations: Mapping[str, str], key: str, default: int, where: str) -> float:
+    """An ingress-nginx timeout annotation: a whole number of seconds, ``default`` if unset."""
+    value = annotations.get(NGINX + key)
+    if value is None:
+        return float(default)
+    if not value.strip().isdigit():
+        raise LabError(f"{where}: annotation {NGINX}{key} {value!r} is not a whole number of seconds")
+    return float(value.strip())
+
+
+def _body_size(value: str, where: str) -> int | None:
+    """``proxy-body-size`` in bytes as nginx's client_max_body_size reads it (k, m, g: powers
+    of 1024); 0 checks nothing (None)."""
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise LabError(f"{where}: annotation {NGINX}proxy-body-size {value!r} is not a size nginx takes")
+    size = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    return size or None
 
 
 def _apply_streams(site: SiteTwin, ctx: Context, job: Mapping[str, object], addrs: Mapping[str, str]) -> None:

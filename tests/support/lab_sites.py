@@ -1,0 +1,65 @@
+"""A site's twin as ``lab up`` builds it, without a lab: a shipped stack's plan (planned once per
+process), edited by the test on a copy, then the site's target declares and renders it with
+every pod at a loopback address. Nothing is started and no file is written."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from skyfleet.lab import lb
+from skyfleet.lab.model import PlanValues
+from skyfleet.lab.pki import CertificateAuthority
+from skyfleet.lab.targets.base import Context, SiteTwin
+from skyfleet.lab.twin import TARGETS
+from skyfleet.lab.values import LabValues
+from skyfleet.plan import Plan, PlannedResource, plan_stack
+from skyfleet.testing.edge import ROOT
+
+
+@functools.cache
+def shipped(stack: str) -> Plan:
+    return plan_stack(ROOT, stack)
+
+
+def resource(plan: Plan, typ: str, name: str) -> PlannedResource:
+    """The plan's resource of type ``typ`` named ``name``."""
+    return next(r for r in plan.of_type(typ) if r.name == name)
+
+
+def site_twin(stack: str, state_dir: Path, edit: Callable[[Plan], object] | None = None) -> SiteTwin:
+    """``stack``'s site as its target builds it from a copy of the shipped plan, ``edit`` applied."""
+    plan = copy.deepcopy(shipped(stack))
+    if edit is not None:
+        edit(plan)
+    public = CertificateAuthority("lab sites test roots")
+    ctx = Context(
+        values=LabValues.new(),
+        public_ca=public,
+        state_dir=state_dir,
+        max_replicas=None,
+        hosts_file=lambda site: state_dir / "names" / site / "hosts",
+    )
+    site = SiteTwin(
+        stack=plan.stack,
+        target=str(plan.outputs["target"]),
+        site=str(plan.outputs.get("site") or plan.stack),
+        plan=plan,
+        plan_values=PlanValues(plan),
+    )
+    site.issuers["public"] = public
+    target = TARGETS[site.target]
+    target.declare(site, ctx)
+    pods = [*site.service_pods, *(f"{p.name}-{i}" for p in site.app_pods for i in range(p.replicas))]
+    target.render(site, ctx, {pod: f"127.0.{i // 250}.{i % 250 + 2}" for i, pod in enumerate(pods)})
+    return site
+
+
+def lb_config(site: SiteTwin, state_dir: Path) -> str:
+    """The HAProxy config ``lab up`` writes for the site's load balancer."""
+    assert site.lb is not None
+    return lb.render(
+        site.lb, address="127.0.0.1", pem=state_dir / "lb.pem", admin_socket=state_dir / "admin.sock"
+    )
