@@ -40,6 +40,7 @@ from . import (
     skyfleet_app,
     skyfleet_endpoints,
     skyfleet_names,
+    skyfleet_network,
     skyfleet_permissions,
     tls_names,
 )
@@ -80,6 +81,7 @@ ALL_RULES: list[Rule] = [
     *skyfleet_app.RULES,
     *skyfleet_permissions.RULES,
     *skyfleet_endpoints.RULES,
+    *skyfleet_network.RULES,
     *deploy_order.RULES,
     *skyfleet_names.RULES,
     *tls_names.RULES,

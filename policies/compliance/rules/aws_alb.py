@@ -112,10 +112,11 @@ def _waf(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"internet-facing ALB {lb.name!r} has no WAF web ACL (aws.wafv2.WebAclAssociation)", lb.urn
 
 
-def _forwarded(listener: PolicyResource) -> list[str]:
-    """The target group ARNs a listener's forward actions name (simple and weighted forms)."""
+def forwarded(listener: PolicyResource, key: str = "defaultActions") -> list[str]:
+    """The target group ARNs a listener's forward actions name (simple and weighted forms); with
+    ``key="actions"``, a listener rule's."""
     arns: list[Any] = []
-    for action in as_list(listener.props.get("defaultActions")):
+    for action in as_list(listener.props.get(key)):
         if norm(get_path(action, "type")) != "forward":
             continue
         arns.append(get_path(action, "targetGroupArn"))
@@ -161,7 +162,7 @@ def _tcp_passthrough(view: StackView) -> Iterator[tuple[str, str | None]]:
             f"forwards plain {protocol.upper()} to"
         )
         fix = "terminate TLS on a TLS listener, or forward to an ALB's HTTPS listener"
-        for arn in _forwarded(listener):
+        for arn in forwarded(listener):
             groups = view.referenced(arn, TARGET_GROUP)
             if not groups:
                 yield f"{head} target group {arn!r}, which this stack does not declare: {fix}", listener.urn

@@ -1,8 +1,9 @@
 """Security groups, network ACLs, the default security group and VPC flow logs.
 
-A security group's rules may be inline (`ingress`) or separate resources (SecurityGroupRule,
-vpc.SecurityGroupIngressRule): the rules below read all three forms, and follow references
-(a load balancer's `securityGroups`, a listener's load balancer) through the stack's graph.
+A security group's rules may be inline (`ingress`, `egress`) or separate resources
+(SecurityGroupRule, vpc.SecurityGroupIngressRule / vpc.SecurityGroupEgressRule): the readers
+below read every form, and follow references (a load balancer's `securityGroups`, a listener's
+load balancer) through the stack's graph.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, 
 SG = ("aws:ec2/securityGroup:SecurityGroup",)
 SG_RULE = ("aws:ec2/securityGroupRule:SecurityGroupRule",)
 SG_INGRESS = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",)
+SG_EGRESS = ("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",)
 DEFAULT_SG = ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",)
 LOAD_BALANCERS = (
     "aws:lb/loadBalancer:LoadBalancer",
@@ -37,8 +39,10 @@ WEB_PORTS = frozenset({80, 443})
 
 
 @dataclass(frozen=True)
-class Ingress:
-    """One ingress permission, whichever resource type declared it."""
+class Permission:
+    """One ingress or egress permission of a security group, whichever resource type declared
+    it. Its peers (the sources of an ingress, the destinations of an egress) are CIDRs, security
+    groups (`source_groups`: the ids the plan names), managed prefix lists, or the group itself."""
 
     group: PolicyResource | None
     urn: str
@@ -47,6 +51,8 @@ class Ingress:
     cidrs: tuple[str, ...]
     source_groups: tuple[str, ...]
     protocol: str = "tcp"
+    prefix_lists: tuple[str, ...] = ()
+    self_ref: bool = False
 
     @property
     def world(self) -> bool:
@@ -66,16 +72,29 @@ class Ingress:
             return []
         return admin_ports_in(self.from_port, self.to_port)
 
+    def admits(self, port: int, protocol: str = "tcp") -> bool:
+        """It covers ``port`` of ``protocol`` (all protocols cover every port)."""
+        if self.protocol in ALL_PROTOCOLS:
+            return True
+        numbers = {"tcp": "6", "udp": "17"}
+        if self.protocol not in (protocol, numbers.get(protocol)):
+            return False
+        return self.from_port <= port <= self.to_port
+
+
+Ingress = Permission  # the name the ingress rules below use
+
 
 def _port(value: object, default: int) -> int:
     return int(value) if isinstance(value, int | float) else default
 
 
 def _cidr_ingress(group: PolicyResource | None, urn: str, rule: object, sources: str) -> Ingress:
-    """An ingress written with cidrBlocks/ipv6CidrBlocks: a group's inline rule (sources in
-    `securityGroups`) or a SecurityGroupRule (`sourceSecurityGroupId`)."""
+    """A permission written with cidrBlocks/ipv6CidrBlocks: a group's inline rule (peers in
+    `securityGroups`) or a SecurityGroupRule (`sourceSecurityGroupId`, which names the destination
+    of an egress rule)."""
     cidrs = as_list(get_path(rule, "cidrBlocks")) + as_list(get_path(rule, "ipv6CidrBlocks"))
-    return Ingress(
+    return Permission(
         group,
         urn,
         _port(get_path(rule, "fromPort"), 0),
@@ -83,12 +102,15 @@ def _cidr_ingress(group: PolicyResource | None, urn: str, rule: object, sources:
         tuple(str(c) for c in cidrs),
         tuple(str(g) for g in as_list(get_path(rule, sources))),
         norm(get_path(rule, "protocol")),
+        tuple(str(p) for p in as_list(get_path(rule, "prefixListIds"))),
+        truthy(get_path(rule, "self")),
     )
 
 
 def _vpc_ingress(group: PolicyResource | None, urn: str, props: object) -> Ingress:
+    """A vpc.SecurityGroupIngressRule or vpc.SecurityGroupEgressRule (one peer each)."""
     cidrs = (get_path(props, "cidrIpv4"), get_path(props, "cidrIpv6"))
-    return Ingress(
+    return Permission(
         group,
         urn,
         _port(get_path(props, "fromPort"), 0),
@@ -96,6 +118,7 @@ def _vpc_ingress(group: PolicyResource | None, urn: str, props: object) -> Ingre
         tuple(str(c) for c in cidrs if c),
         tuple(str(g) for g in as_list(get_path(props, "referencedSecurityGroupId"))),
         norm(get_path(props, "ipProtocol")),
+        tuple(str(p) for p in as_list(get_path(props, "prefixListId"))),
     )
 
 
@@ -109,6 +132,21 @@ def ingresses(view: StackView) -> Iterator[Ingress]:
         group = next(iter(view.refers(r, "securityGroupId", SG)), None)
         yield _cidr_ingress(group, r.urn, r.props, "sourceSecurityGroupId")
     for r in view.of_type(*SG_INGRESS):
+        group = next(iter(view.refers(r, "securityGroupId", SG)), None)
+        yield _vpc_ingress(group, r.urn, r.props)
+
+
+def egresses(view: StackView) -> Iterator[Permission]:
+    """Every egress permission of the stack (`source_groups`: the destination groups)."""
+    for sg in view.of_type(*SG):
+        for rule in as_list(sg.props.get("egress")):
+            yield _cidr_ingress(sg, sg.urn, rule, "securityGroups")
+    for r in view.of_type(*SG_RULE):
+        if norm(r.props.get("type")) != "egress":
+            continue
+        group = next(iter(view.refers(r, "securityGroupId", SG)), None)
+        yield _cidr_ingress(group, r.urn, r.props, "sourceSecurityGroupId")
+    for r in view.of_type(*SG_EGRESS):
         group = next(iter(view.refers(r, "securityGroupId", SG)), None)
         yield _vpc_ingress(group, r.urn, r.props)
 
@@ -184,33 +222,49 @@ def _alb_only_public(view: StackView) -> Iterator[tuple[str, str | None]]:
             )
 
 
+def service_groups(view: StackView, svc: PolicyResource) -> tuple[list[PolicyResource], set[str]]:
+    """The security groups one ECS service runs in: those the stack declares, and the ids the
+    plan names (a group the stack does not declare is known by its id only)."""
+    named = as_list(get_path(svc.props, "networkConfiguration", "securityGroups"))
+    found = {g.urn: g for g in view.referenced(named, SG)}
+    for dep in svc.property_dependencies.get("networkConfiguration", []):
+        if dep.resource_type in SG:
+            found.setdefault(dep.urn, dep)
+    return list(found.values()), {str(g) for g in named if g}
+
+
 def _service_groups(view: StackView) -> tuple[set[str], set[str]]:
     """The security groups the ECS services run in: their URNs and the ids the plan names."""
     urns: set[str] = set()
     ids: set[str] = set()
     for svc in view.of_type(*ECS_SERVICE):
-        named = as_list(get_path(svc.props, "networkConfiguration", "securityGroups"))
-        ids |= {str(g) for g in named if g}
-        urns |= {g.urn for g in view.referenced(named, SG)}
-        urns |= {
-            d.urn for d in svc.property_dependencies.get("networkConfiguration", []) if d.resource_type in SG
-        }
+        groups, named = service_groups(view, svc)
+        ids |= named
+        urns |= {g.urn for g in groups}
     return urns, ids
 
 
-def _sources(view: StackView, ing: Ingress) -> list[tuple[str, PolicyResource | None]]:
-    """Each source security group of an ingress: (the id the plan names, the group in the stack)."""
-    rule = view.by_urn.get(ing.urn)
-    key = {SG_RULE[0]: "sourceSecurityGroupId", SG_INGRESS[0]: "referencedSecurityGroupId"}.get(
-        rule.resource_type if rule is not None else ""
-    )
+def peer_groups(view: StackView, perm: Permission) -> list[tuple[str, PolicyResource | None]]:
+    """Each security group a permission names as its peer (the source of an ingress, the
+    destination of an egress): (the id the plan names, the group in the stack)."""
+    rule = view.by_urn.get(perm.urn)
+    key = {
+        SG_RULE[0]: "sourceSecurityGroupId",
+        SG_INGRESS[0]: "referencedSecurityGroupId",
+        SG_EGRESS[0]: "referencedSecurityGroupId",
+    }.get(rule.resource_type if rule is not None else "")
+    found: list[tuple[str, PolicyResource | None]]
     if rule is not None and key is not None:
-        # A separate rule names one source; its property dependency holds when the id is unknown.
-        found = view.refers(rule, key, SG)
-        return [(ing.source_groups[0] if ing.source_groups else "", g) for g in found] or [
-            (g, None) for g in ing.source_groups
+        # A separate rule names one peer; its property dependency holds when the id is unknown.
+        groups = view.refers(rule, key, SG)
+        found = [(perm.source_groups[0] if perm.source_groups else "", g) for g in groups] or [
+            (g, None) for g in perm.source_groups
         ]
-    return [(g, next(iter(view.referenced(g, SG)), None)) for g in ing.source_groups]
+    else:
+        found = [(g, next(iter(view.referenced(g, SG)), None)) for g in perm.source_groups]
+    if perm.self_ref and perm.group is not None:
+        found.append(("self", perm.group))
+    return found
 
 
 def _foreign_sources(
@@ -220,7 +274,9 @@ def _foreign_sources(
     (none in the stack, or all in the VPC's default) cannot show the service's group: then only a
     load balancer's group, which faces the clients, is refused."""
     urns, ids = services
-    for named, group in _sources(view, ing):
+    for named, group in peer_groups(view, ing):
+        if named == "self":
+            continue  # the cache's own members (replication) are not a client
         label = repr(group.name) if group is not None else named
         if urns or ids:
             if not ((group is not None and group.urn in urns) or named in ids):

@@ -570,7 +570,7 @@ def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
     return True
 
 
-def _ingress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]:
+def ingress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]:
     labels = pod_labels(w.resource_type, w.props)
     return [
         p
@@ -583,7 +583,7 @@ def _ingress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource
 
 def _workload_netpol(view: StackView) -> Iterator[tuple[str, str | None]]:
     for w in view.of_type(*WORKLOADS):
-        if not _ingress_policies(view, w):
+        if not ingress_policies(view, w):
             yield f"no NetworkPolicy restricts ingress to the pods of {w.name!r}", w.urn
 
 
@@ -757,7 +757,7 @@ def _cache_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
     for w in view.of_type(*WORKLOADS):
         if not is_cache(w.resource_type, w.props):
             continue
-        policies = _ingress_policies(view, w)
+        policies = ingress_policies(view, w)
         if not policies:
             yield "no NetworkPolicy restricts ingress to the cache pods", w.urn
             continue

@@ -87,8 +87,10 @@ def process_role(command: tuple[str, ...]) -> str | None:
     return None
 
 
-def app_containers(view: StackView) -> Iterator[tuple[Container, str | None]]:
-    for c in plan_containers(view):
+def app_containers(
+    view: StackView, platforms: tuple[str, ...] = ("ecs", "cloudrun", "kubernetes")
+) -> Iterator[tuple[Container, str | None]]:
+    for c in plan_containers(view, platforms):
         role = process_role(c.command)
         if role is not None or any(name.startswith("AGENT_") for name in c.env):
             yield c, role

@@ -125,7 +125,7 @@ def _is_private_ip(host: str) -> bool:
 # -- what the app dials ------------------------------------------------------------------------
 
 
-def _dials(settings: Settings, sentinels_unknown: bool) -> Iterator[Dial]:
+def dials(settings: Settings, sentinels_unknown: bool) -> Iterator[Dial]:
     redis = urlsplit(settings.redis_url)
     tls = redis.scheme == "rediss"
     sentinels = settings.sentinel_hosts
@@ -149,7 +149,7 @@ def _dials(settings: Settings, sentinels_unknown: bool) -> Iterator[Dial]:
 # -- ElastiCache and Memorystore ---------------------------------------------------------------
 
 
-def _elasticache_endpoints(view: StackView) -> Iterator[tuple[PolicyResource, str, int | None]]:
+def elasticache_endpoints(view: StackView) -> Iterator[tuple[PolicyResource, str, int | None]]:
     """Every address an ElastiCache resource of the stack answers on, with its port (None: the
     resource's own)."""
     for group in view.of_type(REPLICATION_GROUP):
@@ -166,7 +166,7 @@ def _elasticache_endpoints(view: StackView) -> Iterator[tuple[PolicyResource, st
 
 
 def _elasticache(view: StackView, host: str) -> tuple[Listener, int] | None:
-    for r, address, port in _elasticache_endpoints(view):
+    for r, address, port in elasticache_endpoints(view):
         members = [text(m) for m in as_list(r.props.get("memberClusters"))]  # a group's node endpoints
         if host != address and not any(m and host.startswith(f"{m}.") for m in members):
             continue
@@ -202,7 +202,7 @@ def _memorystore(view: StackView, host: str) -> tuple[Listener, int | None] | No
 def _cloud_unresolved(view: StackView, c: Container, dial: Dial) -> Iterator[str]:
     host = dial.host.lower().rstrip(".")
     if host.endswith(ELASTICACHE_SUFFIXES) and view.has_type(*ELASTICACHE):
-        known = sorted({address for r, address, _ in _elasticache_endpoints(view) if address} - {""})
+        known = sorted({address for r, address, _ in elasticache_endpoints(view) if address} - {""})
         yield (
             f"{dial.var} connects to {dial.host}, which is none of the stack's ElastiCache endpoints "
             f"({', '.join(known)})"
@@ -246,7 +246,7 @@ def _stack_namespaces(view: StackView) -> set[str]:
     return names
 
 
-def _service(
+def cluster_service(
     view: StackView, host: str, namespace: str
 ) -> tuple[PolicyResource | None, str | None, list[tuple[str, str, str | None]]]:
     """The Service a host names, the pod under it the host names (if any), and the readings tried."""
@@ -278,7 +278,7 @@ def _replicas(view: StackView, w: PolicyResource) -> int:
     return count
 
 
-def _pod_owners(
+def pod_owners(
     view: StackView, workloads: list[PolicyResource], service: str, pod: str
 ) -> list[PolicyResource]:
     """The workloads among ``workloads`` that run a pod named ``pod`` under the headless ``service``."""
@@ -466,21 +466,30 @@ def _serves(view: StackView, w: PolicyResource, c: Mapping[str, Any]) -> _Serves
     return None  # the image's own entrypoint, or a shell: not read
 
 
-def _listener(view: StackView, w: PolicyResource, target: Any) -> Listener | str | None:
-    """How the pods of ``w`` serve the container port a Service port targets (a str: nothing
-    listens there; None: not known)."""
+def target_port(w: PolicyResource, target: Any) -> tuple[int | None, str | None, list[Mapping[str, Any]]]:
+    """The container port a Service port's ``targetPort`` names on the pods of ``w``: its number
+    and its name (None: not known), and the containers that declare it."""
     spec = pod_spec(w.resource_type, w.props) or {}
-    found = containers(spec, init=False)
     by_name = isinstance(target, str) and not target.isdigit()
     port = None if by_name else _int(target)
+    name = str(target) if by_name else None
     declared = []
-    for c in found:
+    for c in containers(spec, init=False):
         for p in as_list(c.get("ports")):
             if (by_name and text(p.get("name")) == target) or (
                 not by_name and _int(p.get("containerPort")) == port
             ):
                 declared.append(c)
                 port = _int(p.get("containerPort"))
+                name = text(p.get("name")) or name
+    return port, name, declared
+
+
+def _listener(view: StackView, w: PolicyResource, target: Any) -> Listener | str | None:
+    """How the pods of ``w`` serve the container port a Service port targets (a str: nothing
+    listens there; None: not known)."""
+    found = containers(pod_spec(w.resource_type, w.props) or {}, init=False)
+    port, _, declared = target_port(w, target)
     if port is None:
         return None  # a port name no container declares: not this rule's finding
     where = (
@@ -507,7 +516,7 @@ def _listener(view: StackView, w: PolicyResource, target: Any) -> Listener | str
 
 def _kubernetes(view: StackView, c: Container, dial: Dial) -> Iterator[str | Listener]:
     namespace = c.scope or "default"
-    service, pod, readings = _service(view, dial.host, namespace)
+    service, pod, readings = cluster_service(view, dial.host, namespace)
     if service is None:
         internal = is_internal_name(dial.host) and dial.host.lower() != "localhost" and not _is_ip(dial.host)
         stack_namespaces = _stack_namespaces(view)
@@ -532,7 +541,7 @@ def _kubernetes(view: StackView, c: Container, dial: Dial) -> Iterator[str | Lis
         return
     workloads = k8s_servers(view, f"{name}.{ns}.svc", None)  # the pods its selector picks
     if pod is not None and workloads:
-        owners = _pod_owners(view, workloads, name, pod)
+        owners = pod_owners(view, workloads, name, pod)
         if not owners:
             if dial.dialed:
                 yield (
@@ -616,7 +625,7 @@ def _endpoints(view: StackView) -> Iterator[tuple[str, str | None]]:
             continue  # skyfleet-app-env reports why: a required setting is missing or malformed
         sentinels_unknown = Env.REDIS_SENTINELS.value in resolved.unknown
         problems = [
-            p for d in _dials(resolved.settings, sentinels_unknown) for p in _dial_problems(view, c, d)
+            p for d in dials(resolved.settings, sentinels_unknown) for p in _dial_problems(view, c, d)
         ]
         for problem in dict.fromkeys(problems):
             yield f"{c.label} ({role or 'app'}): {problem}", c.resource.urn

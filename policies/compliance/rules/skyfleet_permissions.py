@@ -479,7 +479,7 @@ def _permissions(view: StackView) -> Iterator[tuple[str, str | None]]:
             yield f"{c.label} ({process or 'app'}): {problem}", c.resource.urn
 
 
-def _egress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]:
+def egress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]:
     """The NetworkPolicies that restrict the egress of ``w``'s pods (none: all egress is open)."""
     labels = pod_labels(w.resource_type, w.props)
     found = []
@@ -498,21 +498,22 @@ def _egress_policies(view: StackView, w: PolicyResource) -> list[PolicyResource]
     return found
 
 
-def _https_out(rule: Any) -> bool:
-    """An egress rule admitting TCP 443 to addresses outside the cluster (an ipBlock, or any)."""
+def https_out(rule: Any, port: int = 443) -> bool:
+    """An egress rule admitting TCP ``port`` (443: HTTPS) to addresses outside the cluster (an
+    ipBlock, or any)."""
     ports = as_list(get_path(rule, "ports"))
     to = as_list(get_path(rule, "to"))
 
-    def port_443(p: Any) -> bool:
-        port, end = get_path(p, "port"), get_path(p, "endPort")
+    def covers(p: Any) -> bool:
+        first, end = get_path(p, "port"), get_path(p, "endPort")
         if str(get_path(p, "protocol") or "TCP").upper() != "TCP":
             return False
-        if port is None:
+        if first is None:
             return True
-        if str(port) == "https":
-            return True
+        if str(first) == "https":
+            return port == 443
         try:
-            return int(port) <= 443 <= int(end if end is not None else port)
+            return int(first) <= port <= int(end if end is not None else first)
         except (TypeError, ValueError):
             return False
 
@@ -524,7 +525,7 @@ def _https_out(rule: Any) -> bool:
             return False
         return not net.is_private
 
-    return (not ports or any(port_443(p) for p in ports)) and (not to or any(outside(t) for t in to))
+    return (not ports or any(covers(p) for p in ports)) and (not to or any(outside(t) for t in to))
 
 
 def _fleet_egress(view: StackView) -> Iterator[tuple[str, str | None]]:
@@ -538,9 +539,9 @@ def _fleet_egress(view: StackView) -> Iterator[tuple[str, str | None]]:
         ):
             continue
         seen.add(c.resource.urn)
-        policies = _egress_policies(view, c.resource)
+        policies = egress_policies(view, c.resource)
         if policies and not any(
-            _https_out(rule) for p in policies for rule in as_list(get_path(p.props, "spec", "egress"))
+            https_out(rule) for p in policies for rule in as_list(get_path(p.props, "spec", "egress"))
         ):
             names = ", ".join(repr(str(get_path(p.props, "metadata", "name") or p.name)) for p in policies)
             yield (

@@ -44,6 +44,7 @@ DEPLOYABILITY = {
     "skyfleet-fleet-site-name",
     "skyfleet-fleet-egress",
     "skyfleet-dependency-endpoints",
+    "skyfleet-network-paths",
 }
 
 
