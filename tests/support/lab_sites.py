@@ -1,12 +1,15 @@
 """A site's twin as ``lab up`` builds it, without a lab: a shipped stack's plan (planned once per
 process), edited by the test on a copy, then the site's target declares and renders it with
-every pod at a loopback address. Nothing is started and no file is written."""
+every pod at a loopback address. Nothing is started and no file is written, except by
+``haproxy``, which runs a rendered load balancer on loopback ports."""
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from skyfleet.lab import lb
@@ -17,6 +20,7 @@ from skyfleet.lab.twin import TARGETS
 from skyfleet.lab.values import LabValues
 from skyfleet.plan import Plan, PlannedResource, plan_stack
 from skyfleet.testing.edge import ROOT
+from skyfleet.testing.servers import Proc, free_port, serve
 
 
 @functools.cache
@@ -63,3 +67,31 @@ def lb_config(site: SiteTwin, state_dir: Path) -> str:
     return lb.render(
         site.lb, address="127.0.0.1", pem=state_dir / "lb.pem", admin_socket=state_dir / "admin.sock"
     )
+
+
+ADDRESS = "127.0.0.1"
+
+
+@contextmanager
+def haproxy(spec: lb.LoadBalancerSpec, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """HAProxy running ``spec`` on loopback ports of its own: its HTTPS URL and a client context."""
+    ca = CertificateAuthority("lb twin test")
+    pem = tmp_path / "lb.pem"
+    pem.write_bytes(ca.issue(spec.names).bundle)
+    port, plain = free_port(), free_port()
+    # The rendered config listens on 443 and 80; the test moves them to free loopback ports.
+    config = lb.render(spec, address=ADDRESS, pem=pem, admin_socket=tmp_path / "admin.sock")
+    config = config.replace(f"{ADDRESS}:443", f"{ADDRESS}:{port}").replace(
+        f"{ADDRESS}:80\n", f"{ADDRESS}:{plain}\n"
+    )
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(config)
+    proc, _ = serve(
+        lambda p: Proc("lb-twin", ["haproxy", "-db", "-f", str(cfg)]), port, fixed=True, what="haproxy"
+    )
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    context.check_hostname = False
+    try:
+        yield f"https://{ADDRESS}:{port}", context
+    finally:
+        proc.stop()

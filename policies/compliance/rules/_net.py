@@ -96,3 +96,12 @@ def admin_ports_in(low: int, high: int) -> list[str]:
     if all_ports(low, high):
         return ["all ports"]
     return [f"{name} ({port})" for port, name in ADMIN_PORTS.items() if low <= port <= high]
+
+
+def is_ip(host: str) -> bool:
+    """An address, not a name to resolve."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -67,6 +67,16 @@ class Graph:
         return target.urn in self.closure(resource)
 
 
+def as_int(value: Any) -> int | None:
+    """A planned number (maybe a string or a float) as an int; None for anything else."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
 def text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 

@@ -36,11 +36,13 @@ from agent_app.config import Settings
 from agent_app.contract import Env, NatsQueue
 
 from . import _nats_conf as nats_conf
+from ._net import is_ip
 from ._plan import (
     K8S_CONFIGMAP,
     K8S_SECRET,
     K8S_SERVICE,
     Container,
+    as_int,
     is_internal_name,
     k8s_data,
     k8s_object,
@@ -91,28 +93,11 @@ class Listener:
     why: str  # what in the plan says so
 
 
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
 def _url_port(parts: SplitResult, default: int) -> int | None:
     try:
         return parts.port or default
     except ValueError:
         return None  # out of range: the app's own parser reports it
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_private_ip(host: str) -> bool:
@@ -158,11 +143,11 @@ def elasticache_endpoints(view: StackView) -> Iterator[tuple[PolicyResource, str
     for cluster in view.of_type(CACHE_CLUSTER):
         yield cluster, text(cluster.props.get("clusterAddress")), None
         for node in as_list(cluster.props.get("cacheNodes")):
-            yield cluster, text(get_path(node, "address")), _int(get_path(node, "port"))
+            yield cluster, text(get_path(node, "address")), as_int(get_path(node, "port"))
     for cache in view.of_type(SERVERLESS_CACHE):
         for key in ("endpoints", "readerEndpoints"):
             for endpoint in as_list(cache.props.get(key)):
-                yield cache, text(get_path(endpoint, "address")), _int(get_path(endpoint, "port"))
+                yield cache, text(get_path(endpoint, "address")), as_int(get_path(endpoint, "port"))
 
 
 def _elasticache(view: StackView, host: str) -> tuple[Listener, int] | None:
@@ -177,7 +162,7 @@ def _elasticache(view: StackView, host: str) -> tuple[Listener, int] | None:
             ), (port or 6379)
         kind = "replication group" if r.resource_type == REPLICATION_GROUP else "cluster"
         label = f"ElastiCache {kind} {name!r}"
-        port = port or _int(r.props.get("port")) or 6379
+        port = port or as_int(r.props.get("port")) or 6379
         if not truthy(r.props.get("transitEncryptionEnabled")):
             return Listener(label, False, "transitEncryptionEnabled is not true"), port
         mode = norm(r.props.get("transitEncryptionMode")) or "required"  # AWS's default once enabled
@@ -195,7 +180,7 @@ def _memorystore(view: StackView, host: str) -> tuple[Listener, int | None] | No
             label = f"Memorystore instance {text(instance.props.get('name')) or instance.name!r}"
             mode = text(instance.props.get("transitEncryptionMode")) or "DISABLED"
             listener = Listener(label, mode == "SERVER_AUTHENTICATION", f"transitEncryptionMode {mode}")
-            return listener, _int(instance.props.get(port_key))
+            return listener, as_int(instance.props.get(port_key))
     return None
 
 
@@ -250,7 +235,7 @@ def cluster_service(
     view: StackView, host: str, namespace: str
 ) -> tuple[PolicyResource | None, str | None, list[tuple[str, str, str | None]]]:
     """The Service a host names, the pod under it the host names (if any), and the readings tried."""
-    if _is_ip(host):
+    if is_ip(host):
         for s in view.of_type(K8S_SERVICE):
             spec = get_path(s.props, "spec") or {}
             if host in {text(spec.get("clusterIP")), *(text(i) for i in as_list(spec.get("clusterIPs")))}:
@@ -265,7 +250,7 @@ def cluster_service(
 
 
 def _replicas(view: StackView, w: PolicyResource) -> int:
-    count = _int(get_path(w.props, "spec", "replicas"))
+    count = as_int(get_path(w.props, "spec", "replicas"))
     count = 1 if count is None else count
     name = text(get_path(w.props, "metadata", "name"))
     for hpa in view.of_type(*HPA):
@@ -274,7 +259,7 @@ def _replicas(view: StackView, w: PolicyResource) -> int:
             "StatefulSet",
             name,
         ):
-            count = max(count, _int(get_path(hpa.props, "spec", "maxReplicas")) or 0)
+            count = max(count, as_int(get_path(hpa.props, "spec", "maxReplicas")) or 0)
     return count
 
 
@@ -411,8 +396,8 @@ def _redis(
         sources.append("its command line")
     settings.update(options)
     source = " and ".join(sources) or f"{binary}'s defaults"
-    port = _int(settings.get("port", 26379 if sentinel else 6379))
-    tls_port = _int(settings.get("tls-port", 0))
+    port = as_int(settings.get("port", 26379 if sentinel else 6379))
+    tls_port = as_int(settings.get("tls-port", 0))
     if port is None or tls_port is None:
         return None
     why = f"port {port}, tls-port {tls_port} in {source}"
@@ -437,11 +422,11 @@ def _nats(view: StackView, w: PolicyResource, c: Mapping[str, Any], rest: list[s
                 return None
             source = f"{posixpath.basename(value)} of {where}"
         elif word in ("-p", "--port"):
-            cli_port = _int(value)
+            cli_port = as_int(value)
         elif word in ("--tls", "--tlsverify"):
             cli_tls = True
     listen = text(conf.get("listen")).rpartition(":")[2] if conf.get("listen") is not None else ""
-    port = cli_port or _int(conf.get("port")) or _int(listen) or 4222
+    port = cli_port or as_int(conf.get("port")) or as_int(listen) or 4222
     tls = cli_tls or isinstance(conf.get("tls"), Mapping)
     if tls and truthy(conf.get("allow_non_tls")):
         return _Serves(
@@ -471,16 +456,16 @@ def target_port(w: PolicyResource, target: Any) -> tuple[int | None, str | None,
     and its name (None: not known), and the containers that declare it."""
     spec = pod_spec(w.resource_type, w.props) or {}
     by_name = isinstance(target, str) and not target.isdigit()
-    port = None if by_name else _int(target)
+    port = None if by_name else as_int(target)
     name = str(target) if by_name else None
     declared = []
     for c in containers(spec, init=False):
         for p in as_list(c.get("ports")):
             if (by_name and text(p.get("name")) == target) or (
-                not by_name and _int(p.get("containerPort")) == port
+                not by_name and as_int(p.get("containerPort")) == port
             ):
                 declared.append(c)
-                port = _int(p.get("containerPort"))
+                port = as_int(p.get("containerPort"))
                 name = text(p.get("name")) or name
     return port, name, declared
 
@@ -518,7 +503,7 @@ def _kubernetes(view: StackView, c: Container, dial: Dial) -> Iterator[str | Lis
     namespace = c.scope or "default"
     service, pod, readings = cluster_service(view, dial.host, namespace)
     if service is None:
-        internal = is_internal_name(dial.host) and dial.host.lower() != "localhost" and not _is_ip(dial.host)
+        internal = is_internal_name(dial.host) and dial.host.lower() != "localhost" and not is_ip(dial.host)
         stack_namespaces = _stack_namespaces(view)
         if dial.dialed and internal and readings and all(ns in stack_namespaces for _, ns, _ in readings):
             looked = " or ".join(
@@ -530,7 +515,7 @@ def _kubernetes(view: StackView, c: Container, dial: Dial) -> Iterator[str | Lis
     name = text(get_path(service.props, "metadata", "name"))
     ns = namespace_of(service)
     ports = as_list(get_path(service.props, "spec", "ports"))
-    entry = next((p for p in ports if _int(p.get("port")) == dial.port), None)
+    entry = next((p for p in ports if as_int(p.get("port")) == dial.port), None)
     if entry is None:
         if dial.dialed:
             served = ", ".join(num(p.get("port")) for p in ports) or "none"

@@ -42,11 +42,12 @@ from pulumi_policy import PolicyResource, Severity
 from agent_app.config import Settings
 from agent_app.contract import Env, PubSubQueue, SqsQueue
 
-from ._net import ALL_PROTOCOLS, PRIVATE_NETWORKS, is_private
+from ._net import ALL_PROTOCOLS, PRIVATE_NETWORKS, is_ip, is_private
 from ._plan import (
     ECS_TASK,
     K8S_SERVICE,
     Container,
+    as_int,
     is_internal_name,
     k8s_object,
     k8s_servers,
@@ -99,15 +100,6 @@ DNS_PORTS = (("UDP", "dns"), ("TCP", "dns-tcp"))  # CoreDNS's port names
 DEFAULT_MODEL_URL = "https://api.openai.com/v1"
 
 
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
 def _names(items: Sequence[str]) -> str:
     return ", ".join(dict.fromkeys(items))
 
@@ -134,14 +126,6 @@ def _url(value: str, default_port: int) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (parts.hostname, port) if parts.hostname else None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _others(settings: Settings) -> list[tuple[str, int]]:
@@ -481,7 +465,7 @@ def _aws_paths(view: StackView) -> Iterator[_AwsPath]:
         # The load balancers forwarding to the service's tasks, on the container port and the
         # health-check port.
         for entry in as_list(svc.props.get("loadBalancers")):
-            port = _int(get_path(entry, "containerPort"))
+            port = as_int(get_path(entry, "containerPort"))
             if port is None:
                 continue
             for group in view.referenced(get_path(entry, "targetGroupArn"), TARGET_GROUP):
@@ -490,7 +474,7 @@ def _aws_paths(view: StackView) -> Iterator[_AwsPath]:
                     f"{text(get_path(entry, 'containerName'))!r} port {port}"
                 )
                 ports = {port: forwards}
-                check = _int(get_path(group.props, "healthCheck", "port"))
+                check = as_int(get_path(group.props, "healthCheck", "port"))
                 if check is not None and check != port:
                     ports[check] = f"the health checks of target group {group.name!r} on port {check}"
                 for lb in _forwarding(view, group):
@@ -500,7 +484,7 @@ def _aws_paths(view: StackView) -> Iterator[_AwsPath]:
     for attachment in view.of_type(*TARGET_ATTACHMENT):
         targets = view.refers(attachment, "targetId", LOAD_BALANCERS)
         for group in view.refers(attachment, "targetGroupArn", TARGET_GROUP):
-            port = _int(attachment.props.get("port")) or _int(group.props.get("port"))
+            port = as_int(attachment.props.get("port")) or as_int(group.props.get("port"))
             if port is None:
                 continue
             for target in targets:
@@ -596,8 +580,8 @@ def _port_admits(entry: Any, number: int | None, name: str | None, protocol: str
         return True
     if isinstance(port, str) and not port.isdigit():
         return name is not None and port == name
-    first = _int(port)
-    last = _int(end) if end is not None else first
+    first = as_int(port)
+    last = as_int(end) if end is not None else first
     return number is not None and first is not None and last is not None and first <= number <= last
 
 
@@ -654,7 +638,7 @@ def _k8s_targets(
     if service is None:
         return None
     entry = next(
-        (p for p in as_list(get_path(service.props, "spec", "ports")) if _int(p.get("port")) == port), None
+        (p for p in as_list(get_path(service.props, "spec", "ports")) if as_int(p.get("port")) == port), None
     )
     if entry is None:
         return []  # skyfleet-dependency-endpoints: the Service serves no such port
@@ -722,7 +706,7 @@ def _k8s_app(view: StackView) -> Iterator[tuple[str, str | None]]:
         wanted: dict[tuple[str, int | None, str | None], tuple[PolicyResource, list[Why]]] = {}
         outside: dict[int, list[Why]] = {}
         for dial in dials(settings, Env.REDIS_SENTINELS.value in resolved.unknown):
-            if dial.dialed and not _is_ip(dial.host):
+            if dial.dialed and not is_ip(dial.host):
                 names.append(dial.host)
             for server, number, port_name, _ in _k8s_targets(view, dial.host, dial.port, scope) or []:
                 key = (server.urn, number, port_name)
@@ -730,7 +714,7 @@ def _k8s_app(view: StackView) -> Iterator[tuple[str, str | None]]:
         model = _model(settings)
         if model is not None:
             host, port = model
-            names += [] if _is_ip(host) else [host]
+            names += [] if is_ip(host) else [host]
             targets = _k8s_targets(view, host, port, scope) if is_internal_name(host) else None
             for server, number, port_name, _ in targets or []:
                 key = (server.urn, number, port_name)
@@ -749,7 +733,7 @@ def _k8s_app(view: StackView) -> Iterator[tuple[str, str | None]]:
                     "the cluster",
                     w.urn,
                 )
-        names += [host for host, _ in _others(settings) if not _is_ip(host)]
+        names += [host for host, _ in _others(settings) if not is_ip(host)]
         missing = [
             f"{protocol} 53"
             for protocol, port_name in DNS_PORTS
@@ -801,7 +785,7 @@ def _k8s_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
             if backend is None:
                 continue
             port = get_path(backend, "port") or {}
-            number = _int(port.get("number"))
+            number = as_int(port.get("number"))
             key = (
                 text(get_path(backend, "name")),
                 str(number) if number is not None else text(port.get("name")),
@@ -815,7 +799,7 @@ def _k8s_ingress(view: StackView) -> Iterator[tuple[str, str | None]]:
                 (
                     p
                     for p in as_list(get_path(service.props, "spec", "ports"))
-                    if str(_int(p.get("port"))) == port or text(p.get("name")) == port
+                    if str(as_int(p.get("port"))) == port or text(p.get("name")) == port
                 ),
                 None,
             )
@@ -924,7 +908,7 @@ def _firewall_denies(
             for e in entries
         ):
             continue
-        key = (_int(p.get("priority")) or 1000, 0 if deny else 1)
+        key = (as_int(p.get("priority")) or 1000, 0 if deny else 1)
         if best is None or key < best[0]:
             best = (key, fw, deny)
     return best[1] if best is not None and best[2] else None
@@ -932,7 +916,7 @@ def _firewall_denies(
 
 def _in_range(value: str, port: int) -> bool:
     low, _, high = value.partition("-")
-    first, last = _int(low), _int(high or low)
+    first, last = as_int(low), as_int(high or low)
     return first is not None and last is not None and first <= port <= last
 
 
@@ -989,7 +973,7 @@ def _run(view: StackView) -> Iterator[tuple[str, str | None]]:
                         f"instance is reachable only from {authorized!r} (its authorizedNetwork)"
                     )
                     continue
-                routed = _is_ip(dial.host) and any(ipaddress.ip_address(dial.host) in n for n in GCP_PRIVATE)
+                routed = is_ip(dial.host) and any(ipaddress.ip_address(dial.host) in n for n in GCP_PRIVATE)
                 if access.egress != "all_traffic" and not routed:
                     problems.append(
                         f"{head}: its VPC egress is {access.egress.upper()}, which sends only private "
@@ -999,7 +983,7 @@ def _run(view: StackView) -> Iterator[tuple[str, str | None]]:
                     continue
                 if access.network is not None:
                     denied = _firewall_denies(
-                        view, access, account, dial.host if _is_ip(dial.host) else None, dial.port
+                        view, access, account, dial.host if is_ip(dial.host) else None, dial.port
                     )
                     if denied is not None:
                         problems.append(

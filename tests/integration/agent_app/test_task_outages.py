@@ -196,11 +196,16 @@ def test_a_run_whose_lease_was_taken_over_leaves_the_message_to_the_run_that_hol
     wait_until(lambda: site.record(task_id).get("status") == "running", what="the task to run")
     lease_until = int((time.time() + 2) * 1000)
     site.store().hset(task_key(task_id), mapping={"lease_owner": "dead-worker:0", "lease_until": lease_until})
-    record = wait_until(
-        lambda: (r := site.record(task_id)).get("status") == "succeeded" and r,
-        timeout=40,
-        what="the task to run again from its message",
-    )
+    try:
+        record = wait_until(
+            lambda: (r := site.record(task_id)).get("status") == "succeeded" and r,
+            timeout=40,
+            what="the task to run again from its message",
+        )
+    except AssertionError as exc:  # what the worker did is the only account of why
+        raise AssertionError(
+            f"{exc}\nrecord: {site.record(task_id)}\nworker:\n{site.worker.output()[-6000:]}"
+        ) from None
     assert record["result"] == "3*5 = 15"
     assert record["attempts"] == "2"
     assert site.worker.metric("agent_tasks_total", outcome="lease_lost") == 1
