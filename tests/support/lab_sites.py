@@ -5,9 +5,13 @@ every pod at a loopback address. Nothing is started and no file is written, exce
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,3 +99,56 @@ def haproxy(spec: lb.LoadBalancerSpec, tmp_path: Path) -> Iterator[tuple[str, ss
         yield f"https://{ADDRESS}:{port}", context
     finally:
         proc.stop()
+
+
+class Pod(threading.Thread):
+    """A backend on loopback: reads each request whole (its Content-Length), and unless it is the
+    readiness probe records its request line and body size, waits ``delay`` seconds and answers
+    200, or with ``drops`` closes without a word."""
+
+    def __init__(self, delay: float = 0.0, *, drops: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.delay = delay
+        self.drops = drops
+        self.sock = socket.create_server((ADDRESS, 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[tuple[str, int]] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        # The balancer may give up on a slow pod, or refuse a body before it is all sent.
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            length = next(
+                (
+                    int(v)
+                    for k, _, v in (h.partition(":") for h in lines[1:])
+                    if k.lower() == "content-length"
+                ),
+                0,
+            )
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            if not lines[0].startswith("GET /readyz"):
+                self.seen.append((lines[0], len(body)))
+                if self.drops:
+                    return
+                time.sleep(self.delay)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")

@@ -7,12 +7,10 @@ accepts each shipped site's config as ``lab up`` writes it."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -23,57 +21,7 @@ from skyfleet.lab import lb
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.lab.targets import aws, onprem
 from skyfleet.plan import Plan
-from tests.support.lab_sites import ADDRESS, haproxy, lb_config, resource, site_twin
-
-
-class Pod(threading.Thread):
-    """A backend on loopback: reads each request whole (its Content-Length), waits ``delay``
-    seconds unless it is the readiness probe, answers 200; records each request line and body
-    size it was sent."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(daemon=True)
-        self.delay = delay
-        self.sock = socket.create_server((ADDRESS, 0))
-        self.port = self.sock.getsockname()[1]
-        self.seen: list[tuple[str, int]] = []
-
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
-
-    def answer(self, conn: socket.socket) -> None:
-        # The balancer may give up on a slow pod, or refuse a body before it is all sent.
-        with conn, contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            lines = head.decode().split("\r\n")
-            length = next(
-                (
-                    int(v)
-                    for k, _, v in (h.partition(":") for h in lines[1:])
-                    if k.lower() == "content-length"
-                ),
-                0,
-            )
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-            if not lines[0].startswith("GET /readyz"):
-                self.seen.append((lines[0], len(body)))
-                time.sleep(self.delay)
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+from tests.support.lab_sites import ADDRESS, Pod, haproxy, lb_config, resource, site_twin
 
 
 def only(spec: lb.LoadBalancerSpec, pod: Pod) -> lb.LoadBalancerSpec:

@@ -5,11 +5,8 @@ second pod ever sees it."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,41 +14,7 @@ import httpx
 import pytest
 
 from skyfleet.lab import lb
-from tests.support.lab_sites import ADDRESS, haproxy, site_twin
-
-
-class Pod(threading.Thread):
-    """A backend on loopback that answers its readiness probe; for anything else it answers
-    200 (``drops`` False) or reads the request and closes without a word. It records each
-    request line it was sent."""
-
-    def __init__(self, *, drops: bool) -> None:
-        super().__init__(daemon=True)
-        self.drops = drops
-        self.sock = socket.create_server((ADDRESS, 0))
-        self.port = self.sock.getsockname()[1]
-        self.seen: list[str] = []
-
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):  # a client that went away ends only its own
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                line = data.split(b"\r\n", 1)[0].decode()
-                if line.startswith("GET /readyz"):
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                    continue
-                self.seen.append(line)
-                if not self.drops:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+from tests.support.lab_sites import ADDRESS, Pod, haproxy, site_twin
 
 
 @pytest.fixture
@@ -97,9 +60,9 @@ def test_a_read_a_pod_dropped_is_retried_and_a_post_it_had_is_not(
     reads = [send("GET", f"/v1/sessions/s{i}") for i in range(4)]
     posts = [send("POST", f"/v1/sessions/s{i}/messages") for i in range(4)]
     assert reads == [200] * 4
-    assert any(line.startswith("GET ") for line in dropper.seen)  # retried from there
-    dropped = [line for line in dropper.seen if line.startswith("POST ")]
-    answered = [line for line in answerer.seen if line.startswith("POST ")]
+    assert any(line.startswith("GET ") for line, _ in dropper.seen)  # retried from there
+    dropped = [line for line, _ in dropper.seen if line.startswith("POST ")]
+    answered = [line for line, _ in answerer.seen if line.startswith("POST ")]
     assert dropped, "no POST reached the dropping pod: the test proved nothing"
     assert not set(dropped) & set(answered)  # no POST reached both pods
     assert posts.count(200) == len(answered)
