@@ -63,7 +63,8 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         clock = self.runtime.shutdown
         try:
-            await asyncio.wait_for(self.edge.idle.wait(), clock.left(clock.reserve))
+            async with asyncio.timeout(clock.left(clock.reserve)):
+                await self.edge.idle.wait()
             log.info("drained: no request in flight")
         except TimeoutError:
             log.warning(

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 
 from agent_app.config import Settings
 from agent_app.errors import CacheDown
+from agent_app.periodic import every
 
 log = logging.getLogger("agent_app.cache")
 T = TypeVar("T")
@@ -72,10 +73,8 @@ class QuorumSentinel(Sentinel):
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         async def ask(sentinel: Redis) -> dict[str, Any] | None:
             try:
-                masters = cast(
-                    dict[str, Any],
-                    await asyncio.wait_for(sentinel.sentinel_masters(), SENTINEL_ANSWER_SECONDS),
-                )
+                async with asyncio.timeout(SENTINEL_ANSWER_SECONDS):
+                    masters = cast(dict[str, Any], await sentinel.sentinel_masters())
             except (TimeoutError, rexc.ConnectionError, rexc.TimeoutError, OSError):
                 return None
             return masters.get(service_name) or {}
@@ -269,13 +268,13 @@ class Cache:
         pool = self.redis.connection_pool
         if not isinstance(pool, SentinelConnectionPool):
             return
-        while True:
-            await asyncio.sleep(PRIMARY_CHECK_SECONDS)
+
+        async def look() -> None:
             try:
                 address = await pool.sentinel_manager.discover_master(pool.service_name)
             except Exception as exc:  # no majority or no Sentinel: commands fail and retry anyway
                 log.debug("primary lookup failed", extra={"error": repr(exc)})
-                continue
+                return
             held = pool.master_address
             if held is not None and tuple(held) != tuple(address):
                 log.warning(
@@ -285,8 +284,11 @@ class Cache:
                 pool.master_address = address
                 await pool.disconnect(inuse_connections=True)
 
+        await every(lambda: PRIMARY_CHECK_SECONDS, look)
+
     async def ping(self) -> None:
-        await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+        async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+            await self.redis.ping()  # type: ignore[misc]
 
     async def close(self) -> None:
         await self.redis.aclose()

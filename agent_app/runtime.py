@@ -22,6 +22,7 @@ from agent_app.fleet.replicator import fleet_replicator
 from agent_app.metrics import DRAINING, TASKS_ENQUEUED
 from agent_app.model import backend_from_settings
 from agent_app.model.base import ModelBackend
+from agent_app.periodic import stop_if_cancelled
 from agent_app.process import ShutdownClock, within
 from agent_app.queues import TaskQueue, open_queue
 from agent_app.queues.base import QueueUnavailable
@@ -72,6 +73,7 @@ class Runtime:
 
     async def _connect_queue(self, *, consume: bool) -> None:
         while True:
+            stop_if_cancelled()  # not connecting again after close
             try:
                 await self.queue.start(consume=consume)
             except Exception as exc:  # any broker or network error: retry, never crash the process

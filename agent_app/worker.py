@@ -35,6 +35,7 @@ from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
+from agent_app.periodic import cancel_requested, every
 from agent_app.process import bootstrap, exit_now, within
 from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
 from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
@@ -412,13 +413,14 @@ class Worker:
         """Extend the broker's lease every third of it, and the Redis claim when one is held;
         ``at_once``: first now (a hold begins an unknown time after the last extension)."""
         interval = max(1.0, self.lease / 3)
-        if at_once:
+
+        async def beat() -> None:
             await self._quietly(delivery.extend(self.lease), "extend lease")
-        while True:
-            await asyncio.sleep(interval)
-            await self._quietly(delivery.extend(self.lease), "extend lease")
-            if task_id is not None:
+            if task_id is not None and not cancel_requested():
                 await self._quietly(self.rt.tasks.renew(task_id, owner, self.lease), "renew claim")
+
+        # Run on past the run's end, it would keep its message from coming back (agent_app.periodic).
+        await every(lambda: interval, beat, at_once=at_once)
 
     async def _release(self, delivery: Delivery, task_id: str, owner: str) -> None:
         await self._quietly(self.rt.tasks.release(task_id, owner), "release claim")

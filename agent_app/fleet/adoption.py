@@ -11,7 +11,6 @@ Runs in the api (it may publish to the queue; the worker only consumes).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from agent_app.fleet import Kind
 from agent_app.fleet.records import REQUEUE
 from agent_app.fleet.routing import locate
 from agent_app.keys import tasks_from_key
+from agent_app.periodic import every
 from agent_app.runtime import Runtime
 
 ADOPT_SECONDS = 5.0
@@ -104,9 +104,11 @@ async def _adopt(runtime: Runtime, key: str, task_id: str, record: dict[str, str
 
 async def adopt_forever(runtime: Runtime) -> None:
     """:func:`adopt_once` every ``ADOPT_SECONDS`` (jittered, so a site's replicas look apart)."""
-    while True:
-        await asyncio.sleep(ADOPT_SECONDS * random.uniform(0.8, 1.2))
+
+    async def look() -> None:
         try:
             await adopt_once(runtime)
         except Exception as exc:  # a cache or peer error: the next look tries again
             log.warning("adoption pass failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    await every(lambda: ADOPT_SECONDS * random.uniform(0.8, 1.2), look)

@@ -77,6 +77,8 @@ class TaskQueue(ABC):
 async def bounded(coro: object, seconds: float, what: str) -> object:
     """Await ``coro`` for at most ``seconds``; QueueTimeout otherwise (never a hang)."""
     try:
-        return await asyncio.wait_for(coro, seconds)  # type: ignore[arg-type]
+        # asyncio.timeout, not wait_for: see agent_app.periodic for what 3.11's wait_for drops.
+        async with asyncio.timeout(seconds):
+            return await coro  # type: ignore[misc]
     except TimeoutError:
         raise QueueTimeout(f"{what} did not answer within {seconds} s") from None
