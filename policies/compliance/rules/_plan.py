@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import ipaddress
 import json
 import posixpath
@@ -563,6 +564,30 @@ def kms_key(view: StackView, ref: str) -> PolicyResource | None:
         if ref in view.ids_of(key) or ref == text(key.props.get("keyId")):
             return key
     return None
+
+
+def key_grants(key: PolicyResource, service: str, action: str) -> list[dict[str, Any]] | None:
+    """The statements of a KMS key's policy that allow a service principal (a glob:
+    ``logs.*.amazonaws.com``) ``action``, a ``*`` principal included; None when one denies it.
+    A key without a policy in the plan has the default one, which names only the account."""
+    doc = json_doc(key.props.get("policy"), "policy") if key.props.get("policy") else None
+    if not isinstance(doc, dict):
+        return []
+    allowed: list[dict[str, Any]] = []
+    for s in as_list(doc.get("Statement")):
+        if not isinstance(s, dict):
+            continue
+        principal = s.get("Principal")
+        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if principal != "*" and not any(fnmatch.fnmatchcase(str(p), service) for p in services):
+            continue
+        actions = [str(a).lower() for a in as_list(s.get("Action"))]
+        if any(fnmatch.fnmatchcase(action.lower(), a) for a in actions):
+            if s.get("Effect") == "Deny":
+                return None
+            if s.get("Effect") == "Allow":
+                allowed.append(s)
+    return allowed
 
 
 def json_doc(value: Any, what: str) -> Any:

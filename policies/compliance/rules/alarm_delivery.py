@@ -8,12 +8,11 @@ https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEma
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 
-from pulumi_policy import PolicyResource, Severity
+from pulumi_policy import Severity
 
-from ._plan import json_doc, kms_key, text
+from ._plan import key_grants, kms_key, text
 from ._rule import Controls, Rule, StackView, as_list
 
 TOPIC = "aws:sns/topic:Topic"
@@ -27,26 +26,6 @@ CLOUDWATCH_KMS_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
 def _aws_managed(key_ref: str) -> bool:
     return key_ref == "alias/aws/sns" or key_ref.endswith(":alias/aws/sns")
-
-
-def _allows_cloudwatch(key: PolicyResource, action: str) -> bool:
-    doc = json_doc(key.props.get("policy"), "policy") if key.props.get("policy") else None
-    if not isinstance(doc, dict):
-        return False  # the default key policy names only the account: CloudWatch is not in it
-    allowed = False
-    for s in as_list(doc.get("Statement")):
-        if not isinstance(s, dict):
-            continue
-        principal = s.get("Principal")
-        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
-        if principal != "*" and CLOUDWATCH not in services:
-            continue
-        actions = [str(a).lower() for a in as_list(s.get("Action"))]
-        if any(fnmatch.fnmatchcase(action.lower(), a) for a in actions):
-            if s.get("Effect") == "Deny":
-                return False
-            allowed = allowed or s.get("Effect") == "Allow"
-    return allowed
 
 
 def _alarm_delivery(view: StackView) -> Iterator[tuple[str, str | None]]:
@@ -70,7 +49,7 @@ def _alarm_delivery(view: StackView) -> Iterator[tuple[str, str | None]]:
         key = kms_key(view, key_ref)
         if key is None:
             continue  # a key from outside the stack: its policy is not in the plan
-        missing = [a for a in CLOUDWATCH_KMS_ACTIONS if not _allows_cloudwatch(key, a)]
+        missing = [a for a in CLOUDWATCH_KMS_ACTIONS if not key_grants(key, CLOUDWATCH, a)]
         if missing:
             yield (
                 f"receives CloudWatch alarms but its key's policy does not let {CLOUDWATCH} "

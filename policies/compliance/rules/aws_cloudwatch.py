@@ -1,13 +1,16 @@
-"""Audit and logs: CloudWatch log groups (bounded retention, customer-managed encryption) and
-CloudTrail trails (on, every region, validated, encrypted)."""
+"""Audit and logs: CloudWatch log groups (bounded retention, customer-managed encryption with a
+key CloudWatch Logs may use) and CloudTrail trails (on, every region, validated, encrypted)."""
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
+from typing import Any
 
 from pulumi_policy import Severity
 
-from ._rule import Controls, Rule, Subject, is_false, truthy
+from ._plan import key_grants, kms_key, text
+from ._rule import Controls, Rule, StackView, Subject, as_list, is_false, truthy
 
 LOG_GROUP = ("aws:cloudwatch/logGroup:LogGroup",)
 TRAIL = ("aws:cloudtrail/trail:Trail",)
@@ -25,6 +28,73 @@ def _retention(s: Subject) -> Iterator[str]:
 def _kms(s: Subject) -> Iterator[str]:
     if not s.props.get("kmsKeyId"):
         yield "kmsKeyId is not set; encrypt the log group with a customer managed KMS key"
+
+
+# What CloudWatch Logs does with a log group's key ("Encrypt log data in CloudWatch Logs using
+# AWS KMS": the key policy allows logs.<region>.amazonaws.com kms:Encrypt*, Decrypt*, ReEncrypt*,
+# GenerateDataKey* and Describe*). Without them CreateLogGroup (or AssociateKmsKey) is refused.
+LOGS = "logs.*.amazonaws.com"
+LOGS_KMS_ACTIONS = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:GenerateDataKey",
+    "kms:DescribeKey",
+)
+# The encryption context CloudWatch Logs passes: the log group's ARN.
+LOGS_CONTEXT = "kms:encryptioncontext:aws:logs:arn"
+
+
+def _names_group(value: str, group: str, *, wildcards: bool) -> bool:
+    """An ``arn:aws:logs:<region>:<account>:log-group:<name>`` condition value admits the group
+    (region and account are not in the plan's view of the group: any is taken)."""
+    parts = value.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] not in ("logs", "*"):
+        return wildcards and value == "*"
+    resource = f"log-group:{group}"
+    return fnmatch.fnmatchcase(resource, parts[5]) if wildcards else resource == parts[5]
+
+
+def _admits(statement: dict[str, Any], group: str) -> bool:
+    """The statement's condition on the logs encryption context, if any, admits the group; other
+    condition keys are not judged."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, dict):
+        return True
+    for operator, tests in condition.items():
+        if not isinstance(tests, dict):
+            continue
+        for key, values in tests.items():
+            if str(key).lower() != LOGS_CONTEXT:
+                continue
+            op = str(operator).removesuffix("IfExists")
+            if op not in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
+                continue  # a negated or other test: not judged
+            wildcards = op != "StringEquals"
+            if not any(_names_group(str(v), group, wildcards=wildcards) for v in as_list(values)):
+                return False
+    return True
+
+
+def _log_key_usable(view: StackView) -> Iterator[tuple[str, str | None]]:
+    for group in view.of_type(*LOG_GROUP):
+        name, key_ref = text(group.props.get("name")), text(group.props.get("kmsKeyId"))
+        key = kms_key(view, key_ref) if key_ref else None
+        if key is None or not name:
+            continue  # no key, one from outside the stack, or a generated name: not judged here
+        missing = []
+        for action in LOGS_KMS_ACTIONS:
+            grants = key_grants(key, LOGS, action)
+            if not grants or not any(_admits(g, name) for g in grants):
+                missing.append(action)
+        if missing:
+            yield (
+                "is encrypted with a key whose policy does not let CloudWatch Logs "
+                f"(logs.<region>.amazonaws.com) {', '.join(missing)} for log group {name!r} "
+                "(its kms:EncryptionContext:aws:logs:arn): "
+                "creating the group fails",
+                group.urn,
+            )
 
 
 def _trail(s: Subject) -> Iterator[str]:
@@ -61,6 +131,17 @@ RULES = [
         LOG_GROUP,
         _kms,
         checkov=("CKV_AWS_158",),
+    ),
+    Rule(
+        "aws-log-group-key-usable",
+        "CloudWatch log groups encrypted with a key of the stack can use it: the key policy lets CloudWatch "
+        "Logs encrypt, decrypt, re-encrypt, generate data keys and describe the key for that group.",
+        Severity.HIGH,
+        Controls(nist=("AU-9", "SC-28"), soc2=("CC7.2",), pci=("10.3.2",)),
+        "Add a key policy statement: Principal Service logs.<region>.amazonaws.com, Action kms:Encrypt*, "
+        "kms:Decrypt*, kms:ReEncrypt*, kms:GenerateDataKey*, kms:Describe*, with an ArnEquals/ArnLike "
+        "condition on kms:EncryptionContext:aws:logs:arn naming every log group that uses the key.",
+        stack_check=_log_key_usable,
     ),
     Rule(
         "aws-cloudtrail-integrity",

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from agent_app.keys import task_key
-from agent_app.tasks import _SETTLE  # pyright: ignore[reportPrivateUsage]
+from agent_app.tasks import _FAIL_UNCLAIMED, _SETTLE  # pyright: ignore[reportPrivateUsage]
 from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
 from tests.support.brokers import Broker, make_broker
 
@@ -266,3 +266,41 @@ def test_a_settle_sent_again_after_its_reply_was_lost_finds_the_result_stored(
     assert store.eval(_SETTLE, 1, key, "worker-2:b", "write-3", "status", "failed") == 0
     record = store.hgetall(key)
     assert (record["status"], record["result"], record["version"]) == ("succeeded", "42", "2")
+
+
+LIVE = 2**53  # a lease that has not run out (ms)
+
+
+@pytest.mark.parametrize(
+    ("fields", "site", "marked"),
+    [
+        pytest.param({"lease_until": 1}, "", True, id="no-fleet-lease-run-out"),
+        pytest.param({"lease_until": LIVE}, "", False, id="no-fleet-live-lease"),
+        pytest.param({"home": "site-a", "lease_until": 1}, "site-a", True, id="home-here"),
+        pytest.param({"home": "site-b", "lease_until": 1}, "site-a", False, id="home-at-another-site"),
+        pytest.param(
+            {"home": "site-a", "taking": "site-b", "lease_until": 1}, "site-a", False, id="takeover-under-way"
+        ),
+        pytest.param({"home": "site-a", "status": "succeeded"}, "site-a", False, id="finished"),
+    ],
+)
+def test_a_message_dead_lettered_unclaimed_fails_its_task_only_when_nothing_else_runs_it(
+    redis_server: RedisServer, fields: dict[str, str | int], site: str, marked: bool
+) -> None:
+    """A worker that dead-letters a message it holds no claim for marks the task failed only
+    when no one else runs it: not under another's live lease, not when another site of the
+    fleet is its home (that site's delivery decides), and not while this site's takeover of it
+    is under way (no majority holds it yet; the old home may still run it)."""
+    store = redis_server.client()
+    key = task_key(uuid.uuid4().hex)
+    store.hset(key, mapping={"status": "running", "lease_owner": "other:1", "version": 3, **fields})
+    before = store.hgetall(key)
+    args = ["worker lost during the last attempt", time.time(), site, "write-1"]
+    assert store.eval(_FAIL_UNCLAIMED, 1, key, *args) == int(marked)
+    after = store.hgetall(key)
+    if marked:
+        assert (after["status"], after["version"], after["wid"]) == ("failed", "4", "write-1")
+        assert after["error"] == "worker lost during the last attempt"
+        assert "lease_owner" not in after
+    else:
+        assert after == before

@@ -40,6 +40,7 @@ DEPLOYABILITY = {
     "skyfleet-site-host-names",
     "cert-manager-issuer-fits-names",
     "aws-alarm-topic-deliverable",
+    "aws-log-group-key-usable",
     "aws-ecs-writable-volume-prepared",
     "skyfleet-fleet-site-name",
     "skyfleet-fleet-egress",
@@ -1090,6 +1091,77 @@ def test_alarm_topic_aws_managed_key_and_a_customer_key(gate: Gate, shipped: dic
     edit(res(edge, "edge-alarms", "aws:kms/key:Key"), without_cloudwatch)
     found = check(gate, edge).on("aws-alarm-topic-deliverable", topic)
     assert_names(found, edge, "aws-alarm-topic-deliverable", topic, "kms:GenerateDataKey and kms:Decrypt")
+
+
+# -- log groups and their key ------------------------------------------------------------------------
+
+
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+
+
+def _logs_statement(doc: dict[str, Any]) -> dict[str, Any]:
+    found = [s for s in doc["Statement"] if "logs." in str(s.get("Principal", {}).get("Service", ""))]
+    assert len(found) == 1, doc
+    return found[0]
+
+
+def _edit_logs_grant(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def edit_policy(props: dict[str, Any]) -> None:
+        doc = policy_doc(props)
+        change(doc)
+        props["policy"] = json.dumps(doc)
+
+    return edit_policy
+
+
+def test_log_groups_can_use_their_key(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """Each log group of a site is encrypted with the site's key, whose policy lets CloudWatch Logs
+    use it for exactly the site's groups. A group the grant does not name (a new log role not
+    added to the key's list), or an action left out, fails CreateLogGroup at deploy."""
+    site = copy_of(shipped, "aws-prod")
+    groups = [r for r in site.resources if r.type == LOG_GROUP]
+    assert len(groups) >= 3  # api, worker, flow logs
+    assert check(gate, site).of("aws-log-group-key-usable") == []
+    key = res(site, "secrets-key", "aws:kms/key:Key")
+
+    # No statement for CloudWatch Logs: no group can be created.
+    edit(key, _edit_logs_grant(lambda doc: doc["Statement"].remove(_logs_statement(doc))))
+    found = check(gate, site).of("aws-log-group-key-usable")
+    assert {f.urn for f in found} == {g.urn for g in groups}
+    assert_names(
+        check(gate, site).on("aws-log-group-key-usable", groups[0]),
+        site,
+        "aws-log-group-key-usable",
+        groups[0],
+        "kms:Encrypt, kms:Decrypt, kms:ReEncryptFrom, kms:GenerateDataKey, kms:DescribeKey",
+    )
+
+    # The grant's encryption-context condition leaves one group out: that group alone fails.
+    site = copy_of(shipped, "aws-prod")
+    flow = next(
+        g for g in site.resources if g.type == LOG_GROUP and str(g.inputs["name"]).endswith("/vpc-flow-logs")
+    )
+
+    def without_flow_logs(doc: dict[str, Any]) -> None:
+        arns = _logs_statement(doc)["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"]
+        kept = [a for a in arns if not a.endswith(":log-group:" + flow.inputs["name"])]
+        assert len(kept) == len(arns) - 1, arns
+        _logs_statement(doc)["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"] = kept
+
+    edit(res(site, "secrets-key", "aws:kms/key:Key"), _edit_logs_grant(without_flow_logs))
+    fires(gate, site, "aws-log-group-key-usable", flow, repr(flow.inputs["name"]), only=True)
+
+    # An action left out of the grant.
+    site = copy_of(shipped, "aws-prod")
+
+    def without_describe(doc: dict[str, Any]) -> None:
+        statement = _logs_statement(doc)
+        statement["Action"] = [a for a in statement["Action"] if a != "kms:DescribeKey"]
+
+    edit(res(site, "secrets-key", "aws:kms/key:Key"), _edit_logs_grant(without_describe))
+    found = check(gate, site).of("aws-log-group-key-usable")
+    assert {f.urn for f in found} == {g.urn for g in site.resources if g.type == LOG_GROUP}
+    assert all("for log group" in f.message and "kms:DescribeKey for" in f.message for f in found)
 
 
 # -- Fargate scratch volume --------------------------------------------------------------------------

@@ -22,7 +22,40 @@ def pick(good, bad):
 tags = {"Owner": "platform", "Environment": "prod", "CostCenter": "cc-9", "App": "platform"}
 opts = pulumi.ResourceOptions(provider=aws.Provider("aws", region="us-east-2", default_tags={"tags": tags}))
 
-key = aws.kms.Key("platform", enable_key_rotation=True, opts=opts)
+# The account administers the key through IAM; CloudWatch Logs may use it for this account's log
+# groups (without that grant creating an encrypted log group is refused).
+KEY_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "logs.us-east-2.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:us-east-2:{ACCOUNT}:log-group:*"
+                    }
+                },
+            },
+        ],
+    }
+)
+
+key = aws.kms.Key("platform", enable_key_rotation=True, policy=KEY_POLICY, opts=opts)
 vpc = aws.ec2.Vpc("vpc", cidr_block="10.30.0.0/16", opts=opts)
 aws.ec2.FlowLog(
     "vpc-flow",

@@ -25,7 +25,41 @@ opts = pulumi.ResourceOptions(
     )
 )
 
-key = aws.kms.Key("orders", enable_key_rotation=True, description="orders data", opts=opts)
+# The account administers the key through IAM; CloudWatch Logs may use it for this account's log
+# groups (without that grant creating an encrypted log group is refused).
+KEY_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:eu-central-1:{ACCOUNT}"
+                        ":log-group:*"
+                    }
+                },
+            },
+        ],
+    }
+)
+
+key = aws.kms.Key("orders", enable_key_rotation=True, description="orders data", policy=KEY_POLICY, opts=opts)
 
 table = aws.dynamodb.Table(
     "orders",

@@ -11,6 +11,7 @@ import pulumi_random as random
 
 config = pulumi.Config()
 hardened = config.require_bool("hardened")
+ACCOUNT = "456789012345"
 tags = {"owner": "web-team", "environment": "prod", "cost-center": "cc-42", "app": "shop"}
 
 
@@ -21,11 +22,45 @@ def pick(good, bad):
 aws_provider = aws.Provider("aws", region="eu-west-1", default_tags={"tags": tags})
 opts = pulumi.ResourceOptions(provider=aws_provider)
 
+# The account administers the key through IAM; CloudWatch Logs may use it for this account's log
+# groups (without that grant creating an encrypted log group is refused).
+KEY_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "logs.eu-west-1.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:*"
+                    }
+                },
+            },
+        ],
+    }
+)
+
 key = aws.kms.Key(
     "data-key",
     description="shop data",
     enable_key_rotation=pick(True, False),
     deletion_window_in_days=30,
+    policy=KEY_POLICY,
     opts=opts,
 )
 
