@@ -15,7 +15,7 @@ import fnmatch
 import ipaddress
 import json
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -588,6 +588,30 @@ def key_grants(key: PolicyResource, service: str, action: str) -> list[dict[str,
             if s.get("Effect") == "Allow":
                 allowed.append(s)
     return allowed
+
+
+def condition_admits(
+    statement: dict[str, Any], condition_key: str, matches: Callable[[str, bool], bool]
+) -> bool:
+    """The statement's tests of ``condition_key`` (an equality or like test, ``IfExists`` or not)
+    all admit the request: ``matches(value, wildcards)`` for some value of each. A statement that
+    does not test that key admits it; negated and other tests are not judged."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, dict):
+        return True
+    for operator, tests in condition.items():
+        if not isinstance(tests, dict):
+            continue
+        op = str(operator).removesuffix("IfExists")
+        if op not in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
+            continue
+        for key, values in tests.items():
+            if str(key).lower() != condition_key.lower():
+                continue
+            # IAM's ArnEquals takes wildcards as ArnLike does; StringEquals takes none.
+            if not any(matches(str(v), op != "StringEquals") for v in as_list(values)):
+                return False
+    return True
 
 
 def json_doc(value: Any, what: str) -> Any:

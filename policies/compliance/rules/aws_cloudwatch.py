@@ -4,13 +4,12 @@ key CloudWatch Logs may use) and CloudTrail trails (on, every region, validated,
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from pulumi_policy import Severity
 
-from ._plan import key_grants, kms_key, text
-from ._rule import Controls, Rule, StackView, Subject, as_list, is_false, truthy
+from ._plan import condition_admits, key_grants, kms_key, text
+from ._rule import Controls, Rule, StackView, Subject, is_false, truthy
 
 LOG_GROUP = ("aws:cloudwatch/logGroup:LogGroup",)
 TRAIL = ("aws:cloudtrail/trail:Trail",)
@@ -42,38 +41,21 @@ LOGS_KMS_ACTIONS = (
     "kms:DescribeKey",
 )
 # The encryption context CloudWatch Logs passes: the log group's ARN.
-LOGS_CONTEXT = "kms:encryptioncontext:aws:logs:arn"
+LOGS_CONTEXT = "kms:EncryptionContext:aws:logs:arn"
 
 
-def _names_group(value: str, group: str, *, wildcards: bool) -> bool:
-    """An ``arn:aws:logs:<region>:<account>:log-group:<name>`` condition value admits the group
-    (region and account are not in the plan's view of the group: any is taken)."""
-    parts = value.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn" or parts[2] not in ("logs", "*"):
-        return wildcards and value == "*"
+def _names_group(group: str) -> Callable[[str, bool], bool]:
+    """Whether an ``arn:aws:logs:<region>:<account>:log-group:<name>`` condition value admits the
+    group (region and account are not in the plan's view of the group: any is taken)."""
     resource = f"log-group:{group}"
-    return fnmatch.fnmatchcase(resource, parts[5]) if wildcards else resource == parts[5]
 
+    def matches(value: str, wildcards: bool) -> bool:
+        parts = value.split(":", 5)
+        if len(parts) != 6 or parts[0] != "arn" or parts[2] not in ("logs", "*"):
+            return wildcards and value == "*"
+        return fnmatch.fnmatchcase(resource, parts[5]) if wildcards else resource == parts[5]
 
-def _admits(statement: dict[str, Any], group: str) -> bool:
-    """The statement's condition on the logs encryption context, if any, admits the group; other
-    condition keys are not judged."""
-    condition = statement.get("Condition")
-    if not isinstance(condition, dict):
-        return True
-    for operator, tests in condition.items():
-        if not isinstance(tests, dict):
-            continue
-        for key, values in tests.items():
-            if str(key).lower() != LOGS_CONTEXT:
-                continue
-            op = str(operator).removesuffix("IfExists")
-            if op not in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
-                continue  # a negated or other test: not judged
-            wildcards = op != "StringEquals"
-            if not any(_names_group(str(v), group, wildcards=wildcards) for v in as_list(values)):
-                return False
-    return True
+    return matches
 
 
 def _log_key_usable(view: StackView) -> Iterator[tuple[str, str | None]]:
@@ -82,11 +64,12 @@ def _log_key_usable(view: StackView) -> Iterator[tuple[str, str | None]]:
         key = kms_key(view, key_ref) if key_ref else None
         if key is None or not name:
             continue  # no key, one from outside the stack, or a generated name: not judged here
-        missing = []
-        for action in LOGS_KMS_ACTIONS:
-            grants = key_grants(key, LOGS, action)
-            if not grants or not any(_admits(g, name) for g in grants):
-                missing.append(action)
+        names = _names_group(name)
+        missing = [
+            a
+            for a in LOGS_KMS_ACTIONS
+            if not any(condition_admits(g, LOGS_CONTEXT, names) for g in key_grants(key, LOGS, a) or [])
+        ]
         if missing:
             yield (
                 "is encrypted with a key whose policy does not let CloudWatch Logs "

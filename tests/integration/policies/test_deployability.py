@@ -1093,6 +1093,64 @@ def test_alarm_topic_aws_managed_key_and_a_customer_key(gate: Gate, shipped: dic
     assert_names(found, edge, "aws-alarm-topic-deliverable", topic, "kms:GenerateDataKey and kms:Decrypt")
 
 
+def _cloudwatch_condition(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Edit the condition of the key policy's grant to CloudWatch (alarms)."""
+
+    def edit_policy(props: dict[str, Any]) -> None:
+        doc = policy_doc(props)
+        found = [s for s in doc["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+        assert len(found) == 1, doc
+        change(found[0]["Condition"])
+        props["policy"] = json.dumps(doc)
+
+    return edit_policy
+
+
+def test_alarm_topic_key_grant_must_admit_each_alarm(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The site key's grant to CloudWatch is scoped to the site's alarms by aws:SourceArn and
+    aws:SourceAccount. A pattern that leaves some alarms out (one written for the first alarm
+    only), or another account, drops those alarms' notifications, silently."""
+    site = copy_of(shipped, "aws-prod")
+    topic = res(site, "alarms-topic", "aws:sns/topic:Topic")
+    alarms = sorted(r.name for r in site.resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert "alarms-5xx-rate" in alarms and len(alarms) >= 3
+
+    def only_the_5xx_alarm(condition: dict[str, Any]) -> None:
+        pattern = condition["ArnLike"]["aws:SourceArn"]
+        assert pattern.endswith("-*"), pattern
+        condition["ArnLike"]["aws:SourceArn"] = pattern[:-1] + "alb-5xx-*"
+
+    edit(res(site, "secrets-key", "aws:kms/key:Key"), _cloudwatch_condition(only_the_5xx_alarm))
+    others = ", ".join(a for a in alarms if a != "alarms-5xx-rate")
+    fires(gate, site, "aws-alarm-topic-deliverable", topic, f"leaves them out): {others};", only=True)
+
+    site = copy_of(shipped, "aws-prod")
+    topic = res(site, "alarms-topic", "aws:sns/topic:Topic")
+
+    def another_account(condition: dict[str, Any]) -> None:
+        condition["StringEquals"]["aws:SourceAccount"] = "999999999999"
+
+    edit(res(site, "secrets-key", "aws:kms/key:Key"), _cloudwatch_condition(another_account))
+    fires(
+        gate, site, "aws-alarm-topic-deliverable", topic, f"leaves them out): {', '.join(alarms)};", only=True
+    )
+
+    # The edge's topic and its key, scoped the same way.
+    edge = copy_of(shipped, "edge-prod")
+    topic = res(edge, "edge-alarms", "aws:sns/topic:Topic")
+    edit(res(edge, "edge-alarms", "aws:kms/key:Key"), _cloudwatch_condition(only_the_5xx_alarm))
+    site_down = sorted(r.name for r in edge.resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert len(site_down) == 3, site_down
+    fires(
+        gate,
+        edge,
+        "aws-alarm-topic-deliverable",
+        topic,
+        f"leaves them out): {', '.join(site_down)};",
+        only=True,
+    )
+
+
 # -- log groups and their key ------------------------------------------------------------------------
 
 
