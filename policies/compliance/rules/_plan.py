@@ -590,12 +590,34 @@ def key_grants(key: PolicyResource, service: str, action: str) -> list[dict[str,
     return allowed
 
 
+def condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    """A statement's ``Condition``: operators on keys the context knows are evaluated; anything
+    else is assumed to hold."""
+    for operator, tests in condition.items():
+        if not isinstance(tests, Mapping):
+            continue
+        op = str(operator).removeprefix("ForAnyValue:").removeprefix("ForAllValues:").removesuffix("IfExists")
+        for key, expected in tests.items():
+            if key not in context:
+                continue
+            values, actual = tuple(str(v) for v in as_list(expected)), context[key]
+            if op in ("StringEquals", "ArnEquals") and actual not in values:
+                return False
+            if op in ("StringLike", "ArnLike") and not any(fnmatch.fnmatchcase(actual, v) for v in values):
+                return False
+            if op in ("StringNotEquals", "ArnNotEquals") and actual in values:
+                return False
+    return True
+
+
 def condition_admits(
     statement: dict[str, Any], condition_key: str, matches: Callable[[str, bool], bool]
 ) -> bool:
     """The statement's tests of ``condition_key`` (an equality or like test, ``IfExists`` or not)
     all admit the request: ``matches(value, wildcards)`` for some value of each. A statement that
-    does not test that key admits it; negated and other tests are not judged."""
+    does not test that key admits it; negated and other tests are not judged. For a request the
+    plan knows only in part (a log group's name, not the account it is created in); with the
+    whole value, :func:`condition_holds`."""
     condition = statement.get("Condition")
     if not isinstance(condition, dict):
         return True

@@ -10,13 +10,12 @@ tests must admit that alarm's ARN and account.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
 from pulumi_policy import Severity
 
-from ._plan import condition_admits, key_grants, kms_key, text
+from ._plan import condition_holds, key_grants, kms_key, text
 from ._rule import Controls, Rule, StackView, as_list
 
 TOPIC = "aws:sns/topic:Topic"
@@ -35,23 +34,18 @@ def _aws_managed(key_ref: str) -> bool:
 def _admits(statement: dict[str, Any], alarm_arn: str) -> bool:
     """The grant's aws:SourceArn and aws:SourceAccount tests, if any, admit the alarm's publish."""
     account = alarm_arn.split(":")[4] if alarm_arn.count(":") >= 5 else ""
-
-    def arn(value: str, wildcards: bool) -> bool:
-        return fnmatch.fnmatchcase(alarm_arn, value) if wildcards else alarm_arn == value
-
-    def source_account(value: str, wildcards: bool) -> bool:
-        return fnmatch.fnmatchcase(account, value) if wildcards else account == value
-
-    return condition_admits(statement, "aws:SourceArn", arn) and condition_admits(
-        statement, "aws:SourceAccount", source_account
-    )
+    context = {"aws:SourceArn": alarm_arn, "aws:SourceAccount": account}
+    return condition_holds(statement.get("Condition") or {}, context)
 
 
 def _alarm_delivery(view: StackView) -> Iterator[tuple[str, str | None]]:
-    alarms = list(view.of_type(ALARM, COMPOSITE_ALARM))
+    notifies = [
+        (alarm, {text(t) for k in ACTIONS for t in as_list(alarm.props.get(k))})
+        for alarm in view.of_type(ALARM, COMPOSITE_ALARM)
+    ]
     for topic in view.of_type(TOPIC):
         ids = view.ids_of(topic)
-        senders = [a for a in alarms if ids & {text(t) for k in ACTIONS for t in as_list(a.props.get(k))}]
+        senders = [alarm for alarm, targets in notifies if ids & targets]
         if not senders:
             continue
         key_ref = text(topic.props.get("kmsMasterKeyId"))

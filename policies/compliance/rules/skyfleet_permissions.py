@@ -32,7 +32,7 @@ from agent_app.contract import ContractError, Env, NatsQueue, PubSubQueue, SqsQu
 from agent_app.queues import permissions as perm
 
 from . import _nats_conf as nats_conf
-from ._plan import K8S_CONFIGMAP, Container, json_doc, k8s_object, k8s_servers, kms_key, text
+from ._plan import K8S_CONFIGMAP, Container, condition_holds, json_doc, k8s_object, k8s_servers, kms_key, text
 from ._rule import SKYFLEET, Controls, Rule, StackView, as_list, get_path
 from .kubernetes import NETPOL, namespace_of, pod_labels, pod_spec, selects
 from .skyfleet_app import app_containers
@@ -125,25 +125,6 @@ def _resource_matches(patterns: Iterable[str], arn: str) -> bool:
     return any(fnmatch.fnmatchcase(arn, p) for p in patterns)
 
 
-def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
-    """Operators on keys the context knows are evaluated; anything else is assumed to hold."""
-    for operator, tests in condition.items():
-        if not isinstance(tests, Mapping):
-            continue
-        op = str(operator).removeprefix("ForAnyValue:").removeprefix("ForAllValues:").removesuffix("IfExists")
-        for key, expected in tests.items():
-            if key not in context:
-                continue
-            values, actual = _strings(expected), context[key]
-            if op in ("StringEquals", "ArnEquals") and actual not in values:
-                return False
-            if op in ("StringLike", "ArnLike") and not any(fnmatch.fnmatchcase(actual, v) for v in values):
-                return False
-            if op in ("StringNotEquals", "ArnNotEquals") and actual in values:
-                return False
-    return True
-
-
 def _statement_applies(s: _Statement, action: str, arn: str, context: Mapping[str, str]) -> bool:
     if s.actions and not _action_matches(s.actions, action):
         return False
@@ -153,7 +134,7 @@ def _statement_applies(s: _Statement, action: str, arn: str, context: Mapping[st
         return False
     if s.not_resources and _resource_matches(s.not_resources, arn):
         return False
-    return _condition_holds(s.condition, context)
+    return condition_holds(s.condition, context)
 
 
 def _allowed(statements: list[_Statement], action: str, arn: str, context: Mapping[str, str]) -> bool:
