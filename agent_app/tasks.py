@@ -87,14 +87,16 @@ return 1
 # KEYS[1] task; ARGV: error, updated_at, this site ('' outside a fleet), the write's id. A task
 # whose message is dead-lettered with no live claim on it is marked failed, unless it is done,
 # another worker holds a live lease on it (a duplicate message was dead-lettered, not the task),
-# or another site runs it. Returns 1 when marked.
+# or another site runs it. Returns 1 when marked, 0 when not, and the live lease's remaining
+# ms as a negative number (its holder may yet finish: the caller may wait for it to end).
 _FAIL_UNCLAIMED = f"""{_SHEBANG}local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'succeeded' or status == 'failed' then return 0 end
 local home = redis.call('HGET', KEYS[1], 'home')
 if ARGV[3] ~= '' and home and home ~= ARGV[3] then return 0 end
 if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return 0 end
 {_NOW}
-if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return 0 end
+local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+if lease_until > now then return now - lease_until end
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until')
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'updated_at', ARGV[2], 'wid', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -324,15 +326,18 @@ class TaskStore:
         """Give the task back untouched (shutdown): the next delivery may claim it at once."""
         return await self._settle_fields(task_id, owner, {"status": TaskStatus.QUEUED.value})
 
-    async def fail_unclaimed(self, task_id: str, error: str) -> bool:
+    async def fail_unclaimed(self, task_id: str, error: str) -> float | None:
         """Mark a task failed when its message is dead-lettered without a live claim on it, and
-        copy that out like any write. True when marked."""
+        copy that out like any write. None when marked or not this delivery's to mark (done, or
+        another site's); the seconds left of another worker's live lease on it otherwise."""
         marked = await self.cache.write(
             lambda pipe: self._fail_unclaimed.stage(
                 pipe, [task_key(task_id)], [error, time.time(), self.site, new_id()]
             )
         )
-        if int(marked[0]) != 1:
-            return False
-        await self._published(task_id)
-        return True
+        outcome = int(marked[0])
+        if outcome < 0:
+            return -outcome / 1000
+        if outcome == 1:
+            await self._published(task_id)
+        return None

@@ -199,10 +199,7 @@ class Worker:
             task_id_var.set(message.task_id)
             session_id_var.set(message.session_id)
             if delivery.max_attempts is not None and delivery.attempt > delivery.max_attempts:
-                # The previous worker died during the last attempt, or after it stored the result.
-                if await self._acked_if_finished(delivery, message):
-                    return
-                await self._failed(delivery, message, "worker lost during the last attempt", claimed=False)
+                await self._last_run_lost(delivery, message)
                 return
             if delivery.attempt == 1:
                 QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
@@ -249,6 +246,40 @@ class Worker:
                     heartbeat.cancel()
                 await self._settled(delivery, message, owner, settled)
                 return
+
+    async def _last_run_lost(self, delivery: Delivery, message: TaskMessage) -> None:
+        """The broker's reserved delivery (agent_app.queues.base): the last run's worker was lost,
+        or stopped after it stored the result. A task left unfinished is marked failed and the
+        message dead-lettered. While that run's lease is live (its worker may be slow, not lost,
+        and finish), the delivery is held, no delivery used up, until the lease ends."""
+        error = "worker lost during the last attempt"
+        keeper: asyncio.Task[None] | None = None
+        try:
+            while not await self._acked_if_finished(delivery, message):
+                try:
+                    live = await self.rt.tasks.fail_unclaimed(message.task_id, error)
+                except Exception as exc:
+                    if not outage(exc):
+                        log.warning("task record not marked failed", extra={"error": repr(exc)})
+                        live = None
+                    else:
+                        live = RECORD_POLL_SECONDS  # an outage is waited out, as a claim's is
+                if live is None:
+                    await self._failed(delivery, message, error, claimed=False, recorded=True)
+                    return
+                if keeper is None:
+                    log.info("the last run's lease is live; holding the delivery until it ends")
+                    keeper = asyncio.create_task(self._heartbeat(delivery, at_once=True))
+                with contextlib.suppress(TimeoutError):
+                    # A margin for clocks and the lease's own rounding.
+                    async with asyncio.timeout(live + RECORD_POLL_SECONDS):
+                        await self.stopping.wait()
+                if self.stopping.is_set():
+                    await self._hand_back(delivery)
+                    return
+        finally:
+            if keeper is not None:
+                keeper.cancel()
 
     async def _acked_if_finished(self, delivery: Delivery, message: TaskMessage) -> bool:
         """Acknowledge a delivery whose task is finished (and held by the fleet): True if so."""
@@ -429,8 +460,17 @@ class Worker:
         log.info("task released for redelivery (shutdown)")
 
     async def _failed(
-        self, delivery: Delivery, message: TaskMessage | None, error: str, *, claimed: bool, owner: str = ""
+        self,
+        delivery: Delivery,
+        message: TaskMessage | None,
+        error: str,
+        *,
+        claimed: bool,
+        owner: str = "",
+        recorded: bool = False,
     ) -> None:
+        """Retry the delivery, or on its last attempt mark the task failed (under the claim held,
+        or if unclaimed and nobody else runs it; ``recorded``: already done) and dead-letter it."""
         final = delivery.max_attempts is not None and delivery.attempt >= delivery.max_attempts
         if message is not None:
             if claimed:
@@ -445,7 +485,7 @@ class Worker:
                     return
                 if settled == "unheld" and final and not await self._held_by_fleet(delivery, message, owner):
                     return
-            elif final:
+            elif final and not recorded:
                 await self._quietly(self.rt.tasks.fail_unclaimed(message.task_id, error), "record failure")
         extra = {"attempt": delivery.attempt, "max_attempts": delivery.max_attempts, "error": error}
         if final:

@@ -255,7 +255,13 @@ class CacheSpec(_Model):
 
 
 class QueueSpec(_Model):
-    max_delivery_attempts: int = Field(default=5, ge=1, le=100)
+    max_delivery_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="runs of a task before it is dead-lettered; each broker is set to deliver once more, "
+        "for a worker lost during the last (GCP: 4..99, Pub/Sub allowing 5..100 deliveries)",
+    )
     retention_seconds: int = Field(default=4 * 24 * 3600, ge=600, le=14 * 24 * 3600)
     dlq_retention_seconds: int = Field(default=14 * 24 * 3600, ge=600, le=14 * 24 * 3600)
     visibility_timeout_seconds: int = Field(default=60, ge=10, le=600)

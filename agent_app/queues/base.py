@@ -2,8 +2,14 @@
 
 The worker only ever sees :class:`Delivery` objects, whose methods map onto each broker's
 own primitives: ack (delete / ack), release (visibility 0 / nak / ack deadline 0), extend
-(change visibility / in-progress / modify ack deadline) and dead-letter (native redrive
-where the broker has one, a DLQ subject where it does not).
+(change visibility / in-progress / modify ack deadline) and dead-letter (the message sent to
+the dead-letter queue, topic or subject with its reason, then deleted / acked / terminated).
+
+Every broker is set to deliver a message once more than the app runs it
+(:data:`RESERVED_DELIVERIES`): a worker killed during the last run leaves nobody to record the
+failure, and that extra delivery is what finds the task unfinished, marks it failed and
+dead-letters it. The brokers' own dead-lettering (SQS redrive, Pub/Sub's dead-letter policy,
+the NATS consumer's ``max_deliver``) is only the backstop after it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,31 @@ from abc import ABC, abstractmethod
 # The worker polls in short waits so that a SIGTERM stops it taking work within a second.
 RECEIVE_WAIT_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 2.0
+# The deliveries a broker makes beyond the app's runs of a task (see the module's docstring).
+RESERVED_DELIVERIES = 1
+# What a dead letter carries besides its body (SQS message attributes, Pub/Sub attributes,
+# NATS headers): why it was dead-lettered, and at which delivery.
+REASON_HEADER = "Skyfleet-Reason"
+ATTEMPTS_HEADER = "Skyfleet-Attempts"
+REASON_BYTES = 1000
+
+
+def broker_deliveries(runs: int) -> int:
+    """The deliveries to configure on the broker for ``runs`` runs of a task (infra, NATS)."""
+    return runs + RESERVED_DELIVERIES
+
+
+def runs_of(deliveries: int) -> int:
+    """The app's runs of a task on a broker configured for ``deliveries`` (SQS
+    ``maxReceiveCount``, Pub/Sub ``max_delivery_attempts``). A broker left at one delivery has
+    none to spare: that one is the run, and a worker killed during it leaves its task running."""
+    return max(1, deliveries - RESERVED_DELIVERIES)
+
+
+def dead_letter_headers(reason: str, attempt: int) -> dict[str, str]:
+    """The reason (cut to fit every broker's attribute limit, whole characters) and delivery."""
+    cut = reason.encode()[:REASON_BYTES].decode(errors="ignore")
+    return {REASON_HEADER: cut, ATTEMPTS_HEADER: str(attempt)}
 
 
 class QueueUnavailable(Exception):
@@ -27,7 +58,9 @@ class QueueTimeout(QueueUnavailable):
 class Delivery(ABC):
     body: bytes
     attempt: int  # 1 on first delivery
-    max_attempts: int | None  # after this many, the broker dead-letters (None: never)
+    # The app's runs of a task: the last failed one dead-letters it (None: retried for good).
+    # The broker delivers once more (RESERVED_DELIVERIES) for a worker lost during the last.
+    max_attempts: int | None
 
     @abstractmethod
     async def ack(self) -> None: ...
@@ -42,7 +75,7 @@ class Delivery(ABC):
 
     @abstractmethod
     async def dead_letter(self, reason: str) -> None:
-        """Send the message to the DLQ now (or let native redrive do it on release)."""
+        """Send the message to the dead-letter queue now, with ``reason``, and remove it here."""
 
 
 class TaskQueue(ABC):

@@ -5,8 +5,9 @@ one replica per cluster node up to three when it does not exist yet. All workers
 durable pull consumer, so each message goes to one worker. JetStream has no native
 dead-letter queue: after ``max_deliver`` attempts the worker republishes the message to the
 DLQ subject, which a second stream keeps, and terminates the original. The consumer allows
-one delivery more than ``max_deliver`` so that a worker killed during the last attempt still
-gets the chance to dead-letter the message instead of leaving it stranded.
+one delivery more than ``max_deliver`` (``base.RESERVED_DELIVERIES``) so that a worker killed
+during the last attempt still gets the chance to dead-letter the message instead of leaving it
+stranded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from nats.js.errors import NotFoundError
 
 from agent_app.contract import NatsQueue
-from agent_app.queues.base import CHECK_TIMEOUT_SECONDS, Delivery, QueueUnavailable, TaskQueue, bounded
+from agent_app.queues.base import (
+    CHECK_TIMEOUT_SECONDS,
+    Delivery,
+    QueueUnavailable,
+    TaskQueue,
+    bounded,
+    broker_deliveries,
+    dead_letter_headers,
+)
 from agent_app.queues.permissions import NATS_CONSUMER as CONSUMER
 from agent_app.queues.permissions import nats_dlq_stream
 
@@ -49,7 +58,7 @@ class NatsDelivery(Delivery):
         await self.msg.in_progress()  # restarts the consumer's ack_wait (= the lease)
 
     async def dead_letter(self, reason: str) -> None:
-        headers = {"Skyfleet-Reason": reason[:500], "Skyfleet-Attempts": str(self.attempt)}
+        headers = dead_letter_headers(reason, self.attempt)
         await self.queue.js().publish(self.queue.target.dlq_subject, self.body, headers=headers)
         await self.msg.term()
 
@@ -125,7 +134,7 @@ class NatsTaskQueue(TaskQueue):
                 durable_name=CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.lease,
-                max_deliver=self.target.max_deliver + 1,
+                max_deliver=broker_deliveries(self.target.max_deliver),
                 filter_subject=self.target.subject,
             )
             await self._js.add_consumer(self.target.stream, config)  # creates, or updates in place

@@ -49,6 +49,7 @@ def needs(table: Iterable[Need], role: str, phase: str | None = None) -> tuple[N
 # consumers" (producers need kms:GenerateDataKey and kms:Decrypt, consumers kms:Decrypt)
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html
 QUEUE_CMK = "queue-cmk"  # the queue is encrypted with a customer managed KMS key
+DLQ_CMK = "dlq-cmk"  # the dead-letter queue is encrypted with a customer managed KMS key
 SQS: tuple[Need, ...] = (
     # api: publish(); check() reads one attribute.
     Need("api", "readiness", "GetQueueAttributes", "sqs:GetQueueAttributes", "queue"),
@@ -56,13 +57,16 @@ SQS: tuple[Need, ...] = (
     Need("api", "work", "SendMessage", "kms:GenerateDataKey", "key", QUEUE_CMK),
     Need("api", "work", "SendMessage", "kms:Decrypt", "key", QUEUE_CMK),
     # worker: start(consume=True) reads the redrive policy; receive, ack (delete), release and
-    # extend (visibility).
+    # extend (visibility); dead_letter sends to the policy's dead-letter queue.
     Need("worker", "start", "GetQueueAttributes", "sqs:GetQueueAttributes", "queue"),
     Need("worker", "readiness", "GetQueueAttributes", "sqs:GetQueueAttributes", "queue"),
     Need("worker", "work", "ReceiveMessage", "sqs:ReceiveMessage", "queue"),
     Need("worker", "work", "ReceiveMessage", "kms:Decrypt", "key", QUEUE_CMK),
     Need("worker", "work", "DeleteMessage", "sqs:DeleteMessage", "queue"),
     Need("worker", "work", "ChangeMessageVisibility", "sqs:ChangeMessageVisibility", "queue"),
+    Need("worker", "work", "SendMessage", "sqs:SendMessage", "dlq"),
+    Need("worker", "work", "SendMessage", "kms:GenerateDataKey", "dlq-key", DLQ_CMK),
+    Need("worker", "work", "SendMessage", "kms:Decrypt", "dlq-key", DLQ_CMK),
 )
 
 # --- Google Cloud Pub/Sub (agent_app/queues/pubsub_queue.py), identity: the service's account --
@@ -77,6 +81,8 @@ PUBSUB: tuple[Need, ...] = (
     Need("worker", "work", "Subscriber.Pull", "pubsub.subscriptions.consume", "subscription"),
     Need("worker", "work", "Subscriber.ModifyAckDeadline", "pubsub.subscriptions.consume", "subscription"),
     Need("worker", "work", "Subscriber.Acknowledge", "pubsub.subscriptions.consume", "subscription"),
+    # dead_letter publishes to the subscription's dead-letter topic.
+    Need("worker", "work", "Publisher.Publish", "pubsub.topics.publish", "dead-letter topic"),
 )
 
 # --- Secrets the platform reads for the app before it starts ----------------------------------

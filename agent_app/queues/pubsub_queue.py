@@ -1,14 +1,17 @@
 """Google Cloud Pub/Sub adapter (GCP), on google-cloud-pubsub.
 
 Topic, subscription and dead-letter topic are infrastructure (infra/ creates them with a
-dead-letter policy); the adapter reads ``max_delivery_attempts`` to know the last attempt.
+dead-letter policy); the adapter reads the policy at start: ``max_delivery_attempts`` less the
+reserved delivery (``base.RESERVED_DELIVERIES``) is the app's last attempt, and
+``dead_letter_topic`` is where the worker publishes a dead letter itself (with its reason as
+attributes, then acks it), at once, whatever its attempt; the policy's own forwarding is the
+backstop for a worker lost during the reserved delivery.
+
 It uses unary Pull rather than streaming pull so that the worker decides how much it takes,
 and sets each message's ack deadline to the task lease right after the pull (the
-subscription's own deadline cannot go below 10 s). Dead-lettering is the service's own
-dead-letter policy: the worker nacks and Pub/Sub forwards the message after the last
-attempt. The blocking client calls run in threads. Credentials are Application Default
-Credentials (workload identity on Cloud Run / GKE); like every Google client, it honours
-``PUBSUB_EMULATOR_HOST`` for a local endpoint.
+subscription's own deadline cannot go below 10 s). The blocking client calls run in threads.
+Credentials are Application Default Credentials (workload identity on Cloud Run / GKE); like
+every Google client, it honours ``PUBSUB_EMULATOR_HOST`` for a local endpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from agent_app.queues.base import (  # noqa: E402
     QueueUnavailable,
     TaskQueue,
     bounded,
+    dead_letter_headers,
+    runs_of,
 )
 
 MAX_ACK_DEADLINE = 600
@@ -43,6 +48,7 @@ class PubSubDelivery(Delivery):
         self.queue = queue
         self.ack_id: str = received.ack_id
         self.body = bytes(received.message.data)
+        self.attributes = dict(received.message.attributes)
         # delivery_attempt is only tracked when the subscription has a dead-letter policy.
         self.attempt = received.delivery_attempt or 1
         self.max_attempts = queue.max_attempts
@@ -65,7 +71,10 @@ class PubSubDelivery(Delivery):
         await self._deadline(lease_seconds)
 
     async def dead_letter(self, reason: str) -> None:
-        await self._deadline(0)  # the dead-letter policy forwards it after the last attempt
+        # Published before it is acked: a worker lost in between leaves a copy in each, never none.
+        attributes = {**self.attributes, **dead_letter_headers(reason, self.attempt)}
+        await self.queue.publish_to(self.queue.dead_letter_topic, self.body, attributes)
+        await self.ack()
 
 
 class PubSubTaskQueue(TaskQueue):
@@ -79,6 +88,7 @@ class PubSubTaskQueue(TaskQueue):
         self._publisher: pubsub_v1.PublisherClient | None = None
         self._subscriber: pubsub_v1.SubscriberClient | None = None
         self._consuming = False
+        self.dead_letter_topic: str | None = None
 
     async def call(self, method: str, **request: Any) -> Any:
         """A unary subscriber RPC in a thread, bounded by a timeout and without client retries."""
@@ -97,13 +107,20 @@ class PubSubTaskQueue(TaskQueue):
         if consume:
             sub = await self.call("get_subscription", subscription=self.subscription)
             policy = sub.dead_letter_policy
-            self.max_attempts = policy.max_delivery_attempts if policy and policy.dead_letter_topic else None
+            if policy and policy.dead_letter_topic:
+                self.max_attempts = runs_of(policy.max_delivery_attempts)
+                self.dead_letter_topic = policy.dead_letter_topic
 
     async def publish(self, body: bytes, *, task_id: str) -> None:
+        await self.publish_to(self.topic, body, {"task_id": task_id})
+
+    async def publish_to(self, topic: str | None, body: bytes, attributes: dict[str, str]) -> None:
         if self._publisher is None:
             raise QueueUnavailable("not connected to Pub/Sub")
+        if topic is None:
+            raise QueueUnavailable("the subscription has no dead-letter policy, so no topic to send to")
         try:
-            future = self._publisher.publish(self.topic, body, task_id=task_id)
+            future = self._publisher.publish(topic, body, **attributes)
             await bounded(asyncio.wrap_future(future), PUBLISH_TIMEOUT_SECONDS, "Pub/Sub publish")  # type: ignore[arg-type]
         except gexc.GoogleAPICallError as exc:
             raise QueueUnavailable(f"Pub/Sub publish failed: {exc}") from exc

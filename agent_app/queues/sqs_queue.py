@@ -1,10 +1,12 @@
 """Amazon SQS adapter (AWS), on aiobotocore.
 
 The queue and its dead-letter queue are infrastructure (infra/ creates both, with a
-RedrivePolicy); the adapter only reads the policy's ``maxReceiveCount`` to know which
-attempt is the last. Dead-lettering is SQS's native redrive: the worker makes the message
-visible again and SQS moves it to the DLQ on the receive after the last attempt. Credentials
-come from the standard AWS chain (task role on ECS).
+RedrivePolicy); the adapter reads the policy at start: ``maxReceiveCount`` less the reserved
+delivery (``base.RESERVED_DELIVERIES``) is the app's last attempt, and ``deadLetterTargetArn``
+names the dead-letter queue. The worker dead-letters a message itself (SendMessage to the DLQ
+with its reason as message attributes, then DeleteMessage), at once, whatever its attempt; the
+redrive is the backstop for a worker lost during the reserved delivery. Credentials come from
+the standard AWS chain (task role on ECS).
 """
 
 from __future__ import annotations
@@ -13,19 +15,38 @@ import contextlib
 import json
 import math
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from agent_app.contract import SqsQueue
-from agent_app.queues.base import CHECK_TIMEOUT_SECONDS, Delivery, QueueUnavailable, TaskQueue, bounded
+from agent_app.queues.base import (
+    CHECK_TIMEOUT_SECONDS,
+    Delivery,
+    QueueUnavailable,
+    TaskQueue,
+    bounded,
+    dead_letter_headers,
+    runs_of,
+)
 
 MAX_BATCH = 10  # SQS's own limit per ReceiveMessage
 # A send is one small request: the client's read timeout is set for the long poll (25 s, asked
 # twice), far past what a turn holding its session's lock, or a task create, may wait.
 PUBLISH_TIMEOUT_SECONDS = 5.0
 MAX_VISIBILITY = 43_200
+
+
+def dlq_url(queue_url: str, dlq_arn: str) -> str:
+    """The dead-letter queue's URL: SQS keeps it in the queue's account and region, so at the
+    queue's endpoint under the ARN's account and name (arn:aws:sqs:<region>:<account>:<name>)."""
+    parts = dlq_arn.split(":")
+    if len(parts) != 6 or parts[2] != "sqs":
+        raise QueueUnavailable(f"RedrivePolicy.deadLetterTargetArn is not an SQS queue ARN: {dlq_arn!r}")
+    url = urlsplit(queue_url)
+    return urlunsplit((url.scheme, url.netloc, f"/{parts[4]}/{parts[5]}", "", ""))
 
 
 class SqsDelivery(Delivery):
@@ -55,8 +76,25 @@ class SqsDelivery(Delivery):
         await self._visibility(lease_seconds)
 
     async def dead_letter(self, reason: str) -> None:
-        # Native redrive: visible again now, moved to the DLQ by SQS on its next receive.
-        await self._visibility(0)
+        dlq = self.queue.dlq_url
+        if dlq is None:
+            raise QueueUnavailable("the queue has no RedrivePolicy, so no dead-letter queue to send to")
+        attributes = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in dead_letter_headers(reason, self.attempt).items()
+        }
+        # Sent before it is deleted: a worker lost in between leaves a copy in each, never none.
+        try:
+            await bounded(
+                self.queue.client().send_message(
+                    QueueUrl=dlq, MessageBody=self.body.decode(), MessageAttributes=attributes
+                ),
+                PUBLISH_TIMEOUT_SECONDS,
+                "SQS send to the dead-letter queue",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueUnavailable(f"SQS send to the dead-letter queue failed: {exc}") from exc
+        await self.ack()
 
 
 class SqsTaskQueue(TaskQueue):
@@ -67,6 +105,7 @@ class SqsTaskQueue(TaskQueue):
         self.lease = lease_seconds
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self.dlq_url: str | None = None
 
     def client(self) -> Any:
         if self._client is None:
@@ -86,8 +125,9 @@ class SqsTaskQueue(TaskQueue):
         )
         if consume:
             attrs = await self._attributes(["RedrivePolicy"])
-            policy = attrs.get("RedrivePolicy")
-            self.max_attempts = int(json.loads(policy)["maxReceiveCount"]) if policy else None
+            policy = json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None
+            self.max_attempts = runs_of(int(policy["maxReceiveCount"])) if policy else None
+            self.dlq_url = dlq_url(self.target.queue_url, policy["deadLetterTargetArn"]) if policy else None
 
     async def _attributes(self, names: list[str]) -> dict[str, str]:
         try:

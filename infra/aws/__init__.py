@@ -104,6 +104,7 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
             secret_arns=secrets.secret_arns,
             queue_arn=queue.queue.arn,
             queue_name=queue.queue.name,
+            dlq_arn=queue.dlq.arn,
             target_group_arn=lb.target_group.arn,
             request_count_label=pulumi.Output.concat(lb.alb.arn_suffix, "/", lb.target_group.arn_suffix),
             listener=lb.https_listener,

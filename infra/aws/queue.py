@@ -1,6 +1,6 @@
 """Queue: the SQS queue the api feeds and the worker drains, and its dead-letter queue. A task
-that fails ``maxDeliveryAttempts`` times moves to the DLQ instead of looping forever; both queues
-are encrypted and refuse plain-HTTP access.
+that fails ``maxDeliveryAttempts`` times moves to the DLQ instead of looping forever (the worker
+sends it there with its reason); both queues are encrypted and refuse plain-HTTP access.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from agent_app.queues.base import broker_deliveries
 from infra.aws.site import AwsSite, deny_insecure_transport, policy_json
 from infra.component import Capability
 from infra.spec import QueueSpec
@@ -46,8 +47,9 @@ class Queue(Capability):
             tags=site.tagged("tasks-dlq"),
             opts=self.child(),
         )
-        # The task queue: visibility and retention from the spec, server-side encrypted. After
-        # maxDeliveryAttempts receives without a delete, a message moves to the DLQ.
+        # The task queue: visibility and retention from the spec, server-side encrypted. SQS
+        # delivers once more than the app runs a task, for the worker to find one whose last run
+        # was lost with its worker (agent_app.queues.base); a receive after that moves it to the DLQ.
         self.queue = aws.sqs.Queue(
             f"{name}-tasks",
             name=queue_name,
@@ -57,7 +59,10 @@ class Queue(Capability):
             sqs_managed_sse_enabled=True,
             redrive_policy=self.dlq.arn.apply(
                 lambda arn: json.dumps(
-                    {"deadLetterTargetArn": arn, "maxReceiveCount": spec.max_delivery_attempts}
+                    {
+                        "deadLetterTargetArn": arn,
+                        "maxReceiveCount": broker_deliveries(spec.max_delivery_attempts),
+                    }
                 )
             ),
             tags=site.tagged("tasks"),

@@ -35,10 +35,11 @@ SCRATCH_INIT = "scratch-permissions"
 SCRATCH_MODE = 0o1777
 
 
-def queue_actions(role: str) -> list[str]:
-    """The SQS actions a process role calls on its queue (agent_app.queues.permissions), and
-    nothing else: the api sends, the worker receives, acknowledges and extends."""
-    return sorted({n.permission for n in perm.needs(perm.SQS, role) if n.resource == "queue"})
+def queue_actions(role: str, resource: str = "queue") -> list[str]:
+    """The SQS actions a process role calls on its queue, or its dead-letter queue ("dlq")
+    (agent_app.queues.permissions), and nothing else: the api sends, the worker receives,
+    acknowledges and extends, and sends to the DLQ what it dead-letters."""
+    return sorted({n.permission for n in perm.needs(perm.SQS, role) if n.resource == resource})
 
 
 SCALE_OUT_COOLDOWN = 60
@@ -67,6 +68,7 @@ class ServiceArgs:
     secret_arns: Mapping[str, pulumi.Input[str]]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
+    dlq_arn: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
     # app/<alb>/<id>/targetgroup/<tg>/<id>: the ALBRequestCountPerTarget resource label.
     request_count_label: pulumi.Input[str]
@@ -108,7 +110,7 @@ class Service(Capability):
         for workload in args.workloads:
             role = workload.role
             # Role's task role: what that process itself may do in AWS, which is its calls on
-            # this queue and nothing more.
+            # this queue (and its DLQ) and nothing more.
             self.task_roles[role] = aws.iam.Role(
                 f"{name}-{role}-task",
                 description=f"Skyfleet {site.name}: {role} tasks (its calls on this site's queue only)",
@@ -116,19 +118,28 @@ class Service(Capability):
                 tags=site.tagged(f"{role}-task"),
                 opts=self.child(),
             )
+            statements: list[dict[str, object]] = [
+                {
+                    "Sid": "ThisQueue",
+                    "Effect": "Allow",
+                    "Action": queue_actions(role),
+                    "Resource": args.queue_arn,
+                }
+            ]
+            if queue_actions(role, "dlq"):
+                # The worker sends what it dead-letters to the DLQ itself, with the reason.
+                statements.append(
+                    {
+                        "Sid": "ItsDeadLetterQueue",
+                        "Effect": "Allow",
+                        "Action": queue_actions(role, "dlq"),
+                        "Resource": args.dlq_arn,
+                    }
+                )
             aws.iam.RolePolicy(
                 f"{name}-{role}-task-queue",
                 role=self.task_roles[role].id,
-                policy=policy_json(
-                    [
-                        {
-                            "Sid": "ThisQueue",
-                            "Effect": "Allow",
-                            "Action": queue_actions(role),
-                            "Resource": args.queue_arn,
-                        }
-                    ]
-                ),
+                policy=policy_json(statements),
                 opts=self.child(),
             )
 

@@ -15,6 +15,7 @@ import pulumi_gcp as gcp
 
 from agent_app import contract
 from agent_app.contract import Env
+from agent_app.queues.base import RESERVED_DELIVERIES, broker_deliveries
 from infra.config import Problem, SpecError, stack_file
 from infra.gcp.alarms import Alarms, AlarmsArgs
 from infra.gcp.apis import Apis, ApisArgs
@@ -43,12 +44,14 @@ def check(spec: GcpStack) -> None:
     """Refuse values GCP cannot honour before any resource is registered."""
     problems: list[Problem] = []
     q = spec.queue
-    if not MIN_DELIVERY_ATTEMPTS <= q.max_delivery_attempts <= MAX_DELIVERY_ATTEMPTS:
+    if not MIN_DELIVERY_ATTEMPTS <= broker_deliveries(q.max_delivery_attempts) <= MAX_DELIVERY_ATTEMPTS:
+        low, high = MIN_DELIVERY_ATTEMPTS - RESERVED_DELIVERIES, MAX_DELIVERY_ATTEMPTS - RESERVED_DELIVERIES
         problems.append(
             Problem(
                 "skyfleet:queue.maxDeliveryAttempts",
                 str(q.max_delivery_attempts),
-                f"{MIN_DELIVERY_ATTEMPTS}..{MAX_DELIVERY_ATTEMPTS} (Pub/Sub dead-letter policy)",
+                f"{low}..{high} (Pub/Sub's dead-letter policy allows {MIN_DELIVERY_ATTEMPTS}.."
+                f"{MAX_DELIVERY_ATTEMPTS} deliveries, {RESERVED_DELIVERIES} of them the worker's reserve)",
             )
         )
     if spec.log_retention_days > MAX_LOG_RETENTION_DAYS:
@@ -142,6 +145,7 @@ def deploy(spec: GcpStack) -> dict[str, Any]:
             subnet=network.subnet.id,
             topic=queue.topic,
             subscription=queue.subscription,
+            dead_letter_topic=queue.dead_letter_topic,
             log_retention_days=spec.log_retention_days,
             cpu_target_percent=spec.app.autoscaling.cpu_target_percent,
         ),

@@ -15,10 +15,12 @@ import pulumi
 import pulumi_gcp as gcp
 
 from agent_app import contract
+from agent_app.queues.base import broker_deliveries
 from infra.gcp.site import GcpCapability, Site
 from infra.spec import QueueSpec
 
-# Pub/Sub's own limits (delivery attempts are checked before anything is registered).
+# Pub/Sub's own limits (delivery attempts are checked before anything is registered). They
+# bound the subscription's deliveries: the spec's attempts and the worker's reserved one.
 MAX_SUBSCRIPTION_RETENTION_SECONDS = 7 * 24 * 3600
 MIN_DELIVERY_ATTEMPTS = 5
 MAX_DELIVERY_ATTEMPTS = 100
@@ -73,7 +75,9 @@ class Queue(GcpCapability):
         )
 
         # The worker's pull subscription: the ack deadline is the task lease, failed deliveries
-        # back off and, after max attempts, go to the dead-letter topic. Never expires.
+        # back off, and the worker publishes a task that failed its attempts to the dead-letter
+        # topic. One delivery more than the attempts, for the worker to find a task whose last run
+        # was lost with its worker (agent_app.queues.base). Never expires.
         self.subscription = gcp.pubsub.Subscription(
             "tasks-worker",
             name=site.resource_name("tasks-worker"),
@@ -89,7 +93,7 @@ class Queue(GcpCapability):
             ),
             dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
                 dead_letter_topic=self.dead_letter_topic.id,
-                max_delivery_attempts=q.max_delivery_attempts,
+                max_delivery_attempts=broker_deliveries(q.max_delivery_attempts),
             ),
             labels=labels,
             opts=self.child(),

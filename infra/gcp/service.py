@@ -85,6 +85,7 @@ class ServiceArgs:
     subnet: pulumi.Input[str]
     topic: gcp.pubsub.Topic
     subscription: gcp.pubsub.Subscription
+    dead_letter_topic: gcp.pubsub.Topic
     log_retention_days: int
     cpu_target_percent: int
 
@@ -208,8 +209,9 @@ class Service(GcpCapability):
         self.services[role] = svc
 
     def _queue_grants(self, role: str, member: pulumi.Output[str]) -> list[pulumi.Resource]:
-        """The api publishes to the task topic; the worker consumes the task subscription.
-        Viewer on the same resource lets each check reachability for /readyz."""
+        """The api publishes to the task topic; the worker consumes the task subscription and
+        publishes what it dead-letters to the dead-letter topic. Viewer on the same resource lets
+        each check reachability for /readyz."""
         site, args = self.args.site, self.args
         grants: list[pulumi.Resource] = []
         if role == "api":
@@ -236,6 +238,16 @@ class Service(GcpCapability):
                         opts=self.child(),
                     )
                 )
+            grants.append(
+                gcp.pubsub.TopicIAMMember(
+                    f"{role}-dead-letter-publisher",
+                    project=site.project,
+                    topic=args.dead_letter_topic.name,
+                    role="roles/pubsub.publisher",
+                    member=member,
+                    opts=self.child(),
+                )
+            )
         return grants
 
     def _container(

@@ -1,8 +1,10 @@
 """One harness per broker, so every queue scenario is written once and run on all three.
 
-A harness creates a fresh queue (with its dead-letter queue) on a real broker, hands out
-the ``AGENT_*`` environment that points the app at it, and lets a test publish raw bytes,
-read the dead-letter queue and count what is still pending.
+A harness creates a fresh queue (with its dead-letter queue) on a real broker, set as infra
+sets it (``max_attempts`` runs, one delivery more: ``agent_app.queues.base``), hands out the
+``AGENT_*`` environment that points the app at it, and lets a test publish raw bytes, read the
+dead-letter queue (bodies, and the reason and delivery the worker sent with each) and count what
+is still pending.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from google.pubsub_v1 import types as pst
 from nats.js.errors import NotFoundError
 
 from agent_app.contract import pubsub_queue_url, sqs_queue_url
+from agent_app.queues.base import broker_deliveries
 from skyfleet.testing.servers import MotoServer, NatsServer
 from tests.support.pubsub_server import PubSubServer
 
@@ -39,6 +42,10 @@ class Broker(Protocol):
     def publish_raw(self, body: bytes) -> None: ...
 
     def dead_letters(self) -> list[bytes]: ...
+
+    def dead_lettered(self) -> list[tuple[bytes, dict[str, str]]]:
+        """Each dead letter's body, with the reason and delivery the worker sent it with."""
+        ...
 
     def backlog(self) -> int: ...
 
@@ -64,25 +71,21 @@ class NatsBroker:
         asyncio.run(self._with_js(lambda js: js.publish(self.subject, body)))
 
     def dead_letters(self) -> list[bytes]:
-        async def read(js: Any) -> list[bytes]:
+        return [body for body, _ in self.dead_lettered()]
+
+    def dead_lettered(self) -> list[tuple[bytes, dict[str, str]]]:
+        async def read(js: Any) -> list[tuple[bytes, dict[str, str]]]:
             try:
                 info = await js.stream_info(f"{self.stream}_DLQ")
             except NotFoundError:
                 return []
             if not info.state.messages:
                 return []
-            seqs = range(info.state.first_seq, info.state.last_seq + 1)
-            return [(await js.get_msg(f"{self.stream}_DLQ", seq)).data for seq in seqs]
-
-        return asyncio.run(self._with_js(read))
-
-    def dead_letter_headers(self) -> list[dict[str, str]]:
-        async def read(js: Any) -> list[dict[str, str]]:
-            info = await js.stream_info(f"{self.stream}_DLQ")
-            return [
-                dict((await js.get_msg(f"{self.stream}_DLQ", seq)).headers or {})
-                for seq in range(info.state.first_seq, info.state.last_seq + 1)
-            ]
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(f"{self.stream}_DLQ", seq)
+                out.append((msg.data, dict(msg.headers or {})))
+            return out
 
         return asyncio.run(self._with_js(read))
 
@@ -104,7 +107,8 @@ class SqsBroker:
         dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-        policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_attempts)})
+        receives = broker_deliveries(self.max_attempts)
+        policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(receives)})
         self.queue_url = self.sqs.create_queue(
             QueueName=name, Attributes={"RedrivePolicy": policy, "VisibilityTimeout": "30"}
         )["QueueUrl"]
@@ -116,9 +120,20 @@ class SqsBroker:
     def publish_raw(self, body: bytes) -> None:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body.decode())
 
+    def _dead(self) -> list[dict[str, Any]]:
+        out = self.sqs.receive_message(
+            QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0, MessageAttributeNames=["All"]
+        )
+        return out.get("Messages", [])
+
     def dead_letters(self) -> list[bytes]:
-        out = self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
-        return [m["Body"].encode() for m in out.get("Messages", [])]
+        return [body for body, _ in self.dead_lettered()]
+
+    def dead_lettered(self) -> list[tuple[bytes, dict[str, str]]]:
+        return [
+            (m["Body"].encode(), {k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()})
+            for m in self._dead()
+        ]
 
     def backlog(self) -> int:
         attrs = self.sqs.get_queue_attributes(
@@ -134,7 +149,7 @@ def _aws_creds() -> dict[str, str]:
 
 class PubSubBroker:
     kind = "pubsub"
-    max_attempts = 5  # the service's minimum for a dead-letter policy
+    max_attempts = 4  # the service's minimum of 5 deliveries for a dead-letter policy, less one
 
     def __init__(self, server: PubSubServer) -> None:
         os.environ["PUBSUB_EMULATOR_HOST"] = server.host  # how every Google client finds a local endpoint
@@ -155,7 +170,8 @@ class PubSubBroker:
                 topic=self.topic,
                 ack_deadline_seconds=10,
                 dead_letter_policy=pst.DeadLetterPolicy(
-                    dead_letter_topic=self.dlq_topic, max_delivery_attempts=self.max_attempts
+                    dead_letter_topic=self.dlq_topic,
+                    max_delivery_attempts=broker_deliveries(self.max_attempts),
                 ),
             )
         )
@@ -166,9 +182,21 @@ class PubSubBroker:
     def publish_raw(self, body: bytes) -> None:
         self.publisher.publish(self.topic, body).result(timeout=10)
 
-    def dead_letters(self) -> list[bytes]:
+    def _dead(self) -> list[Any]:
         out = self.subscriber.pull(subscription=self.dlq_subscription, max_messages=10, timeout=2)
-        return [bytes(m.message.data) for m in out.received_messages]
+        if out.received_messages:  # handed back at once, for the next read to see them too
+            self.subscriber.modify_ack_deadline(
+                subscription=self.dlq_subscription,
+                ack_ids=[m.ack_id for m in out.received_messages],
+                ack_deadline_seconds=0,
+            )
+        return [m.message for m in out.received_messages]
+
+    def dead_letters(self) -> list[bytes]:
+        return [body for body, _ in self.dead_lettered()]
+
+    def dead_lettered(self) -> list[tuple[bytes, dict[str, str]]]:
+        return [(bytes(m.data), dict(m.attributes)) for m in self._dead()]
 
     def backlog(self) -> int:
         return self.server.backlog(self.subscription)

@@ -2,12 +2,14 @@
 adapters need at start, readiness and work (agent_app/queues/permissions.py), granted to that
 workload's identity on the right resource.
 
-- ECS: the task role for the queue (SQS), the execution role for the container's secrets
+- ECS: the task role for the queue (SQS) and the dead-letter queue its redrive policy names
+  (the worker sends dead letters there itself), the execution role for the container's secrets
   (Secrets Manager / Parameter Store, and KMS when the secret's key is customer managed), read
   from the role's inline, attached and in-stack managed policies, and the key's policy.
-- Cloud Run: the service's account for the topic / subscription (Pub/Sub) and every secret the
-  service references (Secret Manager), from IAM members, bindings and policies on the resource or
-  the project, with predefined and in-stack custom roles.
+- Cloud Run: the service's account for the topic / subscription and the subscription's
+  dead-letter topic (Pub/Sub) and every secret the service references (Secret Manager), from
+  IAM members, bindings and policies on the resource or the project, with predefined and
+  in-stack custom roles.
 - Kubernetes: the NATS user in the queue URL against the users of the nats.conf the broker's
   pods mount (found through the Service's selector).
 
@@ -203,17 +205,36 @@ def _kms_missing(view: StackView, role: AwsRole, need: perm.Need, key_ref: str, 
 def _sqs_missing(view: StackView, role: AwsRole, process: str, target: SqsQueue) -> list[Missing]:
     url = urlsplit(target.queue_url)
     account, name = [*url.path.strip("/").split("/"), "", ""][:2]
-    queue_arn = f"arn:aws:sqs:{target.region}:{account}:{name}"
+    # What each need is granted on: the queue, and the DLQ its redrive policy names (the worker
+    # sends dead letters there itself), each with the KMS key it is encrypted with.
+    on: dict[str, tuple[str, str]] = {"queue": (f"arn:aws:sqs:{target.region}:{account}:{name}", "")}
     conditions: set[str] = set()
-    key_ref = ""
-    for q in view.of_type(SQS_QUEUE):
+    queues = view.of_type(SQS_QUEUE)
+    for q in queues:
         if target.queue_url in (text(q.props.get("url")), text(q.props.get("id"))):
-            queue_arn = text(q.props.get("arn")) or queue_arn
-            key_ref = text(q.props.get("kmsMasterKeyId"))
-            if key_ref and key_ref not in AWS_MANAGED_KEYS:
-                conditions.add(perm.QUEUE_CMK)
+            on["queue"] = (text(q.props.get("arn")) or on["queue"][0], _cmk(q, perm.QUEUE_CMK, conditions))
+            redrive = json_doc(q.props.get("redrivePolicy"), "redrivePolicy")
+            dlq_arn = text(redrive.get("deadLetterTargetArn")) if isinstance(redrive, Mapping) else ""
+            if dlq_arn:
+                dlq = next((d for d in queues if dlq_arn in view.ids_of(d)), None)
+                on["dlq"] = (dlq_arn, _cmk(dlq, perm.DLQ_CMK, conditions) if dlq else "")
     needs = [n for n in perm.needs(perm.SQS, process) if _applies(n, conditions)]
-    return _aws_missing(view, role, needs, queue_arn, key_ref, f"sqs.{target.region}.amazonaws.com")
+    missing = []
+    for need in needs:
+        queue = "dlq" if need.resource.startswith("dlq") else "queue"
+        if queue not in on:
+            continue  # no dead-letter queue in the plan: no dead letter is sent
+        arn, key_ref = on[queue]
+        missing += _aws_missing(view, role, [need], arn, key_ref, f"sqs.{target.region}.amazonaws.com")
+    return missing
+
+
+def _cmk(queue: PolicyResource, condition: str, conditions: set[str]) -> str:
+    """The queue's KMS key reference; notes ``condition`` when the key is customer managed."""
+    key_ref = text(queue.props.get("kmsMasterKeyId"))
+    if key_ref and key_ref not in AWS_MANAGED_KEYS:
+        conditions.add(condition)
+    return key_ref
 
 
 def _aws_missing(
@@ -222,7 +243,7 @@ def _aws_missing(
     """The needs the role is not granted: on ``arn``, or on the KMS key (used through ``via``)."""
     missing = []
     for need in needs:
-        if need.resource == "key":
+        if need.resource.endswith("key"):
             found = _kms_missing(view, role, need, key_ref, via)
             if found:
                 missing.append(found)
@@ -304,6 +325,8 @@ _IAM_TYPES: dict[str, str] = {
 }
 _TARGET_PROP = {"topic": "topic", "subscription": "subscription", "secret": "secretId", "project": "project"}
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC = "gcp:pubsub/topic:Topic"
 _PATH = re.compile(r"^projects/(?P<project>[^/]+)/(?:topics|subscriptions|secrets)/(?P<name>[^/]+)$")
 
 
@@ -370,6 +393,23 @@ def _gcp_granted(
     return False
 
 
+def _dead_letter_topic(view: StackView, queue: PubSubQueue) -> tuple[str | None, str] | None:
+    """The (project, name) of the dead-letter topic of the queue's subscription, as the plan
+    sets it (None: no dead-letter policy, or no such subscription in the plan)."""
+    for sub in view.of_type(SUBSCRIPTION):
+        project, name = _split(text(sub.props.get("name")), text(sub.props.get("project")) or None)
+        if name != queue.subscription or project not in (queue.project, None):
+            continue
+        ref = text(get_path(sub.props, "deadLetterPolicy", "deadLetterTopic"))
+        if not ref:
+            return None
+        for topic in view.of_type(TOPIC):
+            if ref in view.ids_of(topic):
+                return text(topic.props.get("project")) or queue.project, text(topic.props.get("name"))
+        return _split(ref, queue.project)
+    return None
+
+
 def _run(view: StackView, c: Container, process: str | None) -> Iterator[str]:
     account = text(get_path(c.resource.props, "template", "serviceAccount"))
     if not account:
@@ -380,11 +420,20 @@ def _run(view: StackView, c: Container, process: str | None) -> Iterator[str]:
     missing: list[str] = []
     queue = _queue(c)
     if process is not None and isinstance(queue, PubSubQueue):
-        names = {"topic": queue.topic, "subscription": queue.subscription}
+        # What each need is granted on: (kind, project, name).
+        on: dict[str, tuple[str, str | None, str]] = {
+            "topic": ("topic", queue.project, queue.topic),
+            "subscription": ("subscription", queue.project, queue.subscription),
+        }
+        dead_letter = _dead_letter_topic(view, queue)
+        if dead_letter is not None:
+            on["dead-letter topic"] = ("topic", *dead_letter)
         for need in perm.needs(perm.PUBSUB, process):
-            name = names[need.resource]
-            if not _gcp_granted(view, grants, member, need.permission, need.resource, queue.project, name):
-                path = f"projects/{queue.project}/{need.resource}s/{name}"
+            if need.resource not in on:
+                continue  # no dead-letter policy in the plan: no dead letter is published
+            kind, project, name = on[need.resource]
+            if not _gcp_granted(view, grants, member, need.permission, kind, project, name):
+                path = f"projects/{project}/{kind}s/{name}"
                 missing.append(f"{need.permission} on {path} ({need.call}, {need.phase})")
     secrets = {v.secret.name for v in c.env.values() if v.kind == "secret" and v.secret is not None}
     secrets |= {s.name for m in c.mounts for s in m.sources if s.kind == "secret" and s.name}

@@ -280,10 +280,6 @@ async def test_nats_streams_user_cannot_be_replaced_by_app_roles(nats_auth: Nats
 REGION = "us-east-1"
 
 
-def _unconditional(table: tuple[perm.Need, ...], role: str) -> list[str]:
-    return sorted({n.permission for n in perm.needs(table, role) if n.when is None})
-
-
 @dataclass
 class SqsIam:
     """A queue with a DLQ and one IAM user per policy variant, on a moto server whose IAM
@@ -310,7 +306,12 @@ class SqsIam:
         )
 
 
-SQS_REMOVALS = [(role, action) for role in perm.ROLES for action in _unconditional(perm.SQS, role)]
+def _sqs_grants(role: str) -> list[tuple[str, str]]:
+    """(action, "queue" or "dlq") of the role's unconditional SQS needs."""
+    return sorted({(n.permission, n.resource) for n in perm.needs(perm.SQS, role) if n.when is None})
+
+
+SQS_REMOVALS = [(role, grant) for role in perm.ROLES for grant in _sqs_grants(role)]
 
 
 @pytest.fixture(scope="module")
@@ -327,21 +328,29 @@ def sqs_iam() -> Iterator[SqsIam]:
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "6"})
         url = sqs.create_queue(QueueName="perm-tasks", Attributes={"RedrivePolicy": redrive})["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        variants = {role: _unconditional(perm.SQS, role) for role in perm.ROLES}
-        for i, (role, action) in enumerate(SQS_REMOVALS):
-            variants[f"{role}-minus-{i}"] = [a for a in variants[role] if a != action]
-        variants["seeder"] = ["sqs:SendMessage"]
+        variants = {role: _sqs_grants(role) for role in perm.ROLES}
+        for i, (role, grant) in enumerate(SQS_REMOVALS):
+            variants[f"{role}-minus-{i}"] = [g for g in variants[role] if g != grant]
+        variants["seeder"] = [("sqs:SendMessage", "queue")]
+        on = {"queue": arn, "dlq": dlq_arn}
         keys = {}
-        for user, actions in variants.items():
+        for user, grants in variants.items():
             iam.create_user(UserName=user)
-            statement = {"Effect": "Allow", "Action": actions, "Resource": arn}
+            statements = [
+                {
+                    "Effect": "Allow",
+                    "Action": [a for a, r in grants if r == resource],
+                    "Resource": on[resource],
+                }
+                for resource in sorted({r for _, r in grants})
+            ]
             iam.put_user_policy(
                 UserName=user,
                 PolicyName="table",
-                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
             )
             key = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
@@ -382,13 +391,18 @@ async def test_sqs_removing_any_action_fails_its_call_with_access_denied(
     sqs_iam: SqsIam, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = []
-    for i, (role, action) in enumerate(SQS_REMOVALS):
+    for i, (role, (action, resource)) in enumerate(SQS_REMOVALS):
         _seed(sqs_iam, 3)
         failed = await _sqs_phases(sqs_iam, f"{role}-minus-{i}", role, monkeypatch)
-        phases = {n.phase for n in perm.needs(perm.SQS, role) if n.permission == action}
+        phases = {
+            n.phase for n in perm.needs(perm.SQS, role) if (n.permission, n.resource) == (action, resource)
+        }
         first = min(phases, key=perm.PHASES.index)
         if list(failed) != [first] or "AccessDenied" not in failed[first]:
-            wrong.append(f"{role} without {action}: expected {first} to fail with AccessDenied, got {failed}")
+            wrong.append(
+                f"{role} without {action} on its {resource}: expected {first} to fail with AccessDenied, "
+                f"got {failed}"
+            )
     assert wrong == []
 
 
@@ -561,6 +575,7 @@ async def test_pubsub_rpcs_per_phase_are_the_tables(
     paths = {
         "topic": f"projects/{PROJECT}/topics/tasks",
         "subscription": f"projects/{PROJECT}/subscriptions/workers",
+        "dead-letter topic": f"projects/{PROJECT}/topics/tasks-dlq",
     }
     for phase in perm.PHASES:
         observed = {(rpc, res) for p, rpc, res in recording_pubsub.calls if p == phase}

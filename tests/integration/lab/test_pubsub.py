@@ -320,9 +320,12 @@ def test_dead_letter_after_max_delivery_attempts(clients: tuple[PublisherClient,
     assert q.pull(wait=1.0) == []  # gone from the source subscription
 
 
-def test_the_apps_adapter_reads_max_attempts_and_dead_letters_through_the_policy(
+def test_the_apps_adapter_reads_its_attempts_and_dead_letters_to_the_policys_topic(
     server: PubSubProcess, clients: tuple[PublisherClient, SubscriberClient]
 ) -> None:
+    """Five deliveries in the policy: four runs, and one kept for a worker lost during the last
+    (agent_app.queues.base). A dead letter goes to the policy's topic at once, whatever its
+    attempt, with its attributes and the reason."""
     q = Queue(clients, max_attempts=5)
 
     async def scenario() -> list[tuple[int, int | None]]:
@@ -332,10 +335,10 @@ def test_the_apps_adapter_reads_max_attempts_and_dead_letters_through_the_policy
             )
             await queue.start(consume=True)
         try:
-            assert queue.max_attempts == 5  # from GetSubscription's dead-letter policy
+            assert queue.max_attempts == 4  # from GetSubscription's dead-letter policy
             await queue.publish(b'{"task": "poison"}', task_id="t-1")
             seen = []
-            for _ in range(5):
+            for _ in range(1):
                 deliveries = []
                 for _ in range(50):
                     deliveries = await queue.receive(1, wait_seconds=0.5)
@@ -348,10 +351,15 @@ def test_the_apps_adapter_reads_max_attempts_and_dead_letters_through_the_policy
         finally:
             await queue.close()
 
-    assert asyncio.run(scenario()) == [(n, 5) for n in range(1, 6)]
+    assert asyncio.run(scenario()) == [(1, 4)]
     (letter,) = wait_until(lambda: q.pull(subscription=q.dead_hold, wait=1.0), what="the dead letter")
     assert bytes(letter.message.data) == b'{"task": "poison"}'
-    assert dict(letter.message.attributes)["task_id"] == "t-1"
+    assert dict(letter.message.attributes) == {
+        "task_id": "t-1",
+        "Skyfleet-Reason": "poison",
+        "Skyfleet-Attempts": "1",
+    }
+    assert q.pull(wait=1.0) == []  # gone from the source subscription
 
 
 def test_exactly_once_refuses_a_lapsed_ack_id_as_the_client_library_expects(

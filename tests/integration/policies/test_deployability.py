@@ -541,6 +541,43 @@ def test_permissions_ecs_task_role_scoped_to_another_queue(gate: Gate, shipped: 
     )
 
 
+def test_permissions_ecs_worker_must_send_to_its_dead_letter_queue(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    """The worker dead-letters a message itself: SendMessage on the DLQ its queue's redrive names."""
+    plan = copy_of(shipped, "aws-prod")
+    worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
+    assert check(gate, plan).on("skyfleet-workload-permissions", worker) == []
+
+    def drop(props: dict[str, Any]) -> None:
+        doc = policy_doc(props)
+        doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != "ItsDeadLetterQueue"]
+        props["policy"] = json.dumps(doc)
+
+    edit(res(plan, "service-worker-task-queue", "aws:iam/rolePolicy:RolePolicy"), drop)
+    found = check(gate, plan).on("skyfleet-workload-permissions", worker)
+    assert_names(
+        found, plan, "skyfleet-workload-permissions", worker, "sqs:SendMessage on arn:aws:sqs:", "-tasks-dlq"
+    )
+    assert "ReceiveMessage" not in " ".join(f.message for f in found)  # the queue's own grant is whole
+
+
+def test_permissions_ecs_dead_letter_queue_with_its_own_key(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A DLQ encrypted with a customer managed key: the worker needs that key to send to it."""
+    plan = copy_of(shipped, "aws-prod")
+    dlq = next(r for r in plan.resources if r.type == "aws:sqs/queue:Queue" and r.name.endswith("-dlq"))
+    key = next(r for r in plan.resources if r.type == "aws:kms/key:Key")
+
+    def own_key(props: dict[str, Any]) -> None:
+        props.pop("sqsManagedSseEnabled", None)
+        props["kmsMasterKeyId"] = key.outputs["arn"]
+
+    edit(dlq, own_key)
+    worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
+    found = check(gate, plan).on("skyfleet-workload-permissions", worker)
+    assert_names(found, plan, "skyfleet-workload-permissions", worker, "kms:GenerateDataKey on arn:aws:kms:")
+
+
 def test_permissions_ecs_execution_role_and_secret_key(gate: Gate, shipped: dict[str, Plan]) -> None:
     plan = copy_of(shipped, "aws-prod")
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
@@ -581,6 +618,21 @@ def test_permissions_cloud_run_subscription_and_secret_grants(gate: Gate, shippe
         "skyfleet-workload-permissions",
         api,
         "secretmanager.versions.access on projects/skyfleet-prod-replace-me/secrets/gcp-prod-api-keys",
+    )
+
+
+def test_permissions_cloud_run_worker_must_publish_to_its_dead_letter_topic(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "gcp-prod")
+    plan.resources.remove(res(plan, "worker-dead-letter-publisher"))
+    worker = res(plan, "worker", "gcp:cloudrunv2/service:Service")
+    assert_names(
+        check(gate, plan).on("skyfleet-workload-permissions", worker),
+        plan,
+        "skyfleet-workload-permissions",
+        worker,
+        "pubsub.topics.publish on projects/skyfleet-prod-replace-me/topics/gcp-prod-tasks-dead-letter",
     )
 
 

@@ -449,8 +449,9 @@ def test_dlq_is_wired_with_max_receives_from_config(plan: Plan) -> None:
     (dlq_name,) = [n for n in queues if n.endswith("-dlq")]
     (main_name,) = [n for n in queues if n != dlq_name]
     policy = json.loads(queues[main_name].inputs["redrivePolicy"])
-    expected = spec_of(plan.stack).get("queue", {}).get("maxDeliveryAttempts", 5)
-    assert policy == {"deadLetterTargetArn": queues[dlq_name].outputs["arn"], "maxReceiveCount": expected}
+    attempts = spec_of(plan.stack).get("queue", {}).get("maxDeliveryAttempts", 5)
+    # One receive more than the attempts: the worker's, to find a run lost with its worker.
+    assert policy == {"deadLetterTargetArn": queues[dlq_name].outputs["arn"], "maxReceiveCount": attempts + 1}
     allow = json.loads(queues[dlq_name].inputs["redriveAllowPolicy"])
     assert allow == {"redrivePermission": "byQueue", "sourceQueueArns": [queues[main_name].outputs["arn"]]}
     for q in queues.values():
@@ -507,22 +508,26 @@ def test_iam_policies_have_no_wildcard_actions_or_stray_star_resources(plan: Pla
 
 
 def test_each_process_task_role_uses_exactly_its_calls_on_this_queue(plan: Plan) -> None:
-    queue = next(q for q in of(plan, "aws:sqs/queue:Queue") if not q.inputs["name"].endswith("-dlq"))
-    # The api sends; the worker receives, acknowledges and extends: neither may do the other's.
+    queues = {q.inputs["name"].endswith("-dlq"): q.outputs["arn"] for q in of(plan, "aws:sqs/queue:Queue")}
+    queue, dlq = queues[False], queues[True]
+    # The api sends; the worker receives, acknowledges and extends, and sends what it
+    # dead-letters to the DLQ: neither may do the other's.
     wanted = {
-        "api": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
+        "api": {queue: {"sqs:SendMessage", "sqs:GetQueueAttributes"}},
         "worker": {
-            "sqs:ReceiveMessage",
-            "sqs:DeleteMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueAttributes",
+            queue: {
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            },
+            dlq: {"sqs:SendMessage"},
         },
     }
     roles = {r.outputs["arn"]: r.name for r in of(plan, "aws:iam/role:Role")}
-    for role, actions in wanted.items():
-        (stmt,) = _role_statements(plan, f"-{role}-task")
-        assert set(listify(stmt["Action"])) == actions, role
-        assert stmt["Resource"] == queue.outputs["arn"]
+    for role, on in wanted.items():
+        granted = {s["Resource"]: set(listify(s["Action"])) for s in _role_statements(plan, f"-{role}-task")}
+        assert granted == on, role
         task = one(plan, "aws:ecs/taskDefinition:TaskDefinition", f"service-{role}")
         assert roles[task.inputs["taskRoleArn"]] == f"service-{role}-task"
 

@@ -559,6 +559,7 @@ def test_no_project_level_or_broad_grants(prod: Plan) -> None:
 def test_service_accounts_hold_only_their_grants(prod: Plan) -> None:
     secrets = {r.outputs["id"]: r.name for r in of(prod, SECRET)}
     topic = one(prod, TOPIC, "tasks").outputs["name"]
+    dead_letter = one(prod, TOPIC, "tasks-dead-letter").outputs["name"]
     sub = one(prod, SUBSCRIPTION, "tasks-worker").outputs["name"]
     for role in ("api", "worker"):
         svc = service(prod, role)
@@ -589,9 +590,11 @@ def test_service_accounts_hold_only_their_grants(prod: Plan) -> None:
             assert queue == {
                 ("subscriptionIAMMember", "roles/pubsub.subscriber"),
                 ("subscriptionIAMMember", "roles/pubsub.viewer"),
+                ("topicIAMMember", "roles/pubsub.publisher"),  # what it dead-letters
             }
             assert {g.inputs["subscription"] for g in grants if "subscription" in g.inputs} == {sub}
-        assert len(grants) == len(accessed) + 2
+            assert {g.inputs["topic"] for g in grants if "topic" in g.inputs} == {dead_letter}
+        assert len(grants) == len(accessed) + len(queue)
 
 
 # --- Memorystore -----------------------------------------------------------------------------------
@@ -646,7 +649,7 @@ def _assert_dead_letter_wiring(plan: Plan, attempts: int) -> None:
     dlq = one(plan, TOPIC, "tasks-dead-letter")
     policy = sub.inputs["deadLetterPolicy"]
     assert policy["deadLetterTopic"] == dlq.outputs["id"]
-    assert policy["maxDeliveryAttempts"] == attempts
+    assert policy["maxDeliveryAttempts"] == attempts + 1  # the worker's reserved delivery
     assert sub.inputs["expirationPolicy"]["ttl"] == ""
     hold = one(plan, SUBSCRIPTION, "tasks-dead-letter-hold")
     assert hold.inputs["topic"] == dlq.outputs["id"]
@@ -714,7 +717,7 @@ def test_values_pubsub_cannot_honour_fail_before_any_resource(
         plan_stack(temp_project("gcp-bad", text), "gcp-bad")
     message = str(err.value)
     assert "stacks/Pulumi.gcp-bad.yaml" in message
-    assert "skyfleet:queue.maxDeliveryAttempts" in message and "given 3" in message
+    assert "skyfleet:queue.maxDeliveryAttempts" in message and "given 3" in message and "4..99" in message
     assert "skyfleet:logRetentionDays" in message and "given 3653" in message
     assert err.value.registered == 0
 

@@ -1,0 +1,83 @@
+"""A worker lost during a task's last attempt, on each broker (NATS JetStream, SQS on moto's
+server, Pub/Sub on the gRPC boundary): the broker's reserved delivery (agent_app.queues.base)
+reaches another worker, which marks the task failed and dead-letters the message with the reason.
+Without it, the task would read "running" for good while the broker parked the message unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from agent_app.config import Settings
+from agent_app.queues import open_queue
+from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
+from tests.integration.agent_app.test_tasks import Stack, start_task, task_status
+from tests.support.brokers import make_broker
+
+LEASE_SECONDS = 3  # the task lease, the broker's included: a lost run's lease ends quickly
+LOST = "worker lost during the last attempt"
+
+
+@pytest.fixture(scope="module", params=["nats", "sqs", "pubsub"])
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Stack]:
+    broker = make_broker(request.param, request)
+    env = app_env(redis_server.url, broker.env["AGENT_QUEUE_URL"], **broker.env)
+    env["AGENT_TASK_LEASE_SECONDS"] = str(LEASE_SECONDS)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in broker.env.items():  # for this process's own adapter (use_up)
+            mp.setenv(name, value)
+        api = AppProcess("api", env).start()
+        yield Stack(broker, api, env, redis_server)
+        api.stop()
+
+
+async def use_up(env: dict[str, str], attempts: int) -> None:
+    """Receive the one queued message ``attempts`` times and hand it back each time, through the
+    app's own adapter: deliveries a worker spent without running the task to its end."""
+    queue = open_queue(Settings.model_validate(env))
+    await queue.start(consume=True)
+    try:
+        seen = 0
+        for _ in range(100):  # bounded: a handed-back message is delivered again at once
+            for delivery in await queue.receive(1, 1.0):
+                seen = delivery.attempt
+                await delivery.release(0)
+            if seen >= attempts:
+                return
+        raise AssertionError(f"the message reached delivery {seen} of the {attempts} wanted")
+    finally:
+        await queue.close()
+
+
+def test_a_worker_lost_during_the_last_attempt_leaves_a_failed_task_and_a_dead_letter(stack: Stack) -> None:
+    with stack.api.client() as client:
+        _, task_id = start_task(client, "what is 4*4", work_seconds=120)
+        asyncio.run(use_up(stack.env, stack.broker.max_attempts - 1))
+        first = stack.worker()
+        try:
+            running = task_status(client, task_id, "running")
+            assert running["attempts"] == 1
+            first.proc.signal(signal.SIGKILL)  # lost during the run of the last attempt
+            first.proc.wait()
+        finally:
+            first.stop()
+        second = stack.worker()
+        try:
+            task = task_status(client, task_id, "failed", timeout=60)
+            assert task["error"] == LOST
+            letters = wait_until(
+                lambda: [h for body, h in stack.broker.dead_lettered() if task_id.encode() in body],
+                timeout=30,
+                interval=0.5,
+                what="the message in the dead-letter queue",
+            )
+            assert letters[0]["Skyfleet-Reason"] == LOST
+            assert int(letters[0]["Skyfleet-Attempts"]) == stack.broker.max_attempts + 1
+            wait_until(lambda: stack.broker.backlog() == 0, what="the message to leave the work queue")
+            assert second.metric("agent_tasks_total", outcome="dead_lettered") == 1
+        finally:
+            second.stop()
