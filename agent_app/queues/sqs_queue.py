@@ -55,6 +55,11 @@ class SqsDelivery(Delivery):
         self.receipt = raw["ReceiptHandle"]
         self.body = raw["Body"].encode()
         self.attempt = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        # The message's own attributes (task_id), kept on a dead letter: type and value only.
+        self.attributes = {
+            name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+            for name, value in raw.get("MessageAttributes", {}).items()
+        }
         self.max_attempts = queue.max_attempts
 
     async def _visibility(self, seconds: float) -> None:
@@ -80,8 +85,11 @@ class SqsDelivery(Delivery):
         if dlq is None:
             raise QueueUnavailable("the queue has no RedrivePolicy, so no dead-letter queue to send to")
         attributes = {
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in dead_letter_headers(reason, self.attempt).items()
+            **self.attributes,
+            **{
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in dead_letter_headers(reason, self.attempt).items()
+            },
         }
         # Sent before it is deleted: a worker lost in between leaves a copy in each, never none.
         try:
@@ -163,6 +171,7 @@ class SqsTaskQueue(TaskQueue):
                 WaitTimeSeconds=max(0, round(wait_seconds)),
                 VisibilityTimeout=self.lease,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageAttributeNames=["All"],
             )
         except (BotoCoreError, ClientError) as exc:
             raise QueueUnavailable(f"SQS receive failed: {exc}") from exc

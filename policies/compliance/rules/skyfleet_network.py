@@ -12,6 +12,12 @@ targets). Each path is checked in every direction the platform filters:
   subnets). The internet (AWS APIs through NAT, the other sites, the model API) needs egress to
   a public CIDR or a prefix list; an AWS API the stack serves through an interface VPC endpoint
   (private DNS on) needs egress to the endpoint's groups and their ingress from the client.
+- AWS routes: a task that needs the internet runs in subnets whose route table (associated, or
+  the VPC's main one, which for a VPC the stack creates holds only the local route unless the
+  stack adds to it) has a default IPv4 route to a public NAT gateway that itself sits in a subnet
+  routed to an internet gateway, or to an internet gateway when the tasks get public IPs; an
+  internet-facing load balancer's subnets route to an internet gateway. A default route through
+  anything else (a transit gateway, an appliance, a peering) is not judged.
 - Kubernetes NetworkPolicies: egress on the client pods' policies when some policy selects them
   for Egress, ingress on the server pods' policies when some policy selects them for Ingress;
   every name the app resolves needs DNS (UDP and TCP 53) to the cluster DNS in kube-system. The
@@ -86,6 +92,25 @@ from .skyfleet_endpoints import (
 from .skyfleet_permissions import egress_policies, https_out
 
 VPC_ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+VPC = ("aws:ec2/vpc:Vpc",)
+ROUTE = "aws:ec2/route:Route"
+ROUTE_TABLE = ("aws:ec2/routeTable:RouteTable",)
+ROUTE_ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+MAIN_ROUTE_ASSOCIATION = "aws:ec2/mainRouteTableAssociation:MainRouteTableAssociation"
+DEFAULT_ROUTE_TABLE = ("aws:ec2/defaultRouteTable:DefaultRouteTable",)
+NAT_GATEWAY = ("aws:ec2/natGateway:NatGateway",)
+INTERNET_GATEWAY = ("aws:ec2/internetGateway:InternetGateway",)
+DEFAULT_V4 = "0.0.0.0/0"
+# Route targets that lead somewhere the plan does not show (an appliance, another network).
+OTHER_TARGETS = (
+    "transitGatewayId",
+    "networkInterfaceId",
+    "vpcPeeringConnectionId",
+    "vpcEndpointId",
+    "carrierGatewayId",
+    "coreNetworkArn",
+    "localGatewayId",
+)
 LISTENER_RULES = ("aws:lb/listenerRule:ListenerRule", "aws:alb/listenerRule:ListenerRule")
 CACHE_SUBNET_GROUP = "aws:elasticache/subnetGroup:SubnetGroup"
 GCP_NETWORK = "gcp:compute/network:Network"
@@ -496,12 +521,157 @@ def _aws_paths(view: StackView) -> Iterator[_AwsPath]:
                     yield _AwsPath(_lb_side(view, lb), server, port, [(why, "")])
 
 
+@dataclass(frozen=True)
+class _Table:
+    """The route table a subnet uses: a resource of the stack, or the main table of a VPC the
+    stack creates (its id known only as the VPC's ``mainRouteTableId``: ``resource`` is then the
+    VPC, which a Route on that table depends on)."""
+
+    label: str
+    ids: frozenset[str]
+    resource: PolicyResource | None
+    inline: tuple[Any, ...]
+
+
+def _subnet_table(view: StackView, subnet: PolicyResource) -> _Table | None:
+    """The table ``subnet`` routes by, when the plan shows it (None: not judged)."""
+    ids = view.ids_of(subnet)
+    for a in view.of_type(ROUTE_ASSOCIATION):
+        deps = {d.urn for d in a.property_dependencies.get("subnetId", [])}
+        if text(a.props.get("subnetId")) in ids or subnet.urn in deps:
+            tables = view.refers(a, "routeTableId", ROUTE_TABLE)
+            return _table(view, tables[0]) if tables else None
+    for vpc in view.refers(subnet, "vpcId", VPC):
+        for m in view.of_type(MAIN_ROUTE_ASSOCIATION):
+            if view.ids_of(vpc) & {text(m.props.get("vpcId"))} or vpc.urn in {
+                d.urn for d in m.property_dependencies.get("vpcId", [])
+            }:
+                tables = view.refers(m, "routeTableId", ROUTE_TABLE)
+                return _table(view, tables[0]) if tables else None
+        main = {text(vpc.props.get("mainRouteTableId")), text(vpc.props.get("defaultRouteTableId"))} - {""}
+        for managed in view.of_type(*DEFAULT_ROUTE_TABLE):  # the main table, adopted by the stack
+            deps = {d.urn for d in managed.property_dependencies.get("defaultRouteTableId", [])}
+            if text(managed.props.get("defaultRouteTableId")) in main or vpc.urn in deps:
+                return _table(view, managed)
+        return _Table(f"the main route table of VPC {vpc.name!r}", frozenset(main), vpc, ())
+    return None
+
+
+def _table(view: StackView, table: PolicyResource) -> _Table:
+    return _Table(
+        f"route table {table.name!r}",
+        frozenset(view.ids_of(table)),
+        table,
+        tuple(as_list(table.props.get("routes"))),
+    )
+
+
+def _default_route(view: StackView, table: _Table) -> Mapping[str, Any] | None:
+    """The table's default IPv4 route: inline, or a Route resource on it."""
+    for route in table.inline:
+        if isinstance(route, Mapping) and text(route.get("cidrBlock")) == DEFAULT_V4:
+            return route
+    for route in view.of_type(ROUTE):
+        if text(route.props.get("destinationCidrBlock")) != DEFAULT_V4:
+            continue
+        deps = {d.urn for d in route.property_dependencies.get("routeTableId", [])}
+        if text(route.props.get("routeTableId")) in table.ids or (
+            table.resource and table.resource.urn in deps
+        ):
+            return route.props
+    return None
+
+
+def _to_internet_gateway(view: StackView, route: Mapping[str, Any]) -> bool:
+    gateway = text(route.get("gatewayId"))
+    return gateway.startswith("igw-") or bool(view.referenced(gateway, INTERNET_GATEWAY))
+
+
+def _no_internet(view: StackView, subnet: PolicyResource, public_ip: bool) -> str | None:
+    """Why a host in ``subnet`` cannot reach the internet, as far as the plan shows (None: it can,
+    or the plan does not say)."""
+    table = _subnet_table(view, subnet)
+    if table is None:
+        return None
+    route = _default_route(view, table)
+    where = f"subnet {subnet.name!r} ({table.label})"
+    if route is None:
+        return f"{where} has no default route ({DEFAULT_V4})"
+    if any(route.get(k) for k in OTHER_TARGETS):
+        return None
+    if _to_internet_gateway(view, route):
+        if public_ip:
+            return None
+        return (
+            f"{where} routes to an internet gateway, but the tasks get no public IP (assignPublicIp is off)"
+        )
+    nat = text(route.get("natGatewayId"))
+    if not nat:
+        return None
+    for gateway in view.referenced(nat, NAT_GATEWAY):
+        if norm(gateway.props.get("connectivityType") or "public") == "private":
+            return f"{where} routes to NAT gateway {gateway.name!r}, a private one (no internet)"
+        for home in view.refers(gateway, "subnetId", SUBNET):
+            missing = _no_gateway_route(view, home)
+            if missing is not None:
+                return f"{where} routes to NAT gateway {gateway.name!r}, whose {missing}"
+    return None
+
+
+def _no_gateway_route(view: StackView, subnet: PolicyResource) -> str | None:
+    """Why ``subnet`` is not routed to an internet gateway (None: it is, or the plan does not say)."""
+    table = _subnet_table(view, subnet)
+    if table is None:
+        return None
+    route = _default_route(view, table)
+    if route is not None and (_to_internet_gateway(view, route) or any(route.get(k) for k in OTHER_TARGETS)):
+        return None
+    return f"subnet {subnet.name!r} ({table.label}) has no default route to an internet gateway"
+
+
+def _aws_routes(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str | None]]:
+    """Each ECS service that needs the internet, and each internet-facing load balancer, sits in
+    subnets routed to it."""
+    needs: dict[str, list[Why]] = {}
+    services: dict[str, PolicyResource] = {}
+    for path in paths:
+        if path.server == INTERNET and path.client.resource.resource_type in ECS_SERVICE:
+            needs.setdefault(path.client.resource.urn, []).extend(path.needs)
+            services[path.client.resource.urn] = path.client.resource
+    for urn, svc in services.items():
+        public_ip = truthy(get_path(svc.props, "networkConfiguration", "assignPublicIp"))
+        subnets = view.refers(svc, "networkConfiguration", SUBNET) or view.referenced(
+            get_path(svc.props, "networkConfiguration", "subnets"), SUBNET
+        )
+        problems = [p for s in subnets if (p := _no_internet(view, s, public_ip)) is not None]
+        if problems:
+            yield (
+                f"ECS service {svc.name!r} cannot reach the internet, which it needs for "
+                f"{_reasons(needs[urn])}: {'; '.join(problems)}",
+                urn,
+            )
+    for lb in view.of_type(*LOAD_BALANCERS):
+        if truthy(lb.props.get("internal")):
+            continue
+        ids = [*as_list(lb.props.get("subnets"))]
+        ids += [get_path(m, "subnetId") for m in as_list(lb.props.get("subnetMappings"))]
+        problems = [p for s in view.referenced(ids, SUBNET) if (p := _no_gateway_route(view, s)) is not None]
+        if problems:
+            yield (
+                f"internet-facing load balancer {lb.name!r} cannot be reached from the internet: "
+                + "; ".join(problems),
+                lb.urn,
+            )
+
+
 def _aws(view: StackView) -> Iterator[tuple[str, str | None]]:
     if not view.has_type(*ECS_SERVICE):
         return
     out, inb = list(egresses(view)), list(ingresses(view))
-    for path in _aws_paths(view):
+    paths = list(_aws_paths(view))
+    for path in paths:
         yield from _aws_check(view, path, out, inb)
+    yield from _aws_routes(view, paths)
 
 
 # -- Kubernetes: NetworkPolicies ----------------------------------------------------------------
@@ -1057,15 +1227,18 @@ RULES = [
         "Every network path the app needs (to its cache, Sentinels, broker, queue, model endpoint and "
         "other sites; ECS image pulls, secrets and logs; from its load balancer or ingress controller) is "
         "admitted by the platform's network controls in each direction they filter: security group egress "
-        "and ingress, NetworkPolicy egress (DNS included) and ingress, Cloud Run VPC access to Memorystore.",
+        "and ingress, subnet routes to the internet (NAT or internet gateway), NetworkPolicy egress (DNS "
+        "included) and ingress, Cloud Run VPC access to Memorystore.",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4", "CP-2"), soc2=("A1.2", "CC6.6")),
         "Add the missing permission named in the finding: an egress rule on the client's security group "
         "and an ingress rule on the server's, referencing each other's group (or egress on TCP 443 to "
         "0.0.0.0/0, or the service's VPC endpoint, for AWS APIs and the other sites); a NetworkPolicy egress "
         "rule to the server's pods and an ingress rule from the client's pods on the container port, and "
-        "egress on UDP and TCP 53 to kube-dns in kube-system; Cloud Run vpc_access on the Memorystore "
-        "instance's authorized network.",
+        "egress on UDP and TCP 53 to kube-dns in kube-system; a default route (0.0.0.0/0) from the tasks' "
+        "subnets to a public NAT gateway in a subnet routed to the internet gateway (and from an "
+        "internet-facing load balancer's subnets to the internet gateway); Cloud Run vpc_access on the "
+        "Memorystore instance's authorized network.",
         stack_check=_paths,
         group=SKYFLEET,
         config=CONFIG,

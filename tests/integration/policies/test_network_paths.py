@@ -364,6 +364,103 @@ def test_aws_an_interface_endpoint_serves_its_api_inside_the_vpc(
     )
 
 
+# -- AWS (aws-prod): routes to the internet ------------------------------------------------------
+
+ROUTE = "aws:ec2/route:Route"
+NAT = "aws:ec2/natGateway:NatGateway"
+ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+
+
+def lbs(plan: Plan) -> list[PlannedResource]:
+    return [res(plan, "lb-alb", LB), res(plan, "lb-nlb", LB)]
+
+
+def test_aws_tasks_need_a_default_route_out_of_their_subnets(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A private subnet whose table lost its route to the NAT gateway: the security groups still
+    admit everything, but the tasks there reach nothing outside the VPC."""
+    plan = copy_of(shipped, "aws-prod")
+    quiet(gate, plan)
+    remove(plan, res(plan, "network-private-1-egress", ROUTE))
+    fire_on(
+        gate,
+        plan,
+        services(plan),
+        "cannot reach the internet, which it needs for the image pull from ECR",
+        "AGENT_FLEET_SITES (",
+        "subnet 'network-private-1' (route table 'network-private-rt-1') has no default route (0.0.0.0/0)",
+    )
+    assert "network-private-0" not in " ".join(f.message for f in check(gate, plan).of(RULE))
+
+
+def test_aws_a_subnet_without_association_uses_the_vpcs_bare_main_table(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "aws-prod")
+    remove(plan, res(plan, "network-private-2", ASSOCIATION))
+    fire_on(
+        gate,
+        plan,
+        services(plan),
+        "subnet 'network-private-2' (the main route table of VPC 'network-vpc') has no default route",
+    )
+
+
+def test_aws_the_nat_gateway_must_reach_an_internet_gateway(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The public table lost its route to the internet gateway: the NAT gateways in those subnets
+    lead nowhere, and the internet-facing load balancers there cannot be reached."""
+    plan = copy_of(shipped, "aws-prod")
+    remove(plan, res(plan, "network-public-v4", ROUTE))
+    fire_on(
+        gate,
+        plan,
+        [*services(plan), *lbs(plan)],
+        "subnet 'network-public-0' (route table 'network-public-rt') has no default route to an "
+        "internet gateway",
+    )
+    checked = check(gate, plan)
+    assert "routes to NAT gateway 'network-nat-0', whose subnet 'network-public-0'" in " ".join(
+        f.message for f in checked.on(RULE, services(plan)[0])
+    )
+    assert "cannot be reached from the internet" in checked.on(RULE, lbs(plan)[1])[0].message
+
+
+def test_aws_a_private_nat_gateway_does_not_reach_the_internet(gate: Gate, shipped: dict[str, Plan]) -> None:
+    plan = copy_of(shipped, "aws-prod")
+    edit(res(plan, "network-nat-0", NAT), lambda p: p.update(connectivityType="private"))
+    fire_on(gate, plan, services(plan), "routes to NAT gateway 'network-nat-0', a private one (no internet)")
+
+
+def test_aws_an_internet_gateway_route_needs_public_task_addresses(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "aws-prod")
+    igw = res(plan, "network-igw", "aws:ec2/internetGateway:InternetGateway").outputs["id"]
+
+    def to_gateway(p: dict[str, Any]) -> None:
+        p.pop("natGatewayId")
+        p["gatewayId"] = igw
+
+    edit(res(plan, "network-private-0-egress", ROUTE), to_gateway)
+    fire_on(gate, plan, services(plan), "routes to an internet gateway, but the tasks get no public IP")
+    for svc in services(plan):
+        edit(svc, lambda p: p["networkConfiguration"].update(assignPublicIp=True))
+    quiet(gate, plan)
+
+
+def test_aws_a_default_route_through_a_transit_gateway_is_not_judged(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    plan = copy_of(shipped, "aws-prod")
+
+    def through_transit(p: dict[str, Any]) -> None:
+        p.pop("natGatewayId")
+        p["transitGatewayId"] = "tgw-0123456789abcdef0"
+
+    for i in range(3):
+        edit(res(plan, f"network-private-{i}-egress", ROUTE), through_transit)
+    quiet(gate, plan)
+
+
 # -- Kubernetes (onprem-prod): NetworkPolicies, both directions -----------------------------------
 
 
