@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
@@ -121,6 +121,7 @@ class Claim:
     outcome: Literal["claimed", "done", "busy", "missing", "moved", "unheld"]
     attempts: int = 0
     busy_seconds: float = 0.0
+    error: str | None = None  # a finished task's, when it failed (``finished`` only)
 
 
 class TaskStore:
@@ -235,12 +236,18 @@ class TaskStore:
         return Claim("missing")
 
     async def finished(self, task_id: str) -> Claim | None:
-        """A finished task's claim outcome (``_done``) without claiming it; None when the task is
-        not finished (or has no record)."""
-        status = await self.cache.run(lambda r: r.hget(task_key(task_id), "status"))  # type: ignore[arg-type,return-value]
+        """A finished task's claim outcome (``_done``, with the error of one that failed) without
+        claiming it; None when the task is not finished (or has no record)."""
+        fields: list[str | None] = await self.cache.run(
+            lambda r: r.hmget(task_key(task_id), ["status", "error"])  # type: ignore[arg-type,return-value]
+        )
+        status, error = fields
         if status not in (TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value):
             return None
-        return await self._done(task_id)
+        done = await self._done(task_id)
+        if status == TaskStatus.FAILED.value:
+            return replace(done, error=error or "failed")
+        return done
 
     async def _done(self, task_id: str) -> Claim:
         """A finished task's delivery is acknowledged only once a majority of a ``sync`` fleet

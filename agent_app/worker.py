@@ -251,11 +251,13 @@ class Worker:
         """The broker's reserved delivery (agent_app.queues.base): the last run's worker was lost,
         or stopped after it stored the result. A task left unfinished is marked failed and the
         message dead-lettered. While that run's lease is live (its worker may be slow, not lost,
-        and finish), the delivery is held, no delivery used up, until the lease ends."""
+        and finish), the delivery is held, no delivery used up, until the lease ends. A task
+        already failed is dead-lettered too: its worker was lost, or its send to the dead-letter
+        queue failed, before the dead letter was sent."""
         error = "worker lost during the last attempt"
         keeper: asyncio.Task[None] | None = None
         try:
-            while not await self._acked_if_finished(delivery, message):
+            while not await self._settled_finished(delivery, message):
                 try:
                     live = await self.rt.tasks.fail_unclaimed(message.task_id, error)
                 except Exception as exc:
@@ -281,8 +283,9 @@ class Worker:
             if keeper is not None:
                 keeper.cancel()
 
-    async def _acked_if_finished(self, delivery: Delivery, message: TaskMessage) -> bool:
-        """Acknowledge a delivery whose task is finished (and held by the fleet): True if so."""
+    async def _settled_finished(self, delivery: Delivery, message: TaskMessage) -> bool:
+        """Settle a delivery whose task is finished (and held by the fleet): acknowledged, or
+        dead-lettered with its error when it failed here. True if so."""
         try:
             finished = await self.rt.tasks.finished(message.task_id)
         except Exception as exc:
@@ -290,6 +293,11 @@ class Worker:
             return False
         if finished is None or finished.outcome not in ("done", "moved"):
             return False
+        if finished.outcome == "done" and finished.error is not None:
+            await self._quietly(delivery.dead_letter(finished.error), "dead-letter")
+            TASKS.labels("dead_lettered").inc()
+            log.error("failed task dead-lettered at its reserved delivery", extra={"error": finished.error})
+            return True
         TASKS.labels("duplicate").inc()
         await self._quietly(delivery.ack(), "ack finished task")
         return True

@@ -14,6 +14,7 @@ import pytest
 
 from agent_app.config import Settings
 from agent_app.queues import open_queue
+from agent_app.tasks import task_key
 from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
 from tests.integration.agent_app.test_tasks import Stack, start_task, task_status
 from tests.support.brokers import make_broker
@@ -83,3 +84,31 @@ def test_a_worker_lost_during_the_last_attempt_leaves_a_failed_task_and_a_dead_l
             assert second.metric("agent_tasks_total", outcome="dead_lettered") == 1
         finally:
             second.stop()
+
+
+def test_a_failed_task_whose_dead_letter_was_never_sent_is_dead_lettered_at_the_reserved_delivery(
+    stack: Stack,
+) -> None:
+    """The last run stored its failure and its worker was lost (or its send to the dead-letter
+    queue failed) before the dead letter went out: the reserved delivery sends it, with the
+    task's own error, rather than acknowledging the message away."""
+    with stack.api.client() as client:
+        _, task_id = start_task(client, "what is 5*5")
+        stack.redis.client().hset(task_key(task_id), mapping={"status": "failed", "error": "model said no"})
+        asyncio.run(use_up(stack.env, stack.broker.max_attempts))
+        worker = stack.worker()
+        try:
+            letters = wait_until(
+                lambda: [h for body, h in stack.broker.dead_lettered() if task_id.encode() in body],
+                timeout=30,
+                interval=0.5,
+                what="the message in the dead-letter queue",
+            )
+            assert letters[0]["Skyfleet-Reason"] == "model said no"
+            assert int(letters[0]["Skyfleet-Attempts"]) == stack.broker.max_attempts + 1
+            wait_until(lambda: stack.broker.backlog() == 0, what="the message to leave the work queue")
+            assert worker.metric("agent_tasks_total", outcome="dead_lettered") == 1
+            assert worker.metric("agent_tasks_total", outcome="duplicate") == 0
+            assert client.get(f"/v1/tasks/{task_id}").json()["error"] == "model said no"
+        finally:
+            worker.stop()
