@@ -87,10 +87,12 @@ return 1
 # KEYS[1] task; ARGV: error, updated_at, this site ('' outside a fleet), the write's id. A task
 # whose message is dead-lettered with no live claim on it is marked failed, unless it is done,
 # another worker holds a live lease on it (a duplicate message was dead-lettered, not the task),
-# or another site runs it. Returns 1 when marked, 0 when not, and the live lease's remaining
-# ms as a negative number (its holder may yet finish: the caller may wait for it to end).
+# or another site runs it. Returns 1 when marked, 2 when the task is finished, 0 when it is not
+# this site's to mark (no record, another site's), and the live lease's remaining ms as a
+# negative number (its holder may yet finish: the caller may wait for it to end).
 _FAIL_UNCLAIMED = f"""{_SHEBANG}local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'succeeded' or status == 'failed' then return 0 end
+if not status then return 0 end
+if status == 'succeeded' or status == 'failed' then return 2 end
 local home = redis.call('HGET', KEYS[1], 'home')
 if ARGV[3] ~= '' and home and home ~= ARGV[3] then return 0 end
 if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[1], 'taking') == 1 then return 0 end
@@ -109,6 +111,9 @@ NOT_QUEUED = "not queued: "
 # What became of a settled result: stored and (in a fleet) held by enough sites; stored here
 # only, as too few sites of a ``sync`` fleet took the copy; or not stored, the lease lost.
 Settled = Literal["stored", "unheld", "lost"]
+# What a dead-lettered message's unclaimed task became (``fail_unclaimed``), or the seconds left
+# of another worker's live lease on it.
+Unclaimed = Literal["marked", "finished", "elsewhere"] | float
 
 log = logging.getLogger("agent_app.tasks")
 
@@ -333,10 +338,10 @@ class TaskStore:
         """Give the task back untouched (shutdown): the next delivery may claim it at once."""
         return await self._settle_fields(task_id, owner, {"status": TaskStatus.QUEUED.value})
 
-    async def fail_unclaimed(self, task_id: str, error: str) -> float | None:
+    async def fail_unclaimed(self, task_id: str, error: str) -> Unclaimed:
         """Mark a task failed when its message is dead-lettered without a live claim on it, and
-        copy that out like any write. None when marked or not this delivery's to mark (done, or
-        another site's); the seconds left of another worker's live lease on it otherwise."""
+        copy that out like any write: "marked"; "finished" (it already was); "elsewhere" (no
+        record, or another site's task); or the seconds left of another worker's live lease."""
         marked = await self.cache.write(
             lambda pipe: self._fail_unclaimed.stage(
                 pipe, [task_key(task_id)], [error, time.time(), self.site, new_id()]
@@ -345,6 +350,9 @@ class TaskStore:
         outcome = int(marked[0])
         if outcome < 0:
             return -outcome / 1000
-        if outcome == 1:
-            await self._published(task_id)
-        return None
+        if outcome == 2:
+            return "finished"
+        if outcome == 0:
+            return "elsewhere"
+        await self._published(task_id)
+        return "marked"

@@ -172,11 +172,14 @@ class Worker:
                     )
         log.info("worker drained")
 
-    async def _quietly(self, coro: object, what: str) -> None:
+    async def _quietly(self, coro: object, what: str) -> bool:
+        """Await ``coro``, logging a failure instead of raising it: True when it succeeded."""
         try:
             await coro  # type: ignore[misc]
         except Exception as exc:
             log.warning(f"{what} failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return False
+        return True
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -252,29 +255,36 @@ class Worker:
         or stopped after it stored the result. A task left unfinished is marked failed and the
         message dead-lettered. While that run's lease is live (its worker may be slow, not lost,
         and finish), the delivery is held, no delivery used up, until the lease ends. A task
-        already failed is dead-lettered too: its worker was lost, or its send to the dead-letter
-        queue failed, before the dead letter was sent."""
+        already failed is dead-lettered too: its worker was lost, or its dead-lettering failed,
+        before the message left the queue (a send that went through with a removal that did not
+        leaves a second copy in the dead-letter queue)."""
         error = "worker lost during the last attempt"
         keeper: asyncio.Task[None] | None = None
         try:
             while not await self._settled_finished(delivery, message):
                 try:
-                    live = await self.rt.tasks.fail_unclaimed(message.task_id, error)
+                    outcome = await self.rt.tasks.fail_unclaimed(message.task_id, error)
                 except Exception as exc:
                     if not outage(exc):
                         log.warning("task record not marked failed", extra={"error": repr(exc)})
-                        live = None
-                    else:
-                        live = RECORD_POLL_SECONDS  # an outage is waited out, as a claim's is
-                if live is None:
+                        await self._failed(delivery, message, error, claimed=False)  # tries once more
+                        return
+                    outcome = RECORD_POLL_SECONDS  # an outage is waited out, as a claim's is
+                if outcome in ("marked", "elsewhere"):
                     await self._failed(delivery, message, error, claimed=False, recorded=True)
                     return
+                # Held: another run's lease is live, or the task is finished but not yet held by
+                # the fleet (or settled since it was read): looked at again once that may change.
+                wait = RECORD_POLL_SECONDS if outcome == "finished" else float(outcome)
                 if keeper is None:
-                    log.info("the last run's lease is live; holding the delivery until it ends")
+                    why = "the last run's lease is live"
+                    if outcome == "finished":
+                        why = "the task is finished, not yet held by the fleet"
+                    log.info("holding the reserved delivery", extra={"why": why})
                     keeper = asyncio.create_task(self._heartbeat(delivery, at_once=True))
                 with contextlib.suppress(TimeoutError):
                     # A margin for clocks and the lease's own rounding.
-                    async with asyncio.timeout(live + RECORD_POLL_SECONDS):
+                    async with asyncio.timeout(wait + RECORD_POLL_SECONDS):
                         await self.stopping.wait()
                 if self.stopping.is_set():
                     await self._hand_back(delivery)
@@ -294,8 +304,8 @@ class Worker:
         if finished is None or finished.outcome not in ("done", "moved"):
             return False
         if finished.outcome == "done" and finished.error is not None:
-            await self._quietly(delivery.dead_letter(finished.error), "dead-letter")
-            TASKS.labels("dead_lettered").inc()
+            if await self._quietly(delivery.dead_letter(finished.error), "dead-letter"):
+                TASKS.labels("dead_lettered").inc()
             log.error("failed task dead-lettered at its reserved delivery", extra={"error": finished.error})
             return True
         TASKS.labels("duplicate").inc()
@@ -400,8 +410,8 @@ class Worker:
             log.warning("cannot claim task; handed back", extra={"error": str(error)})
             return None
         reason = f"no task record for this message after {self.record_wait:g} s"
-        await self._quietly(delivery.dead_letter(reason), "dead-letter")
-        TASKS.labels("dead_lettered").inc()
+        if await self._quietly(delivery.dead_letter(reason), "dead-letter"):
+            TASKS.labels("dead_lettered").inc()
         log.error("orphan task message dead-lettered", extra={"attempt": delivery.attempt, "error": reason})
         return None
 
@@ -497,8 +507,8 @@ class Worker:
                 await self._quietly(self.rt.tasks.fail_unclaimed(message.task_id, error), "record failure")
         extra = {"attempt": delivery.attempt, "max_attempts": delivery.max_attempts, "error": error}
         if final:
-            await self._quietly(delivery.dead_letter(error), "dead-letter")
-            TASKS.labels("dead_lettered").inc()
+            if await self._quietly(delivery.dead_letter(error), "dead-letter"):
+                TASKS.labels("dead_lettered").inc()
             log.error("task dead-lettered", extra=extra)
         else:
             await self._quietly(delivery.release(retry_delay(delivery.attempt)), "release for retry")

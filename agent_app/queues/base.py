@@ -8,8 +8,9 @@ the dead-letter queue, topic or subject with its reason, then deleted / acked / 
 Every broker is set to deliver a message once more than the app runs it
 (:data:`RESERVED_DELIVERIES`): a worker killed during the last run leaves nobody to record the
 failure, and that extra delivery is what finds the task unfinished, marks it failed and
-dead-letters it. The brokers' own dead-lettering (SQS redrive, Pub/Sub's dead-letter policy,
-the NATS consumer's ``max_deliver``) is only the backstop after it.
+dead-letters it. The brokers' own dead-lettering (SQS redrive, Pub/Sub's dead-letter policy)
+is only the backstop after it; a NATS consumer past ``max_deliver`` delivers the message no
+more and has none.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ targets). Each path is checked in every direction the platform filters:
   ingress rule on the server's groups (a group reference, or a CIDR covering the other side's
   subnets). The internet (AWS APIs through NAT, the other sites, the model API) needs egress to
   a public CIDR or a prefix list; an AWS API the stack serves through an interface VPC endpoint
-  (private DNS on) needs egress to the endpoint's groups and their ingress from the client.
+  (private DNS on) needs egress to the endpoint's groups and their ingress from the client, and
+  S3 through a gateway endpoint egress to its prefix list (or a public CIDR).
 - AWS routes: a task that needs the internet runs in subnets whose route table (associated, or
   the VPC's main one, which for a VPC the stack creates holds only the local route unless the
   stack adds to it) has a default IPv4 route to a public NAT gateway that itself sits in a subnet
-  routed to an internet gateway, or to an internet gateway when the tasks get public IPs; an
+  routed to an internet gateway, or to an internet gateway when the tasks get public IPs (a need
+  a VPC endpoint serves needs no route out); an
   internet-facing load balancer's subnets route to an internet gateway. A default route through
   anything else (a transit gateway, an appliance, a peering) is not judged.
 - Kubernetes NetworkPolicies: egress on the client pods' policies when some policy selects them
@@ -119,6 +121,8 @@ CONNECTOR = "gcp:vpcaccess/connector:Connector"
 ROUTER = "gcp:compute/router:Router"
 ROUTER_NAT = "gcp:compute/routerNat:RouterNat"
 INTERNET, ANYWHERE = "internet", "anywhere"
+# An AWS API served by a gateway VPC endpoint (S3): reached by its prefix list, no route out.
+GATEWAY_ENDPOINT = "gateway endpoint"
 # The ingress controller's namespace per ingress class, when the policy config names none.
 DEFAULT_CONTROLLERS = {"nginx": "ingress-nginx"}
 DNS_PORTS = (("UDP", "dns"), ("TCP", "dns-tcp"))  # CoreDNS's port names
@@ -274,7 +278,7 @@ def _allowed(view: StackView, perms: list[Permission], side: Side, direction: st
 @dataclass
 class _AwsPath:
     client: Side
-    server: Side | str  # a Side, INTERNET or ANYWHERE
+    server: Side | str  # a Side, INTERNET, GATEWAY_ENDPOINT or ANYWHERE
     port: int
     needs: list[Why]
 
@@ -282,6 +286,8 @@ class _AwsPath:
 def _peer_label(peer: Side | str) -> str:
     if peer == INTERNET:
         return "the internet"
+    if peer == GATEWAY_ENDPOINT:
+        return "its gateway VPC endpoint"
     if peer == ANYWHERE:
         return "its server"
     assert isinstance(peer, Side)
@@ -293,11 +299,13 @@ def _aws_check(
 ) -> Iterator[tuple[str, str]]:
     client, server, port = path.client, path.server, path.port
     why = _reasons(path.needs)
-    if client.groups and not client.foreign and not _admitted(view, out, client, port, server):
+    # A gateway endpoint is reached at the service's public addresses (its prefix list).
+    egress_to = INTERNET if server == GATEWAY_ENDPOINT else server
+    if client.groups and not client.foreign and not _admitted(view, out, client, port, egress_to):
         if isinstance(server, Side):
             target = f"security group(s) {server.group_names()}" if server.groups else "its subnets"
         else:
-            target = "a public address or prefix list" if server == INTERNET else "any destination"
+            target = "a public address or prefix list" if egress_to == INTERNET else "any destination"
         yield (
             f"{client.label} cannot reach {_peer_label(server)} on TCP {port}, which it needs for {why}: "
             f"no egress rule of its security group(s) {client.group_names()} admits TCP {port} to "
@@ -336,11 +344,24 @@ def _endpoint(view: StackView, service: str) -> Side | None:
     return None
 
 
+def _gateway_endpoint(view: StackView, service: str) -> bool:
+    return any(
+        text(e.props.get("serviceName")) == service
+        and norm(e.props.get("vpcEndpointType") or "gateway") == "gateway"
+        for e in view.of_type(VPC_ENDPOINT)
+    )
+
+
 def _aws_api(view: StackView, region: str, names: Sequence[str]) -> Iterator[Side | str]:
-    """Where the task reaches each AWS API: its interface endpoint, or the internet."""
+    """Where the task reaches each AWS API: its interface endpoint, its gateway endpoint, or the
+    internet."""
     for name in names:
-        endpoint = _endpoint(view, f"com.amazonaws.{region}.{name}")
-        yield endpoint if endpoint is not None else INTERNET
+        service = f"com.amazonaws.{region}.{name}"
+        endpoint = _endpoint(view, service)
+        if endpoint is not None:
+            yield endpoint
+        else:
+            yield GATEWAY_ENDPOINT if _gateway_endpoint(view, service) else INTERNET
 
 
 def _arn_region(arn: str) -> str:
@@ -651,7 +672,7 @@ def _aws_routes(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, s
                 urn,
             )
     for lb in view.of_type(*LOAD_BALANCERS):
-        if truthy(lb.props.get("internal")):
+        if truthy(lb.props.get("internal")) or norm(lb.props.get("loadBalancerType")) == "gateway":
             continue
         ids = [*as_list(lb.props.get("subnets"))]
         ids += [get_path(m, "subnetId") for m in as_list(lb.props.get("subnetMappings"))]

@@ -44,6 +44,7 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ROLE_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 MANAGED_POLICY = "aws:iam/policy:Policy"
 SQS_QUEUE = "aws:sqs/queue:Queue"
+REDRIVE = ("aws:sqs/redrivePolicy:RedrivePolicy",)
 SM_SECRET = "aws:secretsmanager/secret:Secret"
 AWS_MANAGED_KEYS = ("alias/aws/sqs", "alias/aws/secretsmanager")
 
@@ -213,8 +214,13 @@ def _sqs_missing(view: StackView, role: AwsRole, process: str, target: SqsQueue)
     for q in queues:
         if target.queue_url in (text(q.props.get("url")), text(q.props.get("id"))):
             on["queue"] = (text(q.props.get("arn")) or on["queue"][0], _cmk(q, perm.QUEUE_CMK, conditions))
-            redrive = json_doc(q.props.get("redrivePolicy"), "redrivePolicy")
-            dlq_arn = text(redrive.get("deadLetterTargetArn")) if isinstance(redrive, Mapping) else ""
+            # Inline, or set by its own resource.
+            docs = [q.props.get("redrivePolicy")]
+            docs += [r.props.get("redrivePolicy") for r in view.referrers(q, REDRIVE, "queueUrl")]
+            redrives = [d for d in (json_doc(doc, "redrivePolicy") for doc in docs) if isinstance(d, Mapping)]
+            dlq_arn = next(
+                (text(d.get("deadLetterTargetArn")) for d in redrives if d.get("deadLetterTargetArn")), ""
+            )
             if dlq_arn:
                 dlq = next((d for d in queues if dlq_arn in view.ids_of(d)), None)
                 on["dlq"] = (dlq_arn, _cmk(dlq, perm.DLQ_CMK, conditions) if dlq else "")

@@ -392,6 +392,37 @@ def test_aws_tasks_need_a_default_route_out_of_their_subnets(gate: Gate, shipped
     assert "network-private-0" not in " ".join(f.message for f in check(gate, plan).of(RULE))
 
 
+def test_aws_needs_served_by_vpc_endpoints_need_no_route_out(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """With interface endpoints for ECR, Logs and SQS and S3's gateway endpoint, a subnet without a
+    route out still lacks the internet for the fleet's other sites, but no longer for the image
+    pull or the logs; without the S3 gateway endpoint the image pull needs the internet again."""
+    plan = copy_of(shipped, "aws-prod")
+    endpoint, _ = _endpoint_for_secrets(plan)
+    for service in ("ecr.api", "ecr.dkr", "logs", "sqs"):
+        plan.resources.append(
+            _planned(
+                endpoint,
+                "aws:ec2/vpcEndpoint:VpcEndpoint",
+                f"network-{service}",
+                {**endpoint.outputs, "serviceName": f"com.amazonaws.eu-west-1.{service}"},
+            )
+        )
+    s3 = _planned(
+        endpoint,
+        "aws:ec2/vpcEndpoint:VpcEndpoint",
+        "network-s3",
+        {"id": "vpce-0s3", "serviceName": "com.amazonaws.eu-west-1.s3", "vpcEndpointType": "Gateway"},
+    )
+    plan.resources.append(s3)
+    remove(plan, res(plan, "network-private-1-egress", ROUTE))
+    found = " ".join(f.message for f in check(gate, plan).of(RULE))
+    assert "cannot reach the internet, which it needs for AGENT_FLEET_SITES" in found
+    assert "the image pull" not in found and "CloudWatch Logs" not in found
+    plan.resources.remove(s3)
+    found = " ".join(f.message for f in check(gate, plan).of(RULE))
+    assert "cannot reach the internet, which it needs for the image pull from ECR" in found
+
+
 def test_aws_a_subnet_without_association_uses_the_vpcs_bare_main_table(
     gate: Gate, shipped: dict[str, Plan]
 ) -> None:
