@@ -541,11 +541,24 @@ def test_permissions_ecs_task_role_scoped_to_another_queue(gate: Gate, shipped: 
     )
 
 
+def _redrive_as_its_own_resource(plan: Plan) -> None:
+    """Move the task queue's redrive policy to an aws.sqs.RedrivePolicy resource."""
+    queue = next(r for r in plan.resources if r.type == "aws:sqs/queue:Queue" and not r.name.endswith("-dlq"))
+    redrive = queue.outputs["redrivePolicy"]
+    edit(queue, lambda p: p.pop("redrivePolicy"))
+    props = {"id": queue.outputs["url"], "queueUrl": queue.outputs["url"], "redrivePolicy": redrive}
+    plan.resources.append(_planned(queue, "aws:sqs/redrivePolicy:RedrivePolicy", "tasks-redrive", props))
+
+
+@pytest.mark.parametrize("redrive", ["inline", "own-resource"])
 def test_permissions_ecs_worker_must_send_to_its_dead_letter_queue(
-    gate: Gate, shipped: dict[str, Plan]
+    gate: Gate, shipped: dict[str, Plan], redrive: str
 ) -> None:
-    """The worker dead-letters a message itself: SendMessage on the DLQ its queue's redrive names."""
+    """The worker dead-letters a message itself: SendMessage on the DLQ its queue's redrive names,
+    inline or in its own aws.sqs.RedrivePolicy resource."""
     plan = copy_of(shipped, "aws-prod")
+    if redrive == "own-resource":
+        _redrive_as_its_own_resource(plan)
     worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
     assert check(gate, plan).on("skyfleet-workload-permissions", worker) == []
 
@@ -560,40 +573,6 @@ def test_permissions_ecs_worker_must_send_to_its_dead_letter_queue(
         found, plan, "skyfleet-workload-permissions", worker, "sqs:SendMessage on arn:aws:sqs:", "-tasks-dlq"
     )
     assert "ReceiveMessage" not in " ".join(f.message for f in found)  # the queue's own grant is whole
-
-
-def test_permissions_ecs_dead_letter_queue_named_by_a_redrive_policy_resource(
-    gate: Gate, shipped: dict[str, Plan]
-) -> None:
-    """The redrive set by its own aws.sqs.RedrivePolicy resource names the DLQ just the same."""
-    plan = copy_of(shipped, "aws-prod")
-    queue = next(r for r in plan.resources if r.type == "aws:sqs/queue:Queue" and not r.name.endswith("-dlq"))
-    redrive = queue.outputs["redrivePolicy"]
-    edit(queue, lambda p: p.pop("redrivePolicy"))
-    plan.resources.append(
-        _planned(
-            queue,
-            "aws:sqs/redrivePolicy:RedrivePolicy",
-            "tasks-redrive",
-            {"id": queue.outputs["url"], "queueUrl": queue.outputs["url"], "redrivePolicy": redrive},
-        )
-    )
-    worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
-    assert check(gate, plan).on("skyfleet-workload-permissions", worker) == []
-
-    def drop(props: dict[str, Any]) -> None:
-        doc = policy_doc(props)
-        doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != "ItsDeadLetterQueue"]
-        props["policy"] = json.dumps(doc)
-
-    edit(res(plan, "service-worker-task-queue", "aws:iam/rolePolicy:RolePolicy"), drop)
-    assert_names(
-        check(gate, plan).on("skyfleet-workload-permissions", worker),
-        plan,
-        "skyfleet-workload-permissions",
-        worker,
-        "sqs:SendMessage on arn:aws:sqs:",
-    )
 
 
 def test_permissions_ecs_dead_letter_queue_with_its_own_key(gate: Gate, shipped: dict[str, Plan]) -> None:
