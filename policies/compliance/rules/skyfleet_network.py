@@ -457,12 +457,16 @@ def _app_needs(view: StackView, c: Container) -> Iterator[tuple[Side | str, int,
         yield INTERNET, port, (Env.FLEET_SITES.value, host)
 
 
+def _lb_subnet_ids(lb: PolicyResource) -> list[Any]:
+    """The subnets a load balancer names: its ``subnets`` and its ``subnetMappings``."""
+    ids = [*as_list(lb.props.get("subnets"))]
+    return ids + [get_path(m, "subnetId") for m in as_list(lb.props.get("subnetMappings"))]
+
+
 def _lb_side(view: StackView, lb: PolicyResource) -> Side:
     groups = view.refers(lb, "securityGroups", SG)
     named = {str(g) for g in as_list(lb.props.get("securityGroups")) if g}
-    subnet_ids = [*as_list(lb.props.get("subnets"))]
-    subnet_ids += [get_path(m, "subnetId") for m in as_list(lb.props.get("subnetMappings"))]
-    subnets = _blocks(view, subnet_ids, lb.property_dependencies.get("subnets", []))
+    subnets = _blocks(view, _lb_subnet_ids(lb), lb.property_dependencies.get("subnets", []))
     return _side(view, f"load balancer {lb.name!r}", lb, groups, named, subnets)
 
 
@@ -674,9 +678,11 @@ def _aws_routes(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, s
     for lb in view.of_type(*LOAD_BALANCERS):
         if truthy(lb.props.get("internal")) or norm(lb.props.get("loadBalancerType")) == "gateway":
             continue
-        ids = [*as_list(lb.props.get("subnets"))]
-        ids += [get_path(m, "subnetId") for m in as_list(lb.props.get("subnetMappings"))]
-        problems = [p for s in view.referenced(ids, SUBNET) if (p := _no_gateway_route(view, s)) is not None]
+        problems = [
+            p
+            for s in view.referenced(_lb_subnet_ids(lb), SUBNET)
+            if (p := _no_gateway_route(view, s)) is not None
+        ]
         if problems:
             yield (
                 f"internet-facing load balancer {lb.name!r} cannot be reached from the internet: "
