@@ -323,44 +323,60 @@ def _default_sg(s: Subject) -> Iterator[str]:
         )
 
 
-def _nacl_entries(s: Subject) -> Iterator[tuple[str, str, int, int]]:
-    """(action, cidr, from, to) of the ingress entries, with all-protocol entries as 0-65535."""
-    if s.type in NACL:
-        entries = as_list(s.props.get("ingress"))
-        for e in entries:
-            proto = norm(get_path(e, "protocol"))
-            low, high = (
-                (0, 65535)
-                if proto in ALL_PROTOCOLS
-                else (
-                    _port(get_path(e, "fromPort"), 0),
-                    _port(get_path(e, "toPort"), 65535),
-                )
-            )
-            for cidr in (get_path(e, "cidrBlock"), get_path(e, "ipv6CidrBlock")):
-                if cidr:
-                    yield norm(get_path(e, "action")), str(cidr), low, high
-    elif not truthy(s.props.get("egress")):
-        proto = norm(s.props.get("protocol"))
+# Network ACL protocol numbers as the ACL rules may write them.
+ACL_PROTOCOLS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    """One entry of a network ACL (an inline ``ingress``/``egress`` entry or a NetworkAclRule), for
+    one CIDR block. ``protocol`` is ``all``, ``tcp``, ``udp``, ``icmp`` or as written; an entry for
+    every protocol covers every port."""
+
+    number: int
+    egress: bool
+    allow: bool
+    protocol: str
+    low: int
+    high: int
+    cidr: str
+
+    @property
+    def action(self) -> str:
+        return "allow" if self.allow else "deny"
+
+
+def acl_entries(props: object, *, rule: bool = False) -> Iterator[AclEntry]:
+    """The entries of a NetworkAcl or DefaultNetworkAcl (``rule`` off) or of a NetworkAclRule."""
+    if rule:
+        found = [(truthy(get_path(props, "egress")), props, "ruleNumber", "ruleAction")]
+    else:
+        found = [
+            (direction == "egress", e, "ruleNo", "action")
+            for direction in ("ingress", "egress")
+            for e in as_list(get_path(props, direction))
+        ]
+    for egress, e, number_key, action_key in found:
+        raw = norm(get_path(e, "protocol"))
+        protocol = "all" if raw in ALL_PROTOCOLS else ACL_PROTOCOLS.get(raw, raw)
         low, high = (
             (0, 65535)
-            if proto in ALL_PROTOCOLS
-            else (
-                _port(s.props.get("fromPort"), 0),
-                _port(s.props.get("toPort"), 65535),
-            )
+            if protocol == "all"
+            else (_port(get_path(e, "fromPort"), 0), _port(get_path(e, "toPort"), 65535))
         )
-        for cidr in (s.props.get("cidrBlock"), s.props.get("ipv6CidrBlock")):
+        number = _port(get_path(e, number_key), 32767)
+        allow = norm(get_path(e, action_key)) == "allow"
+        for cidr in (get_path(e, "cidrBlock"), get_path(e, "ipv6CidrBlock")):
             if cidr:
-                yield norm(s.props.get("ruleAction")), str(cidr), low, high
+                yield AclEntry(number, egress, allow, protocol, low, high, str(cidr))
 
 
 def _nacl(s: Subject) -> Iterator[str]:
-    for action, cidr, low, high in _nacl_entries(s):
-        if action == "allow" and is_world(cidr):
-            exposed = admin_ports_in(low, high)
+    for e in acl_entries(s.props, rule=s.type in NACL_RULE):
+        if not e.egress and e.allow and is_world(e.cidr):
+            exposed = admin_ports_in(e.low, e.high)
             if exposed:
-                yield f"network ACL allows {cidr} in on {', '.join(exposed)}"
+                yield f"network ACL allows {e.cidr} in on {', '.join(exposed)}"
 
 
 def _flow_logs(view: StackView) -> Iterator[tuple[str, str | None]]:

@@ -20,6 +20,13 @@ targets). Each path is checked in every direction the platform filters:
   a VPC endpoint serves needs no route out); an
   internet-facing load balancer's subnets route to an internet gateway. A default route through
   anything else (a transit gateway, an appliance, a peering) is not judged.
+- AWS network ACLs are stateless: a path that crosses a subnet's edge needs the request admitted
+  out of the client's subnet and into the server's (and through the NAT gateway's subnet on the
+  way to the internet), and the replies back on the client's ephemeral ports (a task's Linux range
+  32768-60999; 1024-65535 for load balancers, NAT gateways and internet clients). Entries are read
+  in rule-number order; a subnet no ACL of the stack names keeps its VPC's default ACL, which
+  admits everything unless the stack adopts it (DefaultNetworkAcl). What an entry covering part
+  of the internet decides for a host whose address the plan cannot know is not judged.
 - Kubernetes NetworkPolicies: egress on the client pods' policies when some policy selects them
   for Egress, ingress on the server pods' policies when some policy selects them for Ingress;
   every name the app resolves needs DNS (UDP and TCP 53) to the cluster DNS in kube-system. The
@@ -68,9 +75,13 @@ from .aws_network import (
     ECS_SERVICE,
     LISTENERS,
     LOAD_BALANCERS,
+    NACL,
+    NACL_RULE,
     SG,
     SUBNET,
+    AclEntry,
     Permission,
+    acl_entries,
     egresses,
     ingresses,
     peer_groups,
@@ -184,13 +195,18 @@ class Side:
     resource: PolicyResource
     groups: list[PolicyResource]  # its groups the stack declares
     named: set[str]  # the group ids the plan names
-    subnets: list[str]  # the CIDR blocks of its subnets (empty: not known)
+    subnets: list[PolicyResource]  # its subnets (empty: not known)
     # The group ids it names that the stack does not declare: their rules are not known.
     outside: set[str] = field(default_factory=set)
 
     @property
     def foreign(self) -> bool:
         return bool(self.outside)
+
+    @property
+    def blocks(self) -> list[str]:
+        """The CIDR blocks of its subnets."""
+        return [b for b in (text(s.props.get("cidrBlock")) for s in self.subnets) if b]
 
     def group_names(self) -> str:
         return _names([f"{g.name!r}" for g in self.groups] + sorted(self.outside))
@@ -202,20 +218,20 @@ def _side(
     resource: PolicyResource,
     groups: list[PolicyResource],
     named: set[str],
-    subnets: list[str],
+    subnets: list[PolicyResource],
 ) -> Side:
     known = set().union(*(view.ids_of(g) for g in groups)) if groups else set()
     return Side(label, resource, groups, named, subnets, {n for n in named if n not in known})
 
 
-def _blocks(view: StackView, values: Any, deps: Sequence[PolicyResource] = ()) -> list[str]:
-    """The CIDR blocks of the subnets ``values`` names, when the stack declares every one."""
+def _subnets(view: StackView, values: Any, deps: Sequence[PolicyResource] = ()) -> list[PolicyResource]:
+    """The subnets ``values`` names, when the stack declares every one."""
     named = [str(v) for v in as_list(values) if v]
     found = {s.urn: s for s in view.referenced(named, SUBNET)}
     found.update({d.urn: d for d in deps if d.resource_type in SUBNET})
     if not named or len(found) < len(named):
         return []
-    return [text(s.props.get("cidrBlock")) for s in found.values() if text(s.props.get("cidrBlock"))]
+    return list(found.values())
 
 
 def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -238,7 +254,7 @@ def _covers(cidrs: Sequence[str], peer: Side | str) -> bool:
     if peer == ANYWHERE:
         return bool(nets)
     assert isinstance(peer, Side)
-    blocks = [b for b in (_network(c) for c in peer.subnets) if b is not None]
+    blocks = [b for b in (_network(c) for c in peer.blocks) if b is not None]
     if blocks:
         return all(any(b.version == n.version and b.subnet_of(n) for n in nets) for b in blocks)  # type: ignore[arg-type]
     return any(n.prefixlen == 0 or _overlaps_private(n) for n in nets)
@@ -339,7 +355,7 @@ def _endpoint(view: StackView, service: str) -> Side | None:
             continue
         groups = view.refers(e, "securityGroupIds", SG)
         named = {str(g) for g in as_list(e.props.get("securityGroupIds")) if g}
-        subnets = _blocks(view, e.props.get("subnetIds"), e.property_dependencies.get("subnetIds", []))
+        subnets = _subnets(view, e.props.get("subnetIds"), e.property_dependencies.get("subnetIds", []))
         return _side(view, f"VPC endpoint {e.name!r} ({service})", e, groups, named, subnets)
     return None
 
@@ -409,12 +425,12 @@ def _cache_side(view: StackView, host: str) -> Side | None:
             continue
         groups = view.refers(r, "securityGroupIds", SG)
         named = {str(g) for g in as_list(r.props.get("securityGroupIds")) if g}
-        subnets: list[str] = []
+        subnets: list[PolicyResource] = []
         for group in view.refers(r, "subnetGroupName", (CACHE_SUBNET_GROUP,)):
             deps = group.property_dependencies.get("subnetIds", [])
-            subnets = _blocks(view, group.props.get("subnetIds"), deps)
+            subnets = _subnets(view, group.props.get("subnetIds"), deps)
         if r.props.get("subnetIds"):  # a serverless cache names its subnets itself
-            subnets = _blocks(view, r.props.get("subnetIds"), r.property_dependencies.get("subnetIds", []))
+            subnets = _subnets(view, r.props.get("subnetIds"), r.property_dependencies.get("subnetIds", []))
         kinds = {
             REPLICATION_GROUP: "replication group",
             CACHE_CLUSTER: "cluster",
@@ -466,7 +482,7 @@ def _lb_subnet_ids(lb: PolicyResource) -> list[Any]:
 def _lb_side(view: StackView, lb: PolicyResource) -> Side:
     groups = view.refers(lb, "securityGroups", SG)
     named = {str(g) for g in as_list(lb.props.get("securityGroups")) if g}
-    subnets = _blocks(view, _lb_subnet_ids(lb), lb.property_dependencies.get("subnets", []))
+    subnets = _subnets(view, _lb_subnet_ids(lb), lb.property_dependencies.get("subnets", []))
     return _side(view, f"load balancer {lb.name!r}", lb, groups, named, subnets)
 
 
@@ -489,7 +505,7 @@ def _forwarding(view: StackView, group: PolicyResource) -> list[PolicyResource]:
 def _service_side(view: StackView, svc: PolicyResource) -> Side:
     groups, named = service_groups(view, svc)
     deps = svc.property_dependencies.get("networkConfiguration", [])
-    subnets = _blocks(view, get_path(svc.props, "networkConfiguration", "subnets"), deps)
+    subnets = _subnets(view, get_path(svc.props, "networkConfiguration", "subnets"), deps)
     return _side(view, f"ECS service {svc.name!r}", svc, groups, named, subnets)
 
 
@@ -691,6 +707,245 @@ def _aws_routes(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, s
             )
 
 
+# -- AWS: network ACLs ----------------------------------------------------------------------------
+
+DEFAULT_NACL = ("aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",)
+NACL_ASSOCIATION = ("aws:ec2/networkAclAssociation:NetworkAclAssociation",)
+# The ports replies come back to: a Fargate task's own connections leave from Linux's ephemeral
+# range; load balancers and NAT gateways use 1024-65535, the range AWS documents for them and
+# recommends for internet clients.
+TASK_EPHEMERAL = (32768, 60999)
+AWS_EPHEMERAL = (1024, 65535)
+AclPeer = ipaddress.IPv4Network | str  # a subnet's block, INTERNET or ANYWHERE
+
+
+@dataclass(frozen=True)
+class _Acl:
+    label: str
+    entries: tuple[AclEntry, ...]  # in rule-number order
+
+
+def _subnet_acl(view: StackView, subnet: PolicyResource) -> _Acl | None:
+    """The network ACL ``subnet`` is associated with, when the plan shows it. A subnet the stack
+    associates with none keeps its VPC's default ACL, which AWS makes admitting everything, unless
+    the stack adopts that ACL (DefaultNetworkAcl, whose entries then replace AWS's)."""
+    acls = NACL + DEFAULT_NACL
+    for association in view.referrers(subnet, NACL_ASSOCIATION, "subnetId"):
+        found = view.refers(association, "networkAclId", acls)
+        return _acl(view, found[0]) if found else None
+    for acl in view.referrers(subnet, acls, "subnetIds"):
+        return _acl(view, acl)
+    for vpc in view.refers(subnet, "vpcId", VPC):
+        # Adopted by the VPC's id in its vpcId or its dependency on the VPC, or by the ACL's id.
+        for acl in view.referrers(vpc, DEFAULT_NACL, "defaultNetworkAclId", "vpcId"):
+            return _acl(view, acl)
+        default = text(vpc.props.get("defaultNetworkAclId"))
+        for acl in view.of_type(*DEFAULT_NACL):
+            if default and text(acl.props.get("defaultNetworkAclId")) == default:
+                return _acl(view, acl)
+    return None
+
+
+def _acl(view: StackView, acl: PolicyResource) -> _Acl:
+    entries = [*acl_entries(acl.props)]
+    for rule in view.referrers(acl, NACL_RULE, "networkAclId"):
+        entries += acl_entries(rule.props, rule=True)
+    kind = "default network ACL" if acl.resource_type in DEFAULT_NACL else "network ACL"
+    return _Acl(f"{kind} {acl.name!r}", tuple(sorted(entries, key=lambda e: e.number)))
+
+
+Ranges = list[tuple[int, int]]
+
+
+def _ports(ranges: Ranges) -> str:
+    return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def _cut(ranges: Ranges, low: int, high: int) -> tuple[Ranges, Ranges]:
+    """``ranges`` split into the parts inside low..high and the parts outside."""
+    inside: Ranges = []
+    outside: Ranges = []
+    for lo, hi in ranges:
+        if hi < low or lo > high:
+            outside.append((lo, hi))
+            continue
+        inside.append((max(lo, low), min(hi, high)))
+        if lo < low:
+            outside.append((lo, low - 1))
+        if hi > high:
+            outside.append((high + 1, hi))
+    return inside, outside
+
+
+def _reach(net: ipaddress.IPv4Network, peer: AclPeer) -> str:
+    """How much of ``peer`` an entry's block covers: all, some or none of it."""
+    if isinstance(peer, ipaddress.IPv4Network):
+        return "all" if peer.subnet_of(net) else "some" if peer.overlaps(net) else "none"
+    if net.prefixlen == 0:
+        return "all"
+    return "none" if peer == INTERNET and is_private(str(net)) else "some"
+
+
+PEERS = "{peers}"  # where a stop's text names the addresses stopped
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """What one subnet's ACL stops on a path."""
+
+    subnet: str
+    acl: str
+    what: str  # "does not let it out", "does not let the replies in", ...
+    why: str  # the deciding entry, or the final deny for PEERS
+    peer: str
+
+
+def _acl_stops(acl: _Acl, egress: bool, peer: AclPeer, ports: tuple[int, int]) -> tuple[str, str] | None:
+    """Why ``acl`` stops TCP on some of ``ports`` to (egress) or from ``peer``, and the peer's
+    addresses (None: it passes all of them, or the plan cannot say). Entries are read in
+    rule-number order, the first that matches deciding; for a subnet's block every address must
+    pass, for the internet or an address the plan does not know one must."""
+    way = "to" if egress else "from"
+    where = "a public address" if peer == INTERNET else "it"
+    if isinstance(peer, ipaddress.IPv4Network):
+        where = str(peer)
+    undecided = [ports]
+    for e in acl.entries:
+        if e.egress != egress or e.protocol not in ("all", "tcp"):
+            continue
+        hit, rest = _cut(undecided, e.low, e.high)
+        net = _network(e.cidr)
+        if not hit or not isinstance(net, ipaddress.IPv4Network):
+            continue
+        reach = _reach(net, peer)
+        if reach == "none":
+            continue
+        if e.allow:
+            if reach == "some":
+                return None  # part of the peer passes here: not judged
+            undecided = rest
+            if not undecided:
+                return None
+        elif reach == "all" or isinstance(peer, ipaddress.IPv4Network):
+            return f"its rule {e.number} denies TCP {_ports(hit)} {way} {e.cidr}", where
+    return f"no rule admits TCP {_ports(undecided)} {way} {PEERS} (the ACL's final deny)", where
+
+
+def _acl_hop(
+    view: StackView, subnet: PolicyResource, sends: bool, peer: AclPeer, port: int, back: tuple[int, int]
+) -> _Stop | None:
+    """What ``subnet``'s ACL stops of a connection on TCP ``port`` it sends to (``sends``) or
+    receives from ``peer``, or of the replies, on the ports ``back`` (None: it passes both)."""
+    acl = _subnet_acl(view, subnet)
+    if acl is None:
+        return None
+    going = _acl_stops(acl, sends, peer, (port, port))
+    if going is not None:
+        return _Stop(subnet.name, acl.label, f"does not let it {'out' if sends else 'in'}", *going)
+    coming = _acl_stops(acl, not sends, peer, back)
+    if coming is not None:
+        return _Stop(subnet.name, acl.label, f"does not let the replies {'in' if sends else 'out'}", *coming)
+    return None
+
+
+def _address_order(value: str) -> tuple[int, int, int, str]:
+    net = _network(value)
+    return (0, int(net.network_address), net.prefixlen, value) if net else (1, 0, 0, value)
+
+
+def _stops_text(stops: Sequence[_Stop]) -> str:
+    """ "network ACL 'a' of subnets 'x', 'y' does not let it in: no rule admits TCP 6379 from
+    10.0.0.0/24, 10.0.1.0/24 (the ACL's final deny)"."""
+    grouped: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+    for s in stops:
+        subnets, peers = grouped.setdefault((s.acl, s.what, s.why), ([], []))
+        subnets.append(repr(s.subnet))
+        peers.append(s.peer)
+    parts = []
+    for (acl, what, why), (subnets, peers) in grouped.items():
+        noun = "subnets" if len(set(subnets)) > 1 else "subnet"
+        addresses = _names(sorted(peers, key=_address_order))
+        parts.append(f"{acl} of {noun} {_names(sorted(subnets))} {what}: {why.replace(PEERS, addresses)}")
+    return "; ".join(parts)
+
+
+def _nat_subnet(view: StackView, subnet: PolicyResource) -> PolicyResource | None:
+    """The subnet of the NAT gateway ``subnet`` routes the internet through, if any."""
+    table = _subnet_table(view, subnet)
+    route = _default_route(view, table) if table is not None else None
+    nat = text(route.get("natGatewayId")) if route is not None else ""
+    for gateway in view.referenced(nat, NAT_GATEWAY) if nat else ():
+        for home in view.refers(gateway, "subnetId", SUBNET):
+            return home
+    return None
+
+
+def _block(subnet: PolicyResource) -> ipaddress.IPv4Network | None:
+    net = _network(text(subnet.props.get("cidrBlock")))
+    return net if isinstance(net, ipaddress.IPv4Network) else None
+
+
+def _path_acls(view: StackView, path: _AwsPath) -> dict[str, list[_Stop]]:
+    """What the network ACLs on ``path`` stop, by the resource whose subnet's ACL it is (the
+    client's for its own subnets and its NAT gateway's)."""
+    client, server, port = path.client, path.server, path.port
+    back = TASK_EPHEMERAL if client.resource.resource_type in ECS_SERVICE else AWS_EPHEMERAL
+    found: dict[str, list[_Stop]] = {}
+
+    def add(side: Side, stop: _Stop | None) -> None:
+        if stop is not None:
+            found.setdefault(side.resource.urn, []).append(stop)
+
+    for mine in client.subnets:
+        here = _block(mine)
+        if isinstance(server, Side):
+            for theirs in server.subnets:
+                there = _block(theirs)
+                if theirs.urn == mine.urn or here is None or there is None:
+                    continue  # an ACL filters only what crosses its subnet's edge
+                add(client, _acl_hop(view, mine, True, there, port, back))
+                add(server, _acl_hop(view, theirs, False, here, port, back))
+            continue
+        add(client, _acl_hop(view, mine, True, ANYWHERE if server == ANYWHERE else INTERNET, port, back))
+        nat = _nat_subnet(view, mine) if server == INTERNET else None
+        if nat is not None and nat.urn != mine.urn and here is not None:
+            add(client, _acl_hop(view, nat, False, here, port, back))
+            add(client, _acl_hop(view, nat, True, INTERNET, port, AWS_EPHEMERAL))
+    return found
+
+
+def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str | None]]:
+    """Each path crosses the network ACLs of the subnets it leaves and enters (stateless: the
+    replies need their own entries), and each internet-facing load balancer's listeners are
+    reachable through its subnets' ACLs. A load balancer in front of another is not judged: what
+    source address the second sees depends on client IP preservation."""
+    if not view.has_type(*NACL, *DEFAULT_NACL):
+        return  # every subnet keeps its VPC's default ACL, which admits everything
+    for path in paths:
+        if isinstance(path.server, Side) and path.server.resource.resource_type in LOAD_BALANCERS:
+            continue
+        why = _reasons(path.needs)
+        for urn, stops in _path_acls(view, path).items():
+            if urn == path.client.resource.urn:
+                head = f"{path.client.label} cannot reach {_peer_label(path.server)} on TCP {path.port}"
+            else:
+                head = f"{_peer_label(path.server)} does not admit {path.client.label} on TCP {path.port}"
+            yield f"{head}, which it needs for {why}: {_stops_text(stops)}", urn
+    for lb in view.of_type(*LOAD_BALANCERS):
+        if truthy(lb.props.get("internal")) or norm(lb.props.get("loadBalancerType")) == "gateway":
+            continue
+        subnets = view.referenced(_lb_subnet_ids(lb), SUBNET)
+        listeners = view.referrers(lb, LISTENERS, "loadBalancerArn")
+        for port in sorted({p for x in listeners if (p := as_int(x.props.get("port"))) is not None}):
+            stops = [s for x in subnets if (s := _acl_hop(view, x, False, INTERNET, port, AWS_EPHEMERAL))]
+            if stops:
+                yield (
+                    f"internet-facing load balancer {lb.name!r} cannot be reached from the internet on "
+                    f"TCP {port}: {_stops_text(stops)}",
+                    lb.urn,
+                )
+
+
 def _aws(view: StackView) -> Iterator[tuple[str, str | None]]:
     if not view.has_type(*ECS_SERVICE):
         return
@@ -699,6 +954,7 @@ def _aws(view: StackView) -> Iterator[tuple[str, str | None]]:
     for path in paths:
         yield from _aws_check(view, path, out, inb)
     yield from _aws_routes(view, paths)
+    yield from _aws_acls(view, paths)
 
 
 # -- Kubernetes: NetworkPolicies ----------------------------------------------------------------
@@ -1254,8 +1510,8 @@ RULES = [
         "Every network path the app needs (to its cache, Sentinels, broker, queue, model endpoint and "
         "other sites; ECS image pulls, secrets and logs; from its load balancer or ingress controller) is "
         "admitted by the platform's network controls in each direction they filter: security group egress "
-        "and ingress, subnet routes to the internet (NAT or internet gateway), NetworkPolicy egress (DNS "
-        "included) and ingress, Cloud Run VPC access to Memorystore.",
+        "and ingress, subnet routes to the internet (NAT or internet gateway), network ACLs (requests and "
+        "replies), NetworkPolicy egress (DNS included) and ingress, Cloud Run VPC access to Memorystore.",
         Severity.HIGH,
         Controls(nist=("SC-7", "AC-4", "CP-2"), soc2=("A1.2", "CC6.6")),
         "Add the missing permission named in the finding: an egress rule on the client's security group "
@@ -1264,8 +1520,9 @@ RULES = [
         "rule to the server's pods and an ingress rule from the client's pods on the container port, and "
         "egress on UDP and TCP 53 to kube-dns in kube-system; a default route (0.0.0.0/0) from the tasks' "
         "subnets to a public NAT gateway in a subnet routed to the internet gateway (and from an "
-        "internet-facing load balancer's subnets to the internet gateway); Cloud Run vpc_access on the "
-        "Memorystore instance's authorized network.",
+        "internet-facing load balancer's subnets to the internet gateway); network ACL entries on both "
+        "subnets admitting the request's port and the replies' ephemeral ports (1024-65535); Cloud Run "
+        "vpc_access on the Memorystore instance's authorized network.",
         stack_check=_paths,
         group=SKYFLEET,
         config=CONFIG,

@@ -37,6 +37,7 @@ SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG_EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 ECS_SERVICE = "aws:ecs/service:Service"
 CACHE = "aws:elasticache/replicationGroup:ReplicationGroup"
+SUBNET = "aws:ec2/subnet:Subnet"
 LB = "aws:lb/loadBalancer:LoadBalancer"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -489,6 +490,203 @@ def test_aws_a_default_route_through_a_transit_gateway_is_not_judged(
 
     for i in range(3):
         edit(res(plan, f"network-private-{i}-egress", ROUTE), through_transit)
+    quiet(gate, plan)
+
+
+# -- AWS (aws-prod): network ACLs, stateless --------------------------------------------------------
+
+NACL = "aws:ec2/networkAcl:NetworkAcl"
+NACL_RULE = "aws:ec2/networkAclRule:NetworkAclRule"
+DEFAULT_NACL = "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl"
+VPC_CIDR = "10.40.0.0/16"
+
+
+def _entry(number: int, action: str, cidr: str, ports: tuple[int, int] | None = None) -> dict[str, Any]:
+    """An ACL entry: TCP on ``ports``, or every protocol."""
+    low, high = ports or (0, 0)
+    return {
+        "ruleNo": number,
+        "action": action,
+        "protocol": "tcp" if ports else "-1",
+        "cidrBlock": cidr,
+        "fromPort": low,
+        "toPort": high,
+    }
+
+
+def _acl(plan: Plan, name: str, tier: str, ingress: list[Any], egress: list[Any]) -> PlannedResource:
+    """A network ACL on the VPC's ``tier`` subnets (private or public)."""
+    vpc = res(plan, "network-vpc", "aws:ec2/vpc:Vpc")
+    subnets = [res(plan, f"network-{tier}-{i}", SUBNET).outputs["id"] for i in range(3)]
+    acl = _planned(
+        vpc,
+        NACL,
+        name,
+        {
+            "id": f"acl-{name}",
+            "vpcId": vpc.outputs["id"],
+            "subnetIds": subnets,
+            "ingress": ingress,
+            "egress": egress,
+        },
+    )
+    plan.resources.append(acl)
+    return acl
+
+
+# What AWS documents for a VPC with public and private subnets behind a NAT gateway: the VPC's
+# own traffic, HTTPS (and the ALB's redirect) in from the internet, HTTPS out, and the replies
+# of both directions on the ephemeral ports.
+RECOMMENDED_INGRESS = [
+    _entry(100, "allow", VPC_CIDR),
+    _entry(110, "allow", "0.0.0.0/0", (80, 80)),
+    _entry(120, "allow", "0.0.0.0/0", (443, 443)),
+    _entry(130, "allow", "0.0.0.0/0", (1024, 65535)),
+]
+RECOMMENDED_EGRESS = [
+    _entry(100, "allow", VPC_CIDR),
+    _entry(110, "allow", "0.0.0.0/0", (443, 443)),
+    _entry(120, "allow", "0.0.0.0/0", (1024, 65535)),
+]
+
+
+def test_aws_an_adopted_default_acl_without_entries_stops_every_path(
+    gate: Gate, shipped: dict[str, Plan]
+) -> None:
+    """The VPC's default ACL adopted with no entries (DefaultNetworkAcl replaces AWS's entries
+    with the program's): nothing crosses a subnet's edge. With AWS's recommended entries it is
+    quiet again."""
+    plan = copy_of(shipped, "aws-prod")
+    vpc = res(plan, "network-vpc", "aws:ec2/vpc:Vpc")
+    default = _planned(
+        vpc,
+        DEFAULT_NACL,
+        "network-default-acl",
+        {"id": vpc.outputs["defaultNetworkAclId"], "defaultNetworkAclId": vpc.outputs["defaultNetworkAclId"]},
+    )
+    plan.resources.append(default)
+    cache = res(plan, "cache-redis", CACHE)
+    fire_on(
+        gate,
+        plan,
+        [*services(plan), cache, *lbs(plan)],
+        "default network ACL 'network-default-acl' of subnets 'network-",
+    )
+    checked = check(gate, plan)
+    assert_names(
+        checked.on(RULE, cache),
+        plan,
+        RULE,
+        cache,
+        "does not admit ECS service 'service-api' on TCP 6379, which it needs for AGENT_REDIS_URL",
+        "of subnets 'network-private-0', 'network-private-1', 'network-private-2' does not let it in: no "
+        "rule admits TCP 6379 from 10.40.64.0/19, 10.40.96.0/19, 10.40.128.0/19 (the ACL's final deny)",
+    )
+    assert_names(
+        checked.on(RULE, lbs(plan)[0]),
+        plan,
+        RULE,
+        lbs(plan)[0],
+        "cannot be reached from the internet on TCP 80:",
+        "cannot be reached from the internet on TCP 443:",
+    )
+    api = " ".join(f.message for f in checked.on(RULE, services(plan)[0]))
+    for text in (
+        # The tasks' own subnets and, on the way on, their NAT gateways' subnets.
+        "cannot reach the internet on TCP 443, which it needs for the image pull from ECR",
+        "of subnets 'network-private-0', 'network-private-1', 'network-private-2', 'network-public-0', "
+        "'network-public-1', 'network-public-2' does not let it out: no rule admits TCP 443 to a public "
+        "address (the ACL's final deny)",
+        "of subnets 'network-public-0', 'network-public-1', 'network-public-2' does not let it in: no rule "
+        "admits TCP 443 from 10.40.64.0/19, 10.40.96.0/19, 10.40.128.0/19",
+        "does not admit load balancer 'lb-alb' on TCP 8080",
+    ):
+        assert text in api, (text, api)
+    for entries, way in ((RECOMMENDED_INGRESS, "ingress"), (RECOMMENDED_EGRESS, "egress")):
+        edit(default, lambda p, e=entries, w=way: p.update({w: e}))
+    quiet(gate, plan)
+
+
+def test_aws_acl_replies_need_their_own_entries(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """ACLs are stateless: private subnets that let everything out but only the VPC in stop the
+    replies from the internet, and so every request the tasks send out through the NAT gateway."""
+    plan = copy_of(shipped, "aws-prod")
+    acl = _acl(
+        plan, "private-acl", "private", [_entry(100, "allow", VPC_CIDR)], [_entry(100, "allow", "0.0.0.0/0")]
+    )
+    fire_on(
+        gate,
+        plan,
+        services(plan),
+        "cannot reach the internet on TCP 443, which it needs for the image pull from ECR",
+        "network ACL 'private-acl' of subnets 'network-private-0', 'network-private-1', 'network-private-2' "
+        "does not let the replies in: no rule admits TCP 32768-60999 from a public address (the ACL's "
+        "final deny)",
+    )
+    # Replies let in from a part of the internet only: which address a host has is not known.
+    edit(acl, lambda p: p["ingress"].append(_entry(110, "allow", "52.0.0.0/8", (32768, 60999))))
+    quiet(gate, plan)
+    edit(acl, lambda p: p["ingress"].__setitem__(1, _entry(110, "allow", "0.0.0.0/0", (1024, 65535))))
+    quiet(gate, plan)
+
+
+def test_aws_acl_rule_resources_are_read_in_rule_number_order(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """A NetworkAclRule numbered before the ACL's allow-all denies the cache port from the VPC:
+    the cache no longer admits the tasks in the other private subnets (tasks in its own subnet
+    cross no ACL)."""
+    plan = copy_of(shipped, "aws-prod")
+    everything = [_entry(100, "allow", "0.0.0.0/0")]
+    acl = _acl(plan, "private-acl", "private", list(everything), list(everything))
+    quiet(gate, plan)
+    rule = _planned(
+        acl,
+        NACL_RULE,
+        "private-acl-no-redis",
+        {
+            "networkAclId": acl.outputs["id"],
+            "ruleNumber": 50,
+            "egress": False,
+            "protocol": "6",
+            "ruleAction": "deny",
+            "cidrBlock": VPC_CIDR,
+            "fromPort": 6379,
+            "toPort": 6379,
+        },
+    )
+    plan.resources.append(rule)
+    cache = res(plan, "cache-redis", CACHE)
+    fire_on(
+        gate,
+        plan,
+        [cache],
+        "ElastiCache replication group 'cache-redis' does not admit ECS service 'service-worker' on TCP 6379",
+        "network ACL 'private-acl' of subnets 'network-private-0', 'network-private-1', 'network-private-2' "
+        "does not let it in: its rule 50 denies TCP 6379 from 10.40.0.0/16",
+    )
+    edit(rule, lambda p: p.update(ruleNumber=150))
+    quiet(gate, plan)
+
+
+def test_aws_the_nat_gateways_subnets_acl_is_on_the_way_out(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """The public subnets' ACL written for the load balancers only (HTTPS in, the replies out, the
+    targets' port to the VPC): the NAT gateways there cannot send the tasks' HTTPS on."""
+    plan = copy_of(shipped, "aws-prod")
+    ingress = [
+        _entry(100, "allow", "0.0.0.0/0", (80, 80)),
+        _entry(110, "allow", "0.0.0.0/0", (443, 443)),
+        _entry(120, "allow", "0.0.0.0/0", (1024, 65535)),
+    ]
+    egress = [_entry(100, "allow", "0.0.0.0/0", (1024, 65535)), _entry(110, "allow", VPC_CIDR, (8080, 8080))]
+    acl = _acl(plan, "public-acl", "public", ingress, egress)
+    fire_on(
+        gate,
+        plan,
+        services(plan),
+        "cannot reach the internet on TCP 443, which it needs for the image pull from ECR",
+        "network ACL 'public-acl' of subnets 'network-public-0', 'network-public-1', 'network-public-2' "
+        "does not let it out: no rule admits TCP 443 to a public address (the ACL's final deny)",
+    )
+    edit(acl, lambda p: p["egress"].append(_entry(120, "allow", "0.0.0.0/0", (443, 443))))
     quiet(gate, plan)
 
 
