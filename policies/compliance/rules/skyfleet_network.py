@@ -926,11 +926,12 @@ def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str
             continue
         why = _reasons(path.needs)
         for urn, stops in _path_acls(view, path).items():
+            client, server = path.client.label, _peer_label(path.server)
             if urn == path.client.resource.urn:
-                head = f"{path.client.label} cannot reach {_peer_label(path.server)} on TCP {path.port}"
+                head = f"{client} cannot reach {server} on TCP {path.port}, which it needs"
             else:
-                head = f"{_peer_label(path.server)} does not admit {path.client.label} on TCP {path.port}"
-            yield f"{head}, which it needs for {why}: {_stops_text(stops)}", urn
+                head = f"{server} does not admit {client} on TCP {path.port}, which {client} needs"
+            yield f"{head} for {why}: {_stops_text(stops)}", urn
     for lb in view.of_type(*LOAD_BALANCERS):
         if truthy(lb.props.get("internal")) or norm(lb.props.get("loadBalancerType")) == "gateway":
             continue

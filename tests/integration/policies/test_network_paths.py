@@ -578,7 +578,8 @@ def test_aws_an_adopted_default_acl_without_entries_stops_every_path(
         plan,
         RULE,
         cache,
-        "does not admit ECS service 'service-api' on TCP 6379, which it needs for AGENT_REDIS_URL",
+        "does not admit ECS service 'service-api' on TCP 6379, which ECS service 'service-api' needs for "
+        "AGENT_REDIS_URL",
         "of subnets 'network-private-0', 'network-private-1', 'network-private-2' does not let it in: no "
         "rule admits TCP 6379 from 10.40.64.0/19, 10.40.96.0/19, 10.40.128.0/19 (the ACL's final deny)",
     )
