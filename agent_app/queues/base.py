@@ -23,8 +23,11 @@ RECEIVE_WAIT_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 2.0
 # The deliveries a broker makes beyond the app's runs of a task (see the module's docstring).
 RESERVED_DELIVERIES = 1
-# What a dead letter carries besides its body (SQS message attributes, Pub/Sub attributes,
-# NATS headers): why it was dead-lettered, and at which delivery.
+# Every message carries its task id as this attribute (SQS message attribute, Pub/Sub attribute,
+# NATS header), and a dead letter keeps it.
+TASK_ID_ATTRIBUTE = "task_id"
+# What a dead letter carries besides its body and the message's own attributes: why it was
+# dead-lettered, and at which delivery.
 REASON_HEADER = "Skyfleet-Reason"
 ATTEMPTS_HEADER = "Skyfleet-Attempts"
 REASON_BYTES = 1000

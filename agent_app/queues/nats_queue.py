@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from agent_app.contract import NatsQueue
 from agent_app.queues.base import (
     CHECK_TIMEOUT_SECONDS,
+    TASK_ID_ATTRIBUTE,
     Delivery,
     QueueUnavailable,
     TaskQueue,
@@ -58,7 +59,10 @@ class NatsDelivery(Delivery):
         await self.msg.in_progress()  # restarts the consumer's ack_wait (= the lease)
 
     async def dead_letter(self, reason: str) -> None:
-        headers = dead_letter_headers(reason, self.attempt)
+        # The message's own headers are kept, but not the server's (Nats-Msg-Id would make the
+        # dead-letter stream drop a second dead letter of the same task within its window).
+        own = {k: v for k, v in (self.msg.headers or {}).items() if not k.startswith("Nats-")}
+        headers = {**own, **dead_letter_headers(reason, self.attempt)}
         await self.queue.js().publish(self.queue.target.dlq_subject, self.body, headers=headers)
         await self.msg.term()
 
@@ -151,7 +155,8 @@ class NatsTaskQueue(TaskQueue):
     async def publish(self, body: bytes, *, task_id: str) -> None:
         try:
             # The message id lets JetStream drop a publish retried after a lost ack.
-            await self.js().publish(self.target.subject, body, headers={"Nats-Msg-Id": task_id})
+            headers = {"Nats-Msg-Id": task_id, TASK_ID_ATTRIBUTE: task_id}
+            await self.js().publish(self.target.subject, body, headers=headers)
         except (NatsTimeout, NatsError, OSError) as exc:
             raise QueueUnavailable(f"NATS publish failed: {exc!r}") from exc
 

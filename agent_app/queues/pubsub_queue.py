@@ -30,6 +30,7 @@ from google.cloud import pubsub_v1  # noqa: E402
 from agent_app.contract import PubSubQueue  # noqa: E402
 from agent_app.queues.base import (  # noqa: E402
     CHECK_TIMEOUT_SECONDS,
+    TASK_ID_ATTRIBUTE,
     Delivery,
     QueueUnavailable,
     TaskQueue,
@@ -112,7 +113,7 @@ class PubSubTaskQueue(TaskQueue):
                 self.dead_letter_topic = policy.dead_letter_topic
 
     async def publish(self, body: bytes, *, task_id: str) -> None:
-        await self.publish_to(self.topic, body, {"task_id": task_id})
+        await self.publish_to(self.topic, body, {TASK_ID_ATTRIBUTE: task_id})
 
     async def publish_to(self, topic: str | None, body: bytes, attributes: dict[str, str]) -> None:
         if self._publisher is None:

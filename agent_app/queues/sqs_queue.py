@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from agent_app.contract import SqsQueue
 from agent_app.queues.base import (
     CHECK_TIMEOUT_SECONDS,
+    TASK_ID_ATTRIBUTE,
     Delivery,
     QueueUnavailable,
     TaskQueue,
@@ -155,7 +156,7 @@ class SqsTaskQueue(TaskQueue):
                 self.client().send_message(
                     QueueUrl=self.target.queue_url,
                     MessageBody=body.decode(),
-                    MessageAttributes={"task_id": {"DataType": "String", "StringValue": task_id}},
+                    MessageAttributes={TASK_ID_ATTRIBUTE: {"DataType": "String", "StringValue": task_id}},
                 ),
                 PUBLISH_TIMEOUT_SECONDS,
                 "SQS send",
