@@ -334,9 +334,11 @@ class TaskStore:
         status = TaskStatus.FAILED if final else TaskStatus.RETRYING
         return await self._settle_fields(task_id, owner, {"status": status.value, "error": error})
 
-    async def release(self, task_id: str, owner: str) -> Settled:
-        """Give the task back untouched (shutdown): the next delivery may claim it at once."""
-        return await self._settle_fields(task_id, owner, {"status": TaskStatus.QUEUED.value})
+    async def release(self, task_id: str, owner: str, attempts: int) -> Settled:
+        """Give the task back untouched (shutdown), its runs counted as ``attempts``: the next
+        delivery may claim it at once."""
+        fields = {"status": TaskStatus.QUEUED.value, "attempts": attempts}
+        return await self._settle_fields(task_id, owner, fields)
 
     async def fail_unclaimed(self, task_id: str, error: str) -> Unclaimed:
         """Mark a task failed when its message is dead-lettered without a live claim on it, and

@@ -7,8 +7,9 @@ broker's lease and the Redis claim, store the result, and only then ack. A failu
 the message back with backoff; on the broker's last attempt it is dead-lettered and the
 task marked failed. An outage of the cache or of the fleet is not a failure: the delivery is
 held until it ends. On SIGTERM the worker stops receiving at once, lets running tasks finish
-within ``AGENT_SHUTDOWN_GRACE_SECONDS`` less a close reserve, and releases the rest for
-immediate redelivery; the grace period bounds the whole shutdown (``process.ShutdownClock``).
+within ``AGENT_SHUTDOWN_GRACE_SECONDS`` less a close reserve, and hands the rest back for
+immediate redelivery without using up an attempt (``Delivery.requeue``); the grace period
+bounds the whole shutdown (``process.ShutdownClock``).
 
 The worker also serves /healthz, /readyz and /metrics on ``AGENT_PORT`` for probes and
 Prometheus.
@@ -148,9 +149,14 @@ class Worker:
     async def _hand_back(self, delivery: Delivery) -> None:
         clock = self.rt.shutdown
         await within(self.receiving_closed.wait(), clock.left(clock.reserve), "closing the receive side")
-        await within(
-            self._quietly(delivery.release(0), "release on shutdown"), clock.left(clock.reserve), "a release"
-        )
+        await within(self._give_back(delivery), clock.left(clock.reserve), "a hand-back")
+
+    async def _give_back(self, delivery: Delivery) -> None:
+        """Hand a delivery back on shutdown without using up an attempt (``Delivery.requeue``):
+        this worker ran it no further than any other could. Released as it is (an attempt used
+        up) if the copy cannot be sent."""
+        if not await self._quietly(delivery.requeue(), "requeue on shutdown"):
+            await self._quietly(delivery.release(0), "release on shutdown")
 
     async def _drain(self) -> None:
         """Running tasks get the grace period less the close reserve; then the rest are
@@ -230,7 +236,7 @@ class Worker:
                 try:
                     settled = await self._execute(message, owner)
                 except asyncio.CancelledError:
-                    await asyncio.shield(self._release(delivery, message.task_id, owner))
+                    await asyncio.shield(self._release(delivery, message.task_id, owner, claim.attempts))
                     raise
                 except Exception as exc:
                     if outage(exc):
@@ -338,7 +344,8 @@ class Worker:
         if claim.outcome in ("done", "moved"):
             return True
         if claim.outcome == "claimed":  # its own lease found again: the record is not settled
-            await self._quietly(self.rt.tasks.release(message.task_id, owner), "release claim")
+            released = self.rt.tasks.release(message.task_id, owner, claim.attempts)
+            await self._quietly(released, "release claim")
         await self._quietly(delivery.release(0), "release")
         return False
 
@@ -400,7 +407,7 @@ class Worker:
                     await asyncio.wait_for(self.stopping.wait(), RECORD_POLL_SECONDS)
                 await self._quietly(self.rt.cache.refresh(), "reconnect to the cache")
         except asyncio.CancelledError:
-            await asyncio.shield(self._quietly(delivery.release(0), "release on shutdown"))
+            await asyncio.shield(self._give_back(delivery))
             raise
         finally:
             if keeper is not None:
@@ -471,9 +478,10 @@ class Worker:
         # Run on past the run's end, it would keep its message from coming back (agent_app.periodic).
         await every(lambda: interval, beat, at_once=at_once)
 
-    async def _release(self, delivery: Delivery, task_id: str, owner: str) -> None:
-        await self._quietly(self.rt.tasks.release(task_id, owner), "release claim")
-        await self._quietly(delivery.release(0), "release message")
+    async def _release(self, delivery: Delivery, task_id: str, owner: str, attempts: int) -> None:
+        """A run cut short by shutdown: its claim given back as not counted, like its delivery."""
+        await self._quietly(self.rt.tasks.release(task_id, owner, attempts - 1), "release claim")
+        await self._give_back(delivery)
         TASKS.labels("released").inc()
         log.info("task released for redelivery (shutdown)")
 

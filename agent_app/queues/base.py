@@ -11,12 +11,20 @@ failure, and that extra delivery is what finds the task unfinished, marks it fai
 dead-letters it. The brokers' own dead-lettering (SQS redrive, Pub/Sub's dead-letter policy)
 is only the backstop after it; a NATS consumer past ``max_deliver`` delivers the message no
 more and has none.
+
+A delivery handed back on shutdown uses no attempt: the worker requeues it (``requeue``), a
+fresh copy carrying the attempts its task's deliveries used before it
+(:data:`ATTEMPTS_BEFORE_HEADER`, which every adapter adds to the broker's own count), and the
+delivery acknowledged. Released, it would use up one of the broker's deliveries, and a worker
+stopped during a task's last run (a deploy, a scale-in) would leave it to the reserved delivery,
+which marks it failed unrun.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 # The worker polls in short waits so that a SIGTERM stops it taking work within a second.
 RECEIVE_WAIT_SECONDS = 1.0
@@ -31,6 +39,8 @@ TASK_ID_ATTRIBUTE = "task_id"
 REASON_HEADER = "Skyfleet-Reason"
 ATTEMPTS_HEADER = "Skyfleet-Attempts"
 REASON_BYTES = 1000
+# The attempts a requeued copy's task used before it (Delivery.requeue).
+ATTEMPTS_BEFORE_HEADER = "Skyfleet-Attempts-Before"
 
 
 def broker_deliveries(runs: int) -> int:
@@ -49,6 +59,18 @@ def dead_letter_headers(reason: str, attempt: int) -> dict[str, str]:
     """The reason (cut to fit every broker's attribute limit, whole characters) and delivery."""
     cut = reason.encode()[:REASON_BYTES].decode(errors="ignore")
     return {REASON_HEADER: cut, ATTEMPTS_HEADER: str(attempt)}
+
+
+def attempts_before(attributes: Mapping[str, str] | None) -> int:
+    """The attempts a message's earlier copies used (0 for a message as the api publishes it)."""
+    value = (attributes or {}).get(ATTEMPTS_BEFORE_HEADER, "0")
+    return max(0, int(value)) if value.isdigit() else 0
+
+
+def requeued_attributes(attributes: Mapping[str, str], attempt: int) -> dict[str, str]:
+    """A requeued copy's attributes: the message's own, and the attempts used before the one
+    handed back (which does not count)."""
+    return {**attributes, ATTEMPTS_BEFORE_HEADER: str(attempt - 1)}
 
 
 class QueueUnavailable(Exception):
@@ -80,6 +102,13 @@ class Delivery(ABC):
     @abstractmethod
     async def dead_letter(self, reason: str) -> None:
         """Send the message to the dead-letter queue now, with ``reason``, and remove it here."""
+
+    @abstractmethod
+    async def requeue(self) -> None:
+        """Hand the message back without using up an attempt (shutdown): a copy carrying
+        :func:`requeued_attributes` is sent to the queue, then this delivery is acknowledged. Sent
+        first, so a worker lost in between leaves two copies (the task's claim tells them apart),
+        never none."""
 
 
 class TaskQueue(ABC):

@@ -31,9 +31,11 @@ from agent_app.queues.base import (
     Delivery,
     QueueUnavailable,
     TaskQueue,
+    attempts_before,
     bounded,
     broker_deliveries,
     dead_letter_headers,
+    requeued_attributes,
 )
 from agent_app.queues.permissions import NATS_CONSUMER as CONSUMER
 from agent_app.queues.permissions import nats_dlq_stream
@@ -46,7 +48,7 @@ class NatsDelivery(Delivery):
         self.msg = msg
         self.queue = queue
         self.body = msg.data
-        self.attempt = msg.metadata.num_delivered or 1
+        self.attempt = (msg.metadata.num_delivered or 1) + attempts_before(msg.headers)
         self.max_attempts = queue.target.max_deliver
 
     async def ack(self) -> None:
@@ -59,12 +61,24 @@ class NatsDelivery(Delivery):
         await self.msg.in_progress()  # restarts the consumer's ack_wait (= the lease)
 
     async def dead_letter(self, reason: str) -> None:
-        # The message's own headers are kept, but not the server's (Nats-Msg-Id would make the
-        # dead-letter stream drop a second dead letter of the same task within its window).
-        own = {k: v for k, v in (self.msg.headers or {}).items() if not k.startswith("Nats-")}
-        headers = {**own, **dead_letter_headers(reason, self.attempt)}
+        headers = {**self._own_headers(), **dead_letter_headers(reason, self.attempt)}
         await self.queue.js().publish(self.queue.target.dlq_subject, self.body, headers=headers)
         await self.msg.term()
+
+    async def requeue(self) -> None:
+        headers = requeued_attributes(self._own_headers(), self.attempt)
+        # A message id of this very delivery: JetStream drops a publish of it retried after a
+        # lost ack, not the copy of a later hand-back of the same task.
+        own = self.msg.headers or {}
+        task_id = own.get(TASK_ID_ATTRIBUTE) or own.get("Nats-Msg-Id", "")
+        headers["Nats-Msg-Id"] = f"{task_id}@{self.msg.metadata.sequence.stream}"
+        await self.queue.js().publish(self.queue.target.subject, self.body, headers=headers)
+        await self.ack()
+
+    def _own_headers(self) -> dict[str, str]:
+        """The message's own headers, not the server's: its Nats-Msg-Id (the task id) would make
+        a stream drop a later dead letter or copy of the same task within its duplicate window."""
+        return {k: v for k, v in (self.msg.headers or {}).items() if not k.startswith("Nats-")}
 
 
 class NatsTaskQueue(TaskQueue):

@@ -57,13 +57,16 @@ SQS: tuple[Need, ...] = (
     Need("api", "work", "SendMessage", "kms:GenerateDataKey", "key", QUEUE_CMK),
     Need("api", "work", "SendMessage", "kms:Decrypt", "key", QUEUE_CMK),
     # worker: start(consume=True) reads the redrive policy; receive, ack (delete), release and
-    # extend (visibility); dead_letter sends to the policy's dead-letter queue.
+    # extend (visibility); requeue (shutdown) sends a copy to the queue; dead_letter sends to the
+    # policy's dead-letter queue.
     Need("worker", "start", "GetQueueAttributes", "sqs:GetQueueAttributes", "queue"),
     Need("worker", "readiness", "GetQueueAttributes", "sqs:GetQueueAttributes", "queue"),
     Need("worker", "work", "ReceiveMessage", "sqs:ReceiveMessage", "queue"),
     Need("worker", "work", "ReceiveMessage", "kms:Decrypt", "key", QUEUE_CMK),
     Need("worker", "work", "DeleteMessage", "sqs:DeleteMessage", "queue"),
     Need("worker", "work", "ChangeMessageVisibility", "sqs:ChangeMessageVisibility", "queue"),
+    Need("worker", "work", "SendMessage", "sqs:SendMessage", "queue"),
+    Need("worker", "work", "SendMessage", "kms:GenerateDataKey", "key", QUEUE_CMK),
     Need("worker", "work", "SendMessage", "sqs:SendMessage", "dlq"),
     Need("worker", "work", "SendMessage", "kms:GenerateDataKey", "dlq-key", DLQ_CMK),
     Need("worker", "work", "SendMessage", "kms:Decrypt", "dlq-key", DLQ_CMK),
@@ -81,7 +84,9 @@ PUBSUB: tuple[Need, ...] = (
     Need("worker", "work", "Subscriber.Pull", "pubsub.subscriptions.consume", "subscription"),
     Need("worker", "work", "Subscriber.ModifyAckDeadline", "pubsub.subscriptions.consume", "subscription"),
     Need("worker", "work", "Subscriber.Acknowledge", "pubsub.subscriptions.consume", "subscription"),
-    # dead_letter publishes to the subscription's dead-letter topic.
+    # requeue (shutdown) publishes a copy to the task topic, dead_letter to the subscription's
+    # dead-letter topic.
+    Need("worker", "work", "Publisher.Publish", "pubsub.topics.publish", "topic"),
     Need("worker", "work", "Publisher.Publish", "pubsub.topics.publish", "dead-letter topic"),
 )
 
@@ -190,6 +195,7 @@ def nats_needs(stream: str, subject: str, dlq_subject: str) -> tuple[Need, ...]:
         Need("worker", "work", "CONSUMER.MSG.NEXT", "publish", f"{api_}.CONSUMER.MSG.NEXT.{consumer}"),
         # ack, nak, in-progress and term all publish to the message's reply subject.
         Need("worker", "work", "ack/nak/progress/term", "publish", f"$JS.ACK.{consumer}.>"),
+        Need("worker", "work", "publish requeued copy", "publish", subject),
         Need("worker", "work", "publish dead letter", "publish", dlq_subject),
     ]
     return tuple(out)

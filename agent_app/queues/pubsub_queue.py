@@ -34,8 +34,10 @@ from agent_app.queues.base import (  # noqa: E402
     Delivery,
     QueueUnavailable,
     TaskQueue,
+    attempts_before,
     bounded,
     dead_letter_headers,
+    requeued_attributes,
     runs_of,
 )
 
@@ -51,7 +53,7 @@ class PubSubDelivery(Delivery):
         self.body = bytes(received.message.data)
         self.attributes = dict(received.message.attributes)
         # delivery_attempt is only tracked when the subscription has a dead-letter policy.
-        self.attempt = received.delivery_attempt or 1
+        self.attempt = (received.delivery_attempt or 1) + attempts_before(self.attributes)
         self.max_attempts = queue.max_attempts
 
     async def ack(self) -> None:
@@ -75,6 +77,11 @@ class PubSubDelivery(Delivery):
         # Published before it is acked: a worker lost in between leaves a copy in each, never none.
         attributes = {**self.attributes, **dead_letter_headers(reason, self.attempt)}
         await self.queue.publish_to(self.queue.dead_letter_topic, self.body, attributes)
+        await self.ack()
+
+    async def requeue(self) -> None:
+        attributes = requeued_attributes(self.attributes, self.attempt)
+        await self.queue.publish_to(self.queue.topic, self.body, attributes)
         await self.ack()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,8 +29,10 @@ from agent_app.queues.base import (
     Delivery,
     QueueUnavailable,
     TaskQueue,
+    attempts_before,
     bounded,
     dead_letter_headers,
+    requeued_attributes,
     runs_of,
 )
 
@@ -50,17 +53,24 @@ def dlq_url(queue_url: str, dlq_arn: str) -> str:
     return urlunsplit((url.scheme, url.netloc, f"/{parts[4]}/{parts[5]}", "", ""))
 
 
+def _typed(values: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """String message attributes as SendMessage takes them."""
+    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
 class SqsDelivery(Delivery):
     def __init__(self, raw: dict[str, Any], queue: SqsTaskQueue) -> None:
         self.queue = queue
         self.receipt = raw["ReceiptHandle"]
         self.body = raw["Body"].encode()
-        self.attempt = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         # The message's own attributes (task_id), kept on a dead letter: type and value only.
         self.attributes = {
             name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
             for name, value in raw.get("MessageAttributes", {}).items()
         }
+        strings = {name: value.get("StringValue", "") for name, value in self.attributes.items()}
+        received = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        self.attempt = received + attempts_before(strings)
         self.max_attempts = queue.max_attempts
 
     async def _visibility(self, seconds: float) -> None:
@@ -85,24 +95,15 @@ class SqsDelivery(Delivery):
         dlq = self.queue.dlq_url
         if dlq is None:
             raise QueueUnavailable("the queue has no RedrivePolicy, so no dead-letter queue to send to")
-        attributes = {
-            **self.attributes,
-            **{
-                name: {"DataType": "String", "StringValue": value}
-                for name, value in dead_letter_headers(reason, self.attempt).items()
-            },
-        }
+        attributes = {**self.attributes, **_typed(dead_letter_headers(reason, self.attempt))}
         # Sent before it is deleted: a worker lost in between leaves a copy in each, never none.
-        try:
-            await bounded(
-                self.queue.client().send_message(
-                    QueueUrl=dlq, MessageBody=self.body.decode(), MessageAttributes=attributes
-                ),
-                PUBLISH_TIMEOUT_SECONDS,
-                "SQS send to the dead-letter queue",
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise QueueUnavailable(f"SQS send to the dead-letter queue failed: {exc}") from exc
+        await self.queue.send(dlq, self.body, attributes, "SQS send to the dead-letter queue")
+        await self.ack()
+
+    async def requeue(self) -> None:
+        attributes = {**self.attributes, **_typed(requeued_attributes({}, self.attempt))}
+        url = self.queue.target.queue_url
+        await self.queue.send(url, self.body, attributes, "SQS send of the requeued copy")
         await self.ack()
 
 
@@ -151,18 +152,20 @@ class SqsTaskQueue(TaskQueue):
         return out.get("Attributes", {})
 
     async def publish(self, body: bytes, *, task_id: str) -> None:
+        await self.send(self.target.queue_url, body, _typed({TASK_ID_ATTRIBUTE: task_id}), "SQS send")
+
+    async def send(self, url: str, body: bytes, attributes: Mapping[str, Any], what: str) -> None:
+        """SendMessage to the queue at ``url``, bounded; QueueUnavailable when it fails."""
         try:
             await bounded(
                 self.client().send_message(
-                    QueueUrl=self.target.queue_url,
-                    MessageBody=body.decode(),
-                    MessageAttributes={TASK_ID_ATTRIBUTE: {"DataType": "String", "StringValue": task_id}},
+                    QueueUrl=url, MessageBody=body.decode(), MessageAttributes=dict(attributes)
                 ),
                 PUBLISH_TIMEOUT_SECONDS,
-                "SQS send",
+                what,
             )
         except (BotoCoreError, ClientError) as exc:
-            raise QueueUnavailable(f"SQS send failed: {exc}") from exc
+            raise QueueUnavailable(f"{what} failed: {exc}") from exc
 
     async def receive(self, max_messages: int, wait_seconds: float = 1.0) -> list[Delivery]:
         try:

@@ -38,7 +38,8 @@ SCRATCH_MODE = 0o1777
 def queue_actions(role: str, resource: str = "queue") -> list[str]:
     """The SQS actions a process role calls on its queue, or its dead-letter queue ("dlq")
     (agent_app.queues.permissions), and nothing else: the api sends, the worker receives,
-    acknowledges and extends, and sends to the DLQ what it dead-letters."""
+    acknowledges, extends and sends back a copy of what it hands back on shutdown, and sends to
+    the DLQ what it dead-letters."""
     return sorted({n.permission for n in perm.needs(perm.SQS, role) if n.resource == resource})
 
 

@@ -210,8 +210,8 @@ class Service(GcpCapability):
 
     def _queue_grants(self, role: str, member: pulumi.Output[str]) -> list[pulumi.Resource]:
         """The api publishes to the task topic; the worker consumes the task subscription and
-        publishes what it dead-letters to the dead-letter topic. Viewer on the same resource lets
-        each check reachability for /readyz."""
+        publishes to the task topic (what it hands back on shutdown) and to the dead-letter topic.
+        Viewer on the same resource lets each check reachability for /readyz."""
         site, args = self.args.site, self.args
         grants: list[pulumi.Resource] = []
         if role == "api":
@@ -238,16 +238,19 @@ class Service(GcpCapability):
                         opts=self.child(),
                     )
                 )
-            grants.append(
-                gcp.pubsub.TopicIAMMember(
-                    f"{role}-dead-letter-publisher",
-                    project=site.project,
-                    topic=args.dead_letter_topic.name,
-                    role="roles/pubsub.publisher",
-                    member=member,
-                    opts=self.child(),
+            # It publishes a copy of what it hands back on shutdown to the task topic, and what
+            # it dead-letters to the dead-letter topic.
+            for grant, topic in (("topic", args.topic), ("dead-letter", args.dead_letter_topic)):
+                grants.append(
+                    gcp.pubsub.TopicIAMMember(
+                        f"{role}-{grant}-publisher",
+                        project=site.project,
+                        topic=topic.name,
+                        role="roles/pubsub.publisher",
+                        member=member,
+                        opts=self.child(),
+                    )
                 )
-            )
         return grants
 
     def _container(

@@ -2,6 +2,7 @@
 server, Pub/Sub on the gRPC boundary): the broker's reserved delivery (agent_app.queues.base)
 reaches another worker, which marks the task failed and dead-letters the message with the reason.
 Without it, the task would read "running" for good while the broker parked the message unseen.
+A worker stopped (SIGTERM) during the last attempt is not lost: its run is handed back unused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tests.support.brokers import make_broker
 
 LEASE_SECONDS = 3  # the task lease, the broker's included: a lost run's lease ends quickly
 LOST = "worker lost during the last attempt"
+WORK_SECONDS = 10  # a run that outlives a stop's grace, and ends within the test
+STOP_GRACE_SECONDS = 4  # its close reserve (1 s) leaves the hand-back time on a busy machine
 
 
 @pytest.fixture(scope="module", params=["nats", "sqs", "pubsub"])
@@ -112,3 +115,31 @@ def test_a_failed_task_whose_dead_letter_was_never_sent_is_dead_lettered_at_the_
             assert client.get(f"/v1/tasks/{task_id}").json()["error"] == "model said no"
         finally:
             worker.stop()
+
+
+def test_a_worker_stopped_during_the_last_run_hands_it_back_without_using_it_up(stack: Stack) -> None:
+    """A deploy or a scale-in stops a worker during a task's last run: the run is handed back as
+    not counted (a copy requeued with the attempts used before it), so the next worker runs that
+    attempt again rather than taking the reserved delivery for a lost worker's and failing the
+    task unrun. Twice over, then a run to its end."""
+    with stack.api.client() as client:
+        _, task_id = start_task(client, "what is 6*6", work_seconds=WORK_SECONDS)
+        asyncio.run(use_up(stack.env, stack.broker.max_attempts - 1))
+        for _ in range(2):
+            worker = stack.worker(AGENT_SHUTDOWN_GRACE_SECONDS=str(STOP_GRACE_SECONDS))
+            try:
+                assert task_status(client, task_id, "running")["attempts"] == 1
+                worker.proc.signal(signal.SIGTERM)  # stopped during the run, well before its end
+                assert worker.proc.wait() == 0
+            finally:
+                worker.stop()
+            assert task_status(client, task_id, "queued")["attempts"] == 0  # not counted
+        last = stack.worker()
+        try:
+            task = task_status(client, task_id, "succeeded", timeout=WORK_SECONDS + 30)
+            assert task["attempts"] == 1
+            assert last.metric("agent_tasks_total", outcome="succeeded") == 1
+            wait_until(lambda: stack.broker.backlog() == 0, what="the message to leave the work queue")
+            assert [h for body, h in stack.broker.dead_lettered() if task_id.encode() in body] == []
+        finally:
+            last.stop()

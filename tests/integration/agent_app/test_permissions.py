@@ -32,6 +32,7 @@ from tests.support.pubsub_server import PubSubServer
 
 STREAM, SUBJECT, DLQ_SUBJECT = "PERM_TASKS", "perm.tasks", "perm.tasks.dlq"
 LEASE = 30
+SEEDED = 4  # the messages a worker's work phase takes: ack, release, dead-letter, requeue
 NO_ANSWER_ATTEMPTS = 3
 
 
@@ -69,15 +70,16 @@ async def run_phases(queue: TaskQueue, role: str, *, stop_at_failure: bool = Tru
             return
         deliveries: list[Delivery] = []
         for _ in range(5):  # bounded: the tasks were published before the worker started
-            deliveries += await queue.receive(3, 1.0)
-            if len(deliveries) >= 3:
+            deliveries += await queue.receive(SEEDED - len(deliveries), 1.0)
+            if len(deliveries) >= SEEDED:
                 break
-        assert len(deliveries) >= 3, f"received {len(deliveries)} of 3 tasks"
-        first, second, third = deliveries[:3]
+        assert len(deliveries) >= SEEDED, f"received {len(deliveries)} of {SEEDED} tasks"
+        first, second, third, fourth = deliveries[:SEEDED]
         await first.extend(LEASE)
         await first.ack()
         await second.release(0)
         await third.dead_letter("permissions test")
+        await fourth.requeue()  # handed back on shutdown
 
     try:
         for name, step in (
@@ -222,7 +224,7 @@ async def test_nats_each_role_works_with_exactly_its_allow_lists(nats_auth: Nats
         NatsTaskQueue(nats_auth.target("api"), lease_seconds=LEASE, ca_file=None), "api"
     )
     assert api_failed == {}
-    await _publish_tasks(nats_auth, 3)
+    await _publish_tasks(nats_auth, SEEDED)
     worker = NatsTaskQueue(nats_auth.target("worker"), lease_seconds=LEASE, ca_file=None)
     assert await run_phases(worker, "worker") == {}
 
@@ -232,7 +234,7 @@ async def test_nats_removing_any_subject_fails_the_phase_that_needs_it(nats_auth
 
     await _create_streams_as(nats_auth, "streams")
     worker_removals = sum(1 for role, _, _ in REMOVALS if role == "worker")
-    await _publish_tasks(nats_auth, 3 * worker_removals)
+    await _publish_tasks(nats_auth, SEEDED * worker_removals)
 
     async def case(i: int, role: str) -> dict[str, str]:
         queue = NatsTaskQueue(nats_auth.target(_removal_user(role, i)), lease_seconds=LEASE, ca_file=None)
@@ -383,7 +385,7 @@ async def test_sqs_each_role_works_with_exactly_its_actions(
     sqs_iam: SqsIam, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert await _sqs_phases(sqs_iam, "api", "api", monkeypatch) == {}
-    _seed(sqs_iam, 3)
+    _seed(sqs_iam, SEEDED)
     assert await _sqs_phases(sqs_iam, "worker", "worker", monkeypatch) == {}
 
 
@@ -392,7 +394,7 @@ async def test_sqs_removing_any_action_fails_its_call_with_access_denied(
 ) -> None:
     wrong = []
     for i, (role, (action, resource)) in enumerate(SQS_REMOVALS):
-        _seed(sqs_iam, 3)
+        _seed(sqs_iam, SEEDED)
         failed = await _sqs_phases(sqs_iam, f"{role}-minus-{i}", role, monkeypatch)
         phases = {
             n.phase for n in perm.needs(perm.SQS, role) if (n.permission, n.resource) == (action, resource)
@@ -528,7 +530,7 @@ def recording_pubsub(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingPubSu
             dead_letter_policy=pst.DeadLetterPolicy(dead_letter_topic=dlq, max_delivery_attempts=5),
         )
     )
-    for i in range(3):
+    for i in range(SEEDED):
         publisher.publish(topic, f'{{"seed": {i}}}'.encode()).result(timeout=10)
     publisher.stop()
     subscriber.close()

@@ -176,7 +176,7 @@ def test_worker_sigterm_finishes_short_tasks_and_releases_long_ones(nats_env: di
                     timeout=60,
                     what="released task",
                 )
-                assert done["attempts"] == 2
+                assert done["attempts"] == 1  # the run the shutdown cut short does not count
             finally:
                 second.stop()
     finally:

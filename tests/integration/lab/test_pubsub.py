@@ -38,7 +38,8 @@ from google.pubsub_v1.services.subscriber import SubscriberClient
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
 from agent_app.contract import PubSubQueue
-from agent_app.queues.pubsub_queue import PubSubTaskQueue
+from agent_app.queues.base import Delivery
+from agent_app.queues.pubsub_queue import PubSubDelivery, PubSubTaskQueue
 from skyfleet.lab.errors import LabConfigError
 from skyfleet.lab.pubsub import config_from_plan, parse_config
 from skyfleet.plan import PlannedResource
@@ -712,8 +713,8 @@ def test_config_from_the_gcp_prod_plan_reproduces_its_pubsub_and_grants(
             api_sub.pull(subscription=sub_name, max_messages=1, timeout=2)
         with pytest.raises(gexc.PermissionDenied):
             api_sub.get_subscription(subscription=sub_name)
-        with pytest.raises(gexc.PermissionDenied, match=r"pubsub\.topics\.publish"):
-            worker_pub.publish(topic=topic_name, messages=[pst.PubsubMessage(data=b"x")])
+        with pytest.raises(gexc.PermissionDenied, match=r"pubsub\.topics\.get"):
+            worker_pub.get_topic(topic=topic_name)  # it publishes copies there, nothing more
         with pytest.raises(gexc.PermissionDenied):
             worker_sub.create_subscription(name=f"projects/{project}/subscriptions/sneaky", topic=topic_name)
 
@@ -730,11 +731,22 @@ def test_config_from_the_gcp_prod_plan_reproduces_its_pubsub_and_grants(
                 await consumer.check()  # the worker's: GetSubscription
                 assert consumer.max_attempts == 5
                 await producer.publish(b"hello from the api", task_id="t-9")
-                for _ in range(50):
-                    if deliveries := await consumer.receive(1, wait_seconds=0.5):
-                        await deliveries[0].ack()
-                        return deliveries[0].body
-                raise AssertionError("the worker received nothing")
+
+                async def received() -> Delivery:
+                    for _ in range(50):
+                        if deliveries := await consumer.receive(1, wait_seconds=0.5):
+                            return deliveries[0]
+                    raise AssertionError("the worker received nothing")
+
+                first = await received()
+                # Handed back on shutdown: the worker publishes a copy to the task topic (its
+                # roles/pubsub.publisher there), which comes back at the same attempt.
+                await first.requeue()
+                copy = await received()
+                assert isinstance(copy, PubSubDelivery)
+                await copy.ack()
+                assert (copy.attempt, copy.attributes["task_id"]) == (first.attempt, "t-9")
+                return copy.body
             finally:
                 await producer.close()
                 await consumer.close()

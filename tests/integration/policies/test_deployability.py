@@ -508,21 +508,31 @@ def test_tls_in_cluster_certificate_must_name_the_host(gate: Gate, shipped: dict
 # -- the workload's identity can do what the app does ------------------------------------------
 
 
-def test_permissions_ecs_task_role_missing_an_sqs_action(gate: Gate, shipped: dict[str, Plan]) -> None:
+@pytest.mark.parametrize(
+    "action",
+    [
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",  # the copy of a delivery the worker hands back on shutdown
+    ],
+)
+def test_permissions_ecs_task_role_missing_an_sqs_action(
+    gate: Gate, shipped: dict[str, Plan], action: str
+) -> None:
     plan = copy_of(shipped, "aws-prod")
     worker = res(plan, "service-worker", "aws:ecs/taskDefinition:TaskDefinition")
     assert check(gate, plan).of("skyfleet-workload-permissions") == []
 
     def drop(props: dict[str, Any]) -> None:
         doc = policy_doc(props)
-        doc["Statement"][0]["Action"].remove("sqs:ReceiveMessage")
+        doc["Statement"][0]["Action"].remove(action)
         props["policy"] = json.dumps(doc)
 
     edit(res(plan, "service-worker-task-queue", "aws:iam/rolePolicy:RolePolicy"), drop)
     found = check(gate, plan).on("skyfleet-workload-permissions", worker)
-    assert_names(found, plan, "skyfleet-workload-permissions", worker, "sqs:ReceiveMessage on arn:aws:sqs:")
+    assert_names(found, plan, "skyfleet-workload-permissions", worker, f"{action} on arn:aws:sqs:")
+    assert "-tasks-dlq" not in " ".join(f.message for f in found)  # the DLQ's own grant is whole
     api = res(plan, "service-api", "aws:ecs/taskDefinition:TaskDefinition")
-    assert check(gate, plan).on("skyfleet-workload-permissions", api) == []  # the api does not receive
+    assert check(gate, plan).on("skyfleet-workload-permissions", api) == []  # the api's role is whole
 
 
 def test_permissions_ecs_task_role_scoped_to_another_queue(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -634,19 +644,28 @@ def test_permissions_cloud_run_subscription_and_secret_grants(gate: Gate, shippe
     )
 
 
-def test_permissions_cloud_run_worker_must_publish_to_its_dead_letter_topic(
-    gate: Gate, shipped: dict[str, Plan]
+@pytest.mark.parametrize(
+    ("grant", "topic"),
+    [
+        ("worker-dead-letter-publisher", "gcp-prod-tasks-dead-letter"),  # what it dead-letters
+        ("worker-topic-publisher", "gcp-prod-tasks"),  # what it hands back on shutdown
+    ],
+)
+def test_permissions_cloud_run_worker_must_publish_to_its_topics(
+    gate: Gate, shipped: dict[str, Plan], grant: str, topic: str
 ) -> None:
     plan = copy_of(shipped, "gcp-prod")
-    plan.resources.remove(res(plan, "worker-dead-letter-publisher"))
+    plan.resources.remove(res(plan, grant))
     worker = res(plan, "worker", "gcp:cloudrunv2/service:Service")
+    found = check(gate, plan).on("skyfleet-workload-permissions", worker)
     assert_names(
-        check(gate, plan).on("skyfleet-workload-permissions", worker),
+        found,
         plan,
         "skyfleet-workload-permissions",
         worker,
-        "pubsub.topics.publish on projects/skyfleet-prod-replace-me/topics/gcp-prod-tasks-dead-letter",
+        f"pubsub.topics.publish on projects/skyfleet-prod-replace-me/topics/{topic}",
     )
+    assert len(found) == 1
 
 
 def test_permissions_cloud_run_project_level_grant_counts(gate: Gate, shipped: dict[str, Plan]) -> None:

@@ -510,8 +510,9 @@ def test_iam_policies_have_no_wildcard_actions_or_stray_star_resources(plan: Pla
 def test_each_process_task_role_uses_exactly_its_calls_on_this_queue(plan: Plan) -> None:
     queues = {q.inputs["name"].endswith("-dlq"): q.outputs["arn"] for q in of(plan, "aws:sqs/queue:Queue")}
     queue, dlq = queues[False], queues[True]
-    # The api sends; the worker receives, acknowledges and extends, and sends what it
-    # dead-letters to the DLQ: neither may do the other's.
+    # The api sends; the worker receives, acknowledges and extends, sends back a copy of what
+    # it hands back on shutdown, and sends what it dead-letters to the DLQ: the api may do none
+    # of the worker's.
     wanted = {
         "api": {queue: {"sqs:SendMessage", "sqs:GetQueueAttributes"}},
         "worker": {
@@ -520,6 +521,7 @@ def test_each_process_task_role_uses_exactly_its_calls_on_this_queue(plan: Plan)
                 "sqs:DeleteMessage",
                 "sqs:ChangeMessageVisibility",
                 "sqs:GetQueueAttributes",
+                "sqs:SendMessage",
             },
             dlq: {"sqs:SendMessage"},
         },
