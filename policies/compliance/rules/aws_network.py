@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
 from ._net import ALL_PROTOCOLS, admin_ports_in, describe, is_private, is_world
+from ._plan import as_int
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 SG = ("aws:ec2/securityGroup:SecurityGroup",)
@@ -323,6 +324,11 @@ def _default_sg(s: Subject) -> Iterator[str]:
         )
 
 
+def _number(value: object, default: int) -> int:
+    found = as_int(value)
+    return default if found is None else found
+
+
 # Network ACL protocol numbers as the ACL rules may write them.
 ACL_PROTOCOLS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 
@@ -359,12 +365,11 @@ def acl_entries(props: object, *, rule: bool = False) -> Iterator[AclEntry]:
     for egress, e, number_key, action_key in found:
         raw = norm(get_path(e, "protocol"))
         protocol = "all" if raw in ALL_PROTOCOLS else ACL_PROTOCOLS.get(raw, raw)
-        low, high = (
-            (0, 65535)
-            if protocol == "all"
-            else (_port(get_path(e, "fromPort"), 0), _port(get_path(e, "toPort"), 65535))
-        )
-        number = _port(get_path(e, number_key), 32767)
+        low, high = (0, 65535)
+        if protocol != "all":  # written as numbers or strings
+            low = _number(get_path(e, "fromPort"), 0)
+            high = _number(get_path(e, "toPort"), 65535)
+        number = _number(get_path(e, number_key), 32767)
         allow = norm(get_path(e, action_key)) == "allow"
         for cidr in (get_path(e, "cidrBlock"), get_path(e, "ipv6CidrBlock")):
             if cidr:

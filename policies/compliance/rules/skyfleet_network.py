@@ -22,11 +22,14 @@ targets). Each path is checked in every direction the platform filters:
   anything else (a transit gateway, an appliance, a peering) is not judged.
 - AWS network ACLs are stateless: a path that crosses a subnet's edge needs the request admitted
   out of the client's subnet and into the server's (and through the NAT gateway's subnet on the
-  way to the internet), and the replies back on the client's ephemeral ports (a task's Linux range
-  32768-60999; 1024-65535 for load balancers, NAT gateways and internet clients). Entries are read
-  in rule-number order; a subnet no ACL of the stack names keeps its VPC's default ACL, which
-  admits everything unless the stack adopts it (DefaultNetworkAcl). What an entry covering part
-  of the internet decides for a host whose address the plan cannot know is not judged.
+  way to the internet), and the replies back on the client's ephemeral ports (a task's kernel
+  range: Linux's 32768-60999 unless the task sets net.ipv4.ip_local_port_range, Windows'
+  49152-65535; 1024-65535 for load balancers, NAT gateways and internet clients). Entries are
+  read in rule-number order; a subnet no ACL of the stack names keeps its VPC's default ACL,
+  which admits everything unless the stack adopts it (DefaultNetworkAcl). Tasks and load
+  balancer nodes may take any address of their subnets, so an entry stopping part of such a
+  subnet stops them; a host whose address the plan cannot know (a cache node, an endpoint, the
+  internet) is stopped only if no address of its subnet, or of the internet, passes.
 - Kubernetes NetworkPolicies: egress on the client pods' policies when some policy selects them
   for Egress, ingress on the server pods' policies when some policy selects them for Ingress;
   every name the app resolves needs DNS (UDP and TCP 53) to the cluster DNS in kube-system. The
@@ -441,6 +444,17 @@ def _cache_side(view: StackView, host: str) -> Side | None:
     return None
 
 
+def _loopback(host: str) -> bool:
+    """A host on the container's own loopback (a sidecar): no network control is on the way."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _app_needs(view: StackView, c: Container) -> Iterator[tuple[Side | str, int, Why]]:
     """The connections the app in the container makes, from its environment."""
     resolved = Resolved(view, c)
@@ -448,7 +462,7 @@ def _app_needs(view: StackView, c: Container) -> Iterator[tuple[Side | str, int,
     if settings is None:
         return  # skyfleet-app-env reports why
     for dial in dials(settings, Env.REDIS_SENTINELS.value in resolved.unknown):
-        if not dial.dialed:
+        if not dial.dialed or _loopback(dial.host):
             continue
         cache = _cache_side(view, dial.host) if dial.kind == REDIS else None
         yield cache or ANYWHERE, dial.port, (dial.var, f"{dial.host}:{dial.port}")
@@ -456,7 +470,7 @@ def _app_needs(view: StackView, c: Container) -> Iterator[tuple[Side | str, int,
     if isinstance(queue, SqsQueue):
         if queue.endpoint_url:
             found = _url(queue.endpoint_url, 443)
-            if found:
+            if found and not _loopback(found[0]):
                 yield ANYWHERE, found[1], (Env.QUEUE_URL.value, f"SQS at {found[0]}:{found[1]}")
         else:
             host = urlsplit(queue.queue_url).hostname or f"sqs.{queue.region}.amazonaws.com"
@@ -465,7 +479,7 @@ def _app_needs(view: StackView, c: Container) -> Iterator[tuple[Side | str, int,
     elif isinstance(queue, PubSubQueue):
         yield INTERNET, 443, (Env.QUEUE_URL.value, "Pub/Sub pubsub.googleapis.com")
     model = _model(settings)
-    if model is not None:
+    if model is not None and not _loopback(model[0]):
         host, port = model
         where = ANYWHERE if is_internal_name(host) else INTERNET
         yield where, port, (Env.MODEL_BASE_URL.value, host)
@@ -711,12 +725,16 @@ def _aws_routes(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, s
 
 DEFAULT_NACL = ("aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",)
 NACL_ASSOCIATION = ("aws:ec2/networkAclAssociation:NetworkAclAssociation",)
-# The ports replies come back to: a Fargate task's own connections leave from Linux's ephemeral
-# range; load balancers and NAT gateways use 1024-65535, the range AWS documents for them and
-# recommends for internet clients.
-TASK_EPHEMERAL = (32768, 60999)
+# The ports replies come back to: a task's own connections leave from its kernel's ephemeral
+# range (Linux's unless the task sets net.ipv4.ip_local_port_range; Windows' own); load
+# balancers and NAT gateways use 1024-65535, the range AWS documents for them and recommends
+# for internet clients.
+LINUX_EPHEMERAL = (32768, 60999)
+WINDOWS_EPHEMERAL = (49152, 65535)
 AWS_EPHEMERAL = (1024, 65535)
+PORT_RANGE_SYSCTL = "net.ipv4.ip_local_port_range"
 AclPeer = ipaddress.IPv4Network | str  # a subnet's block, INTERNET or ANYWHERE
+UDP_PROTOCOLS = ("udp", "tcp_udp")
 
 
 @dataclass(frozen=True)
@@ -800,11 +818,15 @@ class _Stop:
     peer: str
 
 
-def _acl_stops(acl: _Acl, egress: bool, peer: AclPeer, ports: tuple[int, int]) -> tuple[str, str] | None:
+def _acl_stops(
+    acl: _Acl, egress: bool, peer: AclPeer, ports: tuple[int, int], every: bool
+) -> tuple[str, str] | None:
     """Why ``acl`` stops TCP on some of ``ports`` to (egress) or from ``peer``, and the peer's
     addresses (None: it passes all of them, or the plan cannot say). Entries are read in
-    rule-number order, the first that matches deciding; for a subnet's block every address must
-    pass, for the internet or an address the plan does not know one must."""
+    rule-number order, the first that matches deciding. With ``every``, each address of the
+    peer's block must pass (hosts that may take any of them: tasks, load balancer nodes);
+    otherwise one must (a host at an address the plan does not know: a cache node, an endpoint,
+    the internet)."""
     way = "to" if egress else "from"
     where = "a public address" if peer == INTERNET else "it"
     if isinstance(peer, ipaddress.IPv4Network):
@@ -826,25 +848,37 @@ def _acl_stops(acl: _Acl, egress: bool, peer: AclPeer, ports: tuple[int, int]) -
             undecided = rest
             if not undecided:
                 return None
-        elif reach == "all" or isinstance(peer, ipaddress.IPv4Network):
-            return f"its rule {e.number} denies TCP {_ports(hit)} {way} {e.cidr}", where
+        elif reach == "all" or (every and isinstance(peer, ipaddress.IPv4Network)):
+            return f"its rule {e.number} denies TCP {_ports(hit)} {way} {e.cidr}", ""  # names its own
     return f"no rule admits TCP {_ports(undecided)} {way} {PEERS} (the ACL's final deny)", where
 
 
-def _acl_hop(
-    view: StackView, subnet: PolicyResource, sends: bool, peer: AclPeer, port: int, back: tuple[int, int]
-) -> _Stop | None:
-    """What ``subnet``'s ACL stops of a connection on TCP ``port`` it sends to (``sends``) or
-    receives from ``peer``, or of the replies, on the ports ``back`` (None: it passes both)."""
-    acl = _subnet_acl(view, subnet)
+@dataclass(frozen=True)
+class _Hop:
+    """A connection as one subnet's ACL sees it."""
+
+    subnet: PolicyResource
+    sends: bool  # the subnet's host opens it (else receives it)
+    peer: AclPeer
+    port: int
+    back: tuple[int, int] | None  # the ports its replies return to (None: not known)
+    every: bool  # every address of the peer's block must pass
+
+
+def _acl_hop(view: StackView, hop: _Hop) -> _Stop | None:
+    """What the subnet's ACL stops of the connection, or of its replies (None: it passes both)."""
+    acl = _subnet_acl(view, hop.subnet)
     if acl is None:
         return None
-    going = _acl_stops(acl, sends, peer, (port, port))
+    name = hop.subnet.name
+    going = _acl_stops(acl, hop.sends, hop.peer, (hop.port, hop.port), hop.every)
     if going is not None:
-        return _Stop(subnet.name, acl.label, f"does not let it {'out' if sends else 'in'}", *going)
-    coming = _acl_stops(acl, not sends, peer, back)
+        return _Stop(name, acl.label, f"does not let it {'out' if hop.sends else 'in'}", *going)
+    if hop.back is None:
+        return None
+    coming = _acl_stops(acl, not hop.sends, hop.peer, hop.back, hop.every)
     if coming is not None:
-        return _Stop(subnet.name, acl.label, f"does not let the replies {'in' if sends else 'out'}", *coming)
+        return _Stop(name, acl.label, f"does not let the replies {'in' if hop.sends else 'out'}", *coming)
     return None
 
 
@@ -855,17 +889,20 @@ def _address_order(value: str) -> tuple[int, int, int, str]:
 
 def _stops_text(stops: Sequence[_Stop]) -> str:
     """ "network ACL 'a' of subnets 'x', 'y' does not let it in: no rule admits TCP 6379 from
-    10.0.0.0/24, 10.0.1.0/24 (the ACL's final deny)"."""
-    grouped: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+    10.0.2.0/24 (the ACL's final deny)": subnets stopped alike, from the same addresses, in one."""
+    peers: dict[tuple[str, str, str], dict[str, set[str]]] = {}
     for s in stops:
-        subnets, peers = grouped.setdefault((s.acl, s.what, s.why), ([], []))
-        subnets.append(repr(s.subnet))
-        peers.append(s.peer)
+        peers.setdefault((s.acl, s.what, s.why), {}).setdefault(s.subnet, set()).add(s.peer)
+    grouped: dict[tuple[str, str, str, tuple[str, ...]], list[str]] = {}
+    for (acl, what, why), by_subnet in peers.items():
+        for subnet, addresses in by_subnet.items():
+            key = (acl, what, why, tuple(sorted(addresses, key=_address_order)))
+            grouped.setdefault(key, []).append(repr(subnet))
     parts = []
-    for (acl, what, why), (subnets, peers) in grouped.items():
-        noun = "subnets" if len(set(subnets)) > 1 else "subnet"
-        addresses = _names(sorted(peers, key=_address_order))
-        parts.append(f"{acl} of {noun} {_names(sorted(subnets))} {what}: {why.replace(PEERS, addresses)}")
+    for (acl, what, why, addresses), subnets in grouped.items():
+        noun = "subnets" if len(subnets) > 1 else "subnet"
+        why = why.replace(PEERS, _names(addresses))
+        parts.append(f"{acl} of {noun} {_names(sorted(subnets))} {what}: {why}")
     return "; ".join(parts)
 
 
@@ -885,38 +922,57 @@ def _block(subnet: PolicyResource) -> ipaddress.IPv4Network | None:
     return net if isinstance(net, ipaddress.IPv4Network) else None
 
 
-def _path_acls(view: StackView, path: _AwsPath) -> dict[str, list[_Stop]]:
-    """What the network ACLs on ``path`` stop, by the resource whose subnet's ACL it is (the
-    client's for its own subnets and its NAT gateway's)."""
+def _reply_ports(view: StackView, side: Side) -> tuple[int, int] | None:
+    """The ports replies to ``side``'s connections return to (None: not known)."""
+    if side.resource.resource_type not in ECS_SERVICE:
+        return AWS_EPHEMERAL
+    containers = list(plan_containers(view, ("ecs",)))
+    for task in view.refers(side.resource, "taskDefinition", (ECS_TASK,)):
+        family = norm(get_path(task.props, "runtimePlatform", "operatingSystemFamily"))
+        if family.startswith("windows"):
+            return WINDOWS_EPHEMERAL
+        for c in containers:
+            for control in as_list(c.raw.get("systemControls")) if c.resource.urn == task.urn else ():
+                if text(get_path(control, "namespace")) == PORT_RANGE_SYSCTL:
+                    bounds = [as_int(v) for v in text(get_path(control, "value")).split()]
+                    if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
+                        return bounds[0], bounds[1]
+                    return None  # a value the plan does not show: not judged
+    return LINUX_EPHEMERAL
+
+
+def _anywhere(side: Side) -> bool:
+    """Its hosts may take any address of its subnets (tasks, load balancer nodes)."""
+    return side.resource.resource_type in (*ECS_SERVICE, *LOAD_BALANCERS)
+
+
+def _path_hops(view: StackView, path: _AwsPath) -> Iterator[tuple[Side, _Hop]]:
+    """Each subnet edge ``path`` crosses, by the side whose subnet it is (the client's for its own
+    subnets and its NAT gateway's)."""
     client, server, port = path.client, path.server, path.port
-    back = TASK_EPHEMERAL if client.resource.resource_type in ECS_SERVICE else AWS_EPHEMERAL
-    found: dict[str, list[_Stop]] = {}
-
-    def add(side: Side, stop: _Stop | None) -> None:
-        if stop is not None:
-            found.setdefault(side.resource.urn, []).append(stop)
-
+    back = _reply_ports(view, client)
     for mine in client.subnets:
         here = _block(mine)
+        if here is None:
+            continue  # IPv6 only: not judged
         if isinstance(server, Side):
             for theirs in server.subnets:
                 there = _block(theirs)
-                if theirs.urn == mine.urn or here is None or there is None:
+                if theirs.urn == mine.urn or there is None:
                     continue  # an ACL filters only what crosses its subnet's edge
-                add(client, _acl_hop(view, mine, True, there, port, back))
-                add(server, _acl_hop(view, theirs, False, here, port, back))
+                yield client, _Hop(mine, True, there, port, back, _anywhere(server))
+                yield server, _Hop(theirs, False, here, port, back, True)
             continue
-        add(client, _acl_hop(view, mine, True, ANYWHERE if server == ANYWHERE else INTERNET, port, back))
+        yield client, _Hop(mine, True, ANYWHERE if server == ANYWHERE else INTERNET, port, back, False)
         nat = _nat_subnet(view, mine) if server == INTERNET else None
-        if nat is not None and nat.urn != mine.urn and here is not None:
-            add(client, _acl_hop(view, nat, False, here, port, back))
-            add(client, _acl_hop(view, nat, True, INTERNET, port, AWS_EPHEMERAL))
-    return found
+        if nat is not None and nat.urn != mine.urn:
+            yield client, _Hop(nat, False, here, port, back, True)
+            yield client, _Hop(nat, True, INTERNET, port, AWS_EPHEMERAL, False)
 
 
 def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str | None]]:
     """Each path crosses the network ACLs of the subnets it leaves and enters (stateless: the
-    replies need their own entries), and each internet-facing load balancer's listeners are
+    replies need their own entries), and each internet-facing load balancer's TCP listeners are
     reachable through its subnets' ACLs. A load balancer in front of another is not judged: what
     source address the second sees depends on client IP preservation."""
     if not view.has_type(*NACL, *DEFAULT_NACL):
@@ -924,9 +980,14 @@ def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str
     for path in paths:
         if isinstance(path.server, Side) and path.server.resource.resource_type in LOAD_BALANCERS:
             continue
+        found: dict[str, list[_Stop]] = {}
+        for side, hop in _path_hops(view, path):
+            stop = _acl_hop(view, hop)
+            if stop is not None:
+                found.setdefault(side.resource.urn, []).append(stop)
         why = _reasons(path.needs)
-        for urn, stops in _path_acls(view, path).items():
-            client, server = path.client.label, _peer_label(path.server)
+        client, server = path.client.label, _peer_label(path.server)
+        for urn, stops in found.items():
             if urn == path.client.resource.urn:
                 head = f"{client} cannot reach {server} on TCP {path.port}, which it needs"
             else:
@@ -936,9 +997,14 @@ def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str
         if truthy(lb.props.get("internal")) or norm(lb.props.get("loadBalancerType")) == "gateway":
             continue
         subnets = view.referenced(_lb_subnet_ids(lb), SUBNET)
-        listeners = view.referrers(lb, LISTENERS, "loadBalancerArn")
+        listeners = [
+            x
+            for x in view.referrers(lb, LISTENERS, "loadBalancerArn")
+            if norm(x.props.get("protocol")) not in UDP_PROTOCOLS
+        ]
         for port in sorted({p for x in listeners if (p := as_int(x.props.get("port"))) is not None}):
-            stops = [s for x in subnets if (s := _acl_hop(view, x, False, INTERNET, port, AWS_EPHEMERAL))]
+            hops = [_Hop(s, False, INTERNET, port, AWS_EPHEMERAL, False) for s in subnets]
+            stops = [stop for hop in hops if (stop := _acl_hop(view, hop)) is not None]
             if stops:
                 yield (
                     f"internet-facing load balancer {lb.name!r} cannot be reached from the internet on "

@@ -10,6 +10,7 @@ the path.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from tests.integration.policies.test_deployability import (  # noqa: F401 (shipp
     _planned,
     assert_names,
     check,
+    containers_json,
     copy_of,
     edit,
     fires,
@@ -160,6 +162,42 @@ def test_aws_https_egress_that_does_not_reach_the_internet(
     fire_on(
         gate, plan, services(plan), "cannot reach the internet on TCP 443", f"(they allow out: {allowed};"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "fires"),
+    [
+        ("http://127.0.0.1:11434/v1", False),
+        ("http://localhost:11434/v1", False),
+        ("http://models.internal:11434/v1", True),
+    ],
+    ids=["loopback address", "localhost", "another host"],
+)
+def test_aws_a_model_endpoint_on_the_loopback_needs_no_network_path(
+    gate: Gate, shipped: dict[str, Plan], url: str, fires: bool
+) -> None:
+    """A model served by a sidecar in the task, on its loopback, crosses no security group or
+    ACL; the same port on another host needs egress to it."""
+    plan = copy_of(shipped, "aws-prod")
+
+    def model_at(defs: list[dict[str, Any]]) -> None:
+        for d in defs:
+            env = [e for e in d.get("environment", []) if e["name"] != "AGENT_MODEL_BACKEND"]
+            if any(e["name"] == "AGENT_QUEUE_URL" for e in env):  # the app's containers
+                model = [("AGENT_MODEL_BACKEND", "openai"), ("AGENT_MODEL_BASE_URL", url)]
+                d["environment"] = [*env, *({"name": k, "value": v} for k, v in model)]
+
+    for role in ("api", "worker"):
+        edit(res(plan, f"service-{role}", "aws:ecs/taskDefinition:TaskDefinition"), containers_json(model_at))
+    if fires:
+        fire_on(
+            gate,
+            plan,
+            services(plan),
+            "on TCP 11434, which it needs for AGENT_MODEL_BASE_URL (models.internal)",
+        )
+    else:
+        quiet(gate, plan)
 
 
 def test_aws_tasks_to_cache_egress_removed(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -497,8 +535,11 @@ def test_aws_a_default_route_through_a_transit_gateway_is_not_judged(
 
 NACL = "aws:ec2/networkAcl:NetworkAcl"
 NACL_RULE = "aws:ec2/networkAclRule:NetworkAclRule"
+NACL_ASSOCIATION = "aws:ec2/networkAclAssociation:NetworkAclAssociation"
 DEFAULT_NACL = "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 VPC_CIDR = "10.40.0.0/16"
+PUBLIC_CIDR = "10.40.0.0/20"  # the three public subnets (10.40.0.0/22, 4.0/22, 8.0/22)
 
 
 def _entry(number: int, action: str, cidr: str, ports: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -514,24 +555,41 @@ def _entry(number: int, action: str, cidr: str, ports: tuple[int, int] | None = 
     }
 
 
-def _acl(plan: Plan, name: str, tier: str, ingress: list[Any], egress: list[Any]) -> PlannedResource:
-    """A network ACL on the VPC's ``tier`` subnets (private or public)."""
+def _subnets(plan: Plan, tier: str) -> list[PlannedResource]:
+    return [res(plan, f"network-{tier}-{i}", SUBNET) for i in range(3)]
+
+
+def _acl(
+    plan: Plan, name: str, tier: str, ingress: list[Any], egress: list[Any], *, associate: bool = False
+) -> PlannedResource:
+    """A network ACL on the VPC's ``tier`` subnets (private or public), named in its subnetIds or,
+    with ``associate``, by a NetworkAclAssociation per subnet."""
     vpc = res(plan, "network-vpc", "aws:ec2/vpc:Vpc")
-    subnets = [res(plan, f"network-{tier}-{i}", SUBNET).outputs["id"] for i in range(3)]
-    acl = _planned(
-        vpc,
-        NACL,
-        name,
-        {
-            "id": f"acl-{name}",
-            "vpcId": vpc.outputs["id"],
-            "subnetIds": subnets,
-            "ingress": ingress,
-            "egress": egress,
-        },
-    )
+    subnets = [s.outputs["id"] for s in _subnets(plan, tier)]
+    props = {"id": f"acl-{name}", "vpcId": vpc.outputs["id"], "ingress": ingress, "egress": egress}
+    acl = _planned(vpc, NACL, name, {**props, "subnetIds": [] if associate else subnets})
     plan.resources.append(acl)
+    for i, subnet in enumerate(subnets if associate else ()):
+        association = {"id": f"aclassoc-{name}-{i}", "networkAclId": props["id"], "subnetId": subnet}
+        plan.resources.append(_planned(vpc, NACL_ASSOCIATION, f"{name}-{i}", association))
     return acl
+
+
+def _rule(
+    acl: PlannedResource, number: int, egress: bool, action: str, cidr: str, ports: str
+) -> PlannedResource:
+    """A NetworkAclRule on ``acl`` for TCP ``ports`` ("6379"), written as strings as a program may."""
+    props = {
+        "networkAclId": acl.outputs["id"],
+        "ruleNumber": number,
+        "egress": egress,
+        "protocol": "6",
+        "ruleAction": action,
+        "cidrBlock": cidr,
+        "fromPort": ports,
+        "toPort": ports,
+    }
+    return _planned(acl, NACL_RULE, f"{acl.name}-{number}", props)
 
 
 # What AWS documents for a VPC with public and private subnets behind a NAT gateway: the VPC's
@@ -570,7 +628,7 @@ def test_aws_an_adopted_default_acl_without_entries_stops_every_path(
         gate,
         plan,
         [*services(plan), cache, *lbs(plan)],
-        "default network ACL 'network-default-acl' of subnets 'network-",
+        "default network ACL 'network-default-acl' of subnet",
     )
     checked = check(gate, plan)
     assert_names(
@@ -580,8 +638,9 @@ def test_aws_an_adopted_default_acl_without_entries_stops_every_path(
         cache,
         "does not admit ECS service 'service-api' on TCP 6379, which ECS service 'service-api' needs for "
         "AGENT_REDIS_URL",
-        "of subnets 'network-private-0', 'network-private-1', 'network-private-2' does not let it in: no "
-        "rule admits TCP 6379 from 10.40.64.0/19, 10.40.96.0/19, 10.40.128.0/19 (the ACL's final deny)",
+        # Each subnet names the other subnets' blocks: its own crosses no ACL.
+        "of subnet 'network-private-1' does not let it in: no rule admits TCP 6379 from 10.40.64.0/19, "
+        "10.40.128.0/19 (the ACL's final deny)",
     )
     assert_names(
         checked.on(RULE, lbs(plan)[0]),
@@ -598,8 +657,7 @@ def test_aws_an_adopted_default_acl_without_entries_stops_every_path(
         "of subnets 'network-private-0', 'network-private-1', 'network-private-2', 'network-public-0', "
         "'network-public-1', 'network-public-2' does not let it out: no rule admits TCP 443 to a public "
         "address (the ACL's final deny)",
-        "of subnets 'network-public-0', 'network-public-1', 'network-public-2' does not let it in: no rule "
-        "admits TCP 443 from 10.40.64.0/19, 10.40.96.0/19, 10.40.128.0/19",
+        "of subnet 'network-public-0' does not let it in: no rule admits TCP 443 from 10.40.64.0/19",
         "does not admit load balancer 'lb-alb' on TCP 8080",
     ):
         assert text in api, (text, api)
@@ -632,29 +690,18 @@ def test_aws_acl_replies_need_their_own_entries(gate: Gate, shipped: dict[str, P
 
 
 def test_aws_acl_rule_resources_are_read_in_rule_number_order(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """A NetworkAclRule numbered before the ACL's allow-all denies the cache port from the VPC:
-    the cache no longer admits the tasks in the other private subnets (tasks in its own subnet
-    cross no ACL)."""
+    """NetworkAclRule resources on an ACL without inline entries: a deny numbered before the
+    allow-all stops the cache port. A deny of part of the tasks' subnet stops the tasks there (a
+    task may take any address); a deny of part of the cache's subnet is not judged (the node's
+    address is not known)."""
     plan = copy_of(shipped, "aws-prod")
-    everything = [_entry(100, "allow", "0.0.0.0/0")]
-    acl = _acl(plan, "private-acl", "private", list(everything), list(everything))
+    acl = _acl(plan, "private-acl", "private", [], [])
+    for egress in (False, True):
+        plan.resources.append(_rule(acl, 100, egress, "allow", "0.0.0.0/0", "0"))
+        edit(plan.resources[-1], lambda p: p.update(protocol="-1"))
     quiet(gate, plan)
-    rule = _planned(
-        acl,
-        NACL_RULE,
-        "private-acl-no-redis",
-        {
-            "networkAclId": acl.outputs["id"],
-            "ruleNumber": 50,
-            "egress": False,
-            "protocol": "6",
-            "ruleAction": "deny",
-            "cidrBlock": VPC_CIDR,
-            "fromPort": 6379,
-            "toPort": 6379,
-        },
-    )
-    plan.resources.append(rule)
+    deny = _rule(acl, 50, False, "deny", VPC_CIDR, "6379")
+    plan.resources.append(deny)
     cache = res(plan, "cache-redis", CACHE)
     fire_on(
         gate,
@@ -664,13 +711,24 @@ def test_aws_acl_rule_resources_are_read_in_rule_number_order(gate: Gate, shippe
         "network ACL 'private-acl' of subnets 'network-private-0', 'network-private-1', 'network-private-2' "
         "does not let it in: its rule 50 denies TCP 6379 from 10.40.0.0/16",
     )
-    edit(rule, lambda p: p.update(ruleNumber=150))
+    edit(deny, lambda p: p.update(cidrBlock="10.40.64.0/24"))  # part of the tasks' network-private-0
+    fire_on(
+        gate,
+        plan,
+        [cache],
+        "of subnets 'network-private-1', 'network-private-2' does not let it in: its rule 50 denies TCP 6379 "
+        "from 10.40.64.0/24",
+    )
+    plan.resources.append(_rule(acl, 60, True, "deny", "10.40.96.0/24", "6379"))  # part of the cache's
+    fire_on(gate, plan, [cache], "its rule 50 denies TCP 6379 from 10.40.64.0/24")
+    edit(deny, lambda p: p.update(ruleNumber=150))
     quiet(gate, plan)
 
 
 def test_aws_the_nat_gateways_subnets_acl_is_on_the_way_out(gate: Gate, shipped: dict[str, Plan]) -> None:
-    """The public subnets' ACL written for the load balancers only (HTTPS in, the replies out, the
-    targets' port to the VPC): the NAT gateways there cannot send the tasks' HTTPS on."""
+    """The public subnets' ACL (associated by NetworkAclAssociation) written for the load
+    balancers only: HTTPS in, the replies out, the targets' port to the VPC. The NAT gateways there
+    cannot send the tasks' HTTPS on."""
     plan = copy_of(shipped, "aws-prod")
     ingress = [
         _entry(100, "allow", "0.0.0.0/0", (80, 80)),
@@ -678,7 +736,7 @@ def test_aws_the_nat_gateways_subnets_acl_is_on_the_way_out(gate: Gate, shipped:
         _entry(120, "allow", "0.0.0.0/0", (1024, 65535)),
     ]
     egress = [_entry(100, "allow", "0.0.0.0/0", (1024, 65535)), _entry(110, "allow", VPC_CIDR, (8080, 8080))]
-    acl = _acl(plan, "public-acl", "public", ingress, egress)
+    acl = _acl(plan, "public-acl", "public", ingress, egress, associate=True)
     fire_on(
         gate,
         plan,
@@ -688,6 +746,84 @@ def test_aws_the_nat_gateways_subnets_acl_is_on_the_way_out(gate: Gate, shipped:
         "does not let it out: no rule admits TCP 443 to a public address (the ACL's final deny)",
     )
     edit(acl, lambda p: p["egress"].append(_entry(120, "allow", "0.0.0.0/0", (443, 443))))
+    quiet(gate, plan)
+
+
+# Private and public ACLs admitting exactly what the app's paths need, replies included.
+PRIVATE_IN = [
+    _entry(100, "allow", PUBLIC_CIDR, (8080, 8080)),  # the ALB to the tasks
+    _entry(110, "allow", VPC_CIDR, (6379, 6379)),  # the tasks to the cache
+    _entry(120, "allow", "0.0.0.0/0", (32768, 60999)),  # replies to the tasks
+]
+PRIVATE_OUT = [
+    _entry(100, "allow", "0.0.0.0/0", (443, 443)),
+    _entry(110, "allow", VPC_CIDR, (6379, 6379)),
+    _entry(120, "allow", PUBLIC_CIDR, (1024, 65535)),  # replies to the ALB
+    _entry(130, "allow", VPC_CIDR, (32768, 60999)),  # the cache's replies to the tasks
+]
+PUBLIC_IN = [
+    _entry(100, "allow", "0.0.0.0/0", (80, 80)),
+    _entry(110, "allow", "0.0.0.0/0", (443, 443)),
+    _entry(120, "allow", "0.0.0.0/0", (1024, 65535)),  # replies to the NAT gateways and the ALB
+]
+PUBLIC_OUT = [
+    _entry(100, "allow", VPC_CIDR, (8080, 8080)),
+    _entry(110, "allow", "0.0.0.0/0", (443, 443)),
+    _entry(120, "allow", "0.0.0.0/0", (1024, 65535)),  # replies to clients and to the tasks
+]
+
+
+def test_aws_acl_replies_are_judged_on_each_hops_own_ports(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """Each hop's replies return to the ports of whoever opened it: internet clients, NAT
+    gateways and the ALB use 1024-65535, a task its kernel's range (Linux's 32768-60999 unless it
+    sets net.ipv4.ip_local_port_range). Narrowing one entry fires on exactly the paths it stops."""
+    plan = copy_of(shipped, "aws-prod")
+    private = _acl(plan, "private-acl", "private", list(PRIVATE_IN), list(PRIVATE_OUT))
+    public = _acl(plan, "public-acl", "public", list(PUBLIC_IN), list(PUBLIC_OUT), associate=True)
+    quiet(gate, plan)
+
+    def narrow(acl: PlannedResource, way: str, index: int, ports: tuple[int, int]) -> dict[str, Any]:
+        old = copy.deepcopy(acl.outputs[way][index])
+        edit(acl, lambda p: p[way][index].update(fromPort=ports[0], toPort=ports[1]))
+        return old
+
+    # Replies to internet clients from 32768 up only: the load balancers' listeners (clients use
+    # 1024-65535); the NAT gateways' replies to the tasks (32768-60999) still pass.
+    old = narrow(public, "egress", 2, (32768, 65535))
+    fire_on(
+        gate,
+        plan,
+        lbs(plan),
+        "does not let the replies out: no rule admits TCP 1024-32767 to a public address",
+    )
+    edit(public, lambda p: p["egress"].__setitem__(2, copy.deepcopy(old)))
+    # Replies from 32768 up only: the NAT gateways' (from the internet) and the ALB's (from the
+    # tasks) both come to ports from 1024.
+    old = narrow(public, "ingress", 2, (32768, 65535))
+    fire_on(
+        gate,
+        plan,
+        [*services(plan), lbs(plan)[0]],
+        "does not let the replies in: no rule admits TCP 1024-32767 from",
+    )
+    checked = check(gate, plan)
+    assert "load balancer 'lb-alb' cannot reach ECS service 'service-api' on TCP 8080" in (
+        checked.on(RULE, lbs(plan)[0])[0].message
+    )
+    edit(public, lambda p: p["ingress"].__setitem__(2, copy.deepcopy(old)))
+    quiet(gate, plan)
+    # The cache's replies to the tasks on 49152 up only: not Linux's range, but the tasks' own
+    # once they set it so.
+    narrow(private, "egress", 3, (49152, 65535))
+    cache = res(plan, "cache-redis", CACHE)
+    fire_on(gate, plan, [cache], "does not let the replies out: no rule admits TCP 32768-49151 to 10.40.")
+
+    def own_range(defs: list[dict[str, Any]]) -> None:
+        for d in defs:
+            d["systemControls"] = [{"namespace": "net.ipv4.ip_local_port_range", "value": "49152 60999"}]
+
+    for role in ("api", "worker"):
+        edit(res(plan, f"service-{role}", TASK_DEFINITION), containers_json(own_range))
     quiet(gate, plan)
 
 
