@@ -38,7 +38,7 @@ from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
 from agent_app.periodic import cancel_requested, every
 from agent_app.process import bootstrap, exit_now, within
-from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery
+from agent_app.queues.base import FREE_HANDBACKS, RECEIVE_WAIT_SECONDS, Delivery, QueueTimeout
 from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
 from agent_app.schemas import Message, TaskMessage
 from agent_app.tasks import Claim, Settled
@@ -108,8 +108,7 @@ class Worker:
         finally:
             stop.cancel()
             await self._stop_receiving()
-        for delivery in late:
-            await self._hand_back(delivery)
+        await asyncio.gather(*(self._hand_back(d) for d in late))
         await self._drain()
 
     async def _stop_receiving(self) -> None:
@@ -154,9 +153,26 @@ class Worker:
     async def _give_back(self, delivery: Delivery) -> None:
         """Hand a delivery back on shutdown without using up an attempt (``Delivery.requeue``):
         this worker ran it no further than any other could. Released as it is (an attempt used
-        up) if the copy cannot be sent."""
-        if not await self._quietly(delivery.requeue(), "requeue on shutdown"):
+        up) when the copy was refused, or once the task's free hand-backs are used up. A copy
+        that may have been sent (no answer), or an ack that failed after it, leaves the delivery
+        to its lease: released at once, it could come back as the reserved delivery before the
+        copy is claimed, and fail a task that was never run."""
+        if delivery.handed_back:
+            return  # a drain's cancel came while it was being handed back
+        delivery.handed_back = True
+        if delivery.handbacks >= FREE_HANDBACKS:
             await self._quietly(delivery.release(0), "release on shutdown")
+            return
+        try:
+            await delivery.send_copy()
+        except QueueTimeout as exc:
+            log.warning("requeue on shutdown not answered; left to its lease", extra={"error": repr(exc)})
+            return
+        except Exception as exc:
+            log.warning("requeue on shutdown refused; released instead", extra={"error": repr(exc)})
+            await self._quietly(delivery.release(0), "release on shutdown")
+            return
+        await self._quietly(delivery.ack(), "ack of a requeued delivery")
 
     async def _drain(self) -> None:
         """Running tasks get the grace period less the close reserve; then the rest are
@@ -210,7 +226,7 @@ class Worker:
             if delivery.max_attempts is not None and delivery.attempt > delivery.max_attempts:
                 await self._last_run_lost(delivery, message)
                 return
-            if delivery.attempt == 1:
+            if delivery.attempt == 1 and delivery.handbacks == 0:  # the first delivery of all
                 QUEUE_LAG.observe(max(0.0, time.time() - message.enqueued_at))
             while True:  # once, or again after an outage cut its run short
                 claim = await self._claim(delivery, message, owner)

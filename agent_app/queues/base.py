@@ -12,12 +12,14 @@ dead-letters it. The brokers' own dead-lettering (SQS redrive, Pub/Sub's dead-le
 is only the backstop after it; a NATS consumer past ``max_deliver`` delivers the message no
 more and has none.
 
-A delivery handed back on shutdown uses no attempt: the worker requeues it (``requeue``), a
-fresh copy carrying the attempts its task's deliveries used before it
-(:data:`ATTEMPTS_BEFORE_HEADER`, which every adapter adds to the broker's own count), and the
-delivery acknowledged. Released, it would use up one of the broker's deliveries, and a worker
-stopped during a task's last run (a deploy, a scale-in) would leave it to the reserved delivery,
-which marks it failed unrun.
+A delivery handed back on shutdown uses no attempt: the worker requeues it (``send_copy``,
+then ``ack``), a fresh copy carrying the attempts its task's deliveries used before it
+(:data:`ATTEMPTS_BEFORE_HEADER`, which every adapter adds to the broker's own count) and its
+free hand-backs so far (:data:`HANDBACKS_HEADER`). Released, it would use up one of the
+broker's deliveries, and a worker stopped during a task's last run (a deploy, a scale-in) would
+leave it to the reserved delivery, which marks it failed unrun. Hand-backs are free only
+:data:`FREE_HANDBACKS` times per task: a copy restarts the broker's own delivery limit, so a
+task that keeps bringing its worker down must still use up its attempts.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ TASK_ID_ATTRIBUTE = "task_id"
 REASON_HEADER = "Skyfleet-Reason"
 ATTEMPTS_HEADER = "Skyfleet-Attempts"
 REASON_BYTES = 1000
-# The attempts a requeued copy's task used before it (Delivery.requeue).
+# A requeued copy's attempts used before it, and the task's free hand-backs so far.
 ATTEMPTS_BEFORE_HEADER = "Skyfleet-Attempts-Before"
+HANDBACKS_HEADER = "Skyfleet-Handbacks"
+FREE_HANDBACKS = 3
 
 
 def broker_deliveries(runs: int) -> int:
@@ -61,16 +65,21 @@ def dead_letter_headers(reason: str, attempt: int) -> dict[str, str]:
     return {REASON_HEADER: cut, ATTEMPTS_HEADER: str(attempt)}
 
 
-def attempts_before(attributes: Mapping[str, str] | None) -> int:
-    """The attempts a message's earlier copies used (0 for a message as the api publishes it)."""
-    value = (attributes or {}).get(ATTEMPTS_BEFORE_HEADER, "0")
-    return max(0, int(value)) if value.isdigit() else 0
+def _count(attributes: Mapping[str, str] | None, name: str) -> int:
+    value = (attributes or {}).get(name, "0")
+    return int(value) if value.isdigit() else 0
 
 
-def requeued_attributes(attributes: Mapping[str, str], attempt: int) -> dict[str, str]:
-    """A requeued copy's attributes: the message's own, and the attempts used before the one
-    handed back (which does not count)."""
-    return {**attributes, ATTEMPTS_BEFORE_HEADER: str(attempt - 1)}
+def copy_state(attributes: Mapping[str, str] | None) -> tuple[int, int]:
+    """The attempts a message's earlier copies used, and its free hand-backs (0, 0 for a message
+    as the api publishes it)."""
+    return _count(attributes, ATTEMPTS_BEFORE_HEADER), _count(attributes, HANDBACKS_HEADER)
+
+
+def requeued_attributes(attributes: Mapping[str, str], attempt: int, handbacks: int) -> dict[str, str]:
+    """A requeued copy's attributes: the message's own, the attempts used before the delivery
+    handed back (which does not count), and one more free hand-back."""
+    return {**attributes, ATTEMPTS_BEFORE_HEADER: str(attempt - 1), HANDBACKS_HEADER: str(handbacks + 1)}
 
 
 class QueueUnavailable(Exception):
@@ -83,7 +92,9 @@ class QueueTimeout(QueueUnavailable):
 
 class Delivery(ABC):
     body: bytes
-    attempt: int  # 1 on first delivery
+    attempt: int  # 1 on first delivery (earlier copies' attempts included)
+    handbacks: int = 0  # the free hand-backs its task had before this copy
+    handed_back = False  # set by the worker once it starts handing this delivery back
     # The app's runs of a task: the last failed one dead-letters it (None: retried for good).
     # The broker delivers once more (RESERVED_DELIVERIES) for a worker lost during the last.
     max_attempts: int | None
@@ -104,11 +115,16 @@ class Delivery(ABC):
         """Send the message to the dead-letter queue now, with ``reason``, and remove it here."""
 
     @abstractmethod
+    async def send_copy(self) -> None:
+        """Send a copy of the message, with :func:`requeued_attributes`, to the queue. Raises
+        QueueTimeout when its outcome is not known (it may have been sent)."""
+
     async def requeue(self) -> None:
-        """Hand the message back without using up an attempt (shutdown): a copy carrying
-        :func:`requeued_attributes` is sent to the queue, then this delivery is acknowledged. Sent
-        first, so a worker lost in between leaves two copies (the task's claim tells them apart),
-        never none."""
+        """Hand the message back without using up an attempt (shutdown): the copy is sent, then
+        this delivery acknowledged. Sent first, so a worker lost in between leaves two copies
+        (the task's claim tells them apart), never none."""
+        await self.send_copy()
+        await self.ack()
 
 
 class TaskQueue(ABC):

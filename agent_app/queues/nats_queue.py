@@ -29,11 +29,12 @@ from agent_app.queues.base import (
     CHECK_TIMEOUT_SECONDS,
     TASK_ID_ATTRIBUTE,
     Delivery,
+    QueueTimeout,
     QueueUnavailable,
     TaskQueue,
-    attempts_before,
     bounded,
     broker_deliveries,
+    copy_state,
     dead_letter_headers,
     requeued_attributes,
 )
@@ -48,7 +49,8 @@ class NatsDelivery(Delivery):
         self.msg = msg
         self.queue = queue
         self.body = msg.data
-        self.attempt = (msg.metadata.num_delivered or 1) + attempts_before(msg.headers)
+        before, self.handbacks = copy_state(msg.headers)
+        self.attempt = (msg.metadata.num_delivered or 1) + before
         self.max_attempts = queue.target.max_deliver
 
     async def ack(self) -> None:
@@ -62,18 +64,17 @@ class NatsDelivery(Delivery):
 
     async def dead_letter(self, reason: str) -> None:
         headers = {**self._own_headers(), **dead_letter_headers(reason, self.attempt)}
-        await self.queue.js().publish(self.queue.target.dlq_subject, self.body, headers=headers)
+        await self.queue.publish_to(self.queue.target.dlq_subject, self.body, headers)
         await self.msg.term()
 
-    async def requeue(self) -> None:
-        headers = requeued_attributes(self._own_headers(), self.attempt)
+    async def send_copy(self) -> None:
+        headers = requeued_attributes(self._own_headers(), self.attempt, self.handbacks)
         # A message id of this very delivery: JetStream drops a publish of it retried after a
         # lost ack, not the copy of a later hand-back of the same task.
         own = self.msg.headers or {}
         task_id = own.get(TASK_ID_ATTRIBUTE) or own.get("Nats-Msg-Id", "")
         headers["Nats-Msg-Id"] = f"{task_id}@{self.msg.metadata.sequence.stream}"
-        await self.queue.js().publish(self.queue.target.subject, self.body, headers=headers)
-        await self.ack()
+        await self.queue.publish_to(self.queue.target.subject, self.body, headers)
 
     def _own_headers(self) -> dict[str, str]:
         """The message's own headers, not the server's: its Nats-Msg-Id (the task id) would make
@@ -167,12 +168,19 @@ class NatsTaskQueue(TaskQueue):
             await js.add_stream(config)
 
     async def publish(self, body: bytes, *, task_id: str) -> None:
+        # The message id lets JetStream drop a publish retried after a lost ack.
+        headers = {"Nats-Msg-Id": task_id, TASK_ID_ATTRIBUTE: task_id}
+        await self.publish_to(self.target.subject, body, headers)
+
+    async def publish_to(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """Publish and wait for the stream's ack: QueueTimeout when none came (it may have been
+        stored), QueueUnavailable when refused."""
         try:
-            # The message id lets JetStream drop a publish retried after a lost ack.
-            headers = {"Nats-Msg-Id": task_id, TASK_ID_ATTRIBUTE: task_id}
-            await self.js().publish(self.target.subject, body, headers=headers)
-        except (NatsTimeout, NatsError, OSError) as exc:
-            raise QueueUnavailable(f"NATS publish failed: {exc!r}") from exc
+            await self.js().publish(subject, body, headers=headers)
+        except NatsTimeout as exc:
+            raise QueueTimeout(f"NATS publish to {subject} got no ack: {exc!r}") from exc
+        except (NatsError, OSError) as exc:
+            raise QueueUnavailable(f"NATS publish to {subject} failed: {exc!r}") from exc
 
     async def receive(self, max_messages: int, wait_seconds: float = 1.0) -> list[Delivery]:
         if self._sub is None:

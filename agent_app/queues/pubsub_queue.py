@@ -32,10 +32,11 @@ from agent_app.queues.base import (  # noqa: E402
     CHECK_TIMEOUT_SECONDS,
     TASK_ID_ATTRIBUTE,
     Delivery,
+    QueueTimeout,
     QueueUnavailable,
     TaskQueue,
-    attempts_before,
     bounded,
+    copy_state,
     dead_letter_headers,
     requeued_attributes,
     runs_of,
@@ -53,7 +54,8 @@ class PubSubDelivery(Delivery):
         self.body = bytes(received.message.data)
         self.attributes = dict(received.message.attributes)
         # delivery_attempt is only tracked when the subscription has a dead-letter policy.
-        self.attempt = (received.delivery_attempt or 1) + attempts_before(self.attributes)
+        before, self.handbacks = copy_state(self.attributes)
+        self.attempt = (received.delivery_attempt or 1) + before
         self.max_attempts = queue.max_attempts
 
     async def ack(self) -> None:
@@ -79,10 +81,9 @@ class PubSubDelivery(Delivery):
         await self.queue.publish_to(self.queue.dead_letter_topic, self.body, attributes)
         await self.ack()
 
-    async def requeue(self) -> None:
-        attributes = requeued_attributes(self.attributes, self.attempt)
+    async def send_copy(self) -> None:
+        attributes = requeued_attributes(self.attributes, self.attempt, self.handbacks)
         await self.queue.publish_to(self.queue.topic, self.body, attributes)
-        await self.ack()
 
 
 class PubSubTaskQueue(TaskQueue):
@@ -130,6 +131,8 @@ class PubSubTaskQueue(TaskQueue):
         try:
             future = self._publisher.publish(topic, body, **attributes)
             await bounded(asyncio.wrap_future(future), PUBLISH_TIMEOUT_SECONDS, "Pub/Sub publish")  # type: ignore[arg-type]
+        except gexc.DeadlineExceeded as exc:  # sent, maybe: no answer came
+            raise QueueTimeout(f"Pub/Sub publish got no answer: {exc}") from exc
         except gexc.GoogleAPICallError as exc:
             raise QueueUnavailable(f"Pub/Sub publish failed: {exc}") from exc
 

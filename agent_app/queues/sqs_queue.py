@@ -20,17 +20,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiobotocore.session import get_session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 from agent_app.contract import SqsQueue
 from agent_app.queues.base import (
     CHECK_TIMEOUT_SECONDS,
     TASK_ID_ATTRIBUTE,
     Delivery,
+    QueueTimeout,
     QueueUnavailable,
     TaskQueue,
-    attempts_before,
     bounded,
+    copy_state,
     dead_letter_headers,
     requeued_attributes,
     runs_of,
@@ -70,7 +71,8 @@ class SqsDelivery(Delivery):
         }
         strings = {name: value.get("StringValue", "") for name, value in self.attributes.items()}
         received = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        self.attempt = received + attempts_before(strings)
+        before, self.handbacks = copy_state(strings)
+        self.attempt = received + before
         self.max_attempts = queue.max_attempts
 
     async def _visibility(self, seconds: float) -> None:
@@ -100,11 +102,10 @@ class SqsDelivery(Delivery):
         await self.queue.send(dlq, self.body, attributes, "SQS send to the dead-letter queue")
         await self.ack()
 
-    async def requeue(self) -> None:
-        attributes = {**self.attributes, **_typed(requeued_attributes({}, self.attempt))}
+    async def send_copy(self) -> None:
+        attributes = {**self.attributes, **_typed(requeued_attributes({}, self.attempt, self.handbacks))}
         url = self.queue.target.queue_url
         await self.queue.send(url, self.body, attributes, "SQS send of the requeued copy")
-        await self.ack()
 
 
 class SqsTaskQueue(TaskQueue):
@@ -164,6 +165,8 @@ class SqsTaskQueue(TaskQueue):
                 PUBLISH_TIMEOUT_SECONDS,
                 what,
             )
+        except ReadTimeoutError as exc:  # sent, maybe: no answer came
+            raise QueueTimeout(f"{what} got no answer: {exc}") from exc
         except (BotoCoreError, ClientError) as exc:
             raise QueueUnavailable(f"{what} failed: {exc}") from exc
 

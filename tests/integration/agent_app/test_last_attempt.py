@@ -15,6 +15,7 @@ import pytest
 
 from agent_app.config import Settings
 from agent_app.queues import open_queue
+from agent_app.queues.base import FREE_HANDBACKS
 from agent_app.tasks import task_key
 from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
 from tests.integration.agent_app.test_tasks import Stack, start_task, task_status
@@ -53,6 +54,25 @@ async def use_up(env: dict[str, str], attempts: int) -> None:
             if seen >= attempts:
                 return
         raise AssertionError(f"the message reached delivery {seen} of the {attempts} wanted")
+    finally:
+        await queue.close()
+
+
+async def hand_back(env: dict[str, str], times: int, attempt: int) -> None:
+    """Receive the one queued message and requeue it ``times`` times through the app's own
+    adapter, as a worker stopped before it ran the task does: each copy comes back at ``attempt``,
+    one more free hand-back counted."""
+    queue = open_queue(Settings.model_validate(env))
+    await queue.start(consume=True)
+    try:
+        for handbacks in range(times):
+            for _ in range(100):  # bounded: a copy is delivered at once
+                if deliveries := await queue.receive(1, 1.0):
+                    break
+            else:
+                raise AssertionError(f"no delivery after {handbacks} hand-backs")
+            assert (deliveries[0].attempt, deliveries[0].handbacks) == (attempt, handbacks)
+            await deliveries[0].requeue()
     finally:
         await queue.close()
 
@@ -143,3 +163,34 @@ def test_a_worker_stopped_during_the_last_run_hands_it_back_without_using_it_up(
             assert [h for body, h in stack.broker.dead_lettered() if task_id.encode() in body] == []
         finally:
             last.stop()
+
+
+def test_hand_backs_are_free_only_so_often(stack: Stack) -> None:
+    """A task whose workers keep being stopped (one that brings its worker down, say) is handed
+    back free only FREE_HANDBACKS times: each copy restarts the broker's own delivery limit, so
+    past that a stop uses an attempt like any release, and the last one ends in the reserved
+    delivery and a dead letter."""
+    with stack.api.client() as client:
+        _, task_id = start_task(client, "what is 7*7", work_seconds=WORK_SECONDS)
+        asyncio.run(use_up(stack.env, stack.broker.max_attempts - 1))
+        asyncio.run(hand_back(stack.env, FREE_HANDBACKS, stack.broker.max_attempts))
+        worker = stack.worker(AGENT_SHUTDOWN_GRACE_SECONDS=str(STOP_GRACE_SECONDS))
+        try:
+            task_status(client, task_id, "running")
+            worker.proc.signal(signal.SIGTERM)
+            assert worker.proc.wait() == 0
+        finally:
+            worker.stop()
+        after = stack.worker()
+        try:
+            assert task_status(client, task_id, "failed", timeout=60)["error"] == LOST
+            letters = wait_until(
+                lambda: [h for body, h in stack.broker.dead_lettered() if task_id.encode() in body],
+                timeout=30,
+                interval=0.5,
+                what="the message in the dead-letter queue",
+            )
+            assert int(letters[0]["Skyfleet-Attempts"]) == stack.broker.max_attempts + 1
+            assert letters[0]["Skyfleet-Handbacks"] == str(FREE_HANDBACKS)
+        finally:
+            after.stop()
