@@ -79,6 +79,11 @@ class FleetUnavailable(DependencyDown):
     code = "fleet_unavailable"
 
 
+class Superseded(FleetUnavailable):
+    """A write the other sites refused as older: they hold a later write of the same home's,
+    which may carry it (a task's report written here after it, and copied out first)."""
+
+
 class GatewayTimeout(AgentError):
     """The site holding the record did not answer in time; it may have run the request."""
 

@@ -37,7 +37,8 @@ ERRORS = Counter("agent_errors_total", "Error responses and internal errors by c
 FLEET_WRITES = Counter(
     "agent_fleet_writes_total",
     "Writes copied to the fleet's other sites, by record kind and outcome "
-    "(held by a majority, async, fenced by a newer epoch, no majority, takeover)",
+    "(held by a majority, async, fenced by a newer epoch, superseded by a later write, no majority, "
+    "takeover)",
     ["kind", "outcome"],
 )
 FLEET_FORWARDS = Counter(

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
-from agent_app.errors import Conflict, Moved, NotFound, TooLarge
+from agent_app.errors import Conflict, Moved, NotFound, Superseded, TooLarge
 from agent_app.fleet import Replication
 from agent_app.keys import session_key
 from agent_app.schemas import Message, Session
@@ -337,9 +337,21 @@ class SessionStore:
                 if len(keys) > 1 and lock is not None:
                     lock.held = False  # released by the script
                 if self.replicator is not None:
-                    await self._published(session_id)
+                    await self._copied(session_id, messages)
                 return session
         raise Conflict(f"session {session_id!r} is too busy; retry the request", retry_after=1)
+
+    async def _copied(self, session_id: str, messages: list[Message]) -> None:
+        """Copy an append out (``sync``: held by a majority). A later write here that takes no
+        turn lock (a task's report) can be copied out first: the others then refuse this copy as
+        older, though the record they hold carries it. The append stands when the record a
+        majority holds now carries its messages."""
+        try:
+            await self._published(session_id)
+        except Superseded:
+            held, _ = await self.load(session_id)  # confirmed: what a majority holds
+            if not all(m in held.messages for m in messages):
+                raise
 
     async def _write_cas(self, keys: list[str], args: list[Any]) -> Any:
         """Run the compare-and-set: in a pipeline with ``WAIT`` when replicas must ack it,

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from agent_app.cache import Cache
 from agent_app.config import Settings
-from agent_app.errors import FleetUnavailable, Moved
+from agent_app.errors import FleetUnavailable, Moved, Superseded
 from agent_app.fleet import Fleet
 from agent_app.fleet.peers import Outcome, Peers
 from agent_app.fleet.records import REQUEUE, STAMP, TAKING, Kind, LocalRecords, Record, order
@@ -117,12 +117,19 @@ class Replicator:
         accepted, answers = await self._enough(self._putter(kind, record_id, record, check=check), accept)
         refused = [r for outcome, r in answers if outcome == "refused" and r is not None]
         later = [r for outcome, r in answers if outcome == "later" and r is not None]
-        if later:  # this store lost a write of its own home that the others hold: take it back
+        if later:
+            # The others hold a later write of this home: one this store lost (taken back), or
+            # one made here after this one and copied out first, which carries it.
             best = max(later, key=order)
             await self.local.apply(kind, record_id, best)
             if check and accepted >= self.fleet.peer_acks_needed:
                 FLEET_WRITES.labels(kind, "held").inc()
                 return best
+            if not check:
+                FLEET_WRITES.labels(kind, "superseded").inc()
+                raise Superseded(
+                    f"{kind} {record_id!r}: the fleet's sites hold a later write of it; retry", retry_after=1
+                )
         elif accepted >= self.fleet.peer_acks_needed:
             FLEET_WRITES.labels(kind, "held").inc()
             return record

@@ -6,11 +6,13 @@ back is fenced by the newer epoch."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from agent_app.contract import (
     SITE_HEADER,
     fleet_sites_value,
 )
+from agent_app.fleet.peers import KEEPALIVE_EXPIRY_SECONDS
+from agent_app.schemas import Message
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.testing.servers import (
     API_KEY,
@@ -69,9 +73,10 @@ class Site:
         self.start_lb()
         return self
 
-    def start_lb(self, backend: int | None = None, *, refuse: str = "") -> None:
+    def start_lb(self, backend: int | None = None, *, refuse: str = "", rules: str = "") -> None:
         """The site's TLS load balancer, in front of its api (or of the server at ``backend``);
-        requests whose path begins with ``refuse`` are answered 503 by the balancer itself."""
+        requests whose path begins with ``refuse`` are answered 503 by the balancer itself;
+        ``rules``: more ``http-request`` lines for its frontend."""
         assert self.api is not None
         backend = backend or self.api.port
         cfg = self.pem.with_suffix(".cfg")
@@ -79,7 +84,7 @@ class Site:
         cfg.write_text(
             "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n"
             f"  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{self.port} ssl crt {self.pem}\n"
-            f"{refusal}  default_backend be\nbackend be\n  server api 127.0.0.1:{backend}\n"
+            f"{refusal}{rules}  default_backend be\nbackend be\n  server api 127.0.0.1:{backend}\n"
         )
         self.lb, _ = serve(
             lambda port: Proc(f"lb-{self.name}", ["haproxy", "-db", "-f", str(cfg)]),
@@ -543,6 +548,78 @@ def test_a_turn_no_majority_held_is_not_replayed_until_one_holds_it(fleet: dict[
         ]
     assert history == ["once"]  # stored once, and a majority holds it now
     assert [s.record("session", sid).get("version") for s in (b, c)].count("1") >= 1
+
+
+# The balancer holds a session's whole record, copied out, past the sites' CALL_SECONDS (2 s)
+# and then refuses it (a tarpit): the copying site gives up on it. A write's name (a confirm's,
+# which is small) passes.
+SLOW_COPIES = (
+    "  timeout tarpit 3s\n"
+    "  http-request tarpit if METH_PUT { path_beg /internal/v1/fleet/sessions/ } "
+    "{ req.hdr_val(content-length) gt 400 }\n"
+)
+
+
+@pytest.mark.parametrize("carries", [True, False], ids=["later write carries the turn", "it does not"])
+def test_a_turn_whose_copy_a_later_write_of_its_home_overtook_is_held(
+    fleet: dict[str, Site], carries: bool
+) -> None:
+    """A task's report takes no turn lock: written at the home after a turn, its copy can reach
+    the third site first while the turn's copy waits on the successor. The third site then
+    answers the turn's copy with the later record, which carries the turn: the turn is held by
+    a majority and answered, not refused with 503 (as it was, in a partition drill). A later
+    record without the turn (one the home's store lost, written over) still refuses it."""
+    a, b, c = fleet.values()
+    with client(a) as ca:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        before = a.record("session", sid)
+        assert b.lb is not None and b.record("session", sid).get("version") == "0"
+        b.lb.stop()
+        b.start_lb(rules=SLOW_COPIES)  # site-b, site-a's successor, now gives up on whole records
+        # site-a's kept connections to the old balancer expire unused: its next call to site-b
+        # (the turn's confirm, a name only, which site-b holds) opens a new one and passes.
+        time.sleep(KEEPALIVE_EXPIRY_SECONDS + 0.5)
+        replies: list[httpx.Response] = []
+        turn = threading.Thread(
+            target=lambda: replies.append(ca.post(f"/v1/sessions/{sid}/messages", json={"content": "first"}))
+        )
+        turn.start()
+        try:
+            # The turn is stored at site-a, its copy waiting on site-b: the report is written
+            # after it there, and its copy reaches site-c first.
+            stored = wait_until(
+                lambda: (r := a.record("session", sid)).get("version") == "1" and r,
+                interval=0.01,
+                what="the turn stored at site-a",
+            )
+            messages = json.loads((stored if carries else before)["messages"])
+            report = Message(
+                role="assistant", content="Background task finished", at=time.time(), task_id="t" * 32
+            )
+            messages.append(report.model_dump(mode="json", exclude_defaults=True))
+            later = {**stored, "version": "2", "messages": json.dumps(messages), "wid": "report-write-0001"}
+            a.store().hset(
+                f"skyfleet:session:{{{sid}}}", mapping={k: later[k] for k in ("version", "messages", "wid")}
+            )
+            with httpx.Client(verify=str(a.pem.parent / "roots.pem")) as http:
+                copied = http.put(
+                    f"{c.url}{FLEET_PATH_PREFIX}/sessions/{sid}",
+                    json={"record": later},
+                    headers={FLEET_KEY_HEADER: FLEET_KEY, FORWARDED_HEADER: "site-a"},
+                )
+            assert copied.status_code == 200, copied.text
+        finally:
+            turn.join(30)
+    held = [s.record("session", sid) for s in (a, c)]
+    assert [r["version"] for r in held] == ["2", "2"]  # the later record, at the home too
+    assert replies, "the turn was not answered"
+    if not carries:
+        assert replies[0].status_code == 503 and replies[0].json()["code"] == "fleet_unavailable"
+        assert "first" not in held[1]["messages"]
+        return
+    assert replies[0].status_code == 200, replies[0].text
+    assert replies[0].json()["reply"]["content"]
+    assert "first" in held[1]["messages"]
 
 
 # --- the fleet client (agent_app.client) ---------------------------------------------------------
