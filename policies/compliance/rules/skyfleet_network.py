@@ -523,10 +523,15 @@ def _service_side(view: StackView, svc: PolicyResource) -> Side:
     return _side(view, f"ECS service {svc.name!r}", svc, groups, named, subnets)
 
 
-def _aws_paths(view: StackView) -> Iterator[_AwsPath]:
+def _task_containers(view: StackView) -> dict[str, list[Container]]:
+    """The plan's ECS containers, by the URN of their task definition."""
     tasks: dict[str, list[Container]] = {}
     for c in plan_containers(view, ("ecs",)):
         tasks.setdefault(c.resource.urn, []).append(c)
+    return tasks
+
+
+def _aws_paths(view: StackView, tasks: Mapping[str, list[Container]]) -> Iterator[_AwsPath]:
     apps = {(c.resource.urn, c.name) for c, _ in app_containers(view, ("ecs",))}
     for svc in view.of_type(*ECS_SERVICE):
         client = _service_side(view, svc)
@@ -922,17 +927,16 @@ def _block(subnet: PolicyResource) -> ipaddress.IPv4Network | None:
     return net if isinstance(net, ipaddress.IPv4Network) else None
 
 
-def _reply_ports(view: StackView, side: Side) -> tuple[int, int] | None:
+def _reply_ports(view: StackView, side: Side, tasks: Mapping[str, list[Container]]) -> tuple[int, int] | None:
     """The ports replies to ``side``'s connections return to (None: not known)."""
     if side.resource.resource_type not in ECS_SERVICE:
         return AWS_EPHEMERAL
-    containers = list(plan_containers(view, ("ecs",)))
     for task in view.refers(side.resource, "taskDefinition", (ECS_TASK,)):
         family = norm(get_path(task.props, "runtimePlatform", "operatingSystemFamily"))
         if family.startswith("windows"):
             return WINDOWS_EPHEMERAL
-        for c in containers:
-            for control in as_list(c.raw.get("systemControls")) if c.resource.urn == task.urn else ():
+        for c in tasks.get(task.urn, []):
+            for control in as_list(c.raw.get("systemControls")):
                 if text(get_path(control, "namespace")) == PORT_RANGE_SYSCTL:
                     bounds = [as_int(v) for v in text(get_path(control, "value")).split()]
                     if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
@@ -946,11 +950,10 @@ def _anywhere(side: Side) -> bool:
     return side.resource.resource_type in (*ECS_SERVICE, *LOAD_BALANCERS)
 
 
-def _path_hops(view: StackView, path: _AwsPath) -> Iterator[tuple[Side, _Hop]]:
+def _path_hops(view: StackView, path: _AwsPath, back: tuple[int, int] | None) -> Iterator[tuple[Side, _Hop]]:
     """Each subnet edge ``path`` crosses, by the side whose subnet it is (the client's for its own
-    subnets and its NAT gateway's)."""
+    subnets and its NAT gateway's); ``back``: the ports the client's replies return to."""
     client, server, port = path.client, path.server, path.port
-    back = _reply_ports(view, client)
     for mine in client.subnets:
         here = _block(mine)
         if here is None:
@@ -970,7 +973,9 @@ def _path_hops(view: StackView, path: _AwsPath) -> Iterator[tuple[Side, _Hop]]:
             yield client, _Hop(nat, True, INTERNET, port, AWS_EPHEMERAL, False)
 
 
-def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str | None]]:
+def _aws_acls(
+    view: StackView, paths: list[_AwsPath], tasks: Mapping[str, list[Container]]
+) -> Iterator[tuple[str, str | None]]:
     """Each path crosses the network ACLs of the subnets it leaves and enters (stateless: the
     replies need their own entries), and each internet-facing load balancer's TCP listeners are
     reachable through its subnets' ACLs. A load balancer in front of another is not judged: what
@@ -981,7 +986,7 @@ def _aws_acls(view: StackView, paths: list[_AwsPath]) -> Iterator[tuple[str, str
         if isinstance(path.server, Side) and path.server.resource.resource_type in LOAD_BALANCERS:
             continue
         found: dict[str, list[_Stop]] = {}
-        for side, hop in _path_hops(view, path):
+        for side, hop in _path_hops(view, path, _reply_ports(view, path.client, tasks)):
             stop = _acl_hop(view, hop)
             if stop is not None:
                 found.setdefault(side.resource.urn, []).append(stop)
@@ -1017,11 +1022,12 @@ def _aws(view: StackView) -> Iterator[tuple[str, str | None]]:
     if not view.has_type(*ECS_SERVICE):
         return
     out, inb = list(egresses(view)), list(ingresses(view))
-    paths = list(_aws_paths(view))
+    tasks = _task_containers(view)
+    paths = list(_aws_paths(view, tasks))
     for path in paths:
         yield from _aws_check(view, path, out, inb)
     yield from _aws_routes(view, paths)
-    yield from _aws_acls(view, paths)
+    yield from _aws_acls(view, paths, tasks)
 
 
 # -- Kubernetes: NetworkPolicies ----------------------------------------------------------------
