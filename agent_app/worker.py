@@ -8,7 +8,7 @@ the message back with backoff; on the broker's last attempt it is dead-lettered 
 task marked failed. An outage of the cache or of the fleet is not a failure: the delivery is
 held until it ends. On SIGTERM the worker stops receiving at once, lets running tasks finish
 within ``AGENT_SHUTDOWN_GRACE_SECONDS`` less a close reserve, and hands the rest back for
-immediate redelivery without using up an attempt (``Delivery.requeue``); the grace period
+immediate redelivery without using up an attempt (``Delivery.send_copy``); the grace period
 bounds the whole shutdown (``process.ShutdownClock``).
 
 The worker also serves /healthz, /readyz and /metrics on ``AGENT_PORT`` for probes and
@@ -151,7 +151,7 @@ class Worker:
         await within(self._give_back(delivery), clock.left(clock.reserve), "a hand-back")
 
     async def _give_back(self, delivery: Delivery) -> None:
-        """Hand a delivery back on shutdown without using up an attempt (``Delivery.requeue``):
+        """Hand a delivery back on shutdown without using up an attempt (``Delivery.send_copy``):
         this worker ran it no further than any other could. Released as it is (an attempt used
         up) when the copy was refused, or once the task's free hand-backs are used up. A copy
         that may have been sent (no answer), or an ack that failed after it, leaves the delivery

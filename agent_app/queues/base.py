@@ -116,15 +116,10 @@ class Delivery(ABC):
 
     @abstractmethod
     async def send_copy(self) -> None:
-        """Send a copy of the message, with :func:`requeued_attributes`, to the queue. Raises
+        """Send a copy of the message, with :func:`requeued_attributes`, to the queue: a hand-back
+        that uses no attempt once this delivery is acknowledged (after it, so a worker lost in
+        between leaves two copies, which the task's claim tells apart, never none). Raises
         QueueTimeout when its outcome is not known (it may have been sent)."""
-
-    async def requeue(self) -> None:
-        """Hand the message back without using up an attempt (shutdown): the copy is sent, then
-        this delivery acknowledged. Sent first, so a worker lost in between leaves two copies
-        (the task's claim tells them apart), never none."""
-        await self.send_copy()
-        await self.ack()
 
 
 class TaskQueue(ABC):

@@ -72,7 +72,8 @@ async def hand_back(env: dict[str, str], times: int, attempt: int) -> None:
             else:
                 raise AssertionError(f"no delivery after {handbacks} hand-backs")
             assert (deliveries[0].attempt, deliveries[0].handbacks) == (attempt, handbacks)
-            await deliveries[0].requeue()
+            await deliveries[0].send_copy()
+            await deliveries[0].ack()
     finally:
         await queue.close()
 
