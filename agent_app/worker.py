@@ -495,8 +495,10 @@ class Worker:
         await every(lambda: interval, beat, at_once=at_once)
 
     async def _release(self, delivery: Delivery, task_id: str, owner: str, attempts: int) -> None:
-        """A run cut short by shutdown: its claim given back as not counted, like its delivery."""
-        await self._quietly(self.rt.tasks.release(task_id, owner, attempts - 1), "release claim")
+        """A run cut short by shutdown: its claim given back as not counted, like its delivery,
+        unless the task's free hand-backs are used up (the delivery is released: counted)."""
+        counted = attempts if delivery.handbacks >= FREE_HANDBACKS else attempts - 1
+        await self._quietly(self.rt.tasks.release(task_id, owner, counted), "release claim")
         await self._give_back(delivery)
         TASKS.labels("released").inc()
         log.info("task released for redelivery (shutdown)")

@@ -177,11 +177,13 @@ def test_hand_backs_are_free_only_so_often(stack: Stack) -> None:
         asyncio.run(hand_back(stack.env, FREE_HANDBACKS, stack.broker.max_attempts))
         worker = stack.worker(AGENT_SHUTDOWN_GRACE_SECONDS=str(STOP_GRACE_SECONDS))
         try:
-            task_status(client, task_id, "running")
+            assert task_status(client, task_id, "running")["attempts"] == 1
             worker.proc.signal(signal.SIGTERM)
             assert worker.proc.wait() == 0
         finally:
             worker.stop()
+        # Released, not requeued: the run is counted, as the broker counts its delivery.
+        assert task_status(client, task_id, "queued")["attempts"] == 1
         after = stack.worker()
         try:
             assert task_status(client, task_id, "failed", timeout=60)["error"] == LOST
