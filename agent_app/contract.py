@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 DEFAULT_PORT = 8080
 API_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.api")
 WORKER_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.worker")
+
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 METRICS_PATH = "/metrics"
@@ -148,6 +149,14 @@ PLATFORM_ENV: frozenset[Env] = frozenset(
 
 class ContractError(ValueError):
     """A value does not fit the contract; the message names the variable."""
+
+
+def works_between_requests(command: tuple[str, ...], *, fleet: bool) -> bool:
+    """Whether the process started by ``command`` works when no request is in flight: the worker
+    pulls its tasks; in a fleet the api also takes a lost site's tasks over (every few seconds)
+    and finishes copying writes to the slower sites after it has answered. A platform must give
+    such a process CPU between requests and keep at least one running."""
+    return command[-2:] == WORKER_COMMAND[-2:] or (fleet and command[-2:] == API_COMMAND[-2:])
 
 
 # --- The fleet ---------------------------------------------------------------------------

@@ -246,7 +246,12 @@ class AppSpec(_Model):
 
 
 class CacheSpec(_Model):
-    size_gb: float = Field(default=1, ge=0.5, le=300)
+    size_gb: float = Field(
+        default=1,
+        ge=0.5,
+        le=300,
+        description="memory for the sessions (GB); what the server keeps for forks and buffers comes on top",
+    )
     node_type: str | None = Field(default=None, description="AWS node type; derived from size if unset")
     ha: bool
     tls: Literal[True] = Field(default=True, description="always on; a plain-text cache is refused")
@@ -636,6 +641,18 @@ class SiteStack(_Stack):
                 f"app.env.{Env.SHUTDOWN_GRACE_SECONDS.value} is {grace}; the {self.target.value} "
                 f"platform kills the process {self.stop_grace_seconds} s after SIGTERM, so at "
                 f"most {self.app_shutdown_grace}"
+            )
+        # The worker pulls its tasks and, in a fleet, the api takes a lost site's over: nothing
+        # starts one when none runs (no platform scales on a message nobody receives).
+        if self.app.worker_replicas.min < 1:
+            problems.append(
+                "app.workerReplicas.min is 0; the worker pulls its tasks and no platform starts one "
+                "for a queued message, so at least 1"
+            )
+        if self.fleet is not None and self.app.replicas.min < 1:
+            problems.append(
+                "app.replicas.min is 0; in a fleet the api takes a lost site's tasks over without "
+                "any request, so at least 1"
             )
         if self.environment is Environment.PROD:
             if self.app.replicas.min < 2:

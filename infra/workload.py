@@ -40,6 +40,12 @@ class Workload:
     def port(self) -> int:
         return contract.DEFAULT_PORT
 
+    @property
+    def works_between_requests(self) -> bool:
+        """It needs CPU and a running replica with no request in flight (the worker; the api in a
+        fleet)."""
+        return contract.works_between_requests(self.command, fleet=Env.FLEET_SITES.value in self.env)
+
 
 # Logical secrets every site keeps in its secret store. Targets create one store entry each.
 API_KEYS = "api-keys"

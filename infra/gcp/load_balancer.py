@@ -287,9 +287,7 @@ class LoadBalancer(GcpCapability):
             compute.SecurityPolicyRuleArgs(
                 priority=1000 + i,
                 action="deny(403)",
-                description=(
-                    f"OWASP CRS: {expr}, sensitivity {WAF_SENSITIVITY}, free-text and fleet routes excepted"
-                ),
+                description=f"WAF {expr}, sensitivity {WAF_SENSITIVITY}; skips free text and fleet",
                 match=compute.SecurityPolicyRuleMatchArgs(
                     expr=compute.SecurityPolicyRuleMatchExprArgs(
                         expression=(

@@ -278,9 +278,9 @@ class Service(GcpCapability):
             ports=_port(w),
             resources=run.ServiceTemplateContainerResourcesArgs(
                 limits=cloud_run_limits(w.cpu, w.memory),
-                # The api's CPU may idle between requests; the worker pulls in the background, so
-                # its CPU is always allocated.
-                cpu_idle=w.public,
+                # CPU only during requests, unless the process works between them (the worker's
+                # pulls; a fleet api's takeovers and copies), which Cloud Run would starve.
+                cpu_idle=not w.works_between_requests,
                 startup_cpu_boost=True,
             ),
             # Traffic only once Redis and the queue answer; restart a wedged process.

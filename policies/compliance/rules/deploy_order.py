@@ -5,7 +5,9 @@
 - an IAM grant to a Google-managed service agent waits for the agent to exist
   (``gcp.projects.ServiceIdentity``), which it does only some time after its API is enabled;
 - a Route 53 alias record waits for the record it points at (Route 53 refuses an alias whose
-  target does not exist yet).
+  target does not exist yet);
+- an internet-facing load balancer waits for its VPC's internet gateway (ELB refuses one in a
+  VPC with no gateway attached: InvalidSubnet).
 
 ``GCP_API_BY_MODULE`` / ``gcp_api_of`` is the one table of resource type -> API; infra/gcp
 imports it to wire the dependencies it checks.
@@ -24,6 +26,12 @@ from ._rule import Controls, Rule, StackView, as_list
 SERVICE = "gcp:projects/service:Service"
 SERVICE_IDENTITY = "gcp:projects/serviceIdentity:ServiceIdentity"
 RECORD = "aws:route53/record:Record"
+LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+SUBNET = ("aws:ec2/subnet:Subnet",)
+GATEWAYS = (
+    "aws:ec2/internetGateway:InternetGateway",
+    "aws:ec2/internetGatewayAttachment:InternetGatewayAttachment",
+)
 
 # The API (service name) each pulumi-gcp module's resources are served by. The module is the
 # token's middle part: gcp:<module>/<resource>:<Type>.
@@ -155,6 +163,24 @@ def _alias_order(view: StackView) -> Iterator[tuple[str, str | None]]:
                 )
 
 
+def _gateway_order(view: StackView) -> Iterator[tuple[str, str | None]]:
+    graph = Graph(view)
+    for lb in view.of_type(*LOAD_BALANCERS):
+        if lb.props.get("internal") is True or str(lb.props.get("internal")).lower() == "true":
+            continue
+        subnet_refs = [*as_list(lb.props.get("subnets"))]
+        subnet_refs += [m.get("subnetId") for m in as_list(lb.props.get("subnetMappings"))]
+        subnets = view.referenced(subnet_refs, SUBNET)
+        vpcs = {text(s.props.get("vpcId")) for s in subnets} - {""}
+        gateways = [g for g in view.of_type(*GATEWAYS) if text(g.props.get("vpcId")) in vpcs]
+        if gateways and not any(graph.depends_on(lb, g) for g in gateways):
+            yield (
+                "is internet-facing, but does not depend on its VPC's internet gateway, which this stack "
+                "creates: ELB refuses it while no gateway is attached (InvalidSubnet)",
+                lb.urn,
+            )
+
+
 ORDER = Controls(nist=("CM-3", "SA-10"), soc2=("CC8.1",))
 
 RULES = [
@@ -183,5 +209,14 @@ RULES = [
         ORDER,
         "Pass the target records in depends_on of the alias record.",
         stack_check=_alias_order,
+    ),
+    Rule(
+        "aws-internet-lb-gateway-order",
+        "Internet-facing load balancers depend on their VPC's internet gateway, when the stack creates it.",
+        Severity.HIGH,
+        ORDER,
+        "Pass the InternetGateway (or its attachment, or the public routes through it) in depends_on of "
+        "the load balancer.",
+        stack_check=_gateway_order,
     ),
 ]

@@ -4,6 +4,7 @@ zones."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from pulumi_policy import EnforcementLevel, Severity
@@ -22,6 +23,17 @@ FORWARDING = (
     "gcp:compute/forwardingRule:ForwardingRule",
 )
 ZONE = ("gcp:dns/managedZone:ManagedZone",)
+ARMOR = (
+    "gcp:compute/securityPolicy:SecurityPolicy",
+    "gcp:compute/regionSecurityPolicy:RegionSecurityPolicy",
+    "gcp:compute/securityPolicyRule:SecurityPolicyRule",
+    "gcp:compute/regionSecurityPolicyRule:RegionSecurityPolicyRule",
+)
+# Cloud Armor's limits (cloud.google.com/armor/docs/best-practices, "Provide rule descriptions";
+# .../create-security-policy-rules: "an expression with up to five subexpressions").
+ARMOR_DESCRIPTION_MAX = 64
+ARMOR_SUBEXPRESSIONS_MAX = 5
+_CEL_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 BACKEND = (
     "gcp:compute/backendService:BackendService",
     "gcp:compute/regionBackendService:RegionBackendService",
@@ -99,6 +111,36 @@ def _dnssec(s: Subject) -> Iterator[str]:
             yield f"DNSSEC {get_path(spec, 'keyType')} uses RSASHA1"
 
 
+def _subexpressions(expression: str) -> int:
+    """Subexpressions joined by ``&&`` / ``||`` (outside string literals, which regexes fill)."""
+    code = _CEL_STRING.sub("''", expression)
+    return 1 + code.count("&&") + code.count("||")
+
+
+def _armor_limits(s: Subject) -> Iterator[str]:
+    """A policy's rules (inline, or one SecurityPolicyRule resource) within what the API takes."""
+    rules = as_list(s.props.get("rules")) if "rules" in s.props else [s.props]
+    priorities: dict[str, int] = {}
+    for rule in rules:
+        priority = str(rule.get("priority"))
+        priorities[priority] = priorities.get(priority, 0) + 1
+        description = str(rule.get("description") or "")
+        if len(description) > ARMOR_DESCRIPTION_MAX:
+            yield (
+                f"rule {priority}: description is {len(description)} characters; Cloud Armor takes at "
+                f"most {ARMOR_DESCRIPTION_MAX}"
+            )
+        expression = get_path(rule, "match", "expr", "expression")
+        if isinstance(expression, str) and _subexpressions(expression) > ARMOR_SUBEXPRESSIONS_MAX:
+            yield (
+                f"rule {priority}: expression has {_subexpressions(expression)} subexpressions; Cloud "
+                f"Armor takes at most {ARMOR_SUBEXPRESSIONS_MAX}"
+            )
+    for priority, count in priorities.items():
+        if count > 1:
+            yield f"{count} rules have priority {priority}; each rule needs its own"
+
+
 _TLS = Controls(cis=("GCP-3.9",), nist=("SC-8", "SC-13"), soc2=("CC6.7",), pci=("4.2.1",))
 
 RULES = [
@@ -149,6 +191,16 @@ RULES = [
         "True}.",
         stack_check=_redirect_only,
         checkov=("CKV2_GCP_37", "CKV2_GCP_38"),
+    ),
+    Rule(
+        "gcp-cloud-armor-rules-accepted",
+        "Cloud Armor rules fit the API's limits: descriptions of at most 64 characters, at most five "
+        "subexpressions per expression, one rule per priority.",
+        Severity.HIGH,
+        Controls(nist=("CM-6",), soc2=("CC8.1",)),
+        "Shorten the rule's description, split its expression over rules, or give it a priority of its own.",
+        ARMOR,
+        _armor_limits,
     ),
     Rule(
         "gcp-dns-dnssec",

@@ -10,8 +10,9 @@ Kubernetes Secret) its value is validated too.
 
 from __future__ import annotations
 
+import contextlib
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ from ._plan import (
     served_certificates,
     text,
 )
-from ._rule import SKYFLEET, Controls, Rule, StackView
+from ._rule import SKYFLEET, Controls, Rule, StackView, get_path, truthy
 
 API, WORKER = "api", "worker"
 # Variables a process role never reads: giving them to it only widens what a compromise leaks.
@@ -228,6 +229,44 @@ def _unread(view: StackView) -> Iterator[tuple[str, str | None]]:
             )
 
 
+# -- processes that work between requests --------------------------------------------------------
+
+
+def _min_instances(service: Mapping[str, Any]) -> int:
+    counts = [
+        get_path(service, *path, "minInstanceCount") for path in (("template", "scaling"), ("scaling",))
+    ]
+    found = 0
+    for n in counts:
+        with contextlib.suppress(TypeError, ValueError):
+            found = max(found, int(float(n)))  # the wire form's numbers are floats
+    return found
+
+
+def _between_requests(view: StackView) -> Iterator[tuple[str, str | None]]:
+    """Cloud Run gives an instance CPU only while it serves requests (cpuIdle) and scales to zero
+    instances without them: a process that works between requests would stall or never run."""
+    for c, role in app_containers(view, ("cloudrun",)):
+        if not contract.works_between_requests(c.command, fleet=Env.FLEET_SITES.value in c.env):
+            continue
+        what = "pulls its tasks" if role == WORKER else "takes a lost site's tasks over and copies writes on"
+        resources = c.raw.get("resources")
+        # The API's default: CPU only during requests, unless ``resources`` is set (then always).
+        idle = resources.get("cpuIdle") if isinstance(resources, Mapping) else True
+        if truthy(idle):
+            yield (
+                f"{c.label} ({role}) {what} between requests, but its CPU is allocated only during "
+                "them (resources.cpuIdle)",
+                c.resource.urn,
+            )
+        if _min_instances(c.resource.props) < 1:
+            yield (
+                f"{c.label} ({role}) {what} between requests, but the service may scale to zero "
+                "instances (minInstanceCount)",
+                c.resource.urn,
+            )
+
+
 # -- TLS to the cache and the broker -----------------------------------------------------------
 
 
@@ -340,6 +379,16 @@ RULES = [
         Controls(nist=("AC-6", "SC-28"), soc2=("CC6.1",), pci=("7.2.2",)),
         "Inject AGENT_API_KEYS / AGENT_API_KEYS_FILE into the api only.",
         stack_check=_unread,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-app-cpu-between-requests",
+        "A Cloud Run app process that works between requests (the worker; the api in a fleet) has CPU "
+        "between requests and at least one instance.",
+        Severity.HIGH,
+        Controls(nist=("CP-10", "SC-5"), soc2=("A1.2",)),
+        "Set resources.cpu_idle=False on the container and scaling.min_instance_count >= 1 on the service.",
+        stack_check=_between_requests,
         group=SKYFLEET,
     ),
     Rule(

@@ -32,11 +32,13 @@ DEPLOYABILITY = {
     "skyfleet-app-env",
     "skyfleet-app-secret-values",
     "skyfleet-worker-no-api-keys",
+    "skyfleet-app-cpu-between-requests",
     "skyfleet-app-tls-names",
     "skyfleet-workload-permissions",
     "gcp-api-enablement-order",
     "gcp-service-agent-order",
     "aws-route53-alias-order",
+    "aws-internet-lb-gateway-order",
     "skyfleet-site-host-names",
     "cert-manager-issuer-fits-names",
     "aws-alarm-topic-deliverable",
@@ -409,6 +411,27 @@ def test_worker_api_keys(gate: Gate, shipped: dict[str, Plan]) -> None:
 
 
 # -- TLS names of the cache and broker ---------------------------------------------------------
+
+
+def test_cloud_run_process_that_works_between_requests(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """Cloud Run gives CPU only during requests and may scale to zero: the worker and a fleet's
+    api work between requests, so each needs CPU then and one instance at least."""
+    rule, run = "skyfleet-app-cpu-between-requests", "gcp:cloudrunv2/service:Service"
+    plan = copy_of(shipped, "gcp-prod")
+    api, worker = res(plan, "api", run), res(plan, "worker", run)
+    assert check(gate, plan).of(rule) == []
+    edit(api, lambda p: run_container(p)["resources"].update(cpuIdle=True))
+    fires(gate, plan, rule, api, "(api) takes a lost site's tasks over", "resources.cpuIdle", only=True)
+    # The API's default: with resources set, CPU is always allocated; without them, in requests only.
+    edit(api, lambda p: run_container(p)["resources"].pop("cpuIdle"))
+    assert check(gate, plan).of(rule) == []
+    edit(api, lambda p: run_container(p).pop("resources"))
+    fires(gate, plan, rule, api, "resources.cpuIdle", only=True)
+    # An api outside a fleet works only in requests.
+    set_app_env(api, "AGENT_FLEET_SITES", None)
+    assert check(gate, plan).of(rule) == []
+    edit(worker, lambda p: p["template"]["scaling"].update(minInstanceCount=0))
+    fires(gate, plan, rule, worker, "(worker) pulls its tasks", "minInstanceCount", only=True)
 
 
 def test_tls_memorystore_hostname_check(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -889,6 +912,29 @@ def test_order_route53_alias_waits_for_its_target(gate: Gate, shipped: dict[str,
         "depend on it",
         only=True,
     )
+
+
+@pytest.mark.parametrize("lb", ["lb-alb", "lb-nlb"])
+def test_order_internet_facing_load_balancer_waits_for_the_gateway(
+    gate: Gate, shipped: dict[str, Plan], lb: str
+) -> None:
+    """ELB refuses an internet-facing load balancer in a VPC with no internet gateway attached;
+    nothing the load balancer references leads to the gateway, so it must say it waits for it."""
+    rule = "aws-internet-lb-gateway-order"
+    plan = copy_of(shipped, "aws-prod")
+    assert check(gate, plan).of(rule) == []
+    balancer = res(plan, lb, "aws:lb/loadBalancer:LoadBalancer")
+    gateway = res(plan, "network-igw", "aws:ec2/internetGateway:InternetGateway")
+    routes = [res(plan, f"network-public-{v}", "aws:ec2/route:Route") for v in ("v4", "v6")]
+    assert gateway.urn in balancer.dependencies
+    drop_dependency(balancer, gateway)
+    assert check(gate, plan).of(rule) == []  # the public routes lead to it
+    for route in routes:
+        drop_dependency(balancer, route)
+    fires(gate, plan, rule, balancer, "does not depend on its VPC's internet gateway", only=True)
+    # Internal load balancers need no gateway.
+    edit(balancer, lambda p: p.update(internal=True))
+    assert check(gate, plan).of(rule) == []
 
 
 # -- names ----------------------------------------------------------------------------------------

@@ -450,6 +450,34 @@ def _gcp_site() -> list[PlannedResource]:
             {"logConfig": {"enable": True, "sampleRate": 1}},
         ),
         res("gcp:compute/globalForwardingRule:GlobalForwardingRule", "https-rule", {"labels": labels}),
+        res(
+            "gcp:compute/securityPolicy:SecurityPolicy",
+            "armor",
+            {
+                "rules": [
+                    {
+                        "priority": 1000,
+                        "action": "deny(403)",
+                        "description": "OWASP CRS sqli-v33-stable, sensitivity 1",
+                        # Operators inside string literals are no subexpressions: five here.
+                        "match": {
+                            "expr": {
+                                "expression": "evaluatePreconfiguredWaf('sqli-v33-stable') && "
+                                "!request.path.matches('^/v1/(a|b)$') && "
+                                "!request.headers['x-a'].contains('&&||&&||') && "
+                                "origin.region_code != 'AQ' || request.method == 'OPTIONS'"
+                            }
+                        },
+                    },
+                    {
+                        "priority": 2147483647,
+                        "action": "allow",
+                        "description": "default: allow what no rule above denied",
+                        "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}},
+                    },
+                ]
+            },
+        ),
     ]
 
 
@@ -856,6 +884,24 @@ CASES: list[Case] = [
     Case("gcp-ssl-policy-no-weak-profile", "gcp", "tls12", setp("profile", "COMPATIBLE"), "compatible"),
     Case("gcp-https-proxy-ssl-policy", "gcp", "https-proxy", setp("sslPolicy", DELETE), "no ssl policy"),
     Case("gcp-lb-logging", "gcp", "backend", setp("logConfig.enable", False), "no logging"),
+    Case(
+        "gcp-cloud-armor-rules-accepted",
+        "gcp",
+        "armor",
+        setp("rules.0.description", "OWASP CRS sqli-v33-stable, sensitivity 1, free-text routes excepted"),
+        "67-character description",
+    ),
+    Case(
+        "gcp-cloud-armor-rules-accepted",
+        "gcp",
+        "armor",
+        setp(
+            "rules.0.match.expr.expression",
+            "evaluatePreconfiguredWaf('sqli-v33-stable') && a && b && c && d && e",
+        ),
+        "six subexpressions",
+    ),
+    Case("gcp-cloud-armor-rules-accepted", "gcp", "armor", setp("rules.1.priority", 1000), "one priority"),
     Case("gcp-required-labels", "gcp", "tasks", setp("labels", {}), "no labels"),
     Case("k8s-no-privileged", "k8s", "api", setp(f"{C}.securityContext.privileged", True), "privileged"),
     Case(

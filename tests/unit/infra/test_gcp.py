@@ -464,6 +464,18 @@ def test_api_and_worker_run_the_contract_commands_from_one_image(prod: Plan) -> 
     assert worker["resources"]["cpuIdle"] is False
 
 
+def test_cpu_idles_between_requests_only_where_nothing_runs_between_them(prod: Plan, dev: Plan) -> None:
+    """The worker pulls its tasks, and a fleet's api takes a lost site's tasks over and finishes
+    its copies with no request in flight: Cloud Run would starve both of CPU. A dev site on its
+    own has an api that works only in requests."""
+    assert Env.FLEET_SITES.value in envs(app_container(service(prod, "api"), "api"))
+    assert Env.FLEET_SITES.value not in envs(app_container(service(dev, "api"), "api"))
+    for role in ("api", "worker"):
+        assert app_container(service(prod, role), role)["resources"]["cpuIdle"] is False, role
+    assert app_container(service(dev, "api"), "api")["resources"]["cpuIdle"] is True
+    assert app_container(service(dev, "worker"), "worker")["resources"]["cpuIdle"] is False
+
+
 def test_min_instances_follow_the_spec_in_prod(prod: Plan) -> None:
     app = config()["skyfleet:app"]
     api = service(prod, "api").inputs["template"]["scaling"]

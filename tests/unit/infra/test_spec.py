@@ -281,3 +281,27 @@ def test_an_aws_region_name_aws_has_no_such_form_of_is_refused(region: str) -> N
         parse_spec(_base(region=region))
     for real in ("eu-west-1", "us-gov-west-1", "ap-southeast-2"):
         parse_spec(_base(region=real))
+
+
+# --- processes that work between requests -----------------------------------------------------------
+
+
+def test_a_process_that_works_between_requests_keeps_a_replica() -> None:
+    """Nothing starts a worker for a queued message, nor a fleet's api to take a lost site's
+    tasks over: neither may scale to zero. An api on its own may (Cloud Run starts one for a
+    request)."""
+    fleet = {
+        "name": "f",
+        "sites": [{"name": s, "host": f"{s}.example.com"} for s in ("aws", "b", "c")],
+    }
+    app = _base()["app"]
+    message = _refused(_base(app={**app, "workerReplicas": {"min": 0, "max": 2}}))
+    assert "app.workerReplicas.min is 0; the worker pulls its tasks" in message
+    parse_spec(_base(app={**app, "workerReplicas": {"min": 1, "max": 2}}))
+    alone = _base(app={**app, "replicas": {"min": 0, "max": 2}})
+    parse_spec(alone)
+    in_fleet = {**alone, "fleet": fleet, "fleetKey": "k" * FLEET_KEY_MIN_LENGTH}
+    message = _refused({**in_fleet, "domain": {"name": "aws.example.com", "zoneId": "Z0EXAMPLE"}})
+    assert "app.replicas.min is 0; in a fleet the api takes a lost site's tasks over" in message
+    in_fleet["app"] = {**app, "replicas": {"min": 1, "max": 2}}
+    parse_spec({**in_fleet, "domain": {"name": "aws.example.com", "zoneId": "Z0EXAMPLE"}})
