@@ -80,6 +80,7 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
             nlb_security_group_id=network.nlb_sg.id,
             deletion_protection=spec.deletion_protection,
             log_retention_days=spec.log_retention_days,
+            internet=network.internet,
         ),
         opts,
     )
@@ -102,6 +103,7 @@ def deploy(spec: AwsStack) -> dict[str, Any]:
             security_group_id=network.task_sg.id,
             kms_key_arn=secrets.key.arn,
             secret_arns=secrets.secret_arns,
+            secret_versions=secrets.versions,
             queue_arn=queue.queue.arn,
             queue_name=queue.queue.name,
             dlq_arn=queue.dlq.arn,

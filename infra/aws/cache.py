@@ -16,7 +16,7 @@ from infra.aws.site import AwsSite
 from infra.component import Capability
 from infra.spec import CacheSpec
 
-# Node types by usable memory (GiB), smallest first: the first that fits size_gb is used.
+# Node types by memory (GiB, AWS's node table), smallest first.
 NODE_TYPES: tuple[tuple[float, str], ...] = (
     (0.5, "cache.t4g.micro"),
     (1.37, "cache.t4g.small"),
@@ -28,15 +28,21 @@ NODE_TYPES: tuple[tuple[float, str], ...] = (
     (105.81, "cache.r7g.4xlarge"),
     (209.55, "cache.r7g.8xlarge"),
     (317.77, "cache.r7g.12xlarge"),
+    (419.09, "cache.r7g.16xlarge"),
 )
+# The default parameter group's reserved-memory-percent: memory ElastiCache keeps from the data
+# for forks (snapshots, replica syncs) and buffers. The rest holds the sessions.
+RESERVED_MEMORY_PERCENT = 25
 # Nodes in an HA group: a primary and one replica in another zone.
 HA_NODES = 2
 
 
 def node_type_for(spec: CacheSpec) -> str:
+    """The spec's node type, or the smallest whose memory for data holds size_gb."""
     if spec.node_type:
         return spec.node_type
-    return next(t for gib, t in NODE_TYPES if gib >= spec.size_gb)
+    usable = 1 - RESERVED_MEMORY_PERCENT / 100
+    return next(t for gib, t in NODE_TYPES if gib * usable >= spec.size_gb)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ class LoadBalancerArgs:
     nlb_security_group_id: pulumi.Input[str]
     deletion_protection: bool
     log_retention_days: int
+    # The VPC's way to the internet (gateway, public routes): the load balancers wait for it.
+    internet: Sequence[pulumi.Resource] = ()
     app_port: int = contract.DEFAULT_PORT
 
 
@@ -87,7 +89,7 @@ class LoadBalancer(Capability):
             idle_timeout=60,
             access_logs={"bucket": self.log_bucket.id, "enabled": True, "prefix": LOG_PREFIX},
             tags=site.tagged("alb"),
-            opts=self.child(depends_on=[logs_policy]),
+            opts=self.child(depends_on=[logs_policy, *args.internet]),
         )
         # The api's target group: task IPs on the app port, healthy only when /readyz says so.
         self.target_group = aws.lb.TargetGroup(
@@ -194,7 +196,7 @@ class LoadBalancer(Capability):
             enable_cross_zone_load_balancing=True,
             enable_deletion_protection=args.deletion_protection,
             tags=site.tagged("nlb"),
-            opts=self.child(),
+            opts=self.child(depends_on=list(args.internet)),
         )
         # Its one target: the ALB, checked on the app's readiness path through HTTPS.
         alb_target = aws.lb.TargetGroup(

@@ -86,20 +86,23 @@ class Network(Capability):
         public_rt = aws.ec2.RouteTable(
             f"{name}-public-rt", vpc_id=self.vpc.id, tags=site.tagged("public"), opts=self.child()
         )
-        aws.ec2.Route(
+        # What an internet-facing load balancer waits for (ELB refuses one while no gateway is attached).
+        self.internet: list[pulumi.Resource] = [igw]
+        route_v4 = aws.ec2.Route(
             f"{name}-public-v4",
             route_table_id=public_rt.id,
             destination_cidr_block=ANYWHERE_V4,
             gateway_id=igw.id,
             opts=self.child(),
         )
-        aws.ec2.Route(
+        route_v6 = aws.ec2.Route(
             f"{name}-public-v6",
             route_table_id=public_rt.id,
             destination_ipv6_cidr_block=ANYWHERE_V6,
             gateway_id=igw.id,
             opts=self.child(),
         )
+        self.internet += [route_v4, route_v6]
 
         self.public_subnets: list[aws.ec2.Subnet] = []
         self.private_subnets: list[aws.ec2.Subnet] = []

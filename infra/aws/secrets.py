@@ -132,6 +132,7 @@ class Secrets(Capability):
         values: dict[str, Any] = {k: pulumi.Output.secret(v) for k, v in args.values.items()}
         values[REDIS_AUTH] = self.redis_auth_token
         self.secrets: dict[str, aws.secretsmanager.Secret] = {}
+        self.versions: dict[str, aws.secretsmanager.SecretVersion] = {}
         for logical, value in sorted(values.items()):
             # One Secrets Manager secret per logical secret, encrypted with the site's key.
             secret = aws.secretsmanager.Secret(
@@ -144,7 +145,7 @@ class Secrets(Capability):
                 opts=self.child(),
             )
             # Its current value (a Pulumi secret: encrypted in state, never printed).
-            aws.secretsmanager.SecretVersion(
+            self.versions[logical] = aws.secretsmanager.SecretVersion(
                 f"{name}-{logical}", secret_id=secret.id, secret_string=value, opts=self.child()
             )
             self.secrets[logical] = secret

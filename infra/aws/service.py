@@ -65,8 +65,9 @@ class ServiceArgs:
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
-    # Logical secret name -> Secrets Manager ARN.
+    # Logical secret name -> Secrets Manager ARN, and the version holding its value.
     secret_arns: Mapping[str, pulumi.Input[str]]
+    secret_versions: Mapping[str, pulumi.Resource]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
     dlq_arn: pulumi.Input[str]
@@ -108,6 +109,7 @@ class Service(Capability):
         execution_role = self._execution_role(name, args)
         self.execution_role = execution_role
         self.task_roles: dict[str, aws.iam.Role] = {}
+        self.task_policies: dict[str, aws.iam.RolePolicy] = {}
         for workload in args.workloads:
             role = workload.role
             # Role's task role: what that process itself may do in AWS, which is its calls on
@@ -137,7 +139,7 @@ class Service(Capability):
                         "Resource": args.dlq_arn,
                     }
                 )
-            aws.iam.RolePolicy(
+            self.task_policies[role] = aws.iam.RolePolicy(
                 f"{name}-{role}-task-queue",
                 role=self.task_roles[role].id,
                 policy=policy_json(statements),
@@ -215,7 +217,7 @@ class Service(Capability):
                     "Resource": repo,
                 },
             ]
-        aws.iam.RolePolicy(
+        self.execution_policy = aws.iam.RolePolicy(
             f"{name}-execution", role=role.id, policy=policy_json(statements), opts=self.child()
         )
         return role
@@ -354,7 +356,17 @@ class Service(Capability):
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
             tags=site.tagged(role),
-            opts=self.child(depends_on=[args.listener], ignore_changes=["desiredCount"]),
+            # Its tasks start only once their grants and secret values exist: on an update that
+            # adds a secret, a task started first would fail and the deploy roll back.
+            opts=self.child(
+                depends_on=[
+                    args.listener,
+                    self.execution_policy,
+                    self.task_policies[role],
+                    *(args.secret_versions[s] for s in sorted(set(workload.secret_env.values()))),
+                ],
+                ignore_changes=["desiredCount"],
+            ),
             **lb,
         )
         # Role's scaling range: min..max tasks from the spec.

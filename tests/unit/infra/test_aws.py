@@ -16,9 +16,11 @@ import yaml
 
 from agent_app import contract
 from agent_app.contract import Env
+from infra.aws.cache import node_type_for
 from infra.aws.service import SCRATCH_INIT
 from infra.capabilities import COMPONENTS
 from infra.outputs import SiteOutputs
+from infra.spec import CacheSpec
 from skyfleet.plan import ConfigError, Plan, PlannedResource, plan_stack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -444,6 +446,23 @@ def test_prod_cache_is_multi_az_with_failover_and_snapshots(prod: Plan) -> None:
     assert group["snapshotRetentionLimit"] == spec_of("aws-prod")["cache"]["snapshotRetentionDays"]
 
 
+@pytest.mark.parametrize(
+    ("size_gb", "node_type"),
+    [
+        # AWS's node memory less the default 25 % reserved-memory-percent: a 1.37 GiB t4g.small
+        # holds 1.03 GiB of data, a 6.38 GiB m7g.large 4.79 (not 5), a 419.09 GiB r7g.16xlarge 314.
+        (1, "cache.t4g.small"),
+        (4.7, "cache.m7g.large"),
+        (5, "cache.m7g.xlarge"),
+        (300, "cache.r7g.16xlarge"),
+    ],
+)
+def test_the_cache_node_holds_the_spec_size_beside_the_memory_redis_reserves(
+    size_gb: float, node_type: str
+) -> None:
+    assert node_type_for(CacheSpec.model_validate({"sizeGb": size_gb, "ha": True})) == node_type
+
+
 def test_dlq_is_wired_with_max_receives_from_config(plan: Plan) -> None:
     queues = {q.inputs["name"]: q for q in of(plan, "aws:sqs/queue:Queue")}
     (dlq_name,) = [n for n in queues if n.endswith("-dlq")]
@@ -544,6 +563,27 @@ def test_execution_role_reads_exactly_these_secrets(plan: Plan) -> None:
     (decrypt,) = [s for s in stmts if "kms:Decrypt" in listify(s["Action"])]
     assert decrypt["Resource"] == one(plan, "aws:kms/key:Key").outputs["arn"]
     assert "kms:ViaService" in decrypt["Condition"]["StringEquals"]
+
+
+def test_each_service_starts_tasks_only_once_its_grants_and_secret_values_exist(plan: Plan) -> None:
+    """Nothing the service references leads to the roles' policies or the secrets' values: an
+    update that adds a secret would otherwise start tasks that cannot read it."""
+    by_urn = {r.urn: r for r in plan.resources}
+    version_of = {
+        v.inputs["secretId"]: v.name for v in of(plan, "aws:secretsmanager/secretVersion:SecretVersion")
+    }
+    version_by_arn = {
+        s.outputs["arn"]: version_of[s.outputs["id"]] for s in of(plan, "aws:secretsmanager/secret:Secret")
+    }
+    definitions = {r.outputs["arn"]: r for r in of(plan, "aws:ecs/taskDefinition:TaskDefinition")}
+    for svc in of(plan, "aws:ecs/service:Service"):
+        deps = {by_urn[d].name for d in svc.dependencies}
+        role = svc.inputs["name"]
+        assert {"service-execution", f"service-{role}-task-queue"} <= deps, (role, deps)
+        definition = definitions[svc.inputs["taskDefinition"]]
+        app = next(c for c in json.loads(definition.inputs["containerDefinitions"]) if c["name"] == role)
+        needed = {version_by_arn[ref["valueFrom"]] for ref in app["secrets"]}
+        assert needed and needed <= deps, (role, needed - deps)
 
 
 # --- security groups ---------------------------------------------------------------------------------
