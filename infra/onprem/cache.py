@@ -29,6 +29,8 @@ _RUNTIME_DIR = "/run/redis"
 _SENTINEL_DIR = "/run/sentinel"
 # Pods in an HA set: a primary and two replicas, so three Sentinels form a majority of two.
 HA_PODS = 3
+# The server's memory limit over its maxmemory: room for a fork's copy-on-write pages.
+FORK_MEMORY_FACTOR = 2
 # Sentinel timings: a primary unreachable for 5 s is failed over, and the promotion takes a few
 # seconds more. The app does not wait out the switch: a request that needs the cache retries for
 # AGENT_REDIS_FAILOVER_WAIT_SECONDS (the plan leaves the app's default, 0.5 s), then answers 503
@@ -170,6 +172,7 @@ class Cache(Capability):
                     ]
                 ),
                 "init.sh": _INIT_SCRIPT,
+                "serve.sh": kube.SERVE_SCRIPT,
             },
             opts=self.child(),
         )
@@ -216,14 +219,15 @@ class Cache(Capability):
             "tls": k8s.core.v1.VolumeMountArgs(name="tls", mount_path=_TLS_DIR, read_only=True),
             "scratch": k8s.core.v1.VolumeMountArgs(name="scratch", mount_path="/tmp"),
         }
+        pod_name = k8s.core.v1.EnvVarArgs(
+            name="POD_NAME",
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.name")
+            ),
+        )
         init_env = [
             *password_env,
-            k8s.core.v1.EnvVarArgs(
-                name="POD_NAME",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.name")
-                ),
-            ),
+            pod_name,
             k8s.core.v1.EnvVarArgs(name="HEADLESS", value=headless_fqdn),
             k8s.core.v1.EnvVarArgs(name="PODS", value=str(pods)),
             k8s.core.v1.EnvVarArgs(name="QUORUM", value=str(pods // 2 + 1)),
@@ -236,8 +240,13 @@ class Cache(Capability):
             k8s.core.v1.ContainerArgs(
                 name="redis",
                 image=args.image,
-                command=["redis-server", f"{_CONF_DIR}/redis.conf"],
-                env=password_env[1:],
+                command=kube.serve_command(
+                    f"{_CONF_DIR}/serve.sh",
+                    f"{_TLS_DIR}/tls.crt",
+                    "TERM",
+                    ["redis-server", f"{_CONF_DIR}/redis.conf"],
+                ),
+                env=[*password_env[1:], pod_name],
                 ports=[k8s.core.v1.ContainerPortArgs(name="redis-tls", container_port=kube.REDIS_PORT)],
                 readiness_probe=k8s.core.v1.ProbeArgs(
                     exec_=k8s.core.v1.ExecActionArgs(
@@ -253,7 +262,9 @@ class Cache(Capability):
                     period_seconds=10,
                     failure_threshold=6,
                 ),
-                resources=kube.resources(500, math.ceil(maxmemory_mb * 1.25)),
+                # A snapshot or replica sync forks the server: under writes its copy-on-write
+                # pages can reach the data set's size again (Redis's admin guide: up to 2x).
+                resources=kube.resources(500, maxmemory_mb * FORK_MEMORY_FACTOR),
                 security_context=kube.container_security(kube.REDIS_UID),
                 volume_mounts=[mounts[m] for m in ("data", "conf", "runtime", "tls", "scratch")],
             )
@@ -264,8 +275,13 @@ class Cache(Capability):
                 k8s.core.v1.ContainerArgs(
                     name="sentinel",
                     image=args.image,
-                    command=["redis-server", f"{_SENTINEL_DIR}/sentinel.conf", "--sentinel"],
-                    env=password_env[1:],
+                    command=kube.serve_command(
+                        f"{_CONF_DIR}/serve.sh",
+                        f"{_TLS_DIR}/tls.crt",
+                        "TERM",
+                        ["redis-server", f"{_SENTINEL_DIR}/sentinel.conf", "--sentinel"],
+                    ),
+                    env=[*password_env[1:], pod_name],
                     ports=[
                         k8s.core.v1.ContainerPortArgs(
                             name="sentinel-tls", container_port=kube.REDIS_SENTINEL_PORT
@@ -291,7 +307,7 @@ class Cache(Capability):
                     ),
                     resources=kube.resources(100, 64),
                     security_context=kube.container_security(kube.REDIS_UID),
-                    volume_mounts=[mounts[m] for m in ("sentinel", "tls", "scratch")],
+                    volume_mounts=[mounts[m] for m in ("conf", "sentinel", "tls", "scratch")],
                 )
             )
         # Redis pods: restricted, spread over zones, one volume each (kept when scaled in).

@@ -107,22 +107,32 @@ def resources(cpu_millis: int, memory_mib: int) -> k8s.core.v1.ResourceRequireme
 
 
 def spread(
-    role: str, topology_key: str, *, strict_hosts: bool
+    role: str, topology_key: str, *, strict_hosts: bool, revision_label: str | None = None
 ) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:
-    """Spread a role's pods over zones (best effort) and hosts (strict in prod)."""
+    """Spread a role's pods over zones (best effort) and hosts (strict in prod).
+
+    Only nodes the pods may run on count (``nodeTaintsPolicy: Honor``): a tainted control-plane
+    node, always empty, would otherwise hold every other node to one pod. ``revision_label``
+    (a Deployment's ``pod-template-hash``) counts one rollout's pods apart from the last's, so a
+    surge pod is not held back by the pods it replaces."""
     match = k8s.meta.v1.LabelSelectorArgs(match_labels=selector(role))
+    keys = [revision_label] if revision_label else None
     return [
         k8s.core.v1.TopologySpreadConstraintArgs(
             max_skew=1,
             topology_key=topology_key,
             when_unsatisfiable="ScheduleAnyway",
             label_selector=match,
+            node_taints_policy="Honor",
+            match_label_keys=keys,
         ),
         k8s.core.v1.TopologySpreadConstraintArgs(
             max_skew=1,
             topology_key="kubernetes.io/hostname",
             when_unsatisfiable="DoNotSchedule" if strict_hosts else "ScheduleAnyway",
             label_selector=match,
+            node_taints_policy="Honor",
+            match_label_keys=keys,
         ),
     ]
 
@@ -210,6 +220,56 @@ def certificate(
         },
         opts=opts,
     )
+
+
+# How often a data store's pod looks for a renewed certificate, and how far apart the pods of a
+# set take it (pod N after N steps): a restart fails a primary over, and the next pod waits for
+# the set to settle.
+CERT_POLL_SECONDS = 10
+CERT_RENEWAL_STEP_SECONDS = 300
+# The script that runs a data store's server (``serve_command``; each component's ConfigMap
+# carries it as ``serve.sh``). A server keeps the certificate it loaded, while cert-manager
+# renews the Secret's files in place (every 75 days, above): without it every TLS link fails
+# once the first certificate expires.
+SERVE_SCRIPT = r"""# serve.sh CERT POLL_SECONDS STEP_SECONDS SIGNAL SERVER [ARG...]
+# Runs SERVER and hands it a renewed certificate. Once CERT changes and this pod's turn has come
+# (the ordinal in POD_NAME times STEP_SECONDS), the server gets SIGNAL: HUP reloads it (NATS);
+# TERM ends it (Redis and Sentinel cannot reload TLS) and the kubelet starts the container again
+# on the new files. SIGTERM and SIGINT are passed on; the exit status is the server's.
+cert=$1 poll=$2 step=$3 signal=$4
+shift 4
+"$@" &
+server=$!
+stopping=
+trap 'stopping=1; kill -TERM "$server" 2>/dev/null' TERM INT
+digest() { sha256sum <"$cert" 2>/dev/null; }
+served=$(digest)
+ordinal=${POD_NAME##*-}
+case $ordinal in '' | *[!0-9]*) ordinal=0 ;; esac
+since=
+while [ -z "$stopping" ] && kill -0 "$server" 2>/dev/null; do
+  sleep "$poll" &
+  wait $!
+  now=$(digest)
+  if [ -n "$stopping" ] || [ -z "$now" ] || [ "$now" = "$served" ]; then
+    since=
+    continue
+  fi
+  [ -n "$since" ] || since=$(date +%s)
+  [ $(($(date +%s) - since)) -ge $((ordinal * step)) ] || continue
+  echo "serve.sh: $cert renewed; SIG$signal to the server" >&2
+  kill "-$signal" "$server"
+  served=$now
+  since=
+done
+wait "$server"
+"""
+
+
+def serve_command(script: str, cert: str, signal: str, server: Sequence[str]) -> list[str]:
+    """The container command that runs ``server`` through ``SERVE_SCRIPT`` (at ``script``),
+    renewing ``cert`` with ``signal`` (HUP: the server reloads; TERM: it restarts)."""
+    return ["sh", script, cert, str(CERT_POLL_SECONDS), str(CERT_RENEWAL_STEP_SECONDS), signal, *server]
 
 
 def service_dns(name: str, namespace: str) -> str:

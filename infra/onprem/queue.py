@@ -33,6 +33,9 @@ DLQ_STREAM = permissions.nats_dlq_stream(STREAM)
 DLQ_SUBJECT = "agent.tasks.dlq"
 # The setup Job's user (the app's roles are the others).
 STREAMS_USER = "streams"
+# JetStream's file store limit as a share of its volume (NATS's MB are MiB): the filesystem's
+# reserve and metadata take the rest, and JetStream disables itself when a write finds no room.
+JETSTREAM_DISK_SHARE = 0.85
 
 _TLS_DIR = "/etc/nats/tls"
 _CONF_DIR = "/etc/nats/conf"
@@ -94,7 +97,7 @@ def _server_config(args: QueueArgs, headless: str) -> str:
         "jetstream {",
         '  store_dir: "/data"',
         "  max_memory_store: 256MB",
-        f"  max_file_store: {max(1, args.storage_gb - 1)}GB",
+        f"  max_file_store: {int(args.storage_gb * 1024 * JETSTREAM_DISK_SHARE)}MB",
         "}",
         *_authorization(args),
     ]
@@ -185,7 +188,7 @@ class Queue(Capability):
         config = k8s.core.v1.ConfigMap(
             "nats-config",
             metadata=kube.meta("nats-config", place, kube.NATS),
-            data={"nats.conf": _server_config(args, headless)},
+            data={"nats.conf": _server_config(args, headless), "serve.sh": kube.SERVE_SCRIPT},
             opts=self.child(),
         )
         stream_files = {k: json.dumps(v, indent=2) for k, v in stream_configs(args).items()}
@@ -251,7 +254,13 @@ class Queue(Capability):
                             k8s.core.v1.ContainerArgs(
                                 name="nats",
                                 image=args.image,
-                                command=["nats-server", "--config", f"{_CONF_DIR}/nats.conf"],
+                                # NATS reloads its certificate on SIGHUP, without a restart.
+                                command=kube.serve_command(
+                                    f"{_CONF_DIR}/serve.sh",
+                                    f"{_TLS_DIR}/tls.crt",
+                                    "HUP",
+                                    ["nats-server", "--config", f"{_CONF_DIR}/nats.conf"],
+                                ),
                                 env=[
                                     k8s.core.v1.EnvVarArgs(
                                         name="POD_NAME",

@@ -28,6 +28,9 @@ REDIS_CA_DIR = "/etc/skyfleet/tls/redis"
 QUEUE_CA_DIR = "/etc/skyfleet/tls/nats"
 REDIS_CA_FILE = f"{REDIS_CA_DIR}/ca.crt"
 QUEUE_CA_FILE = f"{QUEUE_CA_DIR}/ca.crt"
+# How long a stopping api pod serves on before its drain: Kubernetes removes its endpoint as it
+# sends SIGTERM, and the ingress controller routes to it until it has seen that.
+ENDPOINT_PROPAGATION_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,15 @@ class Service(Capability):
             startup_probe=_http_probe(contract.LIVENESS_PATH, period=5, failures=24),
             liveness_probe=_http_probe(contract.LIVENESS_PATH, period=10, failures=3),
             readiness_probe=_http_probe(contract.READINESS_PATH, period=5, failures=2),
+            # The api serves on while the ingress controller learns that a stopping pod left its
+            # Service (the endpoint goes as SIGTERM comes): SIGTERM's drain refuses new work.
+            lifecycle=k8s.core.v1.LifecycleArgs(
+                pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                    sleep=k8s.core.v1.SleepActionArgs(seconds=ENDPOINT_PROPAGATION_SECONDS)
+                )
+            )
+            if w.public
+            else None,
         )
         # The process: restricted pod, spread over zones and hosts, replicas owned by the HPA.
         deployment = k8s.apps.v1.Deployment(
@@ -218,9 +230,14 @@ class Service(Capability):
                         enable_service_links=False,
                         security_context=kube.pod_security(contract.RUN_AS_UID),
                         topology_spread_constraints=kube.spread(
-                            w.role, args.topology_key, strict_hosts=args.strict_hosts
+                            w.role,
+                            args.topology_key,
+                            strict_hosts=args.strict_hosts,
+                            revision_label="pod-template-hash",
                         ),
-                        termination_grace_period_seconds=OnpremStack.stop_grace_seconds,
+                        # The kubelet's grace runs from the preStop hook: the app's starts after it.
+                        termination_grace_period_seconds=OnpremStack.stop_grace_seconds
+                        + (ENDPOINT_PROPAGATION_SECONDS if w.public else 0),
                         containers=[container],
                         volumes=volumes,
                     ),

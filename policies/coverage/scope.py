@@ -139,7 +139,9 @@ TERRAFORM: dict[str, str] = {
     "gcp:compute/securityPolicy:SecurityPolicy": "google_compute_security_policy",
     "gcp:compute/regionSecurityPolicy:RegionSecurityPolicy": "google_compute_region_security_policy",
     "gcp:compute/securityPolicyRule:SecurityPolicyRule": "google_compute_security_policy_rule",
-    "gcp:compute/regionSecurityPolicyRule:RegionSecurityPolicyRule": "google_compute_region_security_policy_rule",
+    "gcp:compute/regionSecurityPolicyRule:RegionSecurityPolicyRule": (
+        "google_compute_region_security_policy_rule"
+    ),
     "gcp:compute/managedSslCertificate:ManagedSslCertificate": "google_compute_managed_ssl_certificate",
     "gcp:sql/databaseInstance:DatabaseInstance": "google_sql_database_instance",
     "gcp:sql/user:User": "google_sql_user",

@@ -92,7 +92,8 @@ def render(site: SiteTwin, ctx: Context, addresses: Mapping[str, str]) -> None:
 
     site.deviations.append(
         f"Redis and NATS pods run this machine's redis-server {redis_version()} and nats-server, not "
-        "their images' builds; NetworkPolicies are not enforced; the NATS metrics sidecar is not run"
+        "their images' builds; NetworkPolicies are not enforced; preStop hooks are not run; the NATS "
+        "metrics sidecar is not run"
     )
 
     # The stream Job's work, done by the lab with the Job's own settings.

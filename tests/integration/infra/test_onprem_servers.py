@@ -10,6 +10,8 @@ import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -66,6 +68,13 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         loop.close()
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a server's process group: serve.sh and the server it runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def wait_until(
     check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path, attempts: int = 100
 ) -> None:
@@ -77,7 +86,7 @@ def wait_until(
             if check():
                 return
         time.sleep(0.1)
-    proc.kill()
+    kill_group(proc)
     out = log.read_text() if log.exists() else ""
     raise AssertionError(f"{what} did not come up:\n{out[-2000:]}")
 
@@ -123,15 +132,74 @@ def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            p.kill()
+            kill_group(p)
+
+
+# serve.sh looks for a renewed certificate this often here (the pods: every 10 s).
+POLL_SECONDS = "1"
+
+
+def container_command(
+    plan: Plan,
+    sts: str,
+    container: str,
+    config: str,
+    root: Path,
+    mapped: dict[str, str],
+    step: str | None = None,
+) -> list[str]:
+    """A data store container's command as planned: serve.sh (written from its ConfigMap) running
+    the server, the in-pod paths mapped, serve.sh's poll shortened (and its step, if given)."""
+    pod = one(plan, "kubernetes:apps/v1:StatefulSet", sts)["spec"]["template"]["spec"]
+    command = [str(x) for x in next(c for c in pod["containers"] if c["name"] == container)["command"]]
+    assert command[:2] == ["sh", f"{'/etc/redis' if sts == 'redis' else '/etc/nats'}/conf/serve.sh"], command
+    script = root / "serve.sh"
+    script.write_text(one(plan, "kubernetes:core/v1:ConfigMap", config)["data"]["serve.sh"])
+    command[1], command[3] = str(script), POLL_SECONDS
+    if step is not None:
+        command[4] = step
+    for i, word in enumerate(command[2:], start=2):
+        for a, b in mapped.items():
+            word = word.replace(a, b)
+        command[i] = str(NATS_SERVER) if word == "nats-server" else word
+    return command
+
+
+def secret_volume(files: Path, mount: Path) -> Path:
+    """``files`` (ca.crt, tls.crt, tls.key) laid out at ``mount`` as the kubelet lays out a Secret
+    volume: a timestamped folder, ``..data`` pointing at it, each file a link through ``..data``."""
+    mount.mkdir(parents=True)
+    renew_secret(mount, files)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (mount / name).symlink_to(f"..data/{name}")
+    return mount
+
+
+def renew_secret(mount: Path, files: Path) -> None:
+    """Swap the volume's contents atomically, as the kubelet does when the Secret changes."""
+    stamp = mount / f"..{time.monotonic_ns()}"
+    stamp.mkdir()
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (stamp / name).write_bytes((files / name).read_bytes())
+    (mount / "..data_tmp").symlink_to(stamp.name)
+    os.replace(mount / "..data_tmp", mount / "..data")
 
 
 def start_redis(
-    plan: Plan, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]], primary_port: int = 0
+    plan: Plan,
+    pki: Path,
+    root: Path,
+    pod: str,
+    servers: list[subprocess.Popen[bytes]],
+    primary_port: int = 0,
+    *,
+    tls: Path | None = None,
+    step: str | None = None,
 ) -> int:
-    """One Redis pod: the init container's script with its plan env, then redis-server on the
-    ConfigMap. Paths, the port and the pods' DNS names map to this machine (loopback ports); no
-    Sentinel answers here, so the script takes the fresh-set roles (pod 0 primary)."""
+    """One Redis pod: the init container's script with its plan env, then the container's command
+    (serve.sh running redis-server on the ConfigMap). Paths, the port and the pods' DNS names map
+    to this machine (loopback ports); no Sentinel answers here, so the script takes the fresh-set
+    roles (pod 0 primary). ``tls``: the Secret volume (default: ``pki`` itself)."""
     files = one(plan, "kubernetes:core/v1:ConfigMap", "redis-config")["data"]
     sts = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]["template"]["spec"]
     (init,) = sts["initContainers"]
@@ -142,7 +210,7 @@ def start_redis(
     run_dir.mkdir()
     sentinel_dir.mkdir()
     mapped = {
-        "/etc/redis/tls": str(pki),
+        "/etc/redis/tls": str(tls or pki),
         "/run/redis": str(run_dir),
         "/run/sentinel": str(sentinel_dir),
         "dir /data": f"dir {data}",
@@ -159,9 +227,13 @@ def start_redis(
     runtime = re.sub(r"replicaof \S+ 6379", f"replicaof 127.0.0.1 {primary_port}", runtime)
     runtime = re.sub(r"replica-announce-ip \S+", "replica-announce-ip 127.0.0.1", runtime)
     (run_dir / "runtime.conf").write_text(runtime)
+    paths = {**mapped, "/etc/redis/conf/redis.conf": str(root / pod / "redis.conf")}
+    command = container_command(plan, "redis", "redis", "redis-config", root / pod, paths, step)
     proc = subprocess.Popen(
-        ["redis-server", str(root / pod / "redis.conf")],
-        stdout=(root / pod / "redis.log").open("wb"),
+        command,
+        start_new_session=True,
+        env={"PATH": os.environ["PATH"], "POD_NAME": pod},
+        stdout=(root / pod / "redis.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
     servers.append(proc)
@@ -214,18 +286,138 @@ def test_redis_config_serves_tls_with_auth_and_replicates(
     assert redis_client(pki, replica).info("replication")["role"] == "slave"
 
 
+def issue(pki: Path, dest: Path) -> Path:
+    """A renewed certificate (new key, same names) from ``pki``'s CA, as cert-manager issues one."""
+    dest.mkdir()
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=dest, check=True, capture_output=True)
+
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "tls.key",
+        "-out", "tls.csr", "-subj", "/CN=localhost")  # fmt: skip
+    run("x509", "-req", "-in", "tls.csr", "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+        "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", str(pki / "ext.cnf"))  # fmt: skip
+    (dest / "ca.crt").write_bytes((pki / "ca.crt").read_bytes())
+    return dest
+
+
+def served_certificate(pki: Path, port: int, *, nats_info: bool = False) -> bytes:
+    """The certificate a TLS server on ``port`` presents to a new client (DER). ``nats_info``: the
+    server first sends its INFO line in the clear, as NATS does, and the client then starts TLS."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if nats_info:
+            info = b""
+            while not info.endswith(b"\r\n"):
+                info += sock.recv(1)
+            assert info.startswith(b"INFO ") and b'"tls_required":true' in info, info
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def der(certificate: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(certificate.read_text())
+
+
+def server_of(proc: subprocess.Popen[bytes]) -> int:
+    """The pid of the server serve.sh (``proc``) runs (its other child is its poll's sleep)."""
+    pids = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    (server,) = [p for p in pids if Path(f"/proc/{p}/comm").read_text().strip().endswith("-server")]
+    return server
+
+
+def test_redis_takes_a_renewed_certificate_by_restarting_one_pod_at_a_time(
+    plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Redis keeps the certificate it loaded while cert-manager renews the Secret's files: serve.sh
+    ends the server once they change (the kubelet starts the container again on the new files),
+    pod N only N steps after it saw the change. SIGTERM from the kubelet reaches the server."""
+    tls = secret_volume(pki, tmp_path / "tls")
+    primary = start_redis(plan, pki, tmp_path, "redis-0", servers, tls=tls)
+    first = servers[-1]
+    # Pod 1 waits one step (3 s here) after it sees the renewal.
+    second_port = start_redis(plan, pki, tmp_path, "redis-1", servers, primary, tls=tls, step="3")
+    second = servers[-1]
+    assert served_certificate(pki, primary) == served_certificate(pki, second_port) == der(pki / "tls.crt")
+    # The primary takes writes once it counts its replica good (min-replicas-to-write).
+    good = lambda: redis_client(pki, primary).info("replication").get("min_slaves_good_slaves", 0) >= 1  # noqa: E731
+    wait_until(good, "primary counts its replica", first, tmp_path / "redis-0" / "redis.log", attempts=300)
+    redis_client(pki, primary).set("skyfleet:session:kept", "1")
+    renewed = issue(pki, tmp_path / "renewed")
+    renew_secret(tls, renewed)
+    assert first.wait(timeout=30) == 0, (tmp_path / "redis-0" / "redis.log").read_text()[-2000:]
+    assert second.poll() is None  # not before its turn: at least 3 s after it saw the change
+    with pytest.raises(subprocess.TimeoutExpired):
+        second.wait(timeout=1.5)
+    assert second.wait(timeout=30) == 0
+    # The kubelet starts each container again: the same command, the renewed files.
+    for pod, proc, port in (("redis-0", first, primary), ("redis-1", second, second_port)):
+        again = subprocess.Popen(
+            proc.args,
+            start_new_session=True,
+            env={"PATH": os.environ["PATH"], "POD_NAME": pod},
+            stdout=(tmp_path / pod / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        servers.append(again)
+        wait_until(
+            lambda port=port: served_certificate(pki, port) == der(renewed / "tls.crt"),
+            f"{pod} on the renewed certificate",
+            again,
+            tmp_path / pod / "redis.log",
+        )
+    assert redis_client(pki, primary).get("skyfleet:session:kept") == b"1"  # its AOF on the volume
+    # The kubelet's SIGTERM is passed on: the server ends with serve.sh, not after it.
+    server = server_of(servers[-1])
+    servers[-1].terminate()
+    assert servers[-1].wait(timeout=30) == 0
+    assert not Path(f"/proc/{server}").exists()
+
+
+def test_nats_reloads_a_renewed_certificate_in_place(
+    dev_plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
+) -> None:
+    """NATS reloads its TLS files on SIGHUP: serve.sh sends it once the Secret's files change,
+    and the same server presents the renewed certificate to new clients."""
+    conf = one(dev_plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
+    tls = secret_volume(pki, tmp_path / "tls")
+    client, _ = start_nats(dev_plan, conf, pki, tmp_path, "nats-0", servers, tls=tls)
+    wrapper = servers[-1]
+    server = server_of(wrapper)
+    assert served_certificate(pki, client, nats_info=True) == der(pki / "tls.crt")
+    renewed = issue(pki, tmp_path / "renewed")
+    renew_secret(tls, renewed)
+    wait_until(
+        lambda: served_certificate(pki, client, nats_info=True) == der(renewed / "tls.crt"),
+        "nats on the renewed certificate",
+        wrapper,
+        tmp_path / "nats-0" / "nats.log",
+    )
+    assert server_of(wrapper) == server  # reloaded, not restarted
+
+
 def start_nats(
-    conf_text: str, pki: Path, root: Path, pod: str, servers: list[subprocess.Popen[bytes]]
+    plan: Plan,
+    conf_text: str,
+    pki: Path,
+    root: Path,
+    pod: str,
+    servers: list[subprocess.Popen[bytes]],
+    *,
+    tls: Path | None = None,
 ) -> tuple[int, int]:
-    """One NATS pod on its ConfigMap, on free loopback ports."""
+    """One NATS pod: the container's command (serve.sh running nats-server) on its ConfigMap, on
+    free loopback ports. ``tls``: the Secret volume (default: ``pki`` itself)."""
     client, monitor = free_port(), free_port()
     d = root / pod
     (d / "data").mkdir(parents=True)
-    conf = conf_text.replace("/etc/nats/tls", str(pki)).replace('"/data', f'"{d}/data')
+    conf = conf_text.replace("/etc/nats/tls", str(tls or pki)).replace('"/data', f'"{d}/data')
     conf = conf.replace("port: 4222", f"port: {client}").replace("http_port: 8222", f"http_port: {monitor}")
     (d / "nats.conf").write_text(conf)
+    paths = {"/etc/nats/tls": str(tls or pki), "/etc/nats/conf/nats.conf": str(d / "nats.conf")}
     proc = subprocess.Popen(
-        [str(NATS_SERVER), "--config", str(d / "nats.conf")],
+        container_command(plan, "nats", "nats", "nats-config", d, paths),
+        start_new_session=True,
         env={"PATH": os.environ["PATH"], "POD_NAME": pod, **NATS_PASSWORDS},
         stdout=(d / "nats.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -294,7 +486,7 @@ def test_dev_nats_config_runs_jetstream_with_tls_and_the_streams_apply(
     dev_plan: Plan, pki: Path, tmp_path: Path, servers: list[subprocess.Popen[bytes]]
 ) -> None:
     conf = one(dev_plan, "kubernetes:core/v1:ConfigMap", "nats-config")["data"]["nats.conf"]
-    client, _ = start_nats(conf, pki, tmp_path, "nats-0", servers)
+    client, _ = start_nats(dev_plan, conf, pki, tmp_path, "nats-0", servers)
     created = run_async(create_streams(dev_plan, pki, client))
     tasks = created["AGENT_TASKS"]["config"]
     assert tasks["retention"] == "workqueue" and tasks["max_age"] == 345600 * 10**9
@@ -321,8 +513,10 @@ def test_prod_nats_config_forms_a_three_node_jetstream_cluster_over_mutual_tls(
     clients = []
     for i, port in enumerate(routes.values()):
         own = mapped.replace("port: 6222", f"port: {port}")
-        proc_conf = own.replace("max_file_store: 19GB", "max_file_store: 1GB")
-        clients.append(start_nats(proc_conf, pki, tmp_path, f"nats-{i}", servers)[0])
+        # The planned store limit is the volume's; this machine's scratch disk takes 1 GiB.
+        proc_conf, limits = re.subn(r"max_file_store: \d+MB", "max_file_store: 1GB", own)
+        assert limits == 1, "the planned JetStream store limit was not found"
+        clients.append(start_nats(plan, proc_conf, pki, tmp_path, f"nats-{i}", servers)[0])
     # R3 streams need all three peers: created only if routes authenticate each other.
     created = {}
     for _ in range(100):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -186,11 +187,36 @@ def test_app_pods_run_as_the_image_user_with_a_scratch_dir(plan: Plan) -> None:
         assert sa["automountServiceAccountToken"] is False
 
 
+def test_pods_spread_over_the_nodes_they_may_run_on(plan: Plan) -> None:
+    """A tainted node (a control plane) holds none of these pods: counted as a host, it would cap
+    every other host at one pod, and a rollout's surge pod or the autoscaler's next could not be
+    placed. A Deployment's spread counts the new revision's pods apart from the old."""
+    workloads = [
+        (kind, r)
+        for kind in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
+        for r in plan.resources
+        if r.type == kind
+    ]
+    assert {r.name for _, r in workloads} >= {"api", "worker", "redis", "nats"}
+    for kind, r in workloads:
+        constraints = r.inputs["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert any(c["whenUnsatisfiable"] == "DoNotSchedule" for c in constraints), r.name
+        for c in constraints:
+            assert c["nodeTaintsPolicy"] == "Honor", r.name
+            if kind.endswith("Deployment"):
+                assert c["matchLabelKeys"] == ["pod-template-hash"], r.name
+
+
 def test_the_app_ends_its_shutdown_before_the_kubelet_kills_it(plan: Plan) -> None:
+    """The kubelet's grace runs from the preStop hook. The api's hook waits for the ingress
+    controller to see its endpoint go before SIGTERM starts the drain; the worker has none."""
     for role in ("api", "worker"):
         pod = one(plan, "kubernetes:apps/v1:Deployment", role)["spec"]["template"]["spec"]
-        grace = int(env_of(pod["containers"][0])[Env.SHUTDOWN_GRACE_SECONDS]["value"])
-        assert 0 < grace + contract.SHUTDOWN_EXIT_SECONDS <= pod["terminationGracePeriodSeconds"]
+        (c,) = pod["containers"]
+        grace = int(env_of(c)[Env.SHUTDOWN_GRACE_SECONDS]["value"])
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        assert pre_stop == (5 if role == "api" else 0), role
+        assert 0 < pre_stop + grace + contract.SHUTDOWN_EXIT_SECONDS <= pod["terminationGracePeriodSeconds"]
 
 
 def test_app_env_follows_the_contract_and_secrets_come_from_secret_refs(plan: Plan) -> None:
@@ -434,6 +460,12 @@ def test_redis_has_auth_tls_and_a_volume(plan: Plan) -> None:
         "name": "redis-auth",
         "key": "password",
     }
+    # A fork (snapshot, replica sync) may copy up to the whole data set: twice maxmemory fits it.
+    maxmemory = next(
+        int(line.split()[1].removesuffix("mb")) for line in lines if line.startswith("maxmemory ")
+    )
+    server = next(c for c in pod["containers"] if c["name"] == "redis")
+    assert server["resources"]["limits"]["memory"] == f"{2 * maxmemory}Mi"
     (claim,) = sts["volumeClaimTemplates"]
     assert claim["spec"]["storageClassName"] == "fast-ssd"
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
@@ -447,6 +479,43 @@ def test_redis_has_auth_tls_and_a_volume(plan: Plan) -> None:
     }
 
 
+def test_data_stores_take_a_renewed_certificate_one_pod_at_a_time(plan: Plan) -> None:
+    """cert-manager renews the TLS Secret in place; Redis, Sentinel and NATS keep the certificate
+    they loaded. Each runs through serve.sh, which hands it the renewed one: NATS reloads (HUP),
+    Redis and Sentinel restart (TERM), the set's pods 300 s apart."""
+    expected = {
+        ("redis", "redis"): (
+            "redis-config",
+            "/etc/redis",
+            "TERM",
+            ["redis-server", "/etc/redis/conf/redis.conf"],
+        ),
+        ("redis", "sentinel"): (
+            "redis-config",
+            "/etc/redis",
+            "TERM",
+            ["redis-server", "/run/sentinel/sentinel.conf", "--sentinel"],
+        ),
+        ("nats", "nats"): (
+            "nats-config",
+            "/etc/nats",
+            "HUP",
+            ["nats-server", "--config", "/etc/nats/conf/nats.conf"],
+        ),
+    }
+    for (sts_name, container), (config, base, signal, server) in expected.items():
+        pod = one(plan, "kubernetes:apps/v1:StatefulSet", sts_name)["spec"]["template"]["spec"]
+        c = next(x for x in pod["containers"] if x["name"] == container)
+        script = f"{base}/conf/serve.sh"
+        assert c["command"] == ["sh", script, f"{base}/tls/tls.crt", "10", "300", signal, *server]
+        assert one(plan, "kubernetes:core/v1:ConfigMap", config)["data"]["serve.sh"].startswith("# serve.sh")
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts[f"{base}/conf"]]["configMap"]["name"] == config
+        assert volumes[mounts[f"{base}/tls"]]["secret"]["secretName"] == f"{sts_name}-tls"
+        assert env_of(c)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
 def test_redis_fails_over_with_a_sentinel_in_every_pod(plan: Plan) -> None:
     """cache.ha: three pods, each with a Sentinel (quorum 2); nothing pins the primary to pod 0,
     and each pod asks the Sentinels for the current primary when it starts."""
@@ -456,7 +525,7 @@ def test_redis_fails_over_with_a_sentinel_in_every_pod(plan: Plan) -> None:
     names = [c["name"] for c in pod["containers"]]
     assert names == ["redis", "sentinel"]
     sentinel = pod["containers"][1]
-    assert sentinel["command"] == ["redis-server", "/run/sentinel/sentinel.conf", "--sentinel"]
+    assert sentinel["command"][-3:] == ["redis-server", "/run/sentinel/sentinel.conf", "--sentinel"]
     assert {p["containerPort"] for p in sentinel["ports"]} == {26379}
     (init,) = pod["initContainers"]
     env = {k: v.get("value") for k, v in env_of(init).items()}
@@ -487,6 +556,10 @@ def test_nats_is_a_tls_jetstream_cluster_with_volumes(plan: Plan) -> None:
         sts["replicas"] == 3
         and sts["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
     )
+    # JetStream stops at its store limit before the volume is full: the filesystem keeps some of
+    # the 20 GiB (NATS's MB are MiB), and a write that finds no room disables JetStream.
+    limit_mib = int(re.search(r"max_file_store: (\d+)MB", conf)[1])  # type: ignore[index]
+    assert 0.8 * 20 * 1024 <= limit_mib <= 0.9 * 20 * 1024
 
 
 def test_stream_job_creates_the_task_and_dead_letter_streams(plan: Plan) -> None:
