@@ -250,7 +250,8 @@ class CacheSpec(_Model):
         default=1,
         ge=0.5,
         le=300,
-        description="memory for the sessions (GB); what the server keeps for forks and buffers comes on top",
+        description="memory for the sessions (GB): AWS and on-prem add the server's reserve for forks and "
+        "buffers on top; on GCP, the Memorystore instance's capacity",
     )
     node_type: str | None = Field(default=None, description="AWS node type; derived from size if unset")
     ha: bool
@@ -393,6 +394,8 @@ class ClusterSpec(_Model):
     ingress_namespace: str = "ingress-nginx"
     monitoring_namespace: str = "monitoring"
     # Data stores and tools, pinned to immutable version tags (mirror them for air-gapped sites).
+    # The data stores' images need a shell with sha256sum, date and sleep (the alpine builds'
+    # busybox): their servers run through serve.sh (infra/onprem/kube.py); Redis 7.0.1 or later.
     redis_image: str = "docker.io/library/redis:7.2.5-alpine"
     nats_image: str = "docker.io/library/nats:2.10.18-alpine"
     nats_box_image: str = "docker.io/natsio/nats-box:0.14.5"

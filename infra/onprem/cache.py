@@ -243,7 +243,9 @@ class Cache(Capability):
                 command=kube.serve_command(
                     f"{_CONF_DIR}/serve.sh",
                     f"{_TLS_DIR}/tls.crt",
-                    "TERM",
+                    # Redis (7.0.1+) reads its TLS files again on CONFIG SET, paths unchanged.
+                    f"{tls_cli} -p {kube.REDIS_PORT} CONFIG SET tls-cert-file {_TLS_DIR}/tls.crt "
+                    f"tls-key-file {_TLS_DIR}/tls.key tls-ca-cert-file {_TLS_DIR}/ca.crt | grep -q OK",
                     ["redis-server", f"{_CONF_DIR}/redis.conf"],
                 ),
                 env=[*password_env[1:], pod_name],
@@ -278,7 +280,7 @@ class Cache(Capability):
                     command=kube.serve_command(
                         f"{_CONF_DIR}/serve.sh",
                         f"{_TLS_DIR}/tls.crt",
-                        "TERM",
+                        kube.RESTART,  # Sentinel cannot reload TLS; its own config is on a volume
                         ["redis-server", f"{_SENTINEL_DIR}/sentinel.conf", "--sentinel"],
                     ),
                     env=[*password_env[1:], pod_name],

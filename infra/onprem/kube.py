@@ -223,53 +223,74 @@ def certificate(
 
 
 # How often a data store's pod looks for a renewed certificate, and how far apart the pods of a
-# set take it (pod N after N steps): a restart fails a primary over, and the next pod waits for
-# the set to settle.
+# set take it (pod N after N steps): a certificate the peers do not accept, or a Sentinel's
+# restart, then touches one pod at a time.
 CERT_POLL_SECONDS = 10
 CERT_RENEWAL_STEP_SECONDS = 300
 # The script that runs a data store's server (``serve_command``; each component's ConfigMap
 # carries it as ``serve.sh``). A server keeps the certificate it loaded, while cert-manager
 # renews the Secret's files in place (every 75 days, above): without it every TLS link fails
 # once the first certificate expires.
-SERVE_SCRIPT = r"""# serve.sh CERT POLL_SECONDS STEP_SECONDS SIGNAL SERVER [ARG...]
+SERVE_SCRIPT = r"""# serve.sh CERT POLL_SECONDS STEP_SECONDS RENEW SERVER [ARG...]
 # Runs SERVER and hands it a renewed certificate. Once CERT changes and this pod's turn has come
-# (the ordinal in POD_NAME times STEP_SECONDS), the server gets SIGNAL: HUP reloads it (NATS);
-# TERM ends it (Redis and Sentinel cannot reload TLS) and the kubelet starts the container again
-# on the new files. SIGTERM and SIGINT are passed on; the exit status is the server's.
-cert=$1 poll=$2 step=$3 signal=$4
+# (the ordinal in POD_NAME times STEP_SECONDS), RENEW runs (sh -c, the server's pid as $1): it
+# makes the server load the new files (NATS: SIGHUP; Redis: CONFIG SET of its TLS files), or ends
+# it (Sentinel cannot reload TLS) and the kubelet starts the container again on them. A RENEW
+# that fails is tried again at the next look. SIGTERM and SIGINT are passed on to the server; the
+# exit status is the server's.
+cert=$1 poll=$2 step=$3 renew=$4
 shift 4
-"$@" &
-server=$!
-stopping=
-trap 'stopping=1; kill -TERM "$server" 2>/dev/null' TERM INT
 digest() { sha256sum <"$cert" 2>/dev/null; }
 served=$(digest)
-ordinal=${POD_NAME##*-}
-case $ordinal in '' | *[!0-9]*) ordinal=0 ;; esac
-since=
-while [ -z "$stopping" ] && kill -0 "$server" 2>/dev/null; do
-  sleep "$poll" &
-  wait $!
-  now=$(digest)
-  if [ -n "$stopping" ] || [ -z "$now" ] || [ "$now" = "$served" ]; then
-    since=
-    continue
-  fi
-  [ -n "$since" ] || since=$(date +%s)
-  [ $(($(date +%s) - since)) -ge $((ordinal * step)) ] || continue
-  echo "serve.sh: $cert renewed; SIG$signal to the server" >&2
-  kill "-$signal" "$server"
-  served=$now
+server=
+stopping=
+trap 'stopping=1; [ -z "$server" ] || kill -TERM "$server" 2>/dev/null' TERM INT
+"$@" &
+server=$!
+[ -z "$stopping" ] || kill -TERM "$server" 2>/dev/null
+(
+  nap=
+  trap '[ -z "$nap" ] || { kill "$nap" && wait "$nap"; } 2>/dev/null; exit 0' TERM
+  trap - INT
+  ordinal=${POD_NAME##*-}
+  case $ordinal in '' | *[!0-9]*) ordinal=0 ;; esac
   since=
+  while :; do
+    sleep "$poll" &
+    nap=$!
+    wait "$nap"
+    now=$(digest)
+    if [ -z "$now" ] || [ "$now" = "$served" ]; then
+      since=
+      continue
+    fi
+    [ -n "$since" ] || since=$(date +%s)
+    [ $(($(date +%s) - since)) -ge $((ordinal * step)) ] || continue
+    echo "serve.sh: $cert renewed: $renew" >&2
+    if sh -c "$renew" serve.sh "$server"; then
+      served=$now
+      since=
+    fi
+  done
+) &
+watcher=$!
+while :; do
+  wait "$server"
+  status=$?
+  kill -0 "$server" 2>/dev/null || break
 done
-wait "$server"
+kill "$watcher" 2>/dev/null && wait "$watcher"
+exit "$status"
 """
+# RENEW commands for serve.sh ($1: the server's pid).
+RELOAD_BY_SIGHUP = 'kill -HUP "$1"'
+RESTART = 'kill -TERM "$1"'
 
 
-def serve_command(script: str, cert: str, signal: str, server: Sequence[str]) -> list[str]:
+def serve_command(script: str, cert: str, renew: str, server: Sequence[str]) -> list[str]:
     """The container command that runs ``server`` through ``SERVE_SCRIPT`` (at ``script``),
-    renewing ``cert`` with ``signal`` (HUP: the server reloads; TERM: it restarts)."""
-    return ["sh", script, cert, str(CERT_POLL_SECONDS), str(CERT_RENEWAL_STEP_SECONDS), signal, *server]
+    running ``renew`` once ``cert`` is renewed."""
+    return ["sh", script, cert, str(CERT_POLL_SECONDS), str(CERT_RENEWAL_STEP_SECONDS), renew, *server]
 
 
 def service_dns(name: str, namespace: str) -> str:

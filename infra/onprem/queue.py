@@ -258,7 +258,7 @@ class Queue(Capability):
                                 command=kube.serve_command(
                                     f"{_CONF_DIR}/serve.sh",
                                     f"{_TLS_DIR}/tls.crt",
-                                    "HUP",
+                                    kube.RELOAD_BY_SIGHUP,
                                     ["nats-server", "--config", f"{_CONF_DIR}/nats.conf"],
                                 ),
                                 env=[

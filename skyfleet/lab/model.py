@@ -484,6 +484,11 @@ def _k8s_volume(v: Mapping[str, Any]) -> Volume:
     )
 
 
+def _pre_stop_sleep(container: Mapping[str, Any]) -> float:
+    sleep = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep")) or {}
+    return _num(sleep.get("seconds"), 0)
+
+
 def _k8s_pods(plan: Plan) -> list[PodSpec]:
     pods = []
     for r in (*plan.of_type(K8S_DEPLOYMENT), *plan.of_type(K8S_STATEFULSET), *plan.of_type(K8S_JOB)):
@@ -522,7 +527,10 @@ def _k8s_pods(plan: Plan) -> list[PodSpec]:
                 fs_group=_int(pod_sc["fsGroup"]) if "fsGroup" in pod_sc else None,
                 service_name=str(spec["serviceName"]) if spec.get("serviceName") else None,
                 namespace=str(meta.get("namespace")) if meta.get("namespace") else None,
-                grace_seconds=_num(template.get("terminationGracePeriodSeconds"), 30),
+                # The lab runs no preStop hook and signals at once: the kubelet's grace runs from
+                # the hook, so what is left after a sleep hook is the process's.
+                grace_seconds=_num(template.get("terminationGracePeriodSeconds"), 30)
+                - max((_pre_stop_sleep(c) for c in template.get("containers") or []), default=0),
                 claims=claims,
                 labels={
                     str(k): str(v)

@@ -26,7 +26,11 @@ from ._rule import Controls, Rule, StackView, as_list
 SERVICE = "gcp:projects/service:Service"
 SERVICE_IDENTITY = "gcp:projects/serviceIdentity:ServiceIdentity"
 RECORD = "aws:route53/record:Record"
-LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+LOAD_BALANCERS = (
+    "aws:lb/loadBalancer:LoadBalancer",
+    "aws:alb/loadBalancer:LoadBalancer",
+    "aws:elb/loadBalancer:LoadBalancer",  # Classic
+)
 SUBNET = ("aws:ec2/subnet:Subnet",)
 GATEWAYS = (
     "aws:ec2/internetGateway:InternetGateway",
@@ -168,6 +172,8 @@ def _gateway_order(view: StackView) -> Iterator[tuple[str, str | None]]:
     for lb in view.of_type(*LOAD_BALANCERS):
         if lb.props.get("internal") is True or str(lb.props.get("internal")).lower() == "true":
             continue
+        if str(lb.props.get("loadBalancerType") or "").lower() == "gateway":
+            continue  # a Gateway Load Balancer takes no traffic from the internet
         subnet_refs = [*as_list(lb.props.get("subnets"))]
         subnet_refs += [m.get("subnetId") for m in as_list(lb.props.get("subnetMappings"))]
         subnets = view.referenced(subnet_refs, SUBNET)

@@ -1,14 +1,16 @@
 """External HTTP(S) load balancers: SSL policy strength, policy attached, request logging, plain
-HTTP only redirecting to HTTPS (followed from the proxy to its URL map), and DNSSEC for public
-zones."""
+HTTP only redirecting to HTTPS (followed from the proxy to its URL map), Cloud Armor rules within
+the API's limits, and DNSSEC for public zones."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from pulumi_policy import EnforcementLevel, Severity
+from pulumi_policy import EnforcementLevel, PolicyResource, Severity
 
+from ._plan import as_int
 from ._rule import Controls, Rule, StackView, Subject, as_list, get_path, norm, truthy
 
 SSL_POLICY = ("gcp:compute/sSLPolicy:SSLPolicy",)
@@ -23,9 +25,11 @@ FORWARDING = (
     "gcp:compute/forwardingRule:ForwardingRule",
 )
 ZONE = ("gcp:dns/managedZone:ManagedZone",)
-ARMOR = (
+ARMOR_POLICY = (
     "gcp:compute/securityPolicy:SecurityPolicy",
     "gcp:compute/regionSecurityPolicy:RegionSecurityPolicy",
+)
+ARMOR_RULE = (
     "gcp:compute/securityPolicyRule:SecurityPolicyRule",
     "gcp:compute/regionSecurityPolicyRule:RegionSecurityPolicyRule",
 )
@@ -117,28 +121,51 @@ def _subexpressions(expression: str) -> int:
     return 1 + code.count("&&") + code.count("||")
 
 
-def _armor_limits(s: Subject) -> Iterator[str]:
-    """A policy's rules (inline, or one SecurityPolicyRule resource) within what the API takes."""
-    rules = as_list(s.props.get("rules")) if "rules" in s.props else [s.props]
-    priorities: dict[str, int] = {}
-    for rule in rules:
-        priority = str(rule.get("priority"))
-        priorities[priority] = priorities.get(priority, 0) + 1
-        description = str(rule.get("description") or "")
-        if len(description) > ARMOR_DESCRIPTION_MAX:
-            yield (
-                f"rule {priority}: description is {len(description)} characters; Cloud Armor takes at "
-                f"most {ARMOR_DESCRIPTION_MAX}"
-            )
-        expression = get_path(rule, "match", "expr", "expression")
-        if isinstance(expression, str) and _subexpressions(expression) > ARMOR_SUBEXPRESSIONS_MAX:
-            yield (
-                f"rule {priority}: expression has {_subexpressions(expression)} subexpressions; Cloud "
-                f"Armor takes at most {ARMOR_SUBEXPRESSIONS_MAX}"
-            )
-    for priority, count in priorities.items():
-        if count > 1:
-            yield f"{count} rules have priority {priority}; each rule needs its own"
+def _rule_limits(rule: Mapping[str, Any], priority: str) -> Iterator[str]:
+    description = str(rule.get("description") or "")
+    if len(description) > ARMOR_DESCRIPTION_MAX:
+        yield (
+            f"rule {priority}: description is {len(description)} characters; Cloud Armor takes at most "
+            f"{ARMOR_DESCRIPTION_MAX}"
+        )
+    expression = get_path(rule, "match", "expr", "expression")
+    if isinstance(expression, str) and _subexpressions(expression) > ARMOR_SUBEXPRESSIONS_MAX:
+        yield (
+            f"rule {priority}: expression has {_subexpressions(expression)} subexpressions; Cloud Armor "
+            f"takes at most {ARMOR_SUBEXPRESSIONS_MAX}"
+        )
+
+
+def _armor_limits(view: StackView) -> Iterator[tuple[str, str | None]]:
+    """Each policy's rules (inline, and SecurityPolicyRule resources naming it) within what the API
+    takes; a rule resource whose policy is not in the stack on its own."""
+    grouped: set[str] = set()
+    for policy in view.of_type(*ARMOR_POLICY):
+        rules: list[tuple[PolicyResource, Mapping[str, Any]]] = [
+            (policy, r) for r in as_list(policy.props.get("rules")) if isinstance(r, Mapping)
+        ]
+        separate = view.referrers(policy, ARMOR_RULE, "securityPolicy")
+        grouped |= {r.urn for r in separate}
+        rules += [(r, r.props) for r in separate]
+        holders: dict[int, PolicyResource] = {}
+        for holder, rule in rules:
+            priority = as_int(rule.get("priority"))
+            label = str(priority) if priority is not None else "?"
+            for problem in _rule_limits(rule, label):
+                yield problem, holder.urn
+            if priority is None:
+                continue
+            if priority in holders:
+                yield (
+                    f"rule {priority}: another rule of the policy has this priority; each needs its own",
+                    holder.urn,
+                )
+            holders.setdefault(priority, holder)
+    for rule in view.of_type(*ARMOR_RULE):
+        if rule.urn not in grouped:
+            priority = as_int(rule.props.get("priority"))
+            for problem in _rule_limits(rule.props, str(priority) if priority is not None else "?"):
+                yield problem, rule.urn
 
 
 _TLS = Controls(cis=("GCP-3.9",), nist=("SC-8", "SC-13"), soc2=("CC6.7",), pci=("4.2.1",))
@@ -199,8 +226,7 @@ RULES = [
         Severity.HIGH,
         Controls(nist=("CM-6",), soc2=("CC8.1",)),
         "Shorten the rule's description, split its expression over rules, or give it a priority of its own.",
-        ARMOR,
-        _armor_limits,
+        stack_check=_armor_limits,
     ),
     Rule(
         "gcp-dns-dnssec",

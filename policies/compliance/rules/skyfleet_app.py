@@ -233,9 +233,12 @@ def _unread(view: StackView) -> Iterator[tuple[str, str | None]]:
 
 
 def _min_instances(service: Mapping[str, Any]) -> int:
+    """The fewest instances the service runs: its minimums, or its manual count."""
     counts = [
         get_path(service, *path, "minInstanceCount") for path in (("template", "scaling"), ("scaling",))
     ]
+    if str(get_path(service, "scaling", "scalingMode") or "").upper() == "MANUAL":
+        counts.append(get_path(service, "scaling", "manualInstanceCount"))
     found = 0
     for n in counts:
         with contextlib.suppress(TypeError, ValueError):

@@ -432,6 +432,9 @@ def test_cloud_run_process_that_works_between_requests(gate: Gate, shipped: dict
     assert check(gate, plan).of(rule) == []
     edit(worker, lambda p: p["template"]["scaling"].update(minInstanceCount=0))
     fires(gate, plan, rule, worker, "(worker) pulls its tasks", "minInstanceCount", only=True)
+    # Manual scaling keeps its count running.
+    edit(worker, lambda p: p.update(scaling={"scalingMode": "MANUAL", "manualInstanceCount": 2}))
+    assert check(gate, plan).of(rule) == []
 
 
 def test_tls_memorystore_hostname_check(gate: Gate, shipped: dict[str, Plan]) -> None:
@@ -932,8 +935,10 @@ def test_order_internet_facing_load_balancer_waits_for_the_gateway(
     for route in routes:
         drop_dependency(balancer, route)
     fires(gate, plan, rule, balancer, "does not depend on its VPC's internet gateway", only=True)
-    # Internal load balancers need no gateway.
+    # Internal load balancers need no gateway, nor does a Gateway Load Balancer.
     edit(balancer, lambda p: p.update(internal=True))
+    assert check(gate, plan).of(rule) == []
+    edit(balancer, lambda p: p.update(internal=None, loadBalancerType="gateway"))
     assert check(gate, plan).of(rule) == []
 
 

@@ -18,6 +18,7 @@ from tests.support.policies.kit import (
     TAGS,
     C,
     P,
+    chain,
     container,
     doc,
     res,
@@ -478,6 +479,24 @@ def _gcp_site() -> list[PlannedResource]:
                 ]
             },
         ),
+        # A policy whose rules are resources of their own: the policy's own description is no
+        # rule's (the API takes longer ones there).
+        res(
+            "gcp:compute/securityPolicy:SecurityPolicy",
+            "armor-rules-apart",
+            {"description": "Skyfleet: a policy whose rules are SecurityPolicyRule resources of their own"},
+        ),
+        res(
+            "gcp:compute/securityPolicyRule:SecurityPolicyRule",
+            "armor-rule",
+            {
+                "securityPolicy": "armor-rules-apart-id",
+                "priority": 1000,
+                "action": "deny(403)",
+                "description": "no clients from AQ",
+                "match": {"expr": {"expression": "origin.region_code == 'AQ'"}},
+            },
+        ),
     ]
 
 
@@ -902,6 +921,20 @@ CASES: list[Case] = [
         "six subexpressions",
     ),
     Case("gcp-cloud-armor-rules-accepted", "gcp", "armor", setp("rules.1.priority", 1000), "one priority"),
+    Case(
+        "gcp-cloud-armor-rules-accepted",
+        "gcp",
+        "armor-rule",
+        chain(setp("securityPolicy", "armor-id"), setp("priority", 1000.0)),
+        "a rule resource with an inline rule's priority",
+    ),
+    Case(
+        "gcp-cloud-armor-rules-accepted",
+        "gcp",
+        "armor-rule",
+        setp("description", "no clients from AQ, where no user of the agent app is known to work"),
+        "a rule resource's long description",
+    ),
     Case("gcp-required-labels", "gcp", "tasks", setp("labels", {}), "no labels"),
     Case("k8s-no-privileged", "k8s", "api", setp(f"{C}.securityContext.privileged", True), "privileged"),
     Case(

@@ -482,38 +482,47 @@ def test_redis_has_auth_tls_and_a_volume(plan: Plan) -> None:
 def test_data_stores_take_a_renewed_certificate_one_pod_at_a_time(plan: Plan) -> None:
     """cert-manager renews the TLS Secret in place; Redis, Sentinel and NATS keep the certificate
     they loaded. Each runs through serve.sh, which hands it the renewed one: NATS reloads (HUP),
-    Redis and Sentinel restart (TERM), the set's pods 300 s apart."""
+    Redis reads its TLS files again (CONFIG SET), Sentinel restarts (TERM), the set's pods 300 s
+    apart."""
+    reload_redis = (
+        "redis-cli --tls --cacert /etc/redis/tls/ca.crt -h localhost -p 6379 CONFIG SET tls-cert-file "
+        "/etc/redis/tls/tls.crt tls-key-file /etc/redis/tls/tls.key tls-ca-cert-file /etc/redis/tls/ca.crt"
+        " | grep -q OK"
+    )
     expected = {
         ("redis", "redis"): (
             "redis-config",
             "/etc/redis",
-            "TERM",
+            reload_redis,
             ["redis-server", "/etc/redis/conf/redis.conf"],
         ),
         ("redis", "sentinel"): (
             "redis-config",
             "/etc/redis",
-            "TERM",
+            'kill -TERM "$1"',
             ["redis-server", "/run/sentinel/sentinel.conf", "--sentinel"],
         ),
         ("nats", "nats"): (
             "nats-config",
             "/etc/nats",
-            "HUP",
+            'kill -HUP "$1"',
             ["nats-server", "--config", "/etc/nats/conf/nats.conf"],
         ),
     }
-    for (sts_name, container), (config, base, signal, server) in expected.items():
+    for (sts_name, container), (config, base, renew, server) in expected.items():
         pod = one(plan, "kubernetes:apps/v1:StatefulSet", sts_name)["spec"]["template"]["spec"]
         c = next(x for x in pod["containers"] if x["name"] == container)
         script = f"{base}/conf/serve.sh"
-        assert c["command"] == ["sh", script, f"{base}/tls/tls.crt", "10", "300", signal, *server]
+        assert c["command"] == ["sh", script, f"{base}/tls/tls.crt", "10", "300", renew, *server]
         assert one(plan, "kubernetes:core/v1:ConfigMap", config)["data"]["serve.sh"].startswith("# serve.sh")
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes[mounts[f"{base}/conf"]]["configMap"]["name"] == config
         assert volumes[mounts[f"{base}/tls"]]["secret"]["secretName"] == f"{sts_name}-tls"
         assert env_of(c)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # redis-cli authenticates with the password the container already holds.
+    redis_pod = one(plan, "kubernetes:apps/v1:StatefulSet", "redis")["spec"]["template"]["spec"]
+    assert "REDISCLI_AUTH" in env_of(redis_pod["containers"][0])
 
 
 def test_redis_fails_over_with_a_sentinel_in_every_pod(plan: Plan) -> None:

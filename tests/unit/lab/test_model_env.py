@@ -115,3 +115,22 @@ def test_an_env_source_the_lab_cannot_give_stops_it_naming_the_variable(
 def test_the_shipped_plans_name_only_sources_the_lab_runs() -> None:
     for stack in ("aws-prod", "gcp-prod", "onprem-prod"):
         assert pods(planned(stack))
+
+
+def test_a_pods_grace_in_the_lab_is_what_the_kubelet_leaves_after_its_pre_stop_sleep() -> None:
+    """The lab runs no preStop hook and signals at once; the kubelet's grace runs from the hook,
+    so the lab gives the process only what the hook leaves of it."""
+    plan = planned("onprem-prod")
+    api = next(r for r in plan.of_type(K8S_DEPLOYMENT) if r.name == "api")
+    template = api.inputs["spec"]["template"]["spec"]
+    sleep = k8s_api(api)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert sleep > 0
+    spec = next(p for p in pods(plan) if p.name == "api")
+    assert spec.grace_seconds == template["terminationGracePeriodSeconds"] - sleep
+    worker = next(r for r in plan.of_type(K8S_DEPLOYMENT) if r.name == "worker")
+    assert "lifecycle" not in k8s_api(worker)
+    worker_spec = next(p for p in pods(plan) if p.name == "worker")
+    assert (
+        worker_spec.grace_seconds
+        == worker.inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
