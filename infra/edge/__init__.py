@@ -30,7 +30,9 @@ def deploy(spec: EdgeStack) -> dict[str, Any]:
     tags = spec.labels()
 
     # Each site must serve the global name (its certificate and host rules): checked on its outputs.
-    sites = [read_site(s, global_name=edge.record_name) for s in edge.sites]
+    sites = [
+        read_site(s, environment=spec.environment.value, global_name=edge.record_name) for s in edge.sites
+    ]
     checks = HealthChecks(
         "health-checks",
         HealthChecksArgs(

@@ -52,9 +52,23 @@ def _unknown() -> pulumi.Output[SiteOutputs]:
     return pulumi.Output(set(), value, known)
 
 
-def _serves(stack: str, site: SiteOutputs, global_name: str) -> SiteOutputs:
-    """A site the edge sends the global name to must answer to it: its certificate must cover
-    it and its host rules route it, or every client's TLS check fails there."""
+def _serves(
+    stack: str, site: SiteOutputs, edge_site: EdgeSite, environment: str, global_name: str
+) -> SiteOutputs:
+    """The stack is the site the edge names (a reference to another site's stack, or to a dev
+    stack from a prod edge, would send the global name there), and it answers to the global
+    name: its certificate must cover it and its host rules route it, or every client's TLS check
+    fails there."""
+    if site.site != edge_site.name:
+        raise ValueError(
+            f"stack {stack} is site {site.site!r}, not {edge_site.name!r} as edge.sites names it; "
+            "point the entry at that site's stack"
+        )
+    if site.environment != environment:
+        raise ValueError(
+            f"stack {stack} is a {site.environment} site; this {environment} edge sends the global name "
+            f"only to {environment} sites"
+        )
     if global_name not in site.host_names:
         raise ValueError(
             f"stack {stack} does not serve the global name {global_name!r} (its hostNames are "
@@ -63,18 +77,20 @@ def _serves(stack: str, site: SiteOutputs, global_name: str) -> SiteOutputs:
     return site
 
 
-def _site_outputs(stack: str, outputs: Any, global_name: str) -> SiteOutputs | pulumi.Output[SiteOutputs]:
+def _site_outputs(
+    site: EdgeSite, outputs: Any, environment: str, global_name: str
+) -> SiteOutputs | pulumi.Output[SiteOutputs]:
     # A site stack that exports nothing yet: a preview shows the edge's values as unknown;
     # an update stops with the clear error (deploy the sites first).
     if not outputs and pulumi.runtime.is_dry_run():
         return _unknown()
-    return _serves(stack, _validated(stack, outputs), global_name)
+    return _serves(site.stack, _validated(site.stack, outputs), site, environment, global_name)
 
 
-def read_site(site: EdgeSite, *, global_name: str) -> Site:
+def read_site(site: EdgeSite, *, environment: str, global_name: str) -> Site:
     # The site's own stack: its exported endpoint is the only source of its address.
     ref = pulumi.StackReference(site.stack)
-    outputs = ref.outputs.apply(lambda o: _site_outputs(site.stack, o, global_name))
+    outputs = ref.outputs.apply(lambda o: _site_outputs(site, o, environment, global_name))
     return Site(
         config=site,
         host=outputs.apply(lambda o: o.endpoint_host),

@@ -358,6 +358,36 @@ def test_a_site_that_does_not_serve_the_global_name_is_a_clear_error(
     gc.collect()
 
 
+@pytest.mark.parametrize(
+    ("output", "value", "error"),
+    [
+        (
+            "site",
+            "gcp-dev",
+            r"org/skyfleet/gcp-prod is site 'gcp-dev', not 'gcp-prod' as edge.sites names it",
+        ),
+        (
+            "environment",
+            "dev",
+            r"org/skyfleet/gcp-prod is a dev site; this prod edge sends the global name only",
+        ),
+    ],
+)
+def test_a_reference_to_another_sites_stack_is_a_clear_error(
+    plans: dict[str, Plan], temp_project: Callable[[str, str], Path], output: str, value: str, error: str
+) -> None:
+    """An edge entry whose stack is another site's, or a dev stack behind a prod edge, would send
+    the global name's clients there."""
+    doc = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{STACK}.yaml").read_text())
+    project = temp_project(f"edge-{output}", yaml.safe_dump(doc))
+    known = {s: dict(plans[s].outputs) for s in SITES}
+    assert known["gcp-prod"][output] != value
+    known["gcp-prod"][output] = value
+    with pytest.raises(PlanError, match=error):
+        plan_stack(project, f"edge-{output}", known_outputs=known)
+    gc.collect()
+
+
 def test_a_site_without_the_site_outputs_is_a_clear_error(
     plans: dict[str, Plan], temp_project: Callable[[str, str], Path]
 ) -> None:
