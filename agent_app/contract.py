@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 DEFAULT_PORT = 8080
 API_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.api")
 WORKER_COMMAND: tuple[str, ...] = ("python", "-m", "agent_app.worker")
-
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 METRICS_PATH = "/metrics"
@@ -151,12 +150,24 @@ class ContractError(ValueError):
     """A value does not fit the contract; the message names the variable."""
 
 
-def works_between_requests(command: tuple[str, ...], *, fleet: bool) -> bool:
-    """Whether the process started by ``command`` works when no request is in flight: the worker
-    pulls its tasks; in a fleet the api also takes a lost site's tasks over (every few seconds)
-    and finishes copying writes to the slower sites after it has answered. A platform must give
-    such a process CPU between requests and keep at least one running."""
-    return command[-2:] == WORKER_COMMAND[-2:] or (fleet and command[-2:] == API_COMMAND[-2:])
+API_ROLE, WORKER_ROLE = "api", "worker"
+
+
+def process_role(command: tuple[str, ...]) -> str | None:
+    """The process ``command`` starts (``API_ROLE``, ``WORKER_ROLE``), by its module; None when
+    it is neither."""
+    for role, expected in ((API_ROLE, API_COMMAND), (WORKER_ROLE, WORKER_COMMAND)):
+        if len(command) >= 2 and command[-2:] == expected[-2:]:
+            return role
+    return None
+
+
+def works_between_requests(role: str | None, *, fleet: bool) -> bool:
+    """Whether the process works when no request is in flight: the worker pulls its tasks; in a
+    fleet the api also takes a lost site's tasks over (every few seconds) and finishes copying
+    writes to the slower sites after it has answered. A platform must give such a process CPU
+    between requests and keep at least one running."""
+    return role == WORKER_ROLE or (fleet and role == API_ROLE)
 
 
 # --- The fleet ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from agent_app.logs import session_id_var, task_id_var
 from agent_app.metrics import IN_FLIGHT, QUEUE_LAG, TASKS
 from agent_app.periodic import cancel_requested, every
 from agent_app.process import bootstrap, exit_now, within
-from agent_app.queues.base import FREE_HANDBACKS, RECEIVE_WAIT_SECONDS, Delivery, QueueTimeout
+from agent_app.queues.base import RECEIVE_WAIT_SECONDS, Delivery, QueueTimeout
 from agent_app.runtime import EXIT_MARGIN_SECONDS, Runtime
 from agent_app.schemas import Message, TaskMessage
 from agent_app.tasks import Claim, Settled
@@ -160,7 +160,7 @@ class Worker:
         if delivery.handed_back:
             return  # a drain's cancel came while it was being handed back
         delivery.handed_back = True
-        if delivery.handbacks >= FREE_HANDBACKS:
+        if not delivery.free_handback:
             await self._quietly(delivery.release(0), "release on shutdown")
             return
         try:
@@ -497,7 +497,7 @@ class Worker:
     async def _release(self, delivery: Delivery, task_id: str, owner: str, attempts: int) -> None:
         """A run cut short by shutdown: its claim given back as not counted, like its delivery,
         unless the task's free hand-backs are used up (the delivery is released: counted)."""
-        counted = attempts if delivery.handbacks >= FREE_HANDBACKS else attempts - 1
+        counted = attempts - 1 if delivery.free_handback else attempts
         await self._quietly(self.rt.tasks.release(task_id, owner, counted), "release claim")
         await self._give_back(delivery)
         TASKS.labels("released").inc()

@@ -44,7 +44,7 @@ class Workload:
     def works_between_requests(self) -> bool:
         """It needs CPU and a running replica with no request in flight (the worker; the api in a
         fleet)."""
-        return contract.works_between_requests(self.command, fleet=Env.FLEET_SITES.value in self.env)
+        return contract.works_between_requests(self.role, fleet=Env.FLEET_SITES.value in self.env)
 
 
 # Logical secrets every site keeps in its secret store. Targets create one store entry each.
@@ -110,7 +110,7 @@ def workloads(
         api_secret_env[Env.API_KEYS.value] = API_KEYS
     role_env, role_secret_env = role_env or {}, role_secret_env or {}
     api = Workload(
-        role="api",
+        role=contract.API_ROLE,
         command=contract.API_COMMAND,
         public=True,
         cpu=app.cpu,
@@ -121,7 +121,7 @@ def workloads(
         secret_env={**api_secret_env, **role_secret_env.get("api", {})},
     )
     worker = Workload(
-        role="worker",
+        role=contract.WORKER_ROLE,
         command=contract.WORKER_COMMAND,
         public=False,
         cpu=app.cpu,

@@ -99,6 +99,11 @@ class Delivery(ABC):
     # The broker delivers once more (RESERVED_DELIVERIES) for a worker lost during the last.
     max_attempts: int | None
 
+    @property
+    def free_handback(self) -> bool:
+        """Whether handing this delivery back may use no attempt (a copy): FREE_HANDBACKS per task."""
+        return self.handbacks < FREE_HANDBACKS
+
     @abstractmethod
     async def ack(self) -> None: ...
 

@@ -86,8 +86,6 @@ class Network(Capability):
         public_rt = aws.ec2.RouteTable(
             f"{name}-public-rt", vpc_id=self.vpc.id, tags=site.tagged("public"), opts=self.child()
         )
-        # What an internet-facing load balancer waits for (ELB refuses one while no gateway is attached).
-        self.internet: list[pulumi.Resource] = [igw]
         route_v4 = aws.ec2.Route(
             f"{name}-public-v4",
             route_table_id=public_rt.id,
@@ -102,7 +100,8 @@ class Network(Capability):
             gateway_id=igw.id,
             opts=self.child(),
         )
-        self.internet += [route_v4, route_v6]
+        # What an internet-facing load balancer waits for (ELB refuses one while no gateway is attached).
+        self.internet: list[pulumi.Resource] = [igw, route_v4, route_v6]
 
         self.public_subnets: list[aws.ec2.Subnet] = []
         self.private_subnets: list[aws.ec2.Subnet] = []

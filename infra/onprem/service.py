@@ -187,6 +187,9 @@ class Service(Capability):
                     ),
                 )
             )
+        # The api serves on while the ingress controller learns that a stopping pod left its
+        # Service (the endpoint goes as SIGTERM comes): SIGTERM's drain refuses new work.
+        pre_stop = ENDPOINT_PROPAGATION_SECONDS if w.public else 0
         container = k8s.core.v1.ContainerArgs(
             name=w.role,
             image=args.image,
@@ -200,14 +203,10 @@ class Service(Capability):
             startup_probe=_http_probe(contract.LIVENESS_PATH, period=5, failures=24),
             liveness_probe=_http_probe(contract.LIVENESS_PATH, period=10, failures=3),
             readiness_probe=_http_probe(contract.READINESS_PATH, period=5, failures=2),
-            # The api serves on while the ingress controller learns that a stopping pod left its
-            # Service (the endpoint goes as SIGTERM comes): SIGTERM's drain refuses new work.
             lifecycle=k8s.core.v1.LifecycleArgs(
-                pre_stop=k8s.core.v1.LifecycleHandlerArgs(
-                    sleep=k8s.core.v1.SleepActionArgs(seconds=ENDPOINT_PROPAGATION_SECONDS)
-                )
+                pre_stop=k8s.core.v1.LifecycleHandlerArgs(sleep=k8s.core.v1.SleepActionArgs(seconds=pre_stop))
             )
-            if w.public
+            if pre_stop
             else None,
         )
         # The process: restricted pod, spread over zones and hosts, replicas owned by the HPA.
@@ -236,8 +235,7 @@ class Service(Capability):
                             revision_label="pod-template-hash",
                         ),
                         # The kubelet's grace runs from the preStop hook: the app's starts after it.
-                        termination_grace_period_seconds=OnpremStack.stop_grace_seconds
-                        + (ENDPOINT_PROPAGATION_SECONDS if w.public else 0),
+                        termination_grace_period_seconds=OnpremStack.stop_grace_seconds + pre_stop,
                         containers=[container],
                         volumes=volumes,
                     ),

@@ -121,7 +121,9 @@ def _subexpressions(expression: str) -> int:
     return 1 + code.count("&&") + code.count("||")
 
 
-def _rule_limits(rule: Mapping[str, Any], priority: str) -> Iterator[str]:
+def _rule_limits(rule: Mapping[str, Any]) -> Iterator[str]:
+    number = as_int(rule.get("priority"))
+    priority = "?" if number is None else str(number)
     description = str(rule.get("description") or "")
     if len(description) > ARMOR_DESCRIPTION_MAX:
         yield (
@@ -129,10 +131,11 @@ def _rule_limits(rule: Mapping[str, Any], priority: str) -> Iterator[str]:
             f"{ARMOR_DESCRIPTION_MAX}"
         )
     expression = get_path(rule, "match", "expr", "expression")
-    if isinstance(expression, str) and _subexpressions(expression) > ARMOR_SUBEXPRESSIONS_MAX:
+    count = _subexpressions(expression) if isinstance(expression, str) else 0
+    if count > ARMOR_SUBEXPRESSIONS_MAX:
         yield (
-            f"rule {priority}: expression has {_subexpressions(expression)} subexpressions; Cloud Armor "
-            f"takes at most {ARMOR_SUBEXPRESSIONS_MAX}"
+            f"rule {priority}: expression has {count} subexpressions; Cloud Armor takes at most "
+            f"{ARMOR_SUBEXPRESSIONS_MAX}"
         )
 
 
@@ -147,24 +150,22 @@ def _armor_limits(view: StackView) -> Iterator[tuple[str, str | None]]:
         separate = view.referrers(policy, ARMOR_RULE, "securityPolicy")
         grouped |= {r.urn for r in separate}
         rules += [(r, r.props) for r in separate]
-        holders: dict[int, PolicyResource] = {}
+        seen: set[int] = set()
         for holder, rule in rules:
-            priority = as_int(rule.get("priority"))
-            label = str(priority) if priority is not None else "?"
-            for problem in _rule_limits(rule, label):
+            for problem in _rule_limits(rule):
                 yield problem, holder.urn
+            priority = as_int(rule.get("priority"))
             if priority is None:
                 continue
-            if priority in holders:
+            if priority in seen:
                 yield (
                     f"rule {priority}: another rule of the policy has this priority; each needs its own",
                     holder.urn,
                 )
-            holders.setdefault(priority, holder)
+            seen.add(priority)
     for rule in view.of_type(*ARMOR_RULE):
         if rule.urn not in grouped:
-            priority = as_int(rule.props.get("priority"))
-            for problem in _rule_limits(rule.props, str(priority) if priority is not None else "?"):
+            for problem in _rule_limits(rule.props):
                 yield problem, rule.urn
 
 

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from agent_app import contract
 from agent_app.auth import ApiKeys
 from agent_app.config import ConfigError, Settings, describe
-from agent_app.contract import Env
+from agent_app.contract import Env, process_role
 
 from ._plan import (
     K8S_SECRET,
@@ -43,7 +43,7 @@ from ._plan import (
 )
 from ._rule import SKYFLEET, Controls, Rule, StackView, get_path, truthy
 
-API, WORKER = "api", "worker"
+API, WORKER = contract.API_ROLE, contract.WORKER_ROLE
 # Variables a process role never reads: giving them to it only widens what a compromise leaks.
 UNREAD_BY_ROLE: dict[str, frozenset[Env]] = {WORKER: frozenset({Env.API_KEYS, Env.API_KEYS_FILE})}
 MEMORYSTORE = "gcp:redis/instance:Instance"
@@ -79,13 +79,6 @@ def _is_file_path(annotation: Any) -> bool:
 FILE_SETTINGS: tuple[str, ...] = tuple(
     str(f.validation_alias) for f in Settings.model_fields.values() if _is_file_path(f.annotation)
 )
-
-
-def process_role(command: tuple[str, ...]) -> str | None:
-    for role, expected in ((API, contract.API_COMMAND), (WORKER, contract.WORKER_COMMAND)):
-        if len(command) >= 2 and command[-2:] == expected[-2:]:
-            return role
-    return None
 
 
 def app_containers(
@@ -250,7 +243,7 @@ def _between_requests(view: StackView) -> Iterator[tuple[str, str | None]]:
     """Cloud Run gives an instance CPU only while it serves requests (cpuIdle) and scales to zero
     instances without them: a process that works between requests would stall or never run."""
     for c, role in app_containers(view, ("cloudrun",)):
-        if not contract.works_between_requests(c.command, fleet=Env.FLEET_SITES.value in c.env):
+        if not contract.works_between_requests(role, fleet=Env.FLEET_SITES.value in c.env):
             continue
         what = "pulls its tasks" if role == WORKER else "takes a lost site's tasks over and copies writes on"
         resources = c.raw.get("resources")
