@@ -394,8 +394,9 @@ class ClusterSpec(_Model):
     ingress_namespace: str = "ingress-nginx"
     monitoring_namespace: str = "monitoring"
     # Data stores and tools, pinned to immutable version tags (mirror them for air-gapped sites).
-    # The data stores' images need a shell with sha256sum, date and sleep (the alpine builds'
-    # busybox): their servers run through serve.sh (infra/onprem/kube.py); Redis 7.0.1 or later.
+    # The data stores' images need a shell with sha256sum, date, sleep and grep (the alpine
+    # builds' busybox, which the tests run them on): their servers run through serve.sh
+    # (infra/onprem/kube.py); Redis 7.0.1 or later.
     redis_image: str = "docker.io/library/redis:7.2.5-alpine"
     nats_image: str = "docker.io/library/nats:2.10.18-alpine"
     nats_box_image: str = "docker.io/natsio/nats-box:0.14.5"

@@ -21,15 +21,15 @@ for arg in "$@"; do
 done
 
 need_apt=""
-for bin in redis-server haproxy ip tc nft; do
+for bin in redis-server haproxy ip tc nft busybox; do
   [ -z "$python_only" ] || break
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt=1
 done
 if [ -n "$need_apt" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "installing redis-server, haproxy, iproute2 and nftables (apt)..."
+  echo "installing redis-server, haproxy, iproute2, nftables and busybox (apt)..."
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server haproxy iproute2 nftables >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server haproxy iproute2 nftables busybox >/dev/null
 fi
 
 # Containers run with rootful podman on runc (crun fails on hybrid cgroups); the base image is

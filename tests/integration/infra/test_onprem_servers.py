@@ -6,15 +6,19 @@ throwaway CA standing in for cert-manager's."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
@@ -42,6 +46,30 @@ NATS_PASSWORD = {user: f"s3cret-nats-{user}" for user in ("api", "worker", "stre
 NATS_PASSWORDS = {f"NATS_{user.upper()}_PASSWORD": pw for user, pw in NATS_PASSWORD.items()}
 # Fail at once: a refused AUTH must not be retried with backoff.
 NO_RETRY = Retry(NoBackoff(), 0)
+
+
+@functools.cache
+def image_path() -> str:
+    """PATH as the data stores' alpine images have it: busybox's applets (``sh`` is its ash, as
+    are sha256sum, date, sleep, kill and grep) and the servers, nothing from this machine's
+    coreutils or dash. The pods' init scripts and serve.sh run on it."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.fail("busybox is not installed: the images' shell (scripts/install.sh installs it)")
+    d = Path(tempfile.mkdtemp(prefix="skyfleet-image-bin-"))
+    atexit.register(shutil.rmtree, d, True)
+    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True).stdout
+    for applet in applets.split():
+        (d / applet).symlink_to(busybox)
+    for server in ("redis-server", "redis-cli"):
+        (d / server).symlink_to(shutil.which(server) or f"/usr/bin/{server}")
+    (d / "nats-server").symlink_to(NATS_SERVER)
+    return str(d)
+
+
+def assert_image_shell(proc: subprocess.Popen[bytes]) -> None:
+    """The container command runs on the images' shell (busybox), not this machine's."""
+    assert Path(f"/proc/{proc.pid}/exe").resolve() == Path(image_path(), "sh").resolve(), proc.args
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -225,7 +253,7 @@ def start_redis(
         conf, script = conf.replace(a, b), script.replace(a, b)
     conf = conf.replace("tls-port 6379", f"tls-port {port}")
     (root / pod / "redis.conf").write_text(conf)
-    env = {"PATH": os.environ["PATH"], **plan_env, "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
+    env = {"PATH": image_path(), **plan_env, "POD_NAME": pod, "REDIS_PASSWORD": PASSWORD}
     subprocess.run(["sh", "-c", script], env=env, check=True)
     runtime = (run_dir / "runtime.conf").read_text()
     # The pods' DNS names (pod.redis-headless...:6379) are loopback ports here.
@@ -241,11 +269,12 @@ def start_redis(
     proc = subprocess.Popen(
         command,
         start_new_session=True,
-        env={"PATH": os.environ["PATH"], "POD_NAME": pod, "REDISCLI_AUTH": PASSWORD},
+        env={"PATH": image_path(), "POD_NAME": pod, "REDISCLI_AUTH": PASSWORD},
         stdout=(root / pod / "redis.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
     servers.append(proc)
+    assert_image_shell(proc)
     wait_until(lambda: redis_client(pki, port).ping() is True, f"redis {pod}", proc, root / pod / "redis.log")
     return port
 
@@ -400,7 +429,7 @@ def test_a_server_that_cannot_reload_is_restarted_on_a_renewed_certificate(
     again = subprocess.Popen(
         wrapper.args,
         start_new_session=True,
-        env={"PATH": os.environ["PATH"], "POD_NAME": "redis-0", "REDISCLI_AUTH": PASSWORD},
+        env={"PATH": image_path(), "POD_NAME": "redis-0", "REDISCLI_AUTH": PASSWORD},
         stdout=(tmp_path / "redis-0" / "redis.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -457,11 +486,12 @@ def start_nats(
     proc = subprocess.Popen(
         container_command(plan, "nats", "nats", "nats-config", d, paths),
         start_new_session=True,
-        env={"PATH": os.environ["PATH"], "POD_NAME": pod, **NATS_PASSWORDS},
+        env={"PATH": image_path(), "POD_NAME": pod, **NATS_PASSWORDS},
         stdout=(d / "nats.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     servers.append(proc)
+    assert_image_shell(proc)
     health = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"  # the pods' probe
     wait_until(
         lambda: urllib.request.urlopen(health, timeout=2).status == 200, f"nats {pod}", proc, d / "nats.log"
