@@ -8,7 +8,12 @@ so those records carry the addresses each site stack exports (``endpointAddresse
 
 Route 53 failover has one PRIMARY and one SECONDARY per name. With more than two sites the
 SECONDARY is an alias to a second failover pair under a tier name, and so on: the first
-healthy site in priority order answers.
+healthy site in priority order answers. Failover records are named, and identified in Route 53
+(their set identifier), by their place (tier and role), not by the site they answer with: a
+deployed edge whose priorities change, or that gains or loses a site, is then updated in place
+(Route 53 replaces a record of the same name, type and set identifier in one atomic change),
+where records named by site would be created beside the old ones, which Route 53 refuses (a
+second PRIMARY for a name). Weighted and multivalue records are one per site, identified by it.
 
 Certificate validation: a site whose certificate is proven by DNS records in the edge's zone
 exports them (``dnsAuthorizations``: a gcp site's Certificate Manager DNS authorizations, one
@@ -50,6 +55,12 @@ class RecordsArgs:
 def tier_name(record_name: str, tier: int) -> str:
     """The name of failover tier ``tier`` (tier 0 is the global name itself)."""
     return record_name if tier == 0 else f"failover-{tier}.{record_name}"
+
+
+def failover_record(tier: int, role: str) -> str:
+    """The resource name of tier ``tier``'s PRIMARY or SECONDARY record: its place, whatever
+    site answers there (its set identifier is the role, lower case)."""
+    return f"failover-{tier}-{role.lower()}"
 
 
 # Addresses no client on the internet can reach: private, shared (carrier NAT), loopback,
@@ -159,7 +170,7 @@ class Records(Capability):
                 here = tier_name(args.record_name, tier)
                 # PRIMARY: the highest-priority site left, while its health check passes.
                 primary = self._cname(
-                    f"primary-{ordered[tier].config.name}",
+                    failover_record(tier, "PRIMARY"),
                     here,
                     ordered[tier],
                     failover="PRIMARY",
@@ -167,7 +178,7 @@ class Records(Capability):
                 if tier == last:
                     # SECONDARY: the last site, answering when everything above it is down.
                     secondary = self._cname(
-                        f"secondary-{ordered[tier + 1].config.name}",
+                        failover_record(tier, "SECONDARY"),
                         here,
                         ordered[tier + 1],
                         failover="SECONDARY",
@@ -175,11 +186,11 @@ class Records(Capability):
                 else:
                     # SECONDARY: the next tier's failover pair (an alias within the zone).
                     secondary = aws.route53.Record(
-                        f"secondary-tier-{tier + 1}",
+                        failover_record(tier, "SECONDARY"),
                         zone_id=args.zone_id,
                         name=here,
                         type="CNAME",
-                        set_identifier=f"tier-{tier + 1}",
+                        set_identifier="secondary",
                         failover_routing_policies=[
                             aws.route53.RecordFailoverRoutingPolicyArgs(type="SECONDARY")
                         ],
@@ -241,7 +252,8 @@ class Records(Capability):
             type="CNAME",
             ttl=self.args.ttl,
             records=[site.host],
-            set_identifier=site.config.name,
+            # A failover record is identified by its role (the site in it may change in place).
+            set_identifier=failover.lower() if failover else site.config.name,
             health_check_id=self.args.health_checks[site.config.name],
             failover_routing_policies=(
                 [aws.route53.RecordFailoverRoutingPolicyArgs(type=failover)] if failover else None

@@ -203,7 +203,8 @@ def _known(where: str, key: str, value: Any) -> str:
     return value
 
 
-def _health_check(name: str, rid: str | None, inputs: Mapping[str, Any]) -> HealthCheckSpec:
+def health_check_spec(name: str, rid: str | None, inputs: Mapping[str, Any]) -> HealthCheckSpec:
+    """A planned health check (its resource name, id and wire-form inputs), or an error naming it."""
     where = f"health check {name} ({HEALTH_CHECK_TYPE})"
     for key in _UNSUPPORTED_CHECK_INPUTS:
         if inputs.get(key) not in (None, "", []):
@@ -243,7 +244,8 @@ def _health_check(name: str, rid: str | None, inputs: Mapping[str, Any]) -> Heal
     )
 
 
-def _record(name: str, inputs: Mapping[str, Any]) -> RecordSpec:
+def record_spec(name: str, inputs: Mapping[str, Any]) -> RecordSpec:
+    """A planned record (its resource name and wire-form inputs), or an error naming it."""
     where = f"record {name} ({RECORD_TYPE})"
     for key in _UNSUPPORTED_RECORD_INPUTS:
         if inputs.get(key) not in (None, "", [], {}):
@@ -326,9 +328,9 @@ def edge_from_plan(resources: Iterable[Any]) -> Edge:
     for resource in resources:
         typ, name, inputs, rid = _resource_view(resource)
         if typ == HEALTH_CHECK_TYPE:
-            checks.append(_health_check(name, rid, inputs))
+            checks.append(health_check_spec(name, rid, inputs))
         elif typ == RECORD_TYPE:
-            records.append(_record(name, inputs))
+            records.append(record_spec(name, inputs))
     if not records:
         raise EdgePlanError(f"the plan has no {RECORD_TYPE}: is it the edge stack's plan?")
     edge = Edge(records=tuple(records), health_checks=tuple(checks))

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from skyfleet.lab.route53 import EdgePlanError
+from skyfleet.lab.route53_changes import replay
 from skyfleet.outputs import unwritable_folder
 from skyfleet.plan.runner import Plan, PlanError, Project, plan_stack
 from skyfleet.plan.summary import print_summary
@@ -47,6 +49,23 @@ def site_stacks_first(project: Project) -> list[str]:
     return sorted(project.stacks(), key=lambda s: (s.startswith("edge"), s))
 
 
+def _deployed_resources(path: Path) -> list[dict[str, Any]]:
+    """The resources of a plan JSON (``--deployed``), or exit 2 naming what is wrong with it."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})"
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON ({exc})"
+    else:
+        resources = doc.get("resources") if isinstance(doc, dict) else None
+        if isinstance(resources, list) and all(isinstance(r, dict) for r in resources):
+            return resources
+        problem = "resources: expected the list of resources of a plan JSON (skyfleet plan --out)"
+    err.print(f"[red]error:[/] --deployed {escape(str(path))}: {problem}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def write_plan(plan: Plan, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{plan.stack}.json"
@@ -63,11 +82,22 @@ def plan(
     references: Annotated[
         Path | None, typer.Option(help="answer StackReferences from DIR/<stack>.json (plans or outputs)")
     ] = None,
+    deployed: Annotated[
+        Path | None,
+        typer.Option(
+            help="the deployed stack's plan JSON (an earlier --out): replay the update from it "
+            "to this plan on Route 53's rules, and fail at a step Route 53 would refuse"
+        ),
+    ] = None,
 ) -> None:
     """Run the Pulumi program offline under the SDK's mocks: no CLI, no credentials."""
     if bool(stack) == all_stacks:
         err.print("[red]error:[/] give exactly one of --stack NAME or --all")
         raise typer.Exit(2)
+    if deployed is not None and all_stacks:
+        err.print("[red]error:[/] --deployed is the plan of one stack: give it with --stack NAME")
+        raise typer.Exit(2)
+    before = _deployed_resources(deployed) if deployed is not None else None
     if out is not None and (problem := unwritable_folder("--out", out)):
         err.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
         raise typer.Exit(2)
@@ -96,5 +126,13 @@ def plan(
         print_summary(result, console, seconds)
         if out:
             console.print(f"  wrote {write_plan(result, out)}")
+        if before is not None:
+            try:
+                steps = replay(before, result.resources)
+            except EdgePlanError as exc:
+                err.print(f"[red]error:[/] the update from {escape(str(deployed))}: {escape(str(exc))}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+                raise typer.Exit(1) from None
+            console.print(f"  update from {deployed}: Route 53 accepts each of its {len(steps)} step(s)")
     total = sum(s for _, s in results)
     console.print(f"[bold]{len(results)} stack(s) planned in {total:.2f} s[/]")

@@ -62,6 +62,8 @@ def _edge_plan(variant: str) -> Plan:
         edge["sites"][2]["weight"] = 0
     elif variant == "two-sites":
         edge["sites"] = edge["sites"][:2]
+    elif variant == "reordered":
+        edge["sites"][0]["priority"], edge["sites"][1]["priority"] = 2, 1
     elif variant != "shipped":
         raise ValueError(variant)
     if variant == "shipped":
@@ -79,7 +81,8 @@ def _edge_plan(variant: str) -> Plan:
 
 def edge_plan(variant: str = "shipped") -> Plan:
     """The edge stack's offline plan: shipped, or with weighted routing ("weighted"), weighted
-    with the third site at weight 0 ("weighted-zero"), or with the first two sites only."""
+    with the third site at weight 0 ("weighted-zero"), with the first two sites only
+    ("two-sites"), or with the first two sites' priorities swapped ("reordered")."""
     return _edge_plan(variant)
 
 

@@ -164,12 +164,14 @@ def plan_dicts() -> list[dict[str, Any]]:
 
 def test_plan_problems_name_the_resource_and_field() -> None:
     resources = [r for r in plan_dicts() if r["name"] != "hc-gcp-prod"]
-    with pytest.raises(EdgePlanError, match=r"record primary-gcp-prod: healthCheckId .* not a health check"):
+    with pytest.raises(
+        EdgePlanError, match=r"record failover-1-primary: healthCheckId .* not a health check"
+    ):
         edge_from_plan(resources)
     resources = plan_dicts()
-    next(r for r in resources if r["name"] == "primary-aws-prod")["inputs"]["healthCheckId"] = UNKNOWN
+    next(r for r in resources if r["name"] == "failover-0-primary")["inputs"]["healthCheckId"] = UNKNOWN
     with pytest.raises(
-        EdgePlanError, match=r"primary-aws-prod .*healthCheckId is not known.*without --preview"
+        EdgePlanError, match=r"failover-0-primary .*healthCheckId is not known.*without --preview"
     ):
         edge_from_plan(resources)
     resources = plan_dicts()
@@ -177,11 +179,11 @@ def test_plan_problems_name_the_resource_and_field() -> None:
     with pytest.raises(EdgePlanError, match=r"hc-aws-prod .*regions: Route 53 needs at least 3"):
         edge_from_plan(resources)
     resources = plan_dicts()
-    next(r for r in resources if r["name"] == "secondary-tier-1")["inputs"]["aliases"][0]["name"] = (
+    next(r for r in resources if r["name"] == "failover-0-secondary")["inputs"]["aliases"][0]["name"] = (
         "nowhere.example"
     )
     with pytest.raises(
-        EdgePlanError, match=r"secondary-tier-1: aliases\[0\].name: nowhere.example has no record"
+        EdgePlanError, match=r"failover-0-secondary: aliases\[0\].name: nowhere.example has no record"
     ):
         edge_from_plan(resources)
     with pytest.raises(EdgePlanError, match=f"no {RECORD_TYPE}"):

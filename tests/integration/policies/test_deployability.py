@@ -900,8 +900,8 @@ def test_order_route53_alias_waits_for_its_target(gate: Gate, shipped: dict[str,
     Depending on any one record of that name is enough."""
     plan = copy_of(shipped, "edge-prod")
     assert check(gate, plan).of("aws-route53-alias-order") == []
-    alias = res(plan, "secondary-tier-1")
-    targets = [res(plan, "primary-gcp-prod"), res(plan, "secondary-onprem-prod")]
+    alias = res(plan, "failover-0-secondary")
+    targets = [res(plan, "failover-1-primary"), res(plan, "failover-1-secondary")]
     assert all(t.inputs["name"] == alias.inputs["aliases"][0]["name"] for t in targets)
     drop_dependency(alias, targets[0])
     assert check(gate, plan).of("aws-route53-alias-order") == []
