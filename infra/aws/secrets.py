@@ -134,10 +134,12 @@ class Secrets(Capability):
         self.secrets: dict[str, aws.secretsmanager.Secret] = {}
         self.versions: dict[str, aws.secretsmanager.SecretVersion] = {}
         for logical, value in sorted(values.items()):
-            # One Secrets Manager secret per logical secret, encrypted with the site's key.
+            # One Secrets Manager secret per logical secret, encrypted with the site's key. Its
+            # name gets a suffix of its own: a deleted secret holds its name through its
+            # recovery window, so a stack taken down and deployed again within it would fail.
             secret = aws.secretsmanager.Secret(
                 f"{name}-{logical}",
-                name=site.secret_name(logical),
+                name_prefix=f"{site.secret_name(logical)}-",
                 description=f"Skyfleet {site.name}: {logical}",
                 kms_key_id=self.key.arn,
                 recovery_window_in_days=30 if site.prod else 7,

@@ -40,6 +40,10 @@ def _hex(ctx: MockContext, name: str, n: int) -> str:
     return ctx.uid(f"aws/{name}", n)
 
 
+def _digits(ctx: MockContext, name: str, n: int) -> str:
+    return str(int(_hex(ctx, name + "digits", n), 16))[:n].zfill(n)
+
+
 def _uuid(ctx: MockContext, name: str) -> str:
     h = _hex(ctx, name, 32)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -149,9 +153,14 @@ def _kms_alias(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str,
 
 
 def _secret(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:
+    # A namePrefix gets the provider's unique suffix (a timestamp and a counter, 26 digits).
+    prefix = inputs.get("namePrefix")
+    physical = (
+        f"{prefix}{_digits(ctx, name, 26)}" if prefix and not inputs.get("name") else _name(inputs, name)
+    )
     # Secrets Manager appends six random characters to the name in the ARN.
-    arn = _arn(ctx, inputs, "secretsmanager", f"secret:{_name(inputs, name)}-{_hex(ctx, name, 6)}")
-    return {"id": arn, "arn": arn}
+    arn = _arn(ctx, inputs, "secretsmanager", f"secret:{physical}-{_hex(ctx, name, 6)}")
+    return {"id": arn, "arn": arn, "name": physical}
 
 
 def _secret_version(name: str, inputs: dict[str, Any], ctx: MockContext) -> dict[str, Any]:

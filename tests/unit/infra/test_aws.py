@@ -341,7 +341,9 @@ def test_scratch_dir_is_made_writable_for_the_app_user_before_it_starts(plan: Pl
 
 
 def test_secrets_reach_containers_only_by_reference(plan: Plan) -> None:
-    secret_arns = {s.outputs["arn"]: s.inputs["name"] for s in of(plan, "aws:secretsmanager/secret:Secret")}
+    secret_arns = {
+        s.outputs["arn"]: s.inputs["namePrefix"] for s in of(plan, "aws:secretsmanager/secret:Secret")
+    }
     secret_env = {e.value for e in contract.SECRET_ENV}
     for name, c in containers(plan).items():
         env = {e["name"]: e["value"] for e in c["environment"]}
@@ -351,7 +353,7 @@ def test_secrets_reach_containers_only_by_reference(plan: Plan) -> None:
         # Only the api serves clients, so only it reads their keys.
         assert (Env.API_KEYS.value in refs) is (name == "api"), name
         assert set(refs.values()) <= set(secret_arns), name
-        assert secret_arns[refs[Env.REDIS_PASSWORD.value]].endswith("/redis-auth")
+        assert secret_arns[refs[Env.REDIS_PASSWORD.value]].endswith("/redis-auth-")
 
 
 def test_app_env_points_at_this_sites_cache_and_queue(plan: Plan) -> None:
@@ -404,7 +406,9 @@ def test_cache_is_encrypted_with_auth_from_secrets_manager(plan: Plan) -> None:
     assert group["transitEncryptionMode"] == "required"
     assert SECRET_SIG in group["authToken"], "the AUTH token must be a Pulumi secret"
     redis_secret = next(
-        s for s in of(plan, "aws:secretsmanager/secret:Secret") if s.inputs["name"].endswith("/redis-auth")
+        s
+        for s in of(plan, "aws:secretsmanager/secret:Secret")
+        if s.inputs["namePrefix"].endswith("/redis-auth-")
     )
     version = next(
         v
@@ -483,7 +487,10 @@ def test_dlq_is_wired_with_max_receives_from_config(plan: Plan) -> None:
 def test_secrets_are_encrypted_with_the_site_key(plan: Plan) -> None:
     key = one(plan, "aws:kms/key:Key").outputs["arn"]
     secrets = of(plan, "aws:secretsmanager/secret:Secret")
-    assert {s.inputs["name"].rsplit("/", 1)[-1] for s in secrets} >= {"api-keys", "redis-auth"}
+    assert {s.inputs["namePrefix"].rsplit("/", 1)[-1] for s in secrets} >= {"api-keys-", "redis-auth-"}
+    # No fixed name: a deleted secret keeps its name through its recovery window, and a stack
+    # deployed again within it could not create the secret under the same name.
+    assert not [s.name for s in secrets if s.inputs.get("name")]
     assert all(s.inputs["kmsKeyId"] == key for s in secrets)
     assert all(
         SECRET_SIG in v.inputs["secretString"]
@@ -839,7 +846,7 @@ def test_existing_certificate_and_model_key_variant(temp_project: Callable[[str,
     https = next(r for r in of(plan, "aws:lb/listener:Listener") if r.inputs["protocol"] == "HTTPS")
     assert https.inputs["certificateArn"] == existing
     secrets = {
-        s.inputs["name"].rsplit("/", 1)[-1]: s.outputs["arn"]
+        s.inputs["namePrefix"].rsplit("/", 1)[-1].removesuffix("-"): s.outputs["arn"]
         for s in of(plan, "aws:secretsmanager/secret:Secret")
     }
     assert set(secrets) == {"api-keys", "redis-auth", "model-api-key"}
