@@ -312,6 +312,9 @@ class NetworkSpec(_Model):
         return self
 
 
+# Kubernetes label syntax: a name (also a value's), and the DNS subdomain a key may be prefixed by.
+LABEL_NAME = re.compile(r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _FQDN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
@@ -404,6 +407,33 @@ class ClusterSpec(_Model):
     queue_storage_gb: int = Field(default=10, ge=1, le=1000)
     # host:port of the cluster's log aggregator (fluent-bit forward protocol over TLS).
     log_forward: str = "log-aggregator.logging.svc:24224"
+    monitoring_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels the cluster's Prometheus selects PodMonitors and PrometheusRules by "
+        "(kube-prometheus-stack: release: <its Helm release name>)",
+    )
+
+    @field_validator("monitoring_labels")
+    @classmethod
+    def _monitoring_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            prefix, _, name = key.rpartition("/")
+            if not LABEL_NAME.fullmatch(name) or (
+                prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))
+            ):
+                raise ValueError(
+                    f"{key!r}: a label key is a name (63 characters or fewer: letters, digits, "
+                    "'-', '_', '.', beginning and ending with a letter or digit), optionally "
+                    "prefixed by a DNS subdomain and '/'"
+                )
+            if value and not LABEL_NAME.fullmatch(value):
+                raise ValueError(
+                    f"{key}: {value!r}: a label value is empty or 63 characters or fewer: letters, "
+                    "digits, '-', '_', '.', beginning and ending with a letter or digit"
+                )
+            if key.startswith("app.kubernetes.io/"):
+                raise ValueError(f"{key!r}: the app's own labels use this prefix; choose another key")
+        return v
 
     @field_validator("namespace")
     @classmethod
@@ -754,6 +784,15 @@ class OnpremStack(SiteStack):
     # The pods' terminationGracePeriodSeconds.
     stop_grace_seconds: ClassVar[int] = 45
     cluster: ClusterSpec = Field(description="a cluster section (at least cluster.context)")
+
+    @model_validator(mode="after")
+    def _monitoring_labels_are_extra(self) -> OnpremStack:
+        if clash := sorted(set(self.cluster.monitoring_labels) & set(self.labels())):
+            raise ValueError(
+                f"cluster.monitoringLabels: {', '.join(clash)}: the stack's own labels (from tags "
+                "and environment); choose other keys"
+            )
+        return self
 
 
 class EdgeStack(_Stack):

@@ -162,7 +162,11 @@ def deploy(spec: OnpremStack) -> dict[str, Any]:
         opts,
     )
 
-    Alarms("alarms", AlarmsArgs(place=place, dlq_stream=DLQ_STREAM), opts)
+    Alarms(
+        "alarms",
+        AlarmsArgs(place=place, dlq_stream=DLQ_STREAM, monitoring_labels=cluster.monitoring_labels),
+        opts,
+    )
 
     return {
         "target": spec.target.value,

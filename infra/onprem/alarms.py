@@ -5,7 +5,8 @@ Prometheus scrape the api and the NATS exporter the rules read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -20,6 +21,8 @@ class AlarmsArgs:
     place: kube.Placement
     dlq_stream: str
     error_rate_threshold: float = 0.05
+    # Labels the cluster's Prometheus selects these objects by.
+    monitoring_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Alarms(Capability):
@@ -70,7 +73,7 @@ class Alarms(Capability):
             "alerts",
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
-            metadata=kube.meta("skyfleet-alerts", place),
+            metadata=kube.meta("skyfleet-alerts", place, extra_labels=args.monitoring_labels),
             spec={"groups": [{"name": "skyfleet", "rules": rules}]},
             opts=self.child(),
         )
@@ -80,7 +83,7 @@ class Alarms(Capability):
                 f"{role}-metrics",
                 api_version="monitoring.coreos.com/v1",
                 kind="PodMonitor",
-                metadata=kube.meta(f"{role}-metrics", place, role),
+                metadata=kube.meta(f"{role}-metrics", place, role, extra_labels=args.monitoring_labels),
                 spec={
                     "selector": {"matchLabels": kube.selector(role)},
                     "podMetricsEndpoints": [{"port": port, "path": contract.METRICS_PATH, "interval": "30s"}],

@@ -64,12 +64,13 @@ def meta(
     place: Placement,
     role: str | None = None,
     annotations: Mapping[str, str] | None = None,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> k8s.meta.v1.ObjectMetaArgs:
     """Explicit names (other objects and DNS refer to them) in the app's namespace."""
     return k8s.meta.v1.ObjectMetaArgs(
         name=name,
         namespace=place.namespace_ref,
-        labels=labels(place.labels, role),
+        labels={**labels(place.labels, role), **(extra_labels or {})},
         annotations=dict(annotations) if annotations else None,
     )
 

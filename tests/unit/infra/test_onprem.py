@@ -605,6 +605,24 @@ def test_alarms_cover_errors_dead_letters_and_unready_pods(plan: Plan) -> None:
     assert f"_{NAMESPACE}_" in logs and "tls         On" in logs
 
 
+def test_monitoring_objects_carry_the_labels_prometheus_selects_them_by(plan: Plan) -> None:
+    """A kube-prometheus-stack Prometheus only loads PodMonitors and PrometheusRules labelled
+    with its release: the stack's monitoringLabels go on those objects, and only on those."""
+    config = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{STACK}.yaml").read_text())["config"]
+    wanted = config["skyfleet:cluster"]["monitoringLabels"]
+    assert wanted, "the shipped stack sets monitoringLabels"
+    monitoring = [
+        *plan.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule"),
+        *plan.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor"),
+    ]
+    assert len(monitoring) == 4
+    for r in monitoring:
+        assert manifest(r)["metadata"]["labels"].items() >= wanted.items(), r.name
+    others = [r for r in kube_objects(plan) if r not in monitoring]
+    labelled = [r.name for r in others if wanted.keys() & (r.inputs["metadata"].get("labels") or {})]
+    assert others and not labelled
+
+
 def test_pods_not_ready_leaves_out_pods_that_ran_to_completion(plan: Plan) -> None:
     """The nats-streams Job's pod is never ready once it succeeded: the alert must not count it,
     or it fires for as long as the completed pod is kept."""

@@ -305,3 +305,37 @@ def test_a_process_that_works_between_requests_keeps_a_replica() -> None:
     assert "app.replicas.min is 0; in a fleet the api takes a lost site's tasks over" in message
     in_fleet["app"] = {**app, "replicas": {"min": 1, "max": 2}}
     parse_spec({**in_fleet, "domain": {"name": "aws.example.com", "zoneId": "Z0EXAMPLE"}})
+
+
+# --- on-prem monitoring labels ------------------------------------------------------------------------
+
+
+def _onprem(**cluster: Any) -> dict[str, Any]:
+    base = _base(target="onprem", cluster={"context": "c", **cluster})
+    del base["region"], base["accountId"]
+    return base
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ({"release": "a b"}, "release: 'a b': a label value is empty or 63 characters or fewer"),
+        ({"release": "x" * 64}, "a label value is empty or 63 characters or fewer"),
+        ({"-release": "k"}, "'-release': a label key is a name"),
+        ({"Example.com/release": "k"}, "'Example.com/release': a label key is a name"),
+        ({"app.kubernetes.io/name": "k"}, "the app's own labels use this prefix"),
+        ({"owner": "someone-else"}, "cluster.monitoringLabels: owner: the stack's own labels"),
+    ],
+)
+def test_monitoring_labels_kubernetes_would_refuse_or_that_clash_are_named(
+    labels: dict[str, str], problem: str
+) -> None:
+    message = _refused(_onprem(monitoringLabels=labels))
+    assert problem in message, message
+    assert "monitoringLabels" in message, message
+
+
+def test_monitoring_labels_kubernetes_accepts_pass() -> None:
+    labels = {"release": "kube-prometheus-stack", "prometheus.example.com/scrape": "", "team": "a.b_c-d"}
+    spec = parse_spec(_onprem(monitoringLabels=labels))
+    assert spec.cluster.monitoring_labels == labels  # type: ignore[union-attr]
