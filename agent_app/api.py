@@ -21,6 +21,7 @@ import uvicorn
 from agent_app.app import create_app
 from agent_app.auth import ApiKeys
 from agent_app.config import ConfigError, fail
+from agent_app.contract import KEEP_ALIVE_SECONDS
 from agent_app.fastpath import TurnFastPath
 from agent_app.fleet.routing import FleetRouting
 from agent_app.http import Edge
@@ -99,7 +100,7 @@ def main() -> None:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=int(CLOSE_SECONDS),
-        timeout_keep_alive=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     log.info(
         "starting api",

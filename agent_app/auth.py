@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 from agent_app.config import ConfigError, Settings
-from agent_app.contract import Env
+from agent_app.contract import Env, api_keys
 from agent_app.errors import Unauthorized
 
 RELOAD_CHECK_SECONDS = 5.0
-MIN_KEY_CHARS = 16
 
 
 def _digest(key: str) -> bytes:
@@ -25,15 +24,10 @@ def _digest(key: str) -> bytes:
 
 
 def _parse(text: str, where: str) -> list[bytes]:
-    digests = []
-    for number, line in enumerate(text.replace(",", "\n").splitlines(), start=1):
-        key = line.strip()
-        if not key or key.startswith("#"):
-            continue
-        if len(key) < MIN_KEY_CHARS:
-            raise ConfigError(f"{where}: key on line {number} is shorter than {MIN_KEY_CHARS} characters")
-        digests.append(_digest(key))
-    return digests
+    try:
+        return [_digest(key) for key in api_keys(text)]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 class ApiKeys:

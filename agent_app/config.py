@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import sys
 from typing import Annotated, Literal, NoReturn
@@ -44,7 +45,9 @@ _CREDENTIALS = re.compile(r"(://[^:/@]*:)[^@/]*@")
 
 
 def _default_instance() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # A random part too: every Cloud Run instance has the host name "localhost" and, running the
+    # same image, usually the same pid, where ECS tasks and pods have names of their own.
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def _redis_url(value: str) -> str:

@@ -27,6 +27,12 @@ SCRATCH_DIR = "/tmp"
 # Where platforms that can mount secrets as files (Kubernetes, Cloud Run) put the API keys.
 API_KEYS_MOUNT_DIR = "/var/run/secrets/skyfleet"
 API_KEYS_FILE_NAME = "api-keys"
+# How long the api keeps an idle connection open: longer than the load balancers in front of it
+# keep theirs (an ALB's idle timeout and ingress-nginx's upstream keepalive timeout are 60 s by
+# default), so none sends a request on a connection the app is closing (answered 502).
+KEEP_ALIVE_SECONDS = 75
+# The shortest client API key a site accepts (the app and the stack spec both check, by api_keys).
+API_KEY_MIN_LENGTH = 16
 # Response header naming the site that served a request; drills attribute traffic by it.
 SITE_HEADER = "X-Skyfleet-Site"
 INSTANCE_HEADER = "X-Skyfleet-Instance"
@@ -318,3 +324,21 @@ def parse_queue_url(url: str) -> QueueTarget:
     raise ContractError(
         f"{name}: unsupported scheme {parts.scheme!r} in {url!r}; expected sqs://, pubsub:// or nats://"
     )
+
+
+def api_keys(text: str) -> list[str]:
+    """The client API keys in ``text`` (AGENT_API_KEYS or the keys file: separated by commas or
+    new lines; blank lines and ``#`` comments skipped), or a ValueError naming the entry that is
+    not a key. A key never holds whitespace: keys a YAML tool folded onto one line are refused,
+    not taken as one key no client sends."""
+    keys = []
+    for number, line in enumerate(text.replace(",", "\n").splitlines(), start=1):
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        if len(key) < API_KEY_MIN_LENGTH:
+            raise ValueError(f"key on line {number} is shorter than {API_KEY_MIN_LENGTH} characters")
+        if any(c.isspace() for c in key):
+            raise ValueError(f"key on line {number} holds whitespace; separate keys with commas or new lines")
+        keys.append(key)
+    return keys

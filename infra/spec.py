@@ -33,6 +33,7 @@ from agent_app.contract import (
     SECRET_ENV,
     SHUTDOWN_EXIT_SECONDS,
     Env,
+    api_keys,
     fleet_sites_value,
 )
 
@@ -650,6 +651,14 @@ class SiteStack(_Stack):
             )
         return v
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_the_app_accepts(cls, v: str) -> str:
+        # The app's own reading of AGENT_API_KEYS; the message never holds a key.
+        if not api_keys(v):
+            raise ValueError("no key: give one or more, separated by commas or new lines")
+        return v
+
     @field_validator("fleet_key")
     @classmethod
     def _fleet_key_length(cls, v: str | None) -> str | None:
@@ -718,6 +727,14 @@ class SiteStack(_Stack):
                     "fleetKey is not set; a fleet's sites authenticate each other with it "
                     f"(pulumi config set --secret {NAMESPACE}:fleetKey, or the fleet's ESC environment)"
                 )
+        elif self.fleet_key is not None:
+            # Only a fleet's sites use it: a fleet section lost on the way (an ESC environment
+            # that kept the keys but not the fleet) must not deploy the site alone.
+            problems.append(
+                "fleetKey is set but there is no fleet section: the site would deploy alone, "
+                "sharing nothing with the other sites; define fleet (the fleet's ESC environment "
+                "defines it), or remove fleetKey"
+            )
         for env_name, key in self.app.secrets.items():
             if getattr(self, to_snake(key)) is None:
                 problems.append(f"app.secrets.{env_name} names {key}, which is not set")

@@ -60,6 +60,6 @@ def minimal_aws_spec(**fields: object) -> dict[str, object]:
         "app": {"image": "r.example.com/a@sha256:" + "a" * 64},
         "domain": {"name": "a.example.com", "zoneId": "Z0EXAMPLE"},
         "tags": {"owner": "o", "costCenter": "c"},
-        "apiKeys": "x",
+        "apiKeys": "client-key-0123456789",
         **fields,
     }

@@ -53,6 +53,10 @@ class _JsonFormat:
         return getattr(json_format, name)
 
 
+# The SDK servicer's private list of policies, under its mangled name.
+POLICIES = "_PolicyAnalyzerServicer__policies"
+
+
 def install(rules: Sequence[Rule]) -> bool:
     """Swap the SDK's analyzer servicer for one that indexes policies by resource type.
     Returns False (and changes nothing) when the SDK does not look as expected."""
@@ -61,6 +65,10 @@ def install(rules: Sequence[Rule]) -> bool:
     base = getattr(sdk, "_PolicyAnalyzerServicer", None)
     deserialize = getattr(sdk, "deserialize_properties", None)
     if base is None or deserialize is None or getattr(sdk, "json_format", None) is not json_format:
+        return False
+    # The servicer keeps its policies in a private attribute, set in __init__ and read by
+    # Analyze: the index below stands in for it, so a release that renames it keeps the SDK's own.
+    if not all(POLICIES in getattr(base, m).__code__.co_names for m in ("__init__", "Analyze")):
         return False
     applies = {r.id: r.applies_to for r in rules if r.kind == "resource"}
 

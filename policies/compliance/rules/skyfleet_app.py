@@ -30,6 +30,7 @@ from ._plan import (
     K8S_SECRET,
     Container,
     SecretRef,
+    as_int,
     certificate_names,
     k8s_data,
     k8s_keys,
@@ -41,7 +42,8 @@ from ._plan import (
     served_certificates,
     text,
 )
-from ._rule import SKYFLEET, Controls, Rule, StackView, get_path, truthy
+from ._rule import SKYFLEET, Controls, Rule, StackView, get_path, norm, truthy
+from .aws_alb import LB
 
 API, WORKER = contract.API_ROLE, contract.WORKER_ROLE
 # Variables a process role never reads: giving them to it only widens what a compromise leaks.
@@ -263,6 +265,30 @@ def _between_requests(view: StackView) -> Iterator[tuple[str, str | None]]:
             )
 
 
+# An ALB's idle timeout where the plan sets none (idle_timeout.timeout_seconds).
+ALB_IDLE_TIMEOUT = 60
+
+
+def _outlasts_lb_idle(view: StackView) -> Iterator[tuple[str, str | None]]:
+    """An ALB reuses its connections to a target until they have been idle for its idle timeout;
+    a target that closes one sooner can be sent a request just as it closes it, which the ALB
+    answers 502 (AWS: set the application's keep-alive above the load balancer's idle timeout)."""
+    if not any(True for _ in app_containers(view, ("ecs",))):
+        return
+    for lb in view.of_type(*LB):
+        if norm(lb.props.get("loadBalancerType") or "application") != "application":
+            continue
+        idle = lb.props.get("idleTimeout")
+        seconds = ALB_IDLE_TIMEOUT if idle is None else as_int(idle)
+        if seconds is not None and seconds >= contract.KEEP_ALIVE_SECONDS:
+            yield (
+                f"{lb.name} keeps idle connections to the app open {seconds} s (idleTimeout), but the "
+                f"app closes them after {contract.KEEP_ALIVE_SECONDS} s: a request sent as it closes "
+                "one is answered 502",
+                lb.urn,
+            )
+
+
 # -- TLS to the cache and the broker -----------------------------------------------------------
 
 
@@ -385,6 +411,17 @@ RULES = [
         Controls(nist=("CP-10", "SC-5"), soc2=("A1.2",)),
         "Set resources.cpu_idle=False on the container and scaling.min_instance_count >= 1 on the service.",
         stack_check=_between_requests,
+        group=SKYFLEET,
+    ),
+    Rule(
+        "skyfleet-app-outlasts-lb-idle",
+        "The app keeps idle connections open longer than the application load balancer in front of "
+        "it does, so the balancer never reuses one the app is closing.",
+        Severity.MEDIUM,
+        Controls(nist=("SC-5",), soc2=("A1.2",)),
+        f"Set the ALB's idle_timeout below the app's keep-alive ({contract.KEEP_ALIVE_SECONDS} s, "
+        "agent_app.contract.KEEP_ALIVE_SECONDS).",
+        stack_check=_outlasts_lb_idle,
         group=SKYFLEET,
     ),
     Rule(

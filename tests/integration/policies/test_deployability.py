@@ -19,6 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from agent_app import contract
 from agent_app.queues.permissions import nats_permissions
 from policies.compliance.rules import ALL_RULES, deploy_order, skyfleet_app
 from skyfleet.check.analyzer import PolicyPackProcess
@@ -33,6 +34,7 @@ DEPLOYABILITY = {
     "skyfleet-app-secret-values",
     "skyfleet-worker-no-api-keys",
     "skyfleet-app-cpu-between-requests",
+    "skyfleet-app-outlasts-lb-idle",
     "skyfleet-app-tls-names",
     "skyfleet-workload-permissions",
     "gcp-api-enablement-order",
@@ -434,6 +436,28 @@ def test_cloud_run_process_that_works_between_requests(gate: Gate, shipped: dict
     fires(gate, plan, rule, worker, "(worker) pulls its tasks", "minInstanceCount", only=True)
     # Manual scaling keeps its count running.
     edit(worker, lambda p: p.update(scaling={"scalingMode": "MANUAL", "manualInstanceCount": 2}))
+    assert check(gate, plan).of(rule) == []
+
+
+def test_the_app_keeps_idle_connections_longer_than_the_alb(gate: Gate, shipped: dict[str, Plan]) -> None:
+    """An ALB reuses a connection to the app until it has been idle for its idle timeout: the
+    app must keep it open longer, or a request sent as the app closes it is answered 502."""
+    rule = "skyfleet-app-outlasts-lb-idle"
+    plan = copy_of(shipped, "aws-prod")
+    alb = res(plan, "lb-alb", "aws:lb/loadBalancer:LoadBalancer")
+    assert check(gate, plan).of(rule) == []
+    edit(alb, lambda p: p.update(idleTimeout=float(contract.KEEP_ALIVE_SECONDS)))
+    fires(
+        gate,
+        plan,
+        rule,
+        alb,
+        f"keeps idle connections to the app open {contract.KEEP_ALIVE_SECONDS} s (idleTimeout), but the "
+        f"app closes them after {contract.KEEP_ALIVE_SECONDS} s",
+        only=True,
+    )
+    # Unset, the ALB keeps them 60 s: less than the app.
+    edit(alb, lambda p: p.pop("idleTimeout"))
     assert check(gate, plan).of(rule) == []
 
 

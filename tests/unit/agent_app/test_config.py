@@ -3,6 +3,7 @@ message naming the variable and what is expected, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,9 @@ def test_api_keys_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     keys_file.write_text("short\n")
     with pytest.raises(ConfigError, match=r"AGENT_API_KEYS_FILE .* line 1 is shorter"):
         ApiKeys(file=keys_file, inline=None)
+    # Keys a YAML tool folded onto one line: refused, not taken as one key no client sends.
+    with pytest.raises(ConfigError, match=r"AGENT_API_KEYS: key on line 1 holds whitespace"):
+        ApiKeys(file=None, inline="env-key-0123456789abcdef other-key-0123456789abcdef")
 
 
 @pytest.mark.parametrize("given", ["info", "INFO", "Warning"])
@@ -113,3 +117,14 @@ def test_a_nats_password_never_rides_in_the_queue_url() -> None:
     assert getattr(queue, "user", None) == "worker"
     with pytest.raises(ContractError, match="AGENT_QUEUE_PASSWORD"):
         parse_queue_url("nats://worker:hunter2@nats.agent-app.svc:4222/AGENT_TASKS")
+
+
+def test_instances_without_a_given_name_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud Run sets no AGENT_INSTANCE, and its instances share the host name "localhost" and,
+    running one image, usually the pid: each still gets an instance name of its own."""
+    monkeypatch.setenv("AGENT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("AGENT_QUEUE_URL", NATS)
+    monkeypatch.delenv("AGENT_INSTANCE", raising=False)
+    monkeypatch.setattr("socket.gethostname", lambda: "localhost")
+    names = {Settings().instance for _ in range(5)}  # type: ignore[call-arg]
+    assert len(names) == 5 and all(n.startswith(f"localhost-{os.getpid()}-") for n in names)

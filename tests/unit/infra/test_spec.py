@@ -224,16 +224,36 @@ def test_the_longest_site_name_plans_ids_every_cloud_accepts(longest: dict[str, 
 # --- the fleet key ---------------------------------------------------------------------------------
 
 
+FLEET = {
+    "name": "prod",
+    "sites": [
+        {"name": "aws", "host": "a.example.com"},
+        *({"name": n, "host": f"{n}.example.com"} for n in ("bbb", "ccc")),
+    ],
+}
+
+
+def _in_fleet(**extra: Any) -> dict[str, Any]:
+    return _base(fleet=FLEET, **extra)
+
+
 def test_a_fleet_key_shorter_than_the_app_accepts_is_refused_and_not_shown() -> None:
     short = "s3cr3t-but-too-short"
     assert len(short) < FLEET_KEY_MIN_LENGTH
-    config = {f"skyfleet:{k}": v for k, v in _base(fleetKey=short).items()}
+    config = {f"skyfleet:{k}": v for k, v in _in_fleet(fleetKey=short).items()}
     with pytest.raises(SpecError) as info:
         load_spec(config, {"skyfleet:apiKeys", "skyfleet:fleetKey"}, source="Pulumi.short.yaml")
     message = str(info.value)
     assert "skyfleet:fleetKey: given a value (not shown); expected at least 32 characters" in message
     assert Env.FLEET_KEY.value in message and short not in message
-    parse_spec(_base(fleetKey="k" * FLEET_KEY_MIN_LENGTH))
+    parse_spec(_in_fleet(fleetKey="k" * FLEET_KEY_MIN_LENGTH))
+
+
+def test_a_fleet_key_without_a_fleet_is_refused() -> None:
+    """A fleet's ESC environment that delivers the keys but not the fleet must not deploy the
+    site alone."""
+    message = _refused(_base(fleetKey="k" * FLEET_KEY_MIN_LENGTH))
+    assert "fleetKey is set but there is no fleet section: the site would deploy alone" in message
 
 
 def test_the_spec_requires_the_fleet_key_length_the_app_does() -> None:
@@ -256,7 +276,7 @@ def test_the_spec_requires_the_fleet_key_length_the_app_does() -> None:
 
     def spec_accepts(key: str) -> bool:
         try:
-            parse_spec(_base(fleetKey=key))
+            parse_spec(_in_fleet(fleetKey=key))
         except ValidationError:
             return False
         return True
@@ -339,3 +359,29 @@ def test_monitoring_labels_kubernetes_accepts_pass() -> None:
     labels = {"release": "kube-prometheus-stack", "prometheus.example.com/scrape": "", "team": "a.b_c-d"}
     spec = parse_spec(_onprem(monitoringLabels=labels))
     assert spec.cluster.monitoring_labels == labels  # type: ignore[union-attr]
+
+
+# --- client API keys ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        ("client-key-0123456789,short", "key on line 2 is shorter than 16 characters"),
+        # What a YAML tool makes of a file of one key per line: the keys joined by spaces.
+        ("client-key-0123456789 other-key-0123456789", "key on line 1 holds whitespace"),
+        (" , # none", "no key: give one or more"),
+    ],
+)
+def test_api_keys_the_app_would_refuse_are_refused_and_not_shown(keys: str, problem: str) -> None:
+    from agent_app.auth import ApiKeys
+    from agent_app.config import ConfigError as AppConfigError
+
+    with pytest.raises(AppConfigError):  # the app itself refuses them at start
+        ApiKeys(file=None, inline=keys)
+    config = {f"skyfleet:{k}": v for k, v in _base(apiKeys=keys).items()}
+    with pytest.raises(SpecError) as info:
+        load_spec(config, {"skyfleet:apiKeys"}, source="Pulumi.keys.yaml")
+    message = str(info.value)
+    assert "skyfleet:apiKeys" in message and problem in message, message
+    assert "0123456789" not in message

@@ -31,7 +31,7 @@ def _spec(secrets: dict[str, str]) -> AwsStack:
                     {"name": "gcp-dev", "host": "gcp.example.com"},
                 ],
             },
-            "apiKeys": "client-keys",
+            "apiKeys": "client-keys-0123456789",
             "modelApiKey": "model-key",
             "fleetKey": "f" * 40,
         }

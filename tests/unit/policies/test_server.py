@@ -73,3 +73,22 @@ def test_type_indexed_servicer_gives_the_sdks_answers(monkeypatch: pytest.Monkey
     assert len(expected) > 20  # the cases break rules: the comparison covers real findings
     offered = indexed._for_type("kubernetes:apps/v1:Deployment")  # pyright: ignore[reportAttributeAccessIssue]
     assert 0 < len(offered) < len(ALL_RULES) / 3
+
+
+def test_an_sdk_that_keeps_its_policies_elsewhere_keeps_its_own_servicer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The index stands in for the servicer's private list of policies: an SDK release that
+    renames that list must keep the SDK's servicer, not one that fails in Analyze."""
+    import pulumi_policy.policy as sdk
+
+    class Renamed(sdk._PolicyAnalyzerServicer):  # type: ignore[misc, name-defined]
+        def __init__(self, policies: list[Any]) -> None:
+            self.__rules = policies
+
+        def Analyze(self, request: Any, context: Any) -> Any:
+            return self.__rules
+
+    monkeypatch.setattr(sdk, "_PolicyAnalyzerServicer", Renamed)
+    assert not _server.install(ALL_RULES)
+    assert sdk._PolicyAnalyzerServicer is Renamed
