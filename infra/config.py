@@ -239,14 +239,11 @@ def _from_validation(exc: ValidationError, data: dict[str, Any], lines: _LineInd
         if loc and loc[0] == target:
             loc = loc[1:]  # the discriminator's tag: the target's model answered
         if not loc and err["type"] == "value_error":
-            # a whole-spec check (prod rules): split its sentences
-            for part in str(err.get("ctx", {}).get("error", err["msg"])).split("; "):
-                key = part.split(" ", 1)[0]
-                problems.append(
-                    Problem(
-                        f"{NAMESPACE}:{key}", _given(_dig(data, key.split("."))), part, lines.find(_path(key))
-                    )
-                )
+            # a whole-spec check (prod rules): one problem per line, each starting with its key
+            for part in str(err.get("ctx", {}).get("error", err["msg"])).splitlines():
+                key = part.split(" ", 1)[0].rstrip(":")
+                given = _given(_dig(data, key.split(".")), secret=key.split(".")[0] in SECRET_KEYS)
+                problems.append(Problem(f"{NAMESPACE}:{key}", given, part, lines.find(_path(key))))
             continue
         key = f"{NAMESPACE}:{loc[0]}" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
         given = _given(err.get("input"), secret=loc[0] in SECRET_KEYS)

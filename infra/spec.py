@@ -418,9 +418,9 @@ class ClusterSpec(_Model):
     @classmethod
     def _monitoring_labels(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            prefix, _, name = key.rpartition("/")
+            prefix, slash, name = key.rpartition("/")
             if not LABEL_NAME.fullmatch(name) or (
-                prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))
+                slash and (len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))
             ):
                 raise ValueError(
                     f"{key!r}: a label key is a name (63 characters or fewer: letters, digits, "
@@ -739,7 +739,7 @@ class SiteStack(_Stack):
             if getattr(self, to_snake(key)) is None:
                 problems.append(f"app.secrets.{env_name} names {key}, which is not set")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one per line: infra.config names each key
         return self
 
     @property
@@ -806,8 +806,8 @@ class OnpremStack(SiteStack):
     def _monitoring_labels_are_extra(self) -> OnpremStack:
         if clash := sorted(set(self.cluster.monitoring_labels) & set(self.labels())):
             raise ValueError(
-                f"cluster.monitoringLabels: {', '.join(clash)}: the stack's own labels (from tags "
-                "and environment); choose other keys"
+                f"cluster.monitoringLabels has {', '.join(clash)}, the stack's own labels (from tags "
+                "and environment): choose other keys"
             )
         return self
 

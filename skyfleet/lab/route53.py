@@ -176,15 +176,21 @@ def normalise(name: str) -> str:
 # --- reading the plan ------------------------------------------------------------------------------
 
 
-def _resource_view(resource: Any) -> tuple[str, str, Mapping[str, Any], str | None]:
+def resource_field(resource: Any, name: str) -> Any:
+    """A field (``type``, ``urn``, ``options``...) of a PlannedResource or a plan JSON's resource dict."""
+    return resource.get(name) if isinstance(resource, Mapping) else getattr(resource, name, None)
+
+
+def resource_view(resource: Any) -> tuple[str, str, Mapping[str, Any], str | None]:
     """(type, name, inputs, id) of a PlannedResource or a plan JSON's resource dict."""
-    if isinstance(resource, Mapping):
-        outputs = resource.get("outputs") or {}
-        rid = resource.get("id") or outputs.get("id")
-        return str(resource.get("type")), str(resource.get("name")), resource.get("inputs") or {}, rid
-    outputs = getattr(resource, "outputs", None) or {}
-    rid = getattr(resource, "id", None) or outputs.get("id")
-    return resource.type, resource.name, resource.inputs or {}, rid
+    outputs = resource_field(resource, "outputs") or {}
+    rid = resource_field(resource, "id") or outputs.get("id")
+    return (
+        str(resource_field(resource, "type")),
+        str(resource_field(resource, "name")),
+        resource_field(resource, "inputs") or {},
+        rid,
+    )
 
 
 def _int(where: str, key: str, value: Any) -> int:
@@ -326,7 +332,7 @@ def edge_from_plan(resources: Iterable[Any]) -> Edge:
     checks: list[HealthCheckSpec] = []
     records: list[RecordSpec] = []
     for resource in resources:
-        typ, name, inputs, rid = _resource_view(resource)
+        typ, name, inputs, rid = resource_view(resource)
         if typ == HEALTH_CHECK_TYPE:
             checks.append(health_check_spec(name, rid, inputs))
         elif typ == RECORD_TYPE:
@@ -338,16 +344,24 @@ def edge_from_plan(resources: Iterable[Any]) -> Edge:
     return edge
 
 
-def load_plan(path: Path) -> Edge:
-    """The Route 53 part of a plan JSON file (``skyfleet plan --out``)."""
+def plan_resources(path: Path) -> list[dict[str, Any]]:
+    """The resources of a plan JSON file (``skyfleet plan --out``), or an error naming the file
+    and what is wrong with it."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EdgePlanError(f"{path}: cannot read the plan: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("resources"), list):
+    resources = doc.get("resources") if isinstance(doc, dict) else None
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
         raise EdgePlanError(f"{path}: resources: expected a plan JSON with a list of resources")
+    return resources
+
+
+def load_plan(path: Path) -> Edge:
+    """The Route 53 part of a plan JSON file (``skyfleet plan --out``)."""
+    resources = plan_resources(path)
     try:
-        return edge_from_plan(doc["resources"])
+        return edge_from_plan(resources)
     except EdgePlanError as exc:
         raise EdgePlanError(f"{path}: {exc}") from None
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from skyfleet.lab.route53 import EdgePlanError
+from skyfleet.lab.route53 import EdgePlanError, plan_resources
 from skyfleet.lab.route53_changes import replay
 from skyfleet.outputs import unwritable_folder
 from skyfleet.plan.runner import Plan, PlanError, Project, plan_stack
@@ -52,18 +52,10 @@ def site_stacks_first(project: Project) -> list[str]:
 def _deployed_resources(path: Path) -> list[dict[str, Any]]:
     """The resources of a plan JSON (``--deployed``), or exit 2 naming what is wrong with it."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})"
-    except json.JSONDecodeError as exc:
-        problem = f"not JSON ({exc})"
-    else:
-        resources = doc.get("resources") if isinstance(doc, dict) else None
-        if isinstance(resources, list) and all(isinstance(r, dict) for r in resources):
-            return resources
-        problem = "resources: expected the list of resources of a plan JSON (skyfleet plan --out)"
-    err.print(f"[red]error:[/] --deployed {escape(str(path))}: {problem}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+        return plan_resources(path)
+    except EdgePlanError as exc:
+        err.print(f"[red]error:[/] --deployed {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def write_plan(plan: Plan, out: Path) -> Path:

@@ -65,32 +65,110 @@ def scale_service(site: SiteOutputs, service: str, count: int) -> int:
     return previous
 
 
+# Application Auto Scaling's dimension for an ECS service's desired count.
+ECS_DIMENSION = "ecs:service:DesiredCount"
+SUSPENDED_KEYS = ("DynamicScalingInSuspended", "DynamicScalingOutSuspended", "ScheduledScalingSuspended")
+
+
+def _scalable_target(site: SiteOutputs, service: str) -> tuple[str, dict[str, Any] | None]:
+    """The service's Application Auto Scaling target (its resource id, and the target or None)."""
+    rid = f"service/{_need(site.cluster_name, 'clusterName', site)}/{service_name(site, service)}"
+    found = _client("application-autoscaling", site.region).describe_scalable_targets(
+        ServiceNamespace="ecs", ResourceIds=[rid], ScalableDimension=ECS_DIMENSION
+    )
+    targets = found.get("ScalableTargets") or []
+    return rid, (targets[0] if targets else None)
+
+
+def set_scaling_suspended(
+    site: SiteOutputs, service: str, suspended: dict[str, bool]
+) -> dict[str, bool] | None:
+    """Set the service's scaling suspension; return the previous one (None: it has no target).
+    While a scaling policy may run, Application Auto Scaling puts the count back to the minimum,
+    which would end a scale-to-zero fault partway."""
+    rid, target = _scalable_target(site, service)
+    if target is None:
+        return None
+    previous = {k: bool((target.get("SuspendedState") or {}).get(k, False)) for k in SUSPENDED_KEYS}
+    _client("application-autoscaling", site.region).register_scalable_target(
+        ServiceNamespace="ecs", ResourceId=rid, ScalableDimension=ECS_DIMENSION, SuspendedState=suspended
+    )
+    return previous
+
+
+def scale_to_zero(site: SiteOutputs, service: str) -> tuple[int, dict[str, bool] | None]:
+    """Suspend the service's scaling, then set its desired count to 0; return what was there."""
+    suspended = set_scaling_suspended(site, service, dict.fromkeys(SUSPENDED_KEYS, True))
+    return scale_service(site, service, 0), suspended
+
+
+def restore_service(
+    site: SiteOutputs, service: str, count: int | None, suspended: dict[str, bool] | None
+) -> int:
+    """The desired count back (``count``, else the scaling minimum the stack declared), then
+    its scaling as it was (``suspended``, else running); returns the count set."""
+    _, target = _scalable_target(site, service)
+    if count is None:
+        if target is None:
+            raise AwsFaultError(
+                f"ECS service {service_name(site, service)!r} has no scalable target to read its "
+                "minimum from: give the rollback the count to restore"
+            )
+        count = int(target["MinCapacity"])
+    scale_service(site, service, count)
+    if target is not None:
+        set_scaling_suspended(site, service, suspended or dict.fromkeys(SUSPENDED_KEYS, False))
+    return count
+
+
 def _ec2(site: SiteOutputs) -> Any:
     return _client("ec2", site.region)
 
 
-def cut_security_group(site: SiteOutputs) -> list[dict[str, Any]]:
-    """Revoke every ingress rule of the task security group; return them for the rollback."""
+# The port the cut rules are pointed at: nothing in a task listens there. Rules are changed in
+# place, not revoked: a revoked rule comes back under a new id, and the stack's state names the
+# old one (a refresh would drop it, and the next ``pulumi up`` fail to create it again).
+CUT_PORT = 9
+
+
+def ingress_rules(site: SiteOutputs) -> list[dict[str, Any]]:
+    """The task security group's ingress rules (DescribeSecurityGroupRules' form, with ids)."""
     group_id = _need(site.task_security_group_id, "taskSecurityGroupId", site)
-    ec2 = _ec2(site)
-    groups = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-    rules = groups[0].get("IpPermissions", []) if groups else []
+    found = _ec2(site).describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])
+    return [r for r in found.get("SecurityGroupRules", []) if not r.get("IsEgress")]
+
+
+def _rule_request(rule: dict[str, Any], **change: Any) -> dict[str, Any]:
+    """A ModifySecurityGroupRules entry setting ``rule`` (as described) with ``change``."""
+    body = {
+        k: rule[k]
+        for k in ("IpProtocol", "FromPort", "ToPort", "CidrIpv4", "CidrIpv6", "PrefixListId", "Description")
+        if rule.get(k) is not None
+    }
+    if (rule.get("ReferencedGroupInfo") or {}).get("GroupId"):
+        body["ReferencedGroupId"] = rule["ReferencedGroupInfo"]["GroupId"]
+    return {"SecurityGroupRuleId": rule["SecurityGroupRuleId"], "SecurityGroupRule": {**body, **change}}
+
+
+def cut_security_group(site: SiteOutputs) -> list[dict[str, Any]]:
+    """Point every ingress rule of the task security group at a port nothing listens on, each
+    keeping its id; return the rules as they were, for the rollback."""
+    group_id = _need(site.task_security_group_id, "taskSecurityGroupId", site)
+    rules = ingress_rules(site)
     if rules:
-        ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=rules)
+        cut = [_rule_request(r, IpProtocol="tcp", FromPort=CUT_PORT, ToPort=CUT_PORT) for r in rules]
+        _ec2(site).modify_security_group_rules(GroupId=group_id, SecurityGroupRules=cut)
     return rules
 
 
 def restore_security_group(site: SiteOutputs, rules: list[dict[str, Any]]) -> int:
+    """Set each rule back as it was, under the same id."""
     group_id = _need(site.task_security_group_id, "taskSecurityGroupId", site)
     if rules:
-        _ec2(site).authorize_security_group_ingress(GroupId=group_id, IpPermissions=rules)
+        _ec2(site).modify_security_group_rules(
+            GroupId=group_id, SecurityGroupRules=[_rule_request(r) for r in rules]
+        )
     return len(rules)
-
-
-def ingress_rules(site: SiteOutputs) -> list[dict[str, Any]]:
-    group_id = _need(site.task_security_group_id, "taskSecurityGroupId", site)
-    groups = _ec2(site).describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-    return groups[0].get("IpPermissions", []) if groups else []
 
 
 def _route53() -> Any:
@@ -154,27 +232,37 @@ class ServiceScaleToZero(StackFault):
         if isinstance(target, StackTarget):
             site = target.site()
             where = f"{site.cluster_name}/{service_name(site, args.get('service', 'api'))}"
-        return f"aws: ECS update_service {where} desiredCount=0"
+        return (
+            f"aws: Application Auto Scaling suspends {where}'s scaling, then ECS update_service "
+            f"{where} desiredCount=0"
+        )
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
-        return "aws: ECS update_service desiredCount back to the count read at the fault"
+        return (
+            "aws: ECS update_service desiredCount back to the count read at the fault (run on its own: "
+            "the given count, else the scaling minimum), then the scaling as it was"
+        )
 
     def apply(self, stack: StackTarget, service: str = "api") -> Applied:
         site = stack.site()
-        previous = scale_service(site, service, 0)
+        previous, suspended = scale_to_zero(site, service)
         return Applied(
             site.site,
-            f"ECS {service} scaled 0 (was {previous})",
-            {"previous_desired_count": previous},
-            lambda: scale_service(site, service, previous),
+            f"ECS {service} scaled 0 (was {previous}), its scaling suspended",
+            {"previous_desired_count": previous, "previous_suspended_state": suspended},
+            lambda: restore_service(site, service, previous, suspended),
         )
 
     def restore(self, stack: StackTarget, service: str = "api", count: int | None = None) -> Undo | None:
-        return None if count is None else (lambda: scale_service(stack.site(), service, count))
+        site = stack.site()
+        if count is None and _scalable_target(site, service)[1] is None:
+            return None  # no count given and no minimum to read: nothing known to restore
+        return lambda: restore_service(site, service, count, None)
 
 
 class SecurityGroupCut(StackFault):
-    """Revoke every ingress rule of the site's task security group."""
+    """Cut every ingress rule of the site's task security group (each pointed at a port nothing
+    listens on, under its own id, so the stack's state still names it)."""
 
     platform = "aws"
     fault, rollback, key = "aws_security_group_cut", "aws_security_group_restore", "sg-ingress"
@@ -186,11 +274,12 @@ class SecurityGroupCut(StackFault):
             else "<taskSecurityGroupId>"
         )
         return (
-            f"aws: EC2 revoke_security_group_ingress on {group} (every ingress rule, saved for the rollback)"
+            f"aws: EC2 modify_security_group_rules on {group}: every ingress rule to tcp port {CUT_PORT} "
+            "(saved for the rollback)"
         )
 
     def describe_undo(self, target: Target | None, args: dict[str, Any]) -> str:
-        return "aws: EC2 authorize_security_group_ingress with the saved rules"
+        return "aws: EC2 modify_security_group_rules: the saved rules back, under the same ids"
 
     def apply(self, stack: StackTarget) -> Applied:
         site = stack.site()

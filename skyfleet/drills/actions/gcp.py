@@ -41,8 +41,14 @@ def _client() -> Any:
     return run_v2.ServicesClient()
 
 
-def _update(service: Any) -> None:
-    _client().update_service(service=service).result(timeout=300)
+def _update(service: Any, field: str) -> None:
+    """Send ``field`` of ``service`` only: anything else changed meanwhile (a ``pulumi up``)
+    is left as it is."""
+    from google.protobuf import field_mask_pb2
+
+    _client().update_service(service=service, update_mask=field_mask_pb2.FieldMask(paths=[field])).result(
+        timeout=300
+    )
 
 
 def set_ingress(site: SiteOutputs, ingress: str) -> str:
@@ -52,7 +58,7 @@ def set_ingress(site: SiteOutputs, ingress: str) -> str:
     service = _client().get_service(name=service_path(site))
     previous = run_v2.IngressTraffic(service.ingress).name
     service.ingress = run_v2.IngressTraffic[ingress]
-    _update(service)
+    _update(service, "ingress")
     return previous
 
 
@@ -65,7 +71,7 @@ def scale_to_zero(site: SiteOutputs) -> dict[str, Any]:
     service.scaling = run_v2.ServiceScaling(
         scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0
     )
-    _update(service)
+    _update(service, "scaling")
     return previous
 
 
@@ -74,7 +80,7 @@ def restore_scaling(site: SiteOutputs, previous: dict[str, Any]) -> None:
 
     service = _client().get_service(name=service_path(site))
     service.scaling = run_v2.ServiceScaling(previous)
-    _update(service)
+    _update(service, "scaling")
 
 
 # --- the faults -------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Kubernetes faults on the on-prem site: a deployment scaled to 0, a deny-all NetworkPolicy.
 
-The client uses the stack's ``kubeContext`` from the local kubeconfig (or the in-cluster
-config when there is no kubeconfig).
+The client uses the stack's ``kubeContext`` from the local kubeconfig; one that is not there is
+an error naming it. The in-cluster config is used only when the stack names no context and there
+is no kubeconfig.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from infra.outputs import SiteOutputs
@@ -38,11 +40,20 @@ def deployment_name(site: SiteOutputs, deployment: str) -> str:
 
 
 def _api(site: SiteOutputs) -> Any:
+    """The client on the stack's ``kubeContext``; the in-cluster config only when the stack names
+    no context and there is no kubeconfig (never another cluster than the stack's)."""
     from kubernetes import client, config
 
-    try:
-        config.load_kube_config(context=site.kube_context)
-    except config.ConfigException:
+    path = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
+    if site.kube_context or os.path.exists(path):
+        try:
+            config.load_kube_config(context=site.kube_context)
+        except config.ConfigException as exc:
+            raise KubernetesFaultError(
+                f"kube context {site.kube_context!r} (the stack's kubeContext) cannot be loaded from "
+                f"the kubeconfig ({os.environ.get('KUBECONFIG', '~/.kube/config')}): {exc}"
+            ) from None
+    else:
         config.load_incluster_config()
     return client
 

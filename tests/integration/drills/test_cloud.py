@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ STACK_OF = {"aws": "aws-dev", "gcp": "gcp-prod", "kubernetes": "onprem-prod"}
 # Resolved names each description must show (proof it read the outputs).
 EXPECT = {
     "aws_service_scale_to_zero": "ECS update_service skyfleet-aws-dev/skyfleet-api desiredCount=0",
-    "aws_security_group_cut": "revoke_security_group_ingress on sg-0123456789abcdef0",
+    "aws_security_group_cut": "modify_security_group_rules on sg-0123456789abcdef0: every ingress rule to "
+    "tcp port 9",
     "aws_health_check_invert": "update_health_check hc-aws Inverted=true",
     "gcp_ingress_internal": "projects/skyfleet-prod/locations/europe-west1/services/skyfleet-api: "
     "ingress=INGRESS_TRAFFIC_INTERNAL_ONLY",
@@ -147,6 +150,44 @@ def test_ecs_scale_to_zero_and_restore(aws_env: str, tmp_path: Path) -> None:
     assert count() == 3
 
 
+def test_ecs_scaling_is_suspended_during_the_fault_and_resumed(aws_env: str, tmp_path: Path) -> None:
+    """The stacks' services have a scalable target whose policies would put the count back to
+    its minimum partway through the fault: suspended for it, then resumed as it was."""
+    count = ecs_service("drill-cluster", "drill-api", 3)
+    scaling = boto3.client("application-autoscaling", region_name="us-east-1")
+    target = {
+        "ServiceNamespace": "ecs",
+        "ResourceId": "service/drill-cluster/drill-api",
+        "ScalableDimension": "ecs:service:DesiredCount",
+    }
+    scaling.register_scalable_target(**target, MinCapacity=2, MaxCapacity=10)
+
+    def suspended() -> dict[str, bool]:
+        (found,) = scaling.describe_scalable_targets(
+            ServiceNamespace="ecs", ResourceIds=[target["ResourceId"]]
+        )["ScalableTargets"]
+        return {k: bool(v) for k, v in (found.get("SuspendedState") or {}).items()}
+
+    stack = {**SITES["aws-dev"], "clusterName": "drill-cluster", "apiServiceName": "drill-api"}
+    cfg = _config(tmp_path, stack)
+    applied = activity.aws_service_scale_to_zero(service="api", configuration=cfg)
+    assert count() == 0 and set(suspended().values()) == {True}, suspended()
+    assert applied["previous_suspended_state"] == dict.fromkeys(aws.SUSPENDED_KEYS, False)
+    assert activity.aws_service_restore(service="api", configuration=cfg)["restored"] is True
+    assert count() == 3 and set(suspended().values()) == {False}, suspended()
+    # Run on its own by another process (the fault's record lost with a crashed drill): the
+    # declared minimum, and scaling running again.
+    activity.aws_service_scale_to_zero(service="api", configuration=cfg)
+    rollback = (
+        "import json, sys; from skyfleet.drills import activity; cfg = json.loads(sys.argv[1]); "
+        "print(json.dumps(activity.aws_service_restore(service='api', configuration=cfg)))"
+    )
+    done = subprocess.run([sys.executable, "-c", rollback, json.dumps(cfg)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["restored"] is True
+    assert count() == 2 and set(suspended().values()) == {False}, suspended()
+
+
 def test_security_group_cut_and_restore(aws_env: str, tmp_path: Path) -> None:
     ec2 = boto3.client("ec2", region_name="us-east-1")
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
@@ -158,16 +199,22 @@ def test_security_group_cut_and_restore(aws_env: str, tmp_path: Path) -> None:
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=rules)
     cfg = _config(tmp_path, {**SITES["aws-dev"], "taskSecurityGroupId": group})
 
-    def ports() -> set[int]:
-        perms = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
-        return {p["FromPort"] for p in perms}
+    def ports() -> dict[str, tuple[int, str]]:
+        found = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])
+        return {
+            r["SecurityGroupRuleId"]: (r["FromPort"], r["CidrIpv4"])
+            for r in found["SecurityGroupRules"]
+            if not r["IsEgress"]
+        }
 
-    assert ports() == {8080, 9090}
+    before = ports()
+    assert sorted(before.values()) == [(8080, "10.40.1.0/24"), (9090, "10.40.2.0/24")]
     applied = activity.aws_security_group_cut(configuration=cfg)
     assert applied["revoked_rules"] == 2
-    assert ports() == set()
+    # No rule admits the app's ports; each rule keeps its id (the stack's state names it).
+    assert {rid: port for rid, (port, _) in ports().items()} == dict.fromkeys(before, aws.CUT_PORT)
     activity.aws_security_group_restore(configuration=cfg)
-    assert ports() == {8080, 9090}
+    assert ports() == before
 
 
 def test_route53_health_check_invert_and_restore(aws_env: str, tmp_path: Path) -> None:
@@ -207,3 +254,33 @@ def test_outputs_models_accept_the_fixtures() -> None:
     for outputs in SITES.values():
         SiteOutputs.model_validate(outputs)
     EdgeOutputs.model_validate(EDGE)
+
+
+def test_a_kube_context_the_kubeconfig_lacks_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's kubeContext missing from the kubeconfig is an error naming both, never a
+    fall back to another cluster (the in-cluster config of the pod the drill runs in)."""
+    from skyfleet.drills.actions import kubernetes
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "other", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "other", "context": {"cluster": "other", "user": "u"}}],
+                "current-context": "other",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # as inside a pod
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    site = SiteOutputs.model_validate(SITES["onprem-prod"])
+    with pytest.raises(
+        kubernetes.KubernetesFaultError, match=r"kube context 'dc1' \(the stack's kubeContext\)"
+    ):
+        kubernetes.scale(site, "api", 0)

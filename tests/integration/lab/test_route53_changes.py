@@ -155,9 +155,9 @@ def test_plan_replays_the_update_from_the_deployed_plan(tmp_path: Path, referenc
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        ("{not json", "not JSON"),
-        ('{"resources": {}}', "resources: expected the list of resources of a plan JSON"),
-        (None, "cannot be read"),
+        ("{not json", "cannot read the plan: Expecting property name"),
+        ('{"resources": {}}', "resources: expected a plan JSON with a list of resources"),
+        (None, "cannot read the plan: [Errno 21] Is a directory"),
     ],
 )
 def test_a_bad_deployed_plan_is_named(

@@ -249,11 +249,35 @@ def test_a_fleet_key_shorter_than_the_app_accepts_is_refused_and_not_shown() -> 
     parse_spec(_in_fleet(fleetKey="k" * FLEET_KEY_MIN_LENGTH))
 
 
-def test_a_fleet_key_without_a_fleet_is_refused() -> None:
+def test_a_fleet_key_without_a_fleet_is_refused_and_not_shown() -> None:
     """A fleet's ESC environment that delivers the keys but not the fleet must not deploy the
-    site alone."""
-    message = _refused(_base(fleetKey="k" * FLEET_KEY_MIN_LENGTH))
+    site alone; the error names the key, never its value, as one problem."""
+    key = "f00dfeed" * 8
+    config = {f"skyfleet:{k}": v for k, v in _base(fleetKey=key).items()}
+    with pytest.raises(SpecError) as info:
+        load_spec(config, {"skyfleet:apiKeys", "skyfleet:fleetKey"}, source="Pulumi.alone.yaml")
+    assert [p.key for p in info.value.problems] == ["skyfleet:fleetKey"]
+    message = str(info.value)
     assert "fleetKey is set but there is no fleet section: the site would deploy alone" in message
+    assert "define fleet" in message and "a value (not shown)" in message
+    assert "f00dfeed" not in message
+
+
+def test_a_whole_stack_problem_is_one_problem_under_its_key() -> None:
+    config = {
+        f"skyfleet:{k}": v
+        for k, v in _base(
+            target="onprem",
+            cluster={"context": "c", "monitoringLabels": {"owner": "x"}},
+        ).items()
+        if k not in ("region", "accountId")
+    }
+    with pytest.raises(SpecError) as info:
+        load_spec(config, {"skyfleet:apiKeys"}, source="Pulumi.labels.yaml")
+    assert [p.key for p in info.value.problems] == ["skyfleet:cluster.monitoringLabels"]
+    assert "has owner, the stack's own labels (from tags and environment): choose other keys" in str(
+        info.value
+    )
 
 
 def test_the_spec_requires_the_fleet_key_length_the_app_does() -> None:
@@ -344,7 +368,8 @@ def _onprem(**cluster: Any) -> dict[str, Any]:
         ({"-release": "k"}, "'-release': a label key is a name"),
         ({"Example.com/release": "k"}, "'Example.com/release': a label key is a name"),
         ({"app.kubernetes.io/name": "k"}, "the app's own labels use this prefix"),
-        ({"owner": "someone-else"}, "cluster.monitoringLabels: owner: the stack's own labels"),
+        ({"/release": "k"}, "'/release': a label key is a name"),
+        ({"owner": "someone-else"}, "cluster.monitoringLabels has owner, the stack's own labels"),
     ],
 )
 def test_monitoring_labels_kubernetes_would_refuse_or_that_clash_are_named(
