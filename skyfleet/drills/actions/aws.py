@@ -248,7 +248,7 @@ class ServiceScaleToZero(StackFault):
         previous, suspended = scale_to_zero(site, service)
         return Applied(
             site.site,
-            f"ECS {service} scaled 0 (was {previous}), its scaling suspended",
+            f"ECS {service} scaled 0 (was {previous})" + (", its scaling suspended" if suspended else ""),
             {"previous_desired_count": previous, "previous_suspended_state": suspended},
             lambda: restore_service(site, service, previous, suspended),
         )
