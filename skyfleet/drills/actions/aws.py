@@ -97,9 +97,16 @@ def set_scaling_suspended(
 
 
 def scale_to_zero(site: SiteOutputs, service: str) -> tuple[int, dict[str, bool] | None]:
-    """Suspend the service's scaling, then set its desired count to 0; return what was there."""
+    """Suspend the service's scaling, then set its desired count to 0; return what was there.
+    A count that cannot be set gives the scaling back as it was: nothing is left half-applied."""
+    desired_count(site, service)  # a service that is not there fails before anything changes
     suspended = set_scaling_suspended(site, service, dict.fromkeys(SUSPENDED_KEYS, True))
-    return scale_service(site, service, 0), suspended
+    try:
+        return scale_service(site, service, 0), suspended
+    except BaseException:
+        if suspended is not None:
+            set_scaling_suspended(site, service, suspended)
+        raise
 
 
 def restore_service(

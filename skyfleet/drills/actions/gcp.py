@@ -51,14 +51,27 @@ def _update(service: Any, field: str) -> None:
     )
 
 
-def set_ingress(site: SiteOutputs, ingress: str) -> str:
+def _changed(service: Any, field: str, undo: Any) -> None:
+    """Send ``field``; if the wait for it is cut short (Ctrl-C, its 300 s bound), the change may
+    still land with no rollback on record, so ``undo`` is sent before the error goes on."""
+    try:
+        _update(service, field)
+    except BaseException:
+        undo()
+        raise
+
+
+def set_ingress(site: SiteOutputs, ingress: str, *, undo_on_error: bool = True) -> str:
     """Set the service's ingress (an IngressTraffic name); return the previous one."""
     from google.cloud import run_v2
 
     service = _client().get_service(name=service_path(site))
     previous = run_v2.IngressTraffic(service.ingress).name
     service.ingress = run_v2.IngressTraffic[ingress]
-    _update(service, "ingress")
+    if undo_on_error:
+        _changed(service, "ingress", lambda: set_ingress(site, previous, undo_on_error=False))
+    else:
+        _update(service, "ingress")
     return previous
 
 
@@ -71,7 +84,7 @@ def scale_to_zero(site: SiteOutputs) -> dict[str, Any]:
     service.scaling = run_v2.ServiceScaling(
         scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0
     )
-    _update(service, "scaling")
+    _changed(service, "scaling", lambda: restore_scaling(site, previous))
     return previous
 
 
@@ -110,11 +123,11 @@ class IngressInternal(StackFault):
             site.site,
             f"Cloud Run ingress internal (was {previous})",
             {"previous_ingress": previous},
-            lambda: set_ingress(site, previous),
+            lambda: set_ingress(site, previous, undo_on_error=False),
         )
 
     def restore(self, stack: StackTarget, ingress: str | None = None) -> Undo | None:
-        return None if ingress is None else (lambda: set_ingress(stack.site(), ingress))
+        return None if ingress is None else (lambda: set_ingress(stack.site(), ingress, undo_on_error=False))
 
 
 class TrafficZero(StackFault):

@@ -186,6 +186,9 @@ def test_ecs_scaling_is_suspended_during_the_fault_and_resumed(aws_env: str, tmp
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["restored"] is True
     assert count() == 2 and set(suspended().values()) == {False}, suspended()
+    # This process still holds that fault open: its own rollback closes it (the count it read).
+    assert activity.aws_service_restore(service="api", configuration=cfg)["restored"] is True
+    assert count() == 3
 
 
 def test_security_group_cut_and_restore(aws_env: str, tmp_path: Path) -> None:
