@@ -206,20 +206,24 @@ def health_check_events(edge: EdgeOutputs, site: str) -> list[dict[str, Any]]:
     """What Route 53's checkers last reported for a site, as health events (for detection).
 
     Each checker's own ``CheckedTime`` dates its event, so polling every few seconds still
-    yields the time a checker first saw the failure.
+    yields the time a checker first saw the failure. A checker reports what the endpoint
+    answered; an inverted check counts that the other way ("Route 53 considers the health check
+    to be unhealthy when the status is healthy and vice versa"), and so does each event here.
     """
     status = _route53().get_health_check_status(HealthCheckId=health_check_id(edge, site))
+    inverted = health_check_inverted(edge, site)
     events = []
     for o in status.get("HealthCheckObservations", []):
         report = o.get("StatusReport", {})
         checked = report.get("CheckedTime")
+        success = str(report.get("Status", "")).startswith("Success")
         events.append(
             {
                 "time": checked.timestamp() if hasattr(checked, "timestamp") else time.time(),
                 "site": site,
                 "server": o.get("Region") or o.get("IPAddress"),
-                "state": "UP" if str(report.get("Status", "")).startswith("Success") else "DOWN",
-                "reason": report.get("Status", ""),
+                "state": "UP" if success != inverted else "DOWN",
+                "reason": report.get("Status", "") + (" (the check is inverted)" if inverted else ""),
             }
         )
     return events

@@ -245,9 +245,13 @@ def test_route53_health_check_invert_and_restore(aws_env: str, tmp_path: Path) -
     applied = activity.aws_health_check_invert(site="aws", edge_stack="edge-dev", configuration=cfg)
     assert applied["health_check_id"] == hc and applied["previous_inverted"] is False
     assert inverted() is True
+    # Detection polling reads the checkers' observations (moto's always report success): while
+    # the check is inverted, Route 53 counts each success as a failure, and so does the drill.
+    events = aws.health_check_events(EdgeOutputs.model_validate(edge), "aws")
+    assert events and {e["state"] for e in events} == {"DOWN"}
+    assert all(e["reason"].endswith("(the check is inverted)") for e in events)
     activity.aws_health_check_restore(site="aws", edge_stack="edge-dev", configuration=cfg)
     assert inverted() is False
-    # Detection polling reads the checkers' observations (moto's always report success).
     events = aws.health_check_events(EdgeOutputs.model_validate(edge), "aws")
     assert events and {e["state"] for e in events} == {"UP"}
     assert all(e["site"] == "aws" and e["time"] > 0 for e in events)
