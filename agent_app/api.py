@@ -27,7 +27,7 @@ from agent_app.fleet.routing import FleetRouting
 from agent_app.http import Edge
 from agent_app.process import bootstrap, exit_now, freeze_startup_heap
 from agent_app.runtime import Runtime
-from agent_app.schemas import MAX_BODY_BYTES
+from agent_app.schemas import MAX_BODY_BYTES, MAX_PEER_BODY_BYTES
 from agent_app.telemetry import setup_tracing
 
 log = logging.getLogger("agent_app.api")
@@ -90,7 +90,14 @@ def main() -> None:
     served = app if tracing else TurnFastPath(app)
     # In a fleet, requests for a session or task held by another site go there.
     served = FleetRouting(served, state=app.state.agent)
-    edge = Edge(served, site=settings.site, instance=settings.instance, max_body=MAX_BODY_BYTES)
+    edge = Edge(
+        served,
+        site=settings.site,
+        instance=settings.instance,
+        max_body=MAX_BODY_BYTES,
+        peer_key=settings.fleet_key.get_secret_value() if settings.fleet_key else None,
+        peer_max_body=MAX_PEER_BODY_BYTES,
+    )
     config = uvicorn.Config(
         edge,
         host="0.0.0.0",  # inside the container; the platform's network decides who reaches it

@@ -10,6 +10,7 @@ records latency per route template, and writes one JSON access log line.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from agent_app.contract import INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
+from agent_app.contract import FLEET_KEY_HEADER, INSTANCE_HEADER, REQUEST_ID_HEADER, SITE_HEADER
 from agent_app.logs import access_line, request_id_var, session_id_var, task_id_var
 from agent_app.metrics import ERRORS, IN_FLIGHT, request_seconds
 
@@ -30,6 +31,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
 _SITE_KEY = SITE_HEADER.lower().encode()
+_FLEET_KEY = FLEET_KEY_HEADER.lower().encode()
 
 
 class BodyTooLarge(Exception):
@@ -73,9 +75,22 @@ def error_body(
 class Edge:
     """Wraps an ASGI app with ids, headers, limits, metrics and the in-flight count."""
 
-    def __init__(self, app: ASGIApp, *, site: str, instance: str, max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        site: str,
+        instance: str,
+        max_body: int,
+        peer_key: str | None = None,
+        peer_max_body: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        # A fleet site's copy of a whole session can be larger than any client request: a
+        # request that presents the fleet key gets the peers' limit.
+        self.peer_key = peer_key.encode() if peer_key else None
+        self.peer_max_body = peer_max_body or max_body
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -91,6 +106,7 @@ class Edge:
         start = time.perf_counter()
         request_id = ""
         length = None
+        limit = self.max_body
         for name, value in scope["headers"]:
             if name == _REQUEST_ID_KEY:
                 candidate = value.decode("latin-1")
@@ -98,6 +114,10 @@ class Edge:
                     request_id = candidate
             elif name == b"content-length":
                 length = value
+            elif (
+                name == _FLEET_KEY and self.peer_key is not None and hmac.compare_digest(value, self.peer_key)
+            ):
+                limit = self.peer_max_body
         request_id = request_id or os.urandom(16).hex()  # 32 hex characters, as sessions.new_id
         request_id_var.set(request_id)
         session_id_var.set(None)
@@ -121,16 +141,16 @@ class Edge:
         try:
             app_receive = receive
             if length is not None:
-                if not length.isdigit() or int(length) > self.max_body:
+                if not length.isdigit() or int(length) > limit:
                     raise BodyTooLarge
             else:
                 # chunked, whatever the method (a fleet site reads a body it passes on): no length
                 # to check up front
-                app_receive = replaying(await read_request(receive, self.max_body), receive)
+                app_receive = replaying(await read_request(receive, limit), receive)
             await self.app(scope, app_receive, send_wrapper)
         except BodyTooLarge:
             body, headers = error_body(
-                413, "too_large", f"request body is over the limit of {self.max_body} bytes", request_id
+                413, "too_large", f"request body is over the limit of {limit} bytes", request_id
             )
             ERRORS.labels("too_large").inc()
             await send_wrapper({"type": "http.response.start", "status": 413, "headers": headers})

@@ -32,6 +32,15 @@ from agent_app.tasks import TaskStore
 from agent_app.telemetry import span
 
 log = logging.getLogger("agent_app.runtime")
+
+
+def _queue_down(exc: Exception) -> DependencyDown:
+    """The client's answer when the queue failed: the broker's own words (its ARNs, subjects,
+    project) go to the log, not to the client."""
+    log.warning("task queue unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+    return DependencyDown("the task queue is unavailable", retry_after=2)
+
+
 QUEUE_RETRY_SECONDS = 1.0
 # How long closing the clients may take when no shutdown deadline is running (tests, tools).
 CLOSE_SECONDS = 5.0
@@ -177,7 +186,7 @@ class Runtime:
                     await self.tasks.abandon(task_id, str(exc))
                 except DependencyDown:
                     log.warning("could not mark an unqueued task failed", extra={"task_id": task_id})
-            raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
+            raise _queue_down(exc) from exc
         TASKS_ENQUEUED.inc()
         return task_id
 
@@ -204,7 +213,7 @@ class Runtime:
         try:
             await self._publish(message.model_dump_json().encode(), record["id"])
         except QueueUnavailable as exc:
-            raise DependencyDown(f"the task queue is unavailable: {exc}", retry_after=2) from exc
+            raise _queue_down(exc) from exc
 
     async def _publish(self, body: bytes, task_id: str) -> None:
         """Publish, riding out a broker failover for at most the configured wait. The broker

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_MESSAGE_CHARS = 4000
 MAX_BODY_BYTES = 64 * 1024
+# What another site of the fleet may send (a whole session's copy), bounded to protect memory.
+MAX_PEER_BODY_BYTES = 64 * 1024 * 1024
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # An Idempotency-Key header: printable ASCII (a UUID, typically), optionally quoted.
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"

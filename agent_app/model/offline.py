@@ -20,9 +20,15 @@ _NAME_IS = re.compile(r"\bmy name is ([A-Za-z][\w' -]{0,40})", re.IGNORECASE)
 _LOOKUP = re.compile(
     r"^(?:what is|what's|define|look ?up|who is)\s+(?:an?\s+|the\s+)?(.+?)[?.!]*$", re.IGNORECASE
 )
-_BACKGROUND = re.compile(
-    r"^(?:background:|in the background[,:]?|async:)\s*(.+)$|^(.+?)\s+in the background[.!]?$", re.I | re.S
-)
+# Background work is asked for up front ("background: ...") or at the end ("... in the
+# background"); the end is found without a regex, which would retry at every whitespace.
+_BACKGROUND = re.compile(r"^(?:background:|in the background[,:]?|async:)\s*(.+)$", re.I | re.S)
+_BACKGROUND_SUFFIXES = ("in the background", "in the background.", "in the background!")
+# Stretches of a message made only of what an expression holds; longer ones are no calculator
+# question. Searched one stretch at a time, an expression costs the time of its stretch, where a
+# search of the whole message retried from every position (quadratic in its length).
+_ARITH_STRETCH = re.compile(r"[-+(\d][\d\s.+\-*/%^()]*")
+MAX_EXPRESSION_CHARS = 200
 _TIME = re.compile(r"\b(time|clock|date|today)\b", re.IGNORECASE)
 _ASK_NAME = re.compile(r"\b(what is my name|what's my name|who am i)\b", re.IGNORECASE)
 _RECALL = re.compile(r"\b(what did i (say|ask)|summari[sz]e)\b", re.IGNORECASE)
@@ -47,11 +53,9 @@ class OfflineModel:
     def _respond(self, messages: list[ChatMessage], tools: set[str]) -> ModelReply:
         text = str(messages[-1].get("content") or "").strip()
         history = _user_texts(messages[:-1])
-        background = _BACKGROUND.match(text)
+        background = _background(text)
         if background and START_TASK in tools:
-            return self._call(
-                messages, START_TASK, input=(background.group(1) or background.group(2)).strip()
-            )
+            return self._call(messages, START_TASK, input=background)
         if _ASK_NAME.search(text):
             names = [m.group(1).strip() for t in history if (m := _NAME_IS.search(t))]
             return ModelReply(
@@ -63,8 +67,8 @@ class OfflineModel:
             if not history:
                 return ModelReply("This is the first thing you said in this session.")
             return ModelReply("So far you said: " + "; ".join(f"“{t}”" for t in history[-3:]))
-        if (expr := _ARITH.search(text)) and "calculator" in tools:
-            return self._call(messages, "calculator", expression=expr.group(0).strip())
+        if (expr := _arithmetic(text)) and "calculator" in tools:
+            return self._call(messages, "calculator", expression=expr)
         if _TIME.search(text) and "clock" in tools:
             return self._call(messages, "clock")
         if (term := _LOOKUP.match(text)) and "lookup" in tools:
@@ -100,3 +104,23 @@ class OfflineModel:
 
     async def aclose(self) -> None:
         return None
+
+
+def _background(text: str) -> str | None:
+    """What the message asks to be done in the background, if it does."""
+    if m := _BACKGROUND.match(text):
+        return m.group(1).strip() or None
+    lowered = text.lower()
+    for suffix in _BACKGROUND_SUFFIXES:
+        head = text[: -len(suffix)]
+        if lowered.endswith(suffix) and head[-1:].isspace() and head.strip():
+            return head.strip()
+    return None
+
+
+def _arithmetic(text: str) -> str | None:
+    """The first arithmetic expression in the message."""
+    for stretch in _ARITH_STRETCH.finditer(text):
+        if len(stretch.group(0)) <= MAX_EXPRESSION_CHARS and (m := _ARITH.search(stretch.group(0))):
+            return m.group(0).strip()
+    return None

@@ -77,9 +77,12 @@ class OpenAICompatible:
         if response.status_code == 429 or response.status_code >= 500:
             raise Transient(f"model endpoint answered {response.status_code}")
         if response.status_code >= 400:
-            raise ModelRejected(
-                f"model endpoint rejected the request ({response.status_code}): {response.text[:200]}"
+            # The endpoint's words (an account, a masked key) go to the log, not to the client.
+            log.warning(
+                "model endpoint rejected the request",
+                extra={"status": response.status_code, "body": response.text[:200]},
             )
+            raise ModelRejected(f"model endpoint rejected the request ({response.status_code})")
         try:
             return response.json()
         except ValueError:
@@ -109,7 +112,8 @@ class OpenAICompatible:
                 "the model backend is failing; its circuit breaker is open", retry_after=5
             ) from None
         except Transient as exc:
-            raise DependencyDown(f"the model backend is unavailable: {exc}", retry_after=2) from exc
+            log.warning("model backend unavailable", extra={"error": str(exc)})
+            raise DependencyDown("the model backend is unavailable", retry_after=2) from exc
         return _parse(data)
 
     async def aclose(self) -> None:

@@ -31,7 +31,7 @@ from agent_app.contract import (
     fleet_sites_value,
 )
 from agent_app.fleet.peers import KEEPALIVE_EXPIRY_SECONDS
-from agent_app.schemas import Message
+from agent_app.schemas import MAX_BODY_BYTES, Message
 from skyfleet.lab.pki import CertificateAuthority
 from skyfleet.testing.servers import (
     API_KEY,
@@ -477,6 +477,27 @@ def test_a_site_that_cannot_ask_enough_sites_never_answers_that_a_session_does_n
         b.start_lb()
         unknown = "0" * 32
         wait_until(lambda: cc.get(f"/v1/sessions/{unknown}").status_code == 404, timeout=15, what="a 404")
+
+
+def test_a_session_larger_than_a_client_request_is_still_copied(fleet: dict[str, Site]) -> None:
+    """Every write copies the whole session to the other sites: past the 64 KiB a client may
+    send, the copy still lands (a request with the fleet key may carry more), so the session
+    keeps its writes and reads."""
+    a, _, c = fleet.values()
+    with client(a) as ca, client(c) as cc:
+        sid = ca.post("/v1/sessions", json={}).json()["id"]
+        for i in range(12):
+            r = ca.post(f"/v1/sessions/{sid}/messages", json={"content": f"{i} " + "x" * 3990})
+            assert r.status_code == 200, (i, r.text)
+        held = a.record("session", sid)
+        assert sum(len(v) for v in held.values()) > MAX_BODY_BYTES
+        got = cc.get(f"/v1/sessions/{sid}")
+        assert got.status_code == 200, got.text
+        assert len(got.json()["messages"]) == 24
+    # A client still may not send that much.
+    with client(a) as ca:
+        big = ca.post(f"/v1/sessions/{sid}/messages", content=b"{" + b" " * MAX_BODY_BYTES + b"}")
+        assert big.status_code == 413, big.text
 
 
 def test_the_fleet_api_refuses_without_the_fleet_key(fleet: dict[str, Site]) -> None:
