@@ -135,11 +135,17 @@ class TurnLock:
             await self.store.lease(self.session_id, self.token, 0)
 
 
+# A session's messages: its turns' (a few each) and its tasks' reports, which are no turns, at
+# most this many per turn allowed: what bounds a session that takes task after task.
+MESSAGES_PER_TURN = 6
+
+
 class SessionStore:
     def __init__(self, cache: Cache, *, ttl_seconds: int, max_turns: int) -> None:
         self.cache = cache
         self.ttl = ttl_seconds
         self.max_turns = max_turns
+        self.max_messages = max_turns * MESSAGES_PER_TURN
         # In a fleet: this site's name and the replicator that copies each write to the others
         # (``agent_app.fleet``); a session is written only at its home.
         self.site = ""
@@ -293,6 +299,14 @@ class SessionStore:
                 "start a new session"
             )
 
+    def check_report_room(self, session: Session, adding: int = 1) -> None:
+        """Room for ``adding`` more messages that are no turn (a task's report)."""
+        if len(session.messages) + adding > self.max_messages:
+            raise TooLarge(
+                f"session {session.id!r} reached its history limit of {self.max_messages} messages "
+                "(its turns and its tasks' reports); start a new session"
+            )
+
     async def append(
         self,
         session_id: str,
@@ -321,6 +335,8 @@ class SessionStore:
                 return session  # an earlier try landed but its reply was lost
             if counts_as_turn:
                 self.check_room(session)
+            else:
+                self.check_report_room(session, len(messages))
             session.messages.extend(messages)
             session.turns += 1 if counts_as_turn else 0
             session.updated_at = time.time()

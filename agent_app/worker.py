@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from agent_app.contract import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
-from agent_app.errors import CacheDown, DependencyDown, FleetUnavailable, NotFound
+from agent_app.errors import CacheDown, DependencyDown, FleetUnavailable, NotFound, TooLarge
 from agent_app.fleet.routing import HOPS, locate
 from agent_app.http import ASGIApp, Receive, Scope, Send
 from agent_app.logs import session_id_var, task_id_var
@@ -458,6 +458,8 @@ class Worker:
                 await self._report(message.session_id, report)
             except NotFound:
                 log.info("session expired before its task finished; result kept on the task only")
+            except TooLarge:
+                log.info("session full (its history limit); result kept on the task only")
             return await self.rt.tasks.succeed(message.task_id, owner, result.reply, result.tool_calls)
 
     async def _report(self, session_id: str, report: Message) -> None:
@@ -475,6 +477,8 @@ class Worker:
                 return
             if status == 404:
                 raise NotFound(f"session {session_id!r} does not exist or has expired")
+            if status == 413:
+                raise TooLarge(f"session {session_id!r} reached its history limit")
             if status != 0:
                 break  # the home answered and refused: the delivery is retried later
         raise DependencyDown(f"the session's home did not take the report (status {status})")

@@ -40,7 +40,8 @@ async def post_task(
 ) -> TaskAccepted:
     session_id_var.set(session_id)
     rt = get_runtime(request)
-    await rt.sessions.get(session_id)  # 404 before anything is queued
+    # 404 before anything is queued; 413 when the session has no room for the task's report
+    rt.sessions.check_report_room(await rt.sessions.get(session_id))
     task_id = created_id(credential(request), key, session_id)
     if task_id is not None:
         task_id_var.set(task_id)

@@ -309,6 +309,59 @@ def test_history_limit_gets_413(limited_api: AppProcess, redis_server: RedisServ
         assert client.get(f"/v1/sessions/{session_id}").json()["turns"] == 2  # nothing half-applied
 
 
+def test_task_reports_fill_a_session_only_to_its_limit(
+    redis_server: RedisServer, nats_server: NatsServer
+) -> None:
+    """Task reports are no turns, but they are history: with one turn allowed, a session holds
+    6 messages at most (MESSAGES_PER_TURN). A task create that would pass that is refused, and
+    a report that no longer fits is kept on its task only."""
+    env = app_env(
+        redis_server.url, NatsBroker(nats_server).env["AGENT_QUEUE_URL"], AGENT_SESSION_MAX_TURNS="1"
+    )
+    api = AppProcess("api", env).start()
+    worker: AppProcess | None = None
+    try:
+        with api.client() as client:
+
+            def done(task_id: str) -> dict[str, Any]:
+                return wait_until(
+                    lambda: (t := client.get(f"/v1/tasks/{task_id}").json())["status"] == "succeeded" and t,
+                    timeout=40,
+                    interval=0.1,
+                    what=f"task {task_id} to succeed",
+                )
+
+            def task(session_id: str) -> httpx.Response:
+                return client.post(f"/v1/sessions/{session_id}/tasks", json={"input": "what is 6*7"})
+
+            session_id = new_session(client)
+            assert say(client, session_id, "hello").status_code == 200
+            held = len(client.get(f"/v1/sessions/{session_id}").json()["messages"])
+            assert held < 5
+            # Two creates while there is room for one report: both accepted (no worker yet).
+            for _ in range(5 - held):
+                r = task(session_id)
+                assert r.status_code == 202, r.text
+            last = [task(session_id), task(session_id)]
+            assert [r.status_code for r in last] == [202, 202]
+            worker = AppProcess("worker", env).start()
+            results = [done(r.json()["task_id"])["result"] for r in last]
+            assert results == ["6*7 = 42", "6*7 = 42"]  # the one that did not fit: on its task
+            wait_until(
+                lambda: len(client.get(f"/v1/sessions/{session_id}").json()["messages"]) == 6,
+                timeout=40,
+                interval=0.1,
+                what="the session to hold its reports",
+            )
+            full = task(session_id)
+            assert full.status_code == 413 and "6 messages" in full.json()["message"], full.text
+            assert len(client.get(f"/v1/sessions/{session_id}").json()["messages"]) == 6
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.stop()
+
+
 def test_rate_limit_is_per_key_and_gets_429(limited_api: AppProcess) -> None:
     with limited_api.client(headers={"Authorization": f"Bearer {RATE_KEY}"}) as client:
         statuses = [client.get("/v1/tasks/unknown").status_code for _ in range(6)]
