@@ -96,13 +96,20 @@ def set_scaling_suspended(
     return previous
 
 
-def scale_to_zero(site: SiteOutputs, service: str) -> tuple[int, dict[str, bool] | None]:
-    """Suspend the service's scaling, then set its desired count to 0; return what was there.
-    A count that cannot be set gives the scaling back as it was: nothing is left half-applied."""
-    desired_count(site, service)  # a service that is not there fails before anything changes
+def scale_to_zero(site: SiteOutputs, service: str) -> tuple[int, dict[str, bool] | None, float]:
+    """Suspend the service's scaling, then set its desired count to 0; return what was there,
+    and when the count was set (the fault's moment: the calls before it do not count). A count
+    that cannot be set gives the scaling back as it was: nothing is left half-applied."""
+    previous = desired_count(site, service)  # a service that is not there fails before any change
     suspended = set_scaling_suspended(site, service, dict.fromkeys(SUSPENDED_KEYS, True))
     try:
-        return scale_service(site, service, 0), suspended
+        at = time.time()
+        _ecs(site).update_service(
+            cluster=_need(site.cluster_name, "clusterName", site),
+            service=service_name(site, service),
+            desiredCount=0,
+        )
+        return previous, suspended, at
     except BaseException:
         if suspended is not None:
             set_scaling_suspended(site, service, suspended)
@@ -256,11 +263,11 @@ class ServiceScaleToZero(StackFault):
 
     def apply(self, stack: StackTarget, service: str = "api") -> Applied:
         site = stack.site()
-        previous, suspended = scale_to_zero(site, service)
+        previous, suspended, at = scale_to_zero(site, service)
         return Applied(
             site.site,
             f"ECS {service} scaled 0 (was {previous})" + (", its scaling suspended" if suspended else ""),
-            {"previous_desired_count": previous, "previous_suspended_state": suspended},
+            {"previous_desired_count": previous, "previous_suspended_state": suspended, "time": at},
             lambda: restore_service(site, service, previous, suspended),
         )
 
