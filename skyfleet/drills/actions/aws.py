@@ -54,14 +54,18 @@ def desired_count(site: SiteOutputs, service: str) -> int:
     return int(services[0]["desiredCount"])
 
 
-def scale_service(site: SiteOutputs, service: str, count: int) -> int:
-    """Set the service's desired count; return the previous one (for the rollback)."""
-    previous = desired_count(site, service)
+def _set_count(site: SiteOutputs, service: str, count: int) -> None:
     _ecs(site).update_service(
         cluster=_need(site.cluster_name, "clusterName", site),
         service=service_name(site, service),
         desiredCount=count,
     )
+
+
+def scale_service(site: SiteOutputs, service: str, count: int) -> int:
+    """Set the service's desired count; return the previous one (for the rollback)."""
+    previous = desired_count(site, service)
+    _set_count(site, service, count)
     return previous
 
 
@@ -104,11 +108,7 @@ def scale_to_zero(site: SiteOutputs, service: str) -> tuple[int, dict[str, bool]
     suspended = set_scaling_suspended(site, service, dict.fromkeys(SUSPENDED_KEYS, True))
     try:
         at = time.time()
-        _ecs(site).update_service(
-            cluster=_need(site.cluster_name, "clusterName", site),
-            service=service_name(site, service),
-            desiredCount=0,
-        )
+        _set_count(site, service, 0)
         return previous, suspended, at
     except BaseException:
         if suspended is not None:
