@@ -23,6 +23,16 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def key_id(key: str) -> str:
+    """A key's id: a prefix of its digest, safe to log, to key rate limits by, and to store as
+    the owner of the sessions and tasks the key creates."""
+    return _id(_digest(key))
+
+
+def _id(digest: bytes) -> str:
+    return digest.hex()[:16]
+
+
 def _parse(text: str, where: str) -> list[bytes]:
     try:
         return [_digest(key) for key in api_keys(text)]
@@ -84,4 +94,4 @@ class ApiKeys:
             match |= hmac.compare_digest(digest, known)
         if not match:
             raise Unauthorized("invalid API key")
-        return digest.hex()[:16]
+        return _id(digest)

@@ -106,7 +106,7 @@ async def take_turn(
     session_id_var.set(session_id)
     try:
         reply = await state.runtime.turn(
-            session_id, content, turn_id=turn_id(key_id, session_id, idempotency_key)
+            session_id, content, client=key_id, turn_id=turn_id(key_id, session_id, idempotency_key)
         )
     except AgentError as exc:
         TURNS.labels(exc.code).inc()

@@ -160,7 +160,7 @@ class Runtime:
             raise Draining("this instance is shutting down; retry on another", retry_after=1)
 
     async def enqueue(
-        self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None
+        self, session_id: str, text: str, work_seconds: float = 0, task_id: str | None = None, *, client: str
     ) -> str:
         """Store and queue a new task. ``task_id``: a keyed create's (``deps.created_id``) or a
         keyed turn's; its record is kept when queueing fails, since the publish may have reached
@@ -170,7 +170,7 @@ class Runtime:
         its create is answered (``TaskStore.abandon``)."""
         keyed = task_id is not None
         task_id = task_id or new_id()
-        await self.tasks.create(task_id, session_id, text, work_seconds)
+        await self.tasks.create(task_id, session_id, text, work_seconds, client=client)
         message = TaskMessage(
             task_id=task_id,
             session_id=session_id,
@@ -233,14 +233,15 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    async def turn(self, session_id: str, text: str, *, turn_id: str | None = None) -> TurnReply:
+    async def turn(self, session_id: str, text: str, *, client: str, turn_id: str | None = None) -> TurnReply:
         """One turn, taken when the session's earlier turns are done (``SessionStore.begin_turn``).
 
         ``turn_id`` comes from the client's ``Idempotency-Key``: when a turn with that id is
         stored already (a retry after a lost reply, a double submit), its reply is returned
-        and nothing runs again; the same key with another message is refused.
+        and nothing runs again; the same key with another message is refused. ``client``: the
+        caller's API key id; the session and the task the turn starts are that key's.
         """
-        session, version, lock = await self.sessions.begin_turn(session_id)
+        session, version, lock = await self.sessions.begin_turn(session_id, client=client)
         # A keyed turn's task is named by the turn: if the turn runs again (its first run's
         # write failed, or was fenced after the task was queued), it names the same task.
         task_id = turn_task_id(session_id, turn_id) if turn_id is not None else None
@@ -253,7 +254,9 @@ class Runtime:
                 result = await self.agent.respond(
                     history,
                     text,
-                    launch_task=lambda task_input: self.enqueue(session_id, task_input, task_id=task_id),
+                    launch_task=lambda task_input: self.enqueue(
+                        session_id, task_input, task_id=task_id, client=client
+                    ),
                 )
             turn_id = turn_id or new_id()
             now = time.time()

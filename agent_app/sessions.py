@@ -62,14 +62,14 @@ return nv
 """
 
 # KEYS[1] session, KEYS[2] its turn lock; ARGV: token, lease ms, this site ('' outside a
-# fleet). Returns {0, ms left} while another turn holds the lock, {1, {}} when the session does
-# not exist, {2, home} when another site is its home now, else takes the lock and returns {1,
-# the session hash as field/value pairs}. ``#!lua`` (a writing script): a replica refuses it up
-# front, like the task scripts.
+# fleet), the caller's key id. Returns {1, {}} when the session does not exist or is another
+# key's, {0, ms left} while another turn holds the lock, {2, home} when another site is its
+# home now, else takes the lock and returns {1, the session hash as field/value pairs}.
+# ``#!lua`` (a writing script): a replica refuses it up front, like the task scripts.
 _LOCK_AND_LOAD = """#!lua
+if redis.call('HGET', KEYS[1], 'client') ~= ARGV[4] then return {1, {}} end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2])} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
 local home = redis.call('HGET', KEYS[1], 'home')
 local taking = redis.call('HGET', KEYS[1], 'taking')
 if ARGV[3] ~= '' and taking then return {2, taking} end
@@ -155,8 +155,11 @@ class SessionStore:
         self._lock_and_load = cache.script(_LOCK_AND_LOAD)
         self._lease = cache.script(_LEASE)
 
-    async def create(self, metadata: dict[str, str], session_id: str | None = None) -> Session:
-        """A new session: ``session_id`` (a keyed create's, ``deps.created_id``) or a random id."""
+    async def create(
+        self, metadata: dict[str, str], session_id: str | None = None, *, client: str
+    ) -> Session:
+        """A new session of the API key ``client`` (its id): ``session_id`` (a keyed create's,
+        ``deps.created_id``) or a random id."""
         now = time.time()
         session = Session(
             id=session_id or new_id(),
@@ -175,6 +178,8 @@ class SessionStore:
             "turns": 0,
             "metadata": json.dumps(metadata),
             "messages": "[]",
+            # The key it belongs to: only that key reads it or takes turns in it (copies carry it).
+            "client": client,
         }
         if self.replicator is not None:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
@@ -189,7 +194,7 @@ class SessionStore:
             # like a new one before it is answered.
             if self.replicator is not None:
                 await self._published(session.id)
-            return await self.get(session.id)
+            return await self.get(session.id, client=client)
         if self.replicator is not None:
             await self.replicator.publish("session", session.id, {k: str(v) for k, v in fields.items()})
         return session
@@ -214,11 +219,15 @@ class SessionStore:
         await self.cache.write(stage)
         return {**fields, **raw}
 
-    async def load(self, session_id: str) -> tuple[Session, str]:
-        """The session and its version (for :meth:`append`'s first compare-and-set)."""
+    async def load(self, session_id: str, *, client: str | None) -> tuple[Session, str]:
+        """The session and its version (for :meth:`append`'s first compare-and-set). ``client``:
+        the caller's key id (another key's session is not found), or None for the app's own
+        writes (a task's report)."""
         raw: dict[str, str] = await self.cache.run(
             lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
         )
+        if client is not None and raw.get("client") != client:
+            raw = {}  # answered as a session that does not exist: an id proves nothing
         if raw and self.replicator is not None:
             if raw.get("taking") or raw.get("home", self.site) != self.site:
                 raise Moved(raw.get("home", ""))
@@ -232,9 +241,10 @@ class SessionStore:
         )
         return _MESSAGES.validate_json(raw["messages"]) if raw.get("messages") else []
 
-    async def begin_turn(self, session_id: str) -> tuple[Session, str, TurnLock]:
+    async def begin_turn(self, session_id: str, *, client: str) -> tuple[Session, str, TurnLock]:
         """Wait for the session's turn (at most ``TURN_WAIT_SECONDS``, else 409), then the
-        session, its version and the lock, which the caller releases."""
+        session, its version and the lock, which the caller releases. A session of another
+        key than ``client`` is not found."""
         token = new_id()
         keys = [session_key(session_id), turn_lock_key(session_id)]
         lease_ms = int(TURN_LEASE_SECONDS * 1000)
@@ -242,7 +252,7 @@ class SessionStore:
         deadline = loop.time() + TURN_WAIT_SECONDS
         pause = 0.002
         while True:
-            got, detail = await self._lock_and_load(keys, [token, lease_ms, self.site])
+            got, detail = await self._lock_and_load(keys, [token, lease_ms, self.site, client])
             if int(got) == 2:
                 raise Moved(str(detail))
             if int(got) == 1:
@@ -289,8 +299,8 @@ class SessionStore:
             messages=_MESSAGES.validate_json(raw["messages"]),
         )
 
-    async def get(self, session_id: str) -> Session:
-        return (await self.load(session_id))[0]
+    async def get(self, session_id: str, *, client: str | None) -> Session:
+        return (await self.load(session_id, client=client))[0]
 
     def check_room(self, session: Session) -> None:
         if session.turns >= self.max_turns:
@@ -329,7 +339,7 @@ class SessionStore:
         if lock is not None and not (self.replicator is not None and self.replicator.sync):
             keys.append(turn_lock_key(session_id))
         for _ in range(APPEND_ATTEMPTS):
-            session, version = loaded or await self.load(session_id)
+            session, version = loaded or await self.load(session_id, client=None)
             loaded = None
             if turn_id and any(m.turn_id == turn_id for m in session.messages):
                 return session  # an earlier try landed but its reply was lost
@@ -365,7 +375,7 @@ class SessionStore:
         try:
             await self._published(session_id)
         except Superseded:
-            held, _ = await self.load(session_id)  # confirmed: what a majority holds
+            held, _ = await self.load(session_id, client=None)  # confirmed: what a majority holds
             if not all(m in held.messages for m in messages):
                 raise
 

@@ -143,7 +143,10 @@ class TaskStore:
         self._abandon = cache.script(_ABANDON)
         self._fail_unclaimed = cache.script(_FAIL_UNCLAIMED)
 
-    async def create(self, task_id: str, session_id: str, text: str, work_seconds: float = 0) -> Task:
+    async def create(
+        self, task_id: str, session_id: str, text: str, work_seconds: float = 0, *, client: str
+    ) -> Task:
+        """A queued task of the API key ``client`` (its id), the key of its session."""
         now = time.time()
         task = Task(
             id=task_id,
@@ -165,6 +168,7 @@ class TaskStore:
             # What a site that takes the task over needs to queue it again.
             "work_seconds": work_seconds,
             "version": 1,
+            "client": client,  # as a session's: only that key reads it
         }
         if self.replicator is not None:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
@@ -178,7 +182,7 @@ class TaskStore:
             # landed and its reply was lost (the cache retried): either way it is copied out
             # like a new one before it is answered.
             await self._published(task_id)
-            return await self.get(task_id)
+            return await self.get(task_id, client=client)
         if self.replicator is not None:
             await self.replicator.publish("task", task_id, {k: str(v) for k, v in fields.items()})
         return task
@@ -204,9 +208,11 @@ class TaskStore:
         if int(marked[0]) == 1:
             await self._published(task_id)
 
-    async def get(self, task_id: str) -> Task:
+    async def get(self, task_id: str, *, client: str | None) -> Task:
+        """The task; ``client``: the caller's key id (another key's task is not found), or None
+        for the app's own reads."""
         raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]
-        if not raw or "status" not in raw:
+        if not raw or "status" not in raw or (client is not None and raw.get("client") != client):
             raise NotFound(f"task {task_id!r} does not exist or has expired")
         if self.replicator is not None:
             if raw.get("taking") or raw.get("home", self.site) != self.site:

@@ -31,7 +31,7 @@ SessionKey = Annotated[
 )
 async def create_session(
     request: Request,
-    _: Annotated[str, Depends(caller)],
+    key_id: Annotated[str, Depends(caller)],
     body: Annotated[SessionCreate | None, Body()] = None,
     key: SessionKey = None,
 ) -> Session:
@@ -41,19 +41,21 @@ async def create_session(
     if session_id is not None:
         session_id_var.set(session_id)
         with contextlib.suppress(NotFound):
-            made = await sessions.get(session_id)
+            made = await sessions.get(session_id, client=key_id)
             if made.metadata != metadata:
                 raise IdempotencyKeyReused("this Idempotency-Key created a session with other metadata")
             return made
-    session = await sessions.create(metadata, session_id)
+    session = await sessions.create(metadata, session_id, client=key_id)
     session_id_var.set(session.id)
     return session
 
 
 @router.get("/v1/sessions/{session_id}", response_model=Session, responses={**V1_ERRORS, **NOT_FOUND})
-async def get_session(request: Request, session_id: SessionId, _: Annotated[str, Depends(caller)]) -> Session:
+async def get_session(
+    request: Request, session_id: SessionId, key_id: Annotated[str, Depends(caller)]
+) -> Session:
     session_id_var.set(session_id)
-    return await get_runtime(request).sessions.get(session_id)
+    return await get_runtime(request).sessions.get(session_id, client=key_id)
 
 
 IdempotencyKey = Annotated[

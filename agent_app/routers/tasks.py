@@ -35,28 +35,28 @@ async def post_task(
     request: Request,
     session_id: SessionId,
     body: TaskCreate,
-    _: Annotated[str, Depends(caller)],
+    key_id: Annotated[str, Depends(caller)],
     key: TaskKey = None,
 ) -> TaskAccepted:
     session_id_var.set(session_id)
     rt = get_runtime(request)
     # 404 before anything is queued; 413 when the session has no room for the task's report
-    rt.sessions.check_report_room(await rt.sessions.get(session_id))
+    rt.sessions.check_report_room(await rt.sessions.get(session_id, client=key_id))
     task_id = created_id(credential(request), key, session_id)
     if task_id is not None:
         task_id_var.set(task_id)
         with contextlib.suppress(NotFound):
-            accepted = await rt.tasks.get(task_id)
+            accepted = await rt.tasks.get(task_id, client=key_id)
             if accepted.input != body.input:
                 raise IdempotencyKeyReused("this Idempotency-Key started a task with another input")
             await rt.queue_again(accepted, body.work_seconds)
             return TaskAccepted(task_id=task_id, status=accepted.status, status_url=f"/v1/tasks/{task_id}")
-    task_id = await rt.enqueue(session_id, body.input, body.work_seconds, task_id)
+    task_id = await rt.enqueue(session_id, body.input, body.work_seconds, task_id, client=key_id)
     task_id_var.set(task_id)
     return TaskAccepted(task_id=task_id, status=TaskStatus.QUEUED, status_url=f"/v1/tasks/{task_id}")
 
 
 @router.get("/v1/tasks/{task_id}", response_model=Task, responses={**V1_ERRORS, **NOT_FOUND})
-async def get_task(request: Request, task_id: TaskId, _: Annotated[str, Depends(caller)]) -> Task:
+async def get_task(request: Request, task_id: TaskId, key_id: Annotated[str, Depends(caller)]) -> Task:
     task_id_var.set(task_id)
-    return await get_runtime(request).tasks.get(task_id)
+    return await get_runtime(request).tasks.get(task_id, client=key_id)

@@ -48,6 +48,7 @@ from tests.support.brokers import NatsBroker
 
 NAMES = ("site-a", "site-b", "site-c")
 FLEET_KEY = "fleet-key-for-tests-0123456789abcdef"
+OTHER_KEY = "other-client-key-0123456789abcdef"
 
 
 @dataclass
@@ -130,6 +131,7 @@ def fleet(tmp_path: Path, nats_server: NatsServer) -> Iterator[dict[str, Site]]:
                 AGENT_SITE=name,
                 AGENT_FLEET_SITES=sites_value,
                 AGENT_FLEET_KEY=FLEET_KEY,
+                AGENT_API_KEYS=f"{API_KEY},{OTHER_KEY}",
                 SSL_CERT_FILE=str(bundle),
             )
             sites[name] = Site(name=name, port=ports[name], redis=store, env=env, pem=pem)
@@ -350,6 +352,48 @@ def test_a_task_accepted_at_a_lost_site_is_completed_by_its_successor_once(fleet
     reports = [m for m in session["messages"] if m.get("task_id") == task_id]
     assert len(reports) == 1, session["messages"]
     assert b.record("task", task_id)["home"] == "site-b" and "requeue" not in b.record("task", task_id)
+
+
+def test_a_session_and_its_task_stay_their_keys_at_every_site_and_after_a_takeover(
+    fleet: dict[str, Site],
+) -> None:
+    """Another client key is answered 404 wherever it asks, before and after the session's home
+    is lost: the key a record belongs to travels with its copies and its takeover."""
+    a, b, c = fleet.values()
+    sid, task_id = task_waiting_at(a)
+    with client(a) as ca:
+        assert ca.post(f"/v1/sessions/{sid}/messages", json={"content": "my name is Ada"}).status_code == 200
+    paths = [
+        ("GET", f"/v1/sessions/{sid}", None),
+        ("POST", f"/v1/sessions/{sid}/messages", {"content": "what is my name?"}),
+        ("POST", f"/v1/sessions/{sid}/tasks", {"input": "x"}),
+        ("GET", f"/v1/tasks/{task_id}", None),
+    ]
+
+    def refused_everywhere(sites: tuple[Site, ...]) -> None:
+        for site in sites:
+            assert site.api is not None
+            with site.api.client(headers={"Authorization": f"Bearer {OTHER_KEY}"}) as stranger:
+                for method, path, body in paths:
+                    r = stranger.request(method, path, json=body)
+                    assert r.status_code == 404 and r.json()["code"] == "not_found", (site.name, path, r.text)
+
+    refused_everywhere((a, b, c))
+    a.stop()
+    refused_everywhere((b, c))  # site-b takes the records over on the first of these
+    assert b.record("session", sid)["home"] == "site-b"
+    with client(c) as cc:
+        recall = cc.post(f"/v1/sessions/{sid}/messages", json={"content": "what is my name?"})
+        assert recall.status_code == 200 and recall.json()["reply"]["content"] == "Your name is Ada."
+        wait_until(
+            lambda: cc.get(f"/v1/tasks/{task_id}").json()["status"] == "succeeded",
+            timeout=30,
+            what="the owner's task to finish at site-b",
+        )
+        users = [
+            m["content"] for m in cc.get(f"/v1/sessions/{sid}").json()["messages"] if m["role"] == "user"
+        ]
+    assert users == ["my name is Ada", "what is my name?"]  # the other key's turns reached nothing
 
 
 def test_a_lost_sites_task_nobody_asks_about_is_adopted_and_completed_by_its_successor(

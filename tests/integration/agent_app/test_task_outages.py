@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+from agent_app.auth import key_id
 from agent_app.keys import task_key
 from agent_app.tasks import _FAIL_UNCLAIMED, _SETTLE  # pyright: ignore[reportPrivateUsage]
-from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
+from skyfleet.testing.servers import API_KEY, AppProcess, RedisServer, app_env, wait_until
 from tests.support.brokers import Broker, make_broker
 
 
@@ -46,6 +47,7 @@ class Site:
         task_id = uuid.uuid4().hex
         now = time.time()
         fields = {"id": task_id, "session_id": session_id, "status": "queued", "input": text}
+        fields |= {"client": key_id(API_KEY)}
         self.store().hset(
             task_key(task_id), mapping={**fields, "attempts": 0, "created_at": now, "updated_at": now}
         )

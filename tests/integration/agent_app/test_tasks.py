@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from agent_app.auth import key_id
 from agent_app.tasks import task_key
-from skyfleet.testing.servers import AppProcess, RedisServer, app_env, wait_until
+from skyfleet.testing.servers import API_KEY, AppProcess, RedisServer, app_env, wait_until
 from tests.support.brokers import Broker, make_broker
 
 # How long the module's worker holds a delivery whose task record is not visible.
@@ -201,6 +202,7 @@ def test_a_record_that_shows_up_late_is_waited_for(stack: Stack, worker: AppProc
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
+                "client": key_id(API_KEY),
             },
         )
         task = task_status(client, task_id, "succeeded")
