@@ -3,6 +3,10 @@
 Exit codes: 0 passed (or skipped, with the reason printed), 1 ran but failed its targets or its
 hypothesis, 2 the drill file or the command line is invalid, 3 refused (prod without --yes,
 wrong target) or the target is unreachable.
+
+``skyfleet drill rollback REPORT_DIR`` undoes what a drill killed outright left applied: 0 when
+nothing is left open, 1 when a fault could not be undone, 3 when the ledger cannot be read or
+its drill still runs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from skyfleet.drills.experiment import Drill, DrillFileError, load_drill
+from skyfleet.drills.recovery import ledger_path, undo_open_faults
 from skyfleet.drills.report import DrillReport
+from skyfleet.drills.rollback import LedgerFileError
 from skyfleet.drills.run import (
     DrillRefused,
     DrillSkipped,
@@ -162,7 +168,7 @@ def run_command(
     except DrillSkipped as exc:
         console.print(f"[yellow]SKIPPED[/yellow] {escape(str(exc))}")
         return
-    except (DrillRefused, TargetError) as exc:
+    except (DrillRefused, TargetError, LedgerFileError) as exc:
         console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(3) from None
     print_report(result, report_dir)
@@ -205,3 +211,39 @@ def _dry_run(drill: Drill, target: Target, yes: bool) -> None:
     if prod_note:
         typer.echo(prod_note)
     typer.echo("dry run: nothing was done")
+
+
+@app.command("rollback")
+def rollback_command(
+    report: Annotated[Path, typer.Argument(help="a drill's report folder (or its faults.jsonl)")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would be undone, undo nothing")
+    ] = False,
+) -> None:
+    """Undo the faults a drill left applied when it was killed outright (SIGKILL, a lost machine)."""
+    try:
+        with console.status(f"undoing the open faults of {ledger_path(report)}"):
+            results = undo_open_faults(
+                report, dry_run=dry_run, say=lambda s: console.print(f"[dim]·[/dim] {s}")
+            )
+    except LedgerFileError as exc:
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(3) from None
+    if not results:
+        console.print(f"nothing to undo: {ledger_path(report)} has no open fault")
+        return
+    table = Table(title=f"open faults of {ledger_path(report)}, newest first")
+    for column in ("fault", "key", "applied", "outcome", "how"):
+        table.add_column(column)
+    colour = {"undone": "green", "would undo": "cyan", "failed": "red", "cannot": "red"}
+    for r in results:
+        table.add_row(
+            r.fault.action,
+            r.fault.key,
+            escape(r.fault.description or "(killed while applying)"),
+            f"[{colour[r.status]}]{r.status}[/{colour[r.status]}]",
+            escape(r.detail),
+        )
+    console.print(table)
+    if any(r.status in ("failed", "cannot") for r in results):
+        raise typer.Exit(1)

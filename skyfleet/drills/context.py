@@ -49,11 +49,12 @@ class RunContext:
         *,
         fault_site: str | None = None,
         say: Callable[[str], None] = logger.info,
+        ledger: Ledger | None = None,
     ) -> None:
         self.target = target
         self.default_fault_site = fault_site  # the drill's ``fault_site``, when the fault names none
         self.say = say
-        self.ledger = Ledger()
+        self.ledger = ledger or Ledger()
         self.fault = FaultInfo()
         self.notes: list[str] = []
         # The load's live recording, filled by the load process's stream; None without load.

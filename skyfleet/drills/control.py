@@ -18,6 +18,7 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 
 from skyfleet.drills.experiment import DrillFileError, validate_experiment
+from skyfleet.drills.rollback import LedgerFileError
 from skyfleet.drills.run import DrillRefused, DrillRun, DrillSkipped, check_requirements, current, set_current
 from skyfleet.drills.target import TargetError, target_from_configuration
 
@@ -42,7 +43,7 @@ def before_experiment_control(
         set_current(run)
         _owned = run
         run.start()
-    except (DrillFileError, DrillSkipped, DrillRefused, TargetError) as exc:
+    except (DrillFileError, DrillSkipped, DrillRefused, TargetError, LedgerFileError) as exc:
         raise InterruptExecution(str(exc)) from None
 
 

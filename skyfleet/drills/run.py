@@ -38,7 +38,7 @@ from skyfleet.drills.measure import DataCheck, check_targets, measure
 from skyfleet.drills.readback import read_back
 from skyfleet.drills.records import LoadRecording
 from skyfleet.drills.report import DrillReport, HypothesisSummary, write_report
-from skyfleet.drills.rollback import Ledger
+from skyfleet.drills.rollback import LEDGER_FILE, Ledger
 from skyfleet.drills.steady import SteadyWait, wait_for_steady_state
 from skyfleet.drills.target import LabTarget, StackTarget, Target
 
@@ -86,7 +86,10 @@ class DrillRun:
         self.spec = drill.skyfleet
         self.report_dir = report_dir
         self.say = say
-        self.context = RunContext(target, fault_site=self.spec.fault_site, say=say)
+        # Its ledger on disk too, for a drill killed outright (``skyfleet drill rollback``).
+        ledger = Ledger(report_dir / LEDGER_FILE, target=ledger_target(target, report_dir))
+        ledger.hold()
+        self.context = RunContext(target, fault_site=self.spec.fault_site, say=say, ledger=ledger)
         self.started_at = time.time()
         self.load: LoadProcess | None = None
         self.abort_reason: str | None = None
@@ -272,6 +275,8 @@ class DrillRun:
         self.finished = True
         self.in_method = False
         leftover = self.ledger.restore_all("drill ended with the fault still applied")
+        # Nothing more is undone here: a fault whose undo failed is `skyfleet drill rollback`'s.
+        self.ledger.release()
         if leftover:
             self.safety_rollbacks.extend(leftover)
             self.context.fault_restored(time.time())
@@ -541,6 +546,16 @@ def configuration_vars(target: Target, report_dir: Path) -> dict[str, Any]:
         if target.source.plan_dir:
             out["skyfleet_plan_dir"] = str(target.source.plan_dir)
     return out
+
+
+def ledger_target(target: Target, report_dir: Path) -> dict[str, Any]:
+    """The target as the ledger file keeps it: its paths absolute, so a rollback run from
+    another folder finds the same outputs, plans or lab."""
+    paths = ("skyfleet_report_dir", "skyfleet_lab_dir", "skyfleet_outputs_file", "skyfleet_plan_dir")
+    return {
+        k: str(Path(v).resolve()) if k in paths else v
+        for k, v in configuration_vars(target, report_dir).items()
+    }
 
 
 def with_control(experiment: dict[str, Any]) -> dict[str, Any]:

@@ -268,8 +268,12 @@ class ServiceScaleToZero(StackFault):
             site.site,
             f"ECS {service} scaled 0 (was {previous})" + (", its scaling suspended" if suspended else ""),
             {"previous_desired_count": previous, "previous_suspended_state": suspended, "time": at},
-            lambda: restore_service(site, service, previous, suspended),
+            saved={"count": previous, "suspended": suspended},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any], service: str = "api") -> Undo:
+        site = stack.site()
+        return lambda: restore_service(site, service, int(saved["count"]), saved["suspended"])
 
     def restore(self, stack: StackTarget, service: str = "api", count: int | None = None) -> Undo | None:
         site = stack.site()
@@ -306,8 +310,12 @@ class SecurityGroupCut(StackFault):
             site.site,
             f"security group {site.task_security_group_id} ingress cut ({len(rules)} rules)",
             {"revoked_rules": len(rules)},
-            lambda: restore_security_group(site, rules),
+            saved={"rules": rules},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any]) -> Undo:
+        site = stack.site()
+        return lambda: restore_security_group(site, list(saved["rules"]))
 
     def restore(self, stack: StackTarget) -> Undo | None:
         return None  # the revoked rules are known only to the fault that saved them
@@ -337,8 +345,14 @@ class HealthCheckInvert(StackFault):
             site,
             f"Route 53 health check of {site} inverted",
             {"health_check_id": health_check_id(edge, site), "previous_inverted": previous},
-            lambda: set_health_check_inverted(edge, site, previous),
+            saved={"inverted": previous},
         )
+
+    def resume(
+        self, stack: StackTarget, saved: dict[str, Any], site: str, edge_stack: str | None = None
+    ) -> Undo:
+        edge = stack.edge(edge_stack)
+        return lambda: set_health_check_inverted(edge, site, bool(saved["inverted"]))
 
     def restore(self, stack: StackTarget, site: str, edge_stack: str | None = None) -> Undo | None:
         return lambda: set_health_check_inverted(stack.edge(edge_stack), site, False)

@@ -123,8 +123,12 @@ class IngressInternal(StackFault):
             site.site,
             f"Cloud Run ingress internal (was {previous})",
             {"previous_ingress": previous},
-            lambda: set_ingress(site, previous, undo_on_error=False),
+            saved={"ingress": previous},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any]) -> Undo:
+        site = stack.site()
+        return lambda: set_ingress(site, str(saved["ingress"]), undo_on_error=False)
 
     def restore(self, stack: StackTarget, ingress: str | None = None) -> Undo | None:
         return None if ingress is None else (lambda: set_ingress(stack.site(), ingress, undo_on_error=False))
@@ -149,8 +153,12 @@ class TrafficZero(StackFault):
             site.site,
             "Cloud Run scaled to 0",
             {"previous_scaling": previous},
-            lambda: restore_scaling(site, previous),
+            saved={"scaling": previous},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any]) -> Undo:
+        site = stack.site()
+        return lambda: restore_scaling(site, dict(saved["scaling"]))
 
     def restore(self, stack: StackTarget) -> Undo | None:
         return None  # the previous scaling is known only to the fault that read it

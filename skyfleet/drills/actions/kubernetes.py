@@ -202,8 +202,12 @@ class ScaleToZero(StackFault):
             site.site,
             f"deployment {deployment} scaled to 0 (was {previous})",
             {"previous_replicas": previous},
-            lambda: scale(site, deployment, previous),
+            saved={"replicas": previous},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any], deployment: str = "api") -> Undo:
+        site = stack.site()
+        return lambda: scale(site, deployment, int(saved["replicas"]))
 
     def restore(
         self, stack: StackTarget, deployment: str = "api", replicas: int | None = None
@@ -238,8 +242,12 @@ class DenyAll(StackFault):
             site.site,
             f"deny-all NetworkPolicy, ingress emptied on {sorted(saved)}",
             {"policy": DENY_POLICY_NAME, "emptied": sorted(saved)},
-            lambda: remove_deny_all(site, saved),
+            saved={"ingress": saved},
         )
+
+    def resume(self, stack: StackTarget, saved: dict[str, Any], deployment: str = "api") -> Undo:
+        site = stack.site()
+        return lambda: remove_deny_all(site, dict(saved["ingress"]))
 
     def restore(self, stack: StackTarget) -> Undo | None:
         return lambda: remove_deny_all(stack.site())

@@ -47,16 +47,22 @@ class ActionInfo:
 
 
 ACTIONS: dict[str, ActionInfo] = {}
+# Each fault's pair, by the fault's function name (what a ledger file records).
+PAIRS: dict[str, FaultPair] = {}
 
 
 @dataclass(frozen=True)
 class Applied:
-    """What a fault did: the site it hit, a line for the ledger, its result, and its undo."""
+    """What a fault did: the site it hit, a line for the ledger, its result, and how to undo
+    it: ``saved``, what the pair's ``resume`` needs (plain JSON, kept in the drill's ledger
+    file, so a rollback without the drill undoes exactly this), or an ``undo`` of this process
+    only (the lab's: its processes are this machine's)."""
 
     site: str | None
     description: str
     result: Any
-    undo: Undo
+    undo: Undo | None = None
+    saved: dict[str, Any] | None = None
 
 
 def _register(info: ActionInfo) -> None:
@@ -110,6 +116,20 @@ class FaultPair:
     # and the rollback's. ``restore`` returns None when there is nothing to undo without the ledger.
     apply: Callable[..., Applied]
     restore: Callable[..., Undo | None]
+    # A fault whose ``apply`` reports ``saved`` defines ``resume(target, saved, *arguments)``:
+    # its undo from what was saved (in this process, or read back from the ledger file).
+    resume: Callable[..., Undo]
+
+    def undo_recorded(
+        self, target: Target, saved: dict[str, Any] | None, arguments: dict[str, Any]
+    ) -> Undo | None:
+        """The undo of a fault its ledger file records (``skyfleet drill rollback``): exactly
+        what it changed when the file has it, else the rollback's own ``restore`` (what the
+        stack declares, where it can tell); None when neither can undo it."""
+        if saved is not None:
+            return self.resume(target, saved, **arguments)
+        wanted = inspect.signature(self.restore).parameters
+        return self.restore(target, **{k: v for k, v in arguments.items() if k in wanted})
 
     def describe(self, target: Target | None, args: dict[str, Any]) -> str:
         raise NotImplementedError
@@ -130,13 +150,23 @@ class FaultPair:
 
     def _apply(self, configuration: Configuration, arguments: dict[str, Any]) -> dict[str, Any]:
         target = self._target(configuration)
+        key = self._key(arguments)
+        ledger = context.ledger()
+        entry = ledger.applying(key, self.fault, arguments)
         started = time.time()
-        applied = self.apply(target, **arguments)
+        try:
+            applied = self.apply(target, **arguments)
+        except BaseException as exc:
+            ledger.not_applied(entry, exc)
+            raise
         result = _as_dict(applied.result)
         at = float(result.get("time", started))
-        key = self._key(arguments)
+        undo = applied.undo
+        if undo is None:
+            assert applied.saved is not None, f"{self.fault}: apply gave neither undo nor saved"
+            undo = self.resume(target, applied.saved, **arguments)
         # Recorded before anything else can fail: from here on, the safety net can undo it.
-        context.ledger().applied(key, self.fault, applied.description, applied.undo, at)
+        ledger.applied(key, self.fault, applied.description, undo, at, entry=entry, saved=applied.saved)
         run = context.current()
         if run is not None:
             run.fault_applied(self.fault, applied.site, at, result)
@@ -187,6 +217,7 @@ class FaultPair:
         rollback = _public(restore, cls.rollback, cls.__module__, f"Undo {cls.fault}: {doc}", pair._rollback)
         _register(ActionInfo(cls.fault, cls.platform, "fault", cls.rollback, pair.describe))
         _register(ActionInfo(cls.rollback, cls.platform, "rollback", None, pair.describe_undo))
+        PAIRS[cls.fault] = pair
         return fault, rollback
 
 
