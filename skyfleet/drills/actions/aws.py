@@ -62,13 +62,6 @@ def _set_count(site: SiteOutputs, service: str, count: int) -> None:
     )
 
 
-def scale_service(site: SiteOutputs, service: str, count: int) -> int:
-    """Set the service's desired count; return the previous one (for the rollback)."""
-    previous = desired_count(site, service)
-    _set_count(site, service, count)
-    return previous
-
-
 # Application Auto Scaling's dimension for an ECS service's desired count.
 ECS_DIMENSION = "ecs:service:DesiredCount"
 SUSPENDED_KEYS = ("DynamicScalingInSuspended", "DynamicScalingOutSuspended", "ScheduledScalingSuspended")
@@ -129,7 +122,7 @@ def restore_service(
                 "minimum from: give the rollback the count to restore"
             )
         count = int(target["MinCapacity"])
-    scale_service(site, service, count)
+    _set_count(site, service, count)
     if target is not None:
         set_scaling_suspended(site, service, suspended or dict.fromkeys(SUSPENDED_KEYS, False))
     return count
