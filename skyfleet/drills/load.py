@@ -241,8 +241,8 @@ class Generator:
         self._turn_counter = 0
         self._busy: set[str] = set()
         self._turns: dict[str, int] = {}  # turns sent per session
-        # Each session belongs to one client (API key); sessions are handed out in turn.
-        self._clients: dict[str, int] = {}
+        # Each session belongs to the client (API key) that created it (``state.client_of``);
+        # new sessions are handed to the clients in turn.
         self._sessions_opened = 0
         self._kinds = ["session", "message", "task", "poll"]
         self._user_clients: dict[str, Client] = {}
@@ -377,7 +377,7 @@ class Generator:
 
     async def _send(self, client: Client, scheduled: float, kind: str, session_id: str | None) -> None:
         task_id = marker = None
-        client_number = self._clients.get(session_id or "", 0)
+        client_number = self.state.client_of(session_id)
         if kind == "session":
             self._sessions_opened += 1
             client_number = self._sessions_opened
@@ -392,7 +392,7 @@ class Generator:
         else:
             pending = [t for t in self.state.tasks.values() if t.final is None]
             task_id = self._random.choice(pending).task_id
-            client_number = self._clients.get(self.state.tasks[task_id].session_id or "", 0)
+            client_number = self.state.client_of(self.state.tasks[task_id].session_id)
             method, path, body = "GET", f"/v1/tasks/{task_id}", None
         sent = time.time()
         started = time.perf_counter()
@@ -430,8 +430,6 @@ class Generator:
         ok = status is not None and 200 <= status < 300
         if ok and kind == "session":
             session_id = _ids(payload, "id", "session_id")
-            if session_id:
-                self._clients[session_id] = client_number
         elif ok and kind == "task":
             task_id = _ids(payload, "task_id", "id")
         task = None
@@ -451,6 +449,7 @@ class Generator:
             marker=marker,
             via=via,
             endpoint=endpoint,
+            client=client_number,
         )
         self.state.add(record, task, keep=False)
         if status == 404:

@@ -83,12 +83,14 @@ async def read_back(
     turns_by_session: dict[str, list] = {}
     for turn in recording.turns:
         turns_by_session.setdefault(turn.session_id, []).append(turn)
-    # Reads are spread over the clients' keys, as the load's were: each key is rate-limited.
+    # Each record is read with the key that created it (only that key may), so reads are spread
+    # over the clients' keys as the load's were: each key is rate-limited.
     async with door.async_client(timeout=request_timeout) as client:
 
-        async def one_session(number: int, session_id: str) -> None:
+        async def one_session(session_id: str) -> None:
+            key = door.auth(recording.client_of(session_id))
             async with gate:
-                response = await _get(client, f"/v1/sessions/{session_id}", deadline, door.auth(number))
+                response = await _get(client, f"/v1/sessions/{session_id}", deadline, key)
             turns = turns_by_session.get(session_id, [])
             check.sessions_checked += 1
             check.turns_checked += len(turns)
@@ -110,12 +112,11 @@ async def read_back(
                 1 for t in missing if fault_at is not None and t.acked_at < fault_at
             )
 
-        await asyncio.gather(*(one_session(n, s) for n, s in enumerate(recording.sessions)))
+        await asyncio.gather(*(one_session(s) for s in recording.sessions))
 
         tasks = list(recording.tasks.values())
         check.tasks_checked = len(tasks)
 
-        numbers = {t: n for n, t in enumerate(recording.tasks)}
         # The answer to the read-back's latest read of each task: a record the load saw finish
         # that is gone now (404) or cannot be read is lost, as a session that is gone is.
         unread: dict[str, str] = {}
@@ -124,7 +125,8 @@ async def read_back(
             task = recording.tasks[task_id]
             async with gate:
                 sent = time.time()
-                response = await _get(client, f"/v1/tasks/{task_id}", deadline, door.auth(numbers[task_id]))
+                key = door.auth(recording.client_of(task.session_id))
+                response = await _get(client, f"/v1/tasks/{task_id}", deadline, key)
             if response is not None and response.status_code == 200:
                 unread.pop(task_id, None)
                 task.observe(response.json(), sent=sent, completed=time.time())

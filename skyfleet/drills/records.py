@@ -55,6 +55,8 @@ class RequestRecord:
     via: str | None = None  # the site the request reached, when another (the record's home) served it
     # The fleet client's regional host it was answered at, when not the global name.
     endpoint: str | None = None
+    # Which client (API key) sent it: a session and its tasks are that key's alone.
+    client: int = 0
 
     @property
     def ok(self) -> bool:
@@ -128,6 +130,8 @@ class LoadRecording:
     in_flight: Counter[float] = field(default_factory=Counter)
     latest_sent: float = 0.0
     sessions: list[str] = field(default_factory=list)
+    # The client (API key) that created each session: only its key reads it, and its tasks.
+    session_clients: dict[str, int] = field(default_factory=dict)
     turns: list[AckedTurn] = field(default_factory=list)
     tasks: dict[str, AcceptedTask] = field(default_factory=dict)
 
@@ -138,6 +142,7 @@ class LoadRecording:
         if r.ok:
             if r.kind == "session" and r.session_id:
                 self.sessions.append(r.session_id)
+                self.session_clients[r.session_id] = r.client
             elif r.kind == "message" and r.session_id and r.marker:
                 self.turns.append(AckedTurn(r.session_id, r.marker, r.completed))
             elif r.kind == "task" and r.session_id and r.task_id:
@@ -150,6 +155,10 @@ class LoadRecording:
             self.in_flight[r.sent] -= 1
             if not self.in_flight[r.sent]:
                 del self.in_flight[r.sent]
+
+    def client_of(self, session_id: str | None) -> int:
+        """The client that created the session (0 when the load never saw it created)."""
+        return self.session_clients.get(session_id or "", 0)
 
     def note_sent(self, sent: float) -> None:
         """A request left at ``sent`` (its answer comes as a record with the same ``sent``)."""

@@ -35,12 +35,16 @@ def drill_at_default_priority() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def running_site(*, max_deliver: int = 3, worker_env: Mapping[str, str] | None = None) -> Iterator[AgentSite]:
+def running_site(
+    *, max_deliver: int = 3, worker_env: Mapping[str, str] | None = None, keys: tuple[str, ...] = ()
+) -> Iterator[AgentSite]:
     """One real site (no lab: no front door, one replica) at the default CPU priority; its queue
-    delivers a task ``max_deliver`` times, its worker runs with ``worker_env`` added."""
+    delivers a task ``max_deliver`` times, its worker runs with ``worker_env`` added; ``keys``:
+    client keys it accepts besides the test key."""
     with default_priority():
         redis, nats = RedisServer().start(), NatsServer().start()
     env = app_env(redis.url, nats.queue(max_deliver=max_deliver).url)
+    env["AGENT_API_KEYS"] = ",".join((env["AGENT_API_KEYS"], *keys))
     api = worker = None
     try:
         with default_priority():

@@ -125,3 +125,26 @@ def test_a_task_that_ended_failed_is_counted_failed_not_delivered(failing_site: 
     assert m.tasks_failed == len(rec.tasks) and m.tasks_lost == 0
     (result,) = check_targets(m, {"tasks_failed": 0})
     assert result.value == len(rec.tasks) and result.met is False
+
+
+def test_each_session_and_task_is_used_and_read_back_with_the_key_that_created_it() -> None:
+    """Many clients, one API key each, as the lab's drills run: a session is its creator's key's
+    alone, so the load sends its turns, tasks and polls with that key and the read-back reads it
+    with that key; any other key would be answered 404 and the session counted lost."""
+    keys = tuple(f"drill-client-{n}-0123456789abcdef" for n in range(3))
+    with running_site(keys=keys) as site:
+        spec = LoadSpec(rate=30, max_seconds=4, warmup_seconds=0, request_timeout_seconds=5)
+        door = FrontDoor(site.url, keys)
+        load = LoadProcess(door, spec)
+        load.start()
+        wait_until(lambda: not load.running, timeout=60, what="the load process to end")
+        rec = load.stop()
+        assert load.problems() == ""
+        assert all(r.ok for r in rec.records), [r for r in rec.records if not r.ok][:3]
+        assert len({rec.client_of(s) % len(keys) for s in rec.sessions}) == len(keys)  # every key used
+        for r in rec.records:
+            if r.kind in ("message", "task"):
+                assert r.client == rec.client_of(r.session_id), r
+        check = asyncio.run(read_back(door, rec, fault_at=None, drain_seconds=20, request_timeout=5))
+    assert check.sessions_checked == len(rec.sessions) > 0 and check.tasks_checked > 0
+    assert (check.sessions_lost, check.turns_lost, check.tasks_lost) == (0, 0, 0), check.notes
