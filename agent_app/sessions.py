@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
 from agent_app.errors import Conflict, Moved, NotFound, Superseded, TooLarge
 from agent_app.fleet import Replication
-from agent_app.keys import session_key
+from agent_app.keys import CLIENT_FIELD, owned_by, session_key
 from agent_app.schemas import Message, Session
 
 APPEND_ATTEMPTS = 8
@@ -67,7 +67,9 @@ return nv
 # home now, else takes the lock and returns {1, the session hash as field/value pairs}.
 # ``#!lua`` (a writing script): a replica refuses it up front, like the task scripts.
 _LOCK_AND_LOAD = """#!lua
-if redis.call('HGET', KEYS[1], 'client') ~= ARGV[4] then return {1, {}} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
+local owner = redis.call('HGET', KEYS[1], 'client')
+if owner and owner ~= ARGV[4] then return {1, {}} end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2])} end
 local home = redis.call('HGET', KEYS[1], 'home')
@@ -179,7 +181,7 @@ class SessionStore:
             "metadata": json.dumps(metadata),
             "messages": "[]",
             # The key it belongs to: only that key reads it or takes turns in it (copies carry it).
-            "client": client,
+            CLIENT_FIELD: client,
         }
         if self.replicator is not None:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
@@ -226,7 +228,7 @@ class SessionStore:
         raw: dict[str, str] = await self.cache.run(
             lambda r: r.hgetall(session_key(session_id))  # type: ignore[arg-type,return-value]
         )
-        if client is not None and raw.get("client") != client:
+        if client is not None and not owned_by(raw, client):
             raw = {}  # answered as a session that does not exist: an id proves nothing
         if raw and self.replicator is not None:
             if raw.get("taking") or raw.get("home", self.site) != self.site:

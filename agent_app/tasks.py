@@ -19,7 +19,7 @@ from typing import Any, Literal
 from agent_app.cache import CREATE_IF_ABSENT, Cache, create_args
 from agent_app.errors import DependencyDown, Moved, NotFound
 from agent_app.fleet import Replication
-from agent_app.keys import task_key
+from agent_app.keys import CLIENT_FIELD, owned_by, task_key
 from agent_app.schemas import Task, TaskStatus, ToolUse
 from agent_app.sessions import new_id
 
@@ -168,7 +168,7 @@ class TaskStore:
             # What a site that takes the task over needs to queue it again.
             "work_seconds": work_seconds,
             "version": 1,
-            "client": client,  # as a session's: only that key reads it
+            CLIENT_FIELD: client,  # as a session's: only that key reads it
         }
         if self.replicator is not None:
             fields |= {"home": self.site, "epoch": 1, "wid": new_id()}
@@ -212,7 +212,7 @@ class TaskStore:
         """The task; ``client``: the caller's key id (another key's task is not found), or None
         for the app's own reads."""
         raw: dict[str, str] = await self.cache.run(lambda r: r.hgetall(task_key(task_id)))  # type: ignore[arg-type,return-value]
-        if not raw or "status" not in raw or (client is not None and raw.get("client") != client):
+        if not raw or "status" not in raw or (client is not None and not owned_by(raw, client)):
             raise NotFound(f"task {task_id!r} does not exist or has expired")
         if self.replicator is not None:
             if raw.get("taking") or raw.get("home", self.site) != self.site:

@@ -42,6 +42,7 @@ from agent_app.fleet.records import REQUEUE, TAKING, Kind, Record, before_takeov
 from agent_app.fleet.replicator import Replicator
 from agent_app.handlers import agent_error_response
 from agent_app.http import ASGIApp, Message, Receive, Scope, Send, read_request, replaying
+from agent_app.keys import owned_by
 from agent_app.logs import request_id_var
 from agent_app.metrics import FLEET_FORWARDS
 from agent_app.runtime import Runtime
@@ -188,6 +189,12 @@ class FleetRouting:
                     runtime.ensure_accepting()
                     assert self.state.limiter is not None
                     await self.state.limiter.hit(key_id)
+                    record = await replicator.find(kind, record_id)
+                if record is None or not owned_by(record, key_id):
+                    # Nobody has it, or it is another key's: the app here answers 404, the same
+                    # for both. Never passed on or taken over: where it lives is not the caller's.
+                    await self.app(scope, replaying(messages, receive), send)
+                    return
                 site = await locate(runtime, kind, record_id, hops=len(chain), record=record)
                 if site is None:
                     if await self._served_here(scope, replaying(messages, receive), send):

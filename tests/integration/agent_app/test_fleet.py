@@ -28,6 +28,7 @@ from agent_app.contract import (
     FLEET_PATH_PREFIX,
     FORWARDED_HEADER,
     SITE_HEADER,
+    VIA_HEADER,
     fleet_sites_value,
 )
 from agent_app.fleet.peers import KEEPALIVE_EXPIRY_SECONDS
@@ -357,34 +358,45 @@ def test_a_task_accepted_at_a_lost_site_is_completed_by_its_successor_once(fleet
 def test_a_session_and_its_task_stay_their_keys_at_every_site_and_after_a_takeover(
     fleet: dict[str, Site],
 ) -> None:
-    """Another client key is answered 404 wherever it asks, before and after the session's home
-    is lost: the key a record belongs to travels with its copies and its takeover."""
+    """Another client key is answered wherever it asks as for an id nobody has: 404 from the
+    site it asked, never passed to the record's home (which would name it) nor taking anything
+    over, before and after the home is lost. The owning key travels with copies and takeovers."""
     a, b, c = fleet.values()
     sid, task_id = task_waiting_at(a)
     with client(a) as ca:
         assert ca.post(f"/v1/sessions/{sid}/messages", json={"content": "my name is Ada"}).status_code == 200
-    paths = [
-        ("GET", f"/v1/sessions/{sid}", None),
-        ("POST", f"/v1/sessions/{sid}/messages", {"content": "what is my name?"}),
-        ("POST", f"/v1/sessions/{sid}/tasks", {"input": "x"}),
-        ("GET", f"/v1/tasks/{task_id}", None),
-    ]
+    nobody = "0" * 32
+
+    def requests(session: str, task: str) -> list[tuple[str, str, Any]]:
+        return [
+            ("GET", f"/v1/sessions/{session}", None),
+            ("POST", f"/v1/sessions/{session}/messages", {"content": "what is my name?"}),
+            ("POST", f"/v1/sessions/{session}/tasks", {"input": "x"}),
+            ("GET", f"/v1/tasks/{task}", None),
+        ]
+
+    def answer(r: httpx.Response) -> tuple[int, str, str | None, str | None]:
+        return r.status_code, r.json()["code"], r.headers.get(SITE_HEADER), r.headers.get(VIA_HEADER)
 
     def refused_everywhere(sites: tuple[Site, ...]) -> None:
         for site in sites:
             assert site.api is not None
             with site.api.client(headers={"Authorization": f"Bearer {OTHER_KEY}"}) as stranger:
-                for method, path, body in paths:
-                    r = stranger.request(method, path, json=body)
-                    assert r.status_code == 404 and r.json()["code"] == "not_found", (site.name, path, r.text)
+                for known, unknown in zip(requests(sid, task_id), requests(nobody, nobody), strict=True):
+                    got = answer(stranger.request(known[0], known[1], json=known[2]))
+                    assert got == answer(stranger.request(unknown[0], unknown[1], json=unknown[2])), known
+                    assert got == (404, "not_found", site.name, None), (known, got)
 
     refused_everywhere((a, b, c))
     a.stop()
-    refused_everywhere((b, c))  # site-b takes the records over on the first of these
-    assert b.record("session", sid)["home"] == "site-b"
+    refused_everywhere((b, c))
+    assert b.record("session", sid)["home"] == "site-a"  # the other key took nothing over
     with client(c) as cc:
+        # The owner's turn: site-c passes it to site-b, site-a's successor, which takes over.
         recall = cc.post(f"/v1/sessions/{sid}/messages", json={"content": "what is my name?"})
         assert recall.status_code == 200 and recall.json()["reply"]["content"] == "Your name is Ada."
+        assert b.record("session", sid)["home"] == "site-b"
+        refused_everywhere((b, c))
         wait_until(
             lambda: cc.get(f"/v1/tasks/{task_id}").json()["status"] == "succeeded",
             timeout=30,

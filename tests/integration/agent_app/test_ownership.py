@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_app.keys import CLIENT_FIELD, session_key, task_key
 from skyfleet.testing.servers import API_KEY, AppProcess, NatsServer, RedisServer, app_env, wait_until
 from tests.support.brokers import NatsBroker
 
@@ -107,3 +108,24 @@ def test_the_same_idempotency_key_names_each_keys_own_session(site: AppProcess) 
         assert owner.post("/v1/sessions", headers=key).json()["id"] == mine
         assert stranger.get(f"/v1/sessions/{mine}").status_code == 404
         assert stranger.get(f"/v1/sessions/{theirs}").status_code == 200
+
+
+def test_a_record_written_before_records_had_an_owner_stays_every_keys(
+    site: AppProcess, redis_server: RedisServer
+) -> None:
+    """An upgrade loses nobody's session: a record an earlier version wrote (no owner) is
+    served to any valid key, as it was then, until it expires."""
+    with site.client() as owner, other(site) as stranger:
+        session_id = owner.post("/v1/sessions").json()["id"]
+        task_id = owner.post(f"/v1/sessions/{session_id}/tasks", json={"input": "what is 2*3"}).json()[
+            "task_id"
+        ]
+        assert succeeded(owner, task_id)["result"] == "2*3 = 6"
+        store = redis_server.client()
+        store.hdel(session_key(session_id), CLIENT_FIELD)
+        store.hdel(task_key(task_id), CLIENT_FIELD)
+        assert stranger.get(f"/v1/sessions/{session_id}").status_code == 200
+        turn = stranger.post(f"/v1/sessions/{session_id}/messages", json={"content": "hello"})
+        assert turn.status_code == 200, turn.text
+        assert stranger.get(f"/v1/tasks/{task_id}").json()["result"] == "2*3 = 6"
+        assert owner.get(f"/v1/sessions/{session_id}").json()["turns"] == 1
