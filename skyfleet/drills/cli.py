@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from skyfleet.drills.experiment import Drill, DrillFileError, load_drill
+from skyfleet.drills.recovery import forget as forget_fault
 from skyfleet.drills.recovery import ledger_path, undo_open_faults
 from skyfleet.drills.report import DrillReport
 from skyfleet.drills.rollback import LedgerFileError
@@ -219,8 +220,20 @@ def rollback_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="say what would be undone, undo nothing")
     ] = False,
+    forget: Annotated[
+        int | None,
+        typer.Option("--forget", help="close open fault N without undoing it (put right by hand)"),
+    ] = None,
 ) -> None:
     """Undo the faults a drill left applied when it was killed outright (SIGKILL, a lost machine)."""
+    if forget is not None:
+        try:
+            fault = forget_fault(report, forget)
+        except LedgerFileError as exc:
+            console.print(f"[red]refused:[/red] {escape(str(exc))}")
+            raise typer.Exit(3) from None
+        console.print(f"forgotten: fault {forget} ({fault.action}, {fault.key}), not undone")
+        return
     try:
         with console.status(f"undoing the open faults of {ledger_path(report)}"):
             results = undo_open_faults(
@@ -233,11 +246,12 @@ def rollback_command(
         console.print(f"nothing to undo: {ledger_path(report)} has no open fault")
         return
     table = Table(title=f"open faults of {ledger_path(report)}, newest first")
-    for column in ("fault", "key", "applied", "outcome", "how"):
+    for column in ("#", "fault", "key", "applied", "outcome", "how"):
         table.add_column(column)
     colour = {"undone": "green", "would undo": "cyan", "failed": "red", "cannot": "red"}
     for r in results:
         table.add_row(
+            str(r.fault.entry),
             r.fault.action,
             r.fault.key,
             escape(r.fault.description or "(killed while applying)"),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from skyfleet.drills.rollback import LEDGER_FILE, Ledger, RecordedFault
+from skyfleet.drills.rollback import LEDGER_FILE, Ledger, LedgerFileError, RecordedFault
 from skyfleet.drills.target import target_from_configuration
 
 BY = "skyfleet drill rollback"
@@ -34,6 +34,22 @@ class Undone:
 def ledger_path(where: Path) -> Path:
     """The ledger file of a report folder (or the file itself)."""
     return where / LEDGER_FILE if where.is_dir() else where
+
+
+def forget(where: Path, entry: int) -> RecordedFault:
+    """Close an open fault without undoing it: one its operator put right by hand (a ``pulumi
+    refresh`` and ``pulumi up``), which ``skyfleet drill rollback`` could not undo."""
+    ledger = Ledger(ledger_path(where))
+    recorded = {f.entry: f for f in ledger.hold(new_drill=False)}
+    try:
+        fault = recorded.get(entry)
+        if fault is None or not fault.open:
+            open_ones = sorted(f.entry for f in recorded.values() if f.open)
+            raise LedgerFileError(f"{ledger.path}: no open fault {entry} (open: {open_ones or 'none'})")
+        ledger.record({"event": "forgotten", "entry": entry, "at": time.time()})
+        return fault
+    finally:
+        ledger.release()
 
 
 def undo_open_faults(

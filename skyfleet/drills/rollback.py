@@ -59,6 +59,8 @@ class Ledger:
         self.path = path
         self.target = dict(target or {})
         self._entries = 0
+        self._started: dict[int, str] = {}
+        self._not_applied: set[int] = set()
         self._held: IO[str] | None = None
 
     # --- the file ------------------------------------------------------------------------
@@ -69,8 +71,16 @@ class Ledger:
         earlier drill's, killed) is refused."""
         if self.path is None or self._held is not None:
             return []
+        if not new_drill and not self.path.is_file():
+            raise LedgerFileError(
+                f"{self.path}: no such ledger (a drill's report folder holds {LEDGER_FILE}; "
+                "drills from before ledgers were kept have none)"
+            )
+        created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._held = _locked(self.path)
+        if created:
+            _sync_folder(self.path.parent)  # the new file's name survives a crash too
         _drop_unfinished_line(self.path)
         try:
             earlier = read_ledger(self.path)
@@ -112,6 +122,7 @@ class Ledger:
         with self._lock:
             self._entries += 1
             entry = self._entries
+            self._started[entry] = action
         self.record(
             {
                 "event": "applying",
@@ -127,6 +138,7 @@ class Ledger:
 
     def not_applied(self, entry: int, error: BaseException) -> None:
         """The fault failed, and left nothing applied (each fault undoes its own partial work)."""
+        self._not_applied.add(entry)
         self.record({"event": "not applied", "entry": entry, "error": f"{type(error).__name__}: {error}"})
 
     # --- faults --------------------------------------------------------------------------
@@ -163,20 +175,23 @@ class Ledger:
 
     def restored(self, key: str, by: str, at: float | None = None) -> list[AppliedFault]:
         """Cross off every open fault under ``key``."""
-        now = at if at is not None else time.time()
         with self._lock:
             hits = [f for f in self.faults if f.key == key and f.restored_at is None]
-            for f in hits:
-                f.restored_at, f.restored_by = now, by
         for f in hits:
-            self._crossed_off(f)
+            self.crossed_off(f, by, at)
         return hits
 
-    def _crossed_off(self, fault: AppliedFault) -> None:
+    def crossed_off(self, fault: AppliedFault, by: str, at: float | None = None) -> None:
+        """One fault undone (in memory, and in the file)."""
+        fault.restored_at, fault.restored_by = at if at is not None else time.time(), by
         if fault.entry:
-            self.record(
-                {"event": "restored", "entry": fault.entry, "by": fault.restored_by, "at": fault.restored_at}
-            )
+            self.record({"event": "restored", "entry": fault.entry, "by": by, "at": fault.restored_at})
+
+    def cut_short(self) -> list[str]:
+        """Faults started here and never on record as applied or not (their apply was
+        interrupted): open in the file, unknown to the safety net."""
+        settled = {f.entry for f in self.faults} | self._not_applied
+        return [action for entry, action in self._started.items() if entry not in settled]
 
     def pending(self) -> list[AppliedFault]:
         with self._lock:
@@ -189,14 +204,21 @@ class Ledger:
             logger.warning("safety-net rollback (%s): %s", reason, fault.description)
             try:
                 fault.undo()
-                fault.restored_at, fault.restored_by = time.time(), f"safety net ({reason})"
-                self._crossed_off(fault)
+                self.crossed_off(fault, f"safety net ({reason})")
                 done.append({"name": f"undo {fault.action}", "key": fault.key, "status": "succeeded"})
             except Exception as exc:  # keep undoing the rest; report this one
                 fault.error = f"{type(exc).__name__}: {exc}"
                 self.record({"event": "undo failed", "entry": fault.entry, "error": fault.error})
                 done.append({"name": f"undo {fault.action}", "key": fault.key, "status": f"failed: {exc}"})
         return done
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _drop_unfinished_line(path: Path) -> None:
@@ -237,7 +259,7 @@ class RecordedFault:
     started_at: float
     description: str | None = None  # None: the drill ended before the fault was applied
     saved: dict[str, Any] | None = None
-    state: str = "applying"  # applying, applied, restored, not applied
+    state: str = "applying"  # applying, applied, restored, not applied, forgotten
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -245,7 +267,7 @@ class RecordedFault:
         return self.state in ("applying", "applied")
 
 
-_EVENTS = {"applying", "applied", "restored", "not applied", "undo failed"}
+_EVENTS = {"applying", "applied", "restored", "not applied", "undo failed", "forgotten"}
 
 
 def read_ledger(path: Path) -> list[RecordedFault]:
@@ -288,7 +310,7 @@ def read_ledger(path: Path) -> list[RecordedFault]:
                 str(event["description"]),
                 event.get("saved"),
             )
-        elif kind in ("restored", "not applied"):
+        elif kind in ("restored", "not applied", "forgotten"):
             fault.state = kind
         else:
             fault.errors.append(str(event.get("error", "")))

@@ -277,6 +277,12 @@ class DrillRun:
         leftover = self.ledger.restore_all("drill ended with the fault still applied")
         # Nothing more is undone here: a fault whose undo failed is `skyfleet drill rollback`'s.
         self.ledger.release()
+        undone = [f.action for f in self.ledger.pending()] + self.ledger.cut_short()
+        if undone:
+            self.notes.append(
+                f"left applied or unknown (cut short while being applied): {', '.join(undone)}; run "
+                f"`skyfleet drill rollback {self.report_dir}`"
+            )
         if leftover:
             self.safety_rollbacks.extend(leftover)
             self.context.fault_restored(time.time())
@@ -604,6 +610,9 @@ def run_drill(
 
     check_requirements(drill, target)
     ensure_prod_confirmed(target, yes)
+    early = Ledger(report_dir / LEDGER_FILE)
+    early.hold()  # a folder an earlier drill left faults open in is refused before any wait
+    early.release()
     if isinstance(target, LabTarget):
         target.wait_settled(SETTLE_TIMEOUT_SECONDS, say)
     run = DrillRun(drill, target, report_dir, say=say)

@@ -156,8 +156,8 @@ def add_deny_all(site: SiteOutputs, deployment: str = "api") -> dict[str, list[A
         for policy in admitting(manifests, labels):
             saved[policy["metadata"]["name"]] = policy["spec"]["ingress"]
             _set_ingress(net, namespace, policy["metadata"]["name"], [])
-    except Exception:
-        remove_deny_all(site, saved)  # nothing is left half-applied
+    except BaseException:  # an error, Ctrl-C or the drill's abort: nothing is left half-applied
+        remove_deny_all(site, saved)
         raise
     return saved
 

@@ -156,9 +156,11 @@ class FaultPair:
         started = time.time()
         try:
             applied = self.apply(target, **arguments)
-        except BaseException as exc:
+        except Exception as exc:  # a fault that fails undoes what it had done
             ledger.not_applied(entry, exc)
             raise
+        # Cut short (Ctrl-C, the drill's abort) while its call may have landed: it stays open
+        # on record, for `skyfleet drill rollback` (the run's report says so).
         result = _as_dict(applied.result)
         at = float(result.get("time", started))
         undo = applied.undo
@@ -181,7 +183,7 @@ class FaultPair:
         if open_faults:
             for fault in reversed(open_faults):
                 results.append(fault.undo())
-                ledger.restored(key, by=self.rollback)
+                ledger.crossed_off(fault, by=self.rollback)
         elif context.current() is not None and any(f.key == key for f in ledger.faults):
             # Undone already in this run (a method that restores its own fault, e.g. a failback):
             # the declared rollback has nothing left to do.

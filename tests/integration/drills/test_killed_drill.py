@@ -236,3 +236,11 @@ def test_a_fault_killed_before_it_was_on_record_as_applied_is_undone_as_the_stac
     assert "cannot" in done.stderr and "killed before the fault was on record" in done.stderr
     states = {f.action: f.state for f in read_ledger(report / LEDGER_FILE)}
     assert states == {"aws_service_scale_to_zero": "restored", "aws_security_group_cut": "applying"}
+    # Its operator puts it right by hand (`pulumi refresh`, `pulumi up`), then closes it on record.
+    wrong = skyfleet("drill", "rollback", report, "--forget", "1")
+    assert wrong.returncode == 3 and "no open fault 1 (open: [2])" in wrong.stderr, wrong.stderr
+    forgotten = skyfleet("drill", "rollback", report, "--forget", "2")
+    assert forgotten.returncode == 0 and "forgotten: fault 2 (aws_security_group_cut" in forgotten.stderr
+    assert {port for port, _ in rules().values()} == {aws.CUT_PORT}  # forgetting undoes nothing
+    again = skyfleet("drill", "rollback", report)
+    assert again.returncode == 0 and "nothing to undo" in again.stderr, again.stderr

@@ -114,3 +114,32 @@ def test_what_an_undo_needs_must_be_plain_json_even_without_a_file() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         ledger.applied("k", "some_fault", "d", lambda: None, entry=entry, saved={"when": object()})
     assert [f.key for f in ledger.pending()] == ["k"]  # in memory still: the safety net undoes it
+
+
+def test_a_rollback_of_a_ledger_that_is_not_there_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped report folder must not read as "nothing to undo"."""
+    for where in (tmp_path / "reprot" / LEDGER_FILE, tmp_path / LEDGER_FILE):
+        with pytest.raises(LedgerFileError, match="no such ledger"):
+            Ledger(where).hold(new_drill=False)
+        assert not where.exists()
+
+
+def test_each_fault_is_crossed_off_on_its_own(tmp_path: Path) -> None:
+    """Two faults under one key: the first undone, the second still applied (its undo failed, or
+    the drill was killed before it) stays open on record."""
+    path = tmp_path / LEDGER_FILE
+    ledger = ledger_with_one_open_fault(path)
+    entry = ledger.applying("ecs:api", "aws_service_scale_to_zero", {"service": "api"})
+    ledger.applied("ecs:api", "aws_service_scale_to_zero", "again", lambda: None, entry=entry, saved={})
+    first, _ = ledger.pending()
+    ledger.crossed_off(first, by="aws_service_restore")
+    assert [(f.entry, f.state) for f in read_ledger(path)] == [(1, "restored"), (2, "applied")]
+
+
+def test_a_fault_cut_short_while_being_applied_is_named(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / LEDGER_FILE)
+    ledger.applying("k8s-deny", "k8s_deny_all", {})  # Ctrl-C during its calls: neither outcome
+    failed = ledger.applying("sg-ingress", "aws_security_group_cut", {})
+    ledger.not_applied(failed, RuntimeError("denied"))
+    assert ledger.cut_short() == ["k8s_deny_all"] and ledger.pending() == []
+    assert [f.state for f in read_ledger(tmp_path / LEDGER_FILE)] == ["applying", "not applied"]
