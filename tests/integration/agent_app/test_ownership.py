@@ -4,6 +4,7 @@ knows their ids is answered as if they did not exist, on every route and by both
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,8 +102,11 @@ def test_a_task_a_turn_starts_is_its_callers(site: AppProcess) -> None:
 def test_the_same_idempotency_key_names_each_keys_own_session(site: AppProcess) -> None:
     """Two callers who pick the same Idempotency-Key get a session each."""
     with site.client() as owner, other(site) as stranger:
-        key = {"Idempotency-Key": "create-1"}
-        mine = owner.post("/v1/sessions", headers=key).json()["id"]
+        # Unique to this run: the module's Redis is shared, and a key's id names the same session.
+        key = {"Idempotency-Key": f"create-{uuid.uuid4().hex}"}
+        made = owner.post("/v1/sessions", headers=key)
+        assert made.status_code == 201, made.text
+        mine = made.json()["id"]
         theirs = stranger.post("/v1/sessions", headers=key).json()["id"]
         assert mine != theirs
         assert owner.post("/v1/sessions", headers=key).json()["id"] == mine
