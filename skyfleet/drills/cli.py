@@ -225,7 +225,7 @@ def rollback_command(
         typer.Option("--forget", help="close open fault N without undoing it (put right by hand)"),
     ] = None,
 ) -> None:
-    """Undo the faults a drill left applied when it was killed outright (SIGKILL, a lost machine)."""
+    """Undo the faults a drill left applied when it was killed outright (SIGKILL, a machine that crashed)."""
     if forget is not None:
         try:
             fault = forget_fault(report, forget)

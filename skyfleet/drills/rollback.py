@@ -8,7 +8,7 @@ newest first. A site left down by a drill is the worst outcome a drill can have.
 
 A drill's ledger is also a file (``faults.jsonl`` in its report folder), written and synced
 before each fault starts and once it is applied (with what its undo needs), and at each undo: a
-drill process killed outright (SIGKILL, a lost machine) leaves its open faults on record, and
+drill process killed outright (SIGKILL, a machine that crashed) leaves its open faults on record, and
 ``skyfleet drill rollback REPORT_DIR`` undoes them (``skyfleet.drills.recovery``). While the
 drill runs it holds a lock on the file, so nothing undoes its faults behind its back.
 """
