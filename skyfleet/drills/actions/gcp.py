@@ -3,11 +3,15 @@
 Cloud Run's traffic split must add up to 100 %, so "traffic to 0" is done the way Cloud Run
 allows: service-level manual scaling to 0 instances, which leaves nothing to serve requests.
 The service is named by the stack's ``apiServiceName`` output, in ``project`` / ``region``.
+The client speaks the API's REST binding; ``SKYFLEET_CLOUD_RUN_ENDPOINT`` (an ``http://`` or
+``https://`` address, no credentials sent) points it elsewhere: the tests' stand-in.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from infra.outputs import SiteOutputs
 from skyfleet.drills.actions.registry import Applied, StackFault, Undo
@@ -35,10 +39,23 @@ def service_path(site: SiteOutputs) -> str:
     return f"projects/{site.project}/locations/{site.region}/services/{site.api_service_name}"
 
 
+ENDPOINT_ENV = "SKYFLEET_CLOUD_RUN_ENDPOINT"
+
+
 def _client() -> Any:
     from google.cloud import run_v2
 
-    return run_v2.ServicesClient()
+    endpoint = os.environ.get(ENDPOINT_ENV)
+    if not endpoint:
+        return run_v2.ServicesClient(transport="rest")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.run_v2.services.services.transports.rest import ServicesRestTransport
+
+    url = urlsplit(endpoint)
+    transport = ServicesRestTransport(
+        host=url.netloc, credentials=AnonymousCredentials(), url_scheme=url.scheme
+    )
+    return run_v2.ServicesClient(transport=transport)
 
 
 def _update(service: Any, field: str) -> None:
