@@ -226,15 +226,11 @@ def rollback_command(
     ] = None,
 ) -> None:
     """Undo the faults a drill left applied when it was killed outright (SIGKILL, a machine that crashed)."""
-    if forget is not None:
-        try:
-            fault = forget_fault(report, forget)
-        except LedgerFileError as exc:
-            console.print(f"[red]refused:[/red] {escape(str(exc))}")
-            raise typer.Exit(3) from None
-        console.print(f"forgotten: fault {forget} ({fault.action}, {fault.key}), not undone")
-        return
     try:
+        if forget is not None:
+            fault = forget_fault(report, forget)
+            console.print(f"forgotten: fault {forget} ({fault.action}, {fault.key}), not undone")
+            return
         with console.status(f"undoing the open faults of {ledger_path(report)}"):
             results = undo_open_faults(
                 report, dry_run=dry_run, say=lambda s: console.print(f"[dim]·[/dim] {s}")

@@ -11,8 +11,9 @@ in the file as it lands, so a second run does only what is left.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,20 +37,27 @@ def ledger_path(where: Path) -> Path:
     return where / LEDGER_FILE if where.is_dir() else where
 
 
+@contextlib.contextmanager
+def _held(where: Path) -> Iterator[tuple[Ledger, list[RecordedFault]]]:
+    """The ledger at ``where``, locked (refused while its drill runs), and what it records."""
+    ledger = Ledger(ledger_path(where))
+    recorded = ledger.hold(new_drill=False)
+    try:
+        yield ledger, recorded
+    finally:
+        ledger.release()
+
+
 def forget(where: Path, entry: int) -> RecordedFault:
     """Close an open fault without undoing it: one its operator put right by hand (a ``pulumi
     refresh`` and ``pulumi up``), which ``skyfleet drill rollback`` could not undo."""
-    ledger = Ledger(ledger_path(where))
-    recorded = {f.entry: f for f in ledger.hold(new_drill=False)}
-    try:
-        fault = recorded.get(entry)
-        if fault is None or not fault.open:
-            open_ones = sorted(f.entry for f in recorded.values() if f.open)
+    with _held(where) as (ledger, recorded):
+        fault = next((f for f in recorded if f.entry == entry and f.open), None)
+        if fault is None:
+            open_ones = sorted(f.entry for f in recorded if f.open)
             raise LedgerFileError(f"{ledger.path}: no open fault {entry} (open: {open_ones or 'none'})")
         ledger.record({"event": "forgotten", "entry": entry, "at": time.time()})
         return fault
-    finally:
-        ledger.release()
 
 
 def undo_open_faults(
@@ -60,10 +68,8 @@ def undo_open_faults(
     from skyfleet.drills import activity  # noqa: F401 (declares every fault pair)
     from skyfleet.drills.actions.registry import ACTIONS, PAIRS
 
-    ledger = Ledger(ledger_path(where))
-    recorded = ledger.hold(new_drill=False)
-    try:
-        out: list[Undone] = []
+    out: list[Undone] = []
+    with _held(where) as (ledger, recorded):
         for fault in reversed([f for f in recorded if f.open]):
             pair = PAIRS.get(fault.action)
             if pair is None:
@@ -89,13 +95,10 @@ def undo_open_faults(
             try:
                 undo()
             except Exception as exc:
-                ledger.record(
-                    {"event": "undo failed", "entry": fault.entry, "error": f"{type(exc).__name__}: {exc}"}
-                )
-                out.append(Undone(fault, "failed", f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                ledger.record({"event": "undo failed", "entry": fault.entry, "error": error})
+                out.append(Undone(fault, "failed", error))
                 continue
             ledger.record({"event": "restored", "entry": fault.entry, "by": BY, "at": time.time()})
             out.append(Undone(fault, "undone", how))
-        return out
-    finally:
-        ledger.release()
+    return out

@@ -59,8 +59,8 @@ class Ledger:
         self.path = path
         self.target = dict(target or {})
         self._entries = 0
-        self._started: dict[int, str] = {}
-        self._not_applied: set[int] = set()
+        # Faults started and not yet on record as applied or not (entry: action).
+        self._applying: dict[int, str] = {}
         self._held: IO[str] | None = None
 
     # --- the file ------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class Ledger:
         with self._lock:
             self._entries += 1
             entry = self._entries
-            self._started[entry] = action
+            self._applying[entry] = action
         self.record(
             {
                 "event": "applying",
@@ -138,7 +138,7 @@ class Ledger:
 
     def not_applied(self, entry: int, error: BaseException) -> None:
         """The fault failed, and left nothing applied (each fault undoes its own partial work)."""
-        self._not_applied.add(entry)
+        self._applying.pop(entry, None)
         self.record({"event": "not applied", "entry": entry, "error": f"{type(error).__name__}: {error}"})
 
     # --- faults --------------------------------------------------------------------------
@@ -161,6 +161,7 @@ class Ledger:
         )
         with self._lock:
             self.faults.append(fault)
+            self._applying.pop(entry, None)
         if entry:
             self.record(
                 {
@@ -190,8 +191,8 @@ class Ledger:
     def cut_short(self) -> list[str]:
         """Faults started here and never on record as applied or not (their apply was
         interrupted): open in the file, unknown to the safety net."""
-        settled = {f.entry for f in self.faults} | self._not_applied
-        return [action for entry, action in self._started.items() if entry not in settled]
+        with self._lock:
+            return list(self._applying.values())
 
     def pending(self) -> list[AppliedFault]:
         with self._lock:
